@@ -1,0 +1,58 @@
+// Command ironlab is the virtual bare-metal lab: one binary for the scenario
+// runner, the lab, the driver (conductor + API), the fake agent and the BMCs.
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+)
+
+// command is one subcommand; each lives in its own file and registers itself.
+type command struct {
+	summary string
+	run     func(args []string) int // exit status: 0 ok, 1 failed, 2 bad input
+}
+
+var commands = map[string]command{}
+
+func register(name, summary string, run func(args []string) int) {
+	commands[name] = command{summary: summary, run: run}
+}
+
+func usage() {
+	fmt.Fprintf(os.Stderr, "ironlab: a virtual bare-metal lab\n\nUsage: ironlab <command> [flags]\n\nCommands:\n")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-8s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintf(os.Stderr, "\nRun 'ironlab <command> --help' for a command's flags.\n")
+}
+
+func main() {
+	if hook := initHook; hook != nil && os.Getpid() == 1 {
+		os.Exit(hook())
+	}
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		if len(os.Args) < 2 {
+			os.Exit(2)
+		}
+		return
+	}
+	c, ok := commands[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "ironlab: unknown command %q\n\n", os.Args[1])
+		usage()
+		os.Exit(2)
+	}
+	os.Exit(c.run(os.Args[2:]))
+}
+
+// initHook, when set (by the ramdisk's file), runs instead of the CLI when the
+// binary is PID 1, i.e. /init of the agent ramdisk inside a VM.
+var initHook func() int

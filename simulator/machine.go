@@ -1,0 +1,105 @@
+// Package simulator is the lab: the Machine interface and its backends, the
+// virtual BMCs, the image server, the boot folder, and lab assembly from a spec.
+//
+// Every protocol front-end (IPMI, SSH power, network boot) talks to a node's
+// hardware only through Machine.
+package simulator
+
+import (
+	"context"
+	"errors"
+)
+
+// PowerState is what a machine's power is.
+type PowerState string
+
+const (
+	PowerOn  PowerState = "on"
+	PowerOff PowerState = "off"
+)
+
+// PowerAction is a change a BMC or power interface asks of a machine.
+type PowerAction string
+
+const (
+	ActionOn      PowerAction = "on"    // power on (no-op when on)
+	ActionOff     PowerAction = "off"   // hard power off
+	ActionSoftOff PowerAction = "soft"  // ACPI shutdown request
+	ActionReset   PowerAction = "reset" // hard reset (reboot while on)
+	ActionCycle   PowerAction = "cycle" // off, then on
+	ActionNMI     PowerAction = "nmi"   // diagnostic interrupt
+)
+
+// BootDevice is what a machine boots next.
+type BootDevice string
+
+const (
+	BootNetwork BootDevice = "network"
+	BootDisk    BootDevice = "disk"
+)
+
+// BootConfig is a machine's boot selection. A non-persistent selection applies
+// to the next boot only; after it the machine falls back to its persistent one.
+type BootConfig struct {
+	Device     BootDevice `json:"device"`
+	Persistent bool       `json:"persistent"`
+	UEFI       bool       `json:"uefi"`
+}
+
+// NIC is one network interface of a machine.
+type NIC struct {
+	Name string `json:"name"`
+	MAC  string `json:"mac"`
+}
+
+// Disk is one disk of a machine. Path is where its bytes live on the lab host
+// (a sparse file for the fake backend, the domain's disk image for libvirt).
+type Disk struct {
+	Name        string `json:"name"`
+	SizeBytes   int64  `json:"size"`
+	Rotational  bool   `json:"rotational"`
+	SecureErase bool   `json:"secure_erase"`
+	Path        string `json:"path"`
+}
+
+// Hardware is what a machine is made of; the agent reports it as inventory.
+type Hardware struct {
+	CPUs         int    `json:"cpus"`
+	CPUArch      string `json:"cpu_arch"`
+	CPUModel     string `json:"cpu_model"`
+	MemoryMB     int    `json:"memory_mb"`
+	NICs         []NIC  `json:"nics"`
+	Disks        []Disk `json:"disks"`
+	Vendor       string `json:"vendor"`
+	Product      string `json:"product"`
+	SerialNumber string `json:"serial_number"`
+	BIOSVersion  string `json:"bios_version"`
+	// BIOSSettings are firmware settings a clean step may change (e.g. "vt": "on").
+	BIOSSettings map[string]string `json:"bios_settings,omitempty"`
+}
+
+// Machine is the narrow interface to one node's hardware.
+type Machine interface {
+	// Name is the machine's stable name in the lab (e.g. "node-3").
+	Name() string
+	// UUID is the machine's stable identity, derived from the lab seed.
+	UUID() string
+	Power(ctx context.Context) (PowerState, error)
+	SetPower(ctx context.Context, a PowerAction) error
+	BootConfig(ctx context.Context) (BootConfig, error)
+	SetBootConfig(ctx context.Context, b BootConfig) error
+	Hardware() Hardware
+	// ConsoleLog is everything the machine printed on its serial console.
+	ConsoleLog() (string, error)
+}
+
+// NetBooter serves what a machine boots from the network: the lab's agent
+// ramdisk or deploy ramdisk, chosen by the per-MAC boot config. In the fake
+// backend Boot runs the in-process agent until ctx is cancelled (power off or
+// reset); it returns when the booted system stops.
+type NetBooter interface {
+	NetBoot(ctx context.Context, m Machine) error
+}
+
+// ErrNoSuchMachine is returned when a lookup names a machine the lab lacks.
+var ErrNoSuchMachine = errors.New("no such machine")
