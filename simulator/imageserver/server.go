@@ -1,0 +1,226 @@
+// Package imageserver is the lab's HTTP image server: it serves the test disk
+// images the agents download, with their checksums, and takes fault knobs
+// (404, slow transfer, corrupt bytes, a dropped connection) per image.
+package imageserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ironlab/ironlab/images"
+)
+
+// Faults change how an image is served.
+type Faults struct {
+	// NotFound answers 404 for the image.
+	NotFound bool `yaml:"not_found" json:"not_found"`
+	// BytesPerSecond throttles the transfer (0: no limit).
+	BytesPerSecond int64 `yaml:"bytes_per_second" json:"bytes_per_second"`
+	// CorruptAt flips a byte at this offset (> 0) of the body.
+	CorruptAt int64 `yaml:"corrupt_at" json:"corrupt_at"`
+	// DropAfter closes the connection after this many body bytes (> 0).
+	DropAfter int64 `yaml:"drop_after" json:"drop_after"`
+}
+
+// Server serves images from a folder.
+type Server struct {
+	dir string
+	log *slog.Logger
+
+	mu     sync.Mutex
+	images map[string]images.Info
+	faults map[string]Faults
+
+	served atomic.Int64 // body bytes sent, all images
+	srv    *http.Server
+	addr   string
+}
+
+// New serves the images in dir; Add registers each one.
+func New(dir string, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{dir: dir, log: log, images: map[string]images.Info{}, faults: map[string]Faults{}}
+}
+
+// Path is where an image's file lives.
+func (s *Server) Path(id string) string { return filepath.Join(s.dir, id+".raw") }
+
+// Build builds (or reuses) an image and serves it.
+func (s *Server) Build(spec images.Spec) (images.Info, error) {
+	info, err := images.BuildFile(s.Path(spec.ID), spec)
+	if err != nil {
+		return info, err
+	}
+	s.mu.Lock()
+	s.images[spec.ID] = info
+	s.mu.Unlock()
+	return info, nil
+}
+
+// Info returns a served image's description.
+func (s *Server) Info(id string) (images.Info, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.images[id]
+	return i, ok
+}
+
+// SetFaults replaces an image's fault knobs.
+func (s *Server) SetFaults(id string, f Faults) {
+	s.mu.Lock()
+	s.faults[id] = f
+	s.mu.Unlock()
+}
+
+// BytesServed is how many image bytes the server has sent in all.
+func (s *Server) BytesServed() int64 { return s.served.Load() }
+
+// URL is an image's download URL.
+func (s *Server) URL(id string) string { return "http://" + s.addr + "/images/" + id + ".raw" }
+
+// Addr is where the server listens.
+func (s *Server) Addr() string { return s.addr }
+
+// Start listens on addr (a loopback address; port 0 picks one).
+func (s *Server) Start(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("image server: %w", err)
+	}
+	s.addr = ln.Addr().String()
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go s.srv.Serve(ln)
+	return nil
+}
+
+// Close stops the server.
+func (s *Server) Close() error {
+	if s.srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return s.srv.Shutdown(ctx)
+}
+
+// ServeHTTP answers GET /images/<id>.raw and /images/<id>.raw.{sha256,md5}.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	name, ok := strings.CutPrefix(r.URL.Path, "/images/")
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	for _, sum := range []string{".sha256", ".md5"} {
+		if id, ok := strings.CutSuffix(name, ".raw"+sum); ok {
+			info, found := s.Info(id)
+			if !found {
+				http.NotFound(w, r)
+				return
+			}
+			v := info.SHA256
+			if sum == ".md5" {
+				v = info.MD5
+			}
+			fmt.Fprintf(w, "%s  %s.raw\n", v, id)
+			return
+		}
+	}
+	id, ok := strings.CutSuffix(name, ".raw")
+	s.mu.Lock()
+	_, found := s.images[id]
+	f := s.faults[id]
+	s.mu.Unlock()
+	if !ok || !found || f.NotFound {
+		http.NotFound(w, r)
+		return
+	}
+	file, err := os.Open(s.Path(id))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer file.Close()
+	st, err := file.Stat()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", fmt.Sprint(st.Size()))
+	if r.Method == http.MethodHead {
+		return
+	}
+	n, err := s.copy(r.Context(), w, file, f)
+	s.served.Add(n)
+	if err != nil && !errors.Is(err, errDropped) {
+		s.log.Debug("image transfer ended", "image", id, "bytes", n, "err", err)
+	}
+	if errors.Is(err, errDropped) {
+		// Abort the response so the client sees a broken transfer, not EOF.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+var errDropped = errors.New("connection dropped by fault")
+
+func (s *Server) copy(ctx context.Context, w io.Writer, r io.Reader, f Faults) (int64, error) {
+	buf := make([]byte, 256<<10)
+	if f.BytesPerSecond > 0 && int64(len(buf)) > f.BytesPerSecond/10+1 {
+		buf = buf[:f.BytesPerSecond/10+1]
+	}
+	var sent int64
+	start := time.Now()
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
+			if f.CorruptAt > 0 && f.CorruptAt >= sent && f.CorruptAt < sent+int64(n) {
+				chunk[f.CorruptAt-sent] ^= 0xFF
+			}
+			if f.DropAfter > 0 && sent+int64(n) > f.DropAfter {
+				chunk = chunk[:f.DropAfter-sent]
+				m, _ := w.Write(chunk)
+				if fl, ok := w.(http.Flusher); ok {
+					fl.Flush()
+				}
+				return sent + int64(m), errDropped
+			}
+			m, err := w.Write(chunk)
+			sent += int64(m)
+			if err != nil {
+				return sent, err
+			}
+			if f.BytesPerSecond > 0 {
+				due := start.Add(time.Duration(float64(sent) / float64(f.BytesPerSecond) * float64(time.Second)))
+				select {
+				case <-time.After(time.Until(due)):
+				case <-ctx.Done():
+					return sent, ctx.Err()
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return sent, nil
+		}
+		if rerr != nil {
+			return sent, rerr
+		}
+	}
+}

@@ -1,0 +1,101 @@
+package imageserver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/ironlab/ironlab/images"
+)
+
+func start(t *testing.T) (*Server, images.Info) {
+	t.Helper()
+	s := New(t.TempDir(), nil)
+	info, err := s.Build(images.Spec{ID: "img", Size: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, info
+}
+
+func get(t *testing.T, url string) (int, []byte, error) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+func TestServesImageAndChecksums(t *testing.T) {
+	s, info := start(t)
+	code, body, err := get(t, s.URL("img"))
+	if err != nil || code != 200 {
+		t.Fatalf("GET image: %d %v", code, err)
+	}
+	if sum(body) != info.SHA256 {
+		t.Errorf("served bytes hash %s, want %s", sum(body), info.SHA256)
+	}
+	_, sha, _ := get(t, s.URL("img")+".sha256")
+	if !strings.HasPrefix(string(sha), info.SHA256) {
+		t.Errorf(".sha256 = %q, want %s", sha, info.SHA256)
+	}
+	_, md5, _ := get(t, s.URL("img")+".md5")
+	if !strings.HasPrefix(string(md5), info.MD5) {
+		t.Errorf(".md5 = %q, want %s", md5, info.MD5)
+	}
+	if got := s.BytesServed(); got != info.Size {
+		t.Errorf("BytesServed = %d, want %d", got, info.Size)
+	}
+	if code, _, _ := get(t, strings.Replace(s.URL("img"), "img", "nope", 1)); code != 404 {
+		t.Errorf("unknown image: %d, want 404", code)
+	}
+}
+
+func TestFaults(t *testing.T) {
+	s, info := start(t)
+	t.Run("not found", func(t *testing.T) {
+		s.SetFaults("img", Faults{NotFound: true})
+		if code, _, _ := get(t, s.URL("img")); code != 404 {
+			t.Errorf("code %d, want 404", code)
+		}
+	})
+	t.Run("corrupt", func(t *testing.T) {
+		s.SetFaults("img", Faults{CorruptAt: 4096})
+		_, body, err := get(t, s.URL("img"))
+		if err != nil || int64(len(body)) != info.Size {
+			t.Fatalf("got %d bytes, %v", len(body), err)
+		}
+		if sum(body) == info.SHA256 {
+			t.Errorf("corrupt transfer still matches the checksum")
+		}
+	})
+	t.Run("drop", func(t *testing.T) {
+		s.SetFaults("img", Faults{DropAfter: 100000})
+		_, body, err := get(t, s.URL("img"))
+		if err == nil {
+			t.Fatalf("dropped transfer read cleanly (%d bytes)", len(body))
+		}
+		if len(body) > 100000 {
+			t.Errorf("read %d bytes past the drop point", len(body))
+		}
+	})
+	t.Run("slow still complete", func(t *testing.T) {
+		s.SetFaults("img", Faults{BytesPerSecond: 20 << 20})
+		_, body, err := get(t, s.URL("img"))
+		if err != nil || sum(body) != info.SHA256 {
+			t.Fatalf("slow transfer: %d bytes, %v", len(body), err)
+		}
+	})
+}
