@@ -1,0 +1,383 @@
+// Package bmc serves virtual BMCs: one IPMI endpoint (UDP, loopback) per
+// simulator.Machine, many in one process. Real ipmitool (lan and lanplus),
+// pyghmi and Ironic's IPMI power drivers talk to them; chassis commands act on
+// the Machine, so the boot device set over IPMI is what the machine boots next.
+//
+// The IPMI 1.5 / 2.0 (RMCP+) session layer is github.com/bougou/go-ipmi's
+// server; this package frames it (packet checks, faults), restricts it to the
+// commands a BMC of the lab answers, and implements the chassis commands over
+// Machine.
+package bmc
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gobmc "github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/clock"
+	"github.com/bougou/go-ipmi/pkg/handlers"
+	"github.com/bougou/go-ipmi/pkg/hal/mock"
+	"github.com/bougou/go-ipmi/pkg/server"
+	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ironlab/ironlab/simulator"
+)
+
+// Credentials are the one user a virtual BMC knows.
+type Credentials struct {
+	Username string `json:"username" yaml:"username"`
+	Password string `json:"password" yaml:"password"`
+}
+
+// DefaultCredentials are what a node's BMC accepts unless the lab says otherwise.
+var DefaultCredentials = Credentials{Username: "admin", Password: "password"}
+
+// Options configure one BMC. The zero value is usable.
+type Options struct {
+	// Credentials default to DefaultCredentials.
+	Credentials Credentials
+	// MaxSessions caps concurrent RMCP+ sessions (default 16; IPMI 1.5
+	// sessions have the library's own cap of 4).
+	MaxSessions int
+	// IdleTimeout closes a session that has been silent this long (default 60 s).
+	IdleTimeout time.Duration
+	// ControlWait is how long Chassis Control waits for Machine.SetPower
+	// before answering; a slower power change completes in the background,
+	// as on a real BMC (default 2 s).
+	ControlWait time.Duration
+	// Faults are the BMC's initial injected failures.
+	Faults Faults
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Credentials == (Credentials{}) {
+		o.Credentials = DefaultCredentials
+	}
+	if o.MaxSessions <= 0 {
+		o.MaxSessions = 16
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = gobmc.DefaultInactivityTimeout
+	}
+	if o.ControlWait <= 0 {
+		o.ControlWait = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// The library's user slot for our one user; slot 1 is the anonymous user.
+const userID = 2
+
+// BMC is one virtual BMC in front of one Machine.
+type BMC struct {
+	m    simulator.Machine
+	opts Options
+	log  *slog.Logger
+	conn *gateConn
+	core *gobmc.BMC
+	srv  *server.Server
+
+	faults atomic.Pointer[Faults]
+
+	mu    sync.Mutex
+	creds Credentials
+	boot  bootOptions
+
+	startOnce sync.Once
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// ErrBadCredentials is returned for credentials IPMI cannot carry.
+var ErrBadCredentials = errors.New("bad BMC credentials")
+
+// New binds a BMC for m on addr (e.g. "127.0.0.1:6230"). It answers once
+// Start is called. addr must be a loopback address: the lab never listens
+// elsewhere.
+func New(m simulator.Machine, addr string, opts Options) (*BMC, error) {
+	opts.defaults()
+	if err := checkCredentials(opts.Credentials); err != nil {
+		return nil, err
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("BMC for %s: address %q: %w", m.Name(), addr, err)
+	}
+	if !ap.Addr().IsLoopback() {
+		return nil, fmt.Errorf("BMC for %s: address %s is not loopback", m.Name(), addr)
+	}
+	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return nil, fmt.Errorf("BMC for %s: listen on %s: %w", m.Name(), addr, err)
+	}
+	b := &BMC{
+		m:     m,
+		opts:  opts,
+		log:   opts.Logger.With("node", m.Name(), "bmc", uc.LocalAddr().String()),
+		creds: opts.Credentials,
+		done:  make(chan struct{}),
+	}
+	f := opts.Faults
+	b.faults.Store(&f)
+	b.conn = &gateConn{UDPConn: uc, b: b}
+
+	b.core = gobmc.New(deviceInfo, guidOf(m.UUID()), mock.New(),
+		gobmc.WithClock(clock.Real),
+		gobmc.WithCipherSuites([]types.CipherSuiteID{types.CipherSuiteID3, types.CipherSuiteID17}),
+	)
+	b.core.Sessions = gobmc.NewSessionStoreWithOptions(clock.Real,
+		gobmc.WithMaxSessions(opts.MaxSessions),
+		gobmc.WithInactivityTimeout(opts.IdleTimeout))
+	b.core.Sessions.SetOnRemove(b.core.SOL.DeactivateBySession)
+	if err := b.core.Users.Upsert(userID, b.userUpdate(opts.Credentials, f.RefuseCredentials)); err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("BMC for %s: add user: %w", m.Name(), err)
+	}
+	b.srv = server.NewServer(b.core, b.conn, server.WithHandlerRegistry(b.registry()))
+	return b, nil
+}
+
+// deviceInfo is what Get Device ID reports.
+var deviceInfo = gobmc.DeviceInfo{
+	DeviceID:                0x20,
+	DeviceRevision:          1,
+	FirmwareMajor:           1,
+	FirmwareMinor:           0x00,
+	IPMIVersion:             0x02, // BCD, low nibble major: 2.0
+	AdditionalDeviceSupport: 0x80, // chassis device
+	ManufacturerID:          0,
+	ProductID:               0x1ab, // "ironlab"
+}
+
+// Start serves until ctx ends or Close is called. It returns at once.
+func (b *BMC) Start(ctx context.Context) {
+	b.startOnce.Do(func() {
+		go func() {
+			defer close(b.done)
+			if err := b.srv.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				b.log.Error("BMC stopped", "err", err)
+			}
+		}()
+		go func() {
+			select {
+			case <-ctx.Done():
+				b.Close()
+			case <-b.done:
+			}
+		}()
+	})
+}
+
+// Close stops the BMC and releases its socket.
+func (b *BMC) Close() error {
+	b.closeOnce.Do(func() {
+		b.closeErr = b.srv.Close()
+		b.startOnce.Do(func() { close(b.done) }) // never started
+		<-b.done
+	})
+	return b.closeErr
+}
+
+// Addr is where the BMC listens.
+func (b *BMC) Addr() netip.AddrPort {
+	return b.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Machine is the machine this BMC controls.
+func (b *BMC) Machine() simulator.Machine { return b.m }
+
+// Faults are the BMC's current injected failures.
+func (b *BMC) Faults() Faults { return *b.faults.Load() }
+
+// SetFaults replaces the BMC's injected failures; it takes effect on the next packet.
+func (b *BMC) SetFaults(f Faults) {
+	b.faults.Store(&f)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.core.Users.Update(userID, b.userUpdate(b.creds, f.RefuseCredentials)); err != nil {
+		b.log.Error("apply credential fault", "err", err)
+	}
+}
+
+// Credentials are what the BMC accepts now.
+func (b *BMC) Credentials() Credentials {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.creds
+}
+
+// SetCredentials changes the user name and password the BMC accepts; open
+// sessions stay open.
+func (b *BMC) SetCredentials(c Credentials) error {
+	if err := checkCredentials(c); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.core.Users.Upsert(userID, b.userUpdate(c, b.Faults().RefuseCredentials)); err != nil {
+		return fmt.Errorf("BMC for %s: set credentials: %w", b.m.Name(), err)
+	}
+	b.creds = c
+	return nil
+}
+
+func checkCredentials(c Credentials) error {
+	if c.Username == "" || len(c.Username) > 16 {
+		return fmt.Errorf("%w: user name must be 1 to 16 bytes, got %q", ErrBadCredentials, c.Username)
+	}
+	if len(c.Password) > gobmc.MaxPasswordLen {
+		return fmt.Errorf("%w: password longer than %d bytes", ErrBadCredentials, gobmc.MaxPasswordLen)
+	}
+	return nil
+}
+
+// userUpdate sets the library's user record. Refusing credentials gives the
+// user a random password nobody knows, so logins fail exactly as a wrong
+// password does: at RAKP 2 (lanplus) or Activate Session (lan).
+func (b *BMC) userUpdate(c Credentials, refuse bool) func(*gobmc.User) error {
+	return func(u *gobmc.User) error {
+		u.Name = c.Username
+		pw := []byte(c.Password)
+		if refuse {
+			pw = make([]byte, gobmc.MaxPasswordLen)
+			if _, err := rand.Read(pw); err != nil {
+				return err
+			}
+		}
+		u.SetPassword(pw)
+		u.Enabled = true
+		if u.ChannelAccess == nil {
+			u.ChannelAccess = map[uint8]gobmc.UserChannelAccess{}
+		}
+		u.ChannelAccess[1] = gobmc.UserChannelAccess{
+			MaxPrivilege: gobmc.PrivilegeLevelAdministrator,
+			Enabled:      true,
+		}
+		return nil
+	}
+}
+
+// guidOf turns an RFC 4122 UUID string into IPMI's GUID byte order (the
+// whole 16 bytes reversed, IPMI 2.0 section 20.8); unparsable names give zeros.
+func guidOf(uuid string) [16]byte {
+	var u, g [16]byte
+	j := 0
+	for i := 0; i < len(uuid) && j < 32; i++ {
+		c := uuid[i]
+		var v byte
+		switch {
+		case c >= '0' && c <= '9':
+			v = c - '0'
+		case c >= 'a' && c <= 'f':
+			v = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			v = c - 'A' + 10
+		case c == '-':
+			continue
+		default:
+			return g
+		}
+		u[j/2] |= v << (4 * (1 - j%2))
+		j++
+	}
+	if j != 32 {
+		return g
+	}
+	for i := range u {
+		g[15-i] = u[i]
+	}
+	return g
+}
+
+// gateConn is the BMC's socket as the IPMI stack sees it: malformed packets
+// and, under the no-answer fault, all packets never reach the stack; answers
+// are held back by the delay fault.
+type gateConn struct {
+	*net.UDPConn
+	b       *BMC
+	dropped atomic.Uint64
+}
+
+func (c *gateConn) ReadFrom(buf []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.UDPConn.ReadFrom(buf)
+		if err != nil {
+			return n, addr, err
+		}
+		if c.b.faults.Load().NoAnswer {
+			continue
+		}
+		if n == len(buf) {
+			c.dropped.Add(1) // larger than any IPMI packet we serve
+			continue
+		}
+		if _, err := decodePacket(buf[:n]); err != nil {
+			c.dropped.Add(1)
+			c.b.log.Debug("dropped packet", "from", addr, "err", err)
+			continue
+		}
+		return n, addr, nil
+	}
+}
+
+func (c *gateConn) WriteTo(data []byte, addr net.Addr) (int, error) {
+	d := time.Duration(c.b.faults.Load().Delay)
+	if d <= 0 {
+		return c.UDPConn.WriteTo(data, addr)
+	}
+	late := append([]byte(nil), data...)
+	time.AfterFunc(d, func() { _, _ = c.UDPConn.WriteTo(late, addr) })
+	return len(data), nil
+}
+
+// registry is the command set of a lab BMC: the library's session commands
+// and Get Device ID, this package's chassis commands over Machine, and 0xC1
+// (invalid command) for everything else.
+func (b *BMC) registry() *handlers.Registry {
+	r := handlers.NewRegistry()
+	r.Use(allowOnly)
+	handlers.RegisterAllHandlers(r)
+	r.RegisterFunc(types.CommandGetSystemGUID, b.getSystemGUID)
+	r.RegisterFunc(types.CommandGetChassisStatus, b.getChassisStatus)
+	r.RegisterFunc(types.CommandChassisControl, b.chassisControl)
+	r.RegisterFunc(types.CommandSetSystemBootOptions, b.setBootOptions)
+	r.RegisterFunc(types.CommandGetSystemBootOptions, b.getBootOptions)
+	return r
+}
+
+var served = map[[2]uint8]bool{
+	{0x06, 0x01}: true, // Get Device ID
+	{0x06, 0x37}: true, // Get System GUID
+	{0x06, 0x38}: true, // Get Channel Authentication Capabilities
+	{0x06, 0x39}: true, // Get Session Challenge (1.5)
+	{0x06, 0x3a}: true, // Activate Session (1.5)
+	{0x06, 0x3b}: true, // Set Session Privilege Level
+	{0x06, 0x3c}: true, // Close Session
+	{0x06, 0x54}: true, // Get Channel Cipher Suites
+	{0x00, 0x01}: true, // Get Chassis Status
+	{0x00, 0x02}: true, // Chassis Control
+	{0x00, 0x08}: true, // Set System Boot Options
+	{0x00, 0x09}: true, // Get System Boot Options
+}
+
+func allowOnly(next handlers.Handler) handlers.Handler {
+	return handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
+		if hctx == nil || !served[[2]uint8{uint8(hctx.Command.NetFn), hctx.Command.ID}] {
+			return nil, types.CodeInvalidCommand, nil
+		}
+		return next.Handle(ctx, hctx, req)
+	})
+}
