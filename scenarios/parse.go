@@ -1,0 +1,427 @@
+package scenarios
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+)
+
+//go:embed *.yaml
+var builtin embed.FS
+
+// ErrBadScenario is wrapped by every parse and validation error.
+var ErrBadScenario = errors.New("bad scenario")
+
+// Error is a scenario error at a place in a file.
+type Error struct {
+	File   string
+	Line   int
+	Column int
+	Msg    string
+}
+
+func (e *Error) Error() string {
+	if e.Line == 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
+}
+
+func (e *Error) Unwrap() error { return ErrBadScenario }
+
+// Builtin lists the names of the scenarios embedded in the binary.
+func Builtin() []string {
+	ents, _ := builtin.ReadDir(".")
+	var names []string
+	for _, e := range ents {
+		names = append(names, strings.TrimSuffix(e.Name(), ".yaml"))
+	}
+	return names
+}
+
+// Load reads a scenario from a file, or a built-in one by name ("deploy",
+// "scenarios/deploy.yaml" when no such file exists here).
+func Load(name string) (*Scenario, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		base := strings.TrimSuffix(filepath.Base(name), ".yaml")
+		b, berr := builtin.ReadFile(base + ".yaml")
+		if berr != nil {
+			return nil, &Error{File: name, Msg: fmt.Sprintf("no such file and no built-in scenario %q (built-in: %s)", base, strings.Join(Builtin(), ", "))}
+		}
+		data, name = b, "builtin:"+base+".yaml"
+	}
+	return Parse(name, data)
+}
+
+// Parse parses and validates a scenario; errors name file, line and column.
+func Parse(file string, data []byte) (*Scenario, error) {
+	f, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return nil, yamlError(file, err)
+	}
+	if len(f.Docs) != 1 || f.Docs[0].Body == nil {
+		return nil, &Error{File: file, Msg: "want exactly one YAML document with a scenario"}
+	}
+	var s Scenario
+	if err := yaml.NodeToValue(f.Docs[0].Body, &s, yaml.DisallowUnknownField()); err != nil {
+		return nil, yamlError(file, err)
+	}
+	s.File = file
+	v := validator{file: file, ast: f}
+	v.scenario(&s)
+	if len(v.errs) > 0 {
+		return nil, errors.Join(v.errs...)
+	}
+	return &s, nil
+}
+
+func yamlError(file string, err error) error {
+	var ye yaml.Error
+	if errors.As(err, &ye) && ye.GetToken() != nil && ye.GetToken().Position != nil {
+		p := ye.GetToken().Position
+		return &Error{File: file, Line: p.Line, Column: p.Column, Msg: ye.GetMessage()}
+	}
+	return &Error{File: file, Msg: err.Error()}
+}
+
+type validator struct {
+	file string
+	ast  *ast.File
+	errs []error
+}
+
+// at reports a problem with the value at a YAML path such as "$.steps[2].wait.state".
+func (v *validator) at(path, format string, a ...any) {
+	e := &Error{File: v.file, Msg: strings.TrimPrefix(path, "$.") + ": " + fmt.Sprintf(format, a...)}
+	for p := path; p != ""; p = parent(p) {
+		yp, err := yaml.PathString(p)
+		if err != nil {
+			continue
+		}
+		n, err := yp.FilterFile(v.ast)
+		if err == nil && n != nil && n.GetToken() != nil && n.GetToken().Position != nil {
+			e.Line, e.Column = n.GetToken().Position.Line, n.GetToken().Position.Column
+			break
+		}
+	}
+	v.errs = append(v.errs, e)
+}
+
+func parent(p string) string {
+	i := strings.LastIndexAny(p, ".[")
+	if i <= 1 {
+		return ""
+	}
+	return p[:i]
+}
+
+var (
+	nameRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}$`)
+	provision = map[string]bool{
+		"enroll": true, "verifying": true, "manageable": true, "available": true,
+		"deploying": true, "wait call-back": true, "deploy failed": true, "active": true,
+		"deleting": true, "cleaning": true, "clean wait": true, "clean failed": true,
+	}
+	drivers = map[string]bool{
+		"fake_agent": true, "agent_ipmitool": true, "agent_pyghmi": true, "agent_ssh": true,
+		"fake_pxe": true, "pxe_ipmitool": true, "pxe_pyghmi": true, "pxe_ssh": true,
+	}
+)
+
+// MaxNodes bounds a lab so that a typo cannot exhaust the machine.
+const MaxNodes = 5000
+
+func (v *validator) scenario(s *Scenario) {
+	if !nameRe.MatchString(s.Name) {
+		v.at("$.name", "must be 1-41 lower-case letters, digits or dashes, got %q", s.Name)
+	}
+	v.lab(&s.Lab)
+	if len(s.Steps) == 0 {
+		v.at("$.steps", "a scenario needs at least one step")
+	}
+	for i := range s.Steps {
+		v.step(fmt.Sprintf("$.steps[%d]", i), &s.Steps[i], &s.Lab)
+	}
+}
+
+func (v *validator) lab(l *Lab) {
+	switch l.Backend {
+	case "":
+		l.Backend = "fake"
+	case "fake", "libvirt":
+	default:
+		v.at("$.lab.backend", "must be fake or libvirt, got %q", l.Backend)
+	}
+	l.heartbeatTimeout = 300 * time.Second
+	if l.HeartbeatTimeout != "" {
+		d, err := ParseDuration(l.HeartbeatTimeout)
+		if err != nil || d <= 0 {
+			v.at("$.lab.heartbeat_timeout", "want a positive duration like 300s, got %q", l.HeartbeatTimeout)
+		}
+		l.heartbeatTimeout = d
+	}
+	if l.IPMIMinInterval != "" {
+		d, err := ParseDuration(l.IPMIMinInterval)
+		if err != nil || d < 0 {
+			v.at("$.lab.ipmi_min_interval", "want a duration like 5s, got %q", l.IPMIMinInterval)
+		}
+		l.ipmiMinInterval = d
+	}
+	switch l.BMCAddressing {
+	case "":
+		l.BMCAddressing = "port"
+	case "port", "ip":
+	default:
+		v.at("$.lab.bmc_addressing", "must be port or ip, got %q", l.BMCAddressing)
+	}
+	if l.BMCBasePort == 0 {
+		l.BMCBasePort = 6230
+	}
+	seen := map[string]bool{}
+	for i := range l.Images {
+		im := &l.Images[i]
+		p := fmt.Sprintf("$.lab.images[%d]", i)
+		if im.ID == "" || seen[im.ID] {
+			v.at(p+".id", "needs a unique id, got %q", im.ID)
+		}
+		seen[im.ID] = true
+		im.size = 64 << 20
+		if im.Size != "" {
+			n, err := ParseSize(im.Size)
+			if err != nil || n < 1024 || n%512 != 0 {
+				v.at(p+".size", "want a size like 64MiB (a multiple of 512, at least 1KiB), got %q", im.Size)
+			}
+			im.size = n
+		}
+	}
+	if len(l.Groups) == 0 {
+		v.at("$.lab.groups", "a lab needs at least one group of nodes")
+	}
+	total := 0
+	groups := map[string]bool{}
+	for i := range l.Groups {
+		g := &l.Groups[i]
+		p := fmt.Sprintf("$.lab.groups[%d]", i)
+		if !nameRe.MatchString(g.Name) || groups[g.Name] {
+			v.at(p+".name", "needs a unique name of lower-case letters, digits or dashes, got %q", g.Name)
+		}
+		groups[g.Name] = true
+		if g.Count < 1 {
+			v.at(p+".count", "must be at least 1, got %d", g.Count)
+		}
+		total += g.Count
+		if !drivers[g.Driver] {
+			v.at(p+".driver", "unknown driver class %q (one of %s)", g.Driver, keys(drivers))
+		}
+		switch g.Dialect {
+		case "":
+			g.Dialect = "v1"
+		case "v1", "legacy":
+		default:
+			v.at(p+".dialect", "must be v1 or legacy, got %q", g.Dialect)
+		}
+		switch g.BootMode {
+		case "":
+			g.BootMode = "bios"
+		case "bios", "uefi":
+		default:
+			v.at(p+".boot_mode", "must be bios or uefi, got %q", g.BootMode)
+		}
+		if g.CPUs == 0 {
+			g.CPUs = 2
+		}
+		if g.MemoryMB == 0 {
+			g.MemoryMB = 2048
+		}
+		if g.BMCUser == "" {
+			g.BMCUser = "admin"
+		}
+		if g.BMCPassword == "" {
+			g.BMCPassword = "password"
+		}
+		g.diskSize = 1 << 30
+		if g.DiskSize != "" {
+			n, err := ParseSize(g.DiskSize)
+			if err != nil || n < 1<<20 || n%512 != 0 {
+				v.at(p+".disk_size", "want a size like 1GiB (at least 1MiB), got %q", g.DiskSize)
+			}
+			g.diskSize = n
+		}
+		for _, im := range l.Images {
+			if im.size > g.diskSize {
+				v.at(p+".disk_size", "disk of %d bytes is smaller than image %s (%d bytes)", g.diskSize, im.ID, im.size)
+			}
+		}
+	}
+	if total > MaxNodes {
+		v.at("$.lab.groups", "%d nodes in all; at most %d fit one lab", total, MaxNodes)
+	}
+}
+
+func (v *validator) step(p string, st *Step, l *Lab) {
+	var set []string
+	check := func(name string, isSet bool, nodes []string) {
+		if !isSet {
+			return
+		}
+		set = append(set, name)
+		v.nodes(p+"."+name+".nodes", nodes, l)
+	}
+	check("enroll", st.Enroll != nil, targetNodes(st.Enroll))
+	check("manage", st.Manage != nil, targetNodes(st.Manage))
+	check("provide", st.Provide != nil, targetNodes(st.Provide))
+	check("undeploy", st.Undeploy != nil, targetNodes(st.Undeploy))
+	if st.Deploy != nil {
+		check("deploy", true, st.Deploy.Nodes)
+		if !hasImage(l, st.Deploy.Image) {
+			v.at(p+".deploy.image", "no image %q in lab.images", st.Deploy.Image)
+		}
+		switch st.Deploy.Checksum {
+		case "":
+			st.Deploy.Checksum = "sha256"
+		case "sha256", "md5":
+		default:
+			v.at(p+".deploy.checksum", "must be sha256 or md5, got %q", st.Deploy.Checksum)
+		}
+	}
+	if st.Wait != nil {
+		check("wait", true, st.Wait.Nodes)
+		if !provision[st.Wait.State] {
+			v.at(p+".wait.state", "unknown provision state %q (one of %s)", st.Wait.State, keys(provision))
+		}
+		st.Wait.timeout = 5 * time.Minute
+		if st.Wait.Timeout != "" {
+			d, err := ParseDuration(st.Wait.Timeout)
+			if err != nil || d <= 0 {
+				v.at(p+".wait.timeout", "want a positive duration like 60s, got %q", st.Wait.Timeout)
+			}
+			st.Wait.timeout = d
+		}
+	}
+	if e := st.Expect; e != nil {
+		check("expect", true, e.Nodes)
+		if e.State != "" && !provision[e.State] {
+			v.at(p+".expect.state", "unknown provision state %q (one of %s)", e.State, keys(provision))
+		}
+		if e.Power != "" && e.Power != "power on" && e.Power != "power off" {
+			v.at(p+".expect.power", `must be "power on" or "power off", got %q`, e.Power)
+		}
+		for field, id := range map[string]string{"disk_image": e.DiskImage, "booted_image": e.BootedImage} {
+			if id != "" && !hasImage(l, id) {
+				v.at(p+".expect."+field, "no image %q in lab.images", id)
+			}
+		}
+		if e.State == "" && e.Power == "" && e.LastError == nil && e.Maintenance == nil && e.DiskImage == "" && e.BootedImage == "" {
+			v.at(p+".expect", "expects nothing: set state, power, last_error, maintenance, disk_image or booted_image")
+		}
+	}
+	if st.Sleep != "" {
+		set = append(set, "sleep")
+		d, err := ParseDuration(st.Sleep)
+		if err != nil || d < 0 {
+			v.at(p+".sleep", "want a duration like 2s, got %q", st.Sleep)
+		}
+		st.sleep = d
+	}
+	if len(set) != 1 {
+		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, wait, expect, sleep; got %d (%s)", len(set), strings.Join(set, ", "))
+	}
+	if yp, err := yaml.PathString(p); err == nil {
+		if n, err := yp.FilterFile(v.ast); err == nil && n.GetToken() != nil && n.GetToken().Position != nil {
+			st.line = n.GetToken().Position.Line
+		}
+	}
+}
+
+func targetNodes(t *Target) []string {
+	if t == nil {
+		return nil
+	}
+	return t.Nodes
+}
+
+func hasImage(l *Lab, id string) bool {
+	for _, im := range l.Images {
+		if im.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// nodes checks a selector names groups or nodes of the lab (node names are
+// <group>-<index>).
+func (v *validator) nodes(p string, sel []string, l *Lab) {
+	for i, n := range sel {
+		if !selectorKnown(n, l) {
+			v.at(fmt.Sprintf("%s[%d]", p, i), "no group or node %q in the lab", n)
+		}
+	}
+}
+
+func selectorKnown(n string, l *Lab) bool {
+	for _, g := range l.Groups {
+		if n == g.Name {
+			return true
+		}
+		if idx, ok := strings.CutPrefix(n, g.Name+"-"); ok {
+			if i, err := strconv.Atoi(idx); err == nil && i >= 0 && i < g.Count {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func keys(m map[string]bool) string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slicesSort(ks)
+	return strings.Join(ks, ", ")
+}
+
+// ParseDuration takes Go durations ("90s", "1m30s") or plain seconds ("90", "0.5").
+func ParseDuration(s string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	return time.ParseDuration(s)
+}
+
+// ParseSize takes bytes ("1048576") or a size with a binary unit ("64MiB",
+// "1GiB", "512KiB"; "M" and "G" mean the same).
+func ParseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+func slicesSort(s []string) { sort.Strings(s) }

@@ -1,0 +1,136 @@
+package scenarios
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBuiltinScenariosParse(t *testing.T) {
+	for _, name := range Builtin() {
+		t.Run(name, func(t *testing.T) {
+			s, err := Load(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Name != name {
+				t.Errorf("scenario %s is named %q inside", name, s.Name)
+			}
+		})
+	}
+}
+
+func TestDeployScenarioShape(t *testing.T) {
+	s, err := Load("deploy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Lab.Groups[0]; got.Count != 10 || got.Driver != "fake_agent" {
+		t.Errorf("deploy group = %+v, want 10 fake_agent nodes", got)
+	}
+	if s.Lab.heartbeatTimeout != 4*time.Second {
+		t.Errorf("heartbeat timeout %s", s.Lab.heartbeatTimeout)
+	}
+}
+
+const good = `name: t
+lab:
+  images: [{id: img, size: 1MiB}]
+  groups:
+    - {name: g, count: 2, driver: fake_agent}
+steps:
+  - enroll: {}
+  - wait: {state: available, timeout: 5s}
+`
+
+func TestParseErrorsNameFileLineColumn(t *testing.T) {
+	tests := map[string]struct {
+		yaml string
+		want string // substring of the error, with file:line:col
+	}{
+		"syntax: bad indentation": {
+			yaml: "name: t\nlab:\n  groups:\n  - name: g\n   count: 2\n",
+			want: "t.yaml:5:",
+		},
+		"syntax: unclosed flow": {
+			yaml: "name: t\nsteps:\n  - enroll: {nodes: [g\n",
+			want: "t.yaml:3:",
+		},
+		"unknown field": {
+			yaml: strings.Replace(good, "timeout: 5s", "timeout: 5s, colour: red", 1),
+			want: "t.yaml:8:",
+		},
+		"wrong type": {
+			yaml: strings.Replace(good, "count: 2", "count: two", 1),
+			want: "t.yaml:5:",
+		},
+		"unknown state": {
+			yaml: strings.Replace(good, "state: available", "state: avaliable", 1),
+			want: `t.yaml:8:19: steps[1].wait.state: unknown provision state "avaliable"`,
+		},
+		"unknown driver": {
+			yaml: strings.Replace(good, "driver: fake_agent", "driver: agent_foo", 1),
+			want: `t.yaml:5:35: lab.groups[0].driver: unknown driver class "agent_foo"`,
+		},
+		"unknown group in step": {
+			yaml: strings.Replace(good, "enroll: {}", "enroll: {nodes: [h]}", 1),
+			want: `t.yaml:7:22: steps[0].enroll.nodes[0]: no group or node "h"`,
+		},
+		"bad duration": {
+			yaml: strings.Replace(good, "timeout: 5s", "timeout: soon", 1),
+			want: `t.yaml:8:39: steps[1].wait.timeout: want a positive duration`,
+		},
+		"two verbs in a step": {
+			yaml: strings.Replace(good, "- enroll: {}", "- enroll: {}\n    manage: {}", 1),
+			want: `steps[0]: a step needs exactly one of`,
+		},
+		"image missing": {
+			yaml: good + "  - deploy: {image: other}\n",
+			want: `t.yaml:9:21: steps[2].deploy.image: no image "other"`,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("Parse succeeded, want an error containing %q", tc.want)
+			}
+			if !errors.Is(err, ErrBadScenario) {
+				t.Errorf("error %v does not wrap ErrBadScenario", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error:\n  %v\nwant it to contain\n  %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseGood(t *testing.T) {
+	s, err := Parse("t.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Lab.Backend != "fake" || s.Lab.Groups[0].Dialect != "v1" || s.Lab.Images[0].size != 1<<20 {
+		t.Errorf("defaults not applied: %+v", s.Lab)
+	}
+	if s.Steps[1].Wait.timeout != 5*time.Second || s.Steps[1].line != 8 {
+		t.Errorf("wait step: timeout %s line %d", s.Steps[1].Wait.timeout, s.Steps[1].line)
+	}
+}
+
+func TestParseSizeAndDuration(t *testing.T) {
+	for in, want := range map[string]int64{"64MiB": 64 << 20, "1G": 1 << 30, "4096": 4096, "2 KiB": 2048} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	if _, err := ParseSize("lots"); err == nil {
+		t.Errorf("ParseSize(lots) succeeded")
+	}
+	for in, want := range map[string]time.Duration{"90s": 90 * time.Second, "90": 90 * time.Second, "0.5": 500 * time.Millisecond} {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+}

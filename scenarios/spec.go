@@ -1,0 +1,127 @@
+// Package scenarios holds the scenario file format, the runner that plays a
+// scenario against a lab and a driver API, and the built-in scenario files.
+package scenarios
+
+import (
+	"time"
+)
+
+// Scenario is one scenario file. See the README for the format.
+type Scenario struct {
+	Name        string `yaml:"name" json:"name"`
+	Description string `yaml:"description" json:"description,omitempty"`
+	// Seed derives node names, UUIDs, MACs and BMC ports, so a rerun gives
+	// the same lab.
+	Seed  int64  `yaml:"seed" json:"seed"`
+	Lab   Lab    `yaml:"lab" json:"lab"`
+	Steps []Step `yaml:"steps" json:"steps"`
+
+	File string `yaml:"-" json:"file"`
+}
+
+// Lab is a scenario's lab section.
+type Lab struct {
+	// Backend is "fake" (in-process machines) or "libvirt" (QEMU VMs).
+	Backend string `yaml:"backend" json:"backend"`
+	// HeartbeatTimeout is agent.heartbeat_timeout ("300s", "4s", or seconds).
+	HeartbeatTimeout string `yaml:"heartbeat_timeout" json:"heartbeat_timeout,omitempty"`
+	// AutomatedClean runs the erase clean steps on provide and undeploy.
+	AutomatedClean *bool `yaml:"automated_clean" json:"automated_clean,omitempty"`
+	// BMCAddressing is "port" (127.0.0.1:6230+i) or "ip" (127.0.0.x:623).
+	BMCAddressing string `yaml:"bmc_addressing" json:"bmc_addressing,omitempty"`
+	// BMCBasePort is the first BMC's UDP port in port addressing.
+	BMCBasePort int `yaml:"bmc_base_port" json:"bmc_base_port,omitempty"`
+	// IPMIMinInterval is the driver's minimum interval between commands to one BMC.
+	IPMIMinInterval string      `yaml:"ipmi_min_interval" json:"ipmi_min_interval,omitempty"`
+	Images          []ImageSpec `yaml:"images" json:"images"`
+	Groups          []Group     `yaml:"groups" json:"groups"`
+
+	heartbeatTimeout time.Duration
+	ipmiMinInterval  time.Duration
+}
+
+// ImageSpec is a test disk image the lab builds and serves.
+type ImageSpec struct {
+	ID   string `yaml:"id" json:"id"`
+	Size string `yaml:"size" json:"size"` // "64MiB", "1GiB" or bytes
+
+	size int64
+}
+
+// Group is a set of alike nodes.
+type Group struct {
+	Name  string `yaml:"name" json:"name"`
+	Count int    `yaml:"count" json:"count"`
+	// Driver is the driver class: fake_agent, agent_ipmitool, agent_pyghmi, ...
+	Driver string `yaml:"driver" json:"driver"`
+	// Dialect is the agent's API: "v1" (lookup/heartbeat with tokens) or
+	// "legacy" (the spec's vendor_passthru).
+	Dialect  string `yaml:"dialect" json:"dialect,omitempty"`
+	CPUs     int    `yaml:"cpus" json:"cpus,omitempty"`
+	MemoryMB int    `yaml:"memory_mb" json:"memory_mb,omitempty"`
+	DiskSize string `yaml:"disk_size" json:"disk_size,omitempty"`
+	// BootMode is "bios" or "uefi".
+	BootMode string `yaml:"boot_mode" json:"boot_mode,omitempty"`
+	// BMCUser and BMCPassword are the virtual BMCs' credentials.
+	BMCUser     string `yaml:"bmc_user" json:"bmc_user,omitempty"`
+	BMCPassword string `yaml:"bmc_password" json:"bmc_password,omitempty"`
+
+	diskSize int64
+}
+
+// Step is one step; exactly one of its fields is set.
+type Step struct {
+	Enroll   *Target `yaml:"enroll" json:"enroll,omitempty"`
+	Manage   *Target `yaml:"manage" json:"manage,omitempty"`
+	Provide  *Target `yaml:"provide" json:"provide,omitempty"`
+	Deploy   *Deploy `yaml:"deploy" json:"deploy,omitempty"`
+	Undeploy *Target `yaml:"undeploy" json:"undeploy,omitempty"`
+	Wait     *Wait   `yaml:"wait" json:"wait,omitempty"`
+	Expect   *Expect `yaml:"expect" json:"expect,omitempty"`
+	Sleep    string  `yaml:"sleep" json:"sleep,omitempty"`
+
+	line  int
+	sleep time.Duration
+}
+
+// Target selects nodes: group names or node names; none means every node.
+type Target struct {
+	Nodes []string `yaml:"nodes" json:"nodes,omitempty"`
+}
+
+// Deploy deploys an image of the lab to the selected nodes.
+type Deploy struct {
+	Nodes []string `yaml:"nodes" json:"nodes,omitempty"`
+	Image string   `yaml:"image" json:"image"`
+	// Checksum is how the driver tells the agent the image's checksum:
+	// "sha256" (os_hash_algo/os_hash_value, the default) or "md5" (image_checksum).
+	Checksum string `yaml:"checksum" json:"checksum,omitempty"`
+}
+
+// Wait waits until every selected node is in State.
+type Wait struct {
+	Nodes   []string `yaml:"nodes" json:"nodes,omitempty"`
+	State   string   `yaml:"state" json:"state"`
+	Timeout string   `yaml:"timeout" json:"timeout,omitempty"`
+
+	timeout time.Duration
+}
+
+// Expect states what must hold for every selected node; each set field is
+// one expectation (one JUnit test case).
+type Expect struct {
+	Nodes []string `yaml:"nodes" json:"nodes,omitempty"`
+	// State is the provision state.
+	State string `yaml:"state" json:"state,omitempty"`
+	// Power is "power on" or "power off" as the driver reports it.
+	Power string `yaml:"power" json:"power,omitempty"`
+	// LastError must be contained in last_error; "" means last_error is empty.
+	LastError *string `yaml:"last_error" json:"last_error,omitempty"`
+	// Maintenance is the node's maintenance flag.
+	Maintenance *bool `yaml:"maintenance" json:"maintenance,omitempty"`
+	// DiskImage: the node's disk holds this image, verified byte for byte.
+	DiskImage string `yaml:"disk_image" json:"disk_image,omitempty"`
+	// BootedImage: the machine's console shows this image's marker, i.e. it
+	// booted the deployed disk.
+	BootedImage string `yaml:"booted_image" json:"booted_image,omitempty"`
+}
