@@ -1,0 +1,499 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// migrations are applied in order; schema_version holds how many ran.
+var migrations = []string{
+	`CREATE TABLE nodes (
+		uuid TEXT PRIMARY KEY,
+		name TEXT UNIQUE,
+		driver TEXT NOT NULL,
+		driver_info TEXT NOT NULL DEFAULT '{}',
+		driver_internal_info TEXT NOT NULL DEFAULT '{}',
+		instance_info TEXT NOT NULL DEFAULT '{}',
+		properties TEXT NOT NULL DEFAULT '{}',
+		extra TEXT NOT NULL DEFAULT '{}',
+		provision_state TEXT NOT NULL,
+		target_provision_state TEXT NOT NULL DEFAULT '',
+		power_state TEXT NOT NULL DEFAULT '',
+		target_power_state TEXT NOT NULL DEFAULT '',
+		maintenance INTEGER NOT NULL DEFAULT 0,
+		maintenance_reason TEXT NOT NULL DEFAULT '',
+		fault TEXT NOT NULL DEFAULT '',
+		last_error TEXT NOT NULL DEFAULT '',
+		reservation TEXT NOT NULL DEFAULT '',
+		clean_step TEXT NOT NULL DEFAULT '{}',
+		deploy_step TEXT NOT NULL DEFAULT '{}',
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL,
+		provision_updated_at INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX nodes_provision_state ON nodes(provision_state);
+	CREATE TABLE ports (
+		uuid TEXT PRIMARY KEY,
+		address TEXT NOT NULL UNIQUE,
+		node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+		pxe_enabled INTEGER NOT NULL DEFAULT 1,
+		extra TEXT NOT NULL DEFAULT '{}',
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL
+	);
+	CREATE INDEX ports_node ON ports(node_uuid);
+	CREATE TABLE events (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		uuid TEXT NOT NULL,
+		node_uuid TEXT NOT NULL,
+		time INTEGER NOT NULL,
+		kind TEXT NOT NULL,
+		from_state TEXT NOT NULL DEFAULT '',
+		to_state TEXT NOT NULL DEFAULT '',
+		event TEXT NOT NULL DEFAULT '',
+		message TEXT NOT NULL DEFAULT '',
+		detail TEXT
+	);
+	CREATE INDEX events_node ON events(node_uuid, id);`,
+}
+
+// SQLite is the default Store: one database file in WAL mode.
+type SQLite struct {
+	db *sql.DB
+}
+
+var _ Store = (*SQLite)(nil)
+
+// OpenSQLite opens (creating if needed) the database at path and migrates it.
+func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+	}
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// One connection serialises writers inside the process, so SQLITE_BUSY
+	// only ever comes from another process (covered by busy_timeout).
+	db.SetMaxOpenConns(1)
+	s := &SQLite{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrate store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *SQLite) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	var v int
+	err := s.db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	for i := v; i < len(migrations); i++ {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, i+1); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close closes the database.
+func (s *SQLite) Close() error { return s.db.Close() }
+
+func ns(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, v).UTC()
+}
+
+func encMap(m map[string]any) string {
+	if m == nil {
+		return "{}"
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "{}"
+	}
+	return string(b)
+}
+
+func decMap(s string) map[string]any {
+	m := map[string]any{}
+	if s != "" {
+		_ = json.Unmarshal([]byte(s), &m)
+	}
+	return m
+}
+
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		c := se.Code()
+		return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || c == sqlite3.SQLITE_CONSTRAINT
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint")
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+const nodeCols = `uuid, name, driver, driver_info, driver_internal_info, instance_info, properties, extra,
+	provision_state, target_provision_state, power_state, target_power_state, maintenance, maintenance_reason,
+	fault, last_error, reservation, clean_step, deploy_step, created_at, updated_at, provision_updated_at`
+
+// CreateNode inserts n; a duplicate UUID or name is ErrDuplicate.
+func (s *SQLite) CreateNode(ctx context.Context, n *Node) error {
+	now := time.Now().UTC()
+	if n.CreatedAt.IsZero() {
+		n.CreatedAt = now
+	}
+	n.UpdatedAt = n.CreatedAt
+	_, err := s.db.ExecContext(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		n.UUID, nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
+		encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState, n.TargetPowerState,
+		n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, n.Reservation, encMap(n.CleanStep), encMap(n.DeployStep),
+		ns(n.CreatedAt), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt))
+	if err != nil {
+		if isConstraint(err) {
+			return fmt.Errorf("create node %s (name %q): %w", n.UUID, n.Name, ErrDuplicate)
+		}
+		return fmt.Errorf("create node %s: %w", n.UUID, err)
+	}
+	return nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanNode(r scanner) (*Node, error) {
+	var n Node
+	var name sql.NullString
+	var di, dii, ii, props, extra, cs, ds string
+	var c, u, p int64
+	err := r.Scan(&n.UUID, &name, &n.Driver, &di, &dii, &ii, &props, &extra, &n.ProvisionState,
+		&n.TargetProvisionState, &n.PowerState, &n.TargetPowerState, &n.Maintenance, &n.MaintenanceReason,
+		&n.Fault, &n.LastError, &n.Reservation, &cs, &ds, &c, &u, &p)
+	if err != nil {
+		return nil, err
+	}
+	n.Name = name.String
+	n.DriverInfo, n.DriverInternalInfo, n.InstanceInfo = decMap(di), decMap(dii), decMap(ii)
+	n.Properties, n.Extra, n.CleanStep, n.DeployStep = decMap(props), decMap(extra), decMap(cs), decMap(ds)
+	n.CreatedAt, n.UpdatedAt, n.ProvisionUpdatedAt = fromNS(c), fromNS(u), fromNS(p)
+	return &n, nil
+}
+
+func (s *SQLite) getNode(ctx context.Context, col, v string) (*Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, `SELECT `+nodeCols+` FROM nodes WHERE `+col+` = ?`, v))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("node %s: %w", v, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get node %s: %w", v, err)
+	}
+	return n, nil
+}
+
+// GetNode reads a node by UUID.
+func (s *SQLite) GetNode(ctx context.Context, id string) (*Node, error) { return s.getNode(ctx, "uuid", id) }
+
+// GetNodeByName reads a node by name.
+func (s *SQLite) GetNodeByName(ctx context.Context, name string) (*Node, error) {
+	return s.getNode(ctx, "name", name)
+}
+
+// ListNodes returns the nodes matching f, oldest first.
+func (s *SQLite) ListNodes(ctx context.Context, f NodeFilter) ([]*Node, error) {
+	q := `SELECT ` + nodeCols + ` FROM nodes WHERE 1=1`
+	var args []any
+	if f.ProvisionState != "" {
+		q += ` AND provision_state = ?`
+		args = append(args, f.ProvisionState)
+	}
+	if f.Driver != "" {
+		q += ` AND driver = ?`
+		args = append(args, f.Driver)
+	}
+	if f.Maintenance != nil {
+		q += ` AND maintenance = ?`
+		args = append(args, *f.Maintenance)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, uuid`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	defer rows.Close()
+	var out []*Node
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// UpdateNode writes n back; it sets n.UpdatedAt.
+func (s *SQLite) UpdateNode(ctx context.Context, n *Node) error {
+	n.UpdatedAt = time.Now().UTC()
+	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET name=?, driver=?, driver_info=?, driver_internal_info=?,
+		instance_info=?, properties=?, extra=?, provision_state=?, target_provision_state=?, power_state=?,
+		target_power_state=?, maintenance=?, maintenance_reason=?, fault=?, last_error=?, clean_step=?,
+		deploy_step=?, updated_at=?, provision_updated_at=? WHERE uuid=?`,
+		nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
+		encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
+		n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encMap(n.CleanStep),
+		encMap(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), n.UUID)
+	if err != nil {
+		if isConstraint(err) {
+			return fmt.Errorf("update node %s (name %q): %w", n.UUID, n.Name, ErrDuplicate)
+		}
+		return fmt.Errorf("update node %s: %w", n.UUID, err)
+	}
+	if c, _ := res.RowsAffected(); c == 0 {
+		return fmt.Errorf("update node %s: %w", n.UUID, ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteNode removes a node and its ports.
+func (s *SQLite) DeleteNode(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE uuid = ?`, id)
+	if err != nil {
+		return fmt.Errorf("delete node %s: %w", id, err)
+	}
+	if c, _ := res.RowsAffected(); c == 0 {
+		return fmt.Errorf("delete node %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// Reserve takes the node's reservation for host.
+func (s *SQLite) Reserve(ctx context.Context, id, host string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET reservation = ? WHERE uuid = ? AND reservation = ''`, host, id)
+	if err != nil {
+		return fmt.Errorf("reserve node %s: %w", id, err)
+	}
+	if c, _ := res.RowsAffected(); c == 1 {
+		return nil
+	}
+	var holder string
+	err = s.db.QueryRowContext(ctx, `SELECT reservation FROM nodes WHERE uuid = ?`, id).Scan(&holder)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("reserve node %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("reserve node %s: %w", id, err)
+	}
+	return fmt.Errorf("node %s is locked by host %s: %w", id, holder, ErrLocked)
+}
+
+// Release drops host's reservation of the node.
+func (s *SQLite) Release(ctx context.Context, id, host string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE nodes SET reservation = '' WHERE uuid = ? AND reservation = ?`, id, host)
+	if err != nil {
+		return fmt.Errorf("release node %s: %w", id, err)
+	}
+	return nil
+}
+
+// ReleaseAll drops every reservation held by host.
+func (s *SQLite) ReleaseAll(ctx context.Context, host string) (int, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET reservation = '' WHERE reservation = ?`, host)
+	if err != nil {
+		return 0, fmt.Errorf("release locks of %s: %w", host, err)
+	}
+	c, _ := res.RowsAffected()
+	return int(c), nil
+}
+
+const portCols = `uuid, address, node_uuid, pxe_enabled, extra, created_at, updated_at`
+
+// CreatePort inserts p with its address normalised; a duplicate MAC is ErrDuplicate,
+// an unknown node ErrNotFound.
+func (s *SQLite) CreatePort(ctx context.Context, p *Port) error {
+	mac := NormalizeMAC(p.Address)
+	if mac == "" {
+		return fmt.Errorf("create port: invalid MAC address %q", p.Address)
+	}
+	p.Address = mac
+	if p.UUID == "" {
+		p.UUID = uuid.NewString()
+	}
+	now := time.Now().UTC()
+	p.CreatedAt, p.UpdatedAt = now, now
+	if _, err := s.GetNode(ctx, p.NodeUUID); err != nil {
+		return fmt.Errorf("create port %s: %w", mac, err)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO ports (`+portCols+`) VALUES (?,?,?,?,?,?,?)`,
+		p.UUID, p.Address, p.NodeUUID, p.PXEEnabled, encMap(p.Extra), ns(now), ns(now))
+	if err != nil {
+		if isConstraint(err) {
+			return fmt.Errorf("create port with MAC %s: %w", mac, ErrDuplicate)
+		}
+		return fmt.Errorf("create port %s: %w", mac, err)
+	}
+	return nil
+}
+
+func scanPort(r scanner) (*Port, error) {
+	var p Port
+	var extra string
+	var c, u int64
+	if err := r.Scan(&p.UUID, &p.Address, &p.NodeUUID, &p.PXEEnabled, &extra, &c, &u); err != nil {
+		return nil, err
+	}
+	p.Extra = decMap(extra)
+	p.CreatedAt, p.UpdatedAt = fromNS(c), fromNS(u)
+	return &p, nil
+}
+
+// GetPort reads a port by UUID.
+func (s *SQLite) GetPort(ctx context.Context, id string) (*Port, error) {
+	p, err := scanPort(s.db.QueryRowContext(ctx, `SELECT `+portCols+` FROM ports WHERE uuid = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("port %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get port %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// ListPorts returns ports matching f, oldest first.
+func (s *SQLite) ListPorts(ctx context.Context, f PortFilter) ([]*Port, error) {
+	q := `SELECT ` + portCols + ` FROM ports WHERE 1=1`
+	var args []any
+	if f.NodeUUID != "" {
+		q += ` AND node_uuid = ?`
+		args = append(args, f.NodeUUID)
+	}
+	if f.Address != "" {
+		q += ` AND address = ?`
+		args = append(args, NormalizeMAC(f.Address))
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, uuid`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list ports: %w", err)
+	}
+	defer rows.Close()
+	var out []*Port
+	for rows.Next() {
+		p, err := scanPort(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list ports: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// DeletePort removes a port.
+func (s *SQLite) DeletePort(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM ports WHERE uuid = ?`, id)
+	if err != nil {
+		return fmt.Errorf("delete port %s: %w", id, err)
+	}
+	if c, _ := res.RowsAffected(); c == 0 {
+		return fmt.Errorf("delete port %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// AddEvent appends e, filling ID, UUID and Time when unset.
+func (s *SQLite) AddEvent(ctx context.Context, e *Event) error {
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	if e.UUID == "" {
+		e.UUID = uuid.NewString()
+	}
+	var detail any
+	if len(e.Detail) > 0 {
+		detail = string(e.Detail)
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event, message, detail)
+		VALUES (?,?,?,?,?,?,?,?,?)`, e.UUID, e.NodeUUID, e.Time.UnixNano(), e.Kind, e.FromState, e.ToState, e.Event, e.Message, detail)
+	if err != nil {
+		return fmt.Errorf("add %s event for node %s: %w", e.Kind, e.NodeUUID, err)
+	}
+	e.ID, _ = res.LastInsertId()
+	return nil
+}
+
+// ListEvents returns a node's events in the order they were recorded.
+func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]Event, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, uuid, node_uuid, time, kind, from_state, to_state, event, message, detail
+		FROM events WHERE node_uuid = ? ORDER BY id`, nodeUUID)
+	if err != nil {
+		return nil, fmt.Errorf("list events of node %s: %w", nodeUUID, err)
+	}
+	defer rows.Close()
+	out := []Event{}
+	for rows.Next() {
+		var e Event
+		var t int64
+		var detail sql.NullString
+		if err := rows.Scan(&e.ID, &e.UUID, &e.NodeUUID, &t, &e.Kind, &e.FromState, &e.ToState, &e.Event, &e.Message, &detail); err != nil {
+			return nil, fmt.Errorf("list events of node %s: %w", nodeUUID, err)
+		}
+		e.Time = fromNS(t)
+		if detail.Valid {
+			e.Detail = json.RawMessage(detail.String)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,172 @@
+// Package store persists the driver's nodes, ports and event history. Store is
+// the seam: SQLite (this package, no cgo) is the default; a PostgreSQL store
+// for several conductors can implement the same interface later.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+)
+
+// Sentinel errors; implementations wrap them with %w.
+var (
+	// ErrNotFound: no node, port or event with that identity.
+	ErrNotFound = errors.New("not found")
+	// ErrDuplicate: a node UUID or name, or a port UUID or MAC, already exists.
+	ErrDuplicate = errors.New("already exists")
+	// ErrLocked: the node is reserved by a conductor.
+	ErrLocked = errors.New("node is locked")
+)
+
+// Node is an Ironic node. JSON columns are plain maps (numbers decode as float64).
+type Node struct {
+	UUID                 string         `json:"uuid"`
+	Name                 string         `json:"name,omitempty"`
+	Driver               string         `json:"driver"`
+	DriverInfo           map[string]any `json:"driver_info"`
+	DriverInternalInfo   map[string]any `json:"driver_internal_info"`
+	InstanceInfo         map[string]any `json:"instance_info"`
+	Properties           map[string]any `json:"properties"`
+	Extra                map[string]any `json:"extra"`
+	ProvisionState       string         `json:"provision_state"`
+	TargetProvisionState string         `json:"target_provision_state,omitempty"`
+	PowerState           string         `json:"power_state,omitempty"`
+	TargetPowerState     string         `json:"target_power_state,omitempty"`
+	Maintenance          bool           `json:"maintenance"`
+	MaintenanceReason    string         `json:"maintenance_reason,omitempty"`
+	Fault                string         `json:"fault,omitempty"`
+	LastError            string         `json:"last_error,omitempty"`
+	// Reservation is the conductor host holding the node's lock; only
+	// Reserve and Release change it.
+	Reservation        string         `json:"reservation,omitempty"`
+	CleanStep          map[string]any `json:"clean_step"`
+	DeployStep         map[string]any `json:"deploy_step"`
+	CreatedAt          time.Time      `json:"created_at"`
+	UpdatedAt          time.Time      `json:"updated_at"`
+	ProvisionUpdatedAt time.Time      `json:"provision_updated_at"`
+}
+
+// Clone returns a deep copy, so callers can change maps without aliasing.
+func (n *Node) Clone() *Node {
+	c := *n
+	c.DriverInfo = cloneMap(n.DriverInfo)
+	c.DriverInternalInfo = cloneMap(n.DriverInternalInfo)
+	c.InstanceInfo = cloneMap(n.InstanceInfo)
+	c.Properties = cloneMap(n.Properties)
+	c.Extra = cloneMap(n.Extra)
+	c.CleanStep = cloneMap(n.CleanStep)
+	c.DeployStep = cloneMap(n.DeployStep)
+	return &c
+}
+
+func cloneMap(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return m
+	}
+	var out map[string]any
+	if json.Unmarshal(b, &out) != nil {
+		return m
+	}
+	return out
+}
+
+// Port is a NIC of a node; lookup matches agents on Address.
+type Port struct {
+	UUID       string         `json:"uuid"`
+	Address    string         `json:"address"`
+	NodeUUID   string         `json:"node_uuid"`
+	PXEEnabled bool           `json:"pxe_enabled"`
+	Extra      map[string]any `json:"extra"`
+	CreatedAt  time.Time      `json:"created_at"`
+	UpdatedAt  time.Time      `json:"updated_at"`
+}
+
+// Event kinds recorded in the history.
+const (
+	KindProvision    = "provision"
+	KindPower        = "power"
+	KindAgentCommand = "agent_command"
+	KindHeartbeat    = "heartbeat"
+	KindLookup       = "lookup"
+	KindMaintenance  = "maintenance"
+	KindError        = "error"
+)
+
+// Event is one append-only history record.
+type Event struct {
+	ID        int64           `json:"id"`
+	UUID      string          `json:"uuid"`
+	NodeUUID  string          `json:"node_uuid"`
+	Time      time.Time       `json:"time"`
+	Kind      string          `json:"kind"`
+	FromState string          `json:"from_state,omitempty"`
+	ToState   string          `json:"to_state,omitempty"`
+	Event     string          `json:"event,omitempty"`
+	Message   string          `json:"message,omitempty"`
+	Detail    json.RawMessage `json:"detail,omitempty"`
+}
+
+// NodeFilter selects nodes in ListNodes; zero fields match everything.
+type NodeFilter struct {
+	ProvisionState string
+	Driver         string
+	Maintenance    *bool
+}
+
+// PortFilter selects ports in ListPorts; zero fields match everything.
+type PortFilter struct {
+	NodeUUID string
+	Address  string
+}
+
+// Store is the driver's persistence.
+type Store interface {
+	CreateNode(ctx context.Context, n *Node) error
+	GetNode(ctx context.Context, uuid string) (*Node, error)
+	GetNodeByName(ctx context.Context, name string) (*Node, error)
+	ListNodes(ctx context.Context, f NodeFilter) ([]*Node, error)
+	// UpdateNode writes every column but reservation and created_at.
+	UpdateNode(ctx context.Context, n *Node) error
+	// DeleteNode removes a node and its ports; its events stay.
+	DeleteNode(ctx context.Context, uuid string) error
+	// Reserve sets the node's reservation to host if it is free (ErrLocked otherwise).
+	Reserve(ctx context.Context, uuid, host string) error
+	// Release clears the reservation if host holds it.
+	Release(ctx context.Context, uuid, host string) error
+	// ReleaseAll clears every reservation host holds (after a conductor restart).
+	ReleaseAll(ctx context.Context, host string) (int, error)
+
+	CreatePort(ctx context.Context, p *Port) error
+	GetPort(ctx context.Context, uuid string) (*Port, error)
+	ListPorts(ctx context.Context, f PortFilter) ([]*Port, error)
+	DeletePort(ctx context.Context, uuid string) error
+
+	AddEvent(ctx context.Context, e *Event) error
+	ListEvents(ctx context.Context, nodeUUID string) ([]Event, error)
+
+	Close() error
+}
+
+// NormalizeMAC returns a MAC in lower-case colon form, or "" if s is not a
+// 6-byte MAC address.
+func NormalizeMAC(s string) string {
+	s = strings.ToLower(strings.TrimSpace(s))
+	s = strings.ReplaceAll(s, "-", ":")
+	parts := strings.Split(s, ":")
+	if len(parts) != 6 {
+		return ""
+	}
+	for _, p := range parts {
+		if len(p) != 2 || strings.Trim(p, "0123456789abcdef") != "" {
+			return ""
+		}
+	}
+	return strings.Join(parts, ":")
+}
