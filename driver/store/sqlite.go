@@ -246,7 +246,9 @@ func (s *SQLite) getNode(ctx context.Context, col, v string) (*Node, error) {
 }
 
 // GetNode reads a node by UUID.
-func (s *SQLite) GetNode(ctx context.Context, id string) (*Node, error) { return s.getNode(ctx, "uuid", id) }
+func (s *SQLite) GetNode(ctx context.Context, id string) (*Node, error) {
+	return s.getNode(ctx, "uuid", id)
+}
 
 // GetNodeByName reads a node by name.
 func (s *SQLite) GetNodeByName(ctx context.Context, name string) (*Node, error) {
