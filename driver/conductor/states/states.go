@@ -1,0 +1,152 @@
+// Package states is Ironic's provision state machine as data: the states, the
+// events (API verbs and internal ones) and the table of allowed transitions.
+package states
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Provision states, spelled as Ironic's API shows them.
+const (
+	Enroll       = "enroll"
+	Verifying    = "verifying"
+	Manageable   = "manageable"
+	Available    = "available"
+	Deploying    = "deploying"
+	DeployWait   = "wait call-back"
+	DeployFailed = "deploy failed"
+	Active       = "active"
+	Deleting     = "deleting"
+	Cleaning     = "cleaning"
+	CleanWait    = "clean wait"
+	CleanFailed  = "clean failed"
+	Error        = "error"
+)
+
+// All lists every state, stable first.
+var All = []string{Enroll, Manageable, Available, Active, Verifying, Deploying, DeployWait,
+	DeployFailed, Deleting, Cleaning, CleanWait, CleanFailed, Error}
+
+// Events. The first group are verbs a user may send as "target" to
+// PUT /v1/nodes/{id}/states/provision (after MapVerb); the rest are the
+// conductor's own.
+const (
+	EvManage  = "manage"
+	EvProvide = "provide"
+	EvDeploy  = "deploy"
+	EvDeleted = "deleted"
+	EvClean   = "clean"
+	EvAbort   = "abort"
+	EvRebuild = "rebuild"
+
+	EvDone   = "done"   // an in-progress state finished
+	EvWait   = "wait"   // waiting for the agent's call-back
+	EvResume = "resume" // the call-back arrived; work again
+	EvFail   = "fail"   // the in-progress state failed
+	EvError  = "error"  // tear-down failed
+)
+
+// Transition is one edge of the machine. ByUser edges may be requested
+// through the API; the others are taken by the conductor only.
+type Transition struct {
+	From, Event, To string
+	ByUser          bool
+}
+
+// Table is every allowed transition (Ironic's ironic/common/states.py, the
+// subset this lab implements).
+var Table = []Transition{
+	{Enroll, EvManage, Verifying, true},
+	{Verifying, EvDone, Manageable, false},
+	{Verifying, EvFail, Enroll, false},
+
+	{Manageable, EvProvide, Cleaning, true},
+	{Manageable, EvClean, Cleaning, true},
+	{Available, EvManage, Manageable, true},
+
+	{Cleaning, EvWait, CleanWait, false},
+	{Cleaning, EvDone, Available, false},
+	{Cleaning, EvManage, Manageable, false}, // end of a manual clean
+	{Cleaning, EvFail, CleanFailed, false},
+	{CleanWait, EvResume, Cleaning, false},
+	{CleanWait, EvFail, CleanFailed, false},
+	{CleanWait, EvAbort, CleanFailed, true},
+	{CleanFailed, EvManage, Manageable, true},
+
+	{Available, EvDeploy, Deploying, true},
+	{Deploying, EvWait, DeployWait, false},
+	{Deploying, EvDone, Active, false},
+	{Deploying, EvFail, DeployFailed, false},
+	{DeployWait, EvResume, Deploying, false},
+	{DeployWait, EvFail, DeployFailed, false},
+	{DeployWait, EvAbort, DeployFailed, true},
+	{DeployWait, EvDeleted, Deleting, true},
+	{DeployFailed, EvRebuild, Deploying, true},
+	{DeployFailed, EvDeploy, Deploying, true},
+	{DeployFailed, EvDeleted, Deleting, true},
+	{Active, EvRebuild, Deploying, true},
+	{Active, EvDeleted, Deleting, true},
+
+	{Deleting, EvClean, Cleaning, false},
+	{Deleting, EvError, Error, false},
+	{Error, EvDeleted, Deleting, true},
+	{Error, EvRebuild, Deploying, true},
+}
+
+// ErrInvalidTransition is wrapped when an event is not allowed in a state.
+var ErrInvalidTransition = errors.New("invalid state transition")
+
+// ErrUnknownVerb is wrapped when an API target is not a verb at all.
+var ErrUnknownVerb = errors.New("unknown provision verb")
+
+type key struct{ from, event string }
+
+var index = func() map[key]Transition {
+	m := make(map[key]Transition, len(Table))
+	for _, t := range Table {
+		m[key{t.From, t.Event}] = t
+	}
+	return m
+}()
+
+// Next returns the state event leads to from state, for any caller.
+func Next(from, event string) (string, error) {
+	t, ok := index[key{from, event}]
+	if !ok {
+		return "", fmt.Errorf("event %q in state %q: %w", event, from, ErrInvalidTransition)
+	}
+	return t.To, nil
+}
+
+// NextByUser is Next restricted to the transitions the API may request.
+func NextByUser(from, event string) (string, error) {
+	t, ok := index[key{from, event}]
+	if !ok || !t.ByUser {
+		return "", fmt.Errorf("event %q in state %q: %w", event, from, ErrInvalidTransition)
+	}
+	return t.To, nil
+}
+
+// MapVerb turns an API target into its event: "active" is "deploy" and
+// "undeploy" is "deleted", as in Ironic.
+func MapVerb(target string) (string, error) {
+	switch target {
+	case "active", EvDeploy:
+		return EvDeploy, nil
+	case "undeploy", EvDeleted:
+		return EvDeleted, nil
+	case EvManage, EvProvide, EvClean, EvAbort, EvRebuild:
+		return target, nil
+	}
+	return "", fmt.Errorf("%q: %w", target, ErrUnknownVerb)
+}
+
+// Stable reports whether a state is one a node rests in (no work in progress).
+func Stable(s string) bool {
+	switch s {
+	case Enroll, Manageable, Available, Active, DeployFailed, CleanFailed, Error:
+		return true
+	}
+	return false
+}
