@@ -52,3 +52,11 @@ type Interface interface {
 
 // ErrMissingInfo is wrapped by Validate when driver_info lacks a field.
 var ErrMissingInfo = errors.New("missing driver_info field")
+
+// Keys the conductor adds to the copy of driver_info it passes to every call,
+// for interfaces that keep no state of their own (FakePower reports the
+// recorded state, as Ironic's FakePower returns node.power_state).
+const (
+	NodeUUIDKey      = "ironlab_node_uuid"
+	RecordedStateKey = "ironlab_power_state"
+)

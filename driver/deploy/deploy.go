@@ -1,0 +1,74 @@
+// Package deploy defines the deploy interface of a driver class: how the
+// conductor gets an image onto a node (agent: the agent writes it; pxe: the
+// conductor streams it) and how the node is cleaned. The conductor owns the
+// state machine, the lock and persistence; a deploy interface acts on one
+// locked node through a Task.
+package deploy
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/ironlab/ironlab/driver/power"
+	"github.com/ironlab/ironlab/driver/store"
+)
+
+// Task is one locked node as the conductor hands it to a deploy interface.
+// Every method persists before it returns, so a restarted conductor sees
+// what was about to happen.
+type Task interface {
+	// Node is the locked node; change it, then Save or Process.
+	Node() *store.Node
+	Ports() []*store.Port
+	// PowerInterface is the node's power interface (its Name() is "fake" for FakePower).
+	PowerInterface() power.Interface
+	// SetPower changes the node's power through its power interface, with the
+	// conductor's retries and timeouts, records power_state and an event, and
+	// wipes the agent's URL and token on off/reboot unless the interface is "fake".
+	SetPower(ctx context.Context, target power.State) error
+	// GetPower reads the power state through the power interface.
+	GetPower(ctx context.Context) (power.State, error)
+	// SetBootDevice sets the next boot device through the power interface.
+	SetBootDevice(ctx context.Context, dev power.Device, persistent bool) error
+	// Save persists the node.
+	Save(ctx context.Context) error
+	// Process applies a state machine event (states.Ev*), persisting the new
+	// state and recording an event.
+	Process(ctx context.Context, event string) error
+	// Fail sets last_error to msg and applies states.EvFail.
+	Fail(ctx context.Context, msg string) error
+	// Record appends an event of kind (store.Kind*) to the node's history.
+	Record(ctx context.Context, kind, event, message string, detail any)
+	Logger() *slog.Logger
+}
+
+// Interface is a deploy interface. The conductor calls each method with the
+// node locked and in the state named.
+type Interface interface {
+	// Name is "agent" or "pxe".
+	Name() string
+	// ValidateDeploy checks instance_info before a deploy is accepted; the
+	// error becomes a 400 naming the missing or bad field.
+	ValidateDeploy(n *store.Node) error
+	// Deploy runs in "deploying": set the boot device and (re)boot the node
+	// into the ramdisk. The conductor then moves the node to "wait call-back".
+	Deploy(ctx context.Context, t Task) error
+	// PrepareCleaning runs in "cleaning": boot the node into the ramdisk. The
+	// conductor then moves the node to "clean wait".
+	PrepareCleaning(ctx context.Context, t Task) error
+	// TearDown runs in "deleting": power off and forget the instance.
+	TearDown(ctx context.Context, t Task) error
+	// Continue is the call-back: it runs for a node in "wait call-back" or
+	// "clean wait" after a heartbeat, and advances the node by one step
+	// (through Process/Fail) or leaves it waiting.
+	Continue(ctx context.Context, t Task) error
+}
+
+// Vendor is implemented by deploy interfaces that serve node vendor_passthru
+// methods other than the agent's heartbeat (e.g. PXE's pass_deploy_info).
+type Vendor interface {
+	// VendorValidate checks a call before it is accepted; an error is a 400.
+	VendorValidate(n *store.Node, method string, body []byte) error
+	// VendorPassthru runs after the API answered 202, with the node locked.
+	VendorPassthru(ctx context.Context, t Task, method string, body []byte) error
+}
