@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# test-deps.sh installs what the integration test tiers need and starts the
+# daemons: real ipmitool and Debian's pyghmi for the BMC conformance tests,
+# and the VM tier's libvirt + QEMU (scripts/vm-deps.sh). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+pkgs=(ipmitool python3-pyghmi openssh-client)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "test-deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+bash ./vm-deps.sh
