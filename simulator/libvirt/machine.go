@@ -1,0 +1,275 @@
+package libvirtvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/digitalocean/go-libvirt"
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/ironlab/ironlab/simulator"
+	"github.com/ironlab/ironlab/simulator/bootfiles"
+)
+
+// Machine is one libvirt domain as a simulator.Machine. Power actions map to
+// libvirt calls; boot device changes rewrite the domain XML and take effect at
+// the next start, like virtualbmc. A reset or power cycle restarts the QEMU
+// process so that a changed boot device is honoured, as on real hardware.
+type Machine struct {
+	c       *Conn
+	dom     libvirt.Domain
+	name    string
+	uuid    string
+	hw      simulator.Hardware
+	console string
+	log     *slog.Logger
+
+	// managed is set for domains a Fleet defined: their network boot reads
+	// the per-MAC entry in bootDir; foreign domains just get <boot dev>.
+	managed  bool
+	bootDir  string
+	pxe      PXEMode
+	mac      string
+	hostPort int
+
+	mu         sync.Mutex
+	persistent simulator.BootConfig
+	oneTime    *simulator.BootConfig
+}
+
+var _ simulator.Machine = (*Machine)(nil)
+
+func (m *Machine) Name() string                 { return m.name }
+func (m *Machine) UUID() string                 { return m.uuid }
+func (m *Machine) Hardware() simulator.Hardware { return m.hw }
+func (m *Machine) DomainName() string           { return m.dom.Name }
+func (m *Machine) ConsolePath() string          { return m.console }
+func (m *Machine) String() string               { return m.dom.Name }
+func (m *Machine) domainErr(what string) string { return what + " domain " + m.dom.Name }
+func (m *Machine) inactiveXMLFlags() libvirt.DomainXMLFlags {
+	// Secure: keep secrets (e.g. VNC passwords) through the rewrite, as
+	// virtualbmc does; Inactive: edit what the next start uses.
+	return libvirt.DomainXMLSecure | libvirt.DomainXMLInactive
+}
+
+// AgentPort is the host port (on 127.0.0.1) forwarded to the guest agent's
+// port 9999; 0 for foreign domains.
+func (m *Machine) AgentPort() int { return m.hostPort }
+
+// AgentURL is where the host reaches the guest's agent, and what the agent
+// advertises (IPA's advertise host/port): http://127.0.0.1:<port>.
+func (m *Machine) AgentURL() string {
+	if m.hostPort == 0 {
+		return ""
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", m.hostPort)
+}
+
+// DiskPath is the host file backing the machine's disk ("" if unknown).
+func (m *Machine) DiskPath() string {
+	if len(m.hw.Disks) == 0 {
+		return ""
+	}
+	return m.hw.Disks[0].Path
+}
+
+// Power reads the domain's state: running, blocked, paused or suspended
+// count as on (a paused guest is a hung machine, still powered).
+func (m *Machine) Power(ctx context.Context) (simulator.PowerState, error) {
+	st, err := m.state(ctx)
+	if err != nil {
+		return "", err
+	}
+	return powerOf(st), nil
+}
+
+func powerOf(st libvirt.DomainState) simulator.PowerState {
+	switch st {
+	case libvirt.DomainShutoff, libvirt.DomainCrashed, libvirt.DomainNostate:
+		return simulator.PowerOff
+	}
+	return simulator.PowerOn
+}
+
+func (m *Machine) state(ctx context.Context) (libvirt.DomainState, error) {
+	st, err := callT(ctx, m.c, m.domainErr("get state of"), func() (int32, error) {
+		s, _, err := m.c.lv.DomainGetState(m.dom, 0)
+		return s, err
+	})
+	return libvirt.DomainState(st), err
+}
+
+// SetPower performs a power action. Reset and cycle restart the domain (and
+// start it when it is off); soft off sends an ACPI power button press.
+func (m *Machine) SetPower(ctx context.Context, a simulator.PowerAction) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, err := m.Power(ctx)
+	if err != nil {
+		return err
+	}
+	switch a {
+	case simulator.ActionOn:
+		if p == simulator.PowerOn {
+			return nil
+		}
+		return m.start(ctx)
+	case simulator.ActionOff:
+		return m.destroy(ctx)
+	case simulator.ActionSoftOff:
+		if p == simulator.PowerOff {
+			return nil
+		}
+		return call(ctx, m.c, m.domainErr("ACPI shutdown"), func() error {
+			return m.c.lv.DomainShutdownFlags(m.dom, libvirt.DomainShutdownAcpiPowerBtn)
+		})
+	case simulator.ActionReset, simulator.ActionCycle:
+		if err := m.destroy(ctx); err != nil {
+			return err
+		}
+		return m.start(ctx)
+	case simulator.ActionNMI:
+		return call(ctx, m.c, m.domainErr("inject NMI into"), func() error { return m.c.lv.DomainInjectNmi(m.dom, 0) })
+	}
+	return fmt.Errorf("power action %q on %s: unknown action", a, m.dom.Name)
+}
+
+// destroy is a hard power off; off already is fine.
+func (m *Machine) destroy(ctx context.Context) error {
+	err := call(ctx, m.c, m.domainErr("destroy"), func() error { return m.c.lv.DomainDestroy(m.dom) })
+	if err != nil && isInvalidOp(err) {
+		return nil
+	}
+	return err
+}
+
+// start applies the effective boot selection and starts the domain; after a
+// one-time selection the definition goes back to the persistent one, which
+// the next start uses.
+func (m *Machine) start(ctx context.Context) error {
+	cfg, oneTime := m.persistent, false
+	if m.oneTime != nil {
+		cfg, oneTime = *m.oneTime, true
+	}
+	if err := m.rewrite(ctx, cfg); err != nil {
+		return err
+	}
+	if err := call(ctx, m.c, m.domainErr("start"), func() error { return m.c.lv.DomainCreate(m.dom) }); err != nil {
+		return err
+	}
+	m.log.Info("domain started", "boot", cfg.Device, "one_time", oneTime)
+	if oneTime {
+		m.oneTime = nil
+		if err := m.rewrite(ctx, m.persistent); err != nil {
+			return fmt.Errorf("restore persistent boot device after one-time boot: %w", err)
+		}
+	}
+	return nil
+}
+
+// BootConfig is what the machine boots next.
+func (m *Machine) BootConfig(ctx context.Context) (simulator.BootConfig, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.oneTime != nil {
+		return *m.oneTime, nil
+	}
+	return m.persistent, nil
+}
+
+// SetBootConfig selects the next boot device: persistent replaces the
+// default, one-time applies to the next start only. The domain definition is
+// rewritten now (a running domain keeps running what it booted).
+func (m *Machine) SetBootConfig(ctx context.Context, b simulator.BootConfig) error {
+	if b.Device != simulator.BootNetwork && b.Device != simulator.BootDisk {
+		return fmt.Errorf("set boot device of %s: unknown device %q", m.dom.Name, b.Device)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b.UEFI {
+		// The domains boot SeaBIOS; the flag is kept so it reads back.
+		m.log.Warn("UEFI boot requested; libvirt machines boot BIOS")
+	}
+	if b.Persistent {
+		m.persistent, m.oneTime = b, nil
+	} else {
+		m.oneTime = &b
+	}
+	return m.rewrite(ctx, b)
+}
+
+// rewrite reads the domain definition, replaces its boot selection with cfg
+// and defines it again.
+func (m *Machine) rewrite(ctx context.Context, cfg simulator.BootConfig) error {
+	sel := m.selection(cfg)
+	raw, err := callT(ctx, m.c, m.domainErr("read XML of"), func() (string, error) {
+		return m.c.lv.DomainGetXMLDesc(m.dom, m.inactiveXMLFlags())
+	})
+	if err != nil {
+		return err
+	}
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(raw); err != nil {
+		return fmt.Errorf("parse XML of domain %s: %w", m.dom.Name, err)
+	}
+	applyBoot(&d, sel)
+	out, err := d.Marshal()
+	if err != nil {
+		return fmt.Errorf("render XML of domain %s: %w", m.dom.Name, err)
+	}
+	_, err = callT(ctx, m.c, m.domainErr("redefine"), func() (libvirt.Domain, error) { return m.c.lv.DomainDefineXML(out) })
+	return err
+}
+
+// selection turns a boot config into domain XML terms. A managed domain's
+// network boot reads the per-MAC entry now, so the latest entry boots.
+func (m *Machine) selection(cfg simulator.BootConfig) bootSelection {
+	dev := "hd"
+	if cfg.Device == simulator.BootNetwork {
+		dev = "network"
+	}
+	if !m.managed {
+		return bootSelection{device: dev}
+	}
+	nic := &userNIC{MAC: m.mac, HostPort: m.hostPort}
+	sel := bootSelection{device: dev, managed: true, nic: nic}
+	if dev != "network" {
+		return sel
+	}
+	if m.pxe == PXEIPXE {
+		script, _ := bootfiles.ScriptName(m.mac)
+		nic.TFTPRoot, nic.Bootfile = m.bootDir, script
+		return sel
+	}
+	e, err := bootfiles.Read(m.bootDir, m.mac)
+	if err != nil {
+		// Like a PXE boot with nothing served: the machine powers on and
+		// finds nothing to boot.
+		m.log.Warn("network boot without a boot entry", "mac", m.mac, "err", err)
+		return sel
+	}
+	sel.kernel = filepath.Join(m.bootDir, filepath.FromSlash(e.Kernel))
+	if e.Initrd != "" {
+		sel.initrd = filepath.Join(m.bootDir, filepath.FromSlash(e.Initrd))
+	}
+	sel.cmdline = e.Cmdline
+	return sel
+}
+
+// ConsoleLog is everything the machine printed on its serial console, across
+// starts (the log is appended to).
+func (m *Machine) ConsoleLog() (string, error) {
+	if m.console == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(m.console)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	return string(b), err
+}
