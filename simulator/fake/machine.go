@@ -249,10 +249,11 @@ func (m *Machine) Hardware() simulator.Hardware {
 
 // UpdateHardware changes what the machine is made of (firmware updates and
 // BIOS settings applied by clean steps); the next inventory shows it.
-func (m *Machine) UpdateHardware(f func(*simulator.Hardware)) {
+func (m *Machine) UpdateHardware(f func(*simulator.Hardware)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f(&m.hw)
+	return nil
 }
 
 func (m *Machine) ConsoleLog() (string, error) {

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ironlab/ironlab/scenarios"
+)
+
+func init() {
+	register("run", "run scenario files (or built-in scenarios by name) and write results", runCmd)
+}
+
+func runCmd(args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	results := fs.String("results", "results", "folder for results; each run writes <folder>/<run-id>/")
+	stateDir := fs.String("state-dir", "", "keep the labs' disks and databases here (default: a temporary folder removed after the run)")
+	imageCache := fs.String("image-cache", defaultCache("images"), "folder where built test images are kept between runs")
+	driverURL := fs.String("driver-url", "", "run against this driver API (e.g. a real Ironic) instead of the built-in driver")
+	verbose := fs.Bool("v", false, "log the lab's and driver's work to stderr")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: ironlab run [flags] SCENARIO...
+
+Runs each scenario: builds its lab, starts the built-in driver (unless
+--driver-url), plays its steps and checks its expectations. SCENARIO is a
+YAML file or the name of a built-in scenario (%s).
+
+Results go to <results>/<run-id>/: junit.xml, and per scenario result.json,
+events.jsonl and console/<node>.log.
+
+Exit status: 0 when every expectation holds, 1 when one fails, 2 for bad input.
+
+Flags:
+`, strings.Join(scenarios.Builtin(), ", "))
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	var list []*scenarios.Scenario
+	bad := false
+	for _, name := range fs.Args() {
+		s, err := scenarios.Load(name)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			bad = true
+			continue
+		}
+		list = append(list, s)
+	}
+	if bad {
+		return 2
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	runID := time.Now().Format("20060102-150405")
+	dir := filepath.Join(*results, runID)
+	var all []*scenarios.Result
+	failed := false
+	for _, s := range list {
+		res, err := scenarios.Run(ctx, s, scenarios.Options{
+			ResultsDir: dir, StateDir: *stateDir, KeepState: *stateDir != "", ImageCache: *imageCache,
+			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, Out: os.Stdout, Logger: logger,
+		})
+		if res != nil {
+			all = append(all, res)
+			scenarios.PrintSummary(os.Stdout, res)
+			failed = failed || !res.Passed
+		}
+		if err != nil {
+			failed = true
+		}
+	}
+	if err := scenarios.WriteJUnit(filepath.Join(dir, "junit.xml"), all); err != nil {
+		fmt.Fprintln(os.Stderr, "write junit.xml:", err)
+		return 1
+	}
+	fmt.Printf("\nresults: %s\n", dir)
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// defaultCache is a folder under the user's cache directory.
+func defaultCache(name string) string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		d = os.TempDir()
+	}
+	return filepath.Join(d, "ironlab", name)
+}

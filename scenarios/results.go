@@ -1,0 +1,209 @@
+package scenarios
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// writeResults writes <results>/<scenario>/{result.json,events.jsonl,console/}.
+func (r *runner) writeResults(ctx context.Context) error {
+	if r.opts.ResultsDir == "" {
+		return nil
+	}
+	dir := filepath.Join(r.opts.ResultsDir, r.s.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if r.lab != nil && r.api != nil {
+		all, _ := r.api.nodes(ctx)
+		byName := map[string]apiNode{}
+		for _, n := range all {
+			byName[n.Name] = n
+		}
+		for _, n := range r.lab.Nodes() {
+			an := byName[n.Name]
+			r.result.Nodes = append(r.result.Nodes, NodeResult{
+				Name: n.Name, UUID: n.UUID, Group: n.Group, Driver: n.Driver,
+				FinalState: an.ProvisionState, PowerState: an.power(), Maintenance: an.Maintenance,
+				LastError: an.lastError(),
+			})
+		}
+		if err := r.writeEvents(ctx, filepath.Join(dir, "events.jsonl")); err != nil {
+			return err
+		}
+		r.lab.SaveConsoleLogs(filepath.Join(dir, "console"))
+		r.result.ImageBytesServed = r.lab.Images.BytesServed()
+	}
+	b, err := json.MarshalIndent(r.result, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "result.json"), append(b, '\n'), 0o644)
+}
+
+// writeEvents writes every node's events, one JSON object a line, each
+// tagged with the node's name, in time order.
+func (r *runner) writeEvents(ctx context.Context, path string) error {
+	type tagged struct {
+		time string
+		line []byte
+	}
+	var lines []tagged
+	for _, n := range r.lab.Nodes() {
+		if _, ok := r.uuids[n.Name]; !ok {
+			continue
+		}
+		evs, err := r.api.events(ctx, r.ident(n))
+		if err != nil {
+			continue
+		}
+		for _, ev := range evs {
+			var m map[string]any
+			if json.Unmarshal(ev, &m) != nil {
+				continue
+			}
+			m["node"] = n.Name
+			b, _ := json.Marshal(m)
+			t, _ := m["time"].(string)
+			if t == "" {
+				t, _ = m["created_at"].(string)
+			}
+			lines = append(lines, tagged{t, b})
+		}
+	}
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].time < lines[j].time })
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, l := range lines {
+		f.Write(append(l.line, '\n'))
+	}
+	return nil
+}
+
+// JUnit XML, the subset CI systems read.
+type junitSuites struct {
+	XMLName  xml.Name     `xml:"testsuites"`
+	Tests    int          `xml:"tests,attr"`
+	Failures int          `xml:"failures,attr"`
+	Suites   []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name     string      `xml:"name,attr"`
+	Tests    int         `xml:"tests,attr"`
+	Failures int         `xml:"failures,attr"`
+	Errors   int         `xml:"errors,attr"`
+	Time     string      `xml:"time,attr"`
+	Cases    []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Name      string        `xml:"name,attr"`
+	Classname string        `xml:"classname,attr"`
+	Time      string        `xml:"time,attr"`
+	Failure   *junitFailure `xml:"failure,omitempty"`
+	Error     *junitFailure `xml:"error,omitempty"`
+}
+
+type junitFailure struct {
+	Message string `xml:"message,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// WriteJUnit writes one test suite per scenario and one test case per
+// expectation; a run that broke off is an error case.
+func WriteJUnit(path string, results []*Result) error {
+	var out junitSuites
+	for _, res := range results {
+		s := junitSuite{Name: res.Scenario, Time: fmt.Sprintf("%.3f", res.DurationS)}
+		for _, c := range res.Checks {
+			jc := junitCase{Name: c.Name, Classname: "ironlab." + res.Scenario, Time: fmt.Sprintf("%.3f", c.DurationS)}
+			if !c.Passed {
+				jc.Failure = &junitFailure{Message: fmt.Sprintf("%d nodes failed", len(c.Failures)), Text: strings.Join(c.Failures, "\n")}
+				s.Failures++
+			}
+			s.Cases = append(s.Cases, jc)
+		}
+		if res.Error != "" {
+			s.Cases = append(s.Cases, junitCase{Name: "run", Classname: "ironlab." + res.Scenario,
+				Error: &junitFailure{Message: "the scenario did not run to its end", Text: res.Error}})
+			s.Errors++
+		}
+		s.Tests = len(s.Cases)
+		out.Tests += s.Tests
+		out.Failures += s.Failures + s.Errors
+		out.Suites = append(out.Suites, s)
+	}
+	b, err := xml.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, append([]byte(xml.Header), append(b, '\n')...), 0o644)
+}
+
+// PrintSummary writes the summary table: per node for small labs, per
+// group and state for large ones.
+func PrintSummary(w io.Writer, res *Result) {
+	status := "PASSED"
+	if !res.Passed {
+		status = "FAILED"
+	}
+	passed := 0
+	for _, c := range res.Checks {
+		if c.Passed {
+			passed++
+		}
+	}
+	fmt.Fprintf(w, "\n%s %s: %d/%d checks passed in %.1fs, %d MiB of images served\n",
+		res.Scenario, status, passed, len(res.Checks), res.DurationS, res.ImageBytesServed>>20)
+	if res.Error != "" {
+		fmt.Fprintf(w, "  error: %s\n", res.Error)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if len(res.Nodes) <= 24 {
+		fmt.Fprintln(tw, "  NODE\tDRIVER\tSTATE\tPOWER\tLAST ERROR")
+		for _, n := range res.Nodes {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", n.Name, n.Driver, n.FinalState, n.PowerState, clip(n.LastError, 60))
+		}
+	} else {
+		type key struct{ group, driver, state string }
+		counts := map[key]int{}
+		for _, n := range res.Nodes {
+			counts[key{n.Group, n.Driver, n.FinalState}]++
+		}
+		var keys []key
+		for k := range counts {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j])
+		})
+		fmt.Fprintln(tw, "  GROUP\tDRIVER\tSTATE\tNODES")
+		for _, k := range keys {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\n", k.group, k.driver, k.state, counts[k])
+		}
+	}
+	tw.Flush()
+}
+
+func clip(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		return s[:n-3] + "..."
+	}
+	return s
+}

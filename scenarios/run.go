@@ -1,0 +1,592 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/simulator/lab"
+)
+
+// DriverConfig is what a scenario asks of an in-process driver.
+type DriverConfig struct {
+	StateDir         string
+	HeartbeatTimeout time.Duration
+	AutomatedClean   bool
+	IPMIMinInterval  time.Duration
+	Logger           *slog.Logger
+}
+
+// StartDriver starts an in-process driver API and returns its URL and a
+// function that stops it. The CLI and tests supply the built-in driver.
+type StartDriver func(ctx context.Context, cfg DriverConfig) (url string, stop func() error, err error)
+
+// Options tune a run.
+type Options struct {
+	// ResultsDir is where this run's results go (results/<run-id>).
+	ResultsDir string
+	// StateDir holds the labs' disks and databases (default: a temporary
+	// folder, removed after the run unless KeepState).
+	StateDir  string
+	KeepState bool
+	// ImageCache keeps built images across runs (default StateDir/images).
+	ImageCache string
+	// DriverURL targets an external driver (e.g. a real Ironic) instead of
+	// the built-in one.
+	DriverURL   string
+	StartDriver StartDriver
+	// Out receives progress lines and the summary (default os.Stdout).
+	Out    io.Writer
+	Logger *slog.Logger
+	// Agent timing for in-process agents; zero means fast lab defaults.
+	LookupInterval        time.Duration
+	HeartbeatErrorBackoff time.Duration
+}
+
+// NodeResult is one node's outcome.
+type NodeResult struct {
+	Name        string `json:"name"`
+	UUID        string `json:"uuid"`
+	Group       string `json:"group"`
+	Driver      string `json:"driver"`
+	FinalState  string `json:"final_state"`
+	PowerState  string `json:"power_state"`
+	Maintenance bool   `json:"maintenance"`
+	LastError   string `json:"last_error"`
+}
+
+// Check is one expectation's outcome: a JUnit test case.
+type Check struct {
+	Name      string   `json:"name"`
+	Step      int      `json:"step"`
+	Line      int      `json:"line"`
+	Passed    bool     `json:"passed"`
+	Failures  []string `json:"failures,omitempty"`
+	DurationS float64  `json:"duration_s"`
+}
+
+// Result is a scenario's outcome, written as result.json.
+type Result struct {
+	Scenario  string       `json:"scenario"`
+	File      string       `json:"file"`
+	Passed    bool         `json:"passed"`
+	DurationS float64      `json:"duration_s"`
+	Backend   string       `json:"backend"`
+	DriverURL string       `json:"driver_url"`
+	Error     string       `json:"error,omitempty"`
+	Checks    []Check      `json:"checks"`
+	Nodes     []NodeResult `json:"nodes"`
+	// ImageBytesServed counts the image server's bytes: what the agents
+	// (or the conductor, for PXE) downloaded.
+	ImageBytesServed int64 `json:"image_bytes_served"`
+}
+
+// runner plays one scenario.
+type runner struct {
+	s      *Scenario
+	opts   Options
+	out    io.Writer
+	log    *slog.Logger
+	lab    *lab.Lab
+	api    *client
+	uuids  map[string]string // node name -> UUID on the driver
+	result *Result
+}
+
+// Run plays a scenario against a fresh lab and writes its results under
+// opts.ResultsDir/<scenario>/. It returns an error only when the run could
+// not be carried out; failed expectations are in the Result.
+func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
+	start := time.Now()
+	if opts.Out == nil {
+		opts.Out = os.Stdout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.LookupInterval == 0 {
+		opts.LookupInterval = 200 * time.Millisecond
+	}
+	if opts.HeartbeatErrorBackoff == 0 {
+		opts.HeartbeatErrorBackoff = 300 * time.Millisecond
+	}
+	r := &runner{s: s, opts: opts, out: opts.Out, log: opts.Logger, uuids: map[string]string{},
+		result: &Result{Scenario: s.Name, File: s.File, Backend: s.Lab.Backend}}
+	err := r.run(ctx)
+	r.result.DurationS = time.Since(start).Seconds()
+	if err != nil {
+		r.result.Error = err.Error()
+	}
+	r.result.Passed = err == nil && len(r.result.Checks) > 0
+	for _, c := range r.result.Checks {
+		r.result.Passed = r.result.Passed && c.Passed
+	}
+	if werr := r.writeResults(ctx); werr != nil && err == nil {
+		err = werr
+	}
+	r.cleanup()
+	return r.result, err
+}
+
+func (r *runner) printf(format string, a ...any) { fmt.Fprintf(r.out, format, a...) }
+
+func (r *runner) run(ctx context.Context) error {
+	stateDir := r.opts.StateDir
+	if stateDir == "" {
+		d, err := os.MkdirTemp("", "ironlab-"+r.s.Name+"-")
+		if err != nil {
+			return err
+		}
+		stateDir = d
+		if !r.opts.KeepState {
+			defer os.RemoveAll(d)
+		}
+	} else {
+		stateDir = filepath.Join(stateDir, r.s.Name)
+	}
+	spec := lab.Spec{
+		Name: r.s.Name, Seed: r.s.Seed, StateDir: stateDir, ImageDir: r.opts.ImageCache,
+		Backend: r.s.Lab.Backend, BMCAddressing: r.s.Lab.BMCAddressing, BMCBasePort: r.s.Lab.BMCBasePort,
+		LookupInterval: r.opts.LookupInterval, HeartbeatErrorBackoff: r.opts.HeartbeatErrorBackoff,
+		ForcedHeartbeatGap: 200 * time.Millisecond, Logger: r.log,
+	}
+	for _, im := range r.s.Lab.Images {
+		spec.Images = append(spec.Images, images.Spec{ID: im.ID, Size: im.size})
+	}
+	total := 0
+	for _, g := range r.s.Lab.Groups {
+		spec.Groups = append(spec.Groups, lab.GroupSpec{
+			Name: g.Name, Count: g.Count, Driver: g.Driver, Dialect: g.Dialect, CPUs: g.CPUs,
+			MemoryMB: g.MemoryMB, DiskSize: g.diskSize, BootMode: g.BootMode,
+			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword,
+		})
+		total += g.Count
+	}
+	r.printf("== %s: %d nodes on the %s backend (%s)\n", r.s.Name, total, r.s.Lab.Backend, r.s.File)
+	l, err := lab.New(spec)
+	if err != nil {
+		return err
+	}
+	r.lab = l
+
+	driverURL := r.opts.DriverURL
+	if driverURL == "" {
+		if r.opts.StartDriver == nil {
+			return errors.New("no driver: give a driver URL or a built-in driver")
+		}
+		autoClean := true
+		if r.s.Lab.AutomatedClean != nil {
+			autoClean = *r.s.Lab.AutomatedClean
+		}
+		url, stop, err := r.opts.StartDriver(ctx, DriverConfig{
+			StateDir: stateDir, HeartbeatTimeout: r.s.Lab.heartbeatTimeout, AutomatedClean: autoClean,
+			IPMIMinInterval: r.s.Lab.ipmiMinInterval, Logger: r.log,
+		})
+		if err != nil {
+			return fmt.Errorf("start the driver: %w", err)
+		}
+		defer stop()
+		driverURL = url
+	}
+	r.result.DriverURL = driverURL
+	if err := l.Start(ctx, driverURL); err != nil {
+		return err
+	}
+	api, err := newClient(ctx, driverURL)
+	if err != nil {
+		return err
+	}
+	r.api = api
+	r.printf("   driver API %s (API %s), images at %s, agents at %s\n", driverURL, api.version, l.Images.Addr(), l.AgentAddr())
+
+	for i := range r.s.Steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.step(ctx, i, &r.s.Steps[i]); err != nil {
+			return fmt.Errorf("%s:%d: step %d: %w", r.s.File, r.s.Steps[i].line, i+1, err)
+		}
+	}
+	return nil
+}
+
+// selected resolves a selector to lab nodes: group names and node names;
+// none selects every node.
+func (r *runner) selected(sel []string) []*lab.Node {
+	if len(sel) == 0 {
+		return r.lab.Nodes()
+	}
+	want := map[string]bool{}
+	for _, s := range sel {
+		want[s] = true
+	}
+	var out []*lab.Node
+	for _, n := range r.lab.Nodes() {
+		if want[n.Group] || want[n.Name] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// forEach runs f for every node with bounded concurrency and joins errors.
+func forEach(nodes []*lab.Node, f func(n *lab.Node) error) error {
+	sem := make(chan struct{}, 16)
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := f(n); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+func (r *runner) step(ctx context.Context, i int, st *Step) error {
+	start := time.Now()
+	label := fmt.Sprintf("[%d/%d]", i+1, len(r.s.Steps))
+	var err error
+	switch {
+	case st.Enroll != nil:
+		nodes := r.selected(st.Enroll.Nodes)
+		r.printf("%s enroll %d nodes\n", label, len(nodes))
+		err = forEach(nodes, func(n *lab.Node) error { return r.enroll(ctx, n) })
+	case st.Manage != nil:
+		err = r.verb(ctx, label, "manage", st.Manage.Nodes)
+	case st.Provide != nil:
+		err = r.verb(ctx, label, "provide", st.Provide.Nodes)
+	case st.Undeploy != nil:
+		err = r.verb(ctx, label, "deleted", st.Undeploy.Nodes)
+	case st.Deploy != nil:
+		err = r.deploy(ctx, label, st.Deploy)
+	case st.Wait != nil:
+		r.wait(ctx, label, i, st)
+	case st.Expect != nil:
+		r.expect(ctx, label, i, st)
+	case st.Sleep != "":
+		r.printf("%s sleep %s\n", label, st.sleep)
+		select {
+		case <-time.After(st.sleep):
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err == nil && (st.Wait == nil && st.Expect == nil) {
+		r.printf("%s   done in %.1fs\n", label, time.Since(start).Seconds())
+	}
+	return err
+}
+
+func (r *runner) enroll(ctx context.Context, n *lab.Node) error {
+	body := map[string]any{
+		"name": n.Name, "uuid": n.UUID, "driver": n.Driver,
+		"driver_info": n.DriverInfo(), "properties": n.Properties(),
+	}
+	got, err := r.api.createNode(ctx, body)
+	if err != nil {
+		return err
+	}
+	r.setUUID(n.Name, got.UUID)
+	for _, mac := range n.MACs {
+		if err := r.api.createPort(ctx, got.UUID, mac); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *runner) setUUID(name, uuid string) {
+	r.uuids[name] = uuid
+}
+
+func (r *runner) ident(n *lab.Node) string {
+	if u, ok := r.uuids[n.Name]; ok {
+		return u
+	}
+	return n.Name
+}
+
+// verb sends a provision verb to each selected node, once the node has
+// settled (no target state) and is not locked.
+func (r *runner) verb(ctx context.Context, label, target string, sel []string) error {
+	nodes := r.selected(sel)
+	r.printf("%s %s %d nodes\n", label, target, len(nodes))
+	return forEach(nodes, func(n *lab.Node) error { return r.sendVerb(ctx, n, target) })
+}
+
+func (r *runner) sendVerb(ctx context.Context, n *lab.Node, target string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		node, err := r.api.node(ctx, r.ident(n))
+		if err != nil {
+			return err
+		}
+		if node.settled() || time.Now().After(deadline) {
+			err = r.api.provision(ctx, r.ident(n), target)
+			var ae *apiError
+			if errors.As(err, &ae) && ae.Status == 409 && time.Now().Before(deadline) {
+				// Locked: the conductor is still busy with the node.
+			} else {
+				return err
+			}
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (r *runner) deploy(ctx context.Context, label string, d *Deploy) error {
+	info, ok := r.lab.Images.Info(d.Image)
+	if !ok {
+		return fmt.Errorf("image %s is not served", d.Image)
+	}
+	nodes := r.selected(d.Nodes)
+	r.printf("%s deploy image %s (%d MiB) to %d nodes\n", label, d.Image, info.Size>>20, len(nodes))
+	ops := []map[string]any{
+		{"op": "add", "path": "/instance_info/image_source", "value": r.lab.Images.URL(d.Image)},
+	}
+	if d.Checksum == "md5" {
+		ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/image_checksum", "value": info.MD5})
+	} else {
+		ops = append(ops,
+			map[string]any{"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
+			map[string]any{"op": "add", "path": "/instance_info/image_os_hash_value", "value": info.SHA256})
+	}
+	return forEach(nodes, func(n *lab.Node) error {
+		if err := r.api.patch(ctx, r.ident(n), ops); err != nil {
+			return err
+		}
+		return r.sendVerb(ctx, n, "active")
+	})
+}
+
+// failedStates end a wait early: the node will not move on by itself.
+var failedStates = map[string]bool{"deploy failed": true, "clean failed": true, "enroll": true}
+
+func (r *runner) wait(ctx context.Context, label string, i int, st *Step) {
+	w := st.Wait
+	nodes := r.selected(w.Nodes)
+	start := time.Now()
+	r.printf("%s wait for %d nodes to reach %q (timeout %s)\n", label, len(nodes), w.State, w.timeout)
+	deadline := start.Add(w.timeout)
+	check := Check{Name: fmt.Sprintf("step %d: wait for %s", i+1, w.State), Step: i + 1, Line: st.line}
+	lastLine := ""
+	var byName map[string]apiNode
+	for {
+		all, err := r.api.nodes(ctx)
+		if err == nil {
+			byName = map[string]apiNode{}
+			for _, n := range all {
+				byName[n.Name] = n
+			}
+		}
+		reached, stuck := 0, 0
+		counts := map[string]int{}
+		for _, n := range nodes {
+			an, ok := byName[n.Name]
+			if !ok {
+				continue
+			}
+			counts[an.ProvisionState]++
+			if an.ProvisionState == w.State && an.settled() {
+				reached++
+			} else if failedStates[an.ProvisionState] && an.settled() {
+				stuck++
+			}
+		}
+		line := fmt.Sprintf("%s   %d/%d %s  (%s)", label, reached, len(nodes), w.State, stateCounts(counts))
+		if line != lastLine {
+			r.printf("%s  %.1fs\n", line, time.Since(start).Seconds())
+			lastLine = line
+		}
+		if reached+stuck == len(nodes) || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, n := range nodes {
+		an := byName[n.Name]
+		if an.ProvisionState != w.State {
+			msg := fmt.Sprintf("%s: in %q, not %q", n.Name, an.ProvisionState, w.State)
+			if e := an.lastError(); e != "" {
+				msg += ": last_error: " + e
+			}
+			check.Failures = append(check.Failures, msg)
+		}
+	}
+	check.Passed = len(check.Failures) == 0
+	check.DurationS = time.Since(start).Seconds()
+	r.report(label, &check)
+}
+
+func stateCounts(c map[string]int) string {
+	var parts []string
+	for s, n := range c {
+		parts = append(parts, fmt.Sprintf("%s: %d", s, n))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+func (r *runner) report(label string, c *Check) {
+	r.result.Checks = append(r.result.Checks, *c)
+	if c.Passed {
+		r.printf("%s   PASS %s\n", label, c.Name)
+		return
+	}
+	r.printf("%s   FAIL %s\n", label, c.Name)
+	for i, f := range c.Failures {
+		if i == 10 {
+			r.printf("        ... and %d more\n", len(c.Failures)-10)
+			break
+		}
+		r.printf("        %s\n", f)
+	}
+}
+
+func (r *runner) expect(ctx context.Context, label string, i int, st *Step) {
+	e := st.Expect
+	nodes := r.selected(e.Nodes)
+	r.printf("%s expect on %d nodes\n", label, len(nodes))
+	all, err := r.api.nodes(ctx)
+	byName := map[string]apiNode{}
+	for _, n := range all {
+		byName[n.Name] = n
+	}
+	clause := func(name string, f func(n *lab.Node, an apiNode) string) {
+		start := time.Now()
+		c := Check{Name: fmt.Sprintf("step %d: expect %s", i+1, name), Step: i + 1, Line: st.line}
+		if err != nil {
+			c.Failures = append(c.Failures, "list nodes: "+err.Error())
+		}
+		var mu sync.Mutex
+		forEach(nodes, func(n *lab.Node) error {
+			an, ok := byName[n.Name]
+			msg := ""
+			if !ok {
+				msg = "not enrolled on the driver"
+			} else {
+				msg = f(n, an)
+			}
+			if msg != "" {
+				mu.Lock()
+				c.Failures = append(c.Failures, n.Name+": "+msg)
+				mu.Unlock()
+			}
+			return nil
+		})
+		sort.Strings(c.Failures)
+		c.Passed = len(c.Failures) == 0
+		c.DurationS = time.Since(start).Seconds()
+		r.report(label, &c)
+	}
+	if e.State != "" {
+		clause("state "+e.State, func(_ *lab.Node, an apiNode) string {
+			if an.ProvisionState != e.State {
+				return fmt.Sprintf("provision_state %q", an.ProvisionState)
+			}
+			return ""
+		})
+	}
+	if e.Power != "" {
+		clause("power "+e.Power, func(_ *lab.Node, an apiNode) string {
+			if an.power() != e.Power {
+				return fmt.Sprintf("power_state %q", an.power())
+			}
+			return ""
+		})
+	}
+	if e.LastError != nil {
+		want := *e.LastError
+		name := "last_error empty"
+		if want != "" {
+			name = fmt.Sprintf("last_error contains %q", want)
+		}
+		clause(name, func(_ *lab.Node, an apiNode) string {
+			got := an.lastError()
+			if want == "" && got != "" || want != "" && !strings.Contains(got, want) {
+				return fmt.Sprintf("last_error %q", got)
+			}
+			return ""
+		})
+	}
+	if e.Maintenance != nil {
+		clause(fmt.Sprintf("maintenance %v", *e.Maintenance), func(_ *lab.Node, an apiNode) string {
+			if an.Maintenance != *e.Maintenance {
+				return fmt.Sprintf("maintenance %v", an.Maintenance)
+			}
+			return ""
+		})
+	}
+	if e.DiskImage != "" {
+		clause("disk holds image "+e.DiskImage, func(n *lab.Node, _ apiNode) string {
+			return verifyDisk(n.DiskPath(), e.DiskImage)
+		})
+	}
+	if e.BootedImage != "" {
+		info, _ := r.lab.Images.Info(e.BootedImage)
+		clause("booted image "+e.BootedImage, func(n *lab.Node, _ apiNode) string {
+			log, err := n.Machine.ConsoleLog()
+			if err != nil {
+				return "console: " + err.Error()
+			}
+			if !strings.Contains(lastBoot(log), info.Marker()) {
+				return fmt.Sprintf("the console since the last boot lacks %q", info.Marker())
+			}
+			return ""
+		})
+	}
+}
+
+// lastBoot is the console output since the machine last booted.
+func lastBoot(log string) string {
+	if i := strings.LastIndex(log, "ironlab fake BIOS: boot"); i >= 0 {
+		return log[i:]
+	}
+	return log
+}
+
+func verifyDisk(path, id string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "open disk: " + err.Error()
+	}
+	defer f.Close()
+	h, err := images.Verify(f)
+	if err != nil {
+		return err.Error()
+	}
+	if h.ID != id {
+		return fmt.Sprintf("disk holds image %s, not %s", h.ID, id)
+	}
+	return ""
+}
+
+func (r *runner) cleanup() {
+	if r.lab != nil {
+		r.lab.Close()
+	}
+}

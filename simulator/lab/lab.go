@@ -1,0 +1,359 @@
+// Package lab assembles a lab from a spec: machines of one backend with
+// stable identities derived from the seed, one virtual BMC per machine that
+// a driver class powers through IPMI, the image server, and what machines
+// boot from the network (the in-process agents of the fake backend).
+package lab
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ironlab/ironlab/fakeagent"
+	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/simulator"
+	"github.com/ironlab/ironlab/simulator/bmc"
+	"github.com/ironlab/ironlab/simulator/fake"
+	"github.com/ironlab/ironlab/simulator/imageserver"
+)
+
+// GroupSpec is a set of alike nodes.
+type GroupSpec struct {
+	Name        string
+	Count       int
+	Driver      string // driver class, e.g. fake_agent, agent_ipmitool
+	Dialect     string // agent dialect: v1 or legacy
+	CPUs        int
+	MemoryMB    int
+	DiskSize    int64
+	BootMode    string // bios or uefi
+	BMCUser     string
+	BMCPassword string
+}
+
+// Spec describes a lab.
+type Spec struct {
+	Name     string
+	Seed     int64
+	StateDir string // machines' disks, console logs, boot folder
+	// ImageDir caches built images across runs (default StateDir/images).
+	ImageDir string
+	Backend  string // "fake"
+	Groups   []GroupSpec
+	Images   []images.Spec
+	// BMCAddressing is "port" (127.0.0.1:BMCBasePort+i) or "ip" (127.0.x.y:623).
+	BMCAddressing string
+	BMCBasePort   int
+	// Agent timing knobs for in-process agents (zero: IPA's defaults).
+	LookupInterval        time.Duration
+	HeartbeatErrorBackoff time.Duration
+	ForcedHeartbeatGap    time.Duration
+	Logger                *slog.Logger
+}
+
+// Node is one node of the lab: its machine and what the driver needs to
+// enroll it.
+type Node struct {
+	Name     string
+	UUID     string
+	Group    string
+	Driver   string
+	Dialect  string
+	BootMode string
+	MACs     []string
+	Machine  simulator.Machine
+	BMC      *bmc.BMC // nil when the driver class does not power through IPMI
+	BMCCreds bmc.Credentials
+	hw       simulator.Hardware
+
+	mu          sync.Mutex
+	agent       *fakeagent.Agent
+	agentFaults fakeagent.Faults
+}
+
+// PowersThroughIPMI says whether a driver class uses IPMI power.
+func PowersThroughIPMI(driver string) bool {
+	return strings.HasSuffix(driver, "_ipmitool") || strings.HasSuffix(driver, "_pyghmi")
+}
+
+// DriverInfo is the node's driver_info for enrollment.
+func (n *Node) DriverInfo() map[string]any {
+	di := map[string]any{}
+	if n.BMC != nil {
+		ap := n.BMC.Addr()
+		di["ipmi_address"] = ap.Addr().String()
+		di["ipmi_port"] = int(ap.Port())
+		di["ipmi_username"] = n.BMCCreds.Username
+		di["ipmi_password"] = n.BMCCreds.Password
+	}
+	return di
+}
+
+// Properties are the node's properties for enrollment, as inspection would
+// find them.
+func (n *Node) Properties() map[string]any {
+	var disk int64
+	if len(n.hw.Disks) > 0 {
+		disk = n.hw.Disks[0].SizeBytes
+	}
+	p := map[string]any{
+		"cpus":      n.hw.CPUs,
+		"memory_mb": n.hw.MemoryMB,
+		"local_gb":  disk >> 30,
+		"cpu_arch":  n.hw.CPUArch,
+	}
+	p["capabilities"] = "boot_mode:" + n.BootMode
+	return p
+}
+
+// Agent is the node's running in-process agent, if any.
+func (n *Node) Agent() *fakeagent.Agent {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.agent
+}
+
+// SetAgentFaults sets the fault knobs of the node's agent, now and for
+// every agent it boots later.
+func (n *Node) SetAgentFaults(f fakeagent.Faults) {
+	n.mu.Lock()
+	n.agentFaults = f
+	a := n.agent
+	n.mu.Unlock()
+	if a != nil {
+		a.SetFaults(f)
+	}
+}
+
+// DiskPath is where the node's first disk lives on the lab host.
+func (n *Node) DiskPath() string {
+	if len(n.hw.Disks) == 0 {
+		return ""
+	}
+	return n.hw.Disks[0].Path
+}
+
+// Lab is a running lab.
+type Lab struct {
+	spec   Spec
+	log    *slog.Logger
+	nodes  []*Node
+	byName map[string]*Node
+	Images *imageserver.Server
+
+	mux       *fakeagent.Mux
+	agentSrv  *http.Server
+	agentAddr string
+	driverURL string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New builds the lab's machines, images and BMCs; nothing runs until Start.
+func New(spec Spec) (*Lab, error) {
+	if spec.Logger == nil {
+		spec.Logger = slog.Default()
+	}
+	if spec.Backend == "" {
+		spec.Backend = "fake"
+	}
+	if spec.Backend != "fake" {
+		return nil, fmt.Errorf("lab %s: backend %q is not available in this build of the lab", spec.Name, spec.Backend)
+	}
+	if spec.StateDir == "" {
+		return nil, fmt.Errorf("lab %s: no state directory", spec.Name)
+	}
+	if spec.ImageDir == "" {
+		spec.ImageDir = filepath.Join(spec.StateDir, "images")
+	}
+	if spec.BMCBasePort == 0 {
+		spec.BMCBasePort = 6230
+	}
+	l := &Lab{spec: spec, log: spec.Logger, byName: map[string]*Node{}}
+	l.Images = imageserver.New(spec.ImageDir, spec.Logger)
+	for _, im := range spec.Images {
+		if _, err := l.Images.Build(im); err != nil {
+			return nil, fmt.Errorf("lab %s: build image %s: %w", spec.Name, im.ID, err)
+		}
+	}
+	macs := map[string]bool{}
+	for _, g := range spec.Groups {
+		for i := 0; i < g.Count; i++ {
+			n, err := l.newNode(g, i, len(l.nodes), macs)
+			if err != nil {
+				l.Close()
+				return nil, err
+			}
+			l.nodes = append(l.nodes, n)
+			l.byName[n.Name] = n
+		}
+	}
+	return l, nil
+}
+
+func (l *Lab) newNode(g GroupSpec, i, index int, macs map[string]bool) (*Node, error) {
+	name := fmt.Sprintf("%s-%d", g.Name, i)
+	n := &Node{
+		Name: name, UUID: DeriveUUID(l.spec.Seed, l.spec.Name, name), Group: g.Name,
+		Driver: g.Driver, Dialect: g.Dialect, BootMode: g.BootMode,
+		BMCCreds: bmc.Credentials{Username: g.BMCUser, Password: g.BMCPassword},
+	}
+	if n.BMCCreds.Username == "" {
+		n.BMCCreds = bmc.DefaultCredentials
+	}
+	mac := DeriveMAC(l.spec.Seed, l.spec.Name, name, macs)
+	n.MACs = []string{mac}
+	n.hw = simulator.Hardware{
+		CPUs: g.CPUs, CPUArch: "x86_64", CPUModel: "ironlab virtual CPU", MemoryMB: g.MemoryMB,
+		NICs:   []simulator.NIC{{Name: "eth0", MAC: mac}},
+		Disks:  []simulator.Disk{{Name: "vda", SizeBytes: g.DiskSize, Path: filepath.Join(l.spec.StateDir, "disks", name+".raw")}},
+		Vendor: "ironlab", Product: "virtual machine " + g.Driver, SerialNumber: strings.ToUpper(n.UUID[:8]),
+		BIOSVersion: "1.0.0", BIOSSettings: map[string]string{"vt": "on"},
+	}
+	m, err := fake.New(fake.Options{Name: name, UUID: n.UUID, Hardware: n.hw, NetBoot: l})
+	if err != nil {
+		return nil, fmt.Errorf("lab %s: node %s: %w", l.spec.Name, name, err)
+	}
+	n.Machine = m
+	if PowersThroughIPMI(g.Driver) {
+		b, err := bmc.New(m, l.bmcAddr(index), bmc.Options{Credentials: n.BMCCreds, Logger: l.log})
+		if err != nil {
+			return nil, fmt.Errorf("lab %s: node %s: BMC: %w", l.spec.Name, name, err)
+		}
+		n.BMC = b
+	}
+	return n, nil
+}
+
+func (l *Lab) bmcAddr(i int) string {
+	if l.spec.BMCAddressing == "ip" {
+		// 127.0.0.x for the first 250 nodes, then 127.0.1.x, ...
+		return fmt.Sprintf("127.0.%d.%d:623", i/250, 2+i%250)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", l.spec.BMCBasePort+i)
+}
+
+// DeriveUUID gives a node a stable UUID from the lab's seed and its name.
+func DeriveUUID(seed int64, lab, node string) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("ironlab-uuid/%d/%s/%s", seed, lab, node)))
+	h[6] = h[6]&0x0f | 0x40 // version 4 layout
+	h[8] = h[8]&0x3f | 0x80 // RFC 4122 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// DeriveMAC gives a node a stable MAC in QEMU's 52:54:00 range; taken ones
+// (in used) are skipped deterministically.
+func DeriveMAC(seed int64, lab, node string, used map[string]bool) string {
+	for try := 0; ; try++ {
+		h := sha256.Sum256([]byte(fmt.Sprintf("ironlab-mac/%d/%s/%s/%d", seed, lab, node, try)))
+		mac := fmt.Sprintf("52:54:00:%02x:%02x:%02x", h[0], h[1], h[2])
+		if !used[mac] {
+			used[mac] = true
+			return mac
+		}
+	}
+}
+
+// Nodes are the lab's nodes in spec order.
+func (l *Lab) Nodes() []*Node { return l.nodes }
+
+// Node finds a node by name.
+func (l *Lab) Node(name string) (*Node, bool) {
+	n, ok := l.byName[name]
+	return n, ok
+}
+
+// Start serves the images, the BMCs and the agents' API, and powers on the
+// machines of fake-power nodes into the agent (the spec's long-running
+// model: FakePower never reaches a machine, so its agent runs from the start).
+func (l *Lab) Start(ctx context.Context, driverURL string) error {
+	l.driverURL = strings.TrimRight(driverURL, "/")
+	ctx, l.cancel = context.WithCancel(ctx)
+	if err := l.Images.Start("127.0.0.1:0"); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("lab %s: agent listener: %w", l.spec.Name, err)
+	}
+	l.agentAddr = ln.Addr().String()
+	l.mux = fakeagent.NewMux("http://" + l.agentAddr)
+	l.agentSrv = &http.Server{Handler: l.mux, ReadHeaderTimeout: 10 * time.Second}
+	go l.agentSrv.Serve(ln)
+	for _, n := range l.nodes {
+		if n.BMC != nil {
+			n.BMC.Start(ctx)
+		}
+	}
+	for _, n := range l.nodes {
+		if strings.HasPrefix(n.Driver, "fake_") {
+			m := n.Machine
+			if err := m.SetBootConfig(ctx, simulator.BootConfig{Device: simulator.BootNetwork, Persistent: true, UEFI: n.BootMode == "uefi"}); err != nil {
+				return err
+			}
+			if err := m.SetPower(ctx, simulator.ActionOn); err != nil {
+				return fmt.Errorf("lab %s: power on %s: %w", l.spec.Name, n.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// AgentAddr is where the in-process agents' API listens.
+func (l *Lab) AgentAddr() string { return l.agentAddr }
+
+// Close stops every machine, BMC, agent and server of the lab.
+func (l *Lab) Close() error {
+	if l.cancel != nil {
+		l.cancel()
+	}
+	var errs []error
+	var wg sync.WaitGroup
+	for _, n := range l.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c, ok := n.Machine.(interface{ Close() error }); ok {
+				c.Close()
+			}
+			if n.BMC != nil {
+				n.BMC.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if l.agentSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		errs = append(errs, l.agentSrv.Shutdown(ctx))
+		cancel()
+	}
+	errs = append(errs, l.Images.Close())
+	return errors.Join(errs...)
+}
+
+// ConsoleLog writes every machine's console to dir/<node>.log.
+func (l *Lab) SaveConsoleLogs(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, n := range l.nodes {
+		s, err := n.Machine.ConsoleLog()
+		if err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, n.Name+".log"), []byte(s), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
