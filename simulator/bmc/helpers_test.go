@@ -1,6 +1,8 @@
 package bmc
 
 import (
+	"github.com/ironlab/ironlab/simulator/bmc/bmctest"
+
 	"context"
 	"os"
 	"os/exec"
@@ -37,7 +39,7 @@ func needPyghmi(t testing.TB) string {
 	return py
 }
 
-func startBMC(t testing.TB, m *testMachine, opts Options) *BMC {
+func startBMC(t testing.TB, m *bmctest.Machine, opts Options) *BMC {
 	t.Helper()
 	b, err := New(m, "127.0.0.1:0", opts)
 	if err != nil {

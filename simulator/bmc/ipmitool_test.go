@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ironlab/ironlab/simulator"
+	"github.com/ironlab/ironlab/simulator/bmc/bmctest"
 )
 
 // The interfaces ipmitool reaches a BMC with: lanplus with each cipher suite,
@@ -33,7 +34,7 @@ func TestIpmitoolConformance(t *testing.T) {
 	for name, iface := range ipmitoolInterfaces {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			m := newTestMachine("node-0")
+			m := bmctest.New("node-0")
 			c := ipmitool{path: path, b: startBMC(t, m, Options{}), iface: iface, user: "admin", pass: "password"}
 
 			// reported is what ipmitool says the power is, checked against the machine.
@@ -44,7 +45,7 @@ func TestIpmitoolConformance(t *testing.T) {
 				if got == nil {
 					t.Fatalf("power status printed %q, want \"Chassis Power is on|off\"", out)
 				}
-				p, _, _ := m.state()
+				p, _, _ := m.State()
 				if simulator.PowerState(got[1]) != p || p != want {
 					t.Fatalf("ipmitool reports %s, machine is %s, want %s", got[1], p, want)
 				}
@@ -114,7 +115,7 @@ func TestIpmitoolConformance(t *testing.T) {
 					wantOut:   []string{"Device ID                 : 32", "IPMI Version              : 2.0", "Chassis Device"},
 					wantPower: simulator.PowerOff},
 				{name: "mc guid", start: simulator.PowerOff, args: []string{"mc", "guid"},
-					wantOut: []string{"System GUID   : " + newTestMachine("").UUID()}, wantPower: simulator.PowerOff},
+					wantOut: []string{"System GUID   : " + bmctest.UUID}, wantPower: simulator.PowerOff},
 			}
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
@@ -122,7 +123,7 @@ func TestIpmitoolConformance(t *testing.T) {
 					if startBoot == (simulator.BootConfig{}) {
 						startBoot = offDisk
 					}
-					m.setState(tc.start, startBoot)
+					m.SetState(tc.start, startBoot)
 					out := c.must(t, tc.args...)
 					for _, w := range tc.wantOut {
 						if !strings.Contains(out, w) {
@@ -133,7 +134,7 @@ func TestIpmitoolConformance(t *testing.T) {
 					if wantBoot == (simulator.BootConfig{}) {
 						wantBoot = startBoot
 					}
-					p, boot, acts := m.state()
+					p, boot, acts := m.State()
 					if p != tc.wantPower {
 						t.Errorf("machine power %s, want %s", p, tc.wantPower)
 					}
@@ -176,7 +177,7 @@ func TestIpmitoolWrongPassword(t *testing.T) {
 	for name, iface := range ipmitoolInterfaces {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			m := newTestMachine("node-0")
+			m := bmctest.New("node-0")
 			b := startBMC(t, m, Options{})
 			for _, tc := range []struct {
 				name, user, pass string
@@ -196,7 +197,7 @@ func TestIpmitoolWrongPassword(t *testing.T) {
 							t.Errorf("ipmitool %s with %s/%s succeeded:\n%s", strings.Join(args, " "), tc.user, tc.pass, out)
 						}
 					}
-					p, boot, acts := m.state()
+					p, boot, acts := m.State()
 					if p != simulator.PowerOff || boot != offDisk || len(acts) != 0 {
 						t.Errorf("machine changed: power %s boot %+v actions %v", p, boot, acts)
 					}
@@ -205,7 +206,7 @@ func TestIpmitoolWrongPassword(t *testing.T) {
 			// And the right password works again once the fault is cleared.
 			c := ipmitool{path: path, b: b, iface: iface, user: "admin", pass: "password"}
 			c.must(t, "power", "on")
-			if p, _, _ := m.state(); p != simulator.PowerOn {
+			if p, _, _ := m.State(); p != simulator.PowerOn {
 				t.Errorf("after faults cleared: power %s, want on", p)
 			}
 		})
@@ -215,7 +216,7 @@ func TestIpmitoolWrongPassword(t *testing.T) {
 func TestIpmitoolFaults(t *testing.T) {
 	path := need(t, "ipmitool", "ipmitool")
 	t.Parallel()
-	m := newTestMachine("node-0")
+	m := bmctest.New("node-0")
 	b := startBMC(t, m, Options{})
 	c := ipmitool{path: path, b: b, iface: []string{"-I", "lanplus"}, user: "admin", pass: "password", extra: []string{"-R", "1", "-N", "1"}}
 
@@ -226,7 +227,7 @@ func TestIpmitoolFaults(t *testing.T) {
 	b.SetFaults(Faults{Delay: Duration(100 * time.Millisecond)})
 	c.extra = []string{"-R", "3", "-N", "2"}
 	c.must(t, "power", "on")
-	if p, _, acts := m.state(); p != simulator.PowerOn || !slices.Equal(acts, []simulator.PowerAction{simulator.ActionOn}) {
+	if p, _, acts := m.State(); p != simulator.PowerOn || !slices.Equal(acts, []simulator.PowerAction{simulator.ActionOn}) {
 		t.Errorf("slow BMC: power %s actions %v, want on once", p, acts)
 	}
 	b.SetFaults(Faults{})
