@@ -8,6 +8,7 @@ package deploy
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/store"
@@ -71,4 +72,29 @@ type Vendor interface {
 	VendorValidate(n *store.Node, method string, body []byte) error
 	// VendorPassthru runs after the API answered 202, with the node locked.
 	VendorPassthru(ctx context.Context, t Task, method string, body []byte) error
+}
+
+// BootModeUEFI reports whether the node boots in UEFI mode: boot_mode:uefi
+// in instance_info or properties capabilities (a "k:v,k:v" string or a map),
+// or a plain boot_mode key.
+func BootModeUEFI(n *store.Node) bool {
+	for _, m := range []map[string]any{n.InstanceInfo, n.Properties} {
+		switch caps := m["capabilities"].(type) {
+		case string:
+			for _, kv := range strings.Split(caps, ",") {
+				k, v, _ := strings.Cut(strings.TrimSpace(kv), ":")
+				if k == "boot_mode" {
+					return v == "uefi"
+				}
+			}
+		case map[string]any:
+			if v, ok := caps["boot_mode"]; ok {
+				return v == "uefi"
+			}
+		}
+		if v, ok := m["boot_mode"]; ok {
+			return v == "uefi"
+		}
+	}
+	return false
 }

@@ -1,0 +1,326 @@
+package conductor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ironlab/ironlab/driver/conductor/states"
+	"github.com/ironlab/ironlab/driver/power"
+	"github.com/ironlab/ironlab/driver/store"
+)
+
+// CreateNode enrolls n. Its driver class must be enabled. initial is the
+// provision state (Ironic: enroll from API 1.11, available before).
+func (c *Conductor) CreateNode(ctx context.Context, n *store.Node, initial string) error {
+	if err := c.CheckDriver(n.Driver); err != nil {
+		return err
+	}
+	if n.UUID == "" {
+		n.UUID = uuid.NewString()
+	}
+	for _, m := range []*map[string]any{&n.DriverInfo, &n.DriverInternalInfo, &n.InstanceInfo, &n.Properties, &n.Extra, &n.CleanStep, &n.DeployStep} {
+		if *m == nil {
+			*m = map[string]any{}
+		}
+	}
+	n.ProvisionState = initial
+	n.ProvisionUpdatedAt = time.Now().UTC()
+	if err := c.store.CreateNode(ctx, n); err != nil {
+		return err
+	}
+	c.record(ctx, n, store.KindProvision, "", initial, "create", "", map[string]any{"driver": n.Driver, "name": n.Name})
+	return nil
+}
+
+// UpdateNode applies f to the locked node and saves it (PATCH).
+func (c *Conductor) UpdateNode(ctx context.Context, ident string, f func(n *store.Node) error) (*store.Node, error) {
+	n, err := c.GetNode(ctx, ident)
+	if err != nil {
+		return nil, err
+	}
+	t, err := c.acquire(ctx, n.UUID, true)
+	if err != nil {
+		return nil, err
+	}
+	defer t.release()
+	oldDriver := t.node.Driver
+	if err := f(t.node); err != nil {
+		return nil, err
+	}
+	if t.node.Driver != oldDriver {
+		if err := c.CheckDriver(t.node.Driver); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.Save(ctx); err != nil {
+		return nil, err
+	}
+	return t.node, nil
+}
+
+// DeleteNode removes a node in a state that allows it (or in maintenance).
+func (c *Conductor) DeleteNode(ctx context.Context, ident string) error {
+	n, err := c.GetNode(ctx, ident)
+	if err != nil {
+		return err
+	}
+	t, err := c.acquire(ctx, n.UUID, true)
+	if err != nil {
+		return err
+	}
+	defer t.release()
+	switch t.node.ProvisionState {
+	case states.Enroll, states.Manageable, states.Available, states.DeployFailed, states.CleanFailed, states.Error:
+	default:
+		if !t.node.Maintenance {
+			return fmt.Errorf("can not delete node %s while it is in state %q: %w", n.UUID, t.node.ProvisionState, ErrInvalidState)
+		}
+	}
+	if err := c.store.DeleteNode(ctx, n.UUID); err != nil {
+		return err
+	}
+	c.record(ctx, t.node, store.KindProvision, t.node.ProvisionState, "", "delete", "", nil)
+	return nil
+}
+
+// ProvisionAction runs an API verb ("manage", "provide", "active"/"deploy",
+// "deleted"/"undeploy", "clean", "abort", "rebuild"). It returns once the
+// new state is persisted; the work goes on in the background.
+func (c *Conductor) ProvisionAction(ctx context.Context, ident, target string, cleanSteps []map[string]any) error {
+	ev, err := states.MapVerb(target)
+	if err != nil {
+		return fmt.Errorf("invalid provision target %q: %w", target, ErrInvalidParameter)
+	}
+	if ev == states.EvClean && len(cleanSteps) == 0 {
+		return fmt.Errorf(`"clean_steps" is required when setting target provision state to %s: %w`, target, ErrInvalidParameter)
+	}
+	if ev != states.EvClean && cleanSteps != nil {
+		return fmt.Errorf(`"clean_steps" is only valid when setting target provision state to clean: %w`, ErrInvalidParameter)
+	}
+	for i, s := range cleanSteps {
+		if _, ok := s["interface"].(string); !ok {
+			return fmt.Errorf("clean_steps[%d]: \"interface\" is required: %w", i, ErrInvalidParameter)
+		}
+		if _, ok := s["step"].(string); !ok {
+			return fmt.Errorf("clean_steps[%d]: \"step\" is required: %w", i, ErrInvalidParameter)
+		}
+		if a, ok := s["args"]; ok && a != nil {
+			if _, ok := a.(map[string]any); !ok {
+				return fmt.Errorf("clean_steps[%d]: \"args\" must be an object: %w", i, ErrInvalidParameter)
+			}
+		}
+	}
+	n, err := c.GetNode(ctx, ident)
+	if err != nil {
+		return err
+	}
+	t, err := c.acquire(ctx, n.UUID, true)
+	if err != nil {
+		return err
+	}
+	n = t.node
+	from := n.ProvisionState
+	if _, err := states.NextByUser(from, ev); err != nil {
+		t.release()
+		return fmt.Errorf("the requested action %q can not be performed on node %q while it is in state %q: %w", target, n.UUID, from, ErrInvalidRequest)
+	}
+	if t.dep == nil {
+		t.release()
+		return c.CheckDriver(n.Driver)
+	}
+	switch ev {
+	case states.EvDeploy, states.EvRebuild:
+		if err := t.dep.ValidateDeploy(n); err != nil {
+			t.release()
+			return fmt.Errorf("cannot deploy node %s: %v: %w", n.UUID, err, ErrInvalidParameter)
+		}
+		n.TargetProvisionState = states.Active
+		n.DeployStep = map[string]any{}
+		n.LastError = ""
+	case states.EvProvide:
+		n.TargetProvisionState = states.Available
+		n.LastError = ""
+	case states.EvClean:
+		n.TargetProvisionState = states.Manageable
+		n.DriverInternalInfo["clean_steps"] = cleanSteps
+		n.DriverInternalInfo["clean_manual"] = true
+		n.LastError = ""
+	case states.EvDeleted:
+		n.TargetProvisionState = states.Available
+		n.LastError = ""
+	case states.EvManage:
+		n.TargetProvisionState = states.Manageable
+	case states.EvAbort:
+		if from == states.CleanWait {
+			n.LastError = fmt.Sprintf("By request, the clean operation was aborted for node %s", n.UUID)
+			if step, _ := n.CleanStep["step"].(string); step != "" {
+				n.LastError += fmt.Sprintf(" on step %q", step)
+			}
+		} else {
+			n.LastError = fmt.Sprintf("By request, the deploy operation was aborted for node %s", n.UUID)
+		}
+	}
+	if err := t.Process(ctx, ev); err != nil {
+		t.release()
+		return err
+	}
+	c.goWork(func(ctx context.Context) {
+		defer t.release()
+		c.continueAction(ctx, t)
+	})
+	return nil
+}
+
+// continueAction does the work of a transient state, on a locked node.
+func (c *Conductor) continueAction(ctx context.Context, t *task) {
+	n := t.node
+	switch n.ProvisionState {
+	case states.Verifying:
+		c.verify(ctx, t)
+	case states.Deploying:
+		n.DeployStep = map[string]any{}
+		if err := t.dep.Deploy(ctx, t); err != nil {
+			c.fail(ctx, t, fmt.Sprintf("Failed to deploy node %s: %v", n.UUID, err))
+			return
+		}
+		c.process(ctx, t, states.EvWait)
+	case states.Cleaning:
+		c.startCleaning(ctx, t)
+	case states.Deleting:
+		if err := t.dep.TearDown(ctx, t); err != nil {
+			n.LastError = fmt.Sprintf("Failed to tear down node %s: %v", n.UUID, err)
+			c.process(ctx, t, states.EvError)
+			return
+		}
+		n.InstanceInfo = map[string]any{}
+		n.DeployStep = map[string]any{}
+		if !c.process(ctx, t, states.EvClean) {
+			return
+		}
+		c.startCleaning(ctx, t)
+	}
+}
+
+func (c *Conductor) startCleaning(ctx context.Context, t *task) {
+	n := t.node
+	manual := n.TargetProvisionState == states.Manageable
+	n.CleanStep = map[string]any{}
+	delete(n.DriverInternalInfo, "clean_step_index")
+	delete(n.DriverInternalInfo, "clean_version")
+	if !manual {
+		delete(n.DriverInternalInfo, "clean_steps")
+		delete(n.DriverInternalInfo, "clean_manual")
+		if !c.cfg.AutomatedClean {
+			t.Record(ctx, store.KindProvision, "clean skipped", "automated cleaning is disabled", nil)
+			c.process(ctx, t, states.EvDone)
+			return
+		}
+	}
+	if err := t.dep.PrepareCleaning(ctx, t); err != nil {
+		c.fail(ctx, t, fmt.Sprintf("Failed to prepare node %s for cleaning: %v", n.UUID, err))
+		return
+	}
+	c.process(ctx, t, states.EvWait)
+}
+
+func (c *Conductor) verify(ctx context.Context, t *task) {
+	if err := t.pw.Validate(t.powerInfo()); err != nil {
+		c.fail(ctx, t, fmt.Sprintf("Failed to validate power driver interface for node %s: %v", t.node.UUID, err))
+		return
+	}
+	st, err := t.GetPower(ctx)
+	if err != nil {
+		c.fail(ctx, t, fmt.Sprintf("Failed to get power state for node %s: %v", t.node.UUID, err))
+		return
+	}
+	t.node.PowerState = string(st)
+	t.node.LastError = ""
+	c.process(ctx, t, states.EvDone)
+}
+
+// process applies an event and logs a failure; it reports success.
+func (c *Conductor) process(ctx context.Context, t *task, ev string) bool {
+	if err := t.Process(ctx, ev); err != nil {
+		t.log.Error("state change", "event", ev, "err", err)
+		return false
+	}
+	return true
+}
+
+func (c *Conductor) fail(ctx context.Context, t *task, msg string) {
+	t.c.record(ctx, t.node, store.KindError, t.node.ProvisionState, t.node.ProvisionState, "fail", msg, nil)
+	if err := t.Fail(ctx, msg); err != nil {
+		t.log.Error("fail node", "err", err)
+	}
+}
+
+// PowerTargets are the targets PUT /v1/nodes/{id}/states/power accepts.
+var PowerTargets = map[string]power.State{
+	"power on": power.On, "power off": power.Off, "rebooting": power.Reboot, "soft power off": power.SoftOff,
+}
+
+// PowerAction changes a node's power through its power interface, in the
+// background once the target is persisted.
+func (c *Conductor) PowerAction(ctx context.Context, ident, target string) error {
+	st, ok := PowerTargets[target]
+	if !ok {
+		return fmt.Errorf("invalid power target %q (want \"power on\", \"power off\", \"rebooting\" or \"soft power off\"): %w", target, ErrInvalidParameter)
+	}
+	n, err := c.GetNode(ctx, ident)
+	if err != nil {
+		return err
+	}
+	t, err := c.acquire(ctx, n.UUID, true)
+	if err != nil {
+		return err
+	}
+	if t.pw == nil {
+		t.release()
+		return c.CheckDriver(n.Driver)
+	}
+	t.node.TargetPowerState = string(st)
+	if err := t.Save(ctx); err != nil {
+		t.release()
+		return err
+	}
+	c.goWork(func(ctx context.Context) {
+		defer t.release()
+		if err := t.SetPower(ctx, st); err != nil {
+			t.log.Error("power action", "target", target, "err", err)
+		}
+	})
+	return nil
+}
+
+// SetMaintenance turns maintenance on (with reason) or off.
+func (c *Conductor) SetMaintenance(ctx context.Context, ident string, on bool, reason string) error {
+	n, err := c.GetNode(ctx, ident)
+	if err != nil {
+		return err
+	}
+	t, err := c.acquire(ctx, n.UUID, true)
+	if err != nil {
+		return err
+	}
+	defer t.release()
+	c.setMaintenance(ctx, t, on, reason, "")
+	return t.Save(ctx)
+}
+
+func (c *Conductor) setMaintenance(ctx context.Context, t *task, on bool, reason, fault string) {
+	t.node.Maintenance = on
+	if on {
+		t.node.MaintenanceReason = reason
+		t.node.Fault = fault
+	} else {
+		t.node.MaintenanceReason, t.node.Fault = "", ""
+	}
+	ev := "maintenance on"
+	if !on {
+		ev = "maintenance off"
+	}
+	t.Record(ctx, store.KindMaintenance, ev, reason, map[string]any{"fault": fault})
+}

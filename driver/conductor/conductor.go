@@ -1,0 +1,395 @@
+// Package conductor is the driver's engine: it moves nodes through the
+// provision state machine (package states), holds the per-node locks, runs
+// a driver class's deploy and power interfaces, answers the agent's lookup
+// and heartbeat, and runs the periodic checks (call-back timeouts and the
+// heartbeat watchdog). It persists every state before acting on it.
+package conductor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ironlab/ironlab/driver/conductor/states"
+	"github.com/ironlab/ironlab/driver/deploy"
+	"github.com/ironlab/ironlab/driver/power"
+	"github.com/ironlab/ironlab/driver/store"
+)
+
+// Sentinel errors; the API maps them to status codes.
+var (
+	ErrNotFound          = store.ErrNotFound                                   // 404
+	ErrDuplicate         = store.ErrDuplicate                                  // 409
+	ErrNodeLocked        = errors.New("node is locked")                        // 409
+	ErrInvalidState      = errors.New("invalid state for this operation")      // 409
+	ErrInvalidRequest    = errors.New("requested action not allowed in state") // 400
+	ErrInvalidParameter  = errors.New("invalid parameter")                     // 400
+	ErrDriverNotEnabled  = errors.New("driver is not enabled")                 // 400
+	ErrInvalidAgentToken = errors.New("invalid or missing agent token")        // 400
+)
+
+// Watchdog actions for nodes whose agent stopped heartbeating.
+const (
+	WatchdogReboot      = "reboot"
+	WatchdogMaintenance = "maintenance"
+)
+
+// Config tunes a Conductor. Zero durations and counts take the defaults noted.
+type Config struct {
+	// Host names this conductor in node reservations (default: os.Hostname()).
+	Host string
+	// LockRetries x LockRetryInterval is how long exclusive callers wait for a
+	// locked node before ErrNodeLocked (3 x 1 s).
+	LockRetries       int
+	LockRetryInterval time.Duration
+	// PowerRetries, PowerRetryInterval, PowerTimeout bound every power call
+	// (3 attempts, 1 s apart, 30 s each).
+	PowerRetries       int
+	PowerRetryInterval time.Duration
+	PowerTimeout       time.Duration
+	// AutomatedClean runs cleaning on provide and undeploy.
+	AutomatedClean bool
+	// HeartbeatTimeout is agent.heartbeat_timeout (300 s): sent to agents on
+	// lookup and used by the watchdog.
+	HeartbeatTimeout time.Duration
+	// DeployCallbackTimeout / CleanCallbackTimeout fail nodes that wait for
+	// their agent longer (1800 s; negative disables).
+	DeployCallbackTimeout time.Duration
+	CleanCallbackTimeout  time.Duration
+	// WatchdogAction is "reboot", "maintenance" or "" (off) for nodes that are
+	// powered on, not provisioned, and whose agent missed HeartbeatTimeout.
+	WatchdogAction string
+	// WatchdogMaxReboots caps watchdog reboots before maintenance (3).
+	WatchdogMaxReboots int
+	// AgentTokenRequired refuses heartbeats without a token (true in Ironic).
+	AgentTokenRequired bool
+	// RequireTLS refuses non-https callback URLs (Ironic >= 2024.2 default; off here).
+	RequireTLS bool
+	// RestrictLookup limits modern lookups to nodes in a deploy/clean state.
+	RestrictLookup bool
+	// FastTrack also allows lookups of enroll, manageable and available nodes.
+	FastTrack bool
+
+	PowerInterfaces  map[string]power.Interface
+	DeployInterfaces map[string]deploy.Interface
+	Logger           *slog.Logger
+}
+
+// Class is a driver class: a deploy interface plus a power interface.
+type Class struct{ Deploy, Power string }
+
+// Classes are the spec's driver classes.
+var Classes = map[string]Class{
+	"fake_agent":     {"agent", "fake"},
+	"agent_ipmitool": {"agent", "ipmitool"},
+	"agent_pyghmi":   {"agent", "native"},
+	"agent_ssh":      {"agent", "ssh"},
+	"fake_pxe":       {"pxe", "fake"},
+	"pxe_ipmitool":   {"pxe", "ipmitool"},
+	"pxe_pyghmi":     {"pxe", "native"},
+	"pxe_ssh":        {"pxe", "ssh"},
+}
+
+func (c *Config) defaults() {
+	if c.Host == "" {
+		c.Host, _ = os.Hostname()
+		if c.Host == "" {
+			c.Host = "ironlab"
+		}
+	}
+	if c.LockRetries <= 0 {
+		c.LockRetries = 3
+	}
+	if c.LockRetryInterval <= 0 {
+		c.LockRetryInterval = time.Second
+	}
+	if c.PowerRetries <= 0 {
+		c.PowerRetries = 3
+	}
+	if c.PowerRetryInterval <= 0 {
+		c.PowerRetryInterval = time.Second
+	}
+	if c.PowerTimeout <= 0 {
+		c.PowerTimeout = 30 * time.Second
+	}
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = 300 * time.Second
+	}
+	if c.DeployCallbackTimeout == 0 {
+		c.DeployCallbackTimeout = 1800 * time.Second
+	}
+	if c.CleanCallbackTimeout == 0 {
+		c.CleanCallbackTimeout = 1800 * time.Second
+	}
+	if c.WatchdogMaxReboots <= 0 {
+		c.WatchdogMaxReboots = 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Conductor runs the nodes of one store.
+type Conductor struct {
+	cfg   Config
+	store store.Store
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	nodes map[string]*nodeMu
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// nodeMu is the in-process half of a node's lock (the other half is the
+// reservation column); row serialises short read-modify-writes of agent
+// fields (heartbeats, tokens) against saves of a locked node.
+type nodeMu struct {
+	lock sync.Mutex
+	row  sync.Mutex
+}
+
+// New returns a Conductor over s. It does not recover or start periodic
+// tasks; call Recover and RunPeriodic.
+func New(s store.Store, cfg Config) *Conductor {
+	cfg.defaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Conductor{cfg: cfg, store: s, log: cfg.Logger, nodes: map[string]*nodeMu{}, ctx: ctx, cancel: cancel}
+}
+
+// Config returns the effective configuration (defaults filled in).
+func (c *Conductor) Config() Config { return c.cfg }
+
+// Store returns the conductor's store.
+func (c *Conductor) Store() store.Store { return c.store }
+
+// Close stops background work and waits for it; it does not close the store.
+func (c *Conductor) Close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// Wait blocks until every background task started so far has finished.
+func (c *Conductor) Wait() { c.wg.Wait() }
+
+func (c *Conductor) nodeMu(id string) *nodeMu {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.nodes[id]
+	if m == nil {
+		m = &nodeMu{}
+		c.nodes[id] = m
+	}
+	return m
+}
+
+func (c *Conductor) goWork(f func(ctx context.Context)) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f(c.ctx)
+	}()
+}
+
+// CheckDriver returns ErrDriverNotEnabled unless both interfaces of the
+// class are registered.
+func (c *Conductor) CheckDriver(name string) error {
+	cl, ok := Classes[name]
+	if !ok {
+		return fmt.Errorf("driver %s is not enabled (unknown driver class): %w", name, ErrDriverNotEnabled)
+	}
+	if c.cfg.DeployInterfaces[cl.Deploy] == nil || c.cfg.PowerInterfaces[cl.Power] == nil {
+		return fmt.Errorf("driver %s is not enabled (needs deploy %q and power %q): %w", name, cl.Deploy, cl.Power, ErrDriverNotEnabled)
+	}
+	return nil
+}
+
+// EnabledDrivers lists the classes whose interfaces are registered.
+func (c *Conductor) EnabledDrivers() []string {
+	var out []string
+	for name := range Classes {
+		if c.CheckDriver(name) == nil {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *Conductor) interfaces(driver string) (deploy.Interface, power.Interface, error) {
+	if err := c.CheckDriver(driver); err != nil {
+		return nil, nil, err
+	}
+	cl := Classes[driver]
+	return c.cfg.DeployInterfaces[cl.Deploy], c.cfg.PowerInterfaces[cl.Power], nil
+}
+
+// GetNode resolves ident as a UUID, then as a name.
+func (c *Conductor) GetNode(ctx context.Context, ident string) (*store.Node, error) {
+	n, err := c.store.GetNode(ctx, ident)
+	if errors.Is(err, store.ErrNotFound) {
+		n, err = c.store.GetNodeByName(ctx, ident)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("node %s could not be found: %w", ident, ErrNotFound)
+	}
+	return n, err
+}
+
+// record appends an event; a failure to record is logged, not fatal.
+func (c *Conductor) record(ctx context.Context, n *store.Node, kind, from, to, event, message string, detail any) {
+	e := &store.Event{NodeUUID: n.UUID, Kind: kind, FromState: from, ToState: to, Event: event, Message: message}
+	if detail != nil {
+		if b, err := json.Marshal(detail); err == nil {
+			e.Detail = b
+		}
+	}
+	if err := c.store.AddEvent(context.WithoutCancel(ctx), e); err != nil {
+		c.log.Error("record event", "node", n.UUID, "kind", kind, "err", err)
+	}
+}
+
+// lock takes the node's lock: the in-process mutex, then the reservation.
+// With retry it tries LockRetries times, LockRetryInterval apart.
+func (c *Conductor) lock(ctx context.Context, id string, retry bool) (func(), error) {
+	m := c.nodeMu(id)
+	attempts := 1
+	if retry {
+		attempts = c.cfg.LockRetries
+	}
+	var last error
+	for i := 0; i < attempts; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(c.cfg.LockRetryInterval):
+			}
+		}
+		if !m.lock.TryLock() {
+			last = fmt.Errorf("node %s is locked by host %s, please retry after the current operation is completed: %w", id, c.cfg.Host, ErrNodeLocked)
+			continue
+		}
+		err := c.store.Reserve(ctx, id, c.cfg.Host)
+		if err == nil {
+			release := func() {
+				if err := c.store.Release(context.WithoutCancel(ctx), id, c.cfg.Host); err != nil {
+					c.log.Error("release node lock", "node", id, "err", err)
+				}
+				m.lock.Unlock()
+			}
+			return release, nil
+		}
+		m.lock.Unlock()
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("node %s could not be found: %w", id, ErrNotFound)
+		}
+		if !errors.Is(err, store.ErrLocked) {
+			return nil, err
+		}
+		last = fmt.Errorf("%v, please retry after the current operation is completed: %w", err, ErrNodeLocked)
+	}
+	return nil, last
+}
+
+// acquire locks a node and loads it into a task.
+func (c *Conductor) acquire(ctx context.Context, id string, retry bool) (*task, error) {
+	release, err := c.lock(ctx, id, retry)
+	if err != nil {
+		return nil, err
+	}
+	n, err := c.store.GetNode(ctx, id)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	ports, err := c.store.ListPorts(ctx, store.PortFilter{NodeUUID: id})
+	if err != nil {
+		release()
+		return nil, err
+	}
+	t := &task{c: c, node: n, ports: ports, release: release,
+		log: c.log.With("node", n.UUID, "driver", n.Driver)}
+	t.dep, t.pw, _ = c.interfaces(n.Driver)
+	return t, nil
+}
+
+// updateRow does a short read-modify-write of a node without its lock
+// (heartbeat and token fields only).
+func (c *Conductor) updateRow(ctx context.Context, id string, f func(n *store.Node) error) (*store.Node, error) {
+	m := c.nodeMu(id)
+	m.row.Lock()
+	defer m.row.Unlock()
+	n, err := c.store.GetNode(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := f(n); err != nil {
+		return nil, err
+	}
+	return n, c.store.UpdateNode(ctx, n)
+}
+
+// Events returns a node's full history.
+func (c *Conductor) Events(ctx context.Context, ident string) ([]store.Event, error) {
+	n, err := c.GetNode(ctx, ident)
+	if err != nil {
+		return nil, err
+	}
+	return c.store.ListEvents(ctx, n.UUID)
+}
+
+// Recover runs once at start-up: it releases the locks this host held
+// before a restart and fails nodes caught in a transient state that cannot
+// resume (nodes waiting for a call-back simply continue on the next heartbeat).
+func (c *Conductor) Recover(ctx context.Context) error {
+	nodes, err := c.store.ListNodes(ctx, store.NodeFilter{})
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if _, err := c.store.ReleaseAll(ctx, c.cfg.Host); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, n := range nodes {
+		if n.Reservation != "" && n.Reservation != c.cfg.Host {
+			continue // another live conductor's node
+		}
+		var ev string
+		switch n.ProvisionState {
+		case states.Deploying, states.Cleaning, states.Verifying:
+			ev = states.EvFail
+		case states.Deleting:
+			ev = states.EvError
+		}
+		if ev == "" && n.TargetPowerState == "" {
+			continue
+		}
+		from := n.ProvisionState
+		n.TargetPowerState = ""
+		if ev != "" {
+			to, _ := states.Next(from, ev)
+			n.LastError = fmt.Sprintf("Node was in %q state when the conductor restarted; the operation could not continue", from)
+			n.ProvisionState = to
+			n.ProvisionUpdatedAt = time.Now().UTC()
+			if states.Stable(to) {
+				n.TargetProvisionState = ""
+			}
+		}
+		if err := c.store.UpdateNode(ctx, n); err != nil {
+			return fmt.Errorf("recover node %s: %w", n.UUID, err)
+		}
+		if ev != "" {
+			c.record(ctx, n, store.KindProvision, from, n.ProvisionState, ev, n.LastError, map[string]any{"reason": "conductor restart"})
+			c.log.Warn("failed node after restart", "node", n.UUID, "from", from, "state", n.ProvisionState)
+		}
+	}
+	return nil
+}

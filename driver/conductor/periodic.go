@@ -1,0 +1,161 @@
+package conductor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ironlab/ironlab/driver/conductor/states"
+	"github.com/ironlab/ironlab/driver/power"
+	"github.com/ironlab/ironlab/driver/store"
+)
+
+// RunPeriodic runs Check every interval until ctx is done.
+func (c *Conductor) RunPeriodic(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = 60 * time.Second
+	}
+	tk := time.NewTicker(interval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.ctx.Done():
+			return
+		case <-tk.C:
+			if err := c.Check(ctx, time.Now()); err != nil {
+				c.log.Error("periodic check", "err", err)
+			}
+		}
+	}
+}
+
+// Check runs the periodic tasks once, as of now: call-back timeouts of nodes
+// in "wait call-back" and "clean wait", and the heartbeat watchdog. It
+// returns after the actions it started have finished.
+func (c *Conductor) Check(ctx context.Context, now time.Time) error {
+	nodes, err := c.store.ListNodes(ctx, store.NodeFilter{})
+	if err != nil {
+		return fmt.Errorf("periodic check: %w", err)
+	}
+	for _, n := range nodes {
+		if n.Reservation != "" || n.Maintenance {
+			continue
+		}
+		if c.callbackTimedOut(n, now) {
+			c.failTimedOut(ctx, n.UUID, now)
+			continue
+		}
+		if c.watchdogDue(n, now) {
+			c.watchdog(ctx, n.UUID, now)
+		}
+	}
+	return nil
+}
+
+func (c *Conductor) callbackTimedOut(n *store.Node, now time.Time) bool {
+	var limit time.Duration
+	switch n.ProvisionState {
+	case states.DeployWait:
+		limit = c.cfg.DeployCallbackTimeout
+	case states.CleanWait:
+		limit = c.cfg.CleanCallbackTimeout
+	default:
+		return false
+	}
+	return limit > 0 && now.Sub(n.ProvisionUpdatedAt) > limit
+}
+
+func (c *Conductor) failTimedOut(ctx context.Context, id string, now time.Time) {
+	t, err := c.acquire(ctx, id, false)
+	if err != nil {
+		return
+	}
+	defer t.release()
+	if t.node.Maintenance || !c.callbackTimedOut(t.node, now) {
+		return
+	}
+	msg := fmt.Sprintf("Timeout reached while waiting for callback for node %s", t.node.UUID)
+	if t.node.ProvisionState == states.CleanWait {
+		msg = fmt.Sprintf("Timeout reached while cleaning the node %s. Please check if the ramdisk responsible for the cleaning is running on the node.", t.node.UUID)
+		if step, _ := t.node.CleanStep["step"].(string); step != "" {
+			msg += fmt.Sprintf(" Failed on step %s.", step)
+			c.setMaintenance(ctx, t, true, msg, "clean failure")
+		}
+	}
+	c.fail(ctx, t, msg)
+}
+
+func lastHeartbeat(n *store.Node) (time.Time, bool) {
+	for _, m := range []map[string]any{n.DriverInternalInfo, n.DriverInfo} {
+		if v, ok := m["agent_last_heartbeat"].(float64); ok {
+			return time.Unix(int64(v), 0), true
+		}
+		if v, ok := m["agent_last_heartbeat"].(int64); ok {
+			return time.Unix(v, 0), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// watchdogDue: the spec's check for a node that is powered on, not
+// provisioned (available, or waiting for a call-back), and whose agent has
+// not heartbeated for heartbeat_timeout (nor since the last watchdog action).
+func (c *Conductor) watchdogDue(n *store.Node, now time.Time) bool {
+	if c.cfg.WatchdogAction == "" || n.PowerState != string(power.On) {
+		return false
+	}
+	switch n.ProvisionState {
+	case states.Available, states.DeployWait, states.CleanWait:
+	default:
+		return false
+	}
+	last, ok := lastHeartbeat(n)
+	// A watchdog reboot wipes the agent's fields (real power interfaces);
+	// its time then stands in for the heartbeat the new agent owes us.
+	if v, had := n.DriverInternalInfo["watchdog_last_action"].(float64); had && time.Unix(int64(v), 0).After(last) {
+		last, ok = time.Unix(int64(v), 0), true
+	}
+	return ok && now.Sub(last) > c.cfg.HeartbeatTimeout
+}
+
+func (c *Conductor) watchdog(ctx context.Context, id string, now time.Time) {
+	t, err := c.acquire(ctx, id, false)
+	if err != nil {
+		return
+	}
+	defer t.release()
+	n := t.node
+	if n.Maintenance || !c.watchdogDue(n, now) {
+		return
+	}
+	last, _ := lastHeartbeat(n)
+	reason := fmt.Sprintf("Agent heartbeat timeout: no heartbeat from the agent of node %s for %ds (agent.heartbeat_timeout is %ds)",
+		n.UUID, int(now.Sub(last).Seconds()), int(c.cfg.HeartbeatTimeout.Seconds()))
+	reboots, _ := n.DriverInternalInfo["watchdog_reboots"].(float64)
+	action := c.cfg.WatchdogAction
+	if action == WatchdogReboot && int(reboots) >= c.cfg.WatchdogMaxReboots {
+		action = WatchdogMaintenance
+		reason += fmt.Sprintf("; %d watchdog reboots did not bring it back", int(reboots))
+	}
+	t.Record(ctx, store.KindHeartbeat, "heartbeat timeout", reason, map[string]any{"action": action, "reboots": int(reboots)})
+	t.log.Warn("agent heartbeat timeout", "action", action, "state", n.ProvisionState)
+	switch action {
+	case WatchdogReboot:
+		n.DriverInternalInfo["watchdog_reboots"] = int(reboots) + 1
+		n.DriverInternalInfo["watchdog_last_action"] = now.Unix()
+		if err := t.Save(ctx); err != nil {
+			t.log.Error("save node", "err", err)
+			return
+		}
+		if err := t.SetPower(ctx, power.Reboot); err != nil {
+			t.log.Error("watchdog reboot", "err", err)
+		}
+	default:
+		c.setMaintenance(ctx, t, true, reason, "")
+		if err := t.Save(ctx); err != nil {
+			t.log.Error("save node", "err", err)
+		}
+	}
+}

@@ -1,0 +1,257 @@
+package conductor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ironlab/ironlab/driver/conductor/states"
+	"github.com/ironlab/ironlab/driver/store"
+)
+
+// Agent dialects, recorded in driver_internal_info.agent_dialect.
+const (
+	DialectLegacy = "legacy" // Juno/Kilo vendor_passthru lookup + heartbeat
+	DialectV1     = "v1"     // /v1/lookup + /v1/heartbeat (Newton+)
+)
+
+// MaskedToken is what lookup returns when a token was already issued.
+const MaskedToken = "******"
+
+// lookupStates are the states a restricted lookup accepts (Ironic's
+// LOOKUP_ALLOWED_STATES, the subset this lab has).
+var lookupStates = map[string]bool{
+	states.Deploying: true, states.DeployWait: true, states.Cleaning: true, states.CleanWait: true,
+}
+
+var fastTrackStates = map[string]bool{states.Enroll: true, states.Manageable: true, states.Available: true}
+
+// LookupQuery is an agent's lookup.
+type LookupQuery struct {
+	MACs     []string // normalised
+	NodeUUID string
+	Dialect  string
+	// Restrict applies restrict_lookup (modern API only).
+	Restrict bool
+	// IssueToken creates the agent token (API >= 1.62).
+	IssueToken bool
+}
+
+// Lookup finds the node an agent runs on. It returns the node and, when
+// asked, the token (MaskedToken if one exists). ErrNotFound covers no match,
+// several nodes, and a state that restrict_lookup refuses; ErrNodeLocked a
+// locked node that needs a token.
+func (c *Conductor) Lookup(ctx context.Context, q LookupQuery) (*store.Node, string, error) {
+	var n *store.Node
+	var err error
+	if q.NodeUUID != "" {
+		n, err = c.store.GetNode(ctx, q.NodeUUID)
+		if err != nil {
+			return nil, "", fmt.Errorf("node %s could not be found: %w", q.NodeUUID, ErrNotFound)
+		}
+	} else {
+		found := map[string]bool{}
+		var id string
+		for _, mac := range q.MACs {
+			ps, err := c.store.ListPorts(ctx, store.PortFilter{Address: mac})
+			if err != nil {
+				return nil, "", err
+			}
+			for _, p := range ps {
+				found[p.NodeUUID] = true
+				id = p.NodeUUID
+			}
+		}
+		switch {
+		case len(found) == 0:
+			return nil, "", fmt.Errorf("no node has a port with any of the addresses %s: %w", strings.Join(q.MACs, ", "), ErrNotFound)
+		case len(found) > 1:
+			return nil, "", fmt.Errorf("addresses %s belong to more than one node: %w", strings.Join(q.MACs, ", "), ErrNotFound)
+		}
+		if n, err = c.store.GetNode(ctx, id); err != nil {
+			return nil, "", err
+		}
+	}
+	if q.Restrict && c.cfg.RestrictLookup && !lookupStates[n.ProvisionState] && !(c.cfg.FastTrack && fastTrackStates[n.ProvisionState]) {
+		return nil, "", fmt.Errorf("node %s is in state %q where lookup is not allowed: %w", n.UUID, n.ProvisionState, ErrNotFound)
+	}
+	token := ""
+	if q.IssueToken {
+		if existing, _ := n.DriverInternalInfo["agent_secret_token"].(string); existing != "" {
+			token = MaskedToken
+		} else {
+			release, err := c.lock(ctx, n.UUID, false)
+			if err != nil {
+				return nil, "", err
+			}
+			token = newToken()
+			n, err = c.updateRow(ctx, n.UUID, func(n *store.Node) error {
+				if existing, _ := n.DriverInternalInfo["agent_secret_token"].(string); existing != "" {
+					token = MaskedToken
+					return nil
+				}
+				n.DriverInternalInfo["agent_secret_token"] = token
+				return nil
+			})
+			release()
+			if err != nil {
+				return nil, "", err
+			}
+		}
+	}
+	c.record(ctx, n, store.KindLookup, n.ProvisionState, n.ProvisionState, "lookup", "",
+		map[string]any{"dialect": q.Dialect, "addresses": q.MACs, "node_uuid": q.NodeUUID, "token_issued": token != "" && token != MaskedToken})
+	return n, token, nil
+}
+
+func newToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b) // 43 characters, as secrets.token_urlsafe()
+}
+
+// Heartbeat is an agent's heartbeat.
+type Heartbeat struct {
+	Ident        string
+	AgentURL     string
+	AgentVersion string
+	AgentToken   string
+	Dialect      string
+}
+
+// Heartbeat records an agent's heartbeat and, after returning, runs the
+// call-back in the background. Legacy heartbeats take the node's lock with
+// retries (ErrNodeLocked after them) as Ironic's vendor passthru did; modern
+// ones only try the lock in the background and skip the work if it is held.
+func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
+	n, err := c.GetNode(ctx, hb.Ident)
+	if err != nil {
+		return err
+	}
+	if hb.Dialect == DialectLegacy {
+		return c.legacyHeartbeat(ctx, n.UUID, hb)
+	}
+	if !strings.Contains(strings.SplitN(hb.AgentURL, "://", 2)[0], "http") || !strings.Contains(hb.AgentURL, "://") {
+		return fmt.Errorf("callback_url %q of node %s is not an http(s) URL: %w", hb.AgentURL, n.UUID, ErrInvalidParameter)
+	}
+	if c.cfg.RequireTLS && !strings.HasPrefix(hb.AgentURL, "https://") {
+		return fmt.Errorf("callback_url %q of node %s must be https (agent require_tls): %w", hb.AgentURL, n.UUID, ErrInvalidParameter)
+	}
+	stored, _ := n.DriverInternalInfo["agent_secret_token"].(string)
+	if hb.AgentToken == "" {
+		if c.cfg.AgentTokenRequired || stored != "" {
+			return fmt.Errorf("agent_token is required for heartbeats of node %s: %w", n.UUID, ErrInvalidAgentToken)
+		}
+	} else if hb.AgentToken != stored {
+		return fmt.Errorf("invalid or missing agent token received for node %s: %w", n.UUID, ErrInvalidAgentToken)
+	}
+	if url, _ := n.DriverInternalInfo["agent_url"].(string); url != "" && url != hb.AgentURL {
+		return fmt.Errorf("detected change in ramdisk provided \"callback_url\" for node %s (stored %s, got %s): %w", n.UUID, url, hb.AgentURL, ErrInvalidParameter)
+	}
+	if url, _ := n.DriverInternalInfo["agent_url"].(string); n.Reservation != "" && url == "" {
+		return fmt.Errorf("node %s is locked by host %s and has no agent_url yet: %w", n.UUID, n.Reservation, ErrNodeLocked)
+	}
+	n, first, err := c.recordHeartbeat(ctx, n.UUID, hb)
+	if err != nil {
+		return err
+	}
+	if first {
+		c.record(ctx, n, store.KindHeartbeat, n.ProvisionState, n.ProvisionState, "heartbeat", "agent registered",
+			map[string]any{"agent_url": hb.AgentURL, "agent_version": hb.AgentVersion, "dialect": hb.Dialect})
+	}
+	if !wantsCallback(n) {
+		return nil
+	}
+	c.goWork(func(ctx context.Context) {
+		t, err := c.acquire(ctx, n.UUID, false)
+		if err != nil {
+			c.log.Debug("heartbeat skipped: node locked", "node", n.UUID)
+			return
+		}
+		defer t.release()
+		c.callback(ctx, t)
+	})
+	return nil
+}
+
+func wantsCallback(n *store.Node) bool {
+	return !n.Maintenance && (n.ProvisionState == states.DeployWait || n.ProvisionState == states.CleanWait)
+}
+
+func (c *Conductor) legacyHeartbeat(ctx context.Context, id string, hb Heartbeat) error {
+	t, err := c.acquire(ctx, id, true)
+	if err != nil {
+		return err
+	}
+	n, first, err := c.recordHeartbeat(ctx, id, hb)
+	if err != nil {
+		t.release()
+		return err
+	}
+	t.node = n
+	if first {
+		c.record(ctx, n, store.KindHeartbeat, n.ProvisionState, n.ProvisionState, "heartbeat", "agent registered",
+			map[string]any{"agent_url": hb.AgentURL, "dialect": hb.Dialect})
+	}
+	c.goWork(func(ctx context.Context) {
+		defer t.release()
+		if wantsCallback(t.node) {
+			c.callback(ctx, t)
+		}
+	})
+	return nil
+}
+
+// recordHeartbeat stores agent_url and agent_last_heartbeat in driver_info
+// (the spec's data model) and driver_internal_info (modern Ironic), and
+// touches provision_updated_at of waiting nodes. first is true when the
+// agent_url is new.
+func (c *Conductor) recordHeartbeat(ctx context.Context, id string, hb Heartbeat) (*store.Node, bool, error) {
+	first := false
+	now := time.Now().UTC()
+	n, err := c.updateRow(ctx, id, func(n *store.Node) error {
+		url := strings.TrimRight(hb.AgentURL, "/")
+		if old, _ := n.DriverInternalInfo["agent_url"].(string); old != url {
+			first = true
+		}
+		n.DriverInfo["agent_url"] = url
+		n.DriverInfo["agent_last_heartbeat"] = now.Unix()
+		n.DriverInternalInfo["agent_url"] = url
+		n.DriverInternalInfo["agent_last_heartbeat"] = now.Unix()
+		n.DriverInternalInfo["agent_dialect"] = hb.Dialect
+		if hb.AgentVersion != "" {
+			n.DriverInternalInfo["agent_version"] = hb.AgentVersion
+		}
+		delete(n.DriverInternalInfo, "watchdog_reboots")
+		delete(n.DriverInternalInfo, "watchdog_last_action")
+		if n.ProvisionState == states.DeployWait || n.ProvisionState == states.CleanWait {
+			n.ProvisionUpdatedAt = now
+		}
+		return nil
+	})
+	return n, first, err
+}
+
+// callback runs the deploy interface's Continue for a waiting node.
+func (c *Conductor) callback(ctx context.Context, t *task) {
+	if !wantsCallback(t.node) || t.dep == nil {
+		return
+	}
+	state := t.node.ProvisionState
+	if err := t.dep.Continue(ctx, t); err != nil {
+		what := "deploy"
+		if state == states.CleanWait || state == states.Cleaning {
+			what = "clean"
+		}
+		msg := fmt.Sprintf("Asynchronous exception for node %s: Node failed to %s. Exception: %v", t.node.UUID, what, err)
+		switch t.node.ProvisionState {
+		case states.DeployWait, states.Deploying, states.CleanWait, states.Cleaning:
+			c.fail(ctx, t, msg)
+		default:
+			t.log.Error("heartbeat call-back", "err", err)
+		}
+	}
+}

@@ -1,0 +1,229 @@
+package conductor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ironlab/ironlab/driver/conductor/states"
+	"github.com/ironlab/ironlab/driver/deploy"
+	"github.com/ironlab/ironlab/driver/power"
+	"github.com/ironlab/ironlab/driver/store"
+)
+
+// task is one locked node; it implements deploy.Task.
+type task struct {
+	c       *Conductor
+	node    *store.Node
+	ports   []*store.Port
+	dep     deploy.Interface
+	pw      power.Interface
+	log     *slog.Logger
+	release func()
+	// wiped is set when the agent fields were cleared and not yet saved;
+	// otherwise Save keeps what heartbeats wrote meanwhile.
+	wiped bool
+}
+
+var _ deploy.Task = (*task)(nil)
+
+func (t *task) Node() *store.Node               { return t.node }
+func (t *task) Ports() []*store.Port            { return t.ports }
+func (t *task) PowerInterface() power.Interface { return t.pw }
+func (t *task) Logger() *slog.Logger            { return t.log }
+
+// Agent-reported fields: written by heartbeats and lookups without the
+// node's lock, so a save of the locked node must not roll them back.
+var agentInternalKeys = []string{"agent_url", "agent_last_heartbeat", "agent_version", "agent_dialect", "agent_secret_token"}
+var agentInfoKeys = []string{"agent_url", "agent_last_heartbeat"}
+
+func (t *task) Save(ctx context.Context) error {
+	m := t.c.nodeMu(t.node.UUID)
+	m.row.Lock()
+	defer m.row.Unlock()
+	if !t.wiped {
+		if cur, err := t.c.store.GetNode(ctx, t.node.UUID); err == nil {
+			copyKeys(t.node.DriverInternalInfo, cur.DriverInternalInfo, agentInternalKeys)
+			copyKeys(t.node.DriverInfo, cur.DriverInfo, agentInfoKeys)
+			if cur.ProvisionUpdatedAt.After(t.node.ProvisionUpdatedAt) {
+				t.node.ProvisionUpdatedAt = cur.ProvisionUpdatedAt
+			}
+		}
+	}
+	if err := t.c.store.UpdateNode(ctx, t.node); err != nil {
+		return err
+	}
+	t.wiped = false
+	return nil
+}
+
+func copyKeys(dst, src map[string]any, keys []string) {
+	for _, k := range keys {
+		if v, ok := src[k]; ok {
+			dst[k] = v
+		} else {
+			delete(dst, k)
+		}
+	}
+}
+
+func (t *task) Process(ctx context.Context, event string) error {
+	from := t.node.ProvisionState
+	to, err := states.Next(from, event)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", t.node.UUID, err)
+	}
+	t.node.ProvisionState = to
+	t.node.ProvisionUpdatedAt = time.Now().UTC()
+	if states.Stable(to) {
+		t.node.TargetProvisionState = ""
+	}
+	if err := t.Save(ctx); err != nil {
+		t.node.ProvisionState = from
+		return err
+	}
+	msg := ""
+	if event == states.EvFail || event == states.EvError {
+		msg = t.node.LastError
+	}
+	t.c.record(ctx, t.node, store.KindProvision, from, to, event, msg, nil)
+	t.log.Info("provision state", "from", from, "state", to, "event", event)
+	return nil
+}
+
+func (t *task) Fail(ctx context.Context, msg string) error {
+	t.node.LastError = msg
+	t.log.Error("node failed", "state", t.node.ProvisionState, "err", msg)
+	return t.Process(ctx, states.EvFail)
+}
+
+func (t *task) Record(ctx context.Context, kind, event, message string, detail any) {
+	t.c.record(ctx, t.node, kind, t.node.ProvisionState, t.node.ProvisionState, event, message, detail)
+}
+
+// bmcAddress names the node's BMC for error messages.
+func bmcAddress(info map[string]any) string {
+	for _, p := range [][2]string{{"ipmi_address", "ipmi_port"}, {"ssh_address", "ssh_port"}, {"bmc_address", "bmc_port"}} {
+		if a, ok := info[p[0]]; ok && fmt.Sprint(a) != "" {
+			if port, ok := info[p[1]]; ok && fmt.Sprint(port) != "" {
+				return fmt.Sprintf("%v:%v", a, port)
+			}
+			return fmt.Sprint(a)
+		}
+	}
+	return "(no BMC address in driver_info)"
+}
+
+// powerInfo is the driver_info handed to the power interface.
+func (t *task) powerInfo() power.DriverInfo {
+	info := power.DriverInfo{}
+	for k, v := range t.node.DriverInfo {
+		info[k] = v
+	}
+	info[power.NodeUUIDKey] = t.node.UUID
+	info[power.RecordedStateKey] = t.node.PowerState
+	return info
+}
+
+var powerVerbs = map[power.State]string{power.On: "power on", power.Off: "power off", power.SoftOff: "soft power off", power.Reboot: "reboot"}
+
+// withRetries runs f with a timeout per attempt, PowerRetries times.
+func (t *task) withRetries(ctx context.Context, f func(ctx context.Context) error) error {
+	var err error
+	for i := 0; i < t.c.cfg.PowerRetries; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(t.c.cfg.PowerRetryInterval):
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, t.c.cfg.PowerTimeout)
+		err = f(actx)
+		if err != nil && actx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w (timeout after %s)", err, t.c.cfg.PowerTimeout)
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+func (t *task) SetPower(ctx context.Context, target power.State) error {
+	verb, ok := powerVerbs[target]
+	if !ok {
+		return fmt.Errorf("power %q node %s: %w", target, t.node.UUID, ErrInvalidParameter)
+	}
+	from := t.node.PowerState
+	t.node.TargetPowerState = string(target)
+	if err := t.Save(ctx); err != nil {
+		return err
+	}
+	info := t.powerInfo()
+	err := t.withRetries(ctx, func(ctx context.Context) error { return t.pw.SetPowerState(ctx, info, target) })
+	t.node.TargetPowerState = ""
+	if err != nil {
+		msg := fmt.Sprintf("%s node %s via BMC %s: %v", verb, t.node.UUID, bmcAddress(t.node.DriverInfo), err)
+		t.node.LastError = msg
+		if serr := t.Save(ctx); serr != nil {
+			t.log.Error("save node", "err", serr)
+		}
+		t.c.record(ctx, t.node, store.KindPower, from, from, verb, msg, map[string]any{"error": err.Error(), "interface": t.pw.Name()})
+		return fmt.Errorf("%s", msg)
+	}
+	switch target {
+	case power.On, power.Reboot:
+		t.node.PowerState = string(power.On)
+	default:
+		t.node.PowerState = string(power.Off)
+	}
+	if target != power.On && t.pw.Name() != "fake" {
+		// As Ironic's wipe_internal_info_on_power_off: the agent that was
+		// running is gone and must look up again. FakePower reboots nothing,
+		// so the running agent keeps its URL and token.
+		for _, k := range []string{"agent_url", "agent_secret_token", "agent_version", "agent_last_heartbeat"} {
+			delete(t.node.DriverInternalInfo, k)
+		}
+		delete(t.node.DriverInfo, "agent_url")
+		delete(t.node.DriverInfo, "agent_last_heartbeat")
+		t.wiped = true
+	}
+	if err := t.Save(ctx); err != nil {
+		return err
+	}
+	t.c.record(ctx, t.node, store.KindPower, from, t.node.PowerState, verb, "", map[string]any{"interface": t.pw.Name(), "bmc": bmcAddress(t.node.DriverInfo)})
+	t.log.Info("power", "action", verb, "power_state", t.node.PowerState)
+	return nil
+}
+
+func (t *task) GetPower(ctx context.Context) (power.State, error) {
+	info := t.powerInfo()
+	var st power.State
+	err := t.withRetries(ctx, func(ctx context.Context) error {
+		var err error
+		st, err = t.pw.GetPowerState(ctx, info)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("get power state of node %s via BMC %s: %v", t.node.UUID, bmcAddress(t.node.DriverInfo), err)
+	}
+	return st, nil
+}
+
+func (t *task) SetBootDevice(ctx context.Context, dev power.Device, persistent bool) error {
+	opts := power.BootOptions{Persistent: persistent, UEFI: deploy.BootModeUEFI(t.node)}
+	info := t.powerInfo()
+	err := t.withRetries(ctx, func(ctx context.Context) error { return t.pw.SetBootDevice(ctx, info, dev, opts) })
+	detail := map[string]any{"device": dev, "persistent": persistent, "uefi": opts.UEFI, "interface": t.pw.Name()}
+	if err != nil {
+		msg := fmt.Sprintf("set boot device %s of node %s via BMC %s: %v", dev, t.node.UUID, bmcAddress(t.node.DriverInfo), err)
+		detail["error"] = err.Error()
+		t.c.record(ctx, t.node, store.KindPower, "", "", "set boot device", msg, detail)
+		return fmt.Errorf("%s", msg)
+	}
+	t.c.record(ctx, t.node, store.KindPower, "", "", "set boot device", "", detail)
+	return nil
+}
