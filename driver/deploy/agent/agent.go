@@ -1,0 +1,621 @@
+// Package agent is AgentDeploy, the spec's deploy interface: the node boots
+// the Ironic Python Agent, whose heartbeat is the call-back; the conductor
+// drives the agent's REST API (/v1/commands) to write the image and to run
+// clean steps, then boots the node from its disk.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ironlab/ironlab/driver/conductor/states"
+	"github.com/ironlab/ironlab/driver/deploy"
+	"github.com/ironlab/ironlab/driver/power"
+	"github.com/ironlab/ironlab/driver/store"
+)
+
+// Config tunes AgentDeploy. Zero values take the defaults noted.
+type Config struct {
+	// Client talks to agents (NewClient()).
+	Client *Client
+	// CleanStepPriorities overrides the agent's priorities of automated clean
+	// steps by name ([deploy]erase_devices_priority etc.); 0 disables a step.
+	CleanStepPriorities map[string]int
+	// PollInterval / PollAttempts bound polling of commands Ironic polls
+	// itself (install_bootloader): 6 s x 100 in Ironic; 1 s x 100 here.
+	PollInterval time.Duration
+	PollAttempts int
+	// PowerOffRetries / PowerOffInterval: after standby.power_off, how often
+	// the BMC is asked whether the node is off before a hard power off
+	// ([agent]post_deploy_get_power_state_retries=6 x 5 s). Not for FakePower.
+	PowerOffRetries  int
+	PowerOffInterval time.Duration
+}
+
+// Deploy is the "agent" deploy interface.
+type Deploy struct {
+	cfg Config
+}
+
+var _ deploy.Interface = (*Deploy)(nil)
+
+// New returns AgentDeploy.
+func New(cfg Config) *Deploy {
+	if cfg.Client == nil {
+		cfg.Client = NewClient()
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.PollAttempts <= 0 {
+		cfg.PollAttempts = 100
+	}
+	if cfg.PowerOffRetries <= 0 {
+		cfg.PowerOffRetries = 6
+	}
+	if cfg.PowerOffInterval <= 0 {
+		cfg.PowerOffInterval = 5 * time.Second
+	}
+	return &Deploy{cfg: cfg}
+}
+
+// Name is "agent".
+func (d *Deploy) Name() string { return "agent" }
+
+// Node fields the agent deploy reads.
+func agentURL(n *store.Node) string {
+	if u, _ := n.DriverInternalInfo["agent_url"].(string); u != "" {
+		return u
+	}
+	u, _ := n.DriverInfo["agent_url"].(string)
+	return u
+}
+
+func agentToken(n *store.Node) string {
+	t, _ := n.DriverInternalInfo["agent_secret_token"].(string)
+	return t
+}
+
+func legacy(n *store.Node) bool {
+	d, _ := n.DriverInternalInfo["agent_dialect"].(string)
+	return d == "legacy"
+}
+
+func str(m map[string]any, k string) string {
+	s, _ := m[k].(string)
+	return s
+}
+
+// ValidateDeploy needs instance_info.image_source (an http(s) URL) and a
+// checksum: image_checksum, or image_os_hash_algo + image_os_hash_value.
+func (d *Deploy) ValidateDeploy(n *store.Node) error {
+	src := str(n.InstanceInfo, "image_source")
+	if src == "" {
+		return errors.New(`missing instance_info.image_source`)
+	}
+	u := str(n.InstanceInfo, "image_url")
+	if u == "" {
+		u = src
+	}
+	if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return fmt.Errorf("instance_info.image_source %q is not an http(s) URL", u)
+	}
+	if str(n.InstanceInfo, "image_checksum") == "" &&
+		(str(n.InstanceInfo, "image_os_hash_algo") == "" || str(n.InstanceInfo, "image_os_hash_value") == "") {
+		return errors.New("missing instance_info.image_checksum (or image_os_hash_algo and image_os_hash_value)")
+	}
+	return nil
+}
+
+// imageInfo is image_info as Ironic's write_image sends it.
+func imageInfo(n *store.Node) map[string]any {
+	src := str(n.InstanceInfo, "image_source")
+	u := str(n.InstanceInfo, "image_url")
+	if u == "" {
+		u = src
+	}
+	format := str(n.InstanceInfo, "image_disk_format")
+	if format == "" {
+		format = "raw"
+	}
+	info := map[string]any{
+		"id":                path.Base(strings.TrimRight(src, "/")),
+		"urls":              []string{u},
+		"disk_format":       format,
+		"container_format":  "bare",
+		"stream_raw_images": true,
+		"node_uuid":         n.UUID,
+	}
+	if c := str(n.InstanceInfo, "image_checksum"); c != "" {
+		info["checksum"] = c
+	}
+	if a, v := str(n.InstanceInfo, "image_os_hash_algo"), str(n.InstanceInfo, "image_os_hash_value"); a != "" && v != "" {
+		info["os_hash_algo"], info["os_hash_value"] = a, v
+	}
+	return info
+}
+
+// bootIntoRamdisk sets PXE for the next boot only and (re)boots the node.
+func bootIntoRamdisk(ctx context.Context, t deploy.Task) error {
+	if err := t.SetBootDevice(ctx, power.PXE, false); err != nil {
+		return err
+	}
+	st, err := t.GetPower(ctx)
+	if err != nil {
+		return err
+	}
+	if st == power.On {
+		return t.SetPower(ctx, power.Reboot)
+	}
+	return t.SetPower(ctx, power.On)
+}
+
+// Deploy boots the node into the agent; the heartbeat continues the deploy.
+func (d *Deploy) Deploy(ctx context.Context, t deploy.Task) error {
+	return bootIntoRamdisk(ctx, t)
+}
+
+// PrepareCleaning boots the node into the agent; the heartbeat runs the steps.
+func (d *Deploy) PrepareCleaning(ctx context.Context, t deploy.Task) error {
+	return bootIntoRamdisk(ctx, t)
+}
+
+// TearDown powers the node off.
+func (d *Deploy) TearDown(ctx context.Context, t deploy.Task) error {
+	return t.SetPower(ctx, power.Off)
+}
+
+// Continue is the heartbeat call-back.
+func (d *Deploy) Continue(ctx context.Context, t deploy.Task) error {
+	n := t.Node()
+	if agentURL(n) == "" {
+		return nil // no agent yet
+	}
+	switch n.ProvisionState {
+	case states.DeployWait:
+		return d.continueDeploy(ctx, t, true)
+	case states.CleanWait:
+		return d.continueClean(ctx, t)
+	}
+	return nil
+}
+
+// exec runs an agent command and records it in the node's history.
+func (d *Deploy) exec(ctx context.Context, t deploy.Task, name string, params map[string]any, wait bool) (*Command, error) {
+	n := t.Node()
+	lg := legacy(n)
+	cmd, err := d.cfg.Client.Execute(ctx, agentURL(n), agentToken(n), name, params, wait, lg)
+	detail := map[string]any{"command": name, "wait": wait, "agent_url": agentURL(n)}
+	if err != nil {
+		detail["error"] = err.Error()
+		t.Record(ctx, store.KindAgentCommand, name, err.Error(), detail)
+		return nil, err
+	}
+	detail["id"], detail["status"] = cmd.ID, cmd.Status
+	msg := cmd.Status
+	if cmd.Status == StatusFailed {
+		detail["error"] = cmd.ErrorText()
+		msg += ": " + cmd.ErrorText()
+	}
+	t.Record(ctx, store.KindAgentCommand, name, msg, detail)
+	return cmd, nil
+}
+
+// recordResult records the outcome of a command found by polling.
+func (d *Deploy) recordResult(ctx context.Context, t deploy.Task, cmd *Command) {
+	detail := map[string]any{"command": cmd.Name, "id": cmd.ID, "status": cmd.Status}
+	msg := cmd.Status
+	if cmd.Status == StatusFailed {
+		detail["error"] = cmd.ErrorText()
+		msg += ": " + cmd.ErrorText()
+	}
+	t.Record(ctx, store.KindAgentCommand, cmd.Name+" result", msg, detail)
+}
+
+// nodeParams are the "node" and "ports" params Ironic sends with steps.
+func nodeParams(t deploy.Task) (map[string]any, []map[string]any) {
+	n := t.Node()
+	b, _ := json.Marshal(n)
+	var node map[string]any
+	_ = json.Unmarshal(b, &node)
+	if dii, ok := node["driver_internal_info"].(map[string]any); ok {
+		if _, ok := dii["agent_secret_token"]; ok {
+			dii["agent_secret_token"] = "******"
+		}
+	}
+	if di, ok := node["driver_info"].(map[string]any); ok {
+		for k := range di {
+			if strings.Contains(k, "password") {
+				di[k] = "******"
+			}
+		}
+	}
+	var ports []map[string]any
+	for _, p := range t.Ports() {
+		ports = append(ports, map[string]any{"uuid": p.UUID, "address": p.Address, "node_uuid": p.NodeUUID, "pxe_enabled": p.PXEEnabled, "extra": p.Extra})
+	}
+	return node, ports
+}
+
+// continueDeploy advances a node in "wait call-back".
+func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task, mayRestart bool) error {
+	n := t.Node()
+	if str(n.DeployStep, "step") == "" {
+		return d.startWriteImage(ctx, t)
+	}
+	wanted := "execute_deploy_step"
+	if legacy(n) {
+		wanted = "prepare_image"
+	}
+	cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
+	if err != nil {
+		if errors.Is(err, ErrAgentBusy) {
+			return nil
+		}
+		return err
+	}
+	last := lastNamed(cmds, wanted)
+	if last == nil {
+		if !mayRestart {
+			return nil
+		}
+		// A freshly booted agent that never ran our step: start over.
+		n.DeployStep = map[string]any{}
+		return d.continueDeploy(ctx, t, false)
+	}
+	switch last.Status {
+	case StatusRunning:
+		return nil
+	case StatusSucceeded:
+		if !legacy(n) {
+			if echo, _ := last.ResultMap()["deploy_step"].(map[string]any); echo != nil && str(echo, "step") != str(n.DeployStep, "step") {
+				return nil // an older step's result
+			}
+		}
+		d.recordResult(ctx, t, last)
+		return d.finishDeploy(ctx, t)
+	default:
+		d.recordResult(ctx, t, last)
+		return t.Fail(ctx, fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s",
+			stepString(n.DeployStep), n.UUID, last.ErrorText()))
+	}
+}
+
+func stepString(step map[string]any) string {
+	return fmt.Sprintf("{'interface': '%s', 'step': '%s'}", str(step, "interface"), str(step, "step"))
+}
+
+// startWriteImage: the first heartbeat of a freshly booted agent.
+func (d *Deploy) startWriteImage(ctx context.Context, t deploy.Task) error {
+	n := t.Node()
+	info := imageInfo(n)
+	if legacy(n) {
+		// Juno: standby.prepare_image straight away.
+		n.DeployStep = map[string]any{"interface": "deploy", "step": "prepare_image", "args": map[string]any{"image_info": info}}
+		if err := t.Process(ctx, states.EvResume); err != nil {
+			return err
+		}
+		cmd, err := d.exec(ctx, t, "standby.prepare_image", map[string]any{"image_info": info}, false)
+		return d.afterStart(ctx, t, cmd, err)
+	}
+	node, ports := nodeParams(t)
+	res, err := d.exec(ctx, t, "deploy.get_deploy_steps", map[string]any{"node": node, "ports": ports}, true)
+	if err != nil {
+		if errors.Is(err, ErrAgentBusy) {
+			return nil
+		}
+		return err
+	}
+	if res.Status == StatusFailed {
+		return fmt.Errorf("get_deploy_steps failed on agent: %s", res.ErrorText())
+	}
+	version := res.ResultMap()["hardware_manager_version"]
+	step := map[string]any{"interface": "deploy", "step": "write_image", "priority": 80,
+		"args": map[string]any{"image_info": info}}
+	n.DeployStep = step
+	if err := t.Process(ctx, states.EvResume); err != nil {
+		return err
+	}
+	cmd, err := d.exec(ctx, t, "deploy.execute_deploy_step",
+		map[string]any{"step": step, "node": node, "ports": ports, "deploy_version": version}, false)
+	return d.afterStart(ctx, t, cmd, err)
+}
+
+// afterStart handles the answer to an async step command (node in deploying).
+func (d *Deploy) afterStart(ctx context.Context, t deploy.Task, cmd *Command, err error) error {
+	n := t.Node()
+	if errors.Is(err, ErrAgentBusy) {
+		n.DeployStep = map[string]any{} // try again on the next heartbeat
+		return t.Process(ctx, states.EvWait)
+	}
+	if err != nil {
+		return err
+	}
+	if cmd.Status == StatusFailed {
+		return t.Fail(ctx, fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s", stepString(n.DeployStep), n.UUID, cmd.ErrorText()))
+	}
+	// Even a command that finished at once is read back on the next
+	// heartbeat, the one path for results.
+	return t.Process(ctx, states.EvWait)
+}
+
+// finishDeploy: prepare_instance_boot, tear_down_agent, boot_instance.
+func (d *Deploy) finishDeploy(ctx context.Context, t deploy.Task) error {
+	n := t.Node()
+	if err := t.Process(ctx, states.EvResume); err != nil {
+		return err
+	}
+	if !legacy(n) {
+		res, err := d.exec(ctx, t, "standby.get_partition_uuids", nil, true)
+		if err != nil {
+			return err
+		}
+		if res.Status == StatusFailed {
+			return t.Fail(ctx, fmt.Sprintf("Failed to get partition UUIDs of node %s: %s", n.UUID, res.ErrorText()))
+		}
+		if deploy.BootModeUEFI(n) {
+			uuids := res.ResultMap()
+			params := map[string]any{"root_uuid": uuids["root uuid"], "efi_system_part_uuid": uuids["efi system partition uuid"],
+				"prep_boot_part_uuid": uuids["PReP Boot partition uuid"], "target_boot_mode": "uefi"}
+			cmd, err := d.exec(ctx, t, "image.install_bootloader", params, false)
+			if err != nil {
+				return err
+			}
+			if cmd, err = d.await(ctx, t, cmd, "install_bootloader"); err != nil {
+				return err
+			}
+			if cmd.Status != StatusSucceeded {
+				return t.Fail(ctx, fmt.Sprintf("Failed to install a bootloader when deploying node %s: %s", n.UUID, cmd.ErrorText()))
+			}
+		}
+	}
+	if err := t.SetBootDevice(ctx, power.Disk, true); err != nil {
+		return err
+	}
+	if !legacy(n) {
+		if _, err := d.exec(ctx, t, "standby.power_off", nil, false); err != nil {
+			t.Logger().Warn("standby.power_off failed; powering off through the BMC", "err", err)
+		} else if t.PowerInterface().Name() != "fake" {
+			d.waitPoweredOff(ctx, t)
+		}
+	}
+	// Ironic's reboot is off, then on.
+	if err := t.SetPower(ctx, power.Off); err != nil {
+		return err
+	}
+	if err := t.SetPower(ctx, power.On); err != nil {
+		return err
+	}
+	n.DeployStep = map[string]any{}
+	return t.Process(ctx, states.EvDone)
+}
+
+func (d *Deploy) waitPoweredOff(ctx context.Context, t deploy.Task) {
+	for i := 0; i < d.cfg.PowerOffRetries; i++ {
+		if st, err := t.GetPower(ctx); err == nil && st == power.Off {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d.cfg.PowerOffInterval):
+		}
+	}
+}
+
+// await polls an async command until it leaves RUNNING.
+func (d *Deploy) await(ctx context.Context, t deploy.Task, cmd *Command, name string) (*Command, error) {
+	n := t.Node()
+	for i := 0; cmd.Status == StatusRunning; i++ {
+		if i >= d.cfg.PollAttempts {
+			return nil, fmt.Errorf("%s on node %s still running after %d polls", name, n.UUID, i)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(d.cfg.PollInterval):
+		}
+		cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
+		if err != nil {
+			return nil, err
+		}
+		if c := lastNamed(cmds, name); c != nil {
+			cmd = c
+		}
+	}
+	d.recordResult(ctx, t, cmd)
+	return cmd, nil
+}
+
+// cleanStep is one step of the node's clean plan.
+type cleanStep = map[string]any
+
+func stepsFrom(v any) []cleanStep {
+	var out []cleanStep
+	b, _ := json.Marshal(v)
+	_ = json.Unmarshal(b, &out)
+	return out
+}
+
+func intOf(v any) int {
+	switch x := v.(type) {
+	case float64:
+		return int(x)
+	case int:
+		return x
+	case int64:
+		return int(x)
+	}
+	return 0
+}
+
+// continueClean advances a node in "clean wait".
+func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) error {
+	n := t.Node()
+	if str(n.CleanStep, "step") == "" {
+		return d.planCleaning(ctx, t)
+	}
+	cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
+	if err != nil {
+		if errors.Is(err, ErrAgentBusy) {
+			return nil
+		}
+		return err
+	}
+	idx := intOf(n.DriverInternalInfo["clean_step_index"])
+	last := lastNamed(cmds, "execute_clean_step")
+	if last == nil {
+		// A freshly booted agent: Ironic moves on to the next step.
+		return d.nextCleanStep(ctx, t, idx+1)
+	}
+	switch last.Status {
+	case StatusRunning:
+		return nil
+	case StatusSucceeded:
+		if echo, _ := last.ResultMap()["clean_step"].(map[string]any); echo != nil && str(echo, "step") != str(n.CleanStep, "step") {
+			return nil
+		}
+		d.recordResult(ctx, t, last)
+		return d.nextCleanStep(ctx, t, idx+1)
+	case StatusVersionMismatch:
+		d.recordResult(ctx, t, last)
+		return d.planCleaning(ctx, t)
+	default:
+		d.recordResult(ctx, t, last)
+		return d.failCleaning(ctx, t, last.ErrorText())
+	}
+}
+
+func (d *Deploy) failCleaning(ctx context.Context, t deploy.Task, agentErr string) error {
+	n := t.Node()
+	msg := fmt.Sprintf("Agent returned error for clean step %s on node %s : %s", stepString(n.CleanStep), n.UUID, agentErr)
+	n.Maintenance = true
+	n.MaintenanceReason = msg
+	n.Fault = "clean failure"
+	t.Record(ctx, store.KindMaintenance, "maintenance on", msg, map[string]any{"fault": "clean failure"})
+	return t.Fail(ctx, msg)
+}
+
+// planCleaning fetches the agent's steps and decides which run, in order.
+func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) error {
+	n := t.Node()
+	node, ports := nodeParams(t)
+	res, err := d.exec(ctx, t, "clean.get_clean_steps", map[string]any{"node": node, "ports": ports}, true)
+	if err != nil {
+		if errors.Is(err, ErrAgentBusy) {
+			return nil
+		}
+		return err
+	}
+	if res.Status == StatusFailed {
+		return fmt.Errorf("get_clean_steps failed on agent: %s", res.ErrorText())
+	}
+	r := res.ResultMap()
+	n.DriverInternalInfo["clean_version"] = r["hardware_manager_version"]
+	available := map[string]cleanStep{}
+	var names []string
+	if byManager, ok := r["clean_steps"].(map[string]any); ok {
+		managers := make([]string, 0, len(byManager))
+		for m := range byManager {
+			managers = append(managers, m)
+		}
+		sort.Strings(managers)
+		for _, m := range managers {
+			for _, s := range stepsFrom(byManager[m]) {
+				name := str(s, "step")
+				if _, dup := available[name]; name == "" || dup {
+					continue
+				}
+				available[name] = s
+				names = append(names, name)
+			}
+		}
+	}
+	var plan []cleanStep
+	if manual, _ := n.DriverInternalInfo["clean_manual"].(bool); manual {
+		for _, s := range stepsFrom(n.DriverInternalInfo["clean_steps"]) {
+			name := str(s, "step")
+			if _, ok := available[name]; !ok || str(s, "interface") != "deploy" {
+				return d.failCleaning(ctx, t, fmt.Sprintf("clean step %s is not supported by the agent (it offers %s)", stepString(s), strings.Join(names, ", ")))
+			}
+			step := cleanStep{"interface": "deploy", "step": name, "priority": 0, "abortable": available[name]["abortable"]}
+			if a, ok := s["args"].(map[string]any); ok {
+				step["args"] = a
+			}
+			plan = append(plan, step)
+		}
+	} else {
+		for _, name := range names {
+			s := available[name]
+			prio := intOf(s["priority"])
+			if p, ok := d.cfg.CleanStepPriorities[name]; ok {
+				prio = p
+			}
+			if prio <= 0 {
+				continue
+			}
+			plan = append(plan, cleanStep{"interface": str(s, "interface"), "step": name, "priority": prio,
+				"abortable": s["abortable"], "reboot_requested": s["reboot_requested"]})
+		}
+		sort.SliceStable(plan, func(i, j int) bool { return intOf(plan[i]["priority"]) > intOf(plan[j]["priority"]) })
+	}
+	n.DriverInternalInfo["clean_steps"] = plan
+	t.Record(ctx, store.KindProvision, "clean plan", "", map[string]any{"clean_steps": plan})
+	return d.nextCleanStep(ctx, t, 0)
+}
+
+// nextCleanStep starts step i of the plan, or finishes cleaning.
+func (d *Deploy) nextCleanStep(ctx context.Context, t deploy.Task, i int) error {
+	n := t.Node()
+	plan := stepsFrom(n.DriverInternalInfo["clean_steps"])
+	if n.ProvisionState == states.CleanWait {
+		if err := t.Process(ctx, states.EvResume); err != nil {
+			return err
+		}
+	}
+	if i >= len(plan) {
+		manual, _ := n.DriverInternalInfo["clean_manual"].(bool)
+		n.CleanStep = map[string]any{}
+		for _, k := range []string{"clean_step_index", "clean_steps", "clean_manual", "clean_version"} {
+			delete(n.DriverInternalInfo, k)
+		}
+		// tear_down_cleaning: power off.
+		if err := t.SetPower(ctx, power.Off); err != nil {
+			return err
+		}
+		if manual {
+			return t.Process(ctx, states.EvManage)
+		}
+		return t.Process(ctx, states.EvDone)
+	}
+	step := plan[i]
+	prevStep, prevIdx := n.CleanStep, n.DriverInternalInfo["clean_step_index"]
+	n.CleanStep = step
+	n.DriverInternalInfo["clean_step_index"] = i
+	if err := t.Save(ctx); err != nil {
+		return err
+	}
+	node, ports := nodeParams(t)
+	cmd, err := d.exec(ctx, t, "clean.execute_clean_step", map[string]any{"step": step, "node": node, "ports": ports,
+		"clean_version": n.DriverInternalInfo["clean_version"]}, false)
+	if errors.Is(err, ErrAgentBusy) {
+		n.CleanStep, n.DriverInternalInfo["clean_step_index"] = prevStep, prevIdx
+		return t.Process(ctx, states.EvWait)
+	}
+	if err != nil {
+		return err
+	}
+	switch cmd.Status {
+	case StatusFailed:
+		return d.failCleaning(ctx, t, cmd.ErrorText())
+	case StatusSucceeded:
+		return d.nextCleanStep(ctx, t, i+1)
+	}
+	return t.Process(ctx, states.EvWait)
+}

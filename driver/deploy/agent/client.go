@@ -1,0 +1,224 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Command statuses the agent reports.
+const (
+	StatusRunning         = "RUNNING"
+	StatusSucceeded       = "SUCCEEDED"
+	StatusFailed          = "FAILED"
+	StatusVersionMismatch = "CLEAN_VERSION_MISMATCH"
+)
+
+// Errors from the agent's API.
+var (
+	// ErrAgentBusy: 409, the previous command is still RUNNING.
+	ErrAgentBusy = errors.New("agent is busy")
+	// ErrTokenInvalid: 401, the agent refused our token.
+	ErrTokenInvalid = errors.New("agent refused the token")
+)
+
+// Command is one command result, as the agent's /v1/commands returns it.
+type Command struct {
+	ID     string `json:"id"`
+	Name   string `json:"command_name"`
+	Status string `json:"command_status"`
+	Error  any    `json:"command_error"`
+	Result any    `json:"command_result"`
+	Params any    `json:"command_params,omitempty"`
+}
+
+// ErrorText is the agent's error message for a FAILED command: the
+// RESTError's message (and details), or the raw value.
+func (c *Command) ErrorText() string {
+	switch e := c.Error.(type) {
+	case nil:
+		return ""
+	case string:
+		return e
+	case map[string]any:
+		msg, _ := e["message"].(string)
+		det, _ := e["details"].(string)
+		switch {
+		case msg != "" && det != "" && det != msg:
+			return msg + ": " + det
+		case msg != "":
+			return msg
+		case det != "":
+			return det
+		}
+	}
+	b, _ := json.Marshal(c.Error)
+	return string(b)
+}
+
+// ResultMap is command_result as an object (nil if it is not one).
+func (c *Command) ResultMap() map[string]any {
+	m, _ := c.Result.(map[string]any)
+	return m
+}
+
+// Client calls an agent's REST API, as Ironic's agent_client does.
+type Client struct {
+	// HTTP is the client used; its Timeout is [agent]command_timeout (60 s).
+	HTTP *http.Client
+	// Retries is how many times a connection error is retried (3).
+	Retries int
+	// RetryInterval separates those retries (1 s).
+	RetryInterval time.Duration
+}
+
+// NewClient returns a Client with Ironic's defaults.
+func NewClient() *Client {
+	return &Client{HTTP: &http.Client{Timeout: 60 * time.Second}, Retries: 3, RetryInterval: time.Second}
+}
+
+func commandsURL(agentURL string, legacy bool) string {
+	base := strings.TrimRight(agentURL, "/")
+	if legacy {
+		return base + "/v1/commands" // Juno's client: no trailing slash, no token
+	}
+	return base + "/v1/commands/"
+}
+
+func (c *Client) do(ctx context.Context, method, u string, body []byte) (*http.Response, []byte, error) {
+	var lastErr error
+	for i := 0; i <= c.Retries; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			case <-time.After(c.RetryInterval):
+			}
+		}
+		req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+		if err != nil {
+			return nil, nil, err
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req.Header.Set("Accept", "application/json")
+		resp, err := c.HTTP.Do(req)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				break
+			}
+			continue // connection errors are retried
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, nil, err
+		}
+		return resp, b, nil
+	}
+	return nil, nil, lastErr
+}
+
+func statusError(resp *http.Response, b []byte, what string) error {
+	text := strings.TrimSpace(string(b))
+	var fault struct {
+		Faultstring string `json:"faultstring"`
+		Message     string `json:"message"`
+	}
+	if json.Unmarshal(b, &fault) == nil {
+		if fault.Faultstring != "" {
+			text = fault.Faultstring
+		} else if fault.Message != "" {
+			text = fault.Message
+		}
+	}
+	switch {
+	case resp.StatusCode == http.StatusConflict || strings.Contains(strings.ToLower(text), "agent is busy"):
+		return fmt.Errorf("%s: %s: %w", what, text, ErrAgentBusy)
+	case resp.StatusCode == http.StatusUnauthorized:
+		return fmt.Errorf("%s: %s: %w", what, text, ErrTokenInvalid)
+	}
+	return fmt.Errorf("%s: agent answered %d: %s", what, resp.StatusCode, text)
+}
+
+// Execute posts a command: POST {agent_url}/v1/commands/?wait=...&agent_token=T
+// with {"name", "params"}. A FAILED result is returned, not an error.
+func (c *Client) Execute(ctx context.Context, agentURL, token, name string, params map[string]any, wait, legacy bool) (*Command, error) {
+	if params == nil {
+		params = map[string]any{}
+	}
+	body, err := json.Marshal(map[string]any{"name": name, "params": params})
+	if err != nil {
+		return nil, fmt.Errorf("encode command %s: %w", name, err)
+	}
+	q := url.Values{}
+	q.Set("wait", fmt.Sprint(wait))
+	if token != "" && !legacy {
+		q.Set("agent_token", token)
+	}
+	u := commandsURL(agentURL, legacy) + "?" + q.Encode()
+	what := fmt.Sprintf("run %s on agent %s", name, agentURL)
+	resp, b, err := c.do(ctx, http.MethodPost, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusError(resp, b, what)
+	}
+	var cmd Command
+	if err := json.Unmarshal(b, &cmd); err != nil {
+		return nil, fmt.Errorf("%s: bad answer %q: %w", what, truncate(b), err)
+	}
+	return &cmd, nil
+}
+
+// Commands lists the agent's command results in execution order:
+// GET {agent_url}/v1/commands/.
+func (c *Client) Commands(ctx context.Context, agentURL, token string, legacy bool) ([]Command, error) {
+	u := commandsURL(agentURL, legacy)
+	if token != "" && !legacy {
+		u += "?" + url.Values{"agent_token": {token}}.Encode()
+	}
+	what := fmt.Sprintf("list commands of agent %s", agentURL)
+	resp, b, err := c.do(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusError(resp, b, what)
+	}
+	var out struct {
+		Commands []Command `json:"commands"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("%s: bad answer %q: %w", what, truncate(b), err)
+	}
+	return out.Commands, nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "..."
+	}
+	return string(b)
+}
+
+// lastNamed returns the last command with the short name, or nil.
+func lastNamed(cmds []Command, name string) *Command {
+	for i := len(cmds) - 1; i >= 0; i-- {
+		// Reference IPA reports the short name; accept "ext.name" as well.
+		if cmds[i].Name == name || strings.HasSuffix(cmds[i].Name, "."+name) {
+			return &cmds[i]
+		}
+	}
+	return nil
+}
