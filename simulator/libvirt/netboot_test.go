@@ -185,3 +185,25 @@ func mustConsole(t testing.TB, m *Machine) string {
 	}
 	return s
 }
+
+// TestIPXEBootReachesHost network-boots through QEMU's iPXE ROM: DHCP and
+// TFTP from QEMU's user-mode stack rooted in the boot folder, the per-MAC
+// script, then the same kernel and initramfs up to a request to the host.
+func TestIPXEBootReachesHost(t *testing.T) {
+	c := connect(t)
+	f := newFleet(t, c, PXEIPXE)
+	ctx := context.Background()
+	host := newHostServer(t)
+	m, err := f.Add(ctx, NodeSpec{Name: "node-0", UUID: "8f7c1b4e-0000-4000-8000-000000000003", MAC: "52:54:00:10:00:03"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetchEntry(t, f, m, host.URL+"/ipxe-node")
+	if err := m.SetPower(ctx, simulator.ActionOn); err != nil {
+		t.Fatal(err)
+	}
+	host.wait(t, "/ipxe-node", 120*time.Second)
+	if log := mustConsole(t, m); !strings.Contains(log, "iPXE") {
+		t.Errorf("no iPXE banner on the serial console; was this a direct kernel boot?\n%s", tail(log, 2000))
+	}
+}
