@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ironlab/ironlab/driver/conductor/states"
+	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/store"
 )
@@ -323,4 +324,39 @@ func (c *Conductor) setMaintenance(ctx context.Context, t *task, on bool, reason
 		ev = "maintenance off"
 	}
 	t.Record(ctx, store.KindMaintenance, ev, reason, map[string]any{"fault": fault})
+}
+
+// VendorPassthru runs a node vendor_passthru method other than heartbeat on
+// the node's deploy interface (deploy.Vendor), in the background after the
+// node is locked.
+func (c *Conductor) VendorPassthru(ctx context.Context, ident, method string, body []byte) error {
+	n, err := c.GetNode(ctx, ident)
+	if err != nil {
+		return err
+	}
+	dep, _, err := c.interfaces(n.Driver)
+	if err != nil {
+		return err
+	}
+	v, ok := dep.(deploy.Vendor)
+	if !ok {
+		return fmt.Errorf("unsupported method (%s) passed through to vendor extension of node %s: %w", method, n.UUID, ErrInvalidParameter)
+	}
+	if err := v.VendorValidate(n, method, body); err != nil {
+		return fmt.Errorf("vendor method %s of node %s: %v: %w", method, n.UUID, err, ErrInvalidParameter)
+	}
+	t, err := c.acquire(ctx, n.UUID, true)
+	if err != nil {
+		return err
+	}
+	c.goWork(func(ctx context.Context) {
+		defer t.release()
+		if err := v.VendorPassthru(ctx, t, method, body); err != nil {
+			t.log.Error("vendor passthru", "method", method, "err", err)
+			if !states.Stable(t.node.ProvisionState) {
+				c.fail(ctx, t, fmt.Sprintf("Vendor method %s failed on node %s: %v", method, t.node.UUID, err))
+			}
+		}
+	})
+	return nil
 }

@@ -131,6 +131,7 @@ func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if err != nil {
 		return err
 	}
+	hb.AgentURL = strings.TrimRight(hb.AgentURL, "/")
 	if hb.Dialect == DialectLegacy {
 		return c.legacyHeartbeat(ctx, n.UUID, hb)
 	}

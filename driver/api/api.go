@@ -1,0 +1,309 @@
+// Package api is the driver's HTTP API (gin): the subset of Ironic's /v1
+// that the lab uses, the agent's lookup and heartbeat in both dialects (the
+// spec's vendor_passthru methods and the modern /v1/lookup, /v1/heartbeat),
+// and a lab extension that returns a node's full event history. JSON shapes,
+// status codes and microversion gates follow Ironic.
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/ironlab/ironlab/driver/conductor"
+)
+
+// API versions served.
+const (
+	MinVersion = "1.1"
+	MaxVersion = "1.89"
+)
+
+const (
+	versionHeader    = "X-OpenStack-Ironic-API-Version"
+	minVersionHeader = "X-OpenStack-Ironic-API-Minimum-Version"
+	maxVersionHeader = "X-OpenStack-Ironic-API-Maximum-Version"
+	maxBody          = 16 << 20
+)
+
+// Version is an API microversion (major is always 1).
+type Version struct{ Major, Minor int }
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor) }
+
+// AtLeast reports v >= 1.minor.
+func (v Version) AtLeast(minor int) bool { return v.Minor >= minor }
+
+var (
+	minV = Version{1, 1}
+	maxV = Version{1, 89}
+)
+
+// Server is the HTTP API over a conductor.
+type Server struct {
+	c   *conductor.Conductor
+	log *slog.Logger
+	eng *gin.Engine
+}
+
+// New returns the API handler for c.
+func New(c *conductor.Conductor, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	gin.SetMode(gin.ReleaseMode)
+	s := &Server{c: c, log: log, eng: gin.New()}
+	s.eng.HandleMethodNotAllowed = true
+	s.eng.Use(s.recover, s.version)
+	s.routes()
+	return s
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.eng.ServeHTTP(w, r) }
+
+func (s *Server) routes() {
+	e := s.eng
+	e.NoRoute(func(c *gin.Context) { fail(c, http.StatusNotFound, "The resource could not be found.") })
+	e.NoMethod(func(c *gin.Context) {
+		fail(c, http.StatusMethodNotAllowed, "The method is not allowed for the requested URL.")
+	})
+	e.GET("/", s.root)
+	e.GET("/v1", s.v1)
+	e.GET("/v1/", s.v1)
+
+	e.GET("/v1/drivers", s.listDrivers)
+	e.POST("/v1/drivers/:driver/vendor_passthru", s.driverPassthru)
+	e.POST("/v1/drivers/:driver/vendor_passthru/:method", s.driverPassthru)
+
+	e.POST("/v1/nodes", s.createNode)
+	e.GET("/v1/nodes", s.listNodes)
+	e.GET("/v1/nodes/detail", s.listNodesDetail)
+	e.GET("/v1/nodes/:ident", s.getNode)
+	e.PATCH("/v1/nodes/:ident", s.patchNode)
+	e.DELETE("/v1/nodes/:ident", s.deleteNode)
+	e.GET("/v1/nodes/:ident/ports", s.nodePorts)
+	e.GET("/v1/nodes/:ident/states", s.getStates)
+	e.PUT("/v1/nodes/:ident/states/provision", s.setProvision)
+	e.PUT("/v1/nodes/:ident/states/power", s.setPower)
+	e.PUT("/v1/nodes/:ident/maintenance", s.setMaintenance)
+	e.DELETE("/v1/nodes/:ident/maintenance", s.unsetMaintenance)
+	e.GET("/v1/nodes/:ident/history", s.history)
+	e.GET("/v1/nodes/:ident/history/:event", s.historyEvent)
+	e.GET("/v1/nodes/:ident/events", s.events)
+	e.POST("/v1/nodes/:ident/vendor_passthru", s.nodePassthru)
+	e.POST("/v1/nodes/:ident/vendor_passthru/:method", s.nodePassthru)
+
+	e.POST("/v1/ports", s.createPort)
+	e.GET("/v1/ports", s.listPorts)
+	e.GET("/v1/ports/detail", s.listPortsDetail)
+	e.GET("/v1/ports/:uuid", s.getPort)
+	e.DELETE("/v1/ports/:uuid", s.deletePort)
+
+	e.GET("/v1/lookup", s.lookup)
+	e.POST("/v1/heartbeat/:ident", s.heartbeat)
+}
+
+// fail writes Ironic's error body: {"error_message": "<JSON string>"}.
+func fail(c *gin.Context, code int, msg string) {
+	fc := "Client"
+	if code >= 500 {
+		fc = "Server"
+	}
+	b, _ := json.Marshal(map[string]any{"faultstring": msg, "faultcode": fc, "debuginfo": nil})
+	c.AbortWithStatusJSON(code, gin.H{"error_message": string(b)})
+}
+
+// failErr maps conductor errors to status codes.
+func failErr(c *gin.Context, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, conductor.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, conductor.ErrNodeLocked), errors.Is(err, conductor.ErrDuplicate), errors.Is(err, conductor.ErrInvalidState):
+		code = http.StatusConflict
+	case errors.Is(err, conductor.ErrInvalidRequest), errors.Is(err, conductor.ErrInvalidParameter),
+		errors.Is(err, conductor.ErrDriverNotEnabled), errors.Is(err, conductor.ErrInvalidAgentToken):
+		code = http.StatusBadRequest
+	}
+	fail(c, code, cleanMsg(err))
+}
+
+// cleanMsg drops the sentinel's text that %w appended.
+func cleanMsg(err error) string {
+	msg := err.Error()
+	for _, s := range []error{conductor.ErrNotFound, conductor.ErrNodeLocked, conductor.ErrDuplicate, conductor.ErrInvalidState,
+		conductor.ErrInvalidRequest, conductor.ErrInvalidParameter, conductor.ErrDriverNotEnabled, conductor.ErrInvalidAgentToken} {
+		msg = strings.TrimSuffix(msg, ": "+s.Error())
+	}
+	if msg != "" {
+		msg = strings.ToUpper(msg[:1]) + msg[1:]
+	}
+	return msg
+}
+
+func (s *Server) recover(c *gin.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("API panic", "path", c.Request.URL.Path, "panic", r)
+			fail(c, http.StatusInternalServerError, "Internal server error")
+		}
+	}()
+	c.Next()
+}
+
+var versionRE = regexp.MustCompile(`^(\d+)\.(\d+)$`)
+
+// version negotiates the microversion: absent is 1.1, "latest" the maximum,
+// anything outside [min, max] is 406.
+func (s *Server) version(c *gin.Context) {
+	h := c.Writer.Header()
+	h.Set(minVersionHeader, MinVersion)
+	h.Set(maxVersionHeader, MaxVersion)
+	raw := strings.TrimSpace(c.GetHeader(versionHeader))
+	v := minV
+	switch {
+	case raw == "":
+	case strings.EqualFold(raw, "latest"):
+		v = maxV
+	default:
+		m := versionRE.FindStringSubmatch(raw)
+		if m == nil {
+			fail(c, http.StatusBadRequest, fmt.Sprintf("Invalid value for %s header: %q; expected a version like 1.62 or \"latest\"", versionHeader, raw))
+			return
+		}
+		v.Major, _ = strconv.Atoi(m[1])
+		v.Minor, _ = strconv.Atoi(m[2])
+		if v.Major != 1 || v.Minor < minV.Minor || v.Minor > maxV.Minor {
+			fail(c, http.StatusNotAcceptable, fmt.Sprintf("Version %s was requested but the minor version is not supported by this service. The supported version range is: [%s, %s].", raw, MinVersion, MaxVersion))
+			return
+		}
+	}
+	h.Set(versionHeader, v.String())
+	c.Set("version", v)
+	c.Next()
+}
+
+func ver(c *gin.Context) Version {
+	if v, ok := c.Get("version"); ok {
+		return v.(Version)
+	}
+	return minV
+}
+
+// decode reads a JSON body strictly: malformed JSON, unknown fields, wrong
+// types and trailing data are 400s naming what is wrong.
+func decode(c *gin.Context, v any, optional bool) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBody))
+	if err != nil {
+		fail(c, http.StatusBadRequest, "Could not read the request body: "+err.Error())
+		return false
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if optional {
+			return true
+		}
+		fail(c, http.StatusBadRequest, "The request body is empty; a JSON object is required")
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		fail(c, http.StatusBadRequest, jsonError(err))
+		return false
+	}
+	if dec.More() {
+		fail(c, http.StatusBadRequest, "Malformed JSON in the request body: unexpected data after the JSON value")
+		return false
+	}
+	return true
+}
+
+func jsonError(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("Malformed JSON in the request body at offset %d: %v", se.Offset, err)
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			return fmt.Sprintf("Invalid request body: expected %s, got a JSON %s", te.Type, te.Value)
+		}
+		return fmt.Sprintf("Invalid type for field %q: expected %s, got a JSON %s", field, te.Type, te.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "Malformed JSON in the request body: unexpected end of input"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Sprintf("Unknown attribute %s in the request body", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return "Invalid request body: " + err.Error()
+}
+
+func baseURL(c *gin.Context) string {
+	scheme := "http"
+	if c.Request.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + c.Request.Host
+}
+
+func links(c *gin.Context, kind, id string) []map[string]string {
+	b := baseURL(c)
+	return []map[string]string{
+		{"href": b + "/v1/" + kind + "/" + id, "rel": "self"},
+		{"href": b + "/" + kind + "/" + id, "rel": "bookmark"},
+	}
+}
+
+func (s *Server) versionDoc(c *gin.Context) map[string]any {
+	return map[string]any{
+		"id": "v1", "status": "CURRENT", "min_version": MinVersion, "version": MaxVersion,
+		"links": []map[string]string{{"href": baseURL(c) + "/v1/", "rel": "self"}},
+	}
+}
+
+func (s *Server) root(c *gin.Context) {
+	d := s.versionDoc(c)
+	c.JSON(http.StatusOK, gin.H{
+		"name":            "OpenStack Ironic API",
+		"description":     "Ironic is an OpenStack project which enables the provision and management of baremetal machines. (ironlab)",
+		"default_version": d,
+		"versions":        []any{d},
+	})
+}
+
+func (s *Server) v1(c *gin.Context) {
+	b := baseURL(c)
+	res := func(name string) []map[string]string {
+		return []map[string]string{{"href": b + "/v1/" + name + "/", "rel": "self"}, {"href": b + "/" + name + "/", "rel": "bookmark"}}
+	}
+	c.JSON(http.StatusOK, gin.H{
+		"id":          "v1",
+		"links":       []map[string]string{{"href": b + "/v1/", "rel": "self"}},
+		"media_types": []map[string]string{{"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"}},
+		"version":     s.versionDoc(c),
+		"nodes":       res("nodes"),
+		"ports":       res("ports"),
+		"drivers":     res("drivers"),
+		"lookup":      res("lookup"),
+		"heartbeat":   res("heartbeat"),
+	})
+}
+
+func (s *Server) listDrivers(c *gin.Context) {
+	host := s.c.Config().Host
+	out := []any{}
+	for _, name := range s.c.EnabledDrivers() {
+		out = append(out, gin.H{"name": name, "hosts": []string{host}, "type": "classic", "links": links(c, "drivers", name)})
+	}
+	c.JSON(http.StatusOK, gin.H{"drivers": out})
+}

@@ -1,0 +1,584 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/ironlab/ironlab/driver/conductor"
+	"github.com/ironlab/ironlab/driver/conductor/states"
+	"github.com/ironlab/ironlab/driver/store"
+)
+
+func nullStr(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func ts(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000000+00:00")
+}
+
+func emptyIfNil(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}
+
+// masked copies m, hiding secrets as Ironic does in API answers.
+func masked(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if strings.Contains(k, "password") || k == "agent_secret_token" || strings.HasSuffix(k, "_token") {
+			v = "******"
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// nodeDoc renders a node as Ironic does (detail = every field).
+func (s *Server) nodeDoc(c *gin.Context, n *store.Node, detail bool) map[string]any {
+	d := map[string]any{
+		"uuid":            n.UUID,
+		"name":            nullStr(n.Name),
+		"instance_uuid":   nullStr(fmt.Sprint(emptyIfNil(n.InstanceInfo)["instance_uuid"])),
+		"power_state":     nullStr(n.PowerState),
+		"provision_state": n.ProvisionState,
+		"maintenance":     n.Maintenance,
+		"links":           links(c, "nodes", n.UUID),
+	}
+	if d["instance_uuid"] == "<nil>" {
+		d["instance_uuid"] = nil
+	}
+	if !detail {
+		return d
+	}
+	cl := conductor.Classes[n.Driver]
+	for k, v := range map[string]any{
+		"driver":                 n.Driver,
+		"driver_info":            masked(emptyIfNil(n.DriverInfo)),
+		"driver_internal_info":   masked(emptyIfNil(n.DriverInternalInfo)),
+		"instance_info":          masked(emptyIfNil(n.InstanceInfo)),
+		"properties":             emptyIfNil(n.Properties),
+		"extra":                  emptyIfNil(n.Extra),
+		"target_provision_state": nullStr(n.TargetProvisionState),
+		"target_power_state":     nullStr(n.TargetPowerState),
+		"maintenance_reason":     nullStr(n.MaintenanceReason),
+		"fault":                  nullStr(n.Fault),
+		"last_error":             nullStr(n.LastError),
+		"reservation":            nullStr(n.Reservation),
+		"clean_step":             emptyIfNil(n.CleanStep),
+		"deploy_step":            emptyIfNil(n.DeployStep),
+		"created_at":             ts(n.CreatedAt),
+		"updated_at":             ts(n.UpdatedAt),
+		"provision_updated_at":   ts(n.ProvisionUpdatedAt),
+		"console_enabled":        false,
+		"deploy_interface":       nullStr(cl.Deploy),
+		"power_interface":        nullStr(cl.Power),
+		"management_interface":   nullStr(cl.Power),
+		"ports":                  []map[string]string{{"href": baseURL(c) + "/v1/nodes/" + n.UUID + "/ports", "rel": "self"}},
+		"states":                 []map[string]string{{"href": baseURL(c) + "/v1/nodes/" + n.UUID + "/states", "rel": "self"}},
+	} {
+		d[k] = v
+	}
+	return d
+}
+
+func (s *Server) node(c *gin.Context) (*store.Node, bool) {
+	n, err := s.c.GetNode(c, c.Param("ident"))
+	if err != nil {
+		failErr(c, err)
+		return nil, false
+	}
+	return n, true
+}
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9\-._~]+$`)
+
+func validName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("Expected a logical name but received %q (letters, digits, '-', '.', '_', '~')", name)
+	}
+	if _, err := uuid.Parse(name); err == nil {
+		return fmt.Errorf("Expected a logical name but received %q, which is a UUID", name)
+	}
+	return nil
+}
+
+type nodeCreate struct {
+	UUID         *string        `json:"uuid"`
+	Name         *string        `json:"name"`
+	Driver       *string        `json:"driver"`
+	DriverInfo   map[string]any `json:"driver_info"`
+	InstanceInfo map[string]any `json:"instance_info"`
+	Properties   map[string]any `json:"properties"`
+	Extra        map[string]any `json:"extra"`
+}
+
+func (s *Server) createNode(c *gin.Context) {
+	var req nodeCreate
+	if !decode(c, &req, false) {
+		return
+	}
+	if req.Driver == nil || *req.Driver == "" {
+		fail(c, http.StatusBadRequest, "Mandatory field missing: driver")
+		return
+	}
+	n := &store.Node{Driver: *req.Driver, DriverInfo: req.DriverInfo, InstanceInfo: req.InstanceInfo,
+		Properties: req.Properties, Extra: req.Extra}
+	if req.UUID != nil {
+		u, err := uuid.Parse(*req.UUID)
+		if err != nil {
+			fail(c, http.StatusBadRequest, fmt.Sprintf("Invalid UUID for field \"uuid\": %q", *req.UUID))
+			return
+		}
+		n.UUID = u.String()
+	}
+	if req.Name != nil {
+		if err := validName(*req.Name); err != nil {
+			fail(c, http.StatusBadRequest, "Invalid field \"name\": "+err.Error())
+			return
+		}
+		n.Name = *req.Name
+	}
+	initial := states.Available // Ironic before API 1.11
+	if ver(c).AtLeast(11) {
+		initial = states.Enroll
+	}
+	if err := s.c.CreateNode(c, n, initial); err != nil {
+		if errors.Is(err, conductor.ErrDuplicate) {
+			fail(c, http.StatusConflict, fmt.Sprintf("A node with UUID %s or name %q already exists.", n.UUID, n.Name))
+			return
+		}
+		failErr(c, err)
+		return
+	}
+	c.Header("Location", baseURL(c)+"/v1/nodes/"+n.UUID)
+	c.JSON(http.StatusCreated, s.nodeDoc(c, n, true))
+}
+
+func (s *Server) listNodes(c *gin.Context) {
+	detail := false
+	if d := c.Query("detail"); d != "" {
+		b, err := strconv.ParseBool(d)
+		if err != nil {
+			fail(c, http.StatusBadRequest, fmt.Sprintf("Invalid value for query parameter \"detail\": %q", d))
+			return
+		}
+		detail = b
+	}
+	s.listNodesAs(c, detail)
+}
+
+func (s *Server) listNodesDetail(c *gin.Context) { s.listNodesAs(c, true) }
+
+func (s *Server) listNodesAs(c *gin.Context, detail bool) {
+	f := store.NodeFilter{ProvisionState: c.Query("provision_state"), Driver: c.Query("driver")}
+	if m := c.Query("maintenance"); m != "" {
+		b, err := strconv.ParseBool(m)
+		if err != nil {
+			fail(c, http.StatusBadRequest, fmt.Sprintf("Invalid value for query parameter \"maintenance\": %q", m))
+			return
+		}
+		f.Maintenance = &b
+	}
+	nodes, err := s.c.Store().ListNodes(c, f)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	out := make([]any, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, s.nodeDoc(c, n, detail))
+	}
+	c.JSON(http.StatusOK, gin.H{"nodes": out})
+}
+
+func (s *Server) getNode(c *gin.Context) {
+	if n, ok := s.node(c); ok {
+		c.JSON(http.StatusOK, s.nodeDoc(c, n, true))
+	}
+}
+
+func (s *Server) deleteNode(c *gin.Context) {
+	if err := s.c.DeleteNode(c, c.Param("ident")); err != nil {
+		failErr(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (s *Server) getStates(c *gin.Context) {
+	n, ok := s.node(c)
+	if !ok {
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{
+		"power_state": nullStr(n.PowerState), "target_power_state": nullStr(n.TargetPowerState),
+		"provision_state": n.ProvisionState, "target_provision_state": nullStr(n.TargetProvisionState),
+		"provision_updated_at": ts(n.ProvisionUpdatedAt), "last_error": nullStr(n.LastError),
+		"console_enabled": false, "raid_config": map[string]any{}, "target_raid_config": map[string]any{},
+	})
+}
+
+type provisionReq struct {
+	Target      *string          `json:"target"`
+	CleanSteps  []map[string]any `json:"clean_steps"`
+	Configdrive any              `json:"configdrive"`
+}
+
+func (s *Server) setProvision(c *gin.Context) {
+	var req provisionReq
+	if !decode(c, &req, false) {
+		return
+	}
+	if req.Target == nil {
+		fail(c, http.StatusBadRequest, "Mandatory field missing: target")
+		return
+	}
+	if err := s.c.ProvisionAction(c, c.Param("ident"), *req.Target, req.CleanSteps); err != nil {
+		failErr(c, err)
+		return
+	}
+	c.Header("Location", baseURL(c)+"/v1/nodes/"+c.Param("ident")+"/states")
+	c.Status(http.StatusAccepted)
+}
+
+type powerReq struct {
+	Target  *string `json:"target"`
+	Timeout *int    `json:"timeout"`
+}
+
+func (s *Server) setPower(c *gin.Context) {
+	var req powerReq
+	if !decode(c, &req, false) {
+		return
+	}
+	if req.Target == nil {
+		fail(c, http.StatusBadRequest, "Mandatory field missing: target")
+		return
+	}
+	if err := s.c.PowerAction(c, c.Param("ident"), *req.Target); err != nil {
+		failErr(c, err)
+		return
+	}
+	c.Header("Location", baseURL(c)+"/v1/nodes/"+c.Param("ident")+"/states")
+	c.Status(http.StatusAccepted)
+}
+
+func (s *Server) setMaintenance(c *gin.Context) {
+	var req struct {
+		Reason *string `json:"reason"`
+	}
+	if !decode(c, &req, true) {
+		return
+	}
+	reason := ""
+	if req.Reason != nil {
+		reason = *req.Reason
+	}
+	if err := s.c.SetMaintenance(c, c.Param("ident"), true, reason); err != nil {
+		failErr(c, err)
+		return
+	}
+	c.Status(http.StatusAccepted)
+}
+
+func (s *Server) unsetMaintenance(c *gin.Context) {
+	if err := s.c.SetMaintenance(c, c.Param("ident"), false, ""); err != nil {
+		failErr(c, err)
+		return
+	}
+	c.Status(http.StatusAccepted)
+}
+
+// historyDoc renders an event as Ironic's node history entry.
+func historyDoc(c *gin.Context, n string, e store.Event) map[string]any {
+	sev := "INFO"
+	if e.Kind == store.KindError || strings.Contains(strings.ToLower(e.Message), "error") || e.Event == states.EvFail {
+		sev = "ERROR"
+	}
+	text := e.Message
+	if text == "" {
+		text = e.Event
+		if e.FromState != e.ToState {
+			text = fmt.Sprintf("%s: %s -> %s", e.Event, e.FromState, e.ToState)
+		}
+	}
+	return map[string]any{
+		"uuid": e.UUID, "created_at": ts(e.Time), "severity": sev, "event_type": e.Kind, "event": text,
+		"conductor": nil, "user": nil,
+		"links": []map[string]string{{"href": baseURL(c) + "/v1/nodes/" + n + "/history/" + e.UUID, "rel": "self"}},
+	}
+}
+
+// history is Ironic's node history (API >= 1.78).
+func (s *Server) history(c *gin.Context) {
+	if !ver(c).AtLeast(78) {
+		fail(c, http.StatusNotFound, "The resource could not be found (node history needs API version 1.78).")
+		return
+	}
+	n, ok := s.node(c)
+	if !ok {
+		return
+	}
+	evs, err := s.c.Store().ListEvents(c, n.UUID)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	out := make([]any, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, historyDoc(c, n.UUID, e))
+	}
+	c.JSON(http.StatusOK, gin.H{"history": out})
+}
+
+func (s *Server) historyEvent(c *gin.Context) {
+	if !ver(c).AtLeast(78) {
+		fail(c, http.StatusNotFound, "The resource could not be found (node history needs API version 1.78).")
+		return
+	}
+	n, ok := s.node(c)
+	if !ok {
+		return
+	}
+	evs, err := s.c.Store().ListEvents(c, n.UUID)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	for _, e := range evs {
+		if e.UUID == c.Param("event") {
+			c.JSON(http.StatusOK, historyDoc(c, n.UUID, e))
+			return
+		}
+	}
+	fail(c, http.StatusNotFound, fmt.Sprintf("Node history record %s could not be found.", c.Param("event")))
+}
+
+// events is the lab extension: every stored event in full. It also serves
+// deleted nodes by UUID, since their events stay.
+func (s *Server) events(c *gin.Context) {
+	id := c.Param("ident")
+	if n, err := s.c.GetNode(c, id); err == nil {
+		id = n.UUID
+	} else if _, perr := uuid.Parse(id); perr != nil {
+		failErr(c, err)
+		return
+	}
+	evs, err := s.c.Store().ListEvents(c, id)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	if len(evs) == 0 {
+		if _, err := s.c.GetNode(c, id); err != nil {
+			failErr(c, err)
+			return
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"events": evs})
+}
+
+// patchOp is one RFC 6902 operation.
+type patchOp struct {
+	Op    string          `json:"op"`
+	Path  string          `json:"path"`
+	Value json.RawMessage `json:"value"`
+	From  string          `json:"from"`
+}
+
+var patchable = map[string]bool{"name": true, "driver": true, "driver_info": true, "instance_info": true,
+	"properties": true, "extra": true, "maintenance": true, "maintenance_reason": true}
+
+var readOnly = map[string]bool{"uuid": true, "provision_state": true, "target_provision_state": true,
+	"power_state": true, "target_power_state": true, "driver_internal_info": true, "reservation": true,
+	"last_error": true, "created_at": true, "updated_at": true, "provision_updated_at": true,
+	"clean_step": true, "deploy_step": true, "fault": true, "links": true, "ports": true, "states": true}
+
+func (s *Server) patchNode(c *gin.Context) {
+	var ops []patchOp
+	if !decode(c, &ops, false) {
+		return
+	}
+	if len(ops) == 0 {
+		fail(c, http.StatusBadRequest, "The JSON patch is empty; expected a list of operations")
+		return
+	}
+	var perr error
+	n, err := s.c.UpdateNode(c, c.Param("ident"), func(n *store.Node) error {
+		perr = applyPatch(n, ops)
+		return perr
+	})
+	if perr != nil {
+		fail(c, http.StatusBadRequest, perr.Error())
+		return
+	}
+	if err != nil {
+		if errors.Is(err, conductor.ErrDuplicate) {
+			fail(c, http.StatusConflict, "A node with that name already exists.")
+			return
+		}
+		failErr(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, s.nodeDoc(c, n, true))
+}
+
+func pointer(path string) ([]string, error) {
+	if !strings.HasPrefix(path, "/") || path == "/" {
+		return nil, fmt.Errorf("Invalid patch path %q: must be a JSON pointer like /driver_info/ipmi_address", path)
+	}
+	parts := strings.Split(path[1:], "/")
+	for i, p := range parts {
+		parts[i] = strings.ReplaceAll(strings.ReplaceAll(p, "~1", "/"), "~0", "~")
+		if parts[i] == "" {
+			return nil, fmt.Errorf("Invalid patch path %q: empty segment", path)
+		}
+	}
+	return parts, nil
+}
+
+// applyPatch applies add/replace/remove operations to the patchable fields.
+func applyPatch(n *store.Node, ops []patchOp) error {
+	doc := map[string]any{
+		"name": nullStr(n.Name), "driver": n.Driver, "driver_info": emptyIfNil(n.DriverInfo),
+		"instance_info": emptyIfNil(n.InstanceInfo), "properties": emptyIfNil(n.Properties), "extra": emptyIfNil(n.Extra),
+		"maintenance": n.Maintenance, "maintenance_reason": nullStr(n.MaintenanceReason),
+	}
+	for i, op := range ops {
+		parts, err := pointer(op.Path)
+		if err != nil {
+			return err
+		}
+		top := parts[0]
+		if readOnly[top] {
+			return fmt.Errorf("'/%s' is an internal attribute and can not be updated", top)
+		}
+		if !patchable[top] {
+			return fmt.Errorf("Unknown attribute for the node in patch path %q", op.Path)
+		}
+		var val any
+		switch op.Op {
+		case "add", "replace":
+			if len(op.Value) == 0 {
+				return fmt.Errorf("patch operation %d (%s %s) needs a \"value\"", i, op.Op, op.Path)
+			}
+			if err := json.Unmarshal(op.Value, &val); err != nil {
+				return fmt.Errorf("patch operation %d: bad value: %v", i, err)
+			}
+		case "remove":
+		default:
+			return fmt.Errorf("patch operation %d: unsupported op %q (add, replace, remove)", i, op.Op)
+		}
+		parent := doc
+		for _, p := range parts[:len(parts)-1] {
+			next, ok := parent[p].(map[string]any)
+			if !ok {
+				return fmt.Errorf("patch path %q: %q is not an existing object", op.Path, p)
+			}
+			parent = next
+		}
+		key := parts[len(parts)-1]
+		_, exists := parent[key]
+		if len(parts) == 1 {
+			exists = doc[key] != nil
+		}
+		switch op.Op {
+		case "add":
+			parent[key] = val
+		case "replace":
+			if !exists {
+				return fmt.Errorf("can't replace %s: it does not exist", op.Path)
+			}
+			parent[key] = val
+		case "remove":
+			if !exists {
+				return fmt.Errorf("can't remove %s: it does not exist", op.Path)
+			}
+			if len(parts) == 1 {
+				switch key {
+				case "driver_info", "instance_info", "properties", "extra":
+					parent[key] = map[string]any{}
+				case "driver", "maintenance":
+					return fmt.Errorf("'/%s' is a mandatory attribute and can not be removed", key)
+				default:
+					parent[key] = nil
+				}
+			} else {
+				delete(parent, key)
+			}
+		}
+	}
+	// Back from the document, checking types.
+	str := func(k string, nullable bool) (string, error) {
+		switch v := doc[k].(type) {
+		case nil:
+			if nullable {
+				return "", nil
+			}
+		case string:
+			return v, nil
+		}
+		return "", fmt.Errorf("Invalid type for field %q: expected a string", k)
+	}
+	obj := func(k string) (map[string]any, error) {
+		m, ok := doc[k].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("Invalid type for field %q: expected an object", k)
+		}
+		return m, nil
+	}
+	var err error
+	if n.Name, err = str("name", true); err != nil {
+		return err
+	}
+	if n.Name != "" {
+		if err := validName(n.Name); err != nil {
+			return err
+		}
+	}
+	if n.Driver, err = str("driver", false); err != nil {
+		return err
+	}
+	if n.MaintenanceReason, err = str("maintenance_reason", true); err != nil {
+		return err
+	}
+	m, ok := doc["maintenance"].(bool)
+	if !ok {
+		return fmt.Errorf("Invalid type for field \"maintenance\": expected a boolean")
+	}
+	n.Maintenance = m
+	if !m {
+		n.MaintenanceReason, n.Fault = "", ""
+	}
+	if n.DriverInfo, err = obj("driver_info"); err != nil {
+		return err
+	}
+	if n.InstanceInfo, err = obj("instance_info"); err != nil {
+		return err
+	}
+	if n.Properties, err = obj("properties"); err != nil {
+		return err
+	}
+	if n.Extra, err = obj("extra"); err != nil {
+		return err
+	}
+	return nil
+}
