@@ -145,9 +145,6 @@ func cleanMsg(err error) string {
 		conductor.ErrInvalidRequest, conductor.ErrInvalidParameter, conductor.ErrDriverNotEnabled, conductor.ErrInvalidAgentToken} {
 		msg = strings.TrimSuffix(msg, ": "+s.Error())
 	}
-	if msg != "" {
-		msg = strings.ToUpper(msg[:1]) + msg[1:]
-	}
 	return msg
 }
 
