@@ -100,6 +100,9 @@ type runner struct {
 	api    *client
 	uuids  map[string]string // node name -> UUID on the driver
 	result *Result
+
+	stopDriver  func() error
+	removeState string
 }
 
 // Run plays a scenario against a fresh lab and writes its results under
@@ -148,7 +151,7 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		stateDir = d
 		if !r.opts.KeepState {
-			defer os.RemoveAll(d)
+			r.removeState = d
 		}
 	} else {
 		stateDir = filepath.Join(stateDir, r.s.Name)
@@ -194,7 +197,7 @@ func (r *runner) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("start the driver: %w", err)
 		}
-		defer stop()
+		r.stopDriver = stop
 		driverURL = url
 	}
 	r.result.DriverURL = driverURL
@@ -585,8 +588,18 @@ func verifyDisk(path, id string) string {
 	return ""
 }
 
+// cleanup stops the lab first (so no agent calls a stopped driver), then
+// the driver, then removes a temporary state folder.
 func (r *runner) cleanup() {
 	if r.lab != nil {
 		r.lab.Close()
+	}
+	if r.stopDriver != nil {
+		if err := r.stopDriver(); err != nil {
+			r.log.Warn("stop driver", "err", err)
+		}
+	}
+	if r.removeState != "" {
+		os.RemoveAll(r.removeState)
 	}
 }

@@ -1,7 +1,11 @@
 package lab
 
 import (
+	"os"
+	"path/filepath"
+
 	"context"
+	"gopkg.in/yaml.v3"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -127,5 +131,43 @@ func TestStartBootsFakePowerNodesIntoTheAgent(t *testing.T) {
 	}
 	if lookups.Load() < 6 {
 		t.Errorf("%d lookups, want the 3 agents to retry", lookups.Load())
+	}
+}
+
+func TestWriteNodesYAML(t *testing.T) {
+	s := spec(t)
+	s.BMCBasePort = 19230
+	l, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	p := filepath.Join(t.TempDir(), "nodes.yaml")
+	if err := l.WriteNodesYAML(p, ""); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	var got struct {
+		Nodes []struct {
+			Name       string         `yaml:"name"`
+			Driver     string         `yaml:"driver"`
+			DriverInfo map[string]any `yaml:"driver_info"`
+			Properties map[string]any `yaml:"properties"`
+			Ports      []struct {
+				Address string `yaml:"address"`
+			} `yaml:"ports"`
+		} `yaml:"nodes"`
+	}
+	if err := yaml.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Nodes) != 5 {
+		t.Fatalf("%d nodes in nodes.yaml", len(got.Nodes))
+	}
+	ip := got.Nodes[4]
+	n, _ := l.Node("ip-1")
+	if ip.Name != "ip-1" || ip.Driver != "agent_ipmitool" || ip.DriverInfo["ipmi_port"] != 19234 ||
+		ip.DriverInfo["ipmi_password"] != "password" || ip.Ports[0].Address != n.MACs[0] || ip.Properties["cpu_arch"] != "x86_64" {
+		t.Errorf("node entry %+v", ip)
 	}
 }

@@ -1,0 +1,59 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/ironlab/ironlab/driver"
+	"github.com/ironlab/ironlab/driver/power"
+	"github.com/ironlab/ironlab/driver/power/fake"
+	"github.com/ironlab/ironlab/driver/power/ipmitool"
+	"github.com/ironlab/ironlab/driver/power/native"
+)
+
+// BuiltinDriver starts the built-in driver on a free loopback port, with a
+// database in the lab's state folder and periodic tasks paced to the
+// scenario's heartbeat timeout.
+func BuiltinDriver(ctx context.Context, cfg DriverConfig) (string, func() error, error) {
+	dc := driver.DefaultConfig()
+	dc.DBPath = filepath.Join(cfg.StateDir, "ironlab.db")
+	dc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	dc.AutomatedClean = cfg.AutomatedClean
+	dc.CheckInterval = min(time.Second, cfg.HeartbeatTimeout/4)
+	dc.LockRetryInterval = 200 * time.Millisecond
+	dc.AgentPollInterval = 200 * time.Millisecond
+	dc.Logger = cfg.Logger
+	interval := cfg.IPMIMinInterval
+	if interval == 0 {
+		interval = 500 * time.Millisecond
+	}
+	dc.PowerInterfaces = map[string]power.Interface{
+		"fake":     fake.New(),
+		"ipmitool": ipmitool.New(ipmitool.Config{MinCommandInterval: interval, CommandRetryTimeout: 20 * time.Second}),
+		"native":   native.New(native.Config{PollInterval: 200 * time.Millisecond}),
+	}
+	d, err := driver.New(ctx, dc)
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		d.Close()
+		return "", nil, err
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(sctx, ln) }()
+	stop := func() error {
+		cancel()
+		err := <-done
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		return errors.Join(err, d.Close())
+	}
+	return "http://" + ln.Addr().String(), stop, nil
+}

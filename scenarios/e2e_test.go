@@ -1,0 +1,138 @@
+package scenarios
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ironlab/ironlab/images"
+)
+
+// runBuiltin plays a built-in scenario with the built-in driver, keeping
+// the lab's state so the test can look at the disks itself.
+func runBuiltin(t *testing.T, name string, edit func(*Scenario)) (*Result, string, string) {
+	t.Helper()
+	s, err := Load(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(s)
+	}
+	results, state := t.TempDir(), t.TempDir()
+	var out strings.Builder
+	res, err := Run(context.Background(), s, Options{
+		ResultsDir: results, StateDir: state, KeepState: true, ImageCache: filepath.Join(state, "images"),
+		StartDriver: BuiltinDriver, Out: &out,
+	})
+	if err != nil {
+		t.Fatalf("run %s: %v\n%s", name, err, out.String())
+	}
+	if !res.Passed {
+		t.Fatalf("scenario %s failed:\n%s", name, out.String())
+	}
+	return res, results, filepath.Join(state, s.Name)
+}
+
+func TestDeployScenarioEndToEnd(t *testing.T) {
+	res, results, state := runBuiltin(t, "deploy", nil)
+	if len(res.Nodes) != 10 {
+		t.Fatalf("%d nodes in the result, want 10", len(res.Nodes))
+	}
+	// Every node's disk holds the image, checked here independently of the
+	// runner's own expectation.
+	for _, n := range res.Nodes {
+		if n.FinalState != "active" || n.LastError != "" {
+			t.Errorf("%s: state %q, last_error %q", n.Name, n.FinalState, n.LastError)
+		}
+		f, err := os.Open(filepath.Join(state, "disks", n.Name+".raw"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := images.Verify(f)
+		f.Close()
+		if err != nil || h.ID != "demo-os" {
+			t.Errorf("%s: disk: %v (image %q)", n.Name, err, h.ID)
+		}
+	}
+	// The result files a user or CI reads.
+	var rj struct {
+		Scenario string `json:"scenario"`
+		Passed   bool   `json:"passed"`
+		Nodes    []struct {
+			Name       string `json:"name"`
+			UUID       string `json:"uuid"`
+			Driver     string `json:"driver"`
+			FinalState string `json:"final_state"`
+		} `json:"nodes"`
+	}
+	b, err := os.ReadFile(filepath.Join(results, "deploy", "result.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rj); err != nil || !rj.Passed || len(rj.Nodes) != 10 || rj.Nodes[0].Driver != "fake_agent" {
+		t.Errorf("result.json: %v %+v", err, rj)
+	}
+	ev, err := os.ReadFile(filepath.Join(results, "deploy", "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"to_state":"active"`, `deploy.execute_deploy_step`, `"kind":"heartbeat"`, `"kind":"lookup"`} {
+		if c := strings.Count(string(ev), want); c < 10 {
+			t.Errorf("events.jsonl has %d lines with %s, want one per node at least", c, want)
+		}
+	}
+	if err := WriteJUnit(filepath.Join(results, "junit.xml"), []*Result{res}); err != nil {
+		t.Fatal(err)
+	}
+	var ju junitSuites
+	jb, _ := os.ReadFile(filepath.Join(results, "junit.xml"))
+	if err := xml.Unmarshal(jb, &ju); err != nil || ju.Tests != len(res.Checks) || ju.Failures != 0 {
+		t.Errorf("junit.xml: %v tests=%d failures=%d, want %d tests", err, ju.Tests, ju.Failures, len(res.Checks))
+	}
+}
+
+// A scenario whose expectation cannot hold fails, and says which node and why.
+func TestFailedExpectationIsReported(t *testing.T) {
+	s, err := Parse("t.yaml", []byte(`name: wrong
+lab:
+  heartbeat_timeout: 4s
+  automated_clean: false
+  images: [{id: a, size: 1MiB}, {id: b, size: 1MiB}]
+  groups: [{name: g, count: 2, driver: fake_agent, disk_size: 8MiB}]
+steps:
+  - enroll: {}
+  - manage: {}
+  - provide: {}
+  - deploy: {image: a}
+  - wait: {state: active, timeout: 60s}
+  - expect: {disk_image: b, state: active}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	res, err := Run(context.Background(), s, Options{StartDriver: BuiltinDriver, Out: &out, ImageCache: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Passed {
+		t.Fatalf("a wrong disk expectation passed:\n%s", out.String())
+	}
+	var failed *Check
+	for i := range res.Checks {
+		if !res.Checks[i].Passed {
+			failed = &res.Checks[i]
+		}
+	}
+	if failed == nil || !strings.Contains(failed.Name, "disk holds image b") || len(failed.Failures) != 2 ||
+		!strings.Contains(failed.Failures[0], "g-0: disk holds image a, not b") {
+		t.Errorf("failed check %+v", failed)
+	}
+	PrintSummary(io.Discard, res)
+}
