@@ -242,6 +242,7 @@ func (c *Conductor) callback(ctx context.Context, t *task) {
 		return
 	}
 	state := t.node.ProvisionState
+	t.Record(ctx, store.KindHeartbeat, "call-back", "heartbeat continues the "+state+" node", nil)
 	if err := t.dep.Continue(ctx, t); err != nil {
 		what := "deploy"
 		if state == states.CleanWait || state == states.Cleaning {
