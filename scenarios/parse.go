@@ -186,8 +186,8 @@ func (v *validator) lab(l *Lab) {
 	default:
 		v.at("$.lab.bmc_addressing", "must be port or ip, got %q", l.BMCAddressing)
 	}
-	if l.BMCBasePort == 0 {
-		l.BMCBasePort = 6230
+	if l.BMCBasePort < 0 || l.BMCBasePort > 65535 {
+		v.at("$.lab.bmc_base_port", "must be a UDP port (0 picks free ports), got %d", l.BMCBasePort)
 	}
 	seen := map[string]bool{}
 	for i := range l.Images {

@@ -173,6 +173,9 @@ func PrintSummary(w io.Writer, res *Result) {
 	if res.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", res.Error)
 	}
+	for _, sk := range res.Skipped {
+		fmt.Fprintf(w, "  skipped group %s\n", sk)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if len(res.Nodes) <= 24 {
 		fmt.Fprintln(tw, "  NODE\tDRIVER\tSTATE\tPOWER\tLAST ERROR")

@@ -29,7 +29,8 @@ type Lab struct {
 	AutomatedClean *bool `yaml:"automated_clean" json:"automated_clean,omitempty"`
 	// BMCAddressing is "port" (127.0.0.1:6230+i) or "ip" (127.0.0.x:623).
 	BMCAddressing string `yaml:"bmc_addressing" json:"bmc_addressing,omitempty"`
-	// BMCBasePort is the first BMC's UDP port in port addressing.
+	// BMCBasePort is the first BMC's UDP port in port addressing (default 0:
+	// every BMC takes a free port, so runs never collide).
 	BMCBasePort int `yaml:"bmc_base_port" json:"bmc_base_port,omitempty"`
 	// IPMIMinInterval is the driver's minimum interval between commands to one BMC.
 	IPMIMinInterval string      `yaml:"ipmi_min_interval" json:"ipmi_min_interval,omitempty"`

@@ -52,7 +52,8 @@ type Spec struct {
 	Images   []images.Spec
 	// BMCAddressing is "port" (127.0.0.1:BMCBasePort+i) or "ip" (127.0.x.y:623).
 	BMCAddressing string
-	BMCBasePort   int
+	// BMCBasePort is the first BMC's UDP port; 0 lets each BMC take a free port.
+	BMCBasePort int
 	// Agent timing knobs for in-process agents (zero: IPA's defaults).
 	LookupInterval        time.Duration
 	HeartbeatErrorBackoff time.Duration
@@ -176,9 +177,6 @@ func New(spec Spec) (*Lab, error) {
 	if spec.ImageDir == "" {
 		spec.ImageDir = filepath.Join(spec.StateDir, "images")
 	}
-	if spec.BMCBasePort == 0 {
-		spec.BMCBasePort = 6230
-	}
 	l := &Lab{spec: spec, log: spec.Logger, byName: map[string]*Node{}}
 	l.Images = imageserver.New(spec.ImageDir, spec.Logger)
 	for _, im := range spec.Images {
@@ -239,6 +237,9 @@ func (l *Lab) bmcAddr(i int) string {
 	if l.spec.BMCAddressing == "ip" {
 		// 127.0.0.x for the first 250 nodes, then 127.0.1.x, ...
 		return fmt.Sprintf("127.0.%d.%d:623", i/250, 2+i%250)
+	}
+	if l.spec.BMCBasePort == 0 {
+		return "127.0.0.1:0"
 	}
 	return fmt.Sprintf("127.0.0.1:%d", l.spec.BMCBasePort+i)
 }
