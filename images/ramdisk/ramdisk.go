@@ -228,11 +228,11 @@ func writeInitramfs(path, bin string, mods []Module, info string) error {
 		}
 		order.WriteString(m.Name + "\n")
 	}
-	for name, content := range map[string]string{
-		strings.TrimPrefix(ModuleOrderFile, "/"): order.String(),
-		strings.TrimPrefix(InfoFile, "/"):        info,
+	for _, f := range [][2]string{
+		{strings.TrimPrefix(ModuleOrderFile, "/"), order.String()},
+		{strings.TrimPrefix(InfoFile, "/"), info},
 	} {
-		if err := file(name, 0o644, strings.NewReader(content), int64(len(content))); err != nil {
+		if err := file(f[0], 0o644, strings.NewReader(f[1]), int64(len(f[1]))); err != nil {
 			return err
 		}
 	}

@@ -218,7 +218,7 @@ func (f *Fleet) Add(ctx context.Context, n NodeSpec) (*Machine, error) {
 			BIOSVersion:  "SeaBIOS",
 		},
 	}
-	applyBoot(d, m.selection(n.Boot))
+	applyBoot(d, m.selection(n.Boot, false))
 	x, err := d.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("render domain %s: %w", name, err)

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/digitalocean/go-libvirt"
@@ -156,7 +160,7 @@ func (m *Machine) start(ctx context.Context) error {
 	if m.oneTime != nil {
 		cfg, oneTime = *m.oneTime, true
 	}
-	if err := m.rewrite(ctx, cfg); err != nil {
+	if err := m.rewrite(ctx, cfg, true); err != nil {
 		return err
 	}
 	if err := call(ctx, m.c, m.domainErr("start"), func() error { return m.c.lv.DomainCreate(m.dom) }); err != nil {
@@ -165,7 +169,7 @@ func (m *Machine) start(ctx context.Context) error {
 	m.log.Info("domain started", "boot", cfg.Device, "one_time", oneTime)
 	if oneTime {
 		m.oneTime = nil
-		if err := m.rewrite(ctx, m.persistent); err != nil {
+		if err := m.rewrite(ctx, m.persistent, false); err != nil {
 			return fmt.Errorf("restore persistent boot device after one-time boot: %w", err)
 		}
 	}
@@ -200,13 +204,13 @@ func (m *Machine) SetBootConfig(ctx context.Context, b simulator.BootConfig) err
 	} else {
 		m.oneTime = &b
 	}
-	return m.rewrite(ctx, b)
+	return m.rewrite(ctx, b, false)
 }
 
 // rewrite reads the domain definition, replaces its boot selection with cfg
-// and defines it again.
-func (m *Machine) rewrite(ctx context.Context, cfg simulator.BootConfig) error {
-	sel := m.selection(cfg)
+// and defines it again. booting says the domain starts right after.
+func (m *Machine) rewrite(ctx context.Context, cfg simulator.BootConfig, booting bool) error {
+	sel := m.selection(cfg, booting)
 	raw, err := callT(ctx, m.c, m.domainErr("read XML of"), func() (string, error) {
 		return m.c.lv.DomainGetXMLDesc(m.dom, m.inactiveXMLFlags())
 	})
@@ -228,7 +232,7 @@ func (m *Machine) rewrite(ctx context.Context, cfg simulator.BootConfig) error {
 
 // selection turns a boot config into domain XML terms. A managed domain's
 // network boot reads the per-MAC entry now, so the latest entry boots.
-func (m *Machine) selection(cfg simulator.BootConfig) bootSelection {
+func (m *Machine) selection(cfg simulator.BootConfig, booting bool) bootSelection {
 	dev := "hd"
 	if cfg.Device == simulator.BootNetwork {
 		dev = "network"
@@ -249,8 +253,10 @@ func (m *Machine) selection(cfg simulator.BootConfig) bootSelection {
 	e, err := bootfiles.Read(m.bootDir, m.mac)
 	if err != nil {
 		// Like a PXE boot with nothing served: the machine powers on and
-		// finds nothing to boot.
-		m.log.Warn("network boot without a boot entry", "mac", m.mac, "err", err)
+		// finds nothing to boot. (Before a start, the entry may come later.)
+		if booting {
+			m.log.Warn("network boot without a boot entry", "mac", m.mac, "err", err)
+		}
 		return sel
 	}
 	sel.kernel = filepath.Join(m.bootDir, filepath.FromSlash(e.Kernel))
@@ -272,4 +278,42 @@ func (m *Machine) ConsoleLog() (string, error) {
 		return "", nil
 	}
 	return string(b), err
+}
+
+// GuestURL rewrites a URL on the host's loopback (127.0.0.1, localhost,
+// [::1]) to how a guest reaches it through QEMU's user-mode stack: 10.0.2.2.
+func GuestURL(hostURL string) string {
+	u, err := url.Parse(hostURL)
+	if err != nil {
+		return hostURL
+	}
+	switch u.Hostname() {
+	case "127.0.0.1", "localhost", "::1":
+		if p := u.Port(); p != "" {
+			u.Host = net.JoinHostPort(GuestGateway, p)
+		} else {
+			u.Host = GuestGateway
+		}
+	}
+	return u.String()
+}
+
+// GuestGateway is the host as a guest sees it (QEMU user-mode networking).
+const GuestGateway = "10.0.2.2"
+
+// AgentCmdline is the kernel command line that boots the agent ramdisk on
+// this machine: the driver API (given as the host sees it) rewritten for the
+// guest, and the forwarded port advertised as the agent's address, as IPA's
+// ipa-advertise-host/port do. extra words are appended (e.g.
+// "ironlab.dialect=legacy").
+func (m *Machine) AgentCmdline(apiURL string, extra ...string) string {
+	words := []string{"console=ttyS0", "quiet", "panic=-1",
+		"ipa-api-url=" + GuestURL(apiURL),
+		"ipa-advertise-host=127.0.0.1",
+		"ipa-advertise-port=" + strconv.Itoa(m.hostPort),
+	}
+	if d, err := bootfiles.Dashed(m.mac); err == nil {
+		words = append(words, "BOOTIF=01-"+d)
+	}
+	return strings.Join(append(words, extra...), " ")
 }

@@ -2,9 +2,11 @@ package libvirtvm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,5 +207,117 @@ func TestIPXEBootReachesHost(t *testing.T) {
 	host.wait(t, "/ipxe-node", 120*time.Second)
 	if log := mustConsole(t, m); !strings.Contains(log, "iPXE") {
 		t.Errorf("no iPXE banner on the serial console; was this a direct kernel boot?\n%s", tail(log, 2000))
+	}
+}
+
+// TestAgentRamdiskHeartbeatsAndAnswers boots the agent ramdisk in agent mode
+// against a minimal legacy driver API on the host: the agent looks up and
+// heartbeats through 10.0.2.2, advertising http://127.0.0.1:<forwarded port>,
+// and the host reaches its command API there.
+func TestAgentRamdiskHeartbeatsAndAnswers(t *testing.T) {
+	c := connect(t)
+	f := newFleet(t, c, PXEDirect)
+	ctx := context.Background()
+	const nodeUUID = "8f7c1b4e-0000-4000-8000-000000000004"
+	heartbeats := make(chan string, 4)
+	api := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/drivers/agent_ipmitool/vendor_passthru/lookup":
+			fmt.Fprintf(w, `{"node": {"uuid": %q}, "heartbeat_timeout": 300}`, nodeUUID)
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/nodes/"+nodeUUID+"/vendor_passthru/heartbeat":
+			var body struct {
+				AgentURL string `json:"agent_url"`
+			}
+			json.NewDecoder(r.Body).Decode(&body)
+			select {
+			case heartbeats <- body.AgentURL:
+			default:
+			}
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.Listener = l
+	api.Start()
+	defer api.Close()
+
+	m, err := f.Add(ctx, NodeSpec{Name: "node-0", UUID: nodeUUID, MAC: "52:54:00:10:00:04"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testRamdisk(t)
+	k, i, err := r.Install(f.Config().BootDir, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline := m.AgentCmdline(api.URL, "ironlab.dialect=legacy")
+	if !strings.Contains(cmdline, "ipa-api-url=http://10.0.2.2:") {
+		t.Fatalf("cmdline %q does not point the guest at 10.0.2.2", cmdline)
+	}
+	if err := bootfiles.Write(f.Config().BootDir, m.Hardware().NICs[0].MAC, bootfiles.Entry{Kernel: k, Initrd: i, Cmdline: cmdline}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetPower(ctx, simulator.ActionOn); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-heartbeats:
+		if got != m.AgentURL() {
+			t.Fatalf("agent advertised %q, want %q", got, m.AgentURL())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("no heartbeat within 90s; console:\n%s", tail(mustConsole(t, m), 3000))
+	}
+	resp, err := http.Get(m.AgentURL() + "/v1/commands")
+	if err != nil {
+		t.Fatalf("reach the agent at its advertised URL: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s/v1/commands = %s", m.AgentURL(), resp.Status)
+	}
+	if err := m.SetPower(ctx, simulator.ActionOff); err != nil {
+		t.Fatal(err)
+	}
+	waitPower(t, m, simulator.PowerOff, 10*time.Second)
+}
+
+// BenchmarkBootToFirstRequest measures a network boot (direct kernel boot of
+// the agent ramdisk, TCG) from power on to the guest's first HTTP request to
+// the host.
+func BenchmarkBootToFirstRequest(b *testing.B) {
+	c := connect(b)
+	f := newFleet(b, c, PXEDirect)
+	ctx := context.Background()
+	host := newHostServer(b)
+	m, err := f.Add(ctx, NodeSpec{Name: "bench-0", UUID: "8f7c1b4e-0000-4000-8000-0000000000b0", MAC: "52:54:00:10:00:b0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fetchEntry(b, f, m, host.URL+"/bench")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := m.SetPower(ctx, simulator.ActionOn); err != nil {
+			b.Fatal(err)
+		}
+		host.wait(b, "/bench", 90*time.Second)
+		b.StopTimer()
+		if err := m.SetPower(ctx, simulator.ActionOff); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	// Where the time went, from the guest's side (kernel uptime when /init
+	// had modules and network up).
+	for _, line := range strings.Split(mustConsole(b, m), "\n") {
+		if strings.Contains(line, "ironlab init: up") {
+			b.Log(strings.TrimSpace(line))
+		}
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +140,70 @@ func TestDiskBootShowsMarkerAndTeardownLeavesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(m.ConsolePath()); err != nil {
 		t.Errorf("console log should stay for the results: %v", err)
+	}
+}
+
+// TestAccelAuto: auto settles on KVM only when a probe boot works, and says
+// why; without /dev/kvm it is TCG without any probe.
+func TestAccelAuto(t *testing.T) {
+	c := connect(t)
+	dir := vmDir(t)
+	f, err := NewFleet(context.Background(), c, FleetConfig{
+		Lab: "accel", StateDir: filepath.Join(dir, "s"), BootDir: filepath.Join(dir, "b"), Accel: AccelAuto,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close(context.Background())
+	a, why := f.Accel()
+	t.Logf("accel auto -> %s (%s)", a, why)
+	if why == "" || (a != AccelKVM && a != AccelTCG) {
+		t.Fatalf("accel %q (%q)", a, why)
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil && a != AccelTCG {
+		t.Fatalf("no /dev/kvm but accel %s", a)
+	}
+}
+
+// TestCleanStaleRemovesCrashedRuns: a domain whose owner process is gone is
+// removed with its disk at the next start; a live owner's is kept.
+func TestCleanStaleRemovesCrashedRuns(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	dir := vmDir(t)
+	disk := filepath.Join(dir, "stale.raw")
+	if err := createSparse(disk, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	s := testSpec()
+	s.Name = fmt.Sprintf("ironlab-stale%d-node-0", os.Getpid())
+	s.Disk, s.Console = disk, filepath.Join(dir, "stale.log")
+	s.Meta = nodeMeta{UUID: "u", Lab: "stale", Node: "node-0", PID: 1 << 30, Disk: disk} // no such pid
+	x, _ := newDomain(s).Marshal()
+	if _, err := c.lv.DomainDefineXML(x); err != nil {
+		t.Fatal(err)
+	}
+	live := s
+	live.Name += "-live"
+	live.Meta.PID, live.Meta.Disk = os.Getpid(), ""
+	x, _ = newDomain(live).Marshal()
+	dom, err := c.lv.DomainDefineXML(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer removeDomain(ctx, c, dom, "")
+
+	removed, err := CleanStale(ctx, c, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(removed, s.Name) || slices.Contains(removed, live.Name) {
+		t.Fatalf("CleanStale removed %v; want %s and not %s", removed, s.Name, live.Name)
+	}
+	if _, err := os.Stat(disk); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale disk still there: %v", err)
+	}
+	if _, err := c.lv.DomainLookupByName(live.Name); err != nil {
+		t.Errorf("live owner's domain removed: %v", err)
 	}
 }
