@@ -1,0 +1,262 @@
+package fakeagent
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ironlab/ironlab/simulator"
+)
+
+// Dialect is the lookup/heartbeat protocol an agent speaks to the driver API.
+type Dialect string
+
+const (
+	// DialectV1 is the modern API (Newton+): GET /v1/lookup and
+	// POST /v1/heartbeat/{uuid} with agent tokens and microversions.
+	DialectV1 Dialect = "v1"
+	// DialectLegacy is the spec's vendor_passthru pair (Juno/Kilo):
+	// POST /v1/drivers/{driver}/vendor_passthru/lookup and
+	// POST /v1/nodes/{uuid}/vendor_passthru/heartbeat. No tokens.
+	DialectLegacy Dialect = "legacy"
+)
+
+// Defaults, IPA-like.
+const (
+	DefaultLookupInterval        = time.Second
+	DefaultHeartbeatErrorBackoff = 5 * time.Second
+	DefaultForcedHeartbeatGap    = 5 * time.Second
+	DefaultHeartbeatTimeout      = 300 * time.Second
+	DefaultDriver                = "agent_ipmitool"
+	DefaultListen                = "127.0.0.1:9999"
+)
+
+// Config is what one agent needs. Hardware is required; APIURL too.
+type Config struct {
+	// APIURL is the driver API's base URL, e.g. http://127.0.0.1:6385.
+	APIURL string
+	// Dialect selects the lookup/heartbeat protocol (default v1).
+	Dialect Dialect
+	// Driver is the driver name in the legacy lookup URL (default agent_ipmitool).
+	Driver string
+	// AdvertiseURL is the agent_url/callback_url sent with heartbeats in
+	// standalone mode, e.g. http://127.0.0.1:9999. Ignored when Mux is set.
+	AdvertiseURL string
+	// Mux, when set, serves this agent under /<node-uuid> and gives its URL.
+	Mux *Mux
+	// NodeUUID, when known (ipa-node-uuid), is sent with the lookup.
+	NodeUUID string
+
+	// Hardware is the machine the agent runs on; clean steps change it.
+	Hardware HardwareState
+	// OpenDisk opens a machine disk for I/O. Default: OpenFileDisk(d.Path),
+	// or /dev/<name> when Path is empty (inside a VM).
+	OpenDisk func(d simulator.Disk) (Disk, error)
+	// PowerOff is called (in its own goroutine) when standby.power_off
+	// completes; in the lab the machine powers off. Either way Run then
+	// returns ErrPoweredOff.
+	PowerOff func(ctx context.Context) error
+	// BootMode is reported as boot.current_boot_mode: "uefi" (default) or "bios".
+	BootMode string
+	// Hostname is reported in the inventory (default "ironlab-<first MAC>").
+	Hostname string
+
+	// LookupInterval is the pause between lookup attempts (default 1 s).
+	LookupInterval time.Duration
+	// HeartbeatErrorBackoff is the base of the pause after a failed heartbeat,
+	// multiplied by U(1,2) as IPA does (default 5 s).
+	HeartbeatErrorBackoff time.Duration
+	// ForcedHeartbeatGap is the least time between heartbeats forced by a
+	// finished async command (default 5 s).
+	ForcedHeartbeatGap time.Duration
+	// RequestTimeout bounds each lookup/heartbeat call (default 30 s).
+	RequestTimeout time.Duration
+
+	// Faults are the initial fault knobs (see Agent.SetFaults).
+	Faults Faults
+	// HTTPClient is used for API calls and downloads (default: a shared
+	// client with dial and header timeouts).
+	HTTPClient *http.Client
+	// Logger receives the agent's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.APIURL == "" {
+		return errors.New("fakeagent: config: APIURL is required")
+	}
+	if _, err := url.Parse(c.APIURL); err != nil {
+		return fmt.Errorf("fakeagent: config: APIURL %q: %w", c.APIURL, err)
+	}
+	c.APIURL = strings.TrimRight(c.APIURL, "/")
+	switch c.Dialect {
+	case "":
+		c.Dialect = DialectV1
+	case DialectV1, DialectLegacy:
+	default:
+		return fmt.Errorf("fakeagent: config: dialect %q: want %q or %q", c.Dialect, DialectV1, DialectLegacy)
+	}
+	if c.Driver == "" {
+		c.Driver = DefaultDriver
+	}
+	if c.Hardware == nil {
+		return errors.New("fakeagent: config: Hardware is required")
+	}
+	if c.Mux == nil && c.AdvertiseURL == "" {
+		return errors.New("fakeagent: config: AdvertiseURL is required without a Mux")
+	}
+	c.AdvertiseURL = strings.TrimRight(c.AdvertiseURL, "/")
+	if c.OpenDisk == nil {
+		c.OpenDisk = defaultOpenDisk
+	}
+	if c.BootMode == "" {
+		c.BootMode = "uefi"
+	}
+	if c.LookupInterval <= 0 {
+		c.LookupInterval = DefaultLookupInterval
+	}
+	if c.HeartbeatErrorBackoff <= 0 {
+		c.HeartbeatErrorBackoff = DefaultHeartbeatErrorBackoff
+	}
+	if c.ForcedHeartbeatGap <= 0 {
+		c.ForcedHeartbeatGap = DefaultForcedHeartbeatGap
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 30 * time.Second
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = sharedClient
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c.Faults.Validate()
+}
+
+func defaultOpenDisk(d simulator.Disk) (Disk, error) {
+	p := d.Path
+	if p == "" {
+		p = devPath(d.Name)
+	}
+	return OpenFileDisk(p)
+}
+
+func devPath(name string) string {
+	if strings.HasPrefix(name, "/") {
+		return name
+	}
+	return "/dev/" + name
+}
+
+// sharedClient serves every in-process agent: thousands of agents share its
+// connection pool to the one driver API instead of one pool each.
+var sharedClient = &http.Client{Transport: &http.Transport{
+	Proxy:                 nil, // the lab is loopback only; never go through a proxy
+	DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	MaxIdleConns:          512,
+	MaxIdleConnsPerHost:   128,
+	IdleConnTimeout:       90 * time.Second,
+	ResponseHeaderTimeout: 60 * time.Second,
+}}
+
+// CmdlineConfig is what a ramdisk /init learns from the kernel command line.
+// Hardware, disks and power-off behaviour come from the running system and
+// are the caller's to fill in.
+type CmdlineConfig struct {
+	Config
+	// BootMAC is the MAC of the interface the machine network-booted from
+	// (BOOTIF=01-aa-bb-..), reported as boot.pxe_interface.
+	BootMAC string
+}
+
+// ConfigFromCmdline parses a kernel command line the way IPA reads its
+// options: ipa-api-url, ipa-advertise-host, ipa-advertise-port (default
+// 9999), ipa-advertise-protocol (default http), ipa-node-uuid,
+// ipa-lookup-interval (seconds), BOOTIF, and ironlab's own
+// ironlab.dialect, ironlab.driver, ironlab.heartbeat-error-backoff (Go
+// duration) and ironlab.faults (base64 of the faults' JSON). Unknown words are
+// ignored: the kernel command line carries everybody's options.
+func ConfigFromCmdline(cmdline string) (CmdlineConfig, error) {
+	var c CmdlineConfig
+	host, port, proto := "", "9999", "http"
+	for _, word := range strings.Fields(cmdline) {
+		key, val, ok := strings.Cut(word, "=")
+		if !ok {
+			continue
+		}
+		val = strings.Trim(val, `"'`)
+		switch key {
+		case "ipa-api-url", "ipa_api_url":
+			c.APIURL = val
+		case "ipa-advertise-host", "ipa_advertise_host":
+			host = val
+		case "ipa-advertise-port", "ipa_advertise_port":
+			if n, err := strconv.Atoi(val); err != nil || n <= 0 || n > 65535 {
+				return c, fmt.Errorf("kernel command line: %s=%q is not a port", key, val)
+			}
+			port = val
+		case "ipa-advertise-protocol", "ipa_advertise_protocol":
+			proto = val
+		case "ipa-node-uuid", "ipa_node_uuid":
+			c.NodeUUID = val
+		case "ipa-lookup-interval", "ipa_lookup_interval":
+			n, err := strconv.ParseFloat(val, 64)
+			if err != nil || n <= 0 {
+				return c, fmt.Errorf("kernel command line: %s=%q is not a positive number of seconds", key, val)
+			}
+			c.LookupInterval = time.Duration(n * float64(time.Second))
+		case "BOOTIF":
+			// PXELINUX/iPXE form: 01-52-54-00-12-34-56 (01 = Ethernet).
+			mac := strings.ToLower(strings.ReplaceAll(val, "-", ":"))
+			if strings.HasPrefix(mac, "01:") && len(mac) == 20 {
+				mac = mac[3:]
+			}
+			if _, err := net.ParseMAC(mac); err != nil {
+				return c, fmt.Errorf("kernel command line: BOOTIF=%q: %w", val, err)
+			}
+			c.BootMAC = mac
+		case "ironlab.dialect":
+			c.Dialect = Dialect(val)
+			if c.Dialect != DialectV1 && c.Dialect != DialectLegacy {
+				return c, fmt.Errorf("kernel command line: ironlab.dialect=%q: want v1 or legacy", val)
+			}
+		case "ironlab.driver":
+			c.Driver = val
+		case "ironlab.heartbeat-error-backoff":
+			d, err := time.ParseDuration(val)
+			if err != nil {
+				return c, fmt.Errorf("kernel command line: ironlab.heartbeat-error-backoff=%q: %w", val, err)
+			}
+			c.HeartbeatErrorBackoff = d
+		case "ironlab.faults":
+			raw, err := base64.StdEncoding.DecodeString(val)
+			if err != nil {
+				raw, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(val, "="))
+			}
+			if err != nil {
+				return c, fmt.Errorf("kernel command line: ironlab.faults is not base64: %w", err)
+			}
+			f, err := ParseFaults(raw)
+			if err != nil {
+				return c, fmt.Errorf("kernel command line: ironlab.faults: %w", err)
+			}
+			c.Faults = f
+		}
+	}
+	if c.APIURL == "" {
+		return c, errors.New("kernel command line: ipa-api-url is missing")
+	}
+	if host == "" {
+		return c, errors.New("kernel command line: ipa-advertise-host is missing")
+	}
+	c.AdvertiseURL = proto + "://" + net.JoinHostPort(host, port)
+	return c, nil
+}

@@ -1,0 +1,111 @@
+package fakeagent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Disk is where the agent writes: a sparse file in the fake backend, the
+// block device (/dev/vda) inside a VM.
+type Disk interface {
+	io.ReaderAt
+	io.WriterAt
+	// Size is the disk's size in bytes.
+	Size() int64
+	// Sync flushes written bytes to stable storage.
+	Sync() error
+}
+
+// holePuncher is implemented by disks that can deallocate a range so that it
+// reads as zeros: the emulated secure-erase path.
+type holePuncher interface {
+	PunchHole(off, length int64) error
+}
+
+// dataFinder is implemented by disks that know where their data lives
+// (SEEK_DATA/SEEK_HOLE on sparse files); holes already read as zeros.
+type dataFinder interface {
+	// NextData returns the next data extent at or after off, or ok=false.
+	NextData(off int64) (start, end int64, ok bool, err error)
+}
+
+// FileDisk is a Disk backed by a regular file or a block device.
+type FileDisk struct {
+	f    *os.File
+	size int64
+}
+
+// OpenFileDisk opens path (a file or a block device) read-write.
+func OpenFileDisk(path string) (*FileDisk, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open disk %s: %w", path, err)
+	}
+	// Seek to the end works for files and block devices alike; Stat's size
+	// is 0 for a block device.
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("size of disk %s: %w", path, err)
+	}
+	return &FileDisk{f: f, size: size}, nil
+}
+
+// Name is the path the disk was opened from.
+func (d *FileDisk) Name() string { return d.f.Name() }
+
+// ReadAt reads from the disk.
+func (d *FileDisk) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
+
+// WriteAt writes to the disk; writes past the end fail rather than grow a file.
+func (d *FileDisk) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > d.size {
+		return 0, fmt.Errorf("write %d bytes at offset %d of disk %s: beyond its size %d bytes", len(p), off, d.f.Name(), d.size)
+	}
+	return d.f.WriteAt(p, off)
+}
+
+// Size is the disk's size in bytes.
+func (d *FileDisk) Size() int64 { return d.size }
+
+// Sync flushes the disk.
+func (d *FileDisk) Sync() error { return d.f.Sync() }
+
+// Close closes the disk.
+func (d *FileDisk) Close() error { return d.f.Close() }
+
+// throttledWriterAt limits the write rate to bps bytes per second (the slow
+// disk fault), sleeping after each write by the time it "should" have taken.
+type throttledWriterAt struct {
+	ctx   context.Context
+	w     io.WriterAt
+	bps   func() int64
+	start time.Time
+	done  int64
+}
+
+func (t *throttledWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	n, err := t.w.WriteAt(p, off)
+	bps := t.bps()
+	if bps <= 0 || err != nil {
+		return n, err
+	}
+	if t.start.IsZero() {
+		t.start = time.Now()
+	}
+	t.done += int64(n)
+	due := t.start.Add(time.Duration(float64(t.done) / float64(bps) * float64(time.Second)))
+	if wait := time.Until(due); wait > 0 {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		select {
+		case <-t.ctx.Done():
+			return n, t.ctx.Err()
+		case <-timer.C:
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,18 @@
+//go:build !linux
+
+package fakeagent
+
+import "errors"
+
+// PunchHole is unsupported here; the caller falls back to writing zeros.
+func (d *FileDisk) PunchHole(off, length int64) error {
+	return errors.New("punching holes is only supported on Linux")
+}
+
+// NextData reports the whole rest of the disk as data.
+func (d *FileDisk) NextData(off int64) (start, end int64, ok bool, err error) {
+	if off >= d.size {
+		return 0, 0, false, nil
+	}
+	return off, d.size, true, nil
+}
