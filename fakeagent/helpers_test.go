@@ -161,3 +161,17 @@ func (ta *testAgent) waitLookedUp(t *testing.T) {
 	t.Helper()
 	waitFor(t, "lookup", func() bool { return ta.State().LookedUp })
 }
+
+// roundTrip turns v into what decoding its JSON gives, for cmp with answers.
+func roundTrip(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -21,11 +21,11 @@ type scriptedIronic struct {
 	maxMinor int
 	timeout  float64 // heartbeat_timeout handed out
 
-	mu         sync.Mutex
-	nodes      map[string]*scriptedNode
-	lookups    int
-	heartbeats []heartbeat
-	hbCh       chan heartbeat
+	mu            sync.Mutex
+	nodes         map[string]*scriptedNode
+	lookups       int
+	heartbeats    []heartbeat
+	hbCh          chan heartbeat
 	lookupVersion string // microversion header of the last lookup
 	// hbStatus, when set, answers heartbeats with this status (409 e.g.).
 	hbStatus int
