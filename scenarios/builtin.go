@@ -8,10 +8,6 @@ import (
 	"time"
 
 	"github.com/ironlab/ironlab/driver"
-	"github.com/ironlab/ironlab/driver/power"
-	"github.com/ironlab/ironlab/driver/power/fake"
-	"github.com/ironlab/ironlab/driver/power/ipmitool"
-	"github.com/ironlab/ironlab/driver/power/native"
 )
 
 // BuiltinDriver starts the built-in driver on a free loopback port, with a
@@ -30,11 +26,9 @@ func BuiltinDriver(ctx context.Context, cfg DriverConfig) (string, func() error,
 	if interval == 0 {
 		interval = 500 * time.Millisecond
 	}
-	dc.PowerInterfaces = map[string]power.Interface{
-		"fake":     fake.New(),
-		"ipmitool": ipmitool.New(ipmitool.Config{MinCommandInterval: interval, CommandRetryTimeout: 20 * time.Second}),
-		"native":   native.New(native.Config{PollInterval: 200 * time.Millisecond}),
-	}
+	dc.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{
+		IPMIMinInterval: interval, IPMIRetryTimeout: 20 * time.Second, PollInterval: 200 * time.Millisecond,
+	})
 	d, err := driver.New(ctx, dc)
 	if err != nil {
 		return "", nil, err

@@ -160,17 +160,14 @@ func (r *runner) run(ctx context.Context) error {
 	} else {
 		stateDir = filepath.Join(stateDir, r.s.Name)
 	}
-	spec := lab.Spec{
-		Name: r.s.Name, Seed: r.s.Seed, StateDir: stateDir, ImageDir: r.opts.ImageCache,
-		Backend: r.s.Lab.Backend, BMCAddressing: r.s.Lab.BMCAddressing, BMCBasePort: r.s.Lab.BMCBasePort,
-		LookupInterval: r.opts.LookupInterval, HeartbeatErrorBackoff: r.opts.HeartbeatErrorBackoff,
-		ForcedHeartbeatGap: 200 * time.Millisecond, Logger: r.log,
-	}
-	for _, im := range r.s.Lab.Images {
-		spec.Images = append(spec.Images, images.Spec{ID: im.ID, Size: im.size})
-	}
+	spec := LabSpec(r.s)
+	spec.StateDir, spec.ImageDir, spec.Logger = stateDir, r.opts.ImageCache, r.log
+	spec.LookupInterval, spec.HeartbeatErrorBackoff = r.opts.LookupInterval, r.opts.HeartbeatErrorBackoff
+	spec.ForcedHeartbeatGap = 200 * time.Millisecond
+	groups := spec.Groups
+	spec.Groups = nil
 	total := 0
-	for _, g := range r.s.Lab.Groups {
+	for _, g := range groups {
 		if why := missingTool(g.Driver); why != "" {
 			if os.Getenv("CI") == "true" {
 				return fmt.Errorf("group %s (%s): %s", g.Name, g.Driver, why)
@@ -179,11 +176,7 @@ func (r *runner) run(ctx context.Context) error {
 			r.result.Skipped = append(r.result.Skipped, fmt.Sprintf("%s: %s", g.Name, why))
 			continue
 		}
-		spec.Groups = append(spec.Groups, lab.GroupSpec{
-			Name: g.Name, Count: g.Count, Driver: g.Driver, Dialect: g.Dialect, CPUs: g.CPUs,
-			MemoryMB: g.MemoryMB, DiskSize: g.diskSize, BootMode: g.BootMode,
-			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword,
-		})
+		spec.Groups = append(spec.Groups, g)
 		total += g.Count
 	}
 	r.printf("== %s: %d nodes on the %s backend (%s)\n", r.s.Name, total, r.s.Lab.Backend, r.s.File)
@@ -232,6 +225,26 @@ func (r *runner) run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// LabSpec is the lab a scenario describes (state folders, logging and
+// agent timing are the caller's to add).
+func LabSpec(s *Scenario) lab.Spec {
+	spec := lab.Spec{
+		Name: s.Name, Seed: s.Seed, Backend: s.Lab.Backend,
+		BMCAddressing: s.Lab.BMCAddressing, BMCBasePort: s.Lab.BMCBasePort,
+	}
+	for _, im := range s.Lab.Images {
+		spec.Images = append(spec.Images, images.Spec{ID: im.ID, Size: im.size})
+	}
+	for _, g := range s.Lab.Groups {
+		spec.Groups = append(spec.Groups, lab.GroupSpec{
+			Name: g.Name, Count: g.Count, Driver: g.Driver, Dialect: g.Dialect, CPUs: g.CPUs,
+			MemoryMB: g.MemoryMB, DiskSize: g.diskSize, BootMode: g.BootMode,
+			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword,
+		})
+	}
+	return spec
 }
 
 // missingTool says why a driver class cannot run on this machine, if it cannot.

@@ -358,3 +358,12 @@ func (l *Lab) SaveConsoleLogs(dir string) error {
 	}
 	return nil
 }
+
+// ImageIDs are the ids of the images the lab serves, in spec order.
+func (l *Lab) ImageIDs() []string {
+	var ids []string
+	for _, im := range l.spec.Images {
+		ids = append(ids, im.ID)
+	}
+	return ids
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ironlab-cli-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "ironlab")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func ironlab(t *testing.T, dir string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+func TestEveryCommandHasHelp(t *testing.T) {
+	for name := range commands {
+		t.Run(name, func(t *testing.T) {
+			out, code := ironlab(t, t.TempDir(), name, "--help")
+			if code != 0 || !strings.Contains(out, "Usage: ironlab "+name) {
+				t.Errorf("ironlab %s --help: exit %d\n%s", name, code, out)
+			}
+		})
+	}
+	out, code := ironlab(t, t.TempDir())
+	if code != 2 || !strings.Contains(out, "Commands:") {
+		t.Errorf("ironlab with no command: exit %d\n%s", code, out)
+	}
+}
+
+func TestRunExitStatus(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o644)
+		return p
+	}
+	good := write("good.yaml", `name: good
+lab:
+  heartbeat_timeout: 4s
+  automated_clean: false
+  images: [{id: a, size: 1MiB}]
+  groups: [{name: g, count: 2, driver: fake_agent, disk_size: 4MiB}]
+steps:
+  - enroll: {}
+  - manage: {}
+  - provide: {}
+  - deploy: {image: a}
+  - wait: {state: active, timeout: 60s}
+  - expect: {disk_image: a}
+`)
+	failing := write("failing.yaml", strings.Replace(strings.Replace(readFile(t, good), "name: good", "name: failing", 1), "expect: {disk_image: a}", "expect: {state: available}", 1))
+	broken := write("broken.yaml", "name: broken\nlab:\n  groups: [{name: g, count: two}]\n")
+
+	out, code := ironlab(t, dir, "run", "--results", filepath.Join(dir, "res"), good)
+	if code != 0 || !strings.Contains(out, "good PASSED") {
+		t.Errorf("good scenario: exit %d\n%s", code, out)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "res", "*", "junit.xml")); len(m) != 1 {
+		t.Errorf("no junit.xml under --results: %v", m)
+	}
+	out, code = ironlab(t, dir, "run", "--results", filepath.Join(dir, "res"), failing)
+	if code != 1 || !strings.Contains(out, "FAIL step 6: expect state available") {
+		t.Errorf("failing scenario: exit %d\n%s", code, out)
+	}
+	out, code = ironlab(t, dir, "run", broken)
+	if code != 2 || !strings.Contains(out, "broken.yaml:3:") {
+		t.Errorf("broken scenario: exit %d, want 2 and file:line\n%s", code, out)
+	}
+	out, code = ironlab(t, dir, "run", "no-such-scenario")
+	if code != 2 || !strings.Contains(out, "built-in: ") {
+		t.Errorf("unknown scenario: exit %d\n%s", code, out)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// ironlab up writes nodes.yaml, serves BMCs that ipmitool drives, and shuts
+// down cleanly on SIGTERM.
+func TestUp(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "up", "--nodes", "2", "--state-dir", dir, "--listen", "127.0.0.1:0", "--bmc-base-port", "26230")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	var try string
+	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "try:") {
+			try = strings.TrimSpace(strings.TrimPrefix(line, "try:"))
+		}
+		if strings.Contains(line, "the lab runs until") {
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	nodes := readFile(t, filepath.Join(dir, "nodes.yaml"))
+	for _, want := range []string{"name: node-0", "name: node-1", "ipmi_port: 26231", "driver: agent_ipmitool", "address: 52:54:00:"} {
+		if !strings.Contains(nodes, want) {
+			t.Errorf("nodes.yaml lacks %q:\n%s", want, nodes)
+		}
+	}
+	if !strings.Contains(try, "ipmitool -I lanplus -H 127.0.0.1 -p 26230 -U admin -P password power status") {
+		t.Errorf("printed ipmitool line %q", try)
+	}
+	if _, err := exec.LookPath("ipmitool"); err == nil {
+		out, err := exec.Command("sh", "-c", try).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "Chassis Power is off" {
+			t.Errorf("pasted ipmitool line: %v: %s", err, out)
+		}
+	} else if os.Getenv("CI") == "true" {
+		t.Errorf("ipmitool missing under CI")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("up after SIGTERM: %v", err)
+	}
+}

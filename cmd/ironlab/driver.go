@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ironlab/ironlab/driver"
+)
+
+func init() {
+	register("driver", "run the conductor and its Ironic-compatible API alone", driverCmd)
+}
+
+// driverFlags are the driver's settings, shared by `driver` and `up`.
+type driverFlags struct {
+	listen, db, watchdog     string
+	heartbeatTimeout, check  time.Duration
+	deployTimeout, cleanWait time.Duration
+	ipmiInterval             time.Duration
+	automatedClean           bool
+	fastTrack, requireTLS    bool
+	tokenRequired            bool
+}
+
+func (f *driverFlags) add(fs *flag.FlagSet, db string) {
+	d := driver.DefaultConfig()
+	fs.StringVar(&f.listen, "listen", d.Listen, "API address (loopback only unless you mean it)")
+	fs.StringVar(&f.db, "db", db, "SQLite database file")
+	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", d.HeartbeatTimeout, "agent.heartbeat_timeout: sent to agents at lookup; the watchdog acts after it")
+	fs.DurationVar(&f.check, "check-interval", d.CheckInterval, "how often the periodic tasks (call-back timeouts, watchdog) run")
+	fs.DurationVar(&f.deployTimeout, "deploy-callback-timeout", d.DeployCallbackTimeout, "wait call-back longer than this -> deploy failed")
+	fs.DurationVar(&f.cleanWait, "clean-callback-timeout", d.CleanCallbackTimeout, "clean wait longer than this -> clean failed")
+	fs.StringVar(&f.watchdog, "watchdog-action", d.WatchdogAction, `missed heartbeat on a powered-on, unprovisioned node: "reboot", "maintenance" or "" (off)`)
+	fs.DurationVar(&f.ipmiInterval, "ipmi-min-interval", 5*time.Second, "least time between ipmitool commands to one BMC (Ironic's min_command_interval)")
+	fs.BoolVar(&f.automatedClean, "automated-clean", d.AutomatedClean, "run the erase clean steps on provide and undeploy")
+	fs.BoolVar(&f.fastTrack, "fast-track", d.FastTrack, "let agents of enroll/manageable/available nodes look up (keep agents running)")
+	fs.BoolVar(&f.requireTLS, "require-tls", d.RequireTLS, "refuse agent callback URLs that are not https")
+	fs.BoolVar(&f.tokenRequired, "agent-token-required", d.AgentTokenRequired, "refuse v1 heartbeats without the agent token")
+}
+
+func (f *driverFlags) config(logger *slog.Logger) driver.Config {
+	c := driver.DefaultConfig()
+	c.Listen, c.DBPath, c.Logger = f.listen, f.db, logger
+	c.HeartbeatTimeout, c.CheckInterval = f.heartbeatTimeout, f.check
+	c.DeployCallbackTimeout, c.CleanCallbackTimeout = f.deployTimeout, f.cleanWait
+	c.WatchdogAction, c.AutomatedClean = f.watchdog, f.automatedClean
+	c.FastTrack, c.RequireTLS, c.AgentTokenRequired = f.fastTrack, f.requireTLS, f.tokenRequired
+	c.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{IPMIMinInterval: f.ipmiInterval})
+	return c
+}
+
+func (f *driverFlags) validate() error {
+	switch f.watchdog {
+	case "", "reboot", "maintenance":
+	default:
+		return fmt.Errorf("--watchdog-action: want reboot, maintenance or empty, got %q", f.watchdog)
+	}
+	if f.heartbeatTimeout <= 0 {
+		return fmt.Errorf("--heartbeat-timeout must be positive")
+	}
+	return nil
+}
+
+func driverCmd(args []string) int {
+	fs := flag.NewFlagSet("driver", flag.ContinueOnError)
+	var df driverFlags
+	df.add(fs, ".state/ironlab.db")
+	verbose := fs.Bool("v", false, "debug logs")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: ironlab driver [flags]
+
+Runs the conductor (agent deploy driver, provision state machine, periodic
+tasks) and its Ironic-compatible API until SIGINT or SIGTERM, for use with
+agents and BMCs of your own (see 'ironlab agent', 'ironlab bmc', 'ironlab up').
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := df.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab driver:", err)
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(filepath.Dir(df.db), 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab driver:", err)
+		return 1
+	}
+	d, err := driver.New(ctx, df.config(logger))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab driver:", err)
+		return 1
+	}
+	defer d.Close()
+	fmt.Printf("driver API on http://%s (database %s); Ctrl-C stops it\n", df.listen, df.db)
+	if err := d.ListenAndServe(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "ironlab driver:", err)
+		return 1
+	}
+	return 0
+}

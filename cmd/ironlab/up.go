@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/ironlab/ironlab/driver"
+	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/scenarios"
+	"github.com/ironlab/ironlab/simulator/lab"
+)
+
+func init() {
+	register("up", "start a lab (nodes, BMCs, image server, driver) and keep it running", upCmd)
+}
+
+func upCmd(args []string) int {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	nodes := fs.Int("nodes", 4, "number of nodes")
+	class := fs.String("driver-class", "agent_ipmitool", "driver class of the nodes (fake_agent, agent_ipmitool, agent_pyghmi)")
+	dialect := fs.String("dialect", "v1", "the agents' lookup/heartbeat dialect: v1 or legacy")
+	backend := fs.String("backend", "fake", "machine backend: fake")
+	stateDir := fs.String("state-dir", ".state/up", "where disks, the database and nodes.yaml go")
+	addressing := fs.String("bmc-addressing", "port", "port: BMC i on 127.0.0.1:<bmc-base-port+i>; ip: BMC i on 127.0.0.<2+i>:623 (needs root)")
+	basePort := fs.Int("bmc-base-port", 6230, "first BMC's UDP port in port addressing")
+	user := fs.String("bmc-user", "admin", "BMC user name")
+	password := fs.String("bmc-password", "password", "BMC password")
+	diskSize := fs.String("disk-size", "1GiB", "each node's disk")
+	imageSize := fs.String("image-size", "64MiB", "size of the served test image 'demo-os'")
+	scenario := fs.String("scenario", "", "take the lab (groups, images, seed) from this scenario file or built-in scenario instead of the flags above")
+	driverURL := fs.String("driver-url", "", "point the agents at this driver API (e.g. a real Ironic) and start no built-in driver")
+	nodesDriver := fs.String("nodes-yaml-driver", "", `driver name written to nodes.yaml (default: each node's class; "ipmi" for a modern Ironic)`)
+	var df driverFlags
+	df.add(fs, "")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: ironlab up [flags]
+
+Starts a lab and keeps it running until SIGINT or SIGTERM: machines, one
+virtual BMC per IPMI-powered node, the image server, the in-process agents
+and (unless --driver-url) the built-in driver. Writes <state-dir>/nodes.yaml
+for 'baremetal create' and prints where everything listens.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := df.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 2
+	}
+	spec := lab.Spec{Name: "up", StateDir: *stateDir, ImageDir: defaultCache("images"), Backend: *backend,
+		BMCAddressing: *addressing, BMCBasePort: *basePort}
+	if *scenario != "" {
+		s, err := scenarios.Load(*scenario)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		ls := scenarios.LabSpec(s)
+		ls.StateDir, ls.ImageDir, ls.BMCAddressing, ls.BMCBasePort = spec.StateDir, spec.ImageDir, *addressing, *basePort
+		spec = ls
+	} else {
+		disk, err := scenarios.ParseSize(*diskSize)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab up: --disk-size:", err)
+			return 2
+		}
+		img, err := scenarios.ParseSize(*imageSize)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab up: --image-size:", err)
+			return 2
+		}
+		if *nodes < 1 || *nodes > scenarios.MaxNodes {
+			fmt.Fprintf(os.Stderr, "ironlab up: --nodes must be 1 to %d\n", scenarios.MaxNodes)
+			return 2
+		}
+		spec.Groups = []lab.GroupSpec{{Name: "node", Count: *nodes, Driver: *class, Dialect: *dialect, CPUs: 2,
+			MemoryMB: 2048, DiskSize: disk, BootMode: "bios", BMCUser: *user, BMCPassword: *password}}
+		spec.Images = []images.Spec{{ID: "demo-os", Size: img}}
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	spec.Logger = logger
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	fmt.Printf("building a lab of %d nodes in %s ...\n", countNodes(spec), *stateDir)
+	l, err := lab.New(spec)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 1
+	}
+	defer l.Close()
+
+	url := *driverURL
+	if url == "" {
+		if df.db == "" {
+			df.db = filepath.Join(*stateDir, "ironlab.db")
+		}
+		d, err := driver.New(ctx, df.config(logger))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab up: driver:", err)
+			return 1
+		}
+		defer d.Close()
+		ln, err := net.Listen("tcp", df.listen)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab up: driver API:", err)
+			return 1
+		}
+		go d.Serve(ctx, ln)
+		url = "http://" + ln.Addr().String()
+	}
+	if err := l.Start(ctx, url); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 1
+	}
+	nodesFile := filepath.Join(*stateDir, "nodes.yaml")
+	if err := l.WriteNodesYAML(nodesFile, *nodesDriver); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 1
+	}
+	printLab(l, url, nodesFile)
+	<-ctx.Done()
+	fmt.Println("\nshutting the lab down")
+	return 0
+}
+
+func countNodes(s lab.Spec) int {
+	n := 0
+	for _, g := range s.Groups {
+		n += g.Count
+	}
+	return n
+}
+
+func printLab(l *lab.Lab, driverURL, nodesFile string) {
+	fmt.Printf("\ndriver API:   %s\n", driverURL)
+	for _, id := range l.ImageIDs() {
+		info, _ := l.Images.Info(id)
+		fmt.Printf("image:        %s  (sha256 %s)\n", l.Images.URL(id), info.SHA256)
+	}
+	fmt.Printf("agents:       http://%s/<node-uuid>\n", l.AgentAddr())
+	fmt.Printf("nodes.yaml:   %s   (baremetal create %s)\n\n", nodesFile, nodesFile)
+	var first *lab.Node
+	for i, n := range l.Nodes() {
+		bmcAddr := "-"
+		if n.BMC != nil {
+			bmcAddr = n.BMC.Addr().String()
+			if first == nil {
+				first = n
+			}
+		}
+		if i < 20 {
+			fmt.Printf("  %-10s %-15s %s  mac %s  bmc %s\n", n.Name, n.Driver, n.UUID, strings.Join(n.MACs, ","), bmcAddr)
+		}
+	}
+	if len(l.Nodes()) > 20 {
+		fmt.Printf("  ... and %d more (see nodes.yaml)\n", len(l.Nodes())-20)
+	}
+	if first != nil {
+		ap := first.BMC.Addr()
+		fmt.Printf("\ntry:  ipmitool -I lanplus -H %s -p %d -U %s -P %s power status\n",
+			ap.Addr(), ap.Port(), first.BMCCreds.Username, first.BMCCreds.Password)
+	}
+	fmt.Println("\nthe lab runs until Ctrl-C (SIGINT) or SIGTERM")
+}
