@@ -135,6 +135,9 @@ func (a *Agent) SetFaults(f Faults) error {
 	a.faults = f
 	a.hbSinceFaults = 0
 	a.silent, a.silenceDone, a.silentUntil = false, false, time.Time{}
+	if a.phase == PhaseSilent {
+		a.phase = PhaseHeartbeat
+	}
 	close(a.faultsChanged)
 	a.faultsChanged = make(chan struct{})
 	a.eventLocked("faults set", "faults", f)
@@ -309,6 +312,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 	a.setPhase(PhaseHeartbeat)
 	timer := time.NewTimer(0) // the first heartbeat goes out at once
 	defer timer.Stop()
+	parked := false // silent until the faults change; no timer armed
 	for {
 		a.mu.Lock()
 		changed := a.faultsChanged
@@ -318,7 +322,11 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-changed:
-			continue // re-evaluate silence with the new faults
+			if parked {
+				parked = false
+				resetTimer(timer, 0) // re-evaluate silence with the new faults
+			}
+			continue
 		case <-timer.C:
 		case <-a.kick:
 			// A finished command forces a heartbeat, at most once per gap.
@@ -335,7 +343,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		if wait, silent := a.silence(); silent {
 			if wait > 0 {
 				resetTimer(timer, wait)
-			} // else: until the faults change
+			} else {
+				parked = true
+			}
 			continue
 		}
 		if forced {

@@ -34,8 +34,8 @@ func TestAPIStatusCodes(t *testing.T) {
 
 	tests := []struct {
 		name, method, path, body string
-		want                      int
-		wantFault                 string // substring of faultstring
+		want                     int
+		wantFault                string // substring of faultstring
 	}{
 		{"root", "GET", "/", "", 200, ""},
 		{"v1", "GET", "/v1/", "", 200, ""},

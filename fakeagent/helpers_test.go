@@ -175,3 +175,12 @@ func roundTrip(t *testing.T, v any) any {
 	}
 	return out
 }
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
