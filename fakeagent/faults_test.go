@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
@@ -21,6 +22,7 @@ func TestForcedHeartbeatAfterAsyncCommand(t *testing.T) {
 	<-api.hbCh
 	ta.runCommand(t, api, "image.install_bootloader", map[string]any{"root_uuid": "0x1"})
 	<-api.hbCh
+	waitFor(t, "the agent to count its heartbeat", func() bool { return ta.State().HeartbeatsSent >= 2 })
 	if got := ta.State().HeartbeatsSent; got != 2 {
 		t.Errorf("heartbeats = %d, want 2 (the first and the forced one)", got)
 	}
@@ -91,6 +93,7 @@ func TestCrashFault(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			api := newScriptedIronic(t, 99)
+			api.timeout = 0.05
 			api.addNode(nodeA, true, macA)
 			ta := startAgent(t, api, testHardware(t, macA), func(c *Config) { c.Faults = Faults{CrashDuring: tc.crash} })
 			<-api.hbCh
@@ -112,10 +115,18 @@ func TestCrashFault(t *testing.T) {
 				resp.Body.Close()
 				t.Errorf("a crashed agent answered GET /v1/status with %d", resp.StatusCode)
 			}
-			sent := ta.State().HeartbeatsSent
+			// Alive, it would heartbeat every 15-30 ms (timeout 50 ms); give a
+			// crashed one ten such intervals to prove it stays quiet.
+			api.mu.Lock()
+			sent := len(api.heartbeats)
+			api.mu.Unlock()
 			ta.forceHeartbeat()
-			if got := ta.State().HeartbeatsSent; got != sent {
-				t.Errorf("a crashed agent heartbeats: %d -> %d", sent, got)
+			time.Sleep(300 * time.Millisecond)
+			api.mu.Lock()
+			got := len(api.heartbeats)
+			api.mu.Unlock()
+			if got != sent {
+				t.Errorf("a crashed agent kept heartbeating: %d -> %d heartbeats", sent, got)
 			}
 		})
 	}
