@@ -117,7 +117,7 @@ func New(cfg Config) (*Agent, error) {
 	a.baseLog = cfg.Logger.With("component", "fakeagent", "dialect", string(cfg.Dialect))
 	l := a.baseLog
 	if cfg.NodeUUID != "" {
-		l = l.With("node", cfg.NodeUUID)
+		l = l.With("node_uuid", cfg.NodeUUID)
 	}
 	a.logp.Store(l)
 	return a, nil
@@ -239,6 +239,11 @@ func (a *Agent) run(ctx context.Context) error {
 		if err := a.heartbeatLoop(ctx); err != nil {
 			return a.exitErr()
 		}
+		// The driver forgot us. Pause before looking up again so that an
+		// agent whose lookup hands out no usable token cannot spin.
+		if !sleepCtx(ctx, a.cfg.LookupInterval) {
+			return a.exitErr()
+		}
 	}
 }
 
@@ -279,7 +284,7 @@ func (a *Agent) lookupLoop(ctx context.Context) error {
 		if err == nil {
 			a.mu.Lock()
 			if a.nodeUUID != res.uuid {
-				a.logp.Store(a.baseLog.With("node", res.uuid))
+				a.logp.Store(a.baseLog.With("node_uuid", res.uuid))
 			}
 			a.nodeUUID = res.uuid
 			if res.token != "" && res.token != "******" {
@@ -295,7 +300,7 @@ func (a *Agent) lookupLoop(ctx context.Context) error {
 			}
 			a.lookedUp = true
 			a.mu.Unlock()
-			a.event("lookup succeeded", "node", res.uuid, "heartbeat_timeout", res.timeout.String(), "token", res.token != "")
+			a.event("lookup succeeded", "node_uuid", res.uuid, "heartbeat_timeout", res.timeout.String(), "token", res.token != "")
 			return nil
 		}
 		if ctx.Err() != nil {
