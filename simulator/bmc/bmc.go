@@ -348,6 +348,7 @@ func (c *gateConn) WriteTo(data []byte, addr net.Addr) (int, error) {
 // (invalid command) for everything else.
 func (b *BMC) registry() *handlers.Registry {
 	r := handlers.NewRegistry()
+	r.Use(b.recoverPanics)
 	r.Use(allowOnly)
 	handlers.RegisterAllHandlers(r)
 	r.RegisterFunc(types.CommandGetSystemGUID, b.getSystemGUID)
@@ -371,6 +372,20 @@ var served = map[[2]uint8]bool{
 	{0x00, 0x02}: true, // Chassis Control
 	{0x00, 0x08}: true, // Set System Boot Options
 	{0x00, 0x09}: true, // Get System Boot Options
+}
+
+// recoverPanics turns a panicking command handler into completion code 0xFF:
+// one bad request must not take down every BMC of the process.
+func (b *BMC) recoverPanics(next handlers.Handler) handlers.Handler {
+	return handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) (resp []byte, cc types.CompletionCode, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				b.log.Error("IPMI handler panicked", "panic", r, "request", fmt.Sprintf("% x", req))
+				resp, cc, err = nil, types.CodeUnspecifiedError, nil
+			}
+		}()
+		return next.Handle(ctx, hctx, req)
+	})
 }
 
 func allowOnly(next handlers.Handler) handlers.Handler {

@@ -146,7 +146,7 @@ func decodeRMCPPlus(b []byte) (packetHeader, error) {
 		if h.SessionID != 0 || h.Encrypted || h.Authenticated {
 			return h, malformed("session set-up payload inside a session")
 		}
-		return h, nil
+		return h, checkSetup(h.PayloadType, h.Payload)
 	default:
 		return h, malformed("RMCP+ payload type 0x%02x not served", h.PayloadType)
 	}
@@ -170,6 +170,31 @@ func decodeRMCPPlus(b []byte) (packetHeader, error) {
 		return h, malformed("encrypted payload of %d bytes", n)
 	}
 	return h, nil
+}
+
+// checkSetup verifies the fixed parts of the RMCP+ session set-up messages
+// (IPMI 2.0 tables 13-16, 13-11, 13-13). The user name length of RAKP 1 is
+// checked here because go-ipmi v0.9.1 computes 28+length in a uint8, which
+// wraps and panics on a hostile length (found by FuzzBMC).
+func checkSetup(payloadType uint8, p []byte) error {
+	switch payloadType {
+	case payloadOpenSession:
+		if len(p) < 32 {
+			return malformed("Open Session request of %d bytes", len(p))
+		}
+	case payloadRAKP1:
+		if len(p) < 28 {
+			return malformed("RAKP 1 of %d bytes", len(p))
+		}
+		if n := int(p[27]); n > 16 || 28+n > len(p) {
+			return malformed("RAKP 1 user name length %d in %d bytes", n, len(p))
+		}
+	case payloadRAKP3:
+		if len(p) < 8 {
+			return malformed("RAKP 3 of %d bytes", len(p))
+		}
+	}
+	return nil
 }
 
 // checkIPMIRequest verifies an IPMI LAN request message: rsAddr, netFn/LUN,
