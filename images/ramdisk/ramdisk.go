@@ -270,7 +270,7 @@ func agentBinary(ctx context.Context, o Options, cache string, progress func(str
 		return "", err
 	}
 	progress("building static ironlab binary (CGO_ENABLED=0 go build ./cmd/ironlab)")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/ironlab")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/ironlab")
 	cmd.Dir = o.SourceDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {

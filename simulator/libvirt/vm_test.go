@@ -54,7 +54,7 @@ func newFleet(t testing.TB, c *Conn, pxe PXEMode) *Fleet {
 	lab := fmt.Sprintf("t%d", time.Now().UnixNano()%1e9)
 	f, err := NewFleet(context.Background(), c, FleetConfig{
 		Lab: lab, StateDir: filepath.Join(dir, "state"), BootDir: filepath.Join(dir, "boot"),
-		Accel: AccelTCG, PXE: pxe, MemoryMiB: 128,
+		Accel: AccelTCG, PXE: pxe, // 256 MiB: the initramfs unpacks a ~30 MB binary into RAM
 	})
 	if err != nil {
 		t.Fatal(err)
