@@ -18,6 +18,7 @@ import (
 	"github.com/ironlab/ironlab/driver/conductor"
 	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/deploy/agent"
+	"github.com/ironlab/ironlab/driver/deploy/pxe"
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/store"
@@ -83,8 +84,12 @@ type Config struct {
 	// PowerInterfaces by name ("fake", "ipmitool", "native", "ssh"). Nil
 	// registers FakePower only.
 	PowerInterfaces map[string]power.Interface
-	// DeployInterfaces by name ("agent", "pxe"). Nil registers AgentDeploy only.
+	// DeployInterfaces by name ("agent", "pxe"). Nil registers AgentDeploy,
+	// and the PXE deploy when BootDir is set.
 	DeployInterfaces map[string]deploy.Interface
+	// BootDir is the lab's boot folder, where the PXE deploy writes per-MAC
+	// boot configs (e.g. <state>/boot). Empty: no "pxe" deploy interface.
+	BootDir string
 
 	Logger *slog.Logger
 }
@@ -148,6 +153,9 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		cfg.DeployInterfaces = map[string]deploy.Interface{"agent": agent.New(agent.Config{
 			Client: client, CleanStepPriorities: cfg.CleanStepPriorities, PollInterval: cfg.AgentPollInterval,
 		})}
+		if cfg.BootDir != "" {
+			cfg.DeployInterfaces["pxe"] = pxe.New(pxe.Config{BootDir: cfg.BootDir})
+		}
 	}
 	st, err := store.OpenSQLite(ctx, cfg.DBPath)
 	if err != nil {
@@ -184,6 +192,12 @@ func (d *Driver) Check(ctx context.Context) error { return d.cond.Check(ctx, tim
 // then shuts the server down (waiting up to 5 s for requests in flight).
 func (d *Driver) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: d.api, ReadHeaderTimeout: 10 * time.Second}
+	for _, dep := range d.cfg.DeployInterfaces {
+		// The PXE deploy puts the API's URL on the ramdisk's command line.
+		if s, ok := dep.(interface{ SetAPIURL(string) }); ok {
+			s.SetAPIURL("http://" + ln.Addr().String())
+		}
+	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
