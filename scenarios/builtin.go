@@ -18,14 +18,14 @@ func BuiltinDriver(ctx context.Context, cfg DriverConfig) (string, func() error,
 	dc.DBPath = filepath.Join(cfg.StateDir, "ironlab.db")
 	dc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	dc.AutomatedClean = cfg.AutomatedClean
-	dc.CheckInterval = min(time.Second, cfg.HeartbeatTimeout/4)
+	dc.CheckInterval = cfg.checkInterval()
 	dc.LockRetryInterval = 200 * time.Millisecond
 	dc.AgentPollInterval = 200 * time.Millisecond
 	dc.Logger = cfg.Logger
-	interval := cfg.IPMIMinInterval
-	if interval == 0 {
-		interval = 500 * time.Millisecond
-	}
+	interval := cfg.ipmiInterval()
+	dc.FastTrack = cfg.FastTrack
+	dc.WatchdogAction, dc.WatchdogMaxReboots = cfg.WatchdogAction, cfg.WatchdogMaxReboots
+	dc.DeployCallbackTimeout, dc.CleanCallbackTimeout = cfg.DeployCallbackTimeout, cfg.CleanCallbackTimeout
 	dc.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{
 		IPMIMinInterval: interval, IPMIRetryTimeout: 20 * time.Second, PollInterval: 200 * time.Millisecond,
 	})

@@ -43,6 +43,26 @@ func (n apiNode) lastError() string {
 	return *n.LastError
 }
 
+// lastHeartbeat is when the driver recorded the agent's last heartbeat.
+func (n apiNode) lastHeartbeat() (time.Time, bool) {
+	switch v := n.DriverInfo["agent_last_heartbeat"].(type) {
+	case float64:
+		return time.Unix(int64(v), 0), true
+	case string:
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func (n apiNode) maintenanceReason() string {
+	if n.MaintenanceReason == nil {
+		return ""
+	}
+	return *n.MaintenanceReason
+}
+
 func (n apiNode) power() string {
 	if n.PowerState == nil {
 		return ""
@@ -185,8 +205,8 @@ func (c *client) patch(ctx context.Context, ident string, ops []map[string]any) 
 	return c.do(ctx, http.MethodPatch, "/v1/nodes/"+ident, ops, nil)
 }
 
-func (c *client) provision(ctx context.Context, ident, target string) error {
-	return c.do(ctx, http.MethodPut, "/v1/nodes/"+ident+"/states/provision", map[string]any{"target": target}, nil)
+func (c *client) provisionBody(ctx context.Context, ident string, body map[string]any) error {
+	return c.do(ctx, http.MethodPut, "/v1/nodes/"+ident+"/states/provision", body, nil)
 }
 
 // events reads a node's full event list (the lab's extension), falling back

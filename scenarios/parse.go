@@ -179,6 +179,29 @@ func (v *validator) lab(l *Lab) {
 		}
 		l.ipmiMinInterval = d
 	}
+	switch l.WatchdogAction {
+	case "":
+		l.WatchdogAction = "reboot"
+	case "reboot", "maintenance", "off":
+	default:
+		v.at("$.lab.watchdog_action", "must be reboot, maintenance or off, got %q", l.WatchdogAction)
+	}
+	if l.WatchdogMaxReboots < 0 {
+		v.at("$.lab.watchdog_max_reboots", "must not be negative, got %d", l.WatchdogMaxReboots)
+	}
+	for field, p := range map[string]struct {
+		s string
+		d *time.Duration
+	}{"deploy_callback_timeout": {l.DeployCallbackTimeout, &l.deployCallbackTimeout}, "clean_callback_timeout": {l.CleanCallbackTimeout, &l.cleanCallbackTimeout}} {
+		*p.d = 1800 * time.Second
+		if p.s != "" {
+			d, err := ParseDuration(p.s)
+			if err != nil || d <= 0 {
+				v.at("$.lab."+field, "want a positive duration like 30s, got %q", p.s)
+			}
+			*p.d = d
+		}
+	}
 	switch l.BMCAddressing {
 	case "":
 		l.BMCAddressing = "port"
@@ -310,6 +333,24 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 			st.Wait.timeout = d
 		}
 	}
+	if c := st.Clean; c != nil {
+		check("clean", true, c.Nodes)
+		if len(c.Steps) == 0 {
+			v.at(p+".clean.steps", "a manual clean needs at least one step")
+		}
+		for j, cs := range c.Steps {
+			if cs.Step == "" || cs.Interface == "" {
+				v.at(fmt.Sprintf("%s.clean.steps[%d]", p, j), "a clean step needs interface and step (e.g. {interface: deploy, step: erase_devices})")
+			}
+		}
+	}
+	if st.Abort != nil {
+		check("abort", true, st.Abort.Nodes)
+	}
+	if f := st.Fault; f != nil {
+		check("fault", true, f.Nodes)
+		v.fault(p+".fault", f, l)
+	}
 	if e := st.Expect; e != nil {
 		check("expect", true, e.Nodes)
 		if e.State != "" && !provision[e.State] {
@@ -323,8 +364,17 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 				v.at(p+".expect."+field, "no image %q in lab.images", id)
 			}
 		}
-		if e.State == "" && e.Power == "" && e.LastError == nil && e.Maintenance == nil && e.DiskImage == "" && e.BootedImage == "" {
-			v.at(p+".expect", "expects nothing: set state, power, last_error, maintenance, disk_image or booted_image")
+		if e.HeartbeatWithin != "" {
+			d, err := ParseDuration(e.HeartbeatWithin)
+			if err != nil || d <= 0 {
+				v.at(p+".expect.heartbeat_within", "want a positive duration like 10s, got %q", e.HeartbeatWithin)
+			}
+			e.heartbeatWithin = d
+		}
+		if e.State == "" && e.Power == "" && e.LastError == nil && e.Maintenance == nil && e.DiskImage == "" &&
+			e.BootedImage == "" && e.MaintenanceReason == "" && !e.DiskZeroed && !e.DiskMetadataErased &&
+			e.BIOSVersion == "" && len(e.BIOSSettings) == 0 && e.HeartbeatWithin == "" && e.Event == "" {
+			v.at(p+".expect", "expects nothing: set state, power, last_error, maintenance, maintenance_reason, disk_image, booted_image, disk_zeroed, disk_metadata_erased, bios_version, bios_settings, heartbeat_within or event")
 		}
 	}
 	if st.Sleep != "" {
@@ -336,13 +386,76 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 		st.sleep = d
 	}
 	if len(set) != 1 {
-		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, wait, expect, sleep; got %d (%s)", len(set), strings.Join(set, ", "))
+		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, clean, abort, fault, wait, expect, sleep; got %d (%s)", len(set), strings.Join(set, ", "))
 	}
 	if yp, err := yaml.PathString(p); err == nil {
 		if n, err := yp.FilterFile(v.ast); err == nil && n.GetToken() != nil && n.GetToken().Position != nil {
 			st.line = n.GetToken().Position.Line
 		}
 	}
+}
+
+func (v *validator) fault(p string, f *Fault, l *Lab) {
+	if f.After != "" {
+		d, err := ParseDuration(f.After)
+		if err != nil || d < 0 {
+			v.at(p+".after", "want a duration like 5s, got %q", f.After)
+		}
+		f.after = d
+	}
+	if f.AfterEvents < 0 {
+		v.at(p+".after_events", "must not be negative, got %d", f.AfterEvents)
+	}
+	if f.Agent == nil && f.Machine == nil && f.BMC == nil && f.Image == nil && f.Conductor == nil {
+		v.at(p, "injects nothing: set agent, machine, bmc, image or conductor")
+	}
+	if f.Agent != nil {
+		if err := f.Agent.Validate(); err != nil {
+			v.at(p+".agent", "%v", err)
+		}
+	}
+	if f.EveryBoot && f.Agent == nil {
+		v.at(p+".every_boot", "goes with agent")
+	}
+	if f.BMC != nil {
+		for _, g := range l.Groups {
+			if !selected(f.Nodes, g) {
+				continue
+			}
+			if !strings.HasSuffix(g.Driver, "_ipmitool") && !strings.HasSuffix(g.Driver, "_pyghmi") {
+				v.at(p+".bmc", "group %s (%s) has no BMC: its power is not IPMI", g.Name, g.Driver)
+			}
+		}
+	}
+	if f.Image != nil && !hasImage(l, f.Image.ID) {
+		v.at(p+".image.id", "no image %q in lab.images", f.Image.ID)
+	}
+	if c := f.Conductor; c != nil {
+		c.restartAfter = time.Second
+		if c.RestartAfter != "" {
+			d, err := ParseDuration(c.RestartAfter)
+			if err != nil || d < 0 {
+				v.at(p+".conductor.restart_after", "want a duration like 1s, got %q", c.RestartAfter)
+			}
+			c.restartAfter = d
+		}
+		if c.KillAt != "" && !provision[c.KillAt] && !strings.Contains(c.KillAt, ".") && !strings.Contains(c.KillAt, " ") {
+			v.at(p+".conductor.kill_at", "want a provision state (%s) or an event name such as deploy.execute_deploy_step, got %q", keys(provision), c.KillAt)
+		}
+	}
+}
+
+// selected says whether a selector picks (some of) a group.
+func selected(sel []string, g Group) bool {
+	if len(sel) == 0 {
+		return true
+	}
+	for _, s := range sel {
+		if s == g.Name || strings.HasPrefix(s, g.Name+"-") {
+			return true
+		}
+	}
+	return false
 }
 
 func targetNodes(t *Target) []string {

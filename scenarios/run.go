@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,13 +19,33 @@ import (
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
-// DriverConfig is what a scenario asks of an in-process driver.
+// DriverConfig is what a scenario asks of the built-in driver.
 type DriverConfig struct {
-	StateDir         string
-	HeartbeatTimeout time.Duration
-	AutomatedClean   bool
-	IPMIMinInterval  time.Duration
-	Logger           *slog.Logger
+	StateDir              string
+	HeartbeatTimeout      time.Duration
+	AutomatedClean        bool
+	IPMIMinInterval       time.Duration
+	FastTrack             bool
+	WatchdogAction        string // reboot, maintenance, "" (off)
+	WatchdogMaxReboots    int
+	DeployCallbackTimeout time.Duration
+	CleanCallbackTimeout  time.Duration
+	Logger                *slog.Logger
+}
+
+// checkInterval paces the periodic tasks to the heartbeat timeout, so a
+// scenario with a 4 s timeout sees the watchdog act within a second of it.
+func (c DriverConfig) checkInterval() time.Duration {
+	return min(time.Second, c.HeartbeatTimeout/4)
+}
+
+// ipmiInterval is the least time between ipmitool commands to one BMC;
+// scenarios default to 0.5 s (Ironic's 5 s would make runs crawl).
+func (c DriverConfig) ipmiInterval() time.Duration {
+	if c.IPMIMinInterval == 0 {
+		return 500 * time.Millisecond
+	}
+	return c.IPMIMinInterval
 }
 
 // StartDriver starts an in-process driver API and returns its URL and a
@@ -45,6 +66,9 @@ type Options struct {
 	// the built-in one.
 	DriverURL   string
 	StartDriver StartDriver
+	// DriverBinary is the ironlab binary, for scenarios that run the driver
+	// as a child process (conductor faults); `ironlab run` sets itself.
+	DriverBinary string
 	// Out receives progress lines and the summary (default os.Stdout).
 	Out    io.Writer
 	Logger *slog.Logger
@@ -106,7 +130,11 @@ type runner struct {
 	result *Result
 
 	stopDriver  func() error
+	proc        *driverProcess
 	removeState string
+	background  sync.WaitGroup // faults applied later
+	bgCtx       context.Context
+	bgCancel    context.CancelFunc
 }
 
 // Run plays a scenario against a fresh lab and writes its results under
@@ -128,7 +156,10 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 	}
 	r := &runner{s: s, opts: opts, out: opts.Out, log: opts.Logger, uuids: map[string]string{},
 		result: &Result{Scenario: s.Name, File: s.File, Backend: s.Lab.Backend}}
+	r.bgCtx, r.bgCancel = context.WithCancel(ctx)
 	err := r.run(ctx)
+	r.bgCancel()
+	r.background.Wait()
 	r.result.DurationS = time.Since(start).Seconds()
 	if err != nil {
 		r.result.Error = err.Error()
@@ -188,22 +219,45 @@ func (r *runner) run(ctx context.Context) error {
 
 	driverURL := r.opts.DriverURL
 	if driverURL == "" {
-		if r.opts.StartDriver == nil {
+		cfg := DriverConfig{
+			StateDir: stateDir, HeartbeatTimeout: r.s.Lab.heartbeatTimeout, AutomatedClean: true,
+			IPMIMinInterval: r.s.Lab.ipmiMinInterval, FastTrack: r.s.Lab.FastTrack,
+			WatchdogAction: r.s.Lab.WatchdogAction, WatchdogMaxReboots: r.s.Lab.WatchdogMaxReboots,
+			DeployCallbackTimeout: r.s.Lab.deployCallbackTimeout, CleanCallbackTimeout: r.s.Lab.cleanCallbackTimeout,
+			Logger: r.log,
+		}
+		if r.s.Lab.AutomatedClean != nil {
+			cfg.AutomatedClean = *r.s.Lab.AutomatedClean
+		}
+		if cfg.WatchdogAction == "off" {
+			cfg.WatchdogAction = ""
+		}
+		if cfg.WatchdogMaxReboots == 0 {
+			cfg.WatchdogMaxReboots = 3
+		}
+		switch {
+		case r.s.needsDriverProcess():
+			if r.opts.DriverBinary == "" {
+				return errors.New("this scenario runs the driver as a child process (lab.driver_process or a conductor fault): give the ironlab binary (ironlab run does)")
+			}
+			p, err := startDriverProcess(ctx, r.opts.DriverBinary, cfg)
+			if err != nil {
+				return err
+			}
+			r.proc = p
+			r.stopDriver = p.stop
+			driverURL = p.url
+			r.printf("   driver runs as process %d (log %s)\n", p.cmd.Process.Pid, p.log)
+		case r.opts.StartDriver != nil:
+			url, stop, err := r.opts.StartDriver(ctx, cfg)
+			if err != nil {
+				return fmt.Errorf("start the driver: %w", err)
+			}
+			r.stopDriver = stop
+			driverURL = url
+		default:
 			return errors.New("no driver: give a driver URL or a built-in driver")
 		}
-		autoClean := true
-		if r.s.Lab.AutomatedClean != nil {
-			autoClean = *r.s.Lab.AutomatedClean
-		}
-		url, stop, err := r.opts.StartDriver(ctx, DriverConfig{
-			StateDir: stateDir, HeartbeatTimeout: r.s.Lab.heartbeatTimeout, AutomatedClean: autoClean,
-			IPMIMinInterval: r.s.Lab.ipmiMinInterval, Logger: r.log,
-		})
-		if err != nil {
-			return fmt.Errorf("start the driver: %w", err)
-		}
-		r.stopDriver = stop
-		driverURL = url
 	}
 	r.result.DriverURL = driverURL
 	if err := l.Start(ctx, driverURL); err != nil {
@@ -227,6 +281,19 @@ func (r *runner) run(ctx context.Context) error {
 	return nil
 }
 
+// needsDriverProcess says whether the scenario kills the conductor.
+func (s *Scenario) needsDriverProcess() bool {
+	if s.Lab.DriverProcess {
+		return true
+	}
+	for _, st := range s.Steps {
+		if st.Fault != nil && st.Fault.Conductor != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // LabSpec is the lab a scenario describes (state folders, logging and
 // agent timing are the caller's to add).
 func LabSpec(s *Scenario) lab.Spec {
@@ -241,7 +308,7 @@ func LabSpec(s *Scenario) lab.Spec {
 		spec.Groups = append(spec.Groups, lab.GroupSpec{
 			Name: g.Name, Count: g.Count, Driver: g.Driver, Dialect: g.Dialect, CPUs: g.CPUs,
 			MemoryMB: g.MemoryMB, DiskSize: g.diskSize, BootMode: g.BootMode,
-			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword,
+			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword, SecureErase: g.SecureErase,
 		})
 	}
 	return spec
@@ -317,6 +384,16 @@ func (r *runner) step(ctx context.Context, i int, st *Step) error {
 		err = r.verb(ctx, label, "deleted", st.Undeploy.Nodes)
 	case st.Deploy != nil:
 		err = r.deploy(ctx, label, st.Deploy)
+	case st.Clean != nil:
+		nodes := r.selected(st.Clean.Nodes)
+		r.printf("%s clean %d nodes: %s\n", label, len(nodes), stepNames(st.Clean.Steps))
+		err = forEach(nodes, func(n *lab.Node) error {
+			return r.sendVerbBody(ctx, n, map[string]any{"target": "clean", "clean_steps": st.Clean.Steps})
+		})
+	case st.Abort != nil:
+		err = r.verb(ctx, label, "abort", st.Abort.Nodes)
+	case st.Fault != nil:
+		err = r.fault(ctx, label, i, st.Fault)
 	case st.Wait != nil:
 		r.wait(ctx, label, i, st)
 	case st.Expect != nil:
@@ -329,7 +406,7 @@ func (r *runner) step(ctx context.Context, i int, st *Step) error {
 			err = ctx.Err()
 		}
 	}
-	if err == nil && (st.Wait == nil && st.Expect == nil) {
+	if err == nil && st.Wait == nil && st.Expect == nil && st.Fault == nil {
 		r.printf("%s   done in %.1fs\n", label, time.Since(start).Seconds())
 	}
 	return err
@@ -373,14 +450,21 @@ func (r *runner) verb(ctx context.Context, label, target string, sel []string) e
 }
 
 func (r *runner) sendVerb(ctx context.Context, n *lab.Node, target string) error {
+	return r.sendVerbBody(ctx, n, map[string]any{"target": target})
+}
+
+// sendVerbBody sends a provision request once the node has settled (no
+// target state; abort goes to nodes that wait) and is not locked.
+func (r *runner) sendVerbBody(ctx context.Context, n *lab.Node, body map[string]any) error {
 	deadline := time.Now().Add(60 * time.Second)
+	abort := body["target"] == "abort"
 	for {
 		node, err := r.api.node(ctx, r.ident(n))
 		if err != nil {
 			return err
 		}
-		if node.settled() || time.Now().After(deadline) {
-			err = r.api.provision(ctx, r.ident(n), target)
+		if abort || node.settled() || time.Now().After(deadline) {
+			err = r.api.provisionBody(ctx, r.ident(n), body)
 			var ae *apiError
 			if errors.As(err, &ae) && ae.Status == 409 && time.Now().Before(deadline) {
 				// Locked: the conductor is still busy with the node.
@@ -394,6 +478,14 @@ func (r *runner) sendVerb(ctx context.Context, n *lab.Node, target string) error
 			return ctx.Err()
 		}
 	}
+}
+
+func stepNames(steps []CleanStep) string {
+	var names []string
+	for _, s := range steps {
+		names = append(names, s.Step)
+	}
+	return strings.Join(names, ", ")
 }
 
 func (r *runner) deploy(ctx context.Context, label string, d *Deploy) error {
@@ -584,6 +676,84 @@ func (r *runner) expect(ctx context.Context, label string, i int, st *Step) {
 			return verifyDisk(n.DiskPath(), e.DiskImage)
 		})
 	}
+	if e.MaintenanceReason != "" {
+		clause(fmt.Sprintf("maintenance_reason contains %q", e.MaintenanceReason), func(_ *lab.Node, an apiNode) string {
+			if !strings.Contains(an.maintenanceReason(), e.MaintenanceReason) {
+				return fmt.Sprintf("maintenance_reason %q", an.maintenanceReason())
+			}
+			return ""
+		})
+	}
+	if e.DiskZeroed {
+		clause("disk zeroed", func(n *lab.Node, _ apiNode) string {
+			return checkZero(n.DiskPath(), 0, -1)
+		})
+	}
+	if e.DiskMetadataErased {
+		clause("disk metadata erased", func(n *lab.Node, _ apiNode) string {
+			if msg := checkZero(n.DiskPath(), 0, 1<<20); msg != "" {
+				return "first MiB: " + msg
+			}
+			if msg := checkZero(n.DiskPath(), -(1 << 20), 1<<20); msg != "" {
+				return "last MiB: " + msg
+			}
+			return ""
+		})
+	}
+	if e.BIOSVersion != "" {
+		clause("bios_version "+e.BIOSVersion, func(n *lab.Node, _ apiNode) string {
+			if got := n.Machine.Hardware().BIOSVersion; got != e.BIOSVersion {
+				return fmt.Sprintf("the inventory says BIOS version %q", got)
+			}
+			return ""
+		})
+	}
+	if len(e.BIOSSettings) > 0 {
+		clause(fmt.Sprintf("bios_settings %v", e.BIOSSettings), func(n *lab.Node, _ apiNode) string {
+			got := n.Machine.Hardware().BIOSSettings
+			var bad []string
+			for k, v := range e.BIOSSettings {
+				if got[k] != v {
+					bad = append(bad, fmt.Sprintf("%s=%q", k, got[k]))
+				}
+			}
+			if len(bad) > 0 {
+				sort.Strings(bad)
+				return "the inventory says " + strings.Join(bad, ", ")
+			}
+			return ""
+		})
+	}
+	if e.HeartbeatWithin != "" {
+		clause("agent heartbeat within "+e.HeartbeatWithin, func(_ *lab.Node, an apiNode) string {
+			t, ok := an.lastHeartbeat()
+			if !ok {
+				return "no agent_last_heartbeat recorded"
+			}
+			// agent_last_heartbeat has one-second resolution.
+			if age := time.Since(t); age > e.heartbeatWithin+time.Second {
+				return fmt.Sprintf("last heartbeat %.1fs ago", age.Seconds())
+			}
+			return ""
+		})
+	}
+	if e.Event != "" {
+		clause(fmt.Sprintf("event %q in the history", e.Event), func(n *lab.Node, _ apiNode) string {
+			evs, err := r.api.events(ctx, r.ident(n))
+			if err != nil {
+				return "events: " + err.Error()
+			}
+			for _, ev := range evs {
+				var m struct {
+					Event string `json:"event"`
+				}
+				if json.Unmarshal(ev, &m) == nil && m.Event == e.Event {
+					return ""
+				}
+			}
+			return fmt.Sprintf("no event %q among %d events", e.Event, len(evs))
+		})
+	}
 	if e.BootedImage != "" {
 		info, _ := r.lab.Images.Info(e.BootedImage)
 		clause("booted image "+e.BootedImage, func(n *lab.Node, _ apiNode) string {
@@ -605,6 +775,40 @@ func lastBoot(log string) string {
 		return log[i:]
 	}
 	return log
+}
+
+// checkZero reads n bytes at off (off < 0: from the end; n < 0: to the
+// end) and says where the first non-zero byte is, if any.
+func checkZero(path string, off, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "open disk: " + err.Error()
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	if off < 0 {
+		off += st.Size()
+	}
+	if n < 0 || off+n > st.Size() {
+		n = st.Size() - off
+	}
+	buf := make([]byte, 1<<20)
+	for pos := off; pos < off+n; {
+		m := min(int64(len(buf)), off+n-pos)
+		if _, err := f.ReadAt(buf[:m], pos); err != nil {
+			return err.Error()
+		}
+		for i, b := range buf[:m] {
+			if b != 0 {
+				return fmt.Sprintf("byte %d is 0x%02x, not zero", pos+int64(i), b)
+			}
+		}
+		pos += m
+	}
+	return ""
 }
 
 func verifyDisk(path, id string) string {

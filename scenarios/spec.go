@@ -4,6 +4,11 @@ package scenarios
 
 import (
 	"time"
+
+	"github.com/ironlab/ironlab/fakeagent"
+	"github.com/ironlab/ironlab/simulator/bmc"
+	"github.com/ironlab/ironlab/simulator/fake"
+	"github.com/ironlab/ironlab/simulator/imageserver"
 )
 
 // Scenario is one scenario file. See the README for the format.
@@ -33,12 +38,30 @@ type Lab struct {
 	// every BMC takes a free port, so runs never collide).
 	BMCBasePort int `yaml:"bmc_base_port" json:"bmc_base_port,omitempty"`
 	// IPMIMinInterval is the driver's minimum interval between commands to one BMC.
-	IPMIMinInterval string      `yaml:"ipmi_min_interval" json:"ipmi_min_interval,omitempty"`
-	Images          []ImageSpec `yaml:"images" json:"images"`
-	Groups          []Group     `yaml:"groups" json:"groups"`
+	IPMIMinInterval string `yaml:"ipmi_min_interval" json:"ipmi_min_interval,omitempty"`
+	// FastTrack keeps agents running on available nodes (the spec's
+	// long-running model): cleaning leaves the agent up and a deploy skips
+	// the first power cycle.
+	FastTrack bool `yaml:"fast_track" json:"fast_track,omitempty"`
+	// WatchdogAction is what a missed heartbeat on a powered-on,
+	// unprovisioned node brings: "reboot" (default), "maintenance" or "off".
+	WatchdogAction string `yaml:"watchdog_action" json:"watchdog_action,omitempty"`
+	// WatchdogMaxReboots caps watchdog reboots before maintenance (default 3).
+	WatchdogMaxReboots int `yaml:"watchdog_max_reboots" json:"watchdog_max_reboots,omitempty"`
+	// DeployCallbackTimeout and CleanCallbackTimeout fail a node that waits
+	// longer for its agent (default 1800s, as Ironic).
+	DeployCallbackTimeout string `yaml:"deploy_callback_timeout" json:"deploy_callback_timeout,omitempty"`
+	CleanCallbackTimeout  string `yaml:"clean_callback_timeout" json:"clean_callback_timeout,omitempty"`
+	// DriverProcess runs the built-in driver as a child process (implied by
+	// a conductor fault, which kills it with SIGKILL).
+	DriverProcess bool        `yaml:"driver_process" json:"driver_process,omitempty"`
+	Images        []ImageSpec `yaml:"images" json:"images"`
+	Groups        []Group     `yaml:"groups" json:"groups"`
 
-	heartbeatTimeout time.Duration
-	ipmiMinInterval  time.Duration
+	heartbeatTimeout      time.Duration
+	ipmiMinInterval       time.Duration
+	deployCallbackTimeout time.Duration
+	cleanCallbackTimeout  time.Duration
 }
 
 // ImageSpec is a test disk image the lab builds and serves.
@@ -66,6 +89,9 @@ type Group struct {
 	// BMCUser and BMCPassword are the virtual BMCs' credentials.
 	BMCUser     string `yaml:"bmc_user" json:"bmc_user,omitempty"`
 	BMCPassword string `yaml:"bmc_password" json:"bmc_password,omitempty"`
+	// SecureErase says the disks support secure erase: erase_devices takes
+	// the (emulated, faster) secure-erase path.
+	SecureErase bool `yaml:"secure_erase" json:"secure_erase,omitempty"`
 
 	diskSize int64
 }
@@ -78,6 +104,9 @@ type Step struct {
 	Deploy   *Deploy `yaml:"deploy" json:"deploy,omitempty"`
 	Undeploy *Target `yaml:"undeploy" json:"undeploy,omitempty"`
 	Wait     *Wait   `yaml:"wait" json:"wait,omitempty"`
+	Clean    *Clean  `yaml:"clean" json:"clean,omitempty"`
+	Abort    *Target `yaml:"abort" json:"abort,omitempty"`
+	Fault    *Fault  `yaml:"fault" json:"fault,omitempty"`
 	Expect   *Expect `yaml:"expect" json:"expect,omitempty"`
 	Sleep    string  `yaml:"sleep" json:"sleep,omitempty"`
 
@@ -97,6 +126,61 @@ type Deploy struct {
 	// Checksum is how the driver tells the agent the image's checksum:
 	// "sha256" (os_hash_algo/os_hash_value, the default) or "md5" (image_checksum).
 	Checksum string `yaml:"checksum" json:"checksum,omitempty"`
+}
+
+// Clean runs manual cleaning (manageable nodes) with explicit steps.
+type Clean struct {
+	Nodes []string    `yaml:"nodes" json:"nodes,omitempty"`
+	Steps []CleanStep `yaml:"steps" json:"steps"`
+}
+
+// CleanStep is one step of a manual clean, as Ironic's API takes it.
+type CleanStep struct {
+	Interface string         `yaml:"interface" json:"interface"`
+	Step      string         `yaml:"step" json:"step"`
+	Args      map[string]any `yaml:"args" json:"args,omitempty"`
+}
+
+// Fault injects failures, as data. Each part set replaces that part's
+// knobs on the selected nodes (an empty part, e.g. agent: {}, clears them).
+// Without after/after_events the fault applies when the step runs.
+type Fault struct {
+	Nodes []string `yaml:"nodes" json:"nodes,omitempty"`
+	// After applies the fault this long after the step, in the background.
+	After string `yaml:"after" json:"after,omitempty"`
+	// AfterEvents applies it to each node once the node has recorded this
+	// many more events (state transitions, commands, heartbeats), in the background.
+	AfterEvents int `yaml:"after_events" json:"after_events,omitempty"`
+	// Agent sets the running agent's knobs; with every_boot, also those of
+	// every agent the node boots later (a faulty ramdisk).
+	Agent     *fakeagent.Faults `yaml:"agent" json:"agent,omitempty"`
+	EveryBoot bool              `yaml:"every_boot" json:"every_boot,omitempty"`
+	Machine   *fake.Faults      `yaml:"machine" json:"machine,omitempty"`
+	BMC       *bmc.Faults       `yaml:"bmc" json:"bmc,omitempty"`
+	// Image sets the image server's knobs for one image.
+	Image *ImageFault `yaml:"image" json:"image,omitempty"`
+	// Conductor kills the driver process with SIGKILL and restarts it.
+	Conductor *ConductorFault `yaml:"conductor" json:"conductor,omitempty"`
+
+	after time.Duration
+}
+
+// ImageFault is a fault of the image server for one image.
+type ImageFault struct {
+	ID                 string `yaml:"id" json:"id"`
+	imageserver.Faults `yaml:",inline" json:",inline"`
+}
+
+// ConductorFault kills the conductor: now, or when a selected node reaches
+// a provision state or records an event of that name.
+type ConductorFault struct {
+	// KillAt is a provision state ("wait call-back") or an event name
+	// ("deploy.execute_deploy_step"); empty kills at once.
+	KillAt string `yaml:"kill_at" json:"kill_at,omitempty"`
+	// RestartAfter is how long the conductor stays dead (default 1s).
+	RestartAfter string `yaml:"restart_after" json:"restart_after,omitempty"`
+
+	restartAfter time.Duration
 }
 
 // Wait waits until every selected node is in State.
@@ -125,4 +209,20 @@ type Expect struct {
 	// BootedImage: the machine's console shows this image's marker, i.e. it
 	// booted the deployed disk.
 	BootedImage string `yaml:"booted_image" json:"booted_image,omitempty"`
+	// MaintenanceReason must be contained in maintenance_reason.
+	MaintenanceReason string `yaml:"maintenance_reason" json:"maintenance_reason,omitempty"`
+	// DiskZeroed: every byte of the node's disk reads zero.
+	DiskZeroed bool `yaml:"disk_zeroed" json:"disk_zeroed,omitempty"`
+	// DiskMetadataErased: the first and last MiB of the disk read zero.
+	DiskMetadataErased bool `yaml:"disk_metadata_erased" json:"disk_metadata_erased,omitempty"`
+	// BIOSVersion and BIOSSettings are the machine's firmware as the next
+	// inventory reports it.
+	BIOSVersion  string            `yaml:"bios_version" json:"bios_version,omitempty"`
+	BIOSSettings map[string]string `yaml:"bios_settings" json:"bios_settings,omitempty"`
+	// HeartbeatWithin: the driver recorded an agent heartbeat this recently.
+	HeartbeatWithin string `yaml:"heartbeat_within" json:"heartbeat_within,omitempty"`
+	// Event: the node's history holds an event of this name (e.g. "watchdog reboot").
+	Event string `yaml:"event" json:"event,omitempty"`
+
+	heartbeatWithin time.Duration
 }

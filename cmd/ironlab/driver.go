@@ -25,6 +25,8 @@ type driverFlags struct {
 	heartbeatTimeout, check  time.Duration
 	deployTimeout, cleanWait time.Duration
 	ipmiInterval             time.Duration
+	lockRetry, agentPoll     time.Duration
+	maxReboots               int
 	automatedClean           bool
 	fastTrack, requireTLS    bool
 	tokenRequired            bool
@@ -39,6 +41,9 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 	fs.DurationVar(&f.deployTimeout, "deploy-callback-timeout", d.DeployCallbackTimeout, "wait call-back longer than this -> deploy failed")
 	fs.DurationVar(&f.cleanWait, "clean-callback-timeout", d.CleanCallbackTimeout, "clean wait longer than this -> clean failed")
 	fs.StringVar(&f.watchdog, "watchdog-action", d.WatchdogAction, `missed heartbeat on a powered-on, unprovisioned node: "reboot", "maintenance" or "" (off)`)
+	fs.IntVar(&f.maxReboots, "watchdog-max-reboots", d.WatchdogMaxReboots, "watchdog reboots of one node before it goes to maintenance")
+	fs.DurationVar(&f.lockRetry, "lock-retry-interval", d.LockRetryInterval, "pause between the 3 tries to lock a busy node before 409")
+	fs.DurationVar(&f.agentPoll, "agent-poll-interval", d.AgentPollInterval, "how often the conductor polls agent commands it waits on itself")
 	fs.DurationVar(&f.ipmiInterval, "ipmi-min-interval", 5*time.Second, "least time between ipmitool commands to one BMC (Ironic's min_command_interval)")
 	fs.BoolVar(&f.automatedClean, "automated-clean", d.AutomatedClean, "run the erase clean steps on provide and undeploy")
 	fs.BoolVar(&f.fastTrack, "fast-track", d.FastTrack, "let agents of enroll/manageable/available nodes look up (keep agents running)")
@@ -52,6 +57,7 @@ func (f *driverFlags) config(logger *slog.Logger) driver.Config {
 	c.HeartbeatTimeout, c.CheckInterval = f.heartbeatTimeout, f.check
 	c.DeployCallbackTimeout, c.CleanCallbackTimeout = f.deployTimeout, f.cleanWait
 	c.WatchdogAction, c.AutomatedClean = f.watchdog, f.automatedClean
+	c.WatchdogMaxReboots, c.LockRetryInterval, c.AgentPollInterval = f.maxReboots, f.lockRetry, f.agentPoll
 	c.FastTrack, c.RequireTLS, c.AgentTokenRequired = f.fastTrack, f.requireTLS, f.tokenRequired
 	c.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{IPMIMinInterval: f.ipmiInterval})
 	return c

@@ -74,6 +74,7 @@ Flags:
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	self, _ := os.Executable() // conductor faults run the driver as a child: this binary
 	runID := time.Now().Format("20060102-150405")
 	dir := filepath.Join(*results, runID)
 	var all []*scenarios.Result
@@ -81,7 +82,7 @@ Flags:
 	for _, s := range list {
 		res, err := scenarios.Run(ctx, s, scenarios.Options{
 			ResultsDir: dir, StateDir: *stateDir, KeepState: *stateDir != "", ImageCache: *imageCache,
-			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, Out: os.Stdout, Logger: logger,
+			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, DriverBinary: self, Out: os.Stdout, Logger: logger,
 		})
 		if res != nil {
 			all = append(all, res)

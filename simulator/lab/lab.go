@@ -38,6 +38,9 @@ type GroupSpec struct {
 	BootMode    string // bios or uefi
 	BMCUser     string
 	BMCPassword string
+	// SecureErase: the disks support secure erase (erase_devices takes the
+	// emulated secure-erase path).
+	SecureErase bool
 }
 
 // Spec describes a lab.
@@ -76,9 +79,10 @@ type Node struct {
 	BMCCreds bmc.Credentials
 	hw       simulator.Hardware
 
-	mu          sync.Mutex
-	agent       *fakeagent.Agent
-	agentFaults fakeagent.Faults
+	mu            sync.Mutex
+	agent         *fakeagent.Agent
+	agentFaults   fakeagent.Faults  // every boot
+	pendingFaults *fakeagent.Faults // the next boot only
 }
 
 // PowersThroughIPMI says whether a driver class uses IPMI power.
@@ -123,16 +127,40 @@ func (n *Node) Agent() *fakeagent.Agent {
 	return n.agent
 }
 
-// SetAgentFaults sets the fault knobs of the node's agent, now and for
-// every agent it boots later.
-func (n *Node) SetAgentFaults(f fakeagent.Faults) {
+// SetAgentFaults sets the fault knobs of the node's running agent or, when
+// none runs, of the next agent it boots. With everyBoot they also apply to
+// every agent the node boots later (a faulty ramdisk); otherwise a reboot
+// brings a healthy agent.
+func (n *Node) SetAgentFaults(f fakeagent.Faults, everyBoot bool) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
 	n.mu.Lock()
-	n.agentFaults = f
+	n.agentFaults = fakeagent.Faults{}
+	if everyBoot {
+		n.agentFaults = f
+	}
 	a := n.agent
+	n.pendingFaults = nil
+	if a == nil {
+		n.pendingFaults = &f
+	}
 	n.mu.Unlock()
 	if a != nil {
-		a.SetFaults(f)
+		return a.SetFaults(f)
 	}
+	return nil
+}
+
+// bootFaults are the faults of an agent booting now.
+func (n *Node) bootFaults() fakeagent.Faults {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p := n.pendingFaults; p != nil {
+		n.pendingFaults = nil
+		return *p
+	}
+	return n.agentFaults
 }
 
 // DiskPath is where the node's first disk lives on the lab host.
@@ -214,7 +242,7 @@ func (l *Lab) newNode(g GroupSpec, i, index int, macs map[string]bool) (*Node, e
 	n.hw = simulator.Hardware{
 		CPUs: g.CPUs, CPUArch: "x86_64", CPUModel: "ironlab virtual CPU", MemoryMB: g.MemoryMB,
 		NICs:   []simulator.NIC{{Name: "eth0", MAC: mac}},
-		Disks:  []simulator.Disk{{Name: "vda", SizeBytes: g.DiskSize, Path: filepath.Join(l.spec.StateDir, "disks", name+".raw")}},
+		Disks:  []simulator.Disk{{Name: "vda", SizeBytes: g.DiskSize, SecureErase: g.SecureErase, Path: filepath.Join(l.spec.StateDir, "disks", name+".raw")}},
 		Vendor: "ironlab", Product: "virtual machine " + g.Driver, SerialNumber: strings.ToUpper(n.UUID[:8]),
 		BIOSVersion: "1.0.0", BIOSSettings: map[string]string{"vt": "on"},
 	}

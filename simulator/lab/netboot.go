@@ -26,9 +26,7 @@ func (l *Lab) NetBoot(ctx context.Context, m simulator.Machine) error {
 	if !ok {
 		return fmt.Errorf("machine %s: its hardware cannot be tracked by the agent", m.Name())
 	}
-	n.mu.Lock()
-	faults := n.agentFaults
-	n.mu.Unlock()
+	faults := n.bootFaults()
 	a, err := fakeagent.New(fakeagent.Config{
 		APIURL:                l.driverURL,
 		Dialect:               fakeagent.Dialect(n.Dialect),

@@ -1,0 +1,120 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// driverProcess is the built-in driver run as a child process
+// (`ironlab driver`), so that a conductor fault can SIGKILL it: nothing is
+// flushed, no lock released, exactly as when a real conductor dies.
+type driverProcess struct {
+	binary string
+	args   []string
+	url    string
+	log    string
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*driverProcess, error) {
+	// The port stays the same across restarts: the agents were told the
+	// API's URL at boot, as real agents are.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	watchdog := cfg.WatchdogAction
+	p := &driverProcess{binary: binary, url: "http://" + addr, log: filepath.Join(cfg.StateDir, "driver.log"), args: []string{
+		"driver", "-v",
+		"--listen", addr,
+		"--db", filepath.Join(cfg.StateDir, "ironlab.db"),
+		"--heartbeat-timeout", cfg.HeartbeatTimeout.String(),
+		"--check-interval", cfg.checkInterval().String(),
+		"--deploy-callback-timeout", cfg.DeployCallbackTimeout.String(),
+		"--clean-callback-timeout", cfg.CleanCallbackTimeout.String(),
+		"--watchdog-action=" + watchdog,
+		"--watchdog-max-reboots", strconv.Itoa(cfg.WatchdogMaxReboots),
+		"--ipmi-min-interval", cfg.ipmiInterval().String(),
+		"--automated-clean=" + strconv.FormatBool(cfg.AutomatedClean),
+		"--fast-track=" + strconv.FormatBool(cfg.FastTrack),
+		"--lock-retry-interval", "200ms",
+		"--agent-poll-interval", "200ms",
+	}}
+	if err := p.start(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *driverProcess) start(ctx context.Context) error {
+	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.binary, p.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s driver: %w", p.binary, err)
+	}
+	p.cmd, p.exited = cmd, make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(p.exited)
+	}()
+	// Ready when the API answers.
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(p.url + "/")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("driver process exited at start (see %s)", p.log)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	p.kill()
+	return fmt.Errorf("driver process did not answer on %s within 20s (see %s)", p.url, p.log)
+}
+
+// kill ends the driver with SIGKILL and waits for it.
+func (p *driverProcess) kill() error {
+	if p.cmd == nil {
+		return errors.New("driver process not running")
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	return nil
+}
+
+// stop ends the driver with SIGTERM (a clean shutdown), then SIGKILL.
+func (p *driverProcess) stop() error {
+	if p.cmd == nil {
+		return nil
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		p.kill()
+	}
+	return nil
+}
