@@ -187,7 +187,9 @@ func (c *Conductor) continueAction(ctx context.Context, t *task) {
 			c.fail(ctx, t, fmt.Sprintf("Failed to deploy node %s: %v", n.UUID, err))
 			return
 		}
-		c.process(ctx, t, states.EvWait)
+		if n.ProvisionState == states.Deploying { // fast track moves on by itself
+			c.process(ctx, t, states.EvWait)
+		}
 	case states.Cleaning:
 		c.startCleaning(ctx, t)
 	case states.Deleting:
@@ -214,6 +216,11 @@ func (c *Conductor) startCleaning(ctx context.Context, t *task) {
 	if !manual {
 		delete(n.DriverInternalInfo, "clean_steps")
 		delete(n.DriverInternalInfo, "clean_manual")
+		// No power action here, with fast track or without: Ironic's
+		// do_node_clean skips straight to available when automated cleaning
+		// is off and boots nothing. An agent that already runs (fast track)
+		// keeps running; a node that is off stays off, and its first deploy
+		// is cold.
 		if !c.cfg.AutomatedClean {
 			t.Record(ctx, store.KindProvision, "clean skipped", "automated cleaning is disabled", nil)
 			c.process(ctx, t, states.EvDone)
@@ -224,7 +231,9 @@ func (c *Conductor) startCleaning(ctx context.Context, t *task) {
 		c.fail(ctx, t, fmt.Sprintf("Failed to prepare node %s for cleaning: %v", n.UUID, err))
 		return
 	}
-	c.process(ctx, t, states.EvWait)
+	if n.ProvisionState == states.Cleaning { // fast track moves on by itself
+		c.process(ctx, t, states.EvWait)
+	}
 }
 
 func (c *Conductor) verify(ctx context.Context, t *task) {

@@ -33,6 +33,7 @@ type scriptedAgent struct {
 	params   []map[string]any // their params
 	steps    map[string]any   // clean_steps result
 	tokenBad int
+	down     bool // /v1/status answers 503: the agent is gone
 }
 
 func newAgent(t *testing.T) (*scriptedAgent, *httptest.Server) {
@@ -49,6 +50,14 @@ func newAgent(t *testing.T) (*scriptedAgent, *httptest.Server) {
 func (a *scriptedAgent) serve(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if r.URL.Path == "/v1/status" {
+		if a.down {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, `{"started_at": 1, "version": "10.0.0"}`)
+		return
+	}
 	if r.URL.Path != "/v1/commands/" && r.URL.Path != "/v1/commands" {
 		http.NotFound(w, r)
 		return

@@ -77,13 +77,17 @@ func (c *Conductor) failTimedOut(ctx context.Context, id string, now time.Time) 
 		return
 	}
 	msg := fmt.Sprintf("Timeout reached while waiting for callback for node %s", t.node.UUID)
+	limit := c.cfg.DeployCallbackTimeout
 	if t.node.ProvisionState == states.CleanWait {
+		limit = c.cfg.CleanCallbackTimeout
 		msg = fmt.Sprintf("Timeout reached while cleaning the node %s. Please check if the ramdisk responsible for the cleaning is running on the node.", t.node.UUID)
 		if step, _ := t.node.CleanStep["step"].(string); step != "" {
 			msg += fmt.Sprintf(" Failed on step %s.", step)
 			c.setMaintenance(ctx, t, true, msg, "clean failure")
 		}
 	}
+	t.Record(ctx, store.KindProvision, EventCallbackTimeout, msg, map[string]any{
+		"timeout_s": int(limit.Seconds()), "waited_s": int(now.Sub(t.node.ProvisionUpdatedAt).Seconds())})
 	c.fail(ctx, t, msg)
 }
 
@@ -107,7 +111,8 @@ func (c *Conductor) watchdogDue(n *store.Node, now time.Time) bool {
 		return false
 	}
 	switch n.ProvisionState {
-	case states.Available, states.DeployWait, states.CleanWait:
+	// manageable too: after a manual clean with fast track the agent runs on.
+	case states.Available, states.Manageable, states.DeployWait, states.CleanWait:
 	default:
 		return false
 	}
@@ -119,6 +124,14 @@ func (c *Conductor) watchdogDue(n *store.Node, now time.Time) bool {
 	}
 	return ok && now.Sub(last) > c.cfg.HeartbeatTimeout
 }
+
+// Event names of the periodic tasks, for scenarios to match.
+const (
+	EventWatchdogReboot      = "watchdog reboot"
+	EventWatchdogMaintenance = "watchdog maintenance"
+	EventWatchdogRecovered   = "watchdog recovered"
+	EventCallbackTimeout     = "callback timeout"
+)
 
 func (c *Conductor) watchdog(ctx context.Context, id string, now time.Time) {
 	t, err := c.acquire(ctx, id, false)
@@ -133,26 +146,40 @@ func (c *Conductor) watchdog(ctx context.Context, id string, now time.Time) {
 	last, _ := lastHeartbeat(n)
 	reason := fmt.Sprintf("Agent heartbeat timeout: no heartbeat from the agent of node %s for %ds (agent.heartbeat_timeout is %ds)",
 		n.UUID, int(now.Sub(last).Seconds()), int(c.cfg.HeartbeatTimeout.Seconds()))
-	reboots, _ := n.DriverInternalInfo["watchdog_reboots"].(float64)
+	reboots := intOf(n.DriverInternalInfo["watchdog_reboots"])
 	action := c.cfg.WatchdogAction
-	if action == WatchdogReboot && int(reboots) >= c.cfg.WatchdogMaxReboots {
+	if action == WatchdogReboot && reboots >= c.cfg.WatchdogMaxReboots {
 		action = WatchdogMaintenance
-		reason += fmt.Sprintf("; %d watchdog reboots did not bring it back", int(reboots))
+		reason += fmt.Sprintf("; %d watchdog reboots did not bring it back", reboots)
 	}
-	t.Record(ctx, store.KindHeartbeat, "heartbeat timeout", reason, map[string]any{"action": action, "reboots": int(reboots)})
+	detail := map[string]any{"action": action, "reboots": reboots, "state": n.ProvisionState,
+		"heartbeat_timeout_s": int(c.cfg.HeartbeatTimeout.Seconds())}
 	t.log.Warn("agent heartbeat timeout", "action", action, "state", n.ProvisionState)
 	switch action {
 	case WatchdogReboot:
-		n.DriverInternalInfo["watchdog_reboots"] = int(reboots) + 1
+		t.Record(ctx, store.KindHeartbeat, EventWatchdogReboot, reason, detail)
+		n.DriverInternalInfo["watchdog_reboots"] = reboots + 1
 		n.DriverInternalInfo["watchdog_last_action"] = now.Unix()
+		// The agent that comes back starts afresh: a deploy or clean that
+		// was under way restarts from its first step on its heartbeat.
+		n.DeployStep = map[string]any{}
+		if n.ProvisionState == states.CleanWait {
+			n.CleanStep = map[string]any{}
+		}
 		if err := t.Save(ctx); err != nil {
 			t.log.Error("save node", "err", err)
 			return
+		}
+		// Boot the ramdisk again: the one-time network boot of the last
+		// boot into it is spent, and the disk may hold an old image.
+		if err := t.SetBootDevice(ctx, power.PXE, false); err != nil {
+			t.log.Warn("watchdog: set boot device", "err", err)
 		}
 		if err := t.SetPower(ctx, power.Reboot); err != nil {
 			t.log.Error("watchdog reboot", "err", err)
 		}
 	default:
+		t.Record(ctx, store.KindHeartbeat, EventWatchdogMaintenance, reason, detail)
 		c.setMaintenance(ctx, t, true, reason, "")
 		if err := t.Save(ctx); err != nil {
 			t.log.Error("save node", "err", err)

@@ -212,6 +212,7 @@ func (c *Conductor) legacyHeartbeat(ctx context.Context, id string, hb Heartbeat
 // agent_url is new.
 func (c *Conductor) recordHeartbeat(ctx context.Context, id string, hb Heartbeat) (*store.Node, bool, error) {
 	first := false
+	reboots := 0
 	now := time.Now().UTC()
 	n, err := c.updateRow(ctx, id, func(n *store.Node) error {
 		url := strings.TrimRight(hb.AgentURL, "/")
@@ -226,6 +227,9 @@ func (c *Conductor) recordHeartbeat(ctx context.Context, id string, hb Heartbeat
 		if hb.AgentVersion != "" {
 			n.DriverInternalInfo["agent_version"] = hb.AgentVersion
 		}
+		if r, ok := n.DriverInternalInfo["watchdog_reboots"]; ok {
+			reboots = intOf(r)
+		}
 		delete(n.DriverInternalInfo, "watchdog_reboots")
 		delete(n.DriverInternalInfo, "watchdog_last_action")
 		if n.ProvisionState == states.DeployWait || n.ProvisionState == states.CleanWait {
@@ -233,7 +237,24 @@ func (c *Conductor) recordHeartbeat(ctx context.Context, id string, hb Heartbeat
 		}
 		return nil
 	})
+	if err == nil && reboots > 0 {
+		// The counter resets: the agent is back after the watchdog's reboots.
+		c.record(ctx, n, store.KindHeartbeat, n.ProvisionState, n.ProvisionState, EventWatchdogRecovered,
+			fmt.Sprintf("agent heartbeats again after %d watchdog reboot(s)", reboots), map[string]any{"reboots": reboots, "agent_url": hb.AgentURL})
+	}
 	return n, first, err
+}
+
+func intOf(v any) int {
+	switch x := v.(type) {
+	case float64:
+		return int(x)
+	case int:
+		return x
+	case int64:
+		return int(x)
+	}
+	return 0
 }
 
 // callback runs the deploy interface's Continue for a waiting node.

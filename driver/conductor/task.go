@@ -68,6 +68,35 @@ func copyKeys(dst, src map[string]any, keys []string) {
 	}
 }
 
+// FastTrack is Ironic's is_fast_track: fast track is on, the node's agent
+// has a known URL and heartbeated within heartbeat_timeout, and the node is
+// powered on (asked through its power interface, as Ironic does).
+func (t *task) FastTrack(ctx context.Context) bool {
+	if !t.c.cfg.FastTrack {
+		return false
+	}
+	// Heartbeats write the agent's fields without the lock: read them fresh.
+	if !t.wiped {
+		if cur, err := t.c.store.GetNode(ctx, t.node.UUID); err == nil {
+			copyKeys(t.node.DriverInternalInfo, cur.DriverInternalInfo, agentInternalKeys)
+			copyKeys(t.node.DriverInfo, cur.DriverInfo, agentInfoKeys)
+		}
+	}
+	if url, _ := t.node.DriverInternalInfo["agent_url"].(string); url == "" {
+		return false
+	}
+	last, ok := lastHeartbeat(t.node)
+	if !ok || time.Since(last) > t.c.cfg.HeartbeatTimeout {
+		return false
+	}
+	st, err := t.GetPower(ctx)
+	if err != nil || st != power.On {
+		return false
+	}
+	t.node.PowerState = string(power.On)
+	return true
+}
+
 func (t *task) Process(ctx context.Context, event string) error {
 	from := t.node.ProvisionState
 	to, err := states.Next(from, event)

@@ -38,6 +38,11 @@ type Task interface {
 	Process(ctx context.Context, event string) error
 	// Fail sets last_error to msg and applies states.EvFail.
 	Fail(ctx context.Context, msg string) error
+	// FastTrack is Ironic's is_fast_track: fast track is configured, the
+	// node's agent has a URL and heartbeated within heartbeat_timeout, and
+	// the node is powered on. A deploy interface whose ramdisk can stay up
+	// may then skip booting it, and leave it running after cleaning.
+	FastTrack(ctx context.Context) bool
 	// Record appends an event of kind (store.Kind*) to the node's history.
 	Record(ctx context.Context, kind, event, message string, detail any)
 	Logger() *slog.Logger
@@ -52,10 +57,13 @@ type Interface interface {
 	// error becomes a 400 naming the missing or bad field.
 	ValidateDeploy(n *store.Node) error
 	// Deploy runs in "deploying": set the boot device and (re)boot the node
-	// into the ramdisk. The conductor then moves the node to "wait call-back".
+	// into the ramdisk. The conductor then moves the node to "wait call-back",
+	// unless Deploy moved the node on itself (fast track: the ramdisk already
+	// runs, so Deploy goes to "wait call-back" and continues at once).
 	Deploy(ctx context.Context, t Task) error
 	// PrepareCleaning runs in "cleaning": boot the node into the ramdisk. The
-	// conductor then moves the node to "clean wait".
+	// conductor then moves the node to "clean wait", unless PrepareCleaning
+	// moved it on itself (fast track, as for Deploy).
 	PrepareCleaning(ctx context.Context, t Task) error
 	// TearDown runs in "deleting": power off and forget the instance.
 	TearDown(ctx context.Context, t Task) error

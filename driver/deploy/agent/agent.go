@@ -157,13 +157,64 @@ func bootIntoRamdisk(ctx context.Context, t deploy.Task) error {
 }
 
 // Deploy boots the node into the agent; the heartbeat continues the deploy.
+// With fast track and a live agent it boots nothing and continues at once,
+// as Ironic's AgentDeploy.deploy goes straight to the next deploy step.
 func (d *Deploy) Deploy(ctx context.Context, t deploy.Task) error {
+	if d.fastTrack(ctx, t) {
+		return d.continueFastTrack(ctx, t)
+	}
 	return bootIntoRamdisk(ctx, t)
 }
 
-// PrepareCleaning boots the node into the agent; the heartbeat runs the steps.
+// PrepareCleaning boots the node into the agent; the heartbeat runs the
+// steps. With fast track and a live agent it boots nothing (Ironic's
+// prepare_inband_cleaning skips the reboot) and plans the steps at once.
 func (d *Deploy) PrepareCleaning(ctx context.Context, t deploy.Task) error {
+	if d.fastTrack(ctx, t) {
+		return d.continueFastTrack(ctx, t)
+	}
 	return bootIntoRamdisk(ctx, t)
+}
+
+// StatusTimeout bounds the fast-track check that the agent answers.
+const StatusTimeout = 5 * time.Second
+
+// fastTrack: the conductor's is_fast_track, and the agent answers its
+// status route. Ironic trusts the last heartbeat alone (a TODO in its
+// fast_track_able asks for this probe); the probe keeps a stale agent_url,
+// e.g. of an agent that powered itself off with standby.power_off under
+// FakePower, from sending the node to wait for an agent that is gone.
+func (d *Deploy) fastTrack(ctx context.Context, t deploy.Task) bool {
+	if !t.FastTrack(ctx) {
+		return false
+	}
+	n := t.Node()
+	if err := d.cfg.Client.Status(ctx, agentURL(n), StatusTimeout); err != nil {
+		t.Record(ctx, store.KindProvision, "fast track refused", fmt.Sprintf("agent %s did not answer: %v", agentURL(n), err), nil)
+		return false
+	}
+	return true
+}
+
+// continueFastTrack moves a node whose agent runs from deploying/cleaning to
+// its wait state and runs the call-back right away. An agent that stopped
+// answering meanwhile leaves the node waiting for its next heartbeat (as
+// Ironic does on AgentConnectionFailed in fast track); the call-back
+// timeout covers an agent that never comes back.
+func (d *Deploy) continueFastTrack(ctx context.Context, t deploy.Task) error {
+	n := t.Node()
+	detail := map[string]any{"agent_url": agentURL(n), "agent_last_heartbeat": n.DriverInternalInfo["agent_last_heartbeat"]}
+	t.Record(ctx, store.KindProvision, "fast track", fmt.Sprintf("agent %s is running: no power cycle or boot into the ramdisk", agentURL(n)), detail)
+	if err := t.Process(ctx, states.EvWait); err != nil {
+		return err
+	}
+	wait := n.ProvisionState
+	err := d.Continue(ctx, t)
+	if err != nil && errors.Is(err, ErrUnreachable) && n.ProvisionState == wait {
+		t.Record(ctx, store.KindProvision, "fast track wait", fmt.Sprintf("agent did not answer (%v); waiting for its heartbeat", err), nil)
+		return nil
+	}
+	return err
 }
 
 // TearDown powers the node off.
@@ -518,6 +569,8 @@ func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) error {
 	}
 	r := res.ResultMap()
 	n.DriverInternalInfo["clean_version"] = r["hardware_manager_version"]
+	// Steps are known by interface and name: the agent may serve steps of
+	// other interfaces than deploy (IPA's raid steps, our bios one).
 	available := map[string]cleanStep{}
 	var names []string
 	if byManager, ok := r["clean_steps"].(map[string]any); ok {
@@ -528,8 +581,8 @@ func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) error {
 		sort.Strings(managers)
 		for _, m := range managers {
 			for _, s := range stepsFrom(byManager[m]) {
-				name := str(s, "step")
-				if _, dup := available[name]; name == "" || dup {
+				name := stepKey(s)
+				if _, dup := available[name]; str(s, "step") == "" || dup {
 					continue
 				}
 				available[name] = s
@@ -540,13 +593,17 @@ func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) error {
 	var plan []cleanStep
 	if manual, _ := n.DriverInternalInfo["clean_manual"].(bool); manual {
 		for _, s := range stepsFrom(n.DriverInternalInfo["clean_steps"]) {
-			name := str(s, "step")
-			if _, ok := available[name]; !ok || str(s, "interface") != "deploy" {
+			offered, ok := available[stepKey(s)]
+			if !ok {
 				return d.failCleaning(ctx, t, fmt.Sprintf("clean step %s is not supported by the agent (it offers %s)", stepString(s), strings.Join(names, ", ")))
 			}
-			step := cleanStep{"interface": "deploy", "step": name, "priority": 0, "abortable": available[name]["abortable"]}
-			if a, ok := s["args"].(map[string]any); ok {
-				step["args"] = a
+			args, _ := s["args"].(map[string]any)
+			if missing := missingArgs(offered, args); len(missing) > 0 {
+				return d.failCleaning(ctx, t, fmt.Sprintf("clean step %s is missing required argument(s): %s", stepString(s), strings.Join(missing, ", ")))
+			}
+			step := cleanStep{"interface": str(s, "interface"), "step": str(s, "step"), "priority": 0, "abortable": offered["abortable"]}
+			if args != nil {
+				step["args"] = args
 			}
 			plan = append(plan, step)
 		}
@@ -554,13 +611,13 @@ func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) error {
 		for _, name := range names {
 			s := available[name]
 			prio := intOf(s["priority"])
-			if p, ok := d.cfg.CleanStepPriorities[name]; ok {
+			if p, ok := d.cfg.CleanStepPriorities[str(s, "step")]; ok {
 				prio = p
 			}
 			if prio <= 0 {
 				continue
 			}
-			plan = append(plan, cleanStep{"interface": str(s, "interface"), "step": name, "priority": prio,
+			plan = append(plan, cleanStep{"interface": str(s, "interface"), "step": str(s, "step"), "priority": prio,
 				"abortable": s["abortable"], "reboot_requested": s["reboot_requested"]})
 		}
 		sort.SliceStable(plan, func(i, j int) bool { return intOf(plan[i]["priority"]) > intOf(plan[j]["priority"]) })
@@ -568,6 +625,26 @@ func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) error {
 	n.DriverInternalInfo["clean_steps"] = plan
 	t.Record(ctx, store.KindProvision, "clean plan", "", map[string]any{"clean_steps": plan})
 	return d.nextCleanStep(ctx, t, 0)
+}
+
+// stepKey names a step as "interface.step", the way Ironic matches a
+// requested step against the ones a driver offers.
+func stepKey(s cleanStep) string { return str(s, "interface") + "." + str(s, "step") }
+
+// missingArgs lists the arguments the agent's argsinfo marks required that
+// args lacks (Ironic checks them before running a manual step).
+func missingArgs(offered cleanStep, args map[string]any) []string {
+	info, _ := offered["argsinfo"].(map[string]any)
+	var missing []string
+	for name, v := range info {
+		if m, _ := v.(map[string]any); m != nil && m["required"] == true {
+			if _, ok := args[name]; !ok {
+				missing = append(missing, name)
+			}
+		}
+	}
+	sort.Strings(missing)
+	return missing
 }
 
 // nextCleanStep starts step i of the plan, or finishes cleaning.
@@ -585,8 +662,12 @@ func (d *Deploy) nextCleanStep(ctx context.Context, t deploy.Task, i int) error 
 		for _, k := range []string{"clean_step_index", "clean_steps", "clean_manual", "clean_version"} {
 			delete(n.DriverInternalInfo, k)
 		}
-		// tear_down_cleaning: power off.
-		if err := t.SetPower(ctx, power.Off); err != nil {
+		// tear_down_cleaning: power off, but with fast track leave the agent
+		// running (Ironic's tear_down_inband_cleaning skips the power off),
+		// so that the next deploy needs no boot.
+		if t.FastTrack(ctx) {
+			t.Record(ctx, store.KindProvision, "agent kept running", fmt.Sprintf("fast track: node stays powered on with agent %s", agentURL(n)), nil)
+		} else if err := t.SetPower(ctx, power.Off); err != nil {
 			return err
 		}
 		if manual {

@@ -27,6 +27,9 @@ var (
 	ErrAgentBusy = errors.New("agent is busy")
 	// ErrTokenInvalid: 401, the agent refused our token.
 	ErrTokenInvalid = errors.New("agent refused the token")
+	// ErrUnreachable: no HTTP answer at all (connection refused, reset,
+	// timeout), after the retries: Ironic's AgentConnectionFailed.
+	ErrUnreachable = errors.New("agent unreachable")
 )
 
 // Command is one command result, as the agent's /v1/commands returns it.
@@ -125,7 +128,7 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte) (*http.R
 		}
 		return resp, b, nil
 	}
-	return nil, nil, lastErr
+	return nil, nil, fmt.Errorf("%w: %w", ErrUnreachable, lastErr)
 }
 
 func statusError(resp *http.Response, b []byte, what string) error {
@@ -203,6 +206,28 @@ func (c *Client) Commands(ctx context.Context, agentURL, token string, legacy bo
 		return nil, fmt.Errorf("%s: bad answer %q: %w", what, truncate(b), err)
 	}
 	return out.Commands, nil
+}
+
+// Status asks the agent whether it is up: GET {agent_url}/v1/status, which
+// needs no token. It is tried once, within timeout.
+func (c *Client) Status(ctx context.Context, agentURL string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	u := strings.TrimRight(agentURL, "/") + "/v1/status"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("status of agent %s: %w: %w", agentURL, ErrUnreachable, err)
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return statusError(resp, b, "status of agent "+agentURL)
+	}
+	return nil
 }
 
 func truncate(b []byte) string {
