@@ -339,13 +339,16 @@ func argInfo(desc string, required bool) map[string]any {
 	return map[string]any{"description": desc, "required": required}
 }
 
-// Steps use the deploy interface so the conductor routes them to the agent.
+// The erase and firmware steps use the deploy interface, as IPA's generic
+// steps do; apply_bios_settings is offered under "bios", the interface a
+// user names for it in a manual clean (as IPA offers its RAID steps under
+// "raid"). The conductor matches requested steps by interface and name.
 var cleanSteps = []stepDef{
 	{Step: "erase_devices", Priority: 10, Interface: "deploy", Abortable: true},
 	{Step: "erase_devices_metadata", Priority: 99, Interface: "deploy", Abortable: true},
 	{Step: "update_firmware", Priority: 0, Interface: "deploy", ArgsInfo: map[string]any{
 		"version": argInfo("BIOS version to flash, e.g. 2.1.0", true)}},
-	{Step: "apply_bios_settings", Priority: 0, Interface: "deploy", ArgsInfo: map[string]any{
+	{Step: "apply_bios_settings", Priority: 0, Interface: "bios", ArgsInfo: map[string]any{
 		"settings": argInfo(`BIOS settings to apply: [{"name": "vt", "value": "on"}]`, true)}},
 }
 
