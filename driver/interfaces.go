@@ -7,6 +7,7 @@ import (
 	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/power/ipmitool"
 	"github.com/ironlab/ironlab/driver/power/native"
+	"github.com/ironlab/ironlab/driver/power/ssh"
 )
 
 // PowerOptions tune the built-in power interfaces.
@@ -22,11 +23,13 @@ type PowerOptions struct {
 }
 
 // StandardPowerInterfaces are the power interfaces every driver class of the
-// lab needs: fake (FakePower), ipmitool (the real binary) and native (Go IPMI).
+// lab needs: fake (FakePower), ipmitool (the real binary), native (Go IPMI)
+// and ssh (virsh over SSH).
 func StandardPowerInterfaces(o PowerOptions) map[string]power.Interface {
 	return map[string]power.Interface{
 		"fake":     fake.New(),
 		"ipmitool": ipmitool.New(ipmitool.Config{MinCommandInterval: o.IPMIMinInterval, CommandRetryTimeout: o.IPMIRetryTimeout}),
 		"native":   native.New(native.Config{PollInterval: o.PollInterval}),
+		"ssh":      ssh.New(ssh.Config{PollInterval: o.PollInterval}),
 	}
 }
