@@ -111,9 +111,9 @@ func TestVirshCommands(t *testing.T) {
 	}
 	steps := []struct {
 		name, cmd, stdout string
-		status          int
-		stderr          string
-		after           func() string
+		status            int
+		stderr            string
+		after             func() string
 	}{
 		{name: "list all", cmd: base + " list --all --name", stdout: "vm-0\nvm-1\n\n"},
 		{name: "list running, none", cmd: base + " list --name", stdout: "\n"},
