@@ -99,6 +99,26 @@ func TestDeployScenarioEndToEnd(t *testing.T) {
 	}
 }
 
+// Every built-in scenario of the fake backend passes: erase, faults, ...
+// (deploy is checked in more depth above; VM scenarios have their own tier).
+func TestBuiltinScenariosPass(t *testing.T) {
+	for _, name := range Builtin() {
+		s, err := Load(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "deploy" || s.Lab.Backend != "fake" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			res, _, _ := runBuiltin(t, name, nil)
+			if len(res.Checks) == 0 {
+				t.Fatalf("%s checked nothing", name)
+			}
+		})
+	}
+}
+
 // A scenario whose expectation cannot hold fails, and says which node and why.
 func TestFailedExpectationIsReported(t *testing.T) {
 	s, err := Parse("t.yaml", []byte(`name: wrong
