@@ -362,6 +362,7 @@ func (c *Conductor) Recover(ctx context.Context) error {
 		if n.Reservation != "" && n.Reservation != c.cfg.Host {
 			continue // another live conductor's node
 		}
+		c.repairHistory(ctx, n)
 		var ev string
 		switch n.ProvisionState {
 		case states.Deploying, states.Cleaning, states.Verifying:
@@ -393,3 +394,29 @@ func (c *Conductor) Recover(ctx context.Context) error {
 	}
 	return nil
 }
+
+// repairHistory closes the one gap a kill can leave in a node's history: a
+// transition saved on the node whose event the dead process had not yet
+// written (the state is saved first, so the state is the truth).
+func (c *Conductor) repairHistory(ctx context.Context, n *store.Node) {
+	evs, err := c.store.ListEvents(ctx, n.UUID)
+	if err != nil {
+		c.log.Error("recover: read history", "node", n.UUID, "err", err)
+		return
+	}
+	last := ""
+	for _, e := range evs {
+		if e.Kind == store.KindProvision && e.FromState != e.ToState {
+			last = e.ToState
+		}
+	}
+	if last == "" || last == n.ProvisionState {
+		return
+	}
+	c.record(ctx, n, store.KindProvision, last, n.ProvisionState, EventUnrecorded,
+		"the conductor stopped after saving this state change and before recording it", map[string]any{"reason": "conductor restart"})
+}
+
+// EventUnrecorded names a transition recorded at start-up that the previous
+// process saved but did not record.
+const EventUnrecorded = "unrecorded transition"

@@ -409,3 +409,24 @@ func TestManualCleanFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestRecoverClosesHistoryGap: a kill between saving a transition and
+// recording it leaves the history one step behind; the restart records it.
+func TestRecoverClosesHistoryGap(t *testing.T) {
+	ctx := context.Background()
+	l := newLab(t, nil)
+	n := l.enroll(t, states.Available)
+	n.ProvisionState = states.DeployWait // saved, never recorded
+	if err := l.st.UpdateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.c.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := l.st.ListEvents(ctx, n.UUID)
+	last := evs[len(evs)-1]
+	if last.FromState != states.Available || last.ToState != states.DeployWait || last.Event != conductor.EventUnrecorded {
+		t.Errorf("last event %+v, want available -> wait call-back %q", last, conductor.EventUnrecorded)
+	}
+	wantState(t, l.node(t, n.UUID), states.DeployWait)
+}
