@@ -16,6 +16,8 @@ import (
 func BuiltinDriver(ctx context.Context, cfg DriverConfig) (string, func() error, error) {
 	dc := driver.DefaultConfig()
 	dc.DBPath = filepath.Join(cfg.StateDir, "ironlab.db")
+	// The lab's boot folder (lab.Lab.BootDir), where the PXE deploy writes.
+	dc.BootDir = filepath.Join(cfg.StateDir, "boot")
 	dc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	dc.AutomatedClean = cfg.AutomatedClean
 	dc.CheckInterval = cfg.checkInterval()

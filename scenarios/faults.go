@@ -99,7 +99,7 @@ func (r *runner) applyFault(ctx context.Context, f *Fault, nodes []*lab.Node) er
 	}
 	for _, n := range nodes {
 		if f.Agent != nil {
-			if err := n.SetAgentFaults(*f.Agent, f.EveryBoot); err != nil {
+			if err := n.SetAgentFaults(*f.Agent, !f.UntilReboot); err != nil {
 				return fmt.Errorf("node %s: %w", n.Name, err)
 			}
 		}

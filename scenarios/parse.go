@@ -414,8 +414,8 @@ func (v *validator) fault(p string, f *Fault, l *Lab) {
 			v.at(p+".agent", "%v", err)
 		}
 	}
-	if f.EveryBoot && f.Agent == nil {
-		v.at(p+".every_boot", "goes with agent")
+	if f.UntilReboot && f.Agent == nil {
+		v.at(p+".until_reboot", "goes with agent")
 	}
 	if f.BMC != nil {
 		for _, g := range l.Groups {

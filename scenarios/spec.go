@@ -151,10 +151,11 @@ type Fault struct {
 	// AfterEvents applies it to each node once the node has recorded this
 	// many more events (state transitions, commands, heartbeats), in the background.
 	AfterEvents int `yaml:"after_events" json:"after_events,omitempty"`
-	// Agent sets the running agent's knobs; with every_boot, also those of
-	// every agent the node boots later (a faulty ramdisk).
-	Agent     *fakeagent.Faults `yaml:"agent" json:"agent,omitempty"`
-	EveryBoot bool              `yaml:"every_boot" json:"every_boot,omitempty"`
+	// Agent sets the knobs of the node's running agent and of every agent it
+	// boots later; with until_reboot, only of the running one (or, if none
+	// runs, the next one), so a reboot brings a healthy agent.
+	Agent       *fakeagent.Faults `yaml:"agent" json:"agent,omitempty"`
+	UntilReboot bool              `yaml:"until_reboot" json:"until_reboot,omitempty"`
 	Machine   *fake.Faults      `yaml:"machine" json:"machine,omitempty"`
 	BMC       *bmc.Faults       `yaml:"bmc" json:"bmc,omitempty"`
 	// Image sets the image server's knobs for one image.

@@ -50,7 +50,9 @@ type Spec struct {
 	StateDir string // machines' disks, console logs, boot folder
 	// ImageDir caches built images across runs (default StateDir/images).
 	ImageDir string
-	Backend  string // "fake"
+	Backend  string // "fake" or "libvirt"
+	// Libvirt configures the libvirt backend.
+	Libvirt LibvirtSpec
 	Groups   []GroupSpec
 	Images   []images.Spec
 	// BMCAddressing is "port" (127.0.0.1:BMCBasePort+i) or "ip" (127.0.x.y:623).
@@ -78,6 +80,7 @@ type Node struct {
 	BMC      *bmc.BMC // nil when the driver class does not power through IPMI
 	BMCCreds bmc.Credentials
 	hw       simulator.Hardware
+	sshInfo  map[string]any // login on the lab's SSH host (SSH-powered classes)
 
 	mu            sync.Mutex
 	agent         *fakeagent.Agent
@@ -99,6 +102,9 @@ func (n *Node) DriverInfo() map[string]any {
 		di["ipmi_port"] = int(ap.Port())
 		di["ipmi_username"] = n.BMCCreds.Username
 		di["ipmi_password"] = n.BMCCreds.Password
+	}
+	for k, v := range n.sshInfo {
+		di[k] = v
 	}
 	return di
 }
@@ -179,11 +185,13 @@ type Lab struct {
 	byName map[string]*Node
 	Images *imageserver.Server
 
+	vm        *vmBackend // the libvirt backend; nil for fake
 	mux       *fakeagent.Mux
 	agentSrv  *http.Server
 	agentAddr string
 	driverURL string
 
+	hosts  hosts // deploy ramdisks' Mux, SSH host
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -196,8 +204,8 @@ func New(spec Spec) (*Lab, error) {
 	if spec.Backend == "" {
 		spec.Backend = "fake"
 	}
-	if spec.Backend != "fake" {
-		return nil, fmt.Errorf("lab %s: backend %q is not available in this build of the lab", spec.Name, spec.Backend)
+	if spec.Backend != "fake" && spec.Backend != "libvirt" {
+		return nil, fmt.Errorf("lab %s: backend %q: want fake or libvirt", spec.Name, spec.Backend)
 	}
 	if spec.StateDir == "" {
 		return nil, fmt.Errorf("lab %s: no state directory", spec.Name)
@@ -211,6 +219,14 @@ func New(spec Spec) (*Lab, error) {
 		if _, err := l.Images.Build(im); err != nil {
 			return nil, fmt.Errorf("lab %s: build image %s: %w", spec.Name, im.ID, err)
 		}
+	}
+	if spec.Backend == "libvirt" {
+		vm, err := newVMBackend(l)
+		if err != nil {
+			l.Images.Close()
+			return nil, err
+		}
+		l.vm = vm
 	}
 	macs := map[string]bool{}
 	for _, g := range spec.Groups {
@@ -246,7 +262,17 @@ func (l *Lab) newNode(g GroupSpec, i, index int, macs map[string]bool) (*Node, e
 		Vendor: "ironlab", Product: "virtual machine " + g.Driver, SerialNumber: strings.ToUpper(n.UUID[:8]),
 		BIOSVersion: "1.0.0", BIOSSettings: map[string]string{"vt": "on"},
 	}
-	m, err := fake.New(fake.Options{Name: name, UUID: n.UUID, Hardware: n.hw, NetBoot: l})
+	var m simulator.Machine
+	var err error
+	if l.vm != nil {
+		vm, verr := l.vm.add(n, g, mac)
+		if verr == nil {
+			n.hw, m = vm.Hardware(), vm
+		}
+		err = verr
+	} else {
+		m, err = fake.New(fake.Options{Name: name, UUID: n.UUID, Hardware: n.hw, NetBoot: l})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lab %s: node %s: %w", l.spec.Name, name, err)
 	}
@@ -257,6 +283,11 @@ func (l *Lab) newNode(g GroupSpec, i, index int, macs map[string]bool) (*Node, e
 			return nil, fmt.Errorf("lab %s: node %s: BMC: %w", l.spec.Name, name, err)
 		}
 		n.BMC = b
+	}
+	if PowersThroughSSH(g.Driver) {
+		if err := l.sshAccess(n, g); err != nil {
+			return nil, err
+		}
 	}
 	return n, nil
 }
@@ -317,13 +348,19 @@ func (l *Lab) Start(ctx context.Context, driverURL string) error {
 	}
 	l.agentAddr = ln.Addr().String()
 	l.mux = fakeagent.NewMux("http://" + l.agentAddr)
-	l.agentSrv = &http.Server{Handler: l.mux, ReadHeaderTimeout: 10 * time.Second}
+	l.agentSrv = &http.Server{Handler: l.agentHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go l.agentSrv.Serve(ln)
+	if l.vm != nil {
+		if err := l.vm.start(l); err != nil {
+			return err
+		}
+	}
 	for _, n := range l.nodes {
 		if n.BMC != nil {
 			n.BMC.Start(ctx)
 		}
 	}
+	l.startSSH()
 	for _, n := range l.nodes {
 		if strings.HasPrefix(n.Driver, "fake_") {
 			m := n.Machine
@@ -347,6 +384,9 @@ func (l *Lab) Close() error {
 		l.cancel()
 	}
 	var errs []error
+	if l.vm != nil {
+		errs = append(errs, l.vm.close())
+	}
 	var wg sync.WaitGroup
 	for _, n := range l.nodes {
 		wg.Add(1)
@@ -366,7 +406,7 @@ func (l *Lab) Close() error {
 		errs = append(errs, l.agentSrv.Shutdown(ctx))
 		cancel()
 	}
-	errs = append(errs, l.Images.Close())
+	errs = append(errs, l.Images.Close(), l.closeSSH())
 	return errors.Join(errs...)
 }
 
