@@ -156,8 +156,8 @@ type Fault struct {
 	// runs, the next one), so a reboot brings a healthy agent.
 	Agent       *fakeagent.Faults `yaml:"agent" json:"agent,omitempty"`
 	UntilReboot bool              `yaml:"until_reboot" json:"until_reboot,omitempty"`
-	Machine   *fake.Faults      `yaml:"machine" json:"machine,omitempty"`
-	BMC       *bmc.Faults       `yaml:"bmc" json:"bmc,omitempty"`
+	Machine     *fake.Faults      `yaml:"machine" json:"machine,omitempty"`
+	BMC         *bmc.Faults       `yaml:"bmc" json:"bmc,omitempty"`
 	// Image sets the image server's knobs for one image.
 	Image *ImageFault `yaml:"image" json:"image,omitempty"`
 	// Conductor kills the driver process with SIGKILL and restarts it.

@@ -53,8 +53,8 @@ type Spec struct {
 	Backend  string // "fake" or "libvirt"
 	// Libvirt configures the libvirt backend.
 	Libvirt LibvirtSpec
-	Groups   []GroupSpec
-	Images   []images.Spec
+	Groups  []GroupSpec
+	Images  []images.Spec
 	// BMCAddressing is "port" (127.0.0.1:BMCBasePort+i) or "ip" (127.0.x.y:623).
 	BMCAddressing string
 	// BMCBasePort is the first BMC's UDP port; 0 lets each BMC take a free port.
