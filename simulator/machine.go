@@ -93,6 +93,13 @@ type Machine interface {
 	ConsoleLog() (string, error)
 }
 
+// BootConsole is implemented by machines that can tell their console
+// output since the last power on apart from earlier boots (the libvirt
+// backend's serial log spans every start).
+type BootConsole interface {
+	ConsoleSinceBoot() (string, error)
+}
+
 // NetBooter serves what a machine boots from the network: the lab's agent
 // ramdisk or deploy ramdisk, chosen by the per-MAC boot config. In the fake
 // backend Boot runs the in-process agent until ctx is cancelled (power off or

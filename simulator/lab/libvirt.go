@@ -100,7 +100,7 @@ func newVMBackend(l *Lab) (*vmBackend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab %s: agent ramdisk: %w", l.spec.Name, err)
 	}
-	v := &vmBackend{bootDir: filepath.Join(l.spec.StateDir, "boot"), machines: map[string]*libvirtvm.Machine{}, faults: map[string]string{}}
+	v := &vmBackend{bootDir: l.BootDir(), machines: map[string]*libvirtvm.Machine{}, faults: map[string]string{}}
 	if err := os.MkdirAll(v.bootDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -273,15 +273,6 @@ func (l *Lab) ImageURL(id string) string {
 		return libvirtvm.GuestURL(u)
 	}
 	return u
-}
-
-// BootDir is the lab's boot folder, where the libvirt backend's per-MAC boot
-// entries and agent ramdisk live ("" on the fake backend).
-func (l *Lab) BootDir() string {
-	if l.vm == nil {
-		return ""
-	}
-	return l.vm.bootDir
 }
 
 // VM is the node's libvirt machine, if the lab runs the libvirt backend.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/digitalocean/go-libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -44,6 +45,10 @@ type Machine struct {
 	mu         sync.Mutex
 	persistent simulator.BootConfig
 	oneTime    *simulator.BootConfig
+
+	// bootMark is the console log's size when the domain last started: what
+	// follows it is this boot's output (the log is appended to across starts).
+	bootMark atomic.Int64
 }
 
 var _ simulator.Machine = (*Machine)(nil)
@@ -163,6 +168,13 @@ func (m *Machine) start(ctx context.Context) error {
 	if err := m.rewrite(ctx, cfg, true); err != nil {
 		return err
 	}
+	if m.console != "" {
+		if st, err := os.Stat(m.console); err == nil {
+			m.bootMark.Store(st.Size())
+		} else {
+			m.bootMark.Store(0)
+		}
+	}
 	if err := call(ctx, m.c, m.domainErr("start"), func() error { return m.c.lv.DomainCreate(m.dom) }); err != nil {
 		return err
 	}
@@ -279,6 +291,22 @@ func (m *Machine) ConsoleLog() (string, error) {
 	}
 	return string(b), err
 }
+
+// ConsoleSinceBoot is what the machine printed on its serial console since
+// it last started (simulator.BootConsole): a check that the machine booted an
+// image must not be fooled by an earlier boot's output.
+func (m *Machine) ConsoleSinceBoot() (string, error) {
+	log, err := m.ConsoleLog()
+	if err != nil {
+		return "", err
+	}
+	if mark := m.bootMark.Load(); mark > 0 && mark <= int64(len(log)) {
+		return log[mark:], nil
+	}
+	return log, nil
+}
+
+var _ simulator.BootConsole = (*Machine)(nil)
 
 // GuestURL rewrites a URL on the host's loopback (127.0.0.1, localhost,
 // [::1]) to how a guest reaches it through QEMU's user-mode stack: 10.0.2.2.
