@@ -82,11 +82,12 @@ type driverProc struct {
 	addr   string
 	db     string
 	log    string
+	extra  []string // more flags
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
 
-func startDriver(t *testing.T) *driverProc {
+func startDriver(t *testing.T, extra ...string) *driverProc {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -95,7 +96,7 @@ func startDriver(t *testing.T) *driverProc {
 	addr := ln.Addr().String()
 	ln.Close()
 	dir := t.TempDir()
-	p := &driverProc{t: t, bin: ironlabBinary(t), addr: addr, db: filepath.Join(dir, "ironlab.db"), log: filepath.Join(dir, "driver.log")}
+	p := &driverProc{t: t, bin: ironlabBinary(t), addr: addr, db: filepath.Join(dir, "ironlab.db"), log: filepath.Join(dir, "driver.log"), extra: extra}
 	p.start()
 	t.Cleanup(func() {
 		p.kill()
@@ -131,6 +132,7 @@ func (p *driverProc) start() {
 		// the way (this test is about the restart, not the watchdog).
 		"--heartbeat-timeout", "2s", "--check-interval", "1h", "--watchdog-action=",
 		"--ipmi-min-interval", "0s")
+	p.cmd.Args = append(p.cmd.Args, p.extra...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		logf.Close()
