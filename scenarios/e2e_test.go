@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ironlab/ironlab/images"
@@ -24,11 +27,17 @@ func runBuiltin(t *testing.T, name string, edit func(*Scenario)) (*Result, strin
 	if edit != nil {
 		edit(s)
 	}
+	return runScenario(t, s)
+}
+
+func runScenario(t *testing.T, s *Scenario) (*Result, string, string) {
+	t.Helper()
+	name := s.Name
 	results, state := t.TempDir(), t.TempDir()
 	var out strings.Builder
 	res, err := Run(context.Background(), s, Options{
 		ResultsDir: results, StateDir: state, KeepState: true, ImageCache: filepath.Join(state, "images"),
-		StartDriver: BuiltinDriver, Out: &out,
+		StartDriver: BuiltinDriver, DriverBinary: ironlabBinary(t), Out: &out,
 	})
 	if err != nil {
 		t.Fatalf("run %s: %v\n%s", name, err, out.String())
@@ -102,21 +111,50 @@ func TestDeployScenarioEndToEnd(t *testing.T) {
 // Every built-in scenario of the fake backend passes: erase, faults, ...
 // (deploy is checked in more depth above; VM scenarios have their own tier).
 func TestBuiltinScenariosPass(t *testing.T) {
-	for _, name := range Builtin() {
-		s, err := Load(name)
+	for _, file := range Builtin() {
+		all, err := LoadAll(file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if name == "deploy" || s.Lab.Backend != "fake" {
-			continue
-		}
-		t.Run(name, func(t *testing.T) {
-			res, _, _ := runBuiltin(t, name, nil)
-			if len(res.Checks) == 0 {
-				t.Fatalf("%s checked nothing", name)
+		for _, s := range all {
+			if s.Name == "deploy" || s.Lab.Backend != "fake" {
+				continue
 			}
-		})
+			t.Run(s.Name, func(t *testing.T) {
+				res, _, _ := runScenario(t, s)
+				if len(res.Checks) == 0 {
+					t.Fatalf("%s checked nothing", s.Name)
+				}
+			})
+		}
 	}
+}
+
+var (
+	binaryOnce sync.Once
+	binaryPath string
+	binaryErr  error
+)
+
+// ironlabBinary builds the ironlab binary once, for scenarios that run the
+// driver as a child process (conductor faults).
+func ironlabBinary(t *testing.T) string {
+	binaryOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ironlab-bin-")
+		if err != nil {
+			binaryErr = err
+			return
+		}
+		binaryPath = filepath.Join(dir, "ironlab")
+		out, err := exec.Command("go", "build", "-o", binaryPath, "../cmd/ironlab").CombinedOutput()
+		if err != nil {
+			binaryErr = fmt.Errorf("build ironlab: %v\n%s", err, out)
+		}
+	})
+	if binaryErr != nil {
+		t.Fatal(binaryErr)
+	}
+	return binaryPath
 }
 
 // A scenario whose expectation cannot hold fails, and says which node and why.

@@ -50,9 +50,19 @@ func Builtin() []string {
 	return names
 }
 
-// Load reads a scenario from a file, or a built-in one by name ("deploy",
-// "scenarios/deploy.yaml" when no such file exists here).
+// Load reads the one scenario of a file, or of a built-in scenario by name.
 func Load(name string) (*Scenario, error) {
+	all, err := LoadAll(name)
+	if err != nil {
+		return nil, err
+	}
+	return all[0], nil
+}
+
+// LoadAll reads every scenario of a file (YAML documents separated by
+// "---"), or of a built-in scenario by name ("deploy", or
+// "scenarios/deploy.yaml" when no such file exists here).
+func LoadAll(name string) ([]*Scenario, error) {
 	data, err := os.ReadFile(name)
 	if err != nil {
 		base := strings.TrimSuffix(filepath.Base(name), ".yaml")
@@ -62,29 +72,57 @@ func Load(name string) (*Scenario, error) {
 		}
 		data, name = b, "builtin:"+base+".yaml"
 	}
-	return Parse(name, data)
+	return ParseAll(name, data)
 }
 
-// Parse parses and validates a scenario; errors name file, line and column.
+// Parse parses and validates a file that holds one scenario.
 func Parse(file string, data []byte) (*Scenario, error) {
+	all, err := ParseAll(file, data)
+	if err != nil {
+		return nil, err
+	}
+	if len(all) != 1 {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("want one scenario, the file has %d", len(all))}
+	}
+	return all[0], nil
+}
+
+// ParseAll parses and validates every scenario of a file; errors name
+// file, line and column.
+func ParseAll(file string, data []byte) ([]*Scenario, error) {
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
 		return nil, yamlError(file, err)
 	}
-	if len(f.Docs) != 1 || f.Docs[0].Body == nil {
-		return nil, &Error{File: file, Msg: "want exactly one YAML document with a scenario"}
+	var out []*Scenario
+	var errs []error
+	names := map[string]bool{}
+	for _, doc := range f.Docs {
+		if doc.Body == nil {
+			continue
+		}
+		var s Scenario
+		if err := yaml.NodeToValue(doc.Body, &s, yaml.DisallowUnknownField()); err != nil {
+			errs = append(errs, yamlError(file, err))
+			continue
+		}
+		s.File = file
+		v := validator{file: file, body: doc.Body}
+		v.scenario(&s)
+		if names[s.Name] {
+			v.at("$.name", "a second scenario named %q in this file", s.Name)
+		}
+		names[s.Name] = true
+		errs = append(errs, v.errs...)
+		out = append(out, &s)
 	}
-	var s Scenario
-	if err := yaml.NodeToValue(f.Docs[0].Body, &s, yaml.DisallowUnknownField()); err != nil {
-		return nil, yamlError(file, err)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
-	s.File = file
-	v := validator{file: file, ast: f}
-	v.scenario(&s)
-	if len(v.errs) > 0 {
-		return nil, errors.Join(v.errs...)
+	if len(out) == 0 {
+		return nil, &Error{File: file, Msg: "no scenario in the file"}
 	}
-	return &s, nil
+	return out, nil
 }
 
 func yamlError(file string, err error) error {
@@ -98,7 +136,7 @@ func yamlError(file string, err error) error {
 
 type validator struct {
 	file string
-	ast  *ast.File
+	body ast.Node // the scenario's YAML document
 	errs []error
 }
 
@@ -110,7 +148,7 @@ func (v *validator) at(path, format string, a ...any) {
 		if err != nil {
 			continue
 		}
-		n, err := yp.FilterFile(v.ast)
+		n, err := yp.FilterNode(v.body)
 		if err == nil && n != nil && n.GetToken() != nil && n.GetToken().Position != nil {
 			e.Line, e.Column = n.GetToken().Position.Line, n.GetToken().Position.Column
 			break
@@ -164,6 +202,7 @@ func (v *validator) lab(l *Lab) {
 	default:
 		v.at("$.lab.backend", "must be fake or libvirt, got %q", l.Backend)
 	}
+	v.vmLab(l)
 	l.heartbeatTimeout = 300 * time.Second
 	if l.HeartbeatTimeout != "" {
 		d, err := ParseDuration(l.HeartbeatTimeout)
@@ -282,6 +321,13 @@ func (v *validator) lab(l *Lab) {
 			}
 			g.diskSize = n
 		}
+		if g.POSTTime != "" {
+			d, err := ParseDuration(g.POSTTime)
+			if err != nil || d < 0 {
+				v.at(p+".post_time", "want a duration like 2s, got %q", g.POSTTime)
+			}
+			g.postTime = d
+		}
 		for _, im := range l.Images {
 			if im.size > g.diskSize {
 				v.at(p+".disk_size", "disk of %d bytes is smaller than image %s (%d bytes)", g.diskSize, im.ID, im.size)
@@ -321,7 +367,11 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 	}
 	if st.Wait != nil {
 		check("wait", true, st.Wait.Nodes)
-		if !provision[st.Wait.State] {
+		switch {
+		case st.Wait.State != "" && st.Wait.Event != "":
+			v.at(p+".wait", "wait for a state or for an event, not both")
+		case st.Wait.Event != "":
+		case !provision[st.Wait.State]:
 			v.at(p+".wait.state", "unknown provision state %q (one of %s)", st.Wait.State, keys(provision))
 		}
 		st.Wait.timeout = 5 * time.Minute
@@ -346,6 +396,14 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 	}
 	if st.Abort != nil {
 		check("abort", true, st.Abort.Nodes)
+	}
+	if st.Power != nil {
+		check("power", true, st.Power.Nodes)
+		switch st.Power.Target {
+		case "power on", "power off", "rebooting", "soft power off":
+		default:
+			v.at(p+".power.target", `must be "power on", "power off", "rebooting" or "soft power off", got %q`, st.Power.Target)
+		}
 	}
 	if f := st.Fault; f != nil {
 		check("fault", true, f.Nodes)
@@ -386,10 +444,10 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 		st.sleep = d
 	}
 	if len(set) != 1 {
-		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, clean, abort, fault, wait, expect, sleep; got %d (%s)", len(set), strings.Join(set, ", "))
+		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, clean, abort, power, fault, wait, expect, sleep; got %d (%s)", len(set), strings.Join(set, ", "))
 	}
 	if yp, err := yaml.PathString(p); err == nil {
-		if n, err := yp.FilterFile(v.ast); err == nil && n.GetToken() != nil && n.GetToken().Position != nil {
+		if n, err := yp.FilterNode(v.body); err == nil && n.GetToken() != nil && n.GetToken().Position != nil {
 			st.line = n.GetToken().Position.Line
 		}
 	}

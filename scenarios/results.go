@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // writeResults writes <results>/<scenario>/{result.json,events.jsonl,console/}.
@@ -50,27 +51,31 @@ func (r *runner) writeResults(ctx context.Context) error {
 }
 
 // writeEvents writes every node's events, one JSON object a line, each
-// tagged with the node's name, in time order.
+// tagged with the node's name, in time order, and fills in each node's
+// deploy timing from them.
 func (r *runner) writeEvents(ctx context.Context, path string) error {
 	type tagged struct {
 		time string
 		line []byte
 	}
 	var lines []tagged
-	for _, n := range r.lab.Nodes() {
-		if _, ok := r.uuids[n.Name]; !ok {
+	for i := range r.result.Nodes {
+		nr := &r.result.Nodes[i]
+		if _, ok := r.uuids[nr.Name]; !ok {
 			continue
 		}
-		evs, err := r.api.events(ctx, r.ident(n))
+		evs, err := r.api.events(ctx, r.uuids[nr.Name])
 		if err != nil {
 			continue
 		}
+		var parsed []map[string]any
 		for _, ev := range evs {
 			var m map[string]any
 			if json.Unmarshal(ev, &m) != nil {
 				continue
 			}
-			m["node"] = n.Name
+			parsed = append(parsed, m)
+			m["node"] = nr.Name
 			b, _ := json.Marshal(m)
 			t, _ := m["time"].(string)
 			if t == "" {
@@ -78,6 +83,7 @@ func (r *runner) writeEvents(ctx context.Context, path string) error {
 			}
 			lines = append(lines, tagged{t, b})
 		}
+		nr.DeploySeconds, nr.FastTrack = deployTiming(parsed)
 	}
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].time < lines[j].time })
 	f, err := os.Create(path)
@@ -88,7 +94,67 @@ func (r *runner) writeEvents(ctx context.Context, path string) error {
 	for _, l := range lines {
 		f.Write(append(l.line, '\n'))
 	}
+	r.result.FastTrack = fastTrackReport(r.result.Nodes)
 	return nil
+}
+
+// deployTiming is the time from the node's last deploy request (available
+// -> deploying) to active, and whether that deploy used the running agent.
+func deployTiming(evs []map[string]any) (float64, bool) {
+	var start time.Time
+	fast := false
+	secs := 0.0
+	for _, ev := range evs {
+		t, err := time.Parse(time.RFC3339Nano, fmt.Sprint(ev["time"]))
+		if err != nil {
+			continue
+		}
+		switch {
+		case ev["event"] == "deploy" && ev["to_state"] == "deploying":
+			start, fast = t, false
+		case ev["event"] == "fast track" && !start.IsZero():
+			fast = true
+		case ev["to_state"] == "active" && ev["from_state"] != "active" && !start.IsZero():
+			secs = t.Sub(start).Seconds()
+			start = time.Time{}
+		}
+	}
+	return secs, fast
+}
+
+// FastTrackReport compares deploys that used a running agent (the spec's
+// long-running model) with cold ones.
+type FastTrackReport struct {
+	WarmNodes    int     `json:"warm_nodes"`
+	WarmAvgS     float64 `json:"warm_avg_s"`
+	ColdNodes    int     `json:"cold_nodes"`
+	ColdAvgS     float64 `json:"cold_avg_s"`
+	SavedPerNode float64 `json:"saved_per_node_s"`
+}
+
+func fastTrackReport(nodes []NodeResult) *FastTrackReport {
+	var rep FastTrackReport
+	for _, n := range nodes {
+		if n.DeploySeconds == 0 {
+			continue
+		}
+		if n.FastTrack {
+			rep.WarmNodes++
+			rep.WarmAvgS += n.DeploySeconds
+		} else {
+			rep.ColdNodes++
+			rep.ColdAvgS += n.DeploySeconds
+		}
+	}
+	if rep.WarmNodes == 0 {
+		return nil
+	}
+	rep.WarmAvgS /= float64(rep.WarmNodes)
+	if rep.ColdNodes > 0 {
+		rep.ColdAvgS /= float64(rep.ColdNodes)
+		rep.SavedPerNode = rep.ColdAvgS - rep.WarmAvgS
+	}
+	return &rep
 }
 
 // JUnit XML, the subset CI systems read.
@@ -172,6 +238,13 @@ func PrintSummary(w io.Writer, res *Result) {
 		res.Scenario, status, passed, len(res.Checks), res.DurationS, res.ImageBytesServed>>20)
 	if res.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", res.Error)
+	}
+	if ft := res.FastTrack; ft != nil {
+		fmt.Fprintf(w, "  deploy to active: %d nodes with a running agent (fast track) %.1fs on average", ft.WarmNodes, ft.WarmAvgS)
+		if ft.ColdNodes > 0 {
+			fmt.Fprintf(w, ", %d cold %.1fs: %.1fs saved per node", ft.ColdNodes, ft.ColdAvgS, ft.SavedPerNode)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, sk := range res.Skipped {
 		fmt.Fprintf(w, "  skipped group %s\n", sk)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,6 +73,9 @@ type Options struct {
 	// Out receives progress lines and the summary (default os.Stdout).
 	Out    io.Writer
 	Logger *slog.Logger
+	// Backend, Accel and PXE override the scenarios' lab settings when set
+	// (`ironlab run --backend libvirt --accel tcg --pxe ipxe`).
+	Backend, Accel, PXE string
 	// Agent timing for in-process agents; zero means fast lab defaults.
 	LookupInterval        time.Duration
 	HeartbeatErrorBackoff time.Duration
@@ -87,6 +91,10 @@ type NodeResult struct {
 	PowerState  string `json:"power_state"`
 	Maintenance bool   `json:"maintenance"`
 	LastError   string `json:"last_error"`
+	// DeploySeconds is the last deploy's time from request to active;
+	// FastTrack says it used the running agent (no power cycle).
+	DeploySeconds float64 `json:"deploy_s,omitempty"`
+	FastTrack     bool    `json:"fast_track,omitempty"`
 }
 
 // Check is one expectation's outcome: a JUnit test case.
@@ -101,11 +109,14 @@ type Check struct {
 
 // Result is a scenario's outcome, written as result.json.
 type Result struct {
-	Scenario  string       `json:"scenario"`
-	File      string       `json:"file"`
-	Passed    bool         `json:"passed"`
-	DurationS float64      `json:"duration_s"`
-	Backend   string       `json:"backend"`
+	Scenario  string  `json:"scenario"`
+	File      string  `json:"file"`
+	Passed    bool    `json:"passed"`
+	DurationS float64 `json:"duration_s"`
+	Backend   string  `json:"backend"`
+	// Accel is the accelerator of the libvirt backend's VMs and why, e.g.
+	// "tcg (KVM probe boot failed: ...)".
+	Accel     string       `json:"accel,omitempty"`
 	DriverURL string       `json:"driver_url"`
 	Error     string       `json:"error,omitempty"`
 	Checks    []Check      `json:"checks"`
@@ -113,6 +124,8 @@ type Result struct {
 	// Skipped lists the groups left out because this machine lacks a tool
 	// their driver needs (never under CI=true, where that is an error).
 	Skipped []string `json:"skipped,omitempty"`
+	// FastTrack compares deploys with a running agent against cold ones.
+	FastTrack *FastTrackReport `json:"fast_track,omitempty"`
 	// ImageBytesServed counts the image server's bytes: what the agents
 	// (or the conductor, for PXE) downloaded.
 	ImageBytesServed int64 `json:"image_bytes_served"`
@@ -153,6 +166,15 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 	}
 	if opts.HeartbeatErrorBackoff == 0 {
 		opts.HeartbeatErrorBackoff = 300 * time.Millisecond
+	}
+	if opts.Backend != "" {
+		s.Lab.Backend = opts.Backend
+	}
+	if opts.Accel != "" {
+		s.Lab.Accel = opts.Accel
+	}
+	if opts.PXE != "" {
+		s.Lab.PXE = opts.PXE
 	}
 	r := &runner{s: s, opts: opts, out: opts.Out, log: opts.Logger, uuids: map[string]string{},
 		result: &Result{Scenario: s.Name, File: s.File, Backend: s.Lab.Backend}}
@@ -195,10 +217,14 @@ func (r *runner) run(ctx context.Context) error {
 	spec.StateDir, spec.ImageDir, spec.Logger = stateDir, r.opts.ImageCache, r.log
 	spec.LookupInterval, spec.HeartbeatErrorBackoff = r.opts.LookupInterval, r.opts.HeartbeatErrorBackoff
 	spec.ForcedHeartbeatGap = 200 * time.Millisecond
+	spec.Libvirt.Progress = r.out
 	groups := spec.Groups
 	spec.Groups = nil
 	total := 0
 	for _, g := range groups {
+		if why := vmUnsupported(g.Driver); why != "" && spec.Backend == "libvirt" {
+			return fmt.Errorf("group %s: %s", g.Name, why)
+		}
 		if why := missingTool(g.Driver); why != "" {
 			if os.Getenv("CI") == "true" {
 				return fmt.Errorf("group %s (%s): %s", g.Name, g.Driver, why)
@@ -216,6 +242,7 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.lab = l
+	r.result.Accel = l.Accel()
 
 	driverURL := r.opts.DriverURL
 	if driverURL == "" {
@@ -300,6 +327,7 @@ func LabSpec(s *Scenario) lab.Spec {
 	spec := lab.Spec{
 		Name: s.Name, Seed: s.Seed, Backend: s.Lab.Backend,
 		BMCAddressing: s.Lab.BMCAddressing, BMCBasePort: s.Lab.BMCBasePort,
+		Libvirt: vmSpec(s),
 	}
 	for _, im := range s.Lab.Images {
 		spec.Images = append(spec.Images, images.Spec{ID: im.ID, Size: im.size})
@@ -308,7 +336,7 @@ func LabSpec(s *Scenario) lab.Spec {
 		spec.Groups = append(spec.Groups, lab.GroupSpec{
 			Name: g.Name, Count: g.Count, Driver: g.Driver, Dialect: g.Dialect, CPUs: g.CPUs,
 			MemoryMB: g.MemoryMB, DiskSize: g.diskSize, BootMode: g.BootMode,
-			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword, SecureErase: g.SecureErase,
+			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword, SecureErase: g.SecureErase, POSTTime: g.postTime,
 		})
 	}
 	return spec
@@ -392,8 +420,16 @@ func (r *runner) step(ctx context.Context, i int, st *Step) error {
 		})
 	case st.Abort != nil:
 		err = r.verb(ctx, label, "abort", st.Abort.Nodes)
+	case st.Power != nil:
+		nodes := r.selected(st.Power.Nodes)
+		r.printf("%s %s %d nodes\n", label, st.Power.Target, len(nodes))
+		err = forEach(nodes, func(n *lab.Node) error {
+			return r.api.do(ctx, http.MethodPut, "/v1/nodes/"+r.ident(n)+"/states/power", map[string]any{"target": st.Power.Target}, nil)
+		})
 	case st.Fault != nil:
 		err = r.fault(ctx, label, i, st.Fault)
+	case st.Wait != nil && st.Wait.Event != "":
+		r.waitEvent(ctx, label, i, st)
 	case st.Wait != nil:
 		r.wait(ctx, label, i, st)
 	case st.Expect != nil:
@@ -496,7 +532,7 @@ func (r *runner) deploy(ctx context.Context, label string, d *Deploy) error {
 	nodes := r.selected(d.Nodes)
 	r.printf("%s deploy image %s (%d MiB) to %d nodes\n", label, d.Image, info.Size>>20, len(nodes))
 	ops := []map[string]any{
-		{"op": "add", "path": "/instance_info/image_source", "value": r.lab.Images.URL(d.Image)},
+		{"op": "add", "path": "/instance_info/image_source", "value": r.lab.ImageURL(d.Image)},
 	}
 	if d.Checksum == "md5" {
 		ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/image_checksum", "value": info.MD5})
@@ -570,6 +606,56 @@ func (r *runner) wait(ctx context.Context, label string, i int, st *Step) {
 	check.Passed = len(check.Failures) == 0
 	check.DurationS = time.Since(start).Seconds()
 	r.report(label, &check)
+}
+
+// waitEvent waits until every selected node has recorded the event.
+func (r *runner) waitEvent(ctx context.Context, label string, i int, st *Step) {
+	w := st.Wait
+	nodes := r.selected(w.Nodes)
+	start := time.Now()
+	r.printf("%s wait for %d nodes to record %q (timeout %s)\n", label, len(nodes), w.Event, w.timeout)
+	check := Check{Name: fmt.Sprintf("step %d: wait for event %s", i+1, w.Event), Step: i + 1, Line: st.line}
+	seen := map[string]bool{}
+	last := -1
+	for time.Since(start) < w.timeout && ctx.Err() == nil {
+		for _, n := range nodes {
+			if !seen[n.Name] && r.hasEvent(ctx, n, w.Event) {
+				seen[n.Name] = true
+			}
+		}
+		if len(seen) != last {
+			r.printf("%s   %d/%d recorded %q  %.1fs\n", label, len(seen), len(nodes), w.Event, time.Since(start).Seconds())
+			last = len(seen)
+		}
+		if len(seen) == len(nodes) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	for _, n := range nodes {
+		if !seen[n.Name] {
+			check.Failures = append(check.Failures, fmt.Sprintf("%s: no %q event within %s", n.Name, w.Event, w.timeout))
+		}
+	}
+	check.Passed = len(check.Failures) == 0
+	check.DurationS = time.Since(start).Seconds()
+	r.report(label, &check)
+}
+
+func (r *runner) hasEvent(ctx context.Context, n *lab.Node, name string) bool {
+	evs, err := r.api.events(ctx, r.ident(n))
+	if err != nil {
+		return false
+	}
+	for _, ev := range evs {
+		var m struct {
+			Event string `json:"event"`
+		}
+		if json.Unmarshal(ev, &m) == nil && m.Event == name {
+			return true
+		}
+	}
+	return false
 }
 
 func stateCounts(c map[string]int) string {
@@ -739,29 +825,20 @@ func (r *runner) expect(ctx context.Context, label string, i int, st *Step) {
 	}
 	if e.Event != "" {
 		clause(fmt.Sprintf("event %q in the history", e.Event), func(n *lab.Node, _ apiNode) string {
-			evs, err := r.api.events(ctx, r.ident(n))
-			if err != nil {
-				return "events: " + err.Error()
+			if !r.hasEvent(ctx, n, e.Event) {
+				return fmt.Sprintf("no event %q in the node's history", e.Event)
 			}
-			for _, ev := range evs {
-				var m struct {
-					Event string `json:"event"`
-				}
-				if json.Unmarshal(ev, &m) == nil && m.Event == e.Event {
-					return ""
-				}
-			}
-			return fmt.Sprintf("no event %q among %d events", e.Event, len(evs))
+			return ""
 		})
 	}
 	if e.BootedImage != "" {
 		info, _ := r.lab.Images.Info(e.BootedImage)
 		clause("booted image "+e.BootedImage, func(n *lab.Node, _ apiNode) string {
-			log, err := n.Machine.ConsoleLog()
+			log, err := sinceBoot(n.Machine)
 			if err != nil {
 				return "console: " + err.Error()
 			}
-			if !strings.Contains(lastBoot(log), info.Marker()) {
+			if !strings.Contains(log, info.Marker()) {
 				return fmt.Sprintf("the console since the last boot lacks %q", info.Marker())
 			}
 			return ""

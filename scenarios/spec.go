@@ -58,6 +58,15 @@ type Lab struct {
 	Images        []ImageSpec `yaml:"images" json:"images"`
 	Groups        []Group     `yaml:"groups" json:"groups"`
 
+	// The libvirt backend: Accel is auto (default), kvm or tcg; PXE is
+	// direct (default: direct kernel boot) or ipxe (real iPXE through
+	// QEMU's TFTP); MemoryMB is each VM's RAM (default 256); LibvirtURI
+	// defaults to qemu:///system.
+	Accel      string `yaml:"accel" json:"accel,omitempty"`
+	PXE        string `yaml:"pxe" json:"pxe,omitempty"`
+	MemoryMB   int    `yaml:"memory_mb" json:"memory_mb,omitempty"`
+	LibvirtURI string `yaml:"libvirt_uri" json:"libvirt_uri,omitempty"`
+
 	heartbeatTimeout      time.Duration
 	ipmiMinInterval       time.Duration
 	deployCallbackTimeout time.Duration
@@ -92,8 +101,12 @@ type Group struct {
 	// SecureErase says the disks support secure erase: erase_devices takes
 	// the (emulated, faster) secure-erase path.
 	SecureErase bool `yaml:"secure_erase" json:"secure_erase,omitempty"`
+	// POSTTime is how long a fake machine's firmware takes before a network
+	// boot ("2s"), so that skipped boots show in timings.
+	POSTTime string `yaml:"post_time" json:"post_time,omitempty"`
 
 	diskSize int64
+	postTime time.Duration
 }
 
 // Step is one step; exactly one of its fields is set.
@@ -106,6 +119,7 @@ type Step struct {
 	Wait     *Wait   `yaml:"wait" json:"wait,omitempty"`
 	Clean    *Clean  `yaml:"clean" json:"clean,omitempty"`
 	Abort    *Target `yaml:"abort" json:"abort,omitempty"`
+	Power    *Power  `yaml:"power" json:"power,omitempty"`
 	Fault    *Fault  `yaml:"fault" json:"fault,omitempty"`
 	Expect   *Expect `yaml:"expect" json:"expect,omitempty"`
 	Sleep    string  `yaml:"sleep" json:"sleep,omitempty"`
@@ -126,6 +140,13 @@ type Deploy struct {
 	// Checksum is how the driver tells the agent the image's checksum:
 	// "sha256" (os_hash_algo/os_hash_value, the default) or "md5" (image_checksum).
 	Checksum string `yaml:"checksum" json:"checksum,omitempty"`
+}
+
+// Power changes the selected nodes' power through the driver API.
+type Power struct {
+	Nodes []string `yaml:"nodes" json:"nodes,omitempty"`
+	// Target is "power on", "power off", "rebooting" or "soft power off".
+	Target string `yaml:"target" json:"target"`
 }
 
 // Clean runs manual cleaning (manageable nodes) with explicit steps.
@@ -184,10 +205,12 @@ type ConductorFault struct {
 	restartAfter time.Duration
 }
 
-// Wait waits until every selected node is in State.
+// Wait waits until every selected node is in State, or (with Event) has
+// recorded an event of that name since the wait began or earlier.
 type Wait struct {
 	Nodes   []string `yaml:"nodes" json:"nodes,omitempty"`
-	State   string   `yaml:"state" json:"state"`
+	State   string   `yaml:"state" json:"state,omitempty"`
+	Event   string   `yaml:"event" json:"event,omitempty"`
 	Timeout string   `yaml:"timeout" json:"timeout,omitempty"`
 
 	timeout time.Duration

@@ -27,6 +27,9 @@ func runCmd(args []string) int {
 	imageCache := fs.String("image-cache", defaultCache("images"), "folder where built test images are kept between runs")
 	driverURL := fs.String("driver-url", "", "run against this driver API (e.g. a real Ironic) instead of the built-in driver")
 	verbose := fs.Bool("v", false, "log the lab's and driver's work to stderr")
+	backend := fs.String("backend", "", "override the scenarios' lab backend: fake or libvirt (real QEMU VMs; needs libvirtd, see scripts/vm-deps.sh)")
+	accel := fs.String("accel", "", "libvirt backend: override the accelerator, auto|kvm|tcg")
+	pxe := fs.String("pxe", "", "libvirt backend: override the network boot, direct (kernel boot) or ipxe (real iPXE over QEMU's TFTP)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab run [flags] SCENARIO...
 
@@ -56,15 +59,19 @@ Flags:
 	var list []*scenarios.Scenario
 	bad := false
 	for _, name := range fs.Args() {
-		s, err := scenarios.Load(name)
+		all, err := scenarios.LoadAll(name)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			bad = true
 			continue
 		}
-		list = append(list, s)
+		list = append(list, all...)
 	}
 	if bad {
+		return 2
+	}
+	if err := checkVMFlags(*backend, *accel, *pxe); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab run:", err)
 		return 2
 	}
 	logger := slog.New(slog.DiscardHandler)
@@ -83,6 +90,7 @@ Flags:
 		res, err := scenarios.Run(ctx, s, scenarios.Options{
 			ResultsDir: dir, StateDir: *stateDir, KeepState: *stateDir != "", ImageCache: *imageCache,
 			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, DriverBinary: self, Out: os.Stdout, Logger: logger,
+			Backend: *backend, Accel: *accel, PXE: *pxe,
 		})
 		if res != nil {
 			all = append(all, res)
@@ -102,6 +110,18 @@ Flags:
 		return 1
 	}
 	return 0
+}
+
+// checkVMFlags validates the backend overrides of `ironlab run`.
+func checkVMFlags(backend, accel, pxe string) error {
+	for _, f := range []struct{ name, val, allowed string }{
+		{"--backend", backend, " fake libvirt "}, {"--accel", accel, " auto kvm tcg "}, {"--pxe", pxe, " direct ipxe "},
+	} {
+		if f.val != "" && !strings.Contains(f.allowed, " "+f.val+" ") {
+			return fmt.Errorf("%s %q: want one of%s", f.name, f.val, strings.TrimRight(f.allowed, " "))
+		}
+	}
+	return nil
 }
 
 // defaultCache is a folder under the user's cache directory.

@@ -34,12 +34,16 @@ type Options struct {
 	Hardware simulator.Hardware // Disks[i].Path is created as a sparse file of SizeBytes
 	Boot     simulator.BootConfig
 	NetBoot  simulator.NetBooter // what a network boot runs; nil: nothing answers
+	// POSTTime is how long firmware takes before a network boot starts what
+	// the lab serves (real servers spend minutes in POST).
+	POSTTime time.Duration
 }
 
 // Machine is one fake machine.
 type Machine struct {
 	name, uuid string
 	netboot    simulator.NetBooter
+	post       time.Duration
 
 	mu         sync.Mutex
 	hw         simulator.Hardware
@@ -73,7 +77,7 @@ func New(o Options) (*Machine, error) {
 		o.Boot.Device = simulator.BootDisk
 	}
 	o.Boot.Persistent = true
-	return &Machine{name: o.Name, uuid: o.UUID, netboot: o.NetBoot, hw: o.Hardware, power: simulator.PowerOff, persistent: o.Boot}, nil
+	return &Machine{name: o.Name, uuid: o.UUID, netboot: o.NetBoot, post: o.POSTTime, hw: o.Hardware, power: simulator.PowerOff, persistent: o.Boot}, nil
 }
 
 func (m *Machine) Name() string { return m.name }
@@ -176,6 +180,13 @@ func (m *Machine) boot() {
 		m.stop, m.done = cancel, done
 		go func() {
 			defer close(done)
+			if m.post > 0 {
+				select {
+				case <-time.After(m.post):
+				case <-ctx.Done():
+					return
+				}
+			}
 			if err := m.netboot.NetBoot(ctx, m); err != nil && ctx.Err() == nil {
 				m.mu.Lock()
 				m.printf("network boot: %v\n", err)

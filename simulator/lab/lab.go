@@ -41,6 +41,8 @@ type GroupSpec struct {
 	// SecureErase: the disks support secure erase (erase_devices takes the
 	// emulated secure-erase path).
 	SecureErase bool
+	// POSTTime is the firmware's time before a network boot (fake backend).
+	POSTTime time.Duration
 }
 
 // Spec describes a lab.
@@ -86,6 +88,8 @@ type Node struct {
 	agent         *fakeagent.Agent
 	agentFaults   fakeagent.Faults  // every boot
 	pendingFaults *fakeagent.Faults // the next boot only
+	// vmFaults puts faults on a libvirt node's agent command line.
+	vmFaults func(fakeagent.Faults) error
 }
 
 // PowersThroughIPMI says whether a driver class uses IPMI power.
@@ -140,6 +144,9 @@ func (n *Node) Agent() *fakeagent.Agent {
 func (n *Node) SetAgentFaults(f fakeagent.Faults, everyBoot bool) error {
 	if err := f.Validate(); err != nil {
 		return err
+	}
+	if n.vmFaults != nil {
+		return n.vmFaults(f)
 	}
 	n.mu.Lock()
 	n.agentFaults = fakeagent.Faults{}
@@ -268,10 +275,11 @@ func (l *Lab) newNode(g GroupSpec, i, index int, macs map[string]bool) (*Node, e
 		vm, verr := l.vm.add(n, g, mac)
 		if verr == nil {
 			n.hw, m = vm.Hardware(), vm
+			n.vmFaults = func(f fakeagent.Faults) error { return l.vm.setFaults(l, n, f) }
 		}
 		err = verr
 	} else {
-		m, err = fake.New(fake.Options{Name: name, UUID: n.UUID, Hardware: n.hw, NetBoot: l})
+		m, err = fake.New(fake.Options{Name: name, UUID: n.UUID, Hardware: n.hw, NetBoot: l, POSTTime: g.POSTTime})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lab %s: node %s: %w", l.spec.Name, name, err)

@@ -1,0 +1,72 @@
+package scenarios
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ironlab/ironlab/simulator"
+	"github.com/ironlab/ironlab/simulator/lab"
+)
+
+// MaxVMs bounds a libvirt lab: a VM costs about 215 MiB and a few
+// CPU-seconds per boot under TCG.
+const MaxVMs = 32
+
+// vmLab checks the libvirt backend's settings of a lab section and fills
+// in their defaults.
+func (v *validator) vmLab(l *Lab) {
+	switch l.Accel {
+	case "":
+		l.Accel = "auto"
+	case "auto", "kvm", "tcg":
+	default:
+		v.at("$.lab.accel", "must be auto, kvm or tcg, got %q", l.Accel)
+	}
+	switch l.PXE {
+	case "":
+		l.PXE = "direct"
+	case "direct", "ipxe":
+	default:
+		v.at("$.lab.pxe", "must be direct or ipxe, got %q", l.PXE)
+	}
+	if l.MemoryMB != 0 && (l.MemoryMB < 128 || l.MemoryMB > 16384) {
+		v.at("$.lab.memory_mb", "each VM's RAM in MiB: 128 to 16384 (default 256), got %d", l.MemoryMB)
+	}
+	if l.Backend != "libvirt" {
+		return
+	}
+	total := 0
+	for i, g := range l.Groups {
+		total += g.Count
+		if why := vmUnsupported(g.Driver); why != "" {
+			v.at(fmt.Sprintf("$.lab.groups[%d].driver", i), "%s", why)
+		}
+	}
+	if total > MaxVMs {
+		v.at("$.lab.groups", "%d VMs in all; the libvirt backend takes at most %d", total, MaxVMs)
+	}
+}
+
+// vmUnsupported says why a driver class cannot run on the libvirt backend.
+func vmUnsupported(driver string) string {
+	if strings.HasPrefix(driver, "pxe_") || driver == "fake_pxe" {
+		return fmt.Sprintf("driver class %s needs the deploy ramdisk, which the libvirt backend does not boot yet (use an agent_* class)", driver)
+	}
+	return ""
+}
+
+// vmSpec is the libvirt part of a scenario's lab.
+func vmSpec(s *Scenario) lab.LibvirtSpec {
+	return lab.LibvirtSpec{URI: s.Lab.LibvirtURI, Accel: s.Lab.Accel, PXE: s.Lab.PXE, MemoryMB: s.Lab.MemoryMB}
+}
+
+// sinceBoot is the console output since the machine last powered on: the
+// machine's own account where it keeps one (VM serial logs span every
+// start), else the fake BIOS's boot banner.
+func sinceBoot(m simulator.Machine) (string, error) {
+	if bc, ok := m.(simulator.BootConsole); ok {
+		return bc.ConsoleSinceBoot()
+	}
+	log, err := m.ConsoleLog()
+	return lastBoot(log), err
+}
