@@ -1,0 +1,28 @@
+package scenarios
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// The README's scenario example must parse: users paste it.
+func TestReadmeScenarioExampleParses(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "name: my-deploy")
+	if i < 0 {
+		t.Fatal("README has no scenario example (name: my-deploy)")
+	}
+	j := strings.Index(s[i:], "```")
+	sc, err := Parse("README.md", []byte(s[i:i+j]))
+	if err != nil {
+		t.Fatalf("the README's scenario example does not parse: %v", err)
+	}
+	if len(sc.Steps) < 5 || sc.Lab.Groups[0].Driver != "agent_ipmitool" {
+		t.Errorf("example parsed oddly: %+v", sc.Lab.Groups)
+	}
+}
