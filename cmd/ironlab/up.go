@@ -28,7 +28,10 @@ func upCmd(args []string) int {
 	nodes := fs.Int("nodes", 4, "number of nodes")
 	class := fs.String("driver-class", "agent_ipmitool", "driver class of the nodes (fake_agent, agent_ipmitool, agent_pyghmi)")
 	dialect := fs.String("dialect", "v1", "the agents' lookup/heartbeat dialect: v1 or legacy")
-	backend := fs.String("backend", "fake", "machine backend: fake")
+	backend := fs.String("backend", "fake", "machine backend: fake, or libvirt (real QEMU VMs; needs libvirtd, see scripts/vm-deps.sh)")
+	accel := fs.String("accel", "auto", "libvirt backend: accelerator, auto|kvm|tcg")
+	pxe := fs.String("pxe", "direct", "libvirt backend: network boot, direct (kernel boot) or ipxe (real iPXE over QEMU's TFTP)")
+	vmMemory := fs.Int("vm-memory", 256, "libvirt backend: each VM's RAM in MiB")
 	stateDir := fs.String("state-dir", ".state/up", "where disks, the database and nodes.yaml go")
 	addressing := fs.String("bmc-addressing", "port", "port: BMC i on 127.0.0.1:<bmc-base-port+i>; ip: BMC i on 127.0.0.<2+i>:623 (needs root)")
 	basePort := fs.Int("bmc-base-port", 6230, "first BMC's UDP port in port addressing")
@@ -93,6 +96,14 @@ Flags:
 			MemoryMB: 2048, DiskSize: disk, BootMode: "bios", BMCUser: *user, BMCPassword: *password}}
 		spec.Images = []images.Spec{{ID: "demo-os", Size: img}}
 	}
+	if err := checkVMFlags(spec.Backend, *accel, *pxe); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 2
+	}
+	if *scenario == "" {
+		spec.Libvirt.Accel, spec.Libvirt.PXE, spec.Libvirt.MemoryMB = *accel, *pxe, *vmMemory
+	}
+	spec.Libvirt.Progress = os.Stderr
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	spec.Logger = logger
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -152,9 +163,13 @@ func printLab(l *lab.Lab, driverURL, nodesFile string) {
 	fmt.Printf("\ndriver API:   %s\n", driverURL)
 	for _, id := range l.ImageIDs() {
 		info, _ := l.Images.Info(id)
-		fmt.Printf("image:        %s  (sha256 %s)\n", l.Images.URL(id), info.SHA256)
+		fmt.Printf("image:        %s  (sha256 %s)\n", l.ImageURL(id), info.SHA256)
 	}
-	fmt.Printf("agents:       http://%s/<node-uuid>\n", l.AgentAddr())
+	if accel := l.Accel(); accel != "" {
+		fmt.Printf("VMs:          libvirt domains ironlab-<lab>-<node>, accel %s, boot folder %s\n", accel, l.BootDir())
+	} else {
+		fmt.Printf("agents:       http://%s/<node-uuid>\n", l.AgentAddr())
+	}
 	fmt.Printf("nodes.yaml:   %s   (baremetal create %s)\n\n", nodesFile, nodesFile)
 	var first *lab.Node
 	for i, n := range l.Nodes() {
