@@ -298,11 +298,22 @@ func (d *Deploy) VendorValidate(n *store.Node, method string, body []byte) error
 	if err != nil {
 		return err
 	}
-	return checkCallback(n, cb)
+	return checkCallback(n, cb, false)
 }
 
-func checkCallback(n *store.Node, cb callback) error {
-	if n.ProvisionState != states.DeployWait && n.ProvisionState != states.CleanWait {
+// checkCallback checks a call-back against the node. A fast ramdisk may
+// call while the conductor still holds the node in deploying or cleaning
+// (it saved the key before powering on): the API accepts that state, and
+// the node's lock answers 409 until it waits, which the ramdisk retries.
+// Under the lock (strict), only the wait states will do.
+func checkCallback(n *store.Node, cb callback, strict bool) error {
+	switch n.ProvisionState {
+	case states.DeployWait, states.CleanWait:
+	case states.Deploying, states.Cleaning:
+		if strict {
+			return fmt.Errorf("node %s is still in state %q", n.UUID, n.ProvisionState)
+		}
+	default:
 		return fmt.Errorf("node %s is in state %q, not waiting for a deploy ramdisk call-back", n.UUID, n.ProvisionState)
 	}
 	want := str(n.DriverInternalInfo, keyField)
@@ -328,7 +339,7 @@ func (d *Deploy) VendorPassthru(ctx context.Context, t deploy.Task, method strin
 	n := t.Node()
 	cb, err := parseCallback(body)
 	if err == nil {
-		err = checkCallback(n, cb) // the node may have moved on since the API accepted the call
+		err = checkCallback(n, cb, true) // the node may have moved on since the API accepted the call
 	}
 	if err != nil {
 		t.Logger().Warn("stale pass_deploy_info ignored", "err", err)
@@ -510,6 +521,18 @@ var zeroMiB = func() string {
 func (d *Deploy) clean(ctx context.Context, t deploy.Task, address string) error {
 	n := t.Node()
 	manual, _ := n.DriverInternalInfo["clean_manual"].(bool)
+	if manual {
+		// The erase is the only thing this ramdisk can do.
+		b, _ := json.Marshal(n.DriverInternalInfo["clean_steps"])
+		var steps []map[string]any
+		_ = json.Unmarshal(b, &steps)
+		for _, s := range steps {
+			if str(s, "interface") != "deploy" || (str(s, "step") != "erase_devices" && str(s, "step") != "erase_devices_metadata") {
+				return d.fail(ctx, t, true, fmt.Sprintf("Clean step {'interface': '%s', 'step': '%s'} is not supported by the PXE deploy of node %s: it only erases the disk (deploy.erase_devices, deploy.erase_devices_metadata)",
+					str(s, "interface"), str(s, "step"), n.UUID))
+			}
+		}
+	}
 	n.CleanStep = map[string]any{"interface": "deploy", "step": "erase_devices", "priority": 10}
 	if err := t.Save(ctx); err != nil {
 		return err
