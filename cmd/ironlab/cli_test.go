@@ -159,3 +159,14 @@ func TestUp(t *testing.T) {
 		t.Errorf("up after SIGTERM: %v", err)
 	}
 }
+
+func TestBench(t *testing.T) {
+	dir := t.TempDir()
+	out, code := ironlab(t, dir, "bench", "--nodes", "20", "--results", filepath.Join(dir, "res"))
+	if code != 0 || !strings.Contains(out, "20 nodes active in") || !strings.Contains(out, "deploys/s") {
+		t.Errorf("bench: exit %d\n%s", code, out)
+	}
+	if _, code := ironlab(t, dir, "bench", "--nodes", "0"); code != 2 {
+		t.Errorf("bench --nodes 0: exit %d, want 2", code)
+	}
+}
