@@ -84,6 +84,7 @@ func (r *runner) writeEvents(ctx context.Context, path string) error {
 			lines = append(lines, tagged{t, b})
 		}
 		nr.DeploySeconds, nr.FastTrack = deployTiming(parsed)
+		r.countConductorBytes(nr.Driver, parsed)
 	}
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].time < lines[j].time })
 	f, err := os.Create(path)
@@ -236,6 +237,7 @@ func PrintSummary(w io.Writer, res *Result) {
 	}
 	fmt.Fprintf(w, "\n%s %s: %d/%d checks passed in %.1fs, %d MiB of images served\n",
 		res.Scenario, status, passed, len(res.Checks), res.DurationS, res.ImageBytesServed>>20)
+	printConductorBytes(w, res)
 	if res.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", res.Error)
 	}

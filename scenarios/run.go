@@ -129,6 +129,9 @@ type Result struct {
 	// ImageBytesServed counts the image server's bytes: what the agents
 	// (or the conductor, for PXE) downloaded.
 	ImageBytesServed int64 `json:"image_bytes_served"`
+	// ConductorImageBytes are the image bytes that passed through the
+	// conductor per driver class (PXE: it streams images itself; agent: 0).
+	ConductorImageBytes map[string]int64 `json:"conductor_image_bytes,omitempty"`
 }
 
 // runner plays one scenario.
