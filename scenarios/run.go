@@ -299,6 +299,9 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.api = api
 	r.printf("   driver API %s (API %s), images at %s, agents at %s\n", driverURL, api.version, l.Images.Addr(), l.AgentAddr())
+	if accel := l.Accel(); accel != "" {
+		r.printf("   VMs: libvirt domains ironlab-%s-<node>, accel %s; the guests reach the driver and images at 10.0.2.2\n", r.s.Name, accel)
+	}
 
 	for i := range r.s.Steps {
 		if err := ctx.Err(); err != nil {
