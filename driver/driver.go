@@ -80,6 +80,10 @@ type Config struct {
 	// AgentPollInterval: how often the conductor polls commands it waits on
 	// itself, e.g. install_bootloader (1 s).
 	AgentPollInterval time.Duration
+	// PowerOffPollInterval: after standby.power_off, how often the BMC is
+	// asked whether the node is off, up to 6 times, before a hard power off
+	// (Ironic's [agent]post_deploy_get_power_state_retry_interval, 5 s).
+	PowerOffPollInterval time.Duration
 
 	// PowerInterfaces by name ("fake", "ipmitool", "native", "ssh"). Nil
 	// registers FakePower only.
@@ -115,6 +119,7 @@ func DefaultConfig() Config {
 		PowerTimeout:          30 * time.Second,
 		AgentCommandTimeout:   60 * time.Second,
 		AgentPollInterval:     time.Second,
+		PowerOffPollInterval:  5 * time.Second,
 	}
 }
 
@@ -152,6 +157,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		}
 		cfg.DeployInterfaces = map[string]deploy.Interface{"agent": agent.New(agent.Config{
 			Client: client, CleanStepPriorities: cfg.CleanStepPriorities, PollInterval: cfg.AgentPollInterval,
+			PowerOffInterval: cfg.PowerOffPollInterval,
 		})}
 		if cfg.BootDir != "" {
 			cfg.DeployInterfaces["pxe"] = pxe.New(pxe.Config{BootDir: cfg.BootDir})

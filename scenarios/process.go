@@ -40,6 +40,8 @@ func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*
 		"driver", "-v",
 		"--listen", addr,
 		"--db", filepath.Join(cfg.StateDir, "ironlab.db"),
+		// The lab's boot folder (lab.Lab.BootDir), where the PXE deploy writes.
+		"--boot-dir", filepath.Join(cfg.StateDir, "boot"),
 		"--heartbeat-timeout", cfg.HeartbeatTimeout.String(),
 		"--check-interval", cfg.checkInterval().String(),
 		"--deploy-callback-timeout", cfg.DeployCallbackTimeout.String(),
@@ -51,6 +53,7 @@ func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*
 		"--fast-track=" + strconv.FormatBool(cfg.FastTrack),
 		"--lock-retry-interval", "200ms",
 		"--agent-poll-interval", "200ms",
+		"--power-off-poll-interval", "500ms",
 	}}
 	if err := p.start(ctx); err != nil {
 		return nil, err

@@ -22,10 +22,12 @@ func init() {
 // driverFlags are the driver's settings, shared by `driver` and `up`.
 type driverFlags struct {
 	listen, db, watchdog     string
+	bootDir                  string
 	heartbeatTimeout, check  time.Duration
 	deployTimeout, cleanWait time.Duration
 	ipmiInterval             time.Duration
 	lockRetry, agentPoll     time.Duration
+	powerOffPoll             time.Duration
 	maxReboots               int
 	automatedClean           bool
 	fastTrack, requireTLS    bool
@@ -36,6 +38,7 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 	d := driver.DefaultConfig()
 	fs.StringVar(&f.listen, "listen", d.Listen, "API address (loopback only unless you mean it)")
 	fs.StringVar(&f.db, "db", db, "SQLite database file")
+	fs.StringVar(&f.bootDir, "boot-dir", "", "the lab's boot folder, where the PXE deploy (pxe_* classes) writes per-MAC boot configs; empty: no PXE deploy (ironlab up: the lab's)")
 	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", d.HeartbeatTimeout, "agent.heartbeat_timeout: sent to agents at lookup; the watchdog acts after it")
 	fs.DurationVar(&f.check, "check-interval", d.CheckInterval, "how often the periodic tasks (call-back timeouts, watchdog) run")
 	fs.DurationVar(&f.deployTimeout, "deploy-callback-timeout", d.DeployCallbackTimeout, "wait call-back longer than this -> deploy failed")
@@ -44,6 +47,7 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 	fs.IntVar(&f.maxReboots, "watchdog-max-reboots", d.WatchdogMaxReboots, "watchdog reboots of one node before it goes to maintenance")
 	fs.DurationVar(&f.lockRetry, "lock-retry-interval", d.LockRetryInterval, "pause between the 3 tries to lock a busy node before 409")
 	fs.DurationVar(&f.agentPoll, "agent-poll-interval", d.AgentPollInterval, "how often the conductor polls agent commands it waits on itself")
+	fs.DurationVar(&f.powerOffPoll, "power-off-poll-interval", d.PowerOffPollInterval, "after standby.power_off, how often the BMC is asked (6 times) whether the node is off before a hard power off (Ironic's post_deploy_get_power_state_retry_interval)")
 	fs.DurationVar(&f.ipmiInterval, "ipmi-min-interval", 5*time.Second, "least time between ipmitool commands to one BMC (Ironic's min_command_interval)")
 	fs.BoolVar(&f.automatedClean, "automated-clean", d.AutomatedClean, "run the erase clean steps on provide and undeploy")
 	fs.BoolVar(&f.fastTrack, "fast-track", d.FastTrack, "let agents of enroll/manageable/available nodes look up (keep agents running)")
@@ -54,10 +58,12 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 func (f *driverFlags) config(logger *slog.Logger) driver.Config {
 	c := driver.DefaultConfig()
 	c.Listen, c.DBPath, c.Logger = f.listen, f.db, logger
+	c.BootDir = f.bootDir
 	c.HeartbeatTimeout, c.CheckInterval = f.heartbeatTimeout, f.check
 	c.DeployCallbackTimeout, c.CleanCallbackTimeout = f.deployTimeout, f.cleanWait
 	c.WatchdogAction, c.AutomatedClean = f.watchdog, f.automatedClean
 	c.WatchdogMaxReboots, c.LockRetryInterval, c.AgentPollInterval = f.maxReboots, f.lockRetry, f.agentPoll
+	c.PowerOffPollInterval = f.powerOffPoll
 	c.FastTrack, c.RequireTLS, c.AgentTokenRequired = f.fastTrack, f.requireTLS, f.tokenRequired
 	c.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{IPMIMinInterval: f.ipmiInterval})
 	return c
