@@ -50,8 +50,10 @@ type Options struct {
 	// IdleTimeout closes a session that has been silent this long (default 60 s).
 	IdleTimeout time.Duration
 	// ControlWait is how long Chassis Control waits for Machine.SetPower
-	// before answering; a slower power change completes in the background,
-	// as on a real BMC (default 2 s).
+	// before answering; a slower power change (a VM's start takes 1-2 s)
+	// completes in the background, as on a real BMC, which acknowledges at
+	// once. The default, 500 ms, stays inside ipmitool's shortest timeout
+	// (-N 1): a later answer makes ipmitool resend the request and wait again.
 	ControlWait time.Duration
 	// Faults are the BMC's initial injected failures.
 	Faults Faults
@@ -70,7 +72,7 @@ func (o *Options) defaults() {
 		o.IdleTimeout = gobmc.DefaultInactivityTimeout
 	}
 	if o.ControlWait <= 0 {
-		o.ControlWait = 2 * time.Second
+		o.ControlWait = 500 * time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
