@@ -840,17 +840,30 @@ func (r *runner) expect(ctx context.Context, label string, i int, st *Step) {
 	if e.BootedImage != "" {
 		info, _ := r.lab.Images.Info(e.BootedImage)
 		clause("booted image "+e.BootedImage, func(n *lab.Node, _ apiNode) string {
-			log, err := sinceBoot(n.Machine)
-			if err != nil {
-				return "console: " + err.Error()
+			// A node is active once its BMC has powered it on; a VM then
+			// still boots for a moment (its BMC answers before the domain
+			// runs, as a real BMC does): give its console bootWait.
+			deadline := time.Now().Add(bootWait)
+			for {
+				log, err := sinceBoot(n.Machine)
+				if err != nil {
+					return "console: " + err.Error()
+				}
+				if strings.Contains(log, info.Marker()) {
+					return ""
+				}
+				if time.Now().After(deadline) {
+					return fmt.Sprintf("the console since the last boot lacks %q (waited %s)", info.Marker(), bootWait)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			if !strings.Contains(log, info.Marker()) {
-				return fmt.Sprintf("the console since the last boot lacks %q", info.Marker())
-			}
-			return ""
 		})
 	}
 }
+
+// bootWait bounds how long expect booted_image waits for a machine that
+// was just powered on to print its image's marker.
+const bootWait = 30 * time.Second
 
 // lastBoot is the console output since the machine last booted.
 func lastBoot(log string) string {
