@@ -2,7 +2,6 @@ package scenarios
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/lab"
@@ -49,8 +48,8 @@ func (v *validator) vmLab(l *Lab) {
 
 // vmUnsupported says why a driver class cannot run on the libvirt backend.
 func vmUnsupported(driver string) string {
-	if strings.HasPrefix(driver, "pxe_") || driver == "fake_pxe" {
-		return fmt.Sprintf("driver class %s needs the deploy ramdisk, which the libvirt backend does not boot yet (use an agent_* class)", driver)
+	if driver == "fake_pxe" {
+		return fmt.Sprintf("driver class %s: FakePower never powers a VM, so it never boots the deploy ramdisk (use pxe_ipmitool, pxe_pyghmi or pxe_ssh)", driver)
 	}
 	return ""
 }

@@ -185,7 +185,7 @@ func TestVMLabValidation(t *testing.T) {
 		"accel":  {"backend: libvirt\n  accel: xen", "lab.accel: must be auto, kvm or tcg"},
 		"pxe":    {"backend: libvirt\n  pxe: http", "lab.pxe: must be direct or ipxe"},
 		"memory": {"backend: libvirt\n  memory_mb: 64", "lab.memory_mb: each VM's RAM"},
-		"driver": {"backend: libvirt\n  groups: [{name: g, count: 1, driver: pxe_ipmitool}]", "needs the deploy ramdisk"},
+		"driver": {"backend: libvirt\n  groups: [{name: g, count: 1, driver: fake_pxe}]", "FakePower never powers a VM"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			groups := "\n  groups: [{name: g, count: 1, driver: agent_ipmitool}]"

@@ -122,6 +122,9 @@ Flags:
 		if df.db == "" {
 			df.db = filepath.Join(*stateDir, "ironlab.db")
 		}
+		if df.bootDir == "" {
+			df.bootDir = l.BootDir() // the PXE deploy writes where the lab's machines boot from
+		}
 		d, err := driver.New(ctx, df.config(logger))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "ironlab up: driver:", err)

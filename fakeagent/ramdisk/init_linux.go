@@ -4,7 +4,10 @@
 // eth0 (10.0.2.15/24 via 10.0.2.2, QEMU user-mode networking), reads the
 // kernel command line and runs the fake agent against /dev/vda, listening on
 // :9999 (forwarded from 127.0.0.1:<port> on the host). When the agent powers
-// the machine off, /init does so with reboot(2).
+// the machine off, /init does so with reboot(2). With ironlab.mode=pxe-deploy
+// (the mock PXE driver's boot config) it runs the deploy ramdisk
+// (fakeagent/pxedeploy) on the same port instead: the conductor writes the
+// image onto /dev/vda itself.
 package ramdisk
 
 import (
@@ -26,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ironlab/ironlab/fakeagent"
+	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
 	imgramdisk "github.com/ironlab/ironlab/images/ramdisk"
 	"github.com/ironlab/ironlab/simulator"
 )
@@ -82,7 +86,11 @@ func Main() int {
 		fetch(log, u)
 		powerOff(log)
 	}
-	err = runAgent(log, cmdline)
+	if pxedeploy.Mode(cmdline) == pxedeploy.ModePXEDeploy {
+		err = runDeployRamdisk(log, cmdline)
+	} else {
+		err = runAgent(log, cmdline)
+	}
 	if errors.Is(err, fakeagent.ErrPoweredOff) {
 		powerOff(log)
 	}
@@ -240,6 +248,33 @@ func runAgent(log *slog.Logger, cmdline string) error {
 	go srv.Serve(l)
 	log.Info("ironlab init: agent running", "api", cfg.APIURL, "advertise", cfg.AdvertiseURL, "listen", ListenAddr)
 	return a.Run(context.Background())
+}
+
+// runDeployRamdisk runs the mock PXE driver's deploy ramdisk
+// (ironlab.mode=pxe-deploy) against /dev/vda: it serves the disk on
+// ListenAddr and calls the conductor back with the address the host
+// forwards to it (ipa-advertise-host/port, which the machine's network boot
+// appends: the conductor that wrote the boot config cannot know them). It
+// serves until the conductor powers the machine off or resets it.
+func runDeployRamdisk(log *slog.Logger, cmdline string) error {
+	cfg, err := pxedeploy.ConfigFromCmdline(cmdline)
+	if err != nil {
+		return err
+	}
+	if cfg.AdvertiseURL == "" {
+		return errors.New("deploy ramdisk: no ipa-advertise-host on the kernel command line: the conductor could not reach this disk")
+	}
+	// The advertised port is the host's end of the forward; the guest's
+	// end is always ListenAddr.
+	cfg.Listen = ListenAddr
+	disk, err := fakeagent.OpenFileDisk("/dev/vda")
+	if err != nil {
+		return err
+	}
+	defer disk.Close()
+	cfg.Disk, cfg.Logger = disk, log
+	log.Info("ironlab init: deploy ramdisk running", "api", cfg.APIURL, "advertise", cfg.AdvertiseURL, "listen", ListenAddr, "disk_bytes", disk.Size())
+	return pxedeploy.ListenAndRun(context.Background(), cfg)
 }
 
 // localHardware describes the VM the ramdisk booted on.

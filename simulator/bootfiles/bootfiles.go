@@ -88,18 +88,6 @@ func Write(dir, mac string, e Entry) error {
 		return err
 	}
 	pxl, _ := PXELinuxName(mac)
-	var s strings.Builder
-	s.WriteString("#!ipxe\n")
-	fmt.Fprintf(&s, "kernel %s", e.Kernel)
-	if e.Cmdline != "" {
-		fmt.Fprintf(&s, " %s", e.Cmdline)
-	}
-	s.WriteString("\n")
-	if e.Initrd != "" {
-		fmt.Fprintf(&s, "initrd %s\n", e.Initrd)
-	}
-	s.WriteString("boot\n")
-
 	var p strings.Builder
 	p.WriteString("DEFAULT ironlab\nLABEL ironlab\n")
 	fmt.Fprintf(&p, "  KERNEL %s\n", e.Kernel)
@@ -112,7 +100,36 @@ func Write(dir, mac string, e Entry) error {
 	if err := writeFile(filepath.Join(dir, filepath.FromSlash(pxl)), p.String()); err != nil {
 		return err
 	}
-	return writeFile(filepath.Join(dir, script), s.String())
+	return writeFile(filepath.Join(dir, script), e.ipxe())
+}
+
+func (e Entry) ipxe() string {
+	var s strings.Builder
+	s.WriteString("#!ipxe\n")
+	fmt.Fprintf(&s, "kernel %s", e.Kernel)
+	if e.Cmdline != "" {
+		fmt.Fprintf(&s, " %s", e.Cmdline)
+	}
+	s.WriteString("\n")
+	if e.Initrd != "" {
+		fmt.Fprintf(&s, "initrd %s\n", e.Initrd)
+	}
+	s.WriteString("boot\n")
+	return s.String()
+}
+
+// WriteScript stores the entry as an iPXE script named name in dir (a file
+// directly in dir: iPXE resolves the kernel and initrd paths against the
+// script's own path). The libvirt machines serve an entry this way with
+// their network's facts added (see libvirtvm.Machine).
+func WriteScript(dir, name string, e Entry) error {
+	if err := e.validate(); err != nil {
+		return err
+	}
+	if name == "" || name != filepath.Base(name) || strings.ContainsAny(name, " \t") {
+		return fmt.Errorf("iPXE script name %q: must be a plain file name", name)
+	}
+	return writeFile(filepath.Join(dir, name), e.ipxe())
 }
 
 // writeFile replaces a file atomically, so a booting machine never reads half.

@@ -174,10 +174,16 @@ func (v *vmBackend) add(n *Node, g GroupSpec, mac string) (*libvirtvm.Machine, e
 	return m, nil
 }
 
-// start writes every node's boot entry: the agent ramdisk with a command
-// line pointing at the driver API as the guest sees it (10.0.2.2).
+// start writes every agent node's boot entry: the agent ramdisk with a
+// command line pointing at the driver API as the guest sees it (10.0.2.2).
+// A PXE class node's entry is the PXE driver's to write (its deploy ramdisk,
+// the same kernel and initramfs in pxe-deploy mode); until then the node
+// finds nothing to boot on the network, as on a real site.
 func (v *vmBackend) start(l *Lab) error {
 	for _, n := range l.nodes {
+		if PXEClass(n.Driver) {
+			continue
+		}
 		if err := v.writeEntry(l, n); err != nil {
 			return err
 		}
@@ -223,7 +229,7 @@ func (v *vmBackend) setFaults(l *Lab, n *Node, f fakeagent.Faults) error {
 	v.mu.Lock()
 	v.faults[n.Name] = enc
 	v.mu.Unlock()
-	if l.driverURL == "" {
+	if l.driverURL == "" || PXEClass(n.Driver) {
 		return nil // written at Start
 	}
 	return v.writeEntry(l, n)
@@ -273,6 +279,22 @@ func (l *Lab) ImageURL(id string) string {
 		return libvirtvm.GuestURL(u)
 	}
 	return u
+}
+
+// ImageURLFor is the image URL for a node's instance_info: who downloads
+// it decides the view. The agent (in the machine) downloads with agent
+// classes: ImageURL. The conductor downloads with the PXE classes (it
+// streams the image itself), so the host's loopback URL, on either backend.
+func (l *Lab) ImageURLFor(n *Node, id string) string {
+	if PXEClass(n.Driver) {
+		return l.Images.URL(id)
+	}
+	return l.ImageURL(id)
+}
+
+// PXEClass says whether a driver class deploys with the mock PXE driver.
+func PXEClass(driver string) bool {
+	return strings.HasPrefix(driver, "pxe_") || driver == "fake_pxe"
 }
 
 // VM is the node's libvirt machine, if the lab runs the libvirt backend.

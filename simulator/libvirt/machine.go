@@ -257,12 +257,24 @@ func (m *Machine) selection(cfg simulator.BootConfig, booting bool) bootSelectio
 	if dev != "network" {
 		return sel
 	}
+	e, err := bootfiles.Read(m.bootDir, m.mac)
 	if m.pxe == PXEIPXE {
 		script, _ := bootfiles.ScriptName(m.mac)
+		if err == nil {
+			// Serve the entry with this network's facts added, as the
+			// direct boot below does, under a name of this machine's own.
+			e.Cmdline = m.networkCmdline(e.Cmdline)
+			if d, derr := bootfiles.Dashed(m.mac); derr == nil {
+				if werr := bootfiles.WriteScript(m.bootDir, d+".vm.ipxe", e); werr == nil {
+					script = d + ".vm.ipxe"
+				} else {
+					m.log.Warn("iPXE script with the network's facts", "err", werr)
+				}
+			}
+		}
 		nic.TFTPRoot, nic.Bootfile = m.bootDir, script
 		return sel
 	}
-	e, err := bootfiles.Read(m.bootDir, m.mac)
 	if err != nil {
 		// Like a PXE boot with nothing served: the machine powers on and
 		// finds nothing to boot. (Before a start, the entry may come later.)
@@ -275,8 +287,45 @@ func (m *Machine) selection(cfg simulator.BootConfig, booting bool) bootSelectio
 	if e.Initrd != "" {
 		sel.initrd = filepath.Join(m.bootDir, filepath.FromSlash(e.Initrd))
 	}
-	sel.cmdline = e.Cmdline
+	sel.cmdline = m.networkCmdline(e.Cmdline)
 	return sel
+}
+
+// networkCmdline is a per-MAC entry's kernel command line as this machine's
+// network serves it. Whoever wrote the entry (the lab for the agent, the
+// PXE driver's conductor for its deploy ramdisk) names things as the host
+// sees them and cannot know how the guest is wired; on a real site DHCP and
+// the boot server supply those facts. This network is QEMU's user-mode
+// stack with one host port forwarded to the guest's port 9999, so:
+//
+//   - ipa-api-url on the host's loopback (http://127.0.0.1:6385, how the
+//     conductor knows itself) becomes the guest's view of it, 10.0.2.2;
+//   - without ipa-advertise-host, the forward is appended
+//     (ipa-advertise-host=127.0.0.1 ipa-advertise-port=<host port>): where
+//     the host, and so the conductor, reaches what the guest serves.
+//
+// Doing it here, rather than giving the driver a second "URL ramdisks use
+// to reach me" setting, keeps the conductor's configuration its own view,
+// lets an unchanged driver (or a real Ironic configured with a loopback
+// api_url) boot VMs, and puts the one piece only the network knows (the
+// forwarded port) next to where the forward is made. The agent entries the
+// lab writes carry both already and pass unchanged.
+func (m *Machine) networkCmdline(cmdline string) string {
+	words := strings.Fields(cmdline)
+	advertised := false
+	for i, w := range words {
+		k, v, _ := strings.Cut(w, "=")
+		switch k {
+		case "ipa-api-url", "ipa_api_url":
+			words[i] = k + "=" + GuestURL(v)
+		case "ipa-advertise-host", "ipa_advertise_host":
+			advertised = true
+		}
+	}
+	if !advertised && m.hostPort != 0 {
+		words = append(words, "ipa-advertise-host=127.0.0.1", "ipa-advertise-port="+strconv.Itoa(m.hostPort))
+	}
+	return strings.Join(words, " ")
 }
 
 // ConsoleLog is everything the machine printed on its serial console, across
