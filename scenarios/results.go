@@ -238,6 +238,7 @@ func PrintSummary(w io.Writer, res *Result) {
 	fmt.Fprintf(w, "\n%s %s: %d/%d checks passed in %.1fs, %d MiB of images served\n",
 		res.Scenario, status, passed, len(res.Checks), res.DurationS, res.ImageBytesServed>>20)
 	printConductorBytes(w, res)
+	printConductorCPU(w, res)
 	if res.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", res.Error)
 	}

@@ -132,6 +132,9 @@ type Result struct {
 	// ConductorImageBytes are the image bytes that passed through the
 	// conductor per driver class (PXE: it streams images itself; agent: 0).
 	ConductorImageBytes map[string]int64 `json:"conductor_image_bytes,omitempty"`
+	// ConductorCPU is the driver process's CPU time per deploy (only when
+	// the driver runs as a child process).
+	ConductorCPU *ConductorCPU `json:"conductor_cpu,omitempty"`
 }
 
 // runner plays one scenario.
@@ -147,6 +150,7 @@ type runner struct {
 
 	stopDriver  func() error
 	proc        *driverProcess
+	cpuPhase    *cpuPhase
 	removeState string
 	background  sync.WaitGroup // faults applied later
 	bgCtx       context.Context
@@ -417,6 +421,7 @@ func (r *runner) step(ctx context.Context, i int, st *Step) error {
 	case st.Undeploy != nil:
 		err = r.verb(ctx, label, "deleted", st.Undeploy.Nodes)
 	case st.Deploy != nil:
+		r.cpuDeployStart(r.selected(st.Deploy.Nodes))
 		err = r.deploy(ctx, label, st.Deploy)
 	case st.Clean != nil:
 		nodes := r.selected(st.Clean.Nodes)
@@ -438,6 +443,9 @@ func (r *runner) step(ctx context.Context, i int, st *Step) error {
 		r.waitEvent(ctx, label, i, st)
 	case st.Wait != nil:
 		r.wait(ctx, label, i, st)
+		if st.Wait.State == "active" {
+			r.cpuDeployEnd()
+		}
 	case st.Expect != nil:
 		r.expect(ctx, label, i, st)
 	case st.Sleep != "":

@@ -1,0 +1,139 @@
+package scenarios
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ironlab/ironlab/simulator/lab"
+)
+
+// ConductorCPU is the conductor's CPU time over the deploy phases of a
+// scenario (from each deploy step to the end of the next wait for active),
+// read from the driver child process's /proc/<pid>/stat (utime+stime:
+// the conductor's own threads, not the lab's machines, BMCs, agents or
+// image server, which run in the runner's process). Only measured when the
+// driver runs as a child process (lab.driver_process).
+type ConductorCPU struct {
+	// Drivers are the classes of the deployed nodes.
+	Drivers []string `json:"drivers"`
+	// Deploys counts the nodes deployed in the measured phases.
+	Deploys int `json:"deploys"`
+	// CPUSeconds is user+system time of the driver process in those phases.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// CPUSecondsPerDeploy is CPUSeconds / Deploys.
+	CPUSecondsPerDeploy float64 `json:"cpu_seconds_per_deploy"`
+	// WallSeconds is how long the measured phases took.
+	WallSeconds float64 `json:"wall_seconds"`
+}
+
+// cpuPhase is a deploy phase being measured.
+type cpuPhase struct {
+	pid     int
+	cpu     float64
+	start   time.Time
+	nodes   int
+	drivers map[string]bool
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// procCPUSeconds is a process's utime+stime in seconds.
+func procCPUSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: count after its ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	// f[0] is field 3 (state): utime is field 14, stime field 15.
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return float64(ut+st) / clockTicks, nil
+}
+
+// cpuDeployStart opens a deploy phase (unless one is open) for nodes.
+func (r *runner) cpuDeployStart(nodes []*lab.Node) {
+	if r.proc == nil || r.proc.cmd == nil || r.proc.cmd.Process == nil {
+		return
+	}
+	if r.cpuPhase == nil {
+		pid := r.proc.cmd.Process.Pid
+		cpu, err := procCPUSeconds(pid)
+		if err != nil {
+			r.log.Warn("conductor CPU time", "err", err)
+			return
+		}
+		r.cpuPhase = &cpuPhase{pid: pid, cpu: cpu, start: time.Now(), drivers: map[string]bool{}}
+	}
+	r.cpuPhase.nodes += len(nodes)
+	for _, n := range nodes {
+		r.cpuPhase.drivers[n.Driver] = true
+	}
+}
+
+// cpuDeployEnd closes the open deploy phase and adds it to the result. A
+// phase across a conductor restart (another pid) is not counted.
+func (r *runner) cpuDeployEnd() {
+	p := r.cpuPhase
+	r.cpuPhase = nil
+	if p == nil || p.nodes == 0 || r.proc == nil || r.proc.cmd == nil || r.proc.cmd.Process.Pid != p.pid {
+		return
+	}
+	cpu, err := procCPUSeconds(p.pid)
+	if err != nil {
+		r.log.Warn("conductor CPU time", "err", err)
+		return
+	}
+	c := r.result.ConductorCPU
+	if c == nil {
+		c = &ConductorCPU{}
+		r.result.ConductorCPU = c
+	}
+	for d := range p.drivers {
+		if !containsString(c.Drivers, d) {
+			c.Drivers = append(c.Drivers, d)
+		}
+	}
+	sort.Strings(c.Drivers)
+	c.Deploys += p.nodes
+	c.CPUSeconds += cpu - p.cpu
+	c.WallSeconds += time.Since(p.start).Seconds()
+	c.CPUSecondsPerDeploy = c.CPUSeconds / float64(c.Deploys)
+}
+
+func containsString(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// printConductorCPU is the summary line of the conductor's CPU time per deploy.
+func printConductorCPU(w io.Writer, res *Result) {
+	c := res.ConductorCPU
+	if c == nil {
+		return
+	}
+	fmt.Fprintf(w, "  conductor CPU time: %.2fs for %d deploys (%s) in %.1fs: %.3fs per deploy\n",
+		c.CPUSeconds, c.Deploys, strings.Join(c.Drivers, ", "), c.WallSeconds, c.CPUSecondsPerDeploy)
+}
