@@ -431,8 +431,8 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 		}
 		if e.State == "" && e.Power == "" && e.LastError == nil && e.Maintenance == nil && e.DiskImage == "" &&
 			e.BootedImage == "" && e.MaintenanceReason == "" && !e.DiskZeroed && !e.DiskMetadataErased &&
-			e.BIOSVersion == "" && len(e.BIOSSettings) == 0 && e.HeartbeatWithin == "" && e.Event == "" {
-			v.at(p+".expect", "expects nothing: set state, power, last_error, maintenance, maintenance_reason, disk_image, booted_image, disk_zeroed, disk_metadata_erased, bios_version, bios_settings, heartbeat_within or event")
+			e.BIOSVersion == "" && len(e.BIOSSettings) == 0 && e.HeartbeatWithin == "" && e.Event == "" && e.HistoryContains == "" {
+			v.at(p+".expect", "expects nothing: set state, power, last_error, maintenance, maintenance_reason, disk_image, booted_image, disk_zeroed, disk_metadata_erased, bios_version, bios_settings, heartbeat_within, event or history_contains")
 		}
 	}
 	if st.Sleep != "" {

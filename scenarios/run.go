@@ -545,9 +545,7 @@ func (r *runner) deploy(ctx context.Context, label string, d *Deploy) error {
 	}
 	nodes := r.selected(d.Nodes)
 	r.printf("%s deploy image %s (%d MiB) to %d nodes\n", label, d.Image, info.Size>>20, len(nodes))
-	ops := []map[string]any{
-		{"op": "add", "path": "/instance_info/image_source", "value": r.lab.ImageURL(d.Image)},
-	}
+	var ops []map[string]any
 	if d.Checksum == "md5" {
 		ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/image_checksum", "value": info.MD5})
 	} else {
@@ -556,7 +554,9 @@ func (r *runner) deploy(ctx context.Context, label string, d *Deploy) error {
 			map[string]any{"op": "add", "path": "/instance_info/image_os_hash_value", "value": info.SHA256})
 	}
 	return forEach(nodes, func(n *lab.Node) error {
-		if err := r.api.patch(ctx, r.ident(n), ops); err != nil {
+		// The image URL as whoever downloads it sees it (the conductor for PXE).
+		src := map[string]any{"op": "add", "path": "/instance_info/image_source", "value": r.lab.ImageURLFor(n, d.Image)}
+		if err := r.api.patch(ctx, r.ident(n), append([]map[string]any{src}, ops...)); err != nil {
 			return err
 		}
 		return r.sendVerb(ctx, n, "active")
@@ -843,6 +843,20 @@ func (r *runner) expect(ctx context.Context, label string, i int, st *Step) {
 				return fmt.Sprintf("no event %q in the node's history", e.Event)
 			}
 			return ""
+		})
+	}
+	if e.HistoryContains != "" {
+		clause(fmt.Sprintf("history contains %q", e.HistoryContains), func(n *lab.Node, _ apiNode) string {
+			evs, err := r.api.events(ctx, r.ident(n))
+			if err != nil {
+				return "events: " + err.Error()
+			}
+			for _, ev := range evs {
+				if strings.Contains(string(ev), e.HistoryContains) {
+					return ""
+				}
+			}
+			return fmt.Sprintf("none of the node's %d events contains %q", len(evs), e.HistoryContains)
 		})
 	}
 	if e.BootedImage != "" {

@@ -247,6 +247,9 @@ type Expect struct {
 	HeartbeatWithin string `yaml:"heartbeat_within" json:"heartbeat_within,omitempty"`
 	// Event: the node's history holds an event of this name (e.g. "watchdog reboot").
 	Event string `yaml:"event" json:"event,omitempty"`
+	// HistoryContains: some event of the node's history (its JSON: name,
+	// message, detail such as an agent command's result) contains this text.
+	HistoryContains string `yaml:"history_contains" json:"history_contains,omitempty"`
 
 	heartbeatWithin time.Duration
 }

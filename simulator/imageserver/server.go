@@ -55,12 +55,26 @@ func New(dir string, log *slog.Logger) *Server {
 	return &Server{dir: dir, log: log, images: map[string]images.Info{}, faults: map[string]Faults{}}
 }
 
-// Path is where an image's file lives.
-func (s *Server) Path(id string) string { return filepath.Join(s.dir, id+".raw") }
+// Path is where an image's file lives. The size is part of the name: the
+// folder is a cache shared by labs, and two labs may give the same id to
+// images of different sizes (same id and size means the same bytes).
+func (s *Server) Path(id string) string {
+	s.mu.Lock()
+	info, ok := s.images[id]
+	s.mu.Unlock()
+	if !ok {
+		return ""
+	}
+	return pathOf(s.dir, images.Spec{ID: info.ID, Size: info.Size})
+}
+
+func pathOf(dir string, spec images.Spec) string {
+	return filepath.Join(dir, fmt.Sprintf("%s-%d.raw", spec.ID, spec.Size))
+}
 
 // Build builds (or reuses) an image and serves it.
 func (s *Server) Build(spec images.Spec) (images.Info, error) {
-	info, err := images.BuildFile(s.Path(spec.ID), spec)
+	info, err := images.BuildFile(pathOf(s.dir, spec), spec)
 	if err != nil {
 		return info, err
 	}

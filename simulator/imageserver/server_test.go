@@ -99,3 +99,25 @@ func TestFaults(t *testing.T) {
 		}
 	})
 }
+
+// Labs share the image cache; the same id at two sizes must not clobber
+// each other (this once served a 64 MiB image under a 16 MiB image's sums).
+func TestSharedCacheSameIDOtherSize(t *testing.T) {
+	dir := t.TempDir()
+	a, b := New(dir, nil), New(dir, nil)
+	ia, err := a.Build(images.Spec{ID: "os", Size: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Build(images.Spec{ID: "os", Size: 2 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	_, body, err := get(t, a.URL("os"))
+	if err != nil || sum(body) != ia.SHA256 || int64(len(body)) != ia.Size {
+		t.Errorf("first lab's image: %d bytes, sha %s, want %d bytes %s (%v)", len(body), sum(body), ia.Size, ia.SHA256, err)
+	}
+}

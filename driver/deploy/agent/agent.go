@@ -266,6 +266,11 @@ func (d *Deploy) recordResult(ctx context.Context, t deploy.Task, cmd *Command) 
 		detail["error"] = cmd.ErrorText()
 		msg += ": " + cmd.ErrorText()
 	}
+	// What the agent reports (e.g. how a disk was erased) belongs in the
+	// history a user reads.
+	if cmd.Result != nil {
+		detail["result"] = cmd.Result
+	}
 	t.Record(ctx, store.KindAgentCommand, cmd.Name+" result", msg, detail)
 }
 
