@@ -40,7 +40,7 @@ const (
 
 // layoutVersion changes whenever the initramfs layout changes, so cached
 // ramdisks from older code are rebuilt.
-const layoutVersion = "ironlab-ramdisk-1"
+const layoutVersion = "ironlab-ramdisk-2"
 
 // Options say where to cache and which binary becomes /init.
 type Options struct {
@@ -61,7 +61,10 @@ type Options struct {
 // Ramdisk is a built agent ramdisk: files in the cache, ready to install in
 // a boot folder.
 type Ramdisk struct {
-	Kernel        string   `json:"kernel"` // absolute path of the bzImage
+	Kernel string `json:"kernel"` // absolute path of the bzImage
+	// ELFKernel is the same kernel decompressed (vmlinux, booted via PVH by
+	// a direct kernel boot); "" without lz4. iPXE needs the bzImage.
+	ELFKernel     string   `json:"elf_kernel,omitempty"`
 	Initrd        string   `json:"initrd"` // absolute path of initramfs.gz
 	KernelPackage string   `json:"kernel_package"`
 	KernelVersion string   `json:"kernel_version"`
@@ -120,6 +123,8 @@ func Build(ctx context.Context, o Options) (Ramdisk, error) {
 		fmt.Fprintf(h, "module %s %s\n", m.Name, fileHash(m.Path))
 	}
 	fmt.Fprintf(h, "binary %s\n", fileHash(bin))
+	elfKernel := lz4Available()
+	fmt.Fprintf(h, "elf kernel %v\n", elfKernel)
 	sum := hex.EncodeToString(h.Sum(nil))
 
 	r := Ramdisk{KernelPackage: k.Package, KernelVersion: k.Version, KernelRelease: k.Release, InputHash: sum}
@@ -132,14 +137,24 @@ func Build(ctx context.Context, o Options) (Ramdisk, error) {
 	}
 	r.Kernel = filepath.Join(out, "vmlinuz")
 	r.Initrd = filepath.Join(out, "initramfs.gz")
+	if elfKernel {
+		r.ELFKernel = filepath.Join(out, ELFKernelName)
+	}
 	stamp := filepath.Join(out, "inputs.sha256")
-	if b, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(b)) == sum && exists(r.Kernel) && exists(r.Initrd) {
+	if b, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(b)) == sum && exists(r.Kernel) && exists(r.Initrd) && (r.ELFKernel == "" || exists(r.ELFKernel)) {
 		progress("agent ramdisk: cached (%s, inputs %s)", r.Initrd, sum[:12])
 		return r, nil
 	}
 	progress("agent ramdisk: writing initramfs (/init = %s, modules %s)", bin, strings.Join(r.Modules, " "))
 	if err := copyFile(k.Image, r.Kernel); err != nil {
 		return Ramdisk{}, err
+	}
+	if elfKernel {
+		if err := extractVmlinux(ctx, k.Image, r.ELFKernel); err != nil {
+			return Ramdisk{}, fmt.Errorf("agent ramdisk: ELF kernel from %s: %w", k.Image, err)
+		}
+	} else {
+		progress("agent ramdisk: no lz4 (scripts/vm-deps.sh installs it): direct boots take the bzImage, ~0.5 s slower than the ELF vmlinux")
 	}
 	if err := writeInitramfs(r.Initrd, bin, mods, fmt.Sprintf("release=%s\ninputs=%s\n", k.Release, sum)); err != nil {
 		return Ramdisk{}, err
@@ -160,7 +175,13 @@ func (r Ramdisk) Install(dir, sub string) (kernel, initrd string, err error) {
 	if err := mkdirReadable(target); err != nil {
 		return "", "", err
 	}
-	for _, f := range []struct{ from, to string }{{r.Kernel, "vmlinuz"}, {r.Initrd, "initramfs.gz"}} {
+	files := []struct{ from, to string }{{r.Kernel, "vmlinuz"}, {r.Initrd, "initramfs.gz"}}
+	if r.ELFKernel != "" {
+		files = append(files, struct{ from, to string }{r.ELFKernel, ELFKernelName})
+	} else {
+		os.Remove(filepath.Join(target, ELFKernelName))
+	}
+	for _, f := range files {
 		dst := filepath.Join(target, f.to)
 		os.Remove(dst)
 		if err := os.Link(f.from, dst); err != nil {

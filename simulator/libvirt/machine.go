@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/digitalocean/go-libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -165,9 +166,11 @@ func (m *Machine) start(ctx context.Context) error {
 	if m.oneTime != nil {
 		cfg, oneTime = *m.oneTime, true
 	}
+	t0 := time.Now()
 	if err := m.rewrite(ctx, cfg, true); err != nil {
 		return err
 	}
+	t1 := time.Now()
 	if m.console != "" {
 		if st, err := os.Stat(m.console); err == nil {
 			m.bootMark.Store(st.Size())
@@ -178,7 +181,8 @@ func (m *Machine) start(ctx context.Context) error {
 	if err := call(ctx, m.c, m.domainErr("start"), func() error { return m.c.lv.DomainCreate(m.dom) }); err != nil {
 		return err
 	}
-	m.log.Info("domain started", "boot", cfg.Device, "one_time", oneTime)
+	t2 := time.Now()
+	m.log.Info("domain started", "boot", cfg.Device, "one_time", oneTime, "define", t1.Sub(t0).Round(time.Millisecond), "create", t2.Sub(t1).Round(time.Millisecond))
 	if oneTime {
 		m.oneTime = nil
 		if err := m.rewrite(ctx, m.persistent, false); err != nil {
@@ -283,7 +287,7 @@ func (m *Machine) selection(cfg simulator.BootConfig, booting bool) bootSelectio
 		}
 		return sel
 	}
-	sel.kernel = filepath.Join(m.bootDir, filepath.FromSlash(e.Kernel))
+	sel.kernel = elfKernel(filepath.Join(m.bootDir, filepath.FromSlash(e.Kernel)))
 	if e.Initrd != "" {
 		sel.initrd = filepath.Join(m.bootDir, filepath.FromSlash(e.Initrd))
 	}
@@ -326,6 +330,23 @@ func (m *Machine) networkCmdline(cmdline string) string {
 		words = append(words, "ipa-advertise-host=127.0.0.1", "ipa-advertise-port="+strconv.Itoa(m.hostPort))
 	}
 	return strings.Join(words, " ")
+}
+
+// elfKernel is the kernel a direct boot loads for an entry's kernel: the
+// ELF vmlinux next to a bzImage named vmlinuz (the same kernel decompressed,
+// as the agent ramdisk installs it: images/ramdisk.ELFKernelName) when there
+// is one. QEMU boots the ELF via PVH, skipping SeaBIOS' kernel loader and
+// the kernel's self-decompression: ~0.5 s of each boot under TCG. iPXE
+// keeps the bzImage.
+func elfKernel(kernel string) string {
+	if filepath.Base(kernel) != "vmlinuz" {
+		return kernel
+	}
+	elf := filepath.Join(filepath.Dir(kernel), "vmlinux")
+	if _, err := os.Stat(elf); err != nil {
+		return kernel
+	}
+	return elf
 }
 
 // ConsoleLog is everything the machine printed on its serial console, across
