@@ -101,13 +101,8 @@ func newDomain(s domainSpec) *libvirtxml.Domain {
 			TCG: &libvirtxml.DomainFeatureTCG{TBCache: &libvirtxml.DomainFeatureTCGTBCache{Unit: "MiB", Size: s.TBCacheMiB}},
 		}
 	}
-	var cpu *libvirtxml.DomainCPU
-	if s.Accel != AccelKVM {
-		cpu = tcgCPU()
-	}
 	port := uint(0)
 	return &libvirtxml.Domain{
-		CPU:      cpu,
 		Type:     typ,
 		Name:     s.Name,
 		Metadata: &libvirtxml.DomainMetadata{XML: s.Meta.xml()},
@@ -251,18 +246,4 @@ func hostPortOf(d *libvirtxml.Domain) int {
 		}
 	}
 	return 0
-}
-
-// tcgCPU is the CPU model of TCG guests. TCG's default, qemu64, lacks
-// SSSE3, SSE4 and BMI, and the agent's sha256 of the image (Go's code picks
-// its path from CPUID) then runs ~2.5x slower under TCG: 2.7 s instead of
-// 1.1 s for 64 MiB on this kind of machine. "max" is no better: Go then
-// takes its AVX2 or SHA-NI paths, which TCG emulates slowly (1.6-2.2 s).
-// Nehalem (SSE4.2, SSSE3, POPCNT; no AVX) is the fastest measured, and every
-// QEMU knows it. check='none': TCG need not emulate each flag exactly.
-func tcgCPU() *libvirtxml.DomainCPU {
-	return &libvirtxml.DomainCPU{
-		Mode: "custom", Match: "exact", Check: "none",
-		Model: &libvirtxml.DomainCPUModel{Value: "Nehalem", Fallback: "allow"},
-	}
 }
