@@ -1,0 +1,41 @@
+package ramdisk
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestExtractVmlinux decompresses the cached Debian kernel (when an earlier
+// build fetched it and lz4 is installed) and finds its PVH entry.
+func TestExtractVmlinux(t *testing.T) {
+	k, err := newestCachedKernel(filepath.Join(DefaultCacheDir(), "kernel"))
+	if err != nil {
+		t.Skipf("no cached kernel: %v", err)
+	}
+	if !lz4Available() {
+		t.Skip("lz4 not installed (scripts/vm-deps.sh)")
+	}
+	dst := filepath.Join(t.TempDir(), ELFKernelName)
+	if err := extractVmlinux(context.Background(), k.Image, dst); err != nil {
+		t.Fatal(err)
+	}
+	// The bzImage itself is not an ELF kernel: the check must refuse it.
+	if err := checkPVH(k.Image); err == nil {
+		t.Fatalf("checkPVH accepted the bzImage %s", k.Image)
+	}
+	if st, err := os.Stat(dst); err != nil || st.Size() < 1<<20 {
+		t.Fatalf("vmlinux: %v, %v", st, err)
+	}
+}
+
+func TestCheckPVHRefusesNonELF(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x")
+	if err := os.WriteFile(p, []byte("not an elf"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkPVH(p); err == nil {
+		t.Fatal("checkPVH accepted a non-ELF file")
+	}
+}
