@@ -177,6 +177,73 @@ type CmdlineConfig struct {
 	BootMAC string
 }
 
+// IPAOptions are the options every ramdisk of the lab (the agent and the
+// PXE deploy ramdisk) reads from the kernel command line as IPA does.
+type IPAOptions struct {
+	APIURL   string // ipa-api-url
+	NodeUUID string // ipa-node-uuid
+	BootMAC  string // BOOTIF, as aa:bb:cc:dd:ee:ff
+	// AdvertiseHost, AdvertisePort (default 9999) and AdvertiseProtocol
+	// (default http) say where the ramdisk's API is reached.
+	AdvertiseHost, AdvertisePort, AdvertiseProtocol string
+}
+
+// AdvertiseURL is the ramdisk's API URL as the conductor reaches it, or ""
+// without ipa-advertise-host.
+func (o IPAOptions) AdvertiseURL() string {
+	if o.AdvertiseHost == "" {
+		return ""
+	}
+	return o.AdvertiseProtocol + "://" + net.JoinHostPort(o.AdvertiseHost, o.AdvertisePort)
+}
+
+// ParseIPAOptions reads IPA's options from a kernel command line (dashes
+// or underscores); every other key=value word goes to other, which may
+// refuse it with an error. Words without "=" are ignored: the kernel
+// command line carries everybody's options.
+func ParseIPAOptions(cmdline string, other func(key, val string) error) (IPAOptions, error) {
+	o := IPAOptions{AdvertisePort: "9999", AdvertiseProtocol: "http"}
+	for _, word := range strings.Fields(cmdline) {
+		key, val, ok := strings.Cut(word, "=")
+		if !ok {
+			continue
+		}
+		val = strings.Trim(val, `"'`)
+		switch strings.ReplaceAll(key, "_", "-") {
+		case "ipa-api-url":
+			o.APIURL = val
+		case "ipa-node-uuid":
+			o.NodeUUID = val
+		case "ipa-advertise-host":
+			o.AdvertiseHost = val
+		case "ipa-advertise-port":
+			if n, err := strconv.Atoi(val); err != nil || n <= 0 || n > 65535 {
+				return o, fmt.Errorf("kernel command line: %s=%q is not a port", key, val)
+			}
+			o.AdvertisePort = val
+		case "ipa-advertise-protocol":
+			o.AdvertiseProtocol = val
+		case "BOOTIF":
+			// PXELINUX/iPXE form: 01-52-54-00-12-34-56 (01 = Ethernet).
+			mac := strings.ToLower(strings.ReplaceAll(val, "-", ":"))
+			if strings.HasPrefix(mac, "01:") && len(mac) == 20 {
+				mac = mac[3:]
+			}
+			if _, err := net.ParseMAC(mac); err != nil {
+				return o, fmt.Errorf("kernel command line: BOOTIF=%q: %w", val, err)
+			}
+			o.BootMAC = mac
+		default:
+			if other != nil {
+				if err := other(key, val); err != nil {
+					return o, err
+				}
+			}
+		}
+	}
+	return o, nil
+}
+
 // ConfigFromCmdline parses a kernel command line the way IPA reads its
 // options: ipa-api-url, ipa-advertise-host, ipa-advertise-port (default
 // 9999), ipa-advertise-protocol (default http), ipa-node-uuid,
@@ -186,54 +253,25 @@ type CmdlineConfig struct {
 // ignored: the kernel command line carries everybody's options.
 func ConfigFromCmdline(cmdline string) (CmdlineConfig, error) {
 	var c CmdlineConfig
-	host, port, proto := "", "9999", "http"
-	for _, word := range strings.Fields(cmdline) {
-		key, val, ok := strings.Cut(word, "=")
-		if !ok {
-			continue
-		}
-		val = strings.Trim(val, `"'`)
+	o, err := ParseIPAOptions(cmdline, func(key, val string) error {
 		switch key {
-		case "ipa-api-url", "ipa_api_url":
-			c.APIURL = val
-		case "ipa-advertise-host", "ipa_advertise_host":
-			host = val
-		case "ipa-advertise-port", "ipa_advertise_port":
-			if n, err := strconv.Atoi(val); err != nil || n <= 0 || n > 65535 {
-				return c, fmt.Errorf("kernel command line: %s=%q is not a port", key, val)
-			}
-			port = val
-		case "ipa-advertise-protocol", "ipa_advertise_protocol":
-			proto = val
-		case "ipa-node-uuid", "ipa_node_uuid":
-			c.NodeUUID = val
 		case "ipa-lookup-interval", "ipa_lookup_interval":
 			n, err := strconv.ParseFloat(val, 64)
 			if err != nil || n <= 0 {
-				return c, fmt.Errorf("kernel command line: %s=%q is not a positive number of seconds", key, val)
+				return fmt.Errorf("kernel command line: %s=%q is not a positive number of seconds", key, val)
 			}
 			c.LookupInterval = time.Duration(n * float64(time.Second))
-		case "BOOTIF":
-			// PXELINUX/iPXE form: 01-52-54-00-12-34-56 (01 = Ethernet).
-			mac := strings.ToLower(strings.ReplaceAll(val, "-", ":"))
-			if strings.HasPrefix(mac, "01:") && len(mac) == 20 {
-				mac = mac[3:]
-			}
-			if _, err := net.ParseMAC(mac); err != nil {
-				return c, fmt.Errorf("kernel command line: BOOTIF=%q: %w", val, err)
-			}
-			c.BootMAC = mac
 		case "ironlab.dialect":
 			c.Dialect = Dialect(val)
 			if c.Dialect != DialectV1 && c.Dialect != DialectLegacy {
-				return c, fmt.Errorf("kernel command line: ironlab.dialect=%q: want v1 or legacy", val)
+				return fmt.Errorf("kernel command line: ironlab.dialect=%q: want v1 or legacy", val)
 			}
 		case "ironlab.driver":
 			c.Driver = val
 		case "ironlab.heartbeat-error-backoff":
 			d, err := time.ParseDuration(val)
 			if err != nil {
-				return c, fmt.Errorf("kernel command line: ironlab.heartbeat-error-backoff=%q: %w", val, err)
+				return fmt.Errorf("kernel command line: ironlab.heartbeat-error-backoff=%q: %w", val, err)
 			}
 			c.HeartbeatErrorBackoff = d
 		case "ironlab.faults":
@@ -242,21 +280,26 @@ func ConfigFromCmdline(cmdline string) (CmdlineConfig, error) {
 				raw, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(val, "="))
 			}
 			if err != nil {
-				return c, fmt.Errorf("kernel command line: ironlab.faults is not base64: %w", err)
+				return fmt.Errorf("kernel command line: ironlab.faults is not base64: %w", err)
 			}
 			f, err := ParseFaults(raw)
 			if err != nil {
-				return c, fmt.Errorf("kernel command line: ironlab.faults: %w", err)
+				return fmt.Errorf("kernel command line: ironlab.faults: %w", err)
 			}
 			c.Faults = f
 		}
+		return nil
+	})
+	if err != nil {
+		return c, err
 	}
+	c.APIURL, c.NodeUUID, c.BootMAC = o.APIURL, o.NodeUUID, o.BootMAC
 	if c.APIURL == "" {
 		return c, errors.New("kernel command line: ipa-api-url is missing")
 	}
-	if host == "" {
+	if o.AdvertiseHost == "" {
 		return c, errors.New("kernel command line: ipa-advertise-host is missing")
 	}
-	c.AdvertiseURL = proto + "://" + net.JoinHostPort(host, port)
+	c.AdvertiseURL = o.AdvertiseURL()
 	return c, nil
 }

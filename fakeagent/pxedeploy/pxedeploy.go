@@ -107,43 +107,19 @@ func ConfigFromCmdline(cmdline string) (Config, error) {
 	if m := Mode(cmdline); m != ModePXEDeploy {
 		return c, fmt.Errorf("kernel command line: %s=%s, not %s", ModeWord, m, ModePXEDeploy)
 	}
-	host, port, proto := "", "9999", "http"
-	for _, word := range strings.Fields(cmdline) {
-		key, val, ok := strings.Cut(word, "=")
-		if !ok {
-			continue
-		}
-		val = strings.Trim(val, `"'`)
-		switch key {
-		case "ipa-api-url", "ipa_api_url":
-			c.APIURL = val
-		case "ipa-node-uuid", "ipa_node_uuid":
-			c.NodeUUID = val
-		case KeyWord:
+	o, err := fakeagent.ParseIPAOptions(cmdline, func(key, val string) error {
+		if key == KeyWord {
 			c.DeployKey = val
-		case "ipa-advertise-host", "ipa_advertise_host":
-			host = val
-		case "ipa-advertise-port", "ipa_advertise_port":
-			if n, err := strconv.Atoi(val); err != nil || n <= 0 || n > 65535 {
-				return c, fmt.Errorf("kernel command line: %s=%q is not a port", key, val)
-			}
-			port = val
-		case "ipa-advertise-protocol", "ipa_advertise_protocol":
-			proto = val
-		case "BOOTIF":
-			mac := strings.ToLower(strings.ReplaceAll(val, "-", ":"))
-			if strings.HasPrefix(mac, "01:") && len(mac) == 20 {
-				mac = mac[3:]
-			}
-			if _, err := net.ParseMAC(mac); err != nil {
-				return c, fmt.Errorf("kernel command line: BOOTIF=%q: %w", val, err)
-			}
-			c.BootMAC = mac
 		}
+		return nil
+	})
+	if err != nil {
+		return c, err
 	}
-	if host != "" {
-		c.AdvertiseURL = proto + "://" + net.JoinHostPort(host, port)
-		c.Listen = "0.0.0.0:" + port
+	c.APIURL, c.NodeUUID, c.BootMAC = o.APIURL, o.NodeUUID, o.BootMAC
+	if o.AdvertiseHost != "" {
+		c.AdvertiseURL = o.AdvertiseURL()
+		c.Listen = "0.0.0.0:" + o.AdvertisePort
 	}
 	return c, c.check(false)
 }
