@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -58,11 +57,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *nodes < 1 || *nodes > scenarios.MaxNodes {
 		fmt.Fprintf(os.Stderr, "ironlab bench: --nodes must be 1 to %d\n", scenarios.MaxNodes)

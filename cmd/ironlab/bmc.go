@@ -68,11 +68,8 @@ Flags:
 	user := fs.String("user", bmc.DefaultCredentials.Username, "IPMI user name")
 	pass := fs.String("password", bmc.DefaultCredentials.Password, "IPMI password")
 	config := fs.String("config", "", "YAML file with several domains (see above)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	var cfg bmcFile
 	if *config != "" {
