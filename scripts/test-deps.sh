@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # test-deps.sh installs what the integration test tiers need and starts the
 # daemons: real ipmitool and Debian's pyghmi for the BMC conformance tests,
+# the real OpenStack client (python3-ironicclient's baremetal) against the API,
 # and the VM tier's libvirt + QEMU (scripts/vm-deps.sh). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-pkgs=(ipmitool python3-pyghmi openssh-client)
+pkgs=(ipmitool python3-pyghmi python3-ironicclient openssh-client)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")

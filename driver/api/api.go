@@ -69,7 +69,20 @@ func New(c *conductor.Conductor, log *slog.Logger) *Server {
 }
 
 // ServeHTTP serves the API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.eng.ServeHTTP(w, r) }
+//
+// A trailing slash is dropped before routing: Ironic answers /v1/ports/ as
+// /v1/ports, and python-ironicclient asks for /v1/ports/?node=... (gin's
+// redirect would send it a relative Location it cannot follow).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
+		r.URL.Path = strings.TrimRight(p, "/")
+		if r.URL.Path == "" {
+			r.URL.Path = "/"
+		}
+		r.URL.RawPath = ""
+	}
+	s.eng.ServeHTTP(w, r)
+}
 
 func (s *Server) routes() {
 	e := s.eng

@@ -365,3 +365,23 @@ func BenchmarkHeartbeat(b *testing.B) {
 		}
 	}
 }
+
+// python-ironicclient asks for collection URLs with a trailing slash
+// (/v1/ports/?node=...); they are the same routes, answered, not redirected.
+func TestTrailingSlashIsTheSameRoute(t *testing.T) {
+	s := newServer(t, nil)
+	s.do(t, http.MethodPost, "/v1/nodes", "1.78", `{"name": "n1", "driver": "fake_agent"}`)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, path := range []string{"/v1/nodes/", "/v1/ports/?node=n1", "/v1/"} {
+		req, _ := http.NewRequest(http.MethodGet, s.url+path, nil)
+		req.Header.Set("X-OpenStack-Ironic-API-Version", "1.78")
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s = %d, want 200", path, resp.StatusCode)
+		}
+	}
+}
