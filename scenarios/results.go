@@ -61,10 +61,11 @@ func (r *runner) writeEvents(ctx context.Context, path string) error {
 	var lines []tagged
 	for i := range r.result.Nodes {
 		nr := &r.result.Nodes[i]
-		if _, ok := r.uuids[nr.Name]; !ok {
+		uuid, ok := r.enrolled(nr.Name)
+		if !ok {
 			continue
 		}
-		evs, err := r.api.events(ctx, r.uuids[nr.Name])
+		evs, err := r.api.events(ctx, uuid)
 		if err != nil {
 			continue
 		}

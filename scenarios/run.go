@@ -145,6 +145,8 @@ type runner struct {
 	log    *slog.Logger
 	lab    *lab.Lab
 	api    *client
+	outMu  sync.Mutex
+	uuidMu sync.RWMutex      // enroll runs on many nodes at once
 	uuids  map[string]string // node name -> UUID on the driver
 	result *Result
 
@@ -204,7 +206,12 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 	return r.result, err
 }
 
-func (r *runner) printf(format string, a ...any) { fmt.Fprintf(r.out, format, a...) }
+// printf writes a progress line; background faults print too.
+func (r *runner) printf(format string, a ...any) {
+	r.outMu.Lock()
+	defer r.outMu.Unlock()
+	fmt.Fprintf(r.out, format, a...)
+}
 
 func (r *runner) run(ctx context.Context) error {
 	stateDir := r.opts.StateDir
@@ -481,11 +488,21 @@ func (r *runner) enroll(ctx context.Context, n *lab.Node) error {
 }
 
 func (r *runner) setUUID(name, uuid string) {
+	r.uuidMu.Lock()
 	r.uuids[name] = uuid
+	r.uuidMu.Unlock()
+}
+
+// enrolled is the node's UUID on the driver, if the run enrolled it.
+func (r *runner) enrolled(name string) (string, bool) {
+	r.uuidMu.RLock()
+	defer r.uuidMu.RUnlock()
+	u, ok := r.uuids[name]
+	return u, ok
 }
 
 func (r *runner) ident(n *lab.Node) string {
-	if u, ok := r.uuids[n.Name]; ok {
+	if u, ok := r.enrolled(n.Name); ok {
 		return u
 	}
 	return n.Name
