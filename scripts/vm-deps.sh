@@ -26,6 +26,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# A new machine has no udev: /dev/kvm stays root:root 0600. libvirtd then finds
+# on every call that the QEMU user (libvirt-qemu, group kvm) cannot open it,
+# decides its cached QEMU capabilities are stale and probes QEMU again: each
+# `virsh define` took 31-59 s. Set what udev's rule (KERNEL=="kvm", GROUP="kvm",
+# MODE="0660") would, before libvirtd starts and caches anything.
+if [ -e /dev/kvm ] && getent group kvm >/dev/null; then
+	if [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
+		echo "vm-deps: /dev/kvm is $(stat -c '%U:%G %a' /dev/kvm); setting kvm 0660 as udev would"
+		chgrp kvm /dev/kvm
+		chmod 0660 /dev/kvm
+	fi
+fi
+
 # This machine has no running systemd: start the daemons directly, once.
 running() { pgrep -x "$1" >/dev/null 2>&1; }
 if ! running virtlogd; then
@@ -46,4 +59,45 @@ if [ ! -S /run/libvirt/libvirt-sock ]; then
 	echo "vm-deps: libvirtd did not create /run/libvirt/libvirt-sock" >&2
 	exit 1
 fi
+# Check that libvirt is usable, not merely running: define and undefine a
+# throwaway domain twice. The first may probe QEMU once (building the
+# capability cache); the second must be quick, or every test that defines a
+# domain runs into its deadline.
+probe_xml=$(mktemp)
+trap 'rm -f "$probe_xml"' EXIT
+cat >"$probe_xml" <<'XML'
+<domain type='qemu'>
+  <name>ironlab-deps-probe</name>
+  <memory unit='MiB'>32</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+</domain>
+XML
+virsh -q -c qemu:///system undefine ironlab-deps-probe >/dev/null 2>&1 || true
+define_ms() {
+	local t0 t1
+	t0=$(date +%s%N)
+	if ! timeout "$1" virsh -q -c qemu:///system define "$probe_xml" >/dev/null; then
+		echo "vm-deps: virsh define of a throwaway domain failed or took over $1 s" >&2
+		virsh -q -c qemu:///system undefine ironlab-deps-probe >/dev/null 2>&1 || true
+		return 1
+	fi
+	t1=$(date +%s%N)
+	virsh -q -c qemu:///system undefine ironlab-deps-probe >/dev/null
+	echo $(((t1 - t0) / 1000000))
+}
+warm=$(define_ms 180) || exit 1
+again=$(define_ms 30) || exit 1
+if [ "$again" -gt 5000 ]; then
+	cat >&2 <<MSG
+vm-deps: libvirt is running but slow: defining a trivial domain took ${again} ms
+after a warm-up (${warm} ms). libvirtd is re-probing QEMU on every call, so the
+VM tier would time out. Usual cause: /dev/kvm permissions (now
+$(stat -c '%U:%G %a' /dev/kvm 2>/dev/null || echo absent)) that change what the
+QEMU user can open; set them as udev does (chgrp kvm /dev/kvm; chmod 0660
+/dev/kvm), restart libvirtd, and try again.
+MSG
+	exit 1
+fi
+echo "vm-deps: libvirt define+undefine ${again} ms (first ${warm} ms)"
 echo "vm-deps: ready (libvirt $(libvirtd --version | awk '{print $NF}'), $(qemu-system-x86_64 --version | head -1))"
