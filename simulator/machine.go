@@ -36,6 +36,10 @@ type BootDevice string
 const (
 	BootNetwork BootDevice = "network"
 	BootDisk    BootDevice = "disk"
+	// BootCD boots the virtual CD a Redfish BMC inserted (machines that
+	// implement VirtualMedia); BootSetup stops in firmware setup.
+	BootCD    BootDevice = "cd"
+	BootSetup BootDevice = "setup"
 )
 
 // BootConfig is a machine's boot selection. A non-persistent selection applies
@@ -106,6 +110,14 @@ type BootConsole interface {
 // reset); it returns when the booted system stops.
 type NetBooter interface {
 	NetBoot(ctx context.Context, m Machine) error
+}
+
+// VirtualMedia is implemented by machines with a virtual CD drive, which a
+// Redfish BMC's InsertMedia fills with an image URL. Booting BootCD fetches
+// the image from that URL (a failed fetch is a boot failure on the console).
+type VirtualMedia interface {
+	InsertMedia(ctx context.Context, imageURL string) error
+	EjectMedia(ctx context.Context) error
 }
 
 // ErrNoSuchMachine is returned when a lookup names a machine the lab lacks.

@@ -53,6 +53,7 @@ type Machine struct {
 	console    strings.Builder
 	faults     Faults
 	boots      int
+	media      string             // the virtual CD's image URL, "" when empty
 	stop       context.CancelFunc // ends what the current boot runs
 	done       chan struct{}
 }
@@ -170,30 +171,64 @@ func (m *Machine) boot() {
 	switch dev.Device {
 	case simulator.BootDisk:
 		m.bootDisk()
+	case simulator.BootSetup:
+		m.printf("firmware setup: waiting at the setup menu\n")
+	case simulator.BootCD:
+		if m.media == "" {
+			m.printf("boot failed: virtual CD: no media inserted\n")
+			return
+		}
+		m.run(m.media)
 	case simulator.BootNetwork:
 		if m.netboot == nil {
 			m.printf("PXE: no boot file offered\n")
 			return
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		m.stop, m.done = cancel, done
-		go func() {
-			defer close(done)
-			if m.post > 0 {
-				select {
-				case <-time.After(m.post):
-				case <-ctx.Done():
-					return
-				}
-			}
-			if err := m.netboot.NetBoot(ctx, m); err != nil && ctx.Err() == nil {
-				m.mu.Lock()
-				m.printf("network boot: %v\n", err)
-				m.mu.Unlock()
-			}
-		}()
+		m.run("")
 	}
+}
+
+// run boots what the lab serves in the background: the network boot, or,
+// with a CD image URL, that image first fetched and checked. m.mu is held.
+func (m *Machine) run(cdImage string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	m.stop, m.done = cancel, done
+	go func() {
+		defer close(done)
+		if m.post > 0 {
+			select {
+			case <-time.After(m.post):
+			case <-ctx.Done():
+				return
+			}
+		}
+		if cdImage != "" {
+			n, sum, err := fetchImage(ctx, cdImage)
+			m.mu.Lock()
+			if err != nil {
+				if ctx.Err() == nil {
+					m.printf("boot failed: virtual CD %s: %v\n", cdImage, err)
+				}
+				m.mu.Unlock()
+				return
+			}
+			m.printf("virtual CD: booting %s (%d bytes, sha256 %s)\n", cdImage, n, sum)
+			nb := m.netboot
+			if nb == nil {
+				m.printf("virtual CD: the image's system has nothing to run\n")
+			}
+			m.mu.Unlock()
+			if nb == nil {
+				return
+			}
+		}
+		if err := m.netboot.NetBoot(ctx, m); err != nil && ctx.Err() == nil {
+			m.mu.Lock()
+			m.printf("network boot: %v\n", err)
+			m.mu.Unlock()
+		}
+	}()
 }
 
 // bootDisk prints the disk's marker, as the image's boot sector does on COM1.
@@ -230,7 +265,9 @@ func (m *Machine) BootConfig(ctx context.Context) (simulator.BootConfig, error) 
 }
 
 func (m *Machine) SetBootConfig(ctx context.Context, b simulator.BootConfig) error {
-	if b.Device != simulator.BootDisk && b.Device != simulator.BootNetwork {
+	switch b.Device {
+	case simulator.BootDisk, simulator.BootNetwork, simulator.BootCD, simulator.BootSetup:
+	default:
 		return fmt.Errorf("machine %s: unknown boot device %q", m.name, b.Device)
 	}
 	m.mu.Lock()
@@ -241,6 +278,33 @@ func (m *Machine) SetBootConfig(ctx context.Context, b simulator.BootConfig) err
 		m.once = &b
 	}
 	return nil
+}
+
+// InsertMedia puts an image URL in the machine's virtual CD drive; a boot
+// from BootCD fetches it.
+func (m *Machine) InsertMedia(ctx context.Context, imageURL string) error {
+	if err := loopbackURL(imageURL); err != nil {
+		return fmt.Errorf("machine %s: insert virtual CD: %w", m.name, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.media = imageURL
+	return nil
+}
+
+// EjectMedia empties the virtual CD drive.
+func (m *Machine) EjectMedia(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.media = ""
+	return nil
+}
+
+// Media is the image URL in the virtual CD drive ("" when empty).
+func (m *Machine) Media() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.media
 }
 
 func (m *Machine) Hardware() simulator.Hardware {
