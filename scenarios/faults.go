@@ -2,11 +2,12 @@ package scenarios
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/ironlab/ironlab/simulator/fake"
+	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -15,6 +16,8 @@ import (
 func (r *runner) fault(ctx context.Context, label string, i int, f *Fault) error {
 	nodes := r.selected(f.Nodes)
 	what := faultSummary(f)
+	// A fault that fails in the background fails the run, naming its step.
+	at := fmt.Sprintf("%s:%d: step %d: fault", r.s.File, r.s.Steps[i].line, i+1)
 	switch {
 	case f.after > 0:
 		r.printf("%s fault %s on %d nodes in %s\n", label, what, len(nodes), f.after)
@@ -26,6 +29,7 @@ func (r *runner) fault(ctx context.Context, label string, i int, f *Fault) error
 			}
 			if err := r.applyFault(ctx, f, nodes); err != nil {
 				r.printf("%s   fault failed: %v\n", label, err)
+				r.backgroundFailed(fmt.Errorf("%s: %w", at, err))
 			}
 		})
 		return nil
@@ -43,6 +47,7 @@ func (r *runner) fault(ctx context.Context, label string, i int, f *Fault) error
 				}
 				if err := r.applyFault(ctx, f, []*lab.Node{n}); err != nil {
 					r.printf("%s   fault on %s failed: %v\n", label, n.Name, err)
+					r.backgroundFailed(fmt.Errorf("%s: %w", at, err))
 				}
 			})
 		}
@@ -104,9 +109,9 @@ func (r *runner) applyFault(ctx context.Context, f *Fault, nodes []*lab.Node) er
 			}
 		}
 		if f.Machine != nil {
-			m, ok := n.Machine.(*fake.Machine)
+			m, ok := n.Machine.(simulator.FaultInjector)
 			if !ok {
-				return fmt.Errorf("node %s: machine faults need the fake backend", n.Name)
+				return fmt.Errorf("node %s: %w", n.Name, errNoMachineFaults)
 			}
 			m.SetFaults(*f.Machine)
 		}
@@ -121,14 +126,19 @@ func (r *runner) applyFault(ctx context.Context, f *Fault, nodes []*lab.Node) er
 		if c.KillAt == "" {
 			return r.killConductor(ctx, c, "now")
 		}
-		r.goBackground(func(ctx context.Context) { r.killWhen(ctx, c, nodes) })
+		r.goBackground(func(ctx context.Context) {
+			if err := r.killWhen(ctx, c, nodes); err != nil {
+				r.printf("   !! conductor kill failed: %v\n", err)
+				r.backgroundFailed(fmt.Errorf("conductor fault (kill at %s): %w", c.KillAt, err))
+			}
+		})
 	}
 	return nil
 }
 
 // killWhen kills the conductor once a node reaches the named state or
 // records an event of that name.
-func (r *runner) killWhen(ctx context.Context, c *ConductorFault, nodes []*lab.Node) {
+func (r *runner) killWhen(ctx context.Context, c *ConductorFault, nodes []*lab.Node) error {
 	for ctx.Err() == nil {
 		all, err := r.api.nodes(ctx)
 		if err == nil {
@@ -137,8 +147,7 @@ func (r *runner) killWhen(ctx context.Context, c *ConductorFault, nodes []*lab.N
 					continue
 				}
 				if an.ProvisionState == c.KillAt {
-					r.killConductor(ctx, c, an.Name+" reached "+c.KillAt)
-					return
+					return r.killConductor(ctx, c, an.Name+" reached "+c.KillAt)
 				}
 			}
 		}
@@ -147,8 +156,7 @@ func (r *runner) killWhen(ctx context.Context, c *ConductorFault, nodes []*lab.N
 				evs, _ := r.api.events(ctx, r.ident(n))
 				for _, ev := range evs {
 					if strings.Contains(string(ev), `"event":"`+c.KillAt+`"`) {
-						r.killConductor(ctx, c, n.Name+" recorded "+c.KillAt)
-						return
+						return r.killConductor(ctx, c, n.Name+" recorded "+c.KillAt)
 					}
 				}
 			}
@@ -158,6 +166,7 @@ func (r *runner) killWhen(ctx context.Context, c *ConductorFault, nodes []*lab.N
 		case <-ctx.Done():
 		}
 	}
+	return nil // the scenario ended first
 }
 
 func contains(nodes []*lab.Node, name string) bool {
@@ -167,6 +176,121 @@ func contains(nodes []*lab.Node, name string) bool {
 		}
 	}
 	return false
+}
+
+// backgroundFailed records the first error of something the scenario left
+// running (a delayed fault): Run returns it.
+func (r *runner) backgroundFailed(err error) {
+	r.bgMu.Lock()
+	defer r.bgMu.Unlock()
+	if r.bgErr == nil {
+		r.bgErr = err
+	}
+}
+
+var errNoMachineFaults = errors.New("machine faults need a machine that takes them (the fake backend's): this backend's power and boot are real")
+
+// checkFaults makes every fault step that cannot apply to this lab an
+// error before the first step runs, naming the step and the node: a
+// selector that finds no node, a machine fault on a machine without the
+// knobs, BMC faults on a node without a BMC, agent faults the backend
+// cannot deliver, a conductor fault without a conductor to kill.
+func (r *runner) checkFaults() error {
+	var errs []error
+	for i, st := range r.s.Steps {
+		f := st.Fault
+		if f == nil {
+			continue
+		}
+		at := fmt.Sprintf("%s:%d: step %d: fault", r.s.File, st.line, i+1)
+		if f.Agent != nil || f.Machine != nil || f.BMC != nil {
+			for _, sel := range f.Nodes {
+				if len(r.selected([]string{sel})) > 0 {
+					continue
+				}
+				if g := groupOf(r.s, sel); g != "" && r.skipped[g] {
+					r.printf("!! %s on %s: group %s is skipped, so is this fault there\n", at, sel, g)
+					continue
+				}
+				errs = append(errs, fmt.Errorf("%s: no node %q in the lab", at, sel))
+			}
+		}
+		for _, n := range r.selected(f.Nodes) {
+			if err := faultApplies(f, n); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", at, err))
+			}
+		}
+		if f.Conductor != nil && r.opts.DriverURL != "" {
+			errs = append(errs, fmt.Errorf("%s: a conductor fault kills the built-in driver's process; this run drives %s", at, r.opts.DriverURL))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// faultOnBackend says which field of f the backend cannot deliver to
+// group g, and why, if any: the check at parse time and, with the backend
+// a run chose, before a run.
+func faultOnBackend(f *Fault, backend string, g Group) (field, why string) {
+	if backend != "libvirt" {
+		return "", ""
+	}
+	switch {
+	case f.Machine != nil:
+		return "machine", "machine faults need the fake backend: a VM's power and boot are QEMU's"
+	case f.Agent != nil && f.UntilReboot:
+		return "until_reboot", "until_reboot needs the fake backend: the libvirt backend cannot reach a running guest's agent, it puts faults on every later boot's command line"
+	case f.Agent != nil && lab.PXEClass(g.Driver):
+		return "agent", fmt.Sprintf("agent faults on the libvirt backend go on the agent ramdisk's command line, which the PXE driver writes on %s", g.Driver)
+	}
+	return "", ""
+}
+
+// checkBackendFaults fails a run whose chosen backend cannot deliver a
+// fault the scenario file asks for, naming the step, before the lab is built.
+func checkBackendFaults(s *Scenario) error {
+	var errs []error
+	for i, st := range s.Steps {
+		if st.Fault == nil {
+			continue
+		}
+		for _, g := range s.Lab.Groups {
+			if !selected(st.Fault.Nodes, g) {
+				continue
+			}
+			if field, why := faultOnBackend(st.Fault, s.Lab.Backend, g); why != "" {
+				errs = append(errs, fmt.Errorf("%s:%d: step %d: fault.%s: group %s: %s", s.File, st.line, i+1, field, g.Name, why))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// faultApplies says why f cannot apply to node n, if it cannot.
+func faultApplies(f *Fault, n *lab.Node) error {
+	if f.Agent != nil {
+		if err := n.CheckAgentFaults(!f.UntilReboot); err != nil {
+			return err
+		}
+	}
+	if f.Machine != nil {
+		if _, ok := n.Machine.(simulator.FaultInjector); !ok {
+			return fmt.Errorf("node %s: %w", n.Name, errNoMachineFaults)
+		}
+	}
+	if f.BMC != nil && n.BMC == nil {
+		return fmt.Errorf("node %s (%s) has no BMC", n.Name, n.Driver)
+	}
+	return nil
+}
+
+// groupOf is the group a selector names (a group or one of its nodes).
+func groupOf(s *Scenario, sel string) string {
+	for _, g := range s.Lab.Groups {
+		if sel == g.Name || strings.HasPrefix(sel, g.Name+"-") {
+			return g.Name
+		}
+	}
+	return ""
 }
 
 func (r *runner) killConductor(ctx context.Context, c *ConductorFault, why string) error {

@@ -485,6 +485,14 @@ func (v *validator) fault(p string, f *Fault, l *Lab) {
 			}
 		}
 	}
+	for _, g := range l.Groups {
+		if !selected(f.Nodes, g) {
+			continue
+		}
+		if field, why := faultOnBackend(f, l.Backend, g); why != "" {
+			v.at(p+"."+field, "group %s: %s", g.Name, why)
+		}
+	}
 	if f.Image != nil && !hasImage(l, f.Image.ID) {
 		v.at(p+".image.id", "no image %q in lab.images", f.Image.ID)
 	}

@@ -155,6 +155,9 @@ type runner struct {
 	cpuPhase    *cpuPhase
 	removeState string
 	background  sync.WaitGroup // faults applied later
+	bgMu        sync.Mutex
+	bgErr       error           // the first fault that failed in the background
+	skipped     map[string]bool // groups this machine cannot run
 	bgCtx       context.Context
 	bgCancel    context.CancelFunc
 }
@@ -185,12 +188,15 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 	if opts.PXE != "" {
 		s.Lab.PXE = opts.PXE
 	}
-	r := &runner{s: s, opts: opts, out: opts.Out, log: opts.Logger, uuids: map[string]string{},
+	r := &runner{s: s, opts: opts, out: opts.Out, log: opts.Logger, uuids: map[string]string{}, skipped: map[string]bool{},
 		result: &Result{Scenario: s.Name, File: s.File, Backend: s.Lab.Backend}}
 	r.bgCtx, r.bgCancel = context.WithCancel(ctx)
 	err := r.run(ctx)
 	r.bgCancel()
 	r.background.Wait()
+	if err == nil {
+		err = r.bgErr
+	}
 	r.result.DurationS = time.Since(start).Seconds()
 	if err != nil {
 		r.result.Error = err.Error()
@@ -214,6 +220,9 @@ func (r *runner) printf(format string, a ...any) {
 }
 
 func (r *runner) run(ctx context.Context) error {
+	if err := checkBackendFaults(r.s); err != nil {
+		return err
+	}
 	stateDir := r.opts.StateDir
 	if stateDir == "" {
 		d, err := os.MkdirTemp("", "ironlab-"+r.s.Name+"-")
@@ -245,6 +254,7 @@ func (r *runner) run(ctx context.Context) error {
 			}
 			r.printf("!! skipping group %s (%d %s nodes): %s\n", g.Name, g.Count, g.Driver, why)
 			r.result.Skipped = append(r.result.Skipped, fmt.Sprintf("%s: %s", g.Name, why))
+			r.skipped[g.Name] = true
 			continue
 		}
 		spec.Groups = append(spec.Groups, g)
@@ -257,6 +267,9 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.lab = l
 	r.result.Accel = l.Accel()
+	if err := r.checkFaults(); err != nil {
+		return err
+	}
 
 	driverURL := r.opts.DriverURL
 	if driverURL == "" {

@@ -8,6 +8,7 @@ package simulator
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // PowerState is what a machine's power is.
@@ -102,6 +103,20 @@ type Machine interface {
 // backend's serial log spans every start).
 type BootConsole interface {
 	ConsoleSinceBoot() (string, error)
+}
+
+// MachineFaults are a machine's fault knobs.
+type MachineFaults struct {
+	// FailBoot makes every boot fail: the console says so and nothing runs.
+	FailBoot bool `yaml:"fail_boot" json:"fail_boot"`
+	// PowerLag delays every power change by this long.
+	PowerLag time.Duration `yaml:"power_lag" json:"power_lag"`
+}
+
+// FaultInjector is implemented by machines whose faults can be set at run
+// time (the fake backend's; a VM's power and boot are QEMU's own).
+type FaultInjector interface {
+	SetFaults(MachineFaults)
 }
 
 // NetBooter serves what a machine boots from the network: the lab's agent

@@ -19,13 +19,9 @@ import (
 	"github.com/ironlab/ironlab/simulator"
 )
 
-// Faults are the machine's fault knobs, settable at runtime.
-type Faults struct {
-	// FailBoot makes every boot fail: the console says so and nothing runs.
-	FailBoot bool `yaml:"fail_boot" json:"fail_boot"`
-	// PowerLag delays every power change by this long.
-	PowerLag time.Duration `yaml:"power_lag" json:"power_lag"`
-}
+// Faults are the machine's fault knobs, settable at runtime (the
+// simulator.FaultInjector capability).
+type Faults = simulator.MachineFaults
 
 // Options build a Machine.
 type Options struct {

@@ -145,6 +145,9 @@ func (n *Node) SetAgentFaults(f fakeagent.Faults, everyBoot bool) error {
 	if err := f.Validate(); err != nil {
 		return err
 	}
+	if err := n.CheckAgentFaults(everyBoot); err != nil {
+		return err
+	}
 	if n.vmFaults != nil {
 		return n.vmFaults(f)
 	}
@@ -165,10 +168,28 @@ func (n *Node) SetAgentFaults(f fakeagent.Faults, everyBoot bool) error {
 	return nil
 }
 
-// bootFaults are the faults of an agent booting now.
+// CheckAgentFaults says why the node's agents cannot take faults (for
+// every boot, or until the next reboot), if they cannot. A libvirt guest's
+// agent is out of the lab's reach once it runs: its faults go on the
+// command line of every later boot, which the PXE driver writes itself on
+// the PXE classes.
+func (n *Node) CheckAgentFaults(everyBoot bool) error {
+	if n.vmFaults == nil {
+		return nil
+	}
+	if PXEClass(n.Driver) {
+		return fmt.Errorf("node %s (%s): agent faults on the libvirt backend go on the agent ramdisk's command line, which the PXE driver writes on this class", n.Name, n.Driver)
+	}
+	if !everyBoot {
+		return fmt.Errorf("node %s: until_reboot needs the fake backend: the libvirt backend cannot reach a running guest's agent, it puts faults on every later boot's command line", n.Name)
+	}
+	return nil
+}
+
+// bootFaults are the faults of an agent booting now: the pending ones of
+// a fault set while no agent ran (once), else the every-boot ones. n.mu is
+// held.
 func (n *Node) bootFaults() fakeagent.Faults {
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	if p := n.pendingFaults; p != nil {
 		n.pendingFaults = nil
 		return *p

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/images"
 	"github.com/ironlab/ironlab/simulator"
 )
@@ -170,4 +171,59 @@ func TestWriteNodesYAML(t *testing.T) {
 		ip.DriverInfo["ipmi_password"] != "password" || ip.Ports[0].Address != n.MACs[0] || ip.Properties["cpu_arch"] != "x86_64" {
 		t.Errorf("node entry %+v", ip)
 	}
+}
+
+// A fault for until the next reboot, set while the node runs no agent,
+// reaches the next agent it boots, and only that one.
+func TestPendingAgentFaultsReachTheNextBoot(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" {
+			w.Write([]byte(`{"default_version": {"version": "1.89"}}`))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer api.Close()
+	s := spec(t)
+	l, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n, _ := l.Node("fa-0")
+	if n.Agent() != nil {
+		t.Fatal("an agent runs before Start")
+	}
+	f := fakeagent.Faults{CrashDuring: "deploy.write_image"}
+	if err := n.SetAgentFaults(f, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Start(context.Background(), api.URL); err != nil {
+		t.Fatal(err)
+	}
+	first := waitAgent(t, n, nil)
+	if got := first.Faults(); got != f {
+		t.Fatalf("the first agent booted with faults %+v, want %+v", got, f)
+	}
+	if err := n.Machine.SetPower(context.Background(), simulator.ActionReset); err != nil {
+		t.Fatal(err)
+	}
+	second := waitAgent(t, n, first)
+	if got := second.Faults(); got != (fakeagent.Faults{}) {
+		t.Errorf("the agent after a reboot has faults %+v, want none", got)
+	}
+}
+
+// waitAgent waits for the node to run an agent other than not.
+func waitAgent(t *testing.T, n *Node, not *fakeagent.Agent) *fakeagent.Agent {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if a := n.Agent(); a != nil && a != not {
+			return a
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("node %s booted no new agent in 10s", n.Name)
+	return nil
 }

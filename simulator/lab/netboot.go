@@ -135,9 +135,10 @@ func (l *Lab) runAgent(ctx context.Context, n *Node, m simulator.Machine) error 
 	if !ok {
 		return fmt.Errorf("machine %s: its hardware cannot be tracked by the agent", m.Name())
 	}
+	// The agent takes its boot's faults and becomes the node's running
+	// agent in one step, so faults set meanwhile reach it or the next boot.
 	n.mu.Lock()
-	faults := n.agentFaults
-	n.mu.Unlock()
+	faults := n.bootFaults()
 	a, err := fakeagent.New(fakeagent.Config{
 		APIURL:                l.driverURL,
 		Dialect:               fakeagent.Dialect(n.Dialect),
@@ -158,9 +159,9 @@ func (l *Lab) runAgent(ctx context.Context, n *Node, m simulator.Machine) error 
 		},
 	})
 	if err != nil {
+		n.mu.Unlock()
 		return fmt.Errorf("node %s: agent: %w", n.Name, err)
 	}
-	n.mu.Lock()
 	n.agent = a
 	n.mu.Unlock()
 	defer func() {
