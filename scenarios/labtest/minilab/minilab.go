@@ -139,7 +139,6 @@ func Start(t testing.TB, o Options) *Lab {
 		cfg.CheckInterval = time.Hour // the watchdog runs when a test asks (Config)
 		cfg.WatchdogAction = ""
 		cfg.AgentPollInterval = 20 * time.Millisecond
-		cfg.LockRetryInterval = 10 * time.Millisecond
 		cfg.PowerRetryInterval = 50 * time.Millisecond
 		cfg.PowerOffPollInterval = 50 * time.Millisecond
 		cfg.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{PollInterval: 20 * time.Millisecond})
@@ -473,7 +472,7 @@ func (p *process) start(l *Lab) {
 	fmt.Fprintf(logf, "---- start\n")
 	p.cmd = exec.Command(p.bin, "driver", "-v", "--listen", p.addr, "--db", p.db,
 		"--heartbeat-timeout", l.opts.HeartbeatTimeout.String(), "--check-interval", "1h", "--watchdog-action=",
-		"--ipmi-min-interval", "0s", "--lock-retry-interval", "10ms", "--agent-poll-interval", "20ms",
+		"--ipmi-min-interval", "0s", "--agent-poll-interval", "20ms",
 		"--power-off-poll-interval", "50ms")
 	p.cmd.Args = append(p.cmd.Args, p.flags...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
