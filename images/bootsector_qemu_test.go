@@ -8,26 +8,14 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// needTool skips when a tool of the VM tier is missing, but fails under CI,
-// where scripts/vm-deps.sh must have installed it.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed; scripts/vm-deps.sh should have installed it", name)
-		}
-		t.Skipf("VM tier: %s not installed (run scripts/vm-deps.sh as root)", name)
-	}
-	return p
-}
+	"github.com/ironlab/ironlab/scenarios/labtest"
+)
 
 // TestBootSectorPrintsMarkerInQEMU boots a built test image as the only disk
 // of a QEMU (TCG) machine and reads the marker from its serial console.
 func TestBootSectorPrintsMarkerInQEMU(t *testing.T) {
-	qemu := needTool(t, "qemu-system-x86_64")
+	qemu := labtest.Require(t, "qemu-system-x86_64")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.raw")
 	info, err := BuildFile(img, Spec{ID: "qemu-boot", Size: 1 << 20})

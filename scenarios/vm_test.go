@@ -17,6 +17,8 @@ import (
 	"time"
 
 	libvirtvm "github.com/ironlab/ironlab/simulator/libvirt"
+
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 // The VM tier: scenarios on the libvirt backend, real QEMU guests under TCG.
@@ -25,22 +27,16 @@ import (
 // vmTier skips (or, under CI=true, fails) when this machine cannot run VMs.
 func vmTier(t testing.TB) {
 	t.Helper()
-	miss := func(why string) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("VM tier under CI: %s", why)
+	labtest.RequireFunc(t, "libvirtd", "scripts/vm-deps.sh as root (libvirt-daemon-system, qemu-system-x86; starts libvirtd)", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := libvirtvm.Connect(ctx, libvirtvm.ConnOptions{})
+		if err == nil {
+			c.Close()
 		}
-		t.Skipf("VM tier skipped: %s (run scripts/vm-deps.sh as root)", why)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := libvirtvm.Connect(ctx, libvirtvm.ConnOptions{})
-	if err != nil {
-		miss(err.Error())
-	}
-	c.Close()
-	if _, err := exec.LookPath("ipmitool"); err != nil {
-		miss("ipmitool is not installed")
-	}
+		return err
+	})
+	labtest.Require(t, "ipmitool")
 }
 
 // vmState is a state folder libvirt's qemu user can traverse.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,29 +14,22 @@ import (
 	"time"
 
 	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 // vmTier skips when the VM tier's tools are missing, but fails under CI.
 func vmTier(t *testing.T) {
 	t.Helper()
-	missing := ""
-	for _, tool := range []string{"virsh", "ipmitool"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = tool
+	labtest.Require(t, "virsh")
+	labtest.Require(t, "ipmitool")
+	labtest.RequireFunc(t, "libvirtd", "scripts/vm-deps.sh as root (libvirt-daemon-system; starts libvirtd)", func() error {
+		if _, err := os.Stat("/run/libvirt/libvirt-sock"); err != nil {
+			if _, err := os.Stat("/run/libvirt/virtqemud-sock"); err != nil {
+				return errors.New("no socket in /run/libvirt")
+			}
 		}
-	}
-	if _, err := os.Stat("/run/libvirt/libvirt-sock"); err != nil && missing == "" {
-		if _, err := os.Stat("/run/libvirt/virtqemud-sock"); err != nil {
-			missing = "libvirtd (no socket)"
-		}
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("VM tier under CI: %s missing; scripts/vm-deps.sh should provide it", missing)
-	}
-	t.Skipf("VM tier skipped: %s missing (run scripts/vm-deps.sh as root)", missing)
+		return nil
+	})
 }
 
 // TestBMCFrontsExistingDomain defines a plain libvirt domain with virsh (not

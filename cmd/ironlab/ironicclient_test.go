@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 // TestRealIronicClientDeploysThroughUp drives `ironlab up` with the real
@@ -20,22 +21,11 @@ import (
 // nodes.yaml, manage, provide, set instance_info, deploy --wait. The disk
 // on the lab host then holds the image.
 func TestRealIronicClientDeploysThroughUp(t *testing.T) {
-	bm, err := exec.LookPath("baremetal")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("baremetal (python3-ironicclient) missing under CI; scripts/test-deps.sh installs it")
-		}
-		t.Skip("baremetal (python3-ironicclient) not installed; run scripts/test-deps.sh as root")
-	}
-	if _, err := exec.LookPath("ipmitool"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ipmitool missing under CI")
-		}
-		t.Skip("ipmitool not installed")
-	}
+	bm := labtest.Require(t, "baremetal")
+	labtest.Require(t, "ipmitool")
 	dir := t.TempDir()
-	cmd := exec.Command(binary, "up", "--nodes", "1", "--state-dir", dir, "--listen", "127.0.0.1:0",
-		"--bmc-base-port", "27230", "--ipmi-min-interval", "500ms", "--heartbeat-timeout", "10s", "--image-size", "8MiB", "--disk-size", "16MiB")
+	cmd := exec.Command(labtest.Binary(t), "up", "--nodes", "1", "--state-dir", dir, "--listen", "127.0.0.1:0",
+		"--bmc-base-port", "0", "--ipmi-min-interval", "500ms", "--heartbeat-timeout", "10s", "--image-size", "8MiB", "--disk-size", "16MiB")
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // KernelMeta is Debian's metapackage that names the current cloud kernel.
@@ -78,6 +80,20 @@ func aptCandidate(ctx context.Context, pkg string) (string, error) {
 // package lists, no network), the newest kernel already cached is used.
 func fetchKernel(ctx context.Context, cacheDir string, progress func(string, ...any)) (Kernel, error) {
 	base := filepath.Join(cacheDir, "kernel")
+	// Test packages (go test ./... runs them in parallel) and ironlab
+	// commands share the cache: one fetch at a time, the next finds it.
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return Kernel{}, err
+	}
+	lock, err := os.OpenFile(filepath.Join(base, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return Kernel{}, fmt.Errorf("kernel cache %s: %w", base, err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return Kernel{}, fmt.Errorf("lock the kernel cache %s: %w", base, err)
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
 	pkg, version, err := resolveKernelPackage(ctx, progress)
 	if err != nil {
 		if k, cerr := newestCachedKernel(base); cerr == nil {

@@ -3,14 +3,19 @@ package ramdisk
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cavaliergopher/cpio"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 // TestInitramfsLayout writes an initramfs from stand-in files and reads it
@@ -81,14 +86,11 @@ func TestInitramfsLayout(t *testing.T) {
 	}
 }
 
-// TestModuleOrderFromCachedKernel resolves the virtio modules of a kernel
-// already in the cache (run `ironlab images build` first); it checks each
+// TestModuleOrderFromCachedKernel resolves the virtio modules of the Debian
+// guest kernel (fetched into the cache if not there yet); it checks each
 // module comes after its dependencies.
 func TestModuleOrderFromCachedKernel(t *testing.T) {
-	k, err := newestCachedKernel(filepath.Join(DefaultCacheDir(), "kernel"))
-	if err != nil {
-		t.Skipf("no cached kernel in %s: %v", DefaultCacheDir(), err)
-	}
+	k := testKernel(t)
 	mods, err := resolveModules(k, Wanted)
 	if err != nil {
 		t.Fatal(err)
@@ -109,4 +111,21 @@ func TestModuleOrderFromCachedKernel(t *testing.T) {
 			t.Errorf("module %s missing from %v", w, mods)
 		}
 	}
+}
+
+// testKernel is the Debian guest kernel in the cache, fetched the way
+// `ironlab images build` does (apt-get download, dpkg -x) when it is not
+// there yet; the tests of this package need the real one.
+func testKernel(t *testing.T) Kernel {
+	t.Helper()
+	for _, tool := range []string{"apt-get", "apt-cache", "dpkg"} {
+		labtest.Require(t, tool)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	k, err := fetchKernel(ctx, DefaultCacheDir(), t.Logf)
+	if err != nil {
+		labtest.Missing(t, fmt.Sprintf("the Debian guest kernel %s (%v)", KernelMeta, err), "apt-get update, then ironlab images build")
+	}
+	return k
 }

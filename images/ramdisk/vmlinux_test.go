@@ -5,18 +5,15 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
-// TestExtractVmlinux decompresses the cached Debian kernel (when an earlier
-// build fetched it and lz4 is installed) and finds its PVH entry.
+// TestExtractVmlinux decompresses the Debian guest kernel with lz4 and
+// finds its PVH entry.
 func TestExtractVmlinux(t *testing.T) {
-	k, err := newestCachedKernel(filepath.Join(DefaultCacheDir(), "kernel"))
-	if err != nil {
-		t.Skipf("no cached kernel: %v", err)
-	}
-	if !lz4Available() {
-		t.Skip("lz4 not installed (scripts/vm-deps.sh)")
-	}
+	labtest.Require(t, "lz4")
+	k := testKernel(t)
 	dst := filepath.Join(t.TempDir(), ELFKernelName)
 	if err := extractVmlinux(context.Background(), k.Image, dst); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ package labtest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,7 @@ var install = map[string]string{
 	"ssh":                "apt-get install openssh-client",
 	"/usr/bin/python3":   "apt-get install python3",
 	"apt-get":            "a Debian system (apt)",
+	"apt-cache":          "a Debian system (apt)",
 	"dpkg":               "a Debian system (dpkg)",
 }
 
@@ -165,4 +167,38 @@ func Binary(t testing.TB) string {
 		t.Fatal(bin.err)
 	}
 	return bin.path
+}
+
+// FreeUDPPorts returns a base port p such that the n UDP ports p..p+n-1 on
+// 127.0.0.1 are free right now, for a command that takes a base port
+// (`ironlab up --bmc-base-port`). They are released before it returns, so
+// a test passes them on at once; a fixed port would collide with another
+// test or lab on the machine.
+func FreeUDPPorts(t testing.TB, n int) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		first, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free UDP port: %v", err)
+		}
+		base := first.LocalAddr().(*net.UDPAddr).Port
+		held := []net.PacketConn{first}
+		ok := base+n-1 <= 65535
+		for i := 1; ok && i < n; i++ {
+			c, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", base+i))
+			if err != nil {
+				ok = false
+				break
+			}
+			held = append(held, c)
+		}
+		for _, c := range held {
+			c.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free UDP ports on 127.0.0.1 after 50 tries", n)
+	return 0
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/bougou/go-ipmi/pkg/client"
 	"github.com/bougou/go-ipmi/pkg/types"
 
+	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/bmc/bmctest"
 )
@@ -105,7 +106,7 @@ func TestFleetThousand(t *testing.T) {
 	}
 
 	// And real ipmitool, concurrently, on a sample across the fleet.
-	path := need(t, "ipmitool", "ipmitool")
+	path := labtest.Require(t, "ipmitool")
 	var iwg sync.WaitGroup
 	for i := 1; i < n; i += 100 {
 		iwg.Add(1)

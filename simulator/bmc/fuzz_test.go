@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/simulator/bmc/bmctest"
 )
 
@@ -121,7 +122,7 @@ func TestCaptureFuzzCorpus(t *testing.T) {
 	if os.Getenv("IRONLAB_CAPTURE_FUZZ") != "1" {
 		t.Skip("set IRONLAB_CAPTURE_FUZZ=1 to re-capture the fuzz corpus")
 	}
-	path := need(t, "ipmitool", "ipmitool")
+	path := labtest.Require(t, "ipmitool")
 	b := startBMC(t, bmctest.New("capture"), Options{})
 	proxy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -1,10 +1,10 @@
 package bmc
 
 import (
+	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/simulator/bmc/bmctest"
 
 	"context"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -12,30 +12,14 @@ import (
 	"time"
 )
 
-// need finds an external conformance peer. Without it the test skips, except
-// under CI=true, where a missing peer is a failure.
-func need(t testing.TB, path, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(path)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (install %s): %v", path, pkg, err)
-		}
-		t.Skipf("%s not found; install %s to run this conformance test", path, pkg)
-	}
-	return p
-}
-
-// needPyghmi checks /usr/bin/python3 can import pyghmi.
+// needPyghmi checks /usr/bin/python3 can import pyghmi (Debian's module,
+// the conformance peer of the native IPMI tests).
 func needPyghmi(t testing.TB) string {
 	t.Helper()
-	py := need(t, "/usr/bin/python3", "python3")
-	if err := exec.Command(py, "-c", "import pyghmi.ipmi.command, pyghmi.ipmi.bmc").Run(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("python3-pyghmi missing: %v", err)
-		}
-		t.Skipf("python3-pyghmi missing (apt-get install python3-pyghmi): %v", err)
-	}
+	py := labtest.Require(t, "/usr/bin/python3")
+	labtest.RequireFunc(t, "python3-pyghmi", "apt-get install python3-pyghmi", func() error {
+		return exec.Command(py, "-c", "import pyghmi.ipmi.command, pyghmi.ipmi.bmc").Run()
+	})
 	return py
 }
 

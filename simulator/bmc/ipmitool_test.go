@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/bmc/bmctest"
 )
@@ -30,7 +31,7 @@ var (
 )
 
 func TestIpmitoolConformance(t *testing.T) {
-	path := need(t, "ipmitool", "ipmitool")
+	path := labtest.Require(t, "ipmitool")
 	for name, iface := range ipmitoolInterfaces {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -173,7 +174,7 @@ func TestIpmitoolConformance(t *testing.T) {
 }
 
 func TestIpmitoolWrongPassword(t *testing.T) {
-	path := need(t, "ipmitool", "ipmitool")
+	path := labtest.Require(t, "ipmitool")
 	for name, iface := range ipmitoolInterfaces {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -214,7 +215,7 @@ func TestIpmitoolWrongPassword(t *testing.T) {
 }
 
 func TestIpmitoolFaults(t *testing.T) {
-	path := need(t, "ipmitool", "ipmitool")
+	path := labtest.Require(t, "ipmitool")
 	t.Parallel()
 	m := bmctest.New("node-0")
 	b := startBMC(t, m, Options{})

@@ -3,8 +3,6 @@ package ipmitool
 import (
 	"context"
 	"errors"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -13,20 +11,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ironlab/ironlab/driver/power"
+	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/bmc"
 	"github.com/ironlab/ironlab/simulator/bmc/bmctest"
 )
-
-func needIpmitool(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("ipmitool"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("ipmitool not found: %v", err)
-		}
-		t.Skip("ipmitool not found; install ipmitool to run the ipmitool power driver tests")
-	}
-}
 
 func startBMC(t *testing.T, m simulator.Machine) *bmc.BMC {
 	t.Helper()
@@ -55,7 +44,7 @@ func infoFor(b *bmc.BMC, extra map[string]any) power.DriverInfo {
 var fast = Config{MinCommandInterval: 10 * time.Millisecond, PollInterval: 10 * time.Millisecond, PowerStateTimeout: 5 * time.Second, CommandRetryTimeout: 3 * time.Second}
 
 func TestPowerAgainstBMC(t *testing.T) {
-	needIpmitool(t)
+	labtest.Require(t, "ipmitool")
 	for name, extra := range map[string]map[string]any{
 		"lanplus":  nil,
 		"suite 3":  {"ipmi_cipher_suite": "3"},
@@ -170,7 +159,7 @@ func TestValidate(t *testing.T) {
 // A BMC that does not answer is an error that names it, within the command's
 // bounds, never a hang.
 func TestDeadBMC(t *testing.T) {
-	needIpmitool(t)
+	labtest.Require(t, "ipmitool")
 	m := bmctest.New("node-2")
 	b := startBMC(t, m)
 	b.SetFaults(bmc.Faults{NoAnswer: true})
@@ -194,7 +183,7 @@ func TestDeadBMC(t *testing.T) {
 
 // Commands to one BMC are MinCommandInterval apart.
 func TestMinCommandInterval(t *testing.T) {
-	needIpmitool(t)
+	labtest.Require(t, "ipmitool")
 	b := startBMC(t, bmctest.New("node-3"))
 	p := New(Config{MinCommandInterval: 300 * time.Millisecond})
 	info := infoFor(b, nil)
