@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# ironic.sh runs Debian's OpenStack Ironic (ironic-api + ironic-conductor) as
+# a standalone peer for ironlab on loopback: noauth, SQLite, json-rpc, no DHCP,
+# started by PID from a state folder of its own (never as a system service).
+#
+# Usage:
+#   scripts/ironic.sh install              apt-get install ironic-api ironic-conductor python3-ironicclient
+#                                          without starting their system services
+#   scripts/ironic.sh start DIR [options]  write DIR/ironic.conf, create the schema, start both, wait for the API
+#   scripts/ironic.sh stop DIR             stop what start started (by PID)
+# Options of start:
+#   --api-port N       API port on 127.0.0.1 (default 6388)
+#   --rpc-port N       json-rpc port on 127.0.0.1 (default 8089)
+#   --require-tls      [agent]require_tls = True (Ironic 2024.2's default): agents must call back over https
+#   --callback-timeout S  deploy/clean call-back timeout in seconds (default 120)
+# After start: export OS_AUTH_TYPE=none OS_ENDPOINT=http://127.0.0.1:<api-port>
+set -euo pipefail
+
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+
+cmd=${1:-}
+case "$cmd" in
+-h | --help | "") usage; [ -n "$cmd" ]; exit $? ;;
+install)
+	pkgs=(ironic-api ironic-conductor python3-ironicclient ipmitool)
+	missing=()
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+	done
+	[ "${#missing[@]}" -eq 0 ] && exit 0
+	echo "ironic.sh: installing ${missing[*]} (their services are not started)"
+	export DEBIAN_FRONTEND=noninteractive
+	# policy-rc.d 101: maintainer scripts may not start services; we start by PID.
+	had_policy=0
+	[ -e /usr/sbin/policy-rc.d ] && had_policy=1
+	if [ "$had_policy" = 0 ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod +x /usr/sbin/policy-rc.d
+	fi
+	rc=0
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	} || rc=$?
+	[ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
+	# Debian's packages may still have started something: stop it, we run our own.
+	pkill -x ironic-api 2>/dev/null || true
+	pkill -x ironic-conductor 2>/dev/null || true
+	exit "$rc"
+	;;
+start | stop) ;;
+*) echo "ironic.sh: unknown command $cmd (see --help)" >&2; exit 2 ;;
+esac
+
+dir=${2:?"ironic.sh $cmd: give the state folder"}
+shift 2
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+if [ "$cmd" = stop ]; then
+	for n in api conductor; do
+		f="$dir/$n.pid"
+		[ -f "$f" ] || continue
+		pid=$(cat "$f")
+		if kill "$pid" 2>/dev/null; then
+			for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+			kill -9 "$pid" 2>/dev/null || true
+		fi
+		rm -f "$f"
+	done
+	exit 0
+fi
+
+api_port=6388 rpc_port=8089 require_tls=False cb=120
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--api-port) api_port=$2; shift ;;
+	--rpc-port) rpc_port=$2; shift ;;
+	--require-tls) require_tls=True ;;
+	--callback-timeout) cb=$2; shift ;;
+	*) echo "ironic.sh start: unknown option $1 (see --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+for t in ironic-api ironic-conductor ironic-dbsync; do
+	command -v "$t" >/dev/null || { echo "ironic.sh: $t not found: run scripts/ironic.sh install" >&2; exit 1; }
+done
+
+mkdir -p "$dir"/{tftpboot/master_images,httpboot,images,master_images,lock,tmp,log}
+cat >"$dir/ironic.conf" <<CONF
+[DEFAULT]
+host = 127.0.0.1
+auth_strategy = noauth
+rpc_transport = json-rpc
+state_path = $dir
+tempdir = $dir/tmp
+log_dir = $dir/log
+use_stderr = false
+debug = true
+enabled_hardware_types = ipmi,redfish,fake-hardware,manual-management
+enabled_boot_interfaces = pxe,ipxe,redfish-virtual-media,fake
+enabled_deploy_interfaces = direct,fake
+enabled_power_interfaces = ipmitool,redfish,fake
+enabled_management_interfaces = ipmitool,redfish,fake
+enabled_inspect_interfaces = no-inspect
+enabled_network_interfaces = noop
+default_network_interface = noop
+enabled_console_interfaces = no-console
+enabled_vendor_interfaces = ipmitool,redfish,no-vendor
+enabled_raid_interfaces = agent,no-raid
+enabled_rescue_interfaces = agent,no-rescue
+enabled_bios_interfaces = redfish,no-bios
+enabled_firmware_interfaces = no-firmware
+
+[api]
+host_ip = 127.0.0.1
+port = $api_port
+# Sent to agents at lookup; IPA heartbeats at a fraction of it (300 s: every ~2 min).
+ramdisk_heartbeat_timeout = 20
+
+[json_rpc]
+auth_strategy = noauth
+host_ip = 127.0.0.1
+port = $rpc_port
+
+[service_catalog]
+# The URL agents are told to call back (ipa-api-url); no keystone here.
+endpoint_override = http://127.0.0.1:$api_port
+
+[database]
+connection = sqlite:///$dir/ironic.sqlite
+
+[dhcp]
+dhcp_provider = none
+
+[conductor]
+automated_clean = true
+deploy_callback_timeout = $cb
+clean_callback_timeout = $cb
+check_provision_state_interval = 5
+sync_power_state_interval = 30
+heartbeat_interval = 5
+
+[agent]
+require_tls = $require_tls
+post_deploy_get_power_state_retry_interval = 1
+deploy_logs_collect = never
+
+[deploy]
+http_root = $dir/httpboot
+http_url = http://127.0.0.1:1/
+default_boot_mode = bios
+fast_track = false
+shred_random_overwrite_iterations = 0
+
+[pxe]
+tftp_root = $dir/tftpboot
+tftp_master_path = $dir/tftpboot/master_images
+images_path = $dir/images
+instance_master_path = $dir/master_images
+
+[ipmi]
+min_command_interval = 1
+command_retry_timeout = 30
+
+[oslo_concurrency]
+lock_path = $dir/lock
+CONF
+
+if [ ! -f "$dir/ironic.sqlite" ]; then
+	# `upgrade` fails on SQLite; create_schema builds the current schema at once.
+	ironic-dbsync --config-file "$dir/ironic.conf" create_schema >"$dir/log/dbsync.log" 2>&1 || {
+		echo "ironic.sh: ironic-dbsync create_schema failed, see $dir/log/dbsync.log" >&2; tail -5 "$dir/log/dbsync.log" >&2; exit 1; }
+fi
+
+start_one() { # name
+	setsid "ironic-$1" --config-file "$dir/ironic.conf" >"$dir/log/$1.out" 2>&1 </dev/null &
+	echo $! >"$dir/$1.pid"
+}
+start_one conductor
+start_one api
+
+# Wait for the API, and for the conductor to register (else enroll fails with
+# "No conductor service registered").
+ok=0
+for _ in $(seq 1 300); do
+	if curl -fsS "http://127.0.0.1:$api_port/v1/drivers" 2>/dev/null | grep -q '"ipmi"'; then ok=1; break; fi
+	for n in api conductor; do
+		kill -0 "$(cat "$dir/$n.pid")" 2>/dev/null || { echo "ironic.sh: ironic-$n exited, see $dir/log" >&2; tail -20 "$dir/log/$n.out" "$dir/log/ironic-$n.log" 2>/dev/null >&2; exit 1; }
+	done
+	sleep 0.2
+done
+if [ "$ok" != 1 ]; then
+	echo "ironic.sh: the API at 127.0.0.1:$api_port did not list the ipmi driver within 60 s, see $dir/log" >&2
+	exit 1
+fi
+echo "ironic.sh: Ironic $(dpkg-query -W -f='${Version}' ironic-api 2>/dev/null) at http://127.0.0.1:$api_port (require_tls=$require_tls, state $dir)"
