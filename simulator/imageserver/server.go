@@ -41,6 +41,7 @@ type Server struct {
 	mu     sync.Mutex
 	images map[string]images.Info
 	faults map[string]Faults
+	files  map[string]file // /files/<name>: boot files such as deploy_kernel
 
 	served atomic.Int64 // body bytes sent, all images
 	srv    *http.Server
@@ -52,7 +53,56 @@ func New(dir string, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{dir: dir, log: log, images: map[string]images.Info{}, faults: map[string]Faults{}}
+	return &Server{dir: dir, log: log, images: map[string]images.Info{}, faults: map[string]Faults{}, files: map[string]file{}}
+}
+
+// file is one served boot file: bytes in memory or a file on disk.
+type file struct {
+	data []byte
+	path string
+}
+
+// AddFile serves data at /files/<name> and returns its URL (valid once the
+// server has started). A real Ironic downloads driver_info's deploy_kernel
+// and deploy_ramdisk into its cache before it boots a node, so they must be
+// served even where the lab's nodes do not boot them.
+func (s *Server) AddFile(name string, data []byte) string {
+	s.mu.Lock()
+	s.files[name] = file{data: data}
+	s.mu.Unlock()
+	return s.FileURL(name)
+}
+
+// AddFilePath serves the file at path as /files/<name> (read at each request).
+func (s *Server) AddFilePath(name, path string) string {
+	s.mu.Lock()
+	s.files[name] = file{path: path}
+	s.mu.Unlock()
+	return s.FileURL(name)
+}
+
+// FileURL is the download URL of a file added with AddFile or AddFilePath.
+func (s *Server) FileURL(name string) string { return "http://" + s.addr + "/files/" + name }
+
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string) {
+	s.mu.Lock()
+	f, ok := s.files[name]
+	s.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	if f.path != "" {
+		http.ServeFile(w, r, f.path)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", fmt.Sprint(len(f.data)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	n, _ := w.Write(f.data)
+	s.served.Add(int64(n))
 }
 
 // Path is where an image's file lives. The size is part of the name: the
@@ -130,10 +180,15 @@ func (s *Server) Close() error {
 	return s.srv.Shutdown(ctx)
 }
 
-// ServeHTTP answers GET /images/<id>.raw and /images/<id>.raw.{sha256,md5}.
+// ServeHTTP answers GET /images/<id>.raw, /images/<id>.raw.{sha256,md5} and
+// /files/<name>.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if name, ok := strings.CutPrefix(r.URL.Path, "/files/"); ok {
+		s.serveFile(w, r, name)
 		return
 	}
 	name, ok := strings.CutPrefix(r.URL.Path, "/images/")

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -119,5 +121,24 @@ func TestSharedCacheSameIDOtherSize(t *testing.T) {
 	_, body, err := get(t, a.URL("os"))
 	if err != nil || sum(body) != ia.SHA256 || int64(len(body)) != ia.Size {
 		t.Errorf("first lab's image: %d bytes, sha %s, want %d bytes %s (%v)", len(body), sum(body), ia.Size, ia.SHA256, err)
+	}
+}
+
+func TestServesBootFiles(t *testing.T) {
+	s, _ := start(t)
+	url := s.AddFile("deploy_kernel", []byte("stand-in kernel\n"))
+	path := filepath.Join(t.TempDir(), "initramfs")
+	if err := os.WriteFile(path, []byte("ramdisk bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url2 := s.AddFilePath("deploy_ramdisk", path)
+	for _, c := range []struct{ url, want string }{{url, "stand-in kernel\n"}, {url2, "ramdisk bytes"}} {
+		code, body, err := get(t, c.url)
+		if err != nil || code != 200 || string(body) != c.want {
+			t.Errorf("GET %s: %d %q %v, want 200 %q", c.url, code, body, err, c.want)
+		}
+	}
+	if code, _, _ := get(t, s.FileURL("nope")); code != 404 {
+		t.Errorf("GET unknown file: %d, want 404", code)
 	}
 }
