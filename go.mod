@@ -10,6 +10,7 @@ require (
 	github.com/goccy/go-yaml v1.19.2
 	github.com/google/go-cmp v0.7.0
 	github.com/google/uuid v1.6.0
+	github.com/stmcginnis/gofish v0.20.0
 	github.com/vmware/goipmi v0.0.0-20181114221114-2333cd82d702
 	golang.org/x/arch v0.22.0
 	golang.org/x/crypto v0.59.0

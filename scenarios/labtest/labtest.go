@@ -35,6 +35,7 @@ func CI() bool { return os.Getenv("CI") == "true" }
 var install = map[string]string{
 	"ipmitool":           "apt-get install ipmitool",
 	"baremetal":          "apt-get install python3-ironicclient",
+	"redfishtool":        "apt-get install redfishtool",
 	"qemu-system-x86_64": "apt-get install qemu-system-x86",
 	"qemu-img":           "apt-get install qemu-utils",
 	"virsh":              "apt-get install libvirt-clients",

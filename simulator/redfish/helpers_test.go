@@ -10,8 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -191,20 +189,6 @@ func bootConfig(t testing.TB, m simulator.Machine) simulator.BootConfig {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// need finds an external conformance peer. Without it the test skips, except
-// under CI=true, where a missing peer is a failure.
-func need(t testing.TB, path, install string) string {
-	t.Helper()
-	p, err := exec.LookPath(path)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (%s): %v", path, install, err)
-		}
-		t.Skipf("%s not found; %s to run this conformance test", path, install)
-	}
-	return p
 }
 
 // firmwareServer serves lab firmware images and a 404 for anything else.

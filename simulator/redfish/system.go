@@ -576,8 +576,26 @@ func (s *Service) patchBiosSettings(c *call) (*result, *rfError) {
 	if e := checkETag(c.r, c.sys.biosSettingsView()); e != nil {
 		return nil, e
 	}
-	if e := onlyKeys(obj, "#", "Attributes"); e != nil {
+	if e := onlyKeys(obj, "#", "Attributes", "@Redfish.SettingsApplyTime"); e != nil {
 		return nil, e
+	}
+	if raw, ok := obj["@Redfish.SettingsApplyTime"]; ok {
+		var at map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &at); err != nil || at == nil {
+			return nil, propertyType("#/@Redfish.SettingsApplyTime", "@Redfish.SettingsApplyTime", string(raw))
+		}
+		if e := onlyKeys(at, "#/@Redfish.SettingsApplyTime", "ApplyTime"); e != nil {
+			return nil, e
+		}
+		if v, ok := at["ApplyTime"]; ok {
+			t, e := str(v, "#/@Redfish.SettingsApplyTime/ApplyTime", "ApplyTime")
+			if e != nil {
+				return nil, e
+			}
+			if t != "OnReset" {
+				return nil, propertyNotInList("#/@Redfish.SettingsApplyTime/ApplyTime", "ApplyTime", t)
+			}
+		}
 	}
 	raw, ok := obj["Attributes"]
 	if !ok {
