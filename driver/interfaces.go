@@ -7,6 +7,7 @@ import (
 	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/power/ipmitool"
 	"github.com/ironlab/ironlab/driver/power/native"
+	"github.com/ironlab/ironlab/driver/power/redfish"
 	"github.com/ironlab/ironlab/driver/power/ssh"
 )
 
@@ -24,12 +25,13 @@ type PowerOptions struct {
 
 // StandardPowerInterfaces are the power interfaces every driver class of the
 // lab needs: fake (FakePower), ipmitool (the real binary), native (Go IPMI)
-// and ssh (virsh over SSH).
+// ssh (virsh over SSH) and redfish (gofish over HTTPS).
 func StandardPowerInterfaces(o PowerOptions) map[string]power.Interface {
 	return map[string]power.Interface{
 		"fake":     fake.New(),
 		"ipmitool": ipmitool.New(ipmitool.Config{MinCommandInterval: o.IPMIMinInterval, CommandRetryTimeout: o.IPMIRetryTimeout}),
 		"native":   native.New(native.Config{PollInterval: o.PollInterval}),
 		"ssh":      ssh.New(ssh.Config{PollInterval: o.PollInterval}),
+		"redfish":  redfish.New(redfish.Config{PollInterval: o.PollInterval}),
 	}
 }

@@ -94,6 +94,10 @@ var Classes = map[string]Class{
 	"pxe_ipmitool":   {"pxe", "ipmitool"},
 	"pxe_pyghmi":     {"pxe", "native"},
 	"pxe_ssh":        {"pxe", "ssh"},
+	// Lab extensions beside the spec's classes: power and boot device over
+	// Redfish (driver/power/redfish).
+	"agent_redfish": {"agent", "redfish"},
+	"pxe_redfish":   {"pxe", "redfish"},
 }
 
 func (c *Config) defaults() {

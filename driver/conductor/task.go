@@ -133,7 +133,7 @@ func (t *task) Record(ctx context.Context, kind, event, message string, detail a
 
 // bmcAddress names the node's BMC for error messages.
 func bmcAddress(info map[string]any) string {
-	for _, p := range [][2]string{{"ipmi_address", "ipmi_port"}, {"ssh_address", "ssh_port"}, {"bmc_address", "bmc_port"}} {
+	for _, p := range [][2]string{{"ipmi_address", "ipmi_port"}, {"ssh_address", "ssh_port"}, {"bmc_address", "bmc_port"}, {"redfish_address", ""}} {
 		if a, ok := info[p[0]]; ok && fmt.Sprint(a) != "" {
 			if port, ok := info[p[1]]; ok && fmt.Sprint(port) != "" {
 				return fmt.Sprintf("%v:%v", a, port)
