@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// writeResults writes <results>/<scenario>/{result.json,events.jsonl,console/}.
+// writeResults writes <results>/<scenario>/{result.json,events.jsonl,console/,report.html}.
 func (r *runner) writeResults(ctx context.Context) error {
 	if r.opts.ResultsDir == "" {
 		return nil
@@ -47,7 +47,10 @@ func (r *runner) writeResults(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "result.json"), append(b, '\n'), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "result.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return writeReport(r.result, dir)
 }
 
 // writeEvents writes every node's events, one JSON object a line, each

@@ -101,7 +101,11 @@ Flags:
 		fmt.Fprintln(os.Stderr, "write junit.xml:", err)
 		return 1
 	}
-	fmt.Printf("\nresults: %s\n", dir)
+	if err := scenarios.WriteRunReport(dir, "ironlab run "+runID, all); err != nil {
+		fmt.Fprintln(os.Stderr, "write report.html:", err)
+		return 1
+	}
+	fmt.Printf("\nresults: %s (open %s)\n", dir, filepath.Join(dir, "report.html"))
 	if failed {
 		return 1
 	}

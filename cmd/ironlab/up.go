@@ -15,6 +15,7 @@ import (
 	"github.com/ironlab/ironlab/driver"
 	"github.com/ironlab/ironlab/images"
 	"github.com/ironlab/ironlab/scenarios"
+	"github.com/ironlab/ironlab/scenarios/report"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -41,6 +42,7 @@ func upCmd(args []string) int {
 	scenario := fs.String("scenario", "", "take the lab (groups, images, seed) from this scenario file or built-in scenario instead of the flags above")
 	driverURL := fs.String("driver-url", "", "point the agents at this driver API (e.g. a real Ironic) and start no built-in driver")
 	nodesDriver := fs.String("nodes-yaml-driver", "", `driver name written to nodes.yaml (default: each node's class; "ipmi" for a modern Ironic)`)
+	uiAddr := fs.String("ui-addr", "127.0.0.1:0", "loopback address of the live dashboard (default: a free port)")
 	var df driverFlags
 	df.add(fs, "")
 	fs.Usage = func() {
@@ -49,7 +51,8 @@ func upCmd(args []string) int {
 Starts a lab and keeps it running until SIGINT or SIGTERM: machines, one
 virtual BMC per IPMI-powered node, the image server, the in-process agents
 and (unless --driver-url) the built-in driver. Writes <state-dir>/nodes.yaml
-for 'baremetal create' and prints where everything listens.
+for 'baremetal create' and prints where everything listens, including the
+live dashboard (dashboard: http://127.0.0.1:<port>/).
 
 Flags:
 `)
@@ -144,6 +147,14 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 1
 	}
+	dash := report.NewDashboard(logger, 0)
+	dash.SetTarget(scenarios.DashboardTarget("up", url, l))
+	dashURL, err := dash.Listen(ctx, *uiAddr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 1
+	}
+	fmt.Printf("dashboard: %s\n", dashURL)
 	printLab(l, url, nodesFile)
 	<-ctx.Done()
 	fmt.Println("\nshutting the lab down")

@@ -1,0 +1,147 @@
+package scenarios
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ironlab/ironlab/scenarios/report"
+	"github.com/ironlab/ironlab/simulator/lab"
+)
+
+// ReportData builds the report of one scenario from its result and the
+// files the run wrote in dir (events.jsonl, console/<node>.log), so a
+// report can be rendered again from a results folder.
+func ReportData(res *Result, dir string) (*report.Data, error) {
+	d := &report.Data{
+		Title: res.Scenario, Scenario: res.Scenario, File: res.File, Backend: res.Backend,
+		Passed: res.Passed, Error: res.Error, DurationS: res.DurationS, Skipped: res.Skipped,
+	}
+	for _, c := range res.Checks {
+		d.Checks = append(d.Checks, report.Check{Name: c.Name, Step: c.Step, Line: c.Line, Passed: c.Passed,
+			DurationS: c.DurationS, Failures: c.Failures})
+	}
+	for _, n := range res.Nodes {
+		console, _ := os.ReadFile(filepath.Join(dir, "console", n.Name+".log"))
+		d.Nodes = append(d.Nodes, report.Node{Name: n.Name, UUID: n.UUID, Group: n.Group, Driver: n.Driver,
+			FinalState: n.FinalState, PowerState: n.PowerState, Maintenance: n.Maintenance, LastError: n.LastError,
+			DeployS: n.DeploySeconds, Console: string(console)})
+	}
+	for i := range d.Checks {
+		d.Checks[i].Nodes = report.FailedNodes(d.Checks[i].Failures, d.Nodes)
+	}
+	evs, err := readEvents(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	d.Events = evs
+	d.Figures = report.Figures{ImageBytesServed: res.ImageBytesServed, ConductorImageBytes: res.ConductorImageBytes,
+		Deploy: report.DeployStats(d.Nodes)}
+	if c := res.ConductorCPU; c != nil {
+		d.Figures.CPUSecondsPerDeploy, d.Figures.CPUDeploys = c.CPUSecondsPerDeploy, c.Deploys
+	}
+	return d, nil
+}
+
+// readEvents reads events.jsonl: the built-in driver's events, or a real
+// Ironic's node history (created_at, event_type, event), each with "node".
+func readEvents(path string) ([]report.Event, error) {
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []report.Event
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		var m struct {
+			Node      string `json:"node"`
+			Time      string `json:"time"`
+			CreatedAt string `json:"created_at"`
+			Kind      string `json:"kind"`
+			EventType string `json:"event_type"`
+			Event     string `json:"event"`
+			From      string `json:"from_state"`
+			To        string `json:"to_state"`
+			Message   string `json:"message"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		ts := m.Time
+		if ts == "" {
+			ts = m.CreatedAt
+		}
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			// Ironic's created_at has no zone: it is UTC.
+			if t, err = time.Parse("2006-01-02T15:04:05.999999", strings.TrimSuffix(ts, "Z")); err != nil {
+				continue
+			}
+		}
+		kind := m.Kind
+		if kind == "" {
+			kind = m.EventType
+		}
+		out = append(out, report.Event{Node: m.Node, Time: t, Kind: kind, Event: m.Event, From: m.From, To: m.To, Message: m.Message})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// writeReport writes dir/report.html for the scenario.
+func writeReport(res *Result, dir string) error {
+	d, err := ReportData(res, dir)
+	if err != nil {
+		return fmt.Errorf("report of %s: %w", res.Scenario, err)
+	}
+	return report.WriteFile(filepath.Join(dir, "report.html"), d)
+}
+
+// WriteRunReport writes <runDir>/report.html: every scenario of the run in
+// one page, node names prefixed with their scenario.
+func WriteRunReport(runDir, title string, results []*Result) error {
+	var parts []*report.Data
+	for _, res := range results {
+		d, err := ReportData(res, filepath.Join(runDir, res.Scenario))
+		if err != nil {
+			return err
+		}
+		parts = append(parts, d)
+	}
+	return report.WriteFile(filepath.Join(runDir, "report.html"), report.Merge(title, parts))
+}
+
+// DashboardTarget describes a running lab to the live dashboard.
+func DashboardTarget(title, driverURL string, l *lab.Lab) *report.Target {
+	t := &report.Target{Title: title, DriverURL: driverURL, Console: func(name string) (string, error) {
+		n, ok := l.Node(name)
+		if !ok {
+			return "", fmt.Errorf("no node %s in the lab", name)
+		}
+		return n.Machine.ConsoleLog()
+	}}
+	for _, n := range l.Nodes() {
+		t.Nodes = append(t.Nodes, report.LabNode{Name: n.Name, UUID: n.UUID, Group: n.Group, Driver: n.Driver,
+			Enroll: map[string]any{"name": n.Name, "uuid": n.UUID, "driver": n.Driver,
+				"driver_info": n.DriverInfo(), "properties": n.Properties()},
+			Ports: n.MACs})
+	}
+	for _, id := range l.ImageIDs() {
+		info, _ := l.Images.Info(id)
+		t.Images = append(t.Images, report.LabImage{ID: id, URL: l.ImageURL(id), SHA256: info.SHA256})
+	}
+	return t
+}
