@@ -18,7 +18,7 @@ lint:
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/test-deps.sh; \
-	else echo "make deps: not root, so not installing ipmitool, python3-pyghmi, libvirt, QEMU; their test tiers skip (CI=true makes them fail)"; fi
+	else echo "make deps: not root, so not installing ipmitool, python3-pyghmi, chromium, libvirt, QEMU; their test tiers skip (CI=true makes them fail)"; fi
 
 test: deps lint
 	$(GO) test -count=1 -timeout 20m ./...

@@ -62,7 +62,7 @@
     nodes.set(v.name, v);
     paint(v);
     later();
-    if (v.name === selected) refresh();
+    if (v.name === selected) showNode();
   });
   es.addEventListener("gone", ev => {
     const v = JSON.parse(ev.data);

@@ -70,6 +70,7 @@
   lanesCv.addEventListener("mouseleave", () => { tip.hidden = true; });
   lanesCv.addEventListener("click", ev => {
     const [x, y] = pos(ev), h = IL.hit(view(), x, y);
+    tip.hidden = true;
     if (h) location.hash = "node=" + encodeURIComponent(nodes[h.node].name);
   });
   document.querySelectorAll("table.nodes tr[data-node]").forEach(tr =>
