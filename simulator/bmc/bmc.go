@@ -57,6 +57,9 @@ type Options struct {
 	ControlWait time.Duration
 	// Faults are the BMC's initial injected failures.
 	Faults Faults
+	// Clock is the BMC's time (session idle timeouts, their sweep); the
+	// real clock by default. Tests advance their own instead of sleeping.
+	Clock clock.Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -76,6 +79,9 @@ func (o *Options) defaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real
 	}
 }
 
@@ -137,10 +143,10 @@ func New(m simulator.Machine, addr string, opts Options) (*BMC, error) {
 	b.conn = &gateConn{UDPConn: uc, b: b}
 
 	b.core = gobmc.New(deviceInfo, guidOf(m.UUID()), mock.New(),
-		gobmc.WithClock(clock.Real),
+		gobmc.WithClock(opts.Clock),
 		gobmc.WithCipherSuites([]types.CipherSuiteID{types.CipherSuiteID3, types.CipherSuiteID17}),
 	)
-	b.core.Sessions = gobmc.NewSessionStoreWithOptions(clock.Real,
+	b.core.Sessions = gobmc.NewSessionStoreWithOptions(opts.Clock,
 		gobmc.WithMaxSessions(opts.MaxSessions),
 		gobmc.WithInactivityTimeout(opts.IdleTimeout))
 	b.core.Sessions.SetOnRemove(b.core.SOL.DeactivateBySession)

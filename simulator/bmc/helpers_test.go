@@ -8,8 +8,11 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/bougou/go-ipmi/pkg/clock"
 )
 
 // needPyghmi checks /usr/bin/python3 can import pyghmi (Debian's module,
@@ -74,4 +77,80 @@ func (c ipmitool) must(t testing.TB, args ...string) string {
 		t.Fatalf("ipmitool %s %s: %v\n%s", strings.Join(c.iface, " "), strings.Join(args, " "), err, out)
 	}
 	return out
+}
+
+// fakeClock is the BMC's clock in tests: real time plus an offset that
+// Advance moves; Advance also fires every ticker at once (the session
+// eviction sweep), so a test waits on the eviction, not on a sleep.
+type fakeClock struct {
+	mu      sync.Mutex
+	offset  time.Duration
+	tickers []*fakeTicker
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// Since is how far the clock has been advanced.
+func (c *fakeClock) Since() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.offset
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	tickers := append([]*fakeTicker(nil), c.tickers...)
+	now := time.Now().Add(c.offset)
+	c.mu.Unlock()
+	for _, t := range tickers {
+		select {
+		case t.c <- now:
+		default: // one tick pending is enough
+		}
+	}
+}
+
+func (c *fakeClock) NewTimer(d time.Duration) clock.Timer { return clock.Real.NewTimer(d) }
+
+func (c *fakeClock) NewTicker(d time.Duration) clock.Ticker {
+	t := &fakeTicker{c: make(chan time.Time, 1), real: time.NewTicker(d), stop: make(chan struct{})}
+	go func() {
+		for {
+			select {
+			case now := <-t.real.C:
+				select {
+				case t.c <- now.Add(c.Since()):
+				default:
+				}
+			case <-t.stop:
+				return
+			}
+		}
+	}()
+	c.mu.Lock()
+	c.tickers = append(c.tickers, t)
+	c.mu.Unlock()
+	return t
+}
+
+type fakeTicker struct {
+	c    chan time.Time
+	real *time.Ticker
+	once sync.Once
+	stop chan struct{}
+}
+
+func (t *fakeTicker) C() <-chan time.Time { return t.c }
+func (t *fakeTicker) Stop() {
+	t.once.Do(func() {
+		t.real.Stop()
+		close(t.stop)
+	})
 }
