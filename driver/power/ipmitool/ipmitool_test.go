@@ -89,7 +89,7 @@ func TestPowerAgainstBMC(t *testing.T) {
 					t.Fatalf("%s: %v", step.target, err)
 				}
 				_, _, acts := m.State()
-				if d := cmp.Diff(step.acts, acts); d != "" {
+				if d := cmp.Diff(step.acts, bmctest.Collapsed(acts)); d != "" { // resends repeat an action
 					t.Errorf("%s: machine power actions (-want +got):\n%s", step.target, d)
 				}
 				check(step.want, map[simulator.PowerState]power.State{simulator.PowerOn: power.On, simulator.PowerOff: power.Off}[step.want])

@@ -74,7 +74,7 @@ func TestNativeAgainstBMC(t *testing.T) {
 					t.Fatalf("%s: %v", step.target, err)
 				}
 				got, _, acts := m.State()
-				if d := cmp.Diff(step.acts, acts); d != "" {
+				if d := cmp.Diff(step.acts, bmctest.Collapsed(acts)); d != "" { // resends repeat an action
 					t.Errorf("%s: machine power actions (-want +got):\n%s", step.target, d)
 				}
 				st, err := p.GetPowerState(ctx, info)

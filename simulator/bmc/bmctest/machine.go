@@ -92,3 +92,17 @@ func (m *Machine) SetState(p simulator.PowerState, b simulator.BootConfig) {
 }
 
 var _ simulator.Machine = (*Machine)(nil)
+
+// Collapsed is acts with consecutive repeats folded into one. A client that
+// times out waiting for a loaded machine resends its request (ipmitool
+// after -N seconds, go-ipmi and pyghmi likewise), and the BMC runs it again;
+// what the user asked for is the sequence of distinct actions.
+func Collapsed(acts []simulator.PowerAction) []simulator.PowerAction {
+	var out []simulator.PowerAction
+	for _, a := range acts {
+		if len(out) == 0 || out[len(out)-1] != a {
+			out = append(out, a)
+		}
+	}
+	return out
+}
