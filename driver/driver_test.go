@@ -15,6 +15,7 @@ import (
 	"github.com/ironlab/ironlab/driver"
 	"github.com/ironlab/ironlab/driver/conductor/states"
 	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 func config(t *testing.T, db string) driver.Config {
@@ -37,7 +38,7 @@ func serve(t *testing.T, d *driver.Driver) (string, func()) {
 	go func() { done <- d.Serve(ctx, ln) }()
 	return "http://" + ln.Addr().String(), func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := labtest.Recv(t, done, "end of Serve after shutdown"); err != nil {
 			t.Errorf("Serve returned %v after shutdown", err)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 func TestLookupAndHeartbeat(t *testing.T) {
@@ -95,7 +97,7 @@ func TestReLookupWhenDriverForgetsAgent(t *testing.T) {
 			api := newScriptedIronic(t, 99)
 			api.addNode(nodeA, true, macA)
 			ta := startAgent(t, api, testHardware(t, macA), nil)
-			<-api.hbCh
+			labtest.Recv(t, api.hbCh, "a heartbeat")
 			firstToken := api.token(nodeA)
 			lookups := ta.State().Lookups
 			tc.forget(api)
@@ -126,7 +128,7 @@ func TestHeartbeatErrorsAreRetried(t *testing.T) {
 	api.mu.Lock()
 	api.hbStatus = 0
 	api.mu.Unlock()
-	<-api.hbCh
+	labtest.Recv(t, api.hbCh, "a heartbeat")
 }
 
 func TestHeartbeatJitterBounds(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 func TestAPIStatusCodes(t *testing.T) {
@@ -272,8 +274,8 @@ func TestPowerOff(t *testing.T) {
 	if status != 200 || res["command_name"] != "power_off" {
 		t.Fatalf("POST power_off = %d %v", status, res)
 	}
-	<-powered
-	if err := <-ta.done; !errors.Is(err, ErrPoweredOff) {
+	labtest.Recv(t, powered, "the machine's power off")
+	if err := labtest.Recv(t, ta.done, "end of the agent's Run"); !errors.Is(err, ErrPoweredOff) {
 		t.Fatalf("Run returned %v, want ErrPoweredOff", err)
 	}
 	ta.done <- nil // for the cleanup

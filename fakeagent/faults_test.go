@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
+
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 func TestForcedHeartbeatAfterAsyncCommand(t *testing.T) {
@@ -19,9 +21,9 @@ func TestForcedHeartbeatAfterAsyncCommand(t *testing.T) {
 	api.timeout = 300 // periodic heartbeats 90-180 s apart: only a forced one can come
 	api.addNode(nodeA, true, macA)
 	ta := startAgent(t, api, testHardware(t, macA), nil)
-	<-api.hbCh
+	labtest.Recv(t, api.hbCh, "a heartbeat")
 	ta.runCommand(t, api, "image.install_bootloader", map[string]any{"root_uuid": "0x1"})
-	<-api.hbCh
+	labtest.Recv(t, api.hbCh, "a heartbeat")
 	waitFor(t, "the agent to count its heartbeat", func() bool { return ta.State().HeartbeatsSent >= 2 })
 	if got := ta.State().HeartbeatsSent; got != 2 {
 		t.Errorf("heartbeats = %d, want 2 (the first and the forced one)", got)
@@ -96,7 +98,7 @@ func TestCrashFault(t *testing.T) {
 			api.timeout = 0.05
 			api.addNode(nodeA, true, macA)
 			ta := startAgent(t, api, testHardware(t, macA), func(c *Config) { c.Faults = Faults{CrashDuring: tc.crash} })
-			<-api.hbCh
+			labtest.Recv(t, api.hbCh, "a heartbeat")
 			body := fmt.Sprintf(`{"name": %q, "params": %s}`, tc.cmd, mustJSON(t, tc.params))
 			resp, err := http.Post(ta.srv.URL+"/v1/commands/?agent_token="+api.token(nodeA), "application/json", strings.NewReader(body))
 			if tc.postFails {

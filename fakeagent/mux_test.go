@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 func TestMuxServesManyAgents(t *testing.T) {
@@ -92,7 +94,7 @@ func TestMuxServesManyAgents(t *testing.T) {
 
 	// A stopped agent leaves the Mux; its URL then answers 404.
 	nodes[0].stop()
-	<-nodes[0].done
+	labtest.Recv(t, nodes[0].done, "end of the stopped agent")
 	if mux.Len() != n-1 {
 		t.Errorf("registered agents = %d after one stopped, want %d", mux.Len(), n-1)
 	}
@@ -106,6 +108,6 @@ func TestMuxServesManyAgents(t *testing.T) {
 	}
 	for _, nd := range nodes[1:] {
 		nd.stop()
-		<-nd.done
+		labtest.Recv(t, nd.done, "end of a stopped agent")
 	}
 }

@@ -80,7 +80,7 @@ func TestBMCFrontsExistingDomain(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := labtest.Recv(t, done, "end of serveBMCs"); err != nil {
 			t.Errorf("serveBMCs: %v", err)
 		}
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ironlab/ironlab/fakeagent"
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 func TestConfigFromCmdline(t *testing.T) {
@@ -150,7 +151,7 @@ func TestRamdiskCallsBackAndServesItsDisk(t *testing.T) {
 		t.Errorf("unknown node: %v %v", resp, err)
 	}
 	cancel()
-	if err := <-done; err != nil {
+	if err := labtest.Recv(t, done, "end of Run"); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 	if n := calls.Load(); n != 2 {

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // CI reports whether the tests run under CI (CI=true), where a missing
@@ -202,4 +203,25 @@ func FreeUDPPorts(t testing.TB, n int) int {
 	}
 	t.Fatalf("no %d consecutive free UDP ports on 127.0.0.1 after 50 tries", n)
 	return 0
+}
+
+// Patience bounds a wait that only a broken test would exhaust: it keeps a
+// hung test from hanging the suite, and asserts nothing about speed (the
+// suite runs on two shared cores).
+const Patience = 60 * time.Second
+
+// Recv receives from ch, or fails the test after Patience, naming what it
+// waited for.
+func Recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(Patience)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("no %s within %s", what, Patience)
+		var zero T
+		return zero
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
 	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/simulator/bootfiles"
 	"github.com/ironlab/ironlab/simulator/imageserver"
 )
@@ -78,7 +79,7 @@ func newEnv(t *testing.T, automatedClean bool) *env {
 	go func() { done <- d.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		labtest.Recv(t, done, "end of the driver API")
 		d.Close()
 	})
 	e.url, e.d = "http://"+ln.Addr().String(), d
@@ -177,7 +178,7 @@ func (e *env) boot() (bootfiles.Entry, func()) {
 	go func() { done <- rd.Run(ctx) }()
 	return entry, func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := labtest.Recv(e.t, done, "end of the deploy ramdisk"); err != nil {
 			e.t.Errorf("ramdisk: %v", err)
 		}
 		e.ramdisk.Remove(rd)
