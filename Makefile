@@ -4,7 +4,7 @@
 GO ?= go
 export CGO_ENABLED ?= 0
 
-.PHONY: run test build lint deps bench clean
+.PHONY: run test build lint deps bench fuzz clean
 
 run:
 	$(GO) run ./cmd/ironlab run deploy
@@ -25,6 +25,21 @@ test: deps lint
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+# make fuzz runs each fuzz target for FUZZTIME, one at a time (the plain
+# suite only replays the corpora under each package's testdata/fuzz).
+FUZZTIME ?= 20s
+FUZZPARALLEL ?= 1
+FUZZ_TARGETS = \
+	./scenarios:FuzzParseAll \
+	./simulator/bmc:FuzzDecodePacket \
+	./simulator/bmc:FuzzBMC
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5x -parallel $(FUZZPARALLEL) $$pkg; \
+	done
 
 clean:
 	rm -rf bin

@@ -102,6 +102,10 @@ func ParseAll(file string, data []byte) ([]*Scenario, error) {
 			continue
 		}
 		var s Scenario
+		if err := checkAliases(file, doc.Body); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		if err := yaml.NodeToValue(doc.Body, &s, yaml.DisallowUnknownField()); err != nil {
 			errs = append(errs, yamlError(file, err))
 			continue
@@ -132,6 +136,38 @@ func yamlError(file string, err error) error {
 		return &Error{File: file, Line: p.Line, Column: p.Column, Msg: ye.GetMessage()}
 	}
 	return &Error{File: file, Msg: err.Error()}
+}
+
+// checkAliases reports an alias with no anchor before it at its place: the
+// YAML decoder's own error for one in a merge key or a list has none.
+func checkAliases(file string, body ast.Node) error {
+	v := &aliasVisitor{anchors: map[string]bool{}}
+	ast.Walk(v, body)
+	if a := v.unknown; a != nil {
+		e := &Error{File: file, Msg: fmt.Sprintf("alias *%s has no anchor &%s before it", a.Value.GetToken().Value, a.Value.GetToken().Value)}
+		if p := a.GetToken().Position; p != nil {
+			e.Line, e.Column = p.Line, p.Column
+		}
+		return e
+	}
+	return nil
+}
+
+type aliasVisitor struct {
+	anchors map[string]bool
+	unknown *ast.AliasNode
+}
+
+func (v *aliasVisitor) Visit(n ast.Node) ast.Visitor {
+	switch n := n.(type) {
+	case *ast.AnchorNode:
+		v.anchors[n.Name.GetToken().Value] = true
+	case *ast.AliasNode:
+		if v.unknown == nil && !v.anchors[n.Value.GetToken().Value] {
+			v.unknown = n
+		}
+	}
+	return v
 }
 
 type validator struct {
