@@ -163,12 +163,79 @@ func (sys *System) targets() []string {
 	return append(t, targetUefiHttp, targetSetup)
 }
 
-// bootView is the Boot object: what the machine boots next, read from it,
-// so a one-time override that was used shows as Disabled.
-func (sys *System) bootView(ctx context.Context) (map[string]any, error) {
+// bootView is the Boot object.
+type bootView struct {
+	Target         string   `json:"BootSourceOverrideTarget"`
+	TargetAllowed  []string `json:"BootSourceOverrideTarget@Redfish.AllowableValues"`
+	Enabled        string   `json:"BootSourceOverrideEnabled"`
+	EnabledAllowed []string `json:"BootSourceOverrideEnabled@Redfish.AllowableValues"`
+	Mode           string   `json:"BootSourceOverrideMode"`
+	ModeAllowed    []string `json:"BootSourceOverrideMode@Redfish.AllowableValues"`
+}
+
+type odataLink struct {
+	ID string `json:"@odata.id"`
+}
+
+type health struct {
+	State  string
+	Health string
+}
+
+var healthOK = health{State: "Enabled", Health: "OK"}
+
+// systemView is a ComputerSystem; a struct, not a map, because it is the
+// resource clients poll most (power state), and encoding/json sorts map keys.
+type systemView struct {
+	ODataID          string `json:"@odata.id"`
+	ODataType        string `json:"@odata.type"`
+	ODataContext     string `json:"@odata.context"`
+	ID               string `json:"Id"`
+	Name             string
+	HostName         string
+	UUID             string
+	SystemType       string
+	Manufacturer     string
+	Model            string
+	SerialNumber     string
+	BiosVersion      string
+	PowerState       string
+	Status           health
+	Boot             bootView
+	ProcessorSummary struct {
+		Count  int
+		Model  string
+		Status health
+	}
+	MemorySummary struct {
+		TotalSystemMemoryGiB float64
+		Status               health
+	}
+	Processors         odataLink
+	SimpleStorage      odataLink
+	Storage            odataLink
+	EthernetInterfaces odataLink
+	Bios               odataLink
+	SecureBoot         odataLink
+	VirtualMedia       odataLink
+	Links              struct {
+		Chassis   []odataLink
+		ManagedBy []odataLink
+	}
+	Actions struct {
+		Reset struct {
+			Target  string   `json:"target"`
+			Allowed []string `json:"ResetType@Redfish.AllowableValues"`
+		} `json:"#ComputerSystem.Reset"`
+	}
+}
+
+// bootView is what the machine boots next, read from it, so a one-time
+// override that was used shows as Disabled.
+func (sys *System) bootView(ctx context.Context) (bootView, error) {
 	bc, err := sys.m.BootConfig(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read boot config of %s: %w", sys.m.Name(), err)
+		return bootView{}, fmt.Errorf("read boot config of %s: %w", sys.m.Name(), err)
 	}
 	sys.mu.Lock()
 	defer sys.mu.Unlock()
@@ -197,17 +264,14 @@ func (sys *System) bootView(ctx context.Context) (map[string]any, error) {
 	if bc.UEFI {
 		mode = modeUEFI
 	}
-	return map[string]any{
-		"BootSourceOverrideTarget":                          target,
-		"BootSourceOverrideTarget@Redfish.AllowableValues":  sys.targets(),
-		"BootSourceOverrideEnabled":                         sys.enabled,
-		"BootSourceOverrideEnabled@Redfish.AllowableValues": enabledValues,
-		"BootSourceOverrideMode":                            mode,
-		"BootSourceOverrideMode@Redfish.AllowableValues":    modeValues,
+	return bootView{
+		Target: target, TargetAllowed: sys.targets(),
+		Enabled: sys.enabled, EnabledAllowed: enabledValues,
+		Mode: mode, ModeAllowed: modeValues,
 	}, nil
 }
 
-func (sys *System) view(ctx context.Context) (map[string]any, error) {
+func (sys *System) view(ctx context.Context) (*systemView, error) {
 	p, err := sys.m.Power(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read power of %s: %w", sys.m.Name(), err)
@@ -221,36 +285,26 @@ func (sys *System) view(ctx context.Context) (map[string]any, error) {
 	biosVersion := sys.biosVersion
 	sys.mu.Unlock()
 	base := sys.Path()
-	v := odata(base, "#ComputerSystem.v1_10_0.ComputerSystem")
-	v["Id"] = sys.id
-	v["Name"] = sys.m.Name()
-	v["HostName"] = sys.m.Name()
-	v["UUID"] = sys.m.UUID()
-	v["SystemType"] = "Physical"
-	v["Manufacturer"] = hw.Vendor
-	v["Model"] = hw.Product
-	v["SerialNumber"] = hw.SerialNumber
-	v["BiosVersion"] = biosVersion
-	v["PowerState"] = powerName(p)
-	v["Status"] = statusOK
-	v["Boot"] = boot
-	v["ProcessorSummary"] = map[string]any{"Count": hw.CPUs, "Model": hw.CPUModel, "Status": statusOK}
-	v["MemorySummary"] = map[string]any{"TotalSystemMemoryGiB": float64(hw.MemoryMB) / 1024, "Status": statusOK}
-	v["Processors"] = link(base + "/Processors")
-	v["SimpleStorage"] = link(base + "/SimpleStorage")
-	v["Storage"] = link(base + "/Storage")
-	v["EthernetInterfaces"] = link(base + "/EthernetInterfaces")
-	v["Bios"] = link(base + "/Bios")
-	v["SecureBoot"] = link(base + "/SecureBoot")
-	v["VirtualMedia"] = link(base + "/VirtualMedia")
-	v["Links"] = map[string]any{
-		"Chassis":   []any{link("/redfish/v1/Chassis/" + sys.id)},
-		"ManagedBy": []any{link("/redfish/v1/Managers/" + sys.id)},
+	v := &systemView{
+		ODataID: base, ODataType: "#ComputerSystem.v1_10_0.ComputerSystem",
+		ODataContext: "/redfish/v1/$metadata#ComputerSystem.ComputerSystem",
+		ID:           sys.id, Name: sys.m.Name(), HostName: sys.m.Name(), UUID: sys.m.UUID(),
+		SystemType: "Physical", Manufacturer: hw.Vendor, Model: hw.Product, SerialNumber: hw.SerialNumber,
+		BiosVersion: biosVersion, PowerState: powerName(p), Status: healthOK, Boot: boot,
+		Processors:         odataLink{base + "/Processors"},
+		SimpleStorage:      odataLink{base + "/SimpleStorage"},
+		Storage:            odataLink{base + "/Storage"},
+		EthernetInterfaces: odataLink{base + "/EthernetInterfaces"},
+		Bios:               odataLink{base + "/Bios"},
+		SecureBoot:         odataLink{base + "/SecureBoot"},
+		VirtualMedia:       odataLink{base + "/VirtualMedia"},
 	}
-	v["Actions"] = map[string]any{"#ComputerSystem.Reset": map[string]any{
-		"target":                            base + "/Actions/ComputerSystem.Reset",
-		"ResetType@Redfish.AllowableValues": resetTypes,
-	}}
+	v.ProcessorSummary.Count, v.ProcessorSummary.Model, v.ProcessorSummary.Status = hw.CPUs, hw.CPUModel, healthOK
+	v.MemorySummary.TotalSystemMemoryGiB, v.MemorySummary.Status = float64(hw.MemoryMB)/1024, healthOK
+	v.Links.Chassis = []odataLink{{"/redfish/v1/Chassis/" + sys.id}}
+	v.Links.ManagedBy = []odataLink{{"/redfish/v1/Managers/" + sys.id}}
+	v.Actions.Reset.Target = base + "/Actions/ComputerSystem.Reset"
+	v.Actions.Reset.Allowed = resetTypes
 	return v, nil
 }
 
@@ -295,20 +349,18 @@ func (s *Service) patchSystem(c *call) (*result, *rfError) {
 		if err := json.Unmarshal(raw, &boot); err != nil || boot == nil {
 			return nil, propertyType("#/Boot", "Boot", string(raw))
 		}
-		if e := c.sys.setBoot(ctx, boot, cur["Boot"].(map[string]any)); e != nil {
+		if e := c.sys.setBoot(ctx, boot, cur.Boot); e != nil {
 			return nil, e
 		}
 	}
 	return noContent()
 }
 
-func (sys *System) setBoot(ctx context.Context, boot map[string]json.RawMessage, cur map[string]any) *rfError {
+func (sys *System) setBoot(ctx context.Context, boot map[string]json.RawMessage, cur bootView) *rfError {
 	if e := onlyKeys(boot, "#/Boot", "BootSourceOverrideTarget", "BootSourceOverrideEnabled", "BootSourceOverrideMode"); e != nil {
 		return e
 	}
-	target, _ := cur["BootSourceOverrideTarget"].(string)
-	enabled, _ := cur["BootSourceOverrideEnabled"].(string)
-	mode, _ := cur["BootSourceOverrideMode"].(string)
+	target, enabled, mode := cur.Target, cur.Enabled, cur.Mode
 	get := func(name string, allowed []string, v *string) *rfError {
 		raw, ok := boot[name]
 		if !ok {
