@@ -113,11 +113,14 @@ func TestUp(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	sc := bufio.NewScanner(stdout)
-	var try string
+	var try, dashboard string
 	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
 	defer deadline.Stop()
 	for sc.Scan() {
 		line := sc.Text()
+		if u, ok := strings.CutPrefix(line, "dashboard: "); ok {
+			dashboard = u
+		}
 		if strings.HasPrefix(line, "try:") {
 			try = strings.TrimSpace(strings.TrimPrefix(line, "try:"))
 		}
@@ -146,6 +149,7 @@ func TestUp(t *testing.T) {
 	} else {
 		labtest.Reduced(t, "ipmitool is not installed (%s): the printed ipmitool line was not run", labtest.InstallCommand("ipmitool"))
 	}
+	checkDashboard(t, dashboard)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("up after SIGTERM: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -29,6 +30,8 @@ func runCmd(args []string) int {
 	backend := fs.String("backend", "", "override the scenarios' lab backend: fake or libvirt (real QEMU VMs; needs libvirtd, see scripts/vm-deps.sh)")
 	accel := fs.String("accel", "", "libvirt backend: override the accelerator, auto|kvm|tcg")
 	pxe := fs.String("pxe", "", "libvirt backend: override the network boot, direct (kernel boot) or ipxe (real iPXE over QEMU's TFTP)")
+	quiet := fs.Bool("quiet", false, "no progress lines: print each scenario's verdict and failed checks, and where the results are")
+	jsonOut := fs.Bool("json", false, "print one JSON object a line on stdout (progress, check, node_event, scenario, run) instead of text")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab run [flags] SCENARIO...
 
@@ -36,8 +39,12 @@ Runs each scenario: builds its lab, starts the built-in driver (unless
 --driver-url), plays its steps and checks its expectations. SCENARIO is a
 YAML file or the name of a built-in scenario (%s).
 
-Results go to <results>/<run-id>/: junit.xml, and per scenario result.json,
-events.jsonl and console/<node>.log.
+Results go to <results>/<run-id>/: junit.xml, report.html (open it in a
+browser), and per scenario result.json, events.jsonl, console/<node>.log and
+report.html.
+
+Output: progress lines and a summary per scenario; --quiet prints only the
+verdicts and failed checks; --json prints one JSON object a line (for CI).
 
 Exit status: 0 when every expectation holds, 1 when one fails, 2 for bad input.
 
@@ -70,6 +77,10 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab run:", err)
 		return 2
 	}
+	if *quiet && *jsonOut {
+		fmt.Fprintln(os.Stderr, "ironlab run: --quiet and --json exclude each other")
+		return 2
+	}
 	logger := slog.New(slog.DiscardHandler)
 	if *verbose {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -82,30 +93,57 @@ Flags:
 	dir := filepath.Join(*results, runID)
 	var all []*scenarios.Result
 	failed := false
+	var jl *jsonLines
+	if *jsonOut {
+		jl = newJSONLines(os.Stdout)
+	}
 	for _, s := range list {
+		var out io.Writer = os.Stdout
+		switch {
+		case *quiet:
+			out = io.Discard
+		case jl != nil:
+			out = jl.progress(s.Name)
+		}
 		res, err := scenarios.Run(ctx, s, scenarios.Options{
 			ResultsDir: dir, StateDir: *stateDir, KeepState: *stateDir != "", ImageCache: *imageCache,
-			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, DriverBinary: self, Out: os.Stdout, Logger: logger,
+			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, DriverBinary: self, Out: out, Logger: logger,
 			Backend: *backend, Accel: *accel, PXE: *pxe,
 		})
 		if res != nil {
 			all = append(all, res)
-			scenarios.PrintSummary(os.Stdout, res)
+			switch {
+			case *quiet:
+				printQuiet(os.Stdout, res)
+			case jl != nil:
+				jl.result(dir, res)
+			default:
+				scenarios.PrintSummary(os.Stdout, res)
+			}
 			failed = failed || !res.Passed
 		}
 		if err != nil {
 			failed = true
+			if jl != nil && res == nil {
+				jl.emit(map[string]any{"type": "scenario", "scenario": s.Name, "passed": false, "error": err.Error()})
+			}
 		}
 	}
 	if err := scenarios.WriteJUnit(filepath.Join(dir, "junit.xml"), all); err != nil {
 		fmt.Fprintln(os.Stderr, "write junit.xml:", err)
 		return 1
 	}
+	report := filepath.Join(dir, "report.html")
 	if err := scenarios.WriteRunReport(dir, "ironlab run "+runID, all); err != nil {
 		fmt.Fprintln(os.Stderr, "write report.html:", err)
 		return 1
 	}
-	fmt.Printf("\nresults: %s (open %s)\n", dir, filepath.Join(dir, "report.html"))
+	if jl != nil {
+		jl.emit(map[string]any{"type": "run", "passed": !failed, "scenarios": len(all), "results": dir,
+			"junit": filepath.Join(dir, "junit.xml"), "report": report})
+	} else {
+		fmt.Printf("\nresults: %s (open %s)\n", dir, report)
+	}
 	if failed {
 		return 1
 	}

@@ -46,7 +46,8 @@ const IL = (() => {
       const [t, kind, ev, from, to, msg] = e;
       // Power events carry power states in from/to, not provision states.
       const prov = kind !== "power";
-      if (cur === null && prov) { cur = from || (to ? "" : finalState || ""); t0 = 0; }
+      // Before its first event (create) the driver did not know the node.
+      if (cur === null && prov) { cur = from || (to ? "not enrolled" : finalState || ""); t0 = 0; }
       if (prov && to && to !== cur) {
         segs.push([t0, t, cur]);
         cur = to; t0 = t;
