@@ -29,11 +29,7 @@ func (c *Conductor) CreateNode(ctx context.Context, n *store.Node, initial strin
 	}
 	n.ProvisionState = initial
 	n.ProvisionUpdatedAt = time.Now().UTC()
-	if err := c.store.CreateNode(ctx, n); err != nil {
-		return err
-	}
-	c.record(ctx, n, store.KindProvision, "", initial, "create", "", map[string]any{"driver": n.Driver, "name": n.Name})
-	return nil
+	return c.store.CreateNode(ctx, n, newEvent(n, store.KindProvision, "", initial, "create", "", map[string]any{"driver": n.Driver, "name": n.Name}))
 }
 
 // UpdateNode applies f to the locked node and saves it (PATCH).
@@ -80,11 +76,7 @@ func (c *Conductor) DeleteNode(ctx context.Context, ident string) error {
 			return fmt.Errorf("can not delete node %s while it is in state %q: %w", n.UUID, t.node.ProvisionState, ErrInvalidState)
 		}
 	}
-	if err := c.store.DeleteNode(ctx, n.UUID); err != nil {
-		return err
-	}
-	c.record(ctx, t.node, store.KindProvision, t.node.ProvisionState, "", "delete", "", nil)
-	return nil
+	return c.store.DeleteNode(ctx, n.UUID, newEvent(t.node, store.KindProvision, t.node.ProvisionState, "", "delete", "", nil))
 }
 
 // ProvisionAction runs an API verb ("manage", "provide", "active"/"deploy",

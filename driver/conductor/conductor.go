@@ -248,15 +248,20 @@ func (c *Conductor) GetNode(ctx context.Context, ident string) (*store.Node, err
 	return n, err
 }
 
-// record appends an event; a failure to record is logged, not fatal.
-func (c *Conductor) record(ctx context.Context, n *store.Node, kind, from, to, event, message string, detail any) {
+// newEvent builds a history record of node n.
+func newEvent(n *store.Node, kind, from, to, event, message string, detail any) *store.Event {
 	e := &store.Event{NodeUUID: n.UUID, Kind: kind, FromState: from, ToState: to, Event: event, Message: message}
 	if detail != nil {
 		if b, err := json.Marshal(detail); err == nil {
 			e.Detail = b
 		}
 	}
-	if err := c.store.AddEvent(context.WithoutCancel(ctx), e); err != nil {
+	return e
+}
+
+// record appends an event; a failure to record is logged, not fatal.
+func (c *Conductor) record(ctx context.Context, n *store.Node, kind, from, to, event, message string, detail any) {
+	if err := c.store.AddEvent(context.WithoutCancel(ctx), newEvent(n, kind, from, to, event, message, detail)); err != nil {
 		c.log.Error("record event", "node", n.UUID, "kind", kind, "err", err)
 	}
 }
@@ -388,20 +393,25 @@ func (c *Conductor) Recover(ctx context.Context) error {
 				n.TargetProvisionState = ""
 			}
 		}
-		if err := c.store.UpdateNode(ctx, n); err != nil {
+		var events []*store.Event
+		if ev != "" {
+			events = append(events, newEvent(n, store.KindProvision, from, n.ProvisionState, ev, n.LastError, map[string]any{"reason": "conductor restart"}))
+		}
+		if err := c.store.UpdateNode(ctx, n, events...); err != nil {
 			return fmt.Errorf("recover node %s: %w", n.UUID, err)
 		}
 		if ev != "" {
-			c.record(ctx, n, store.KindProvision, from, n.ProvisionState, ev, n.LastError, map[string]any{"reason": "conductor restart"})
 			c.log.Warn("failed node after restart", "node", n.UUID, "from", from, "state", n.ProvisionState)
 		}
 	}
 	return nil
 }
 
-// repairHistory closes the one gap a kill can leave in a node's history: a
-// transition saved on the node whose event the dead process had not yet
-// written (the state is saved first, so the state is the truth).
+// repairHistory closes the gap a kill could leave in a node's history when
+// a state and its event were two writes: a transition saved on the node
+// whose event the dead process had not yet written (the state is the
+// truth). States and events now commit together; this repairs databases
+// written by older versions.
 func (c *Conductor) repairHistory(ctx context.Context, n *store.Node) {
 	evs, err := c.store.ListEvents(ctx, n.UUID)
 	if err != nil {

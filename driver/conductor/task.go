@@ -38,7 +38,10 @@ func (t *task) Logger() *slog.Logger            { return t.log }
 var agentInternalKeys = []string{"agent_url", "agent_last_heartbeat", "agent_version", "agent_dialect", "agent_secret_token"}
 var agentInfoKeys = []string{"agent_url", "agent_last_heartbeat"}
 
-func (t *task) Save(ctx context.Context) error {
+func (t *task) Save(ctx context.Context) error { return t.save(ctx) }
+
+// save persists the node and appends events in the same transaction.
+func (t *task) save(ctx context.Context, events ...*store.Event) error {
 	m := t.c.nodeMu(t.node.UUID)
 	m.row.Lock()
 	defer m.row.Unlock()
@@ -51,7 +54,7 @@ func (t *task) Save(ctx context.Context) error {
 			}
 		}
 	}
-	if err := t.c.store.UpdateNode(ctx, t.node); err != nil {
+	if err := t.c.store.UpdateNode(ctx, t.node, events...); err != nil {
 		return err
 	}
 	t.wiped = false
@@ -108,15 +111,16 @@ func (t *task) Process(ctx context.Context, event string) error {
 	if states.Stable(to) {
 		t.node.TargetProvisionState = ""
 	}
-	if err := t.Save(ctx); err != nil {
-		t.node.ProvisionState = from
-		return err
-	}
 	msg := ""
 	if event == states.EvFail || event == states.EvError {
 		msg = t.node.LastError
 	}
-	t.c.record(ctx, t.node, store.KindProvision, from, to, event, msg, nil)
+	// The state and its event commit together: no crash leaves one
+	// without the other.
+	if err := t.save(ctx, newEvent(t.node, store.KindProvision, from, to, event, msg, nil)); err != nil {
+		t.node.ProvisionState = from
+		return err
+	}
 	t.log.Info("provision state", "from", from, "state", to, "event", event)
 	return nil
 }

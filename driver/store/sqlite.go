@@ -72,6 +72,37 @@ var migrations = []string{
 // SQLite is the default Store: one database file in WAL mode.
 type SQLite struct {
 	db *sql.DB
+	// beforeEvent, when set (tests only), runs before each event insert; an
+	// error aborts the transaction as a crash at that point would.
+	beforeEvent func(e *Event) error
+}
+
+// execer is what *sql.DB and *sql.Tx share.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// inTx runs f in one transaction and commits it, or rolls back on error.
+func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// addEvents inserts events inside tx.
+func (s *SQLite) addEvents(ctx context.Context, tx execer, events []*Event) error {
+	for _, e := range events {
+		if err := s.insertEvent(ctx, tx, e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var _ Store = (*SQLite)(nil)
@@ -194,17 +225,18 @@ const nodeCols = `uuid, name, driver, driver_info, driver_internal_info, instanc
 	fault, last_error, reservation, clean_step, deploy_step, created_at, updated_at, provision_updated_at`
 
 // CreateNode inserts n; a duplicate UUID or name is ErrDuplicate.
-func (s *SQLite) CreateNode(ctx context.Context, n *Node) error {
+func (s *SQLite) CreateNode(ctx context.Context, n *Node, events ...*Event) error {
 	now := time.Now().UTC()
 	if n.CreatedAt.IsZero() {
 		n.CreatedAt = now
 	}
 	n.UpdatedAt = n.CreatedAt
-	_, err := s.db.ExecContext(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		n.UUID, nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
-		encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState, n.TargetPowerState,
-		n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, n.Reservation, encMap(n.CleanStep), encMap(n.DeployStep),
-		ns(n.CreatedAt), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt))
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := s.insertNode(ctx, tx, n); err != nil {
+			return err
+		}
+		return s.addEvents(ctx, tx, events)
+	})
 	if err != nil {
 		if isConstraint(err) {
 			return fmt.Errorf("create node %s (name %q): %w", n.UUID, n.Name, ErrDuplicate)
@@ -212,6 +244,15 @@ func (s *SQLite) CreateNode(ctx context.Context, n *Node) error {
 		return fmt.Errorf("create node %s: %w", n.UUID, err)
 	}
 	return nil
+}
+
+func (s *SQLite) insertNode(ctx context.Context, tx execer, n *Node) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		n.UUID, nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
+		encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState, n.TargetPowerState,
+		n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, n.Reservation, encMap(n.CleanStep), encMap(n.DeployStep),
+		ns(n.CreatedAt), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt))
+	return err
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -288,36 +329,52 @@ func (s *SQLite) ListNodes(ctx context.Context, f NodeFilter) ([]*Node, error) {
 }
 
 // UpdateNode writes n back; it sets n.UpdatedAt.
-func (s *SQLite) UpdateNode(ctx context.Context, n *Node) error {
+func (s *SQLite) UpdateNode(ctx context.Context, n *Node, events ...*Event) error {
 	n.UpdatedAt = time.Now().UTC()
-	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET name=?, driver=?, driver_info=?, driver_internal_info=?,
+	found := true
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE nodes SET name=?, driver=?, driver_info=?, driver_internal_info=?,
 		instance_info=?, properties=?, extra=?, provision_state=?, target_provision_state=?, power_state=?,
 		target_power_state=?, maintenance=?, maintenance_reason=?, fault=?, last_error=?, clean_step=?,
 		deploy_step=?, updated_at=?, provision_updated_at=? WHERE uuid=?`,
-		nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
-		encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
-		n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encMap(n.CleanStep),
-		encMap(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), n.UUID)
-	if err != nil {
-		if isConstraint(err) {
-			return fmt.Errorf("update node %s (name %q): %w", n.UUID, n.Name, ErrDuplicate)
+			nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
+			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
+			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encMap(n.CleanStep),
+			encMap(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), n.UUID)
+		if err != nil {
+			return err
 		}
-		return fmt.Errorf("update node %s: %w", n.UUID, err)
-	}
-	if c, _ := res.RowsAffected(); c == 0 {
+		if c, _ := res.RowsAffected(); c == 0 {
+			found = false
+			return ErrNotFound
+		}
+		return s.addEvents(ctx, tx, events)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case !found:
 		return fmt.Errorf("update node %s: %w", n.UUID, ErrNotFound)
+	case isConstraint(err):
+		return fmt.Errorf("update node %s (name %q): %w", n.UUID, n.Name, ErrDuplicate)
 	}
-	return nil
+	return fmt.Errorf("update node %s: %w", n.UUID, err)
 }
 
 // DeleteNode removes a node and its ports.
-func (s *SQLite) DeleteNode(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE uuid = ?`, id)
+func (s *SQLite) DeleteNode(ctx context.Context, id string, events ...*Event) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE uuid = ?`, id)
+		if err != nil {
+			return err
+		}
+		if c, _ := res.RowsAffected(); c == 0 {
+			return ErrNotFound
+		}
+		return s.addEvents(ctx, tx, events)
+	})
 	if err != nil {
 		return fmt.Errorf("delete node %s: %w", id, err)
-	}
-	if c, _ := res.RowsAffected(); c == 0 {
-		return fmt.Errorf("delete node %s: %w", id, ErrNotFound)
 	}
 	return nil
 }
@@ -456,6 +513,10 @@ func (s *SQLite) DeletePort(ctx context.Context, id string) error {
 
 // AddEvent appends e, filling ID, UUID and Time when unset.
 func (s *SQLite) AddEvent(ctx context.Context, e *Event) error {
+	return s.insertEvent(ctx, s.db, e)
+}
+
+func (s *SQLite) insertEvent(ctx context.Context, db execer, e *Event) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
@@ -466,7 +527,12 @@ func (s *SQLite) AddEvent(ctx context.Context, e *Event) error {
 	if len(e.Detail) > 0 {
 		detail = string(e.Detail)
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event, message, detail)
+	if s.beforeEvent != nil {
+		if err := s.beforeEvent(e); err != nil {
+			return fmt.Errorf("add %s event for node %s: %w", e.Kind, e.NodeUUID, err)
+		}
+	}
+	res, err := db.ExecContext(ctx, `INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event, message, detail)
 		VALUES (?,?,?,?,?,?,?,?,?)`, e.UUID, e.NodeUUID, e.Time.UnixNano(), e.Kind, e.FromState, e.ToState, e.Event, e.Message, detail)
 	if err != nil {
 		return fmt.Errorf("add %s event for node %s: %w", e.Kind, e.NodeUUID, err)

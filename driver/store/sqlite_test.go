@@ -135,3 +135,70 @@ func TestPorts(t *testing.T) {
 		t.Errorf("port after node delete: %v, want ErrNotFound", err)
 	}
 }
+
+// TestStateCommitsWithItsEvent: a node write and its events are one
+// transaction; an event insert that fails (as a crash there would) leaves
+// neither the state nor the event, for a new node and its create event, a
+// transition, and a deletion.
+func TestStateCommitsWithItsEvent(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	boom := errors.New("killed before the event insert")
+	failing := func(e *Event) error { return boom }
+	ev := func(from, to, name string) *Event {
+		return &Event{NodeUUID: "n1", Kind: KindProvision, FromState: from, ToState: to, Event: name}
+	}
+
+	s.beforeEvent = failing
+	if err := s.CreateNode(ctx, &Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "enroll"}, ev("", "enroll", "create")); !errors.Is(err, boom) {
+		t.Fatalf("create with a failing event: got %v, want %v", err, boom)
+	}
+	if _, err := s.GetNode(ctx, "n1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("node without its create event exists: %v", err)
+	}
+	s.beforeEvent = nil
+	if err := s.CreateNode(ctx, &Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "enroll"}, ev("", "enroll", "create")); err != nil {
+		t.Fatal(err)
+	}
+
+	n, _ := s.GetNode(ctx, "n1")
+	n.ProvisionState = "manageable"
+	s.beforeEvent = failing
+	if err := s.UpdateNode(ctx, n, ev("enroll", "manageable", "manage")); !errors.Is(err, boom) {
+		t.Fatalf("update with a failing event: got %v, want %v", err, boom)
+	}
+	if got, _ := s.GetNode(ctx, "n1"); got.ProvisionState != "enroll" {
+		t.Errorf("state after the failed event = %q, want enroll (rolled back)", got.ProvisionState)
+	}
+	s.beforeEvent = nil
+	if err := s.UpdateNode(ctx, n, ev("enroll", "manageable", "manage")); err != nil {
+		t.Fatal(err)
+	}
+
+	s.beforeEvent = failing
+	if err := s.DeleteNode(ctx, "n1", ev("manageable", "", "delete")); !errors.Is(err, boom) {
+		t.Fatalf("delete with a failing event: got %v, want %v", err, boom)
+	}
+	if _, err := s.GetNode(ctx, "n1"); err != nil {
+		t.Errorf("node gone though its delete event failed: %v", err)
+	}
+	s.beforeEvent = nil
+
+	evs, err := s.ListEvents(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.FromState+">"+e.ToState)
+	}
+	if diff := cmp.Diff([]string{">enroll", "enroll>manageable"}, got); diff != "" {
+		t.Errorf("history (-want +got):\n%s", diff)
+	}
+	if err := s.UpdateNode(ctx, &Node{UUID: "nope", Driver: "x", ProvisionState: "enroll"}, ev("", "enroll", "x")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("update of an unknown node: got %v, want ErrNotFound", err)
+	}
+	if evs, _ := s.ListEvents(ctx, "n1"); len(evs) != 2 {
+		t.Errorf("update of an unknown node appended its event: %d events", len(evs))
+	}
+}

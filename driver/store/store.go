@@ -128,14 +128,19 @@ type PortFilter struct {
 
 // Store is the driver's persistence.
 type Store interface {
-	CreateNode(ctx context.Context, n *Node) error
+	// CreateNode inserts n and appends events (its "create" event) in one
+	// transaction: a crash leaves both or neither.
+	CreateNode(ctx context.Context, n *Node, events ...*Event) error
 	GetNode(ctx context.Context, uuid string) (*Node, error)
 	GetNodeByName(ctx context.Context, name string) (*Node, error)
 	ListNodes(ctx context.Context, f NodeFilter) ([]*Node, error)
-	// UpdateNode writes every column but reservation and created_at.
-	UpdateNode(ctx context.Context, n *Node) error
-	// DeleteNode removes a node and its ports; its events stay.
-	DeleteNode(ctx context.Context, uuid string) error
+	// UpdateNode writes every column but reservation and created_at, and
+	// appends events, in one transaction: a provision state is never saved
+	// without the event that records it.
+	UpdateNode(ctx context.Context, n *Node, events ...*Event) error
+	// DeleteNode removes a node and its ports and appends events, in one
+	// transaction; the node's earlier events stay.
+	DeleteNode(ctx context.Context, uuid string, events ...*Event) error
 	// Reserve sets the node's reservation to host if it is free (ErrLocked otherwise).
 	Reserve(ctx context.Context, uuid, host string) error
 	// Release clears the reservation if host holds it.
