@@ -1,4 +1,4 @@
-// Package driver assembles the conductor side of the lab: the SQLite store,
+// Package driver assembles the conductor side of the lab: the store (SQLite),
 // the conductor (state machine, locks, periodic tasks), the deploy and power
 // interfaces, and the Ironic-compatible HTTP API. The CLI (`ironlab driver`)
 // and the scenario runner both build it with New.
@@ -22,6 +22,7 @@ import (
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/driver/store/sqlite"
 )
 
 // DefaultListen is where the API listens unless told otherwise: loopback only.
@@ -163,7 +164,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 			cfg.DeployInterfaces["pxe"] = pxe.New(pxe.Config{BootDir: cfg.BootDir})
 		}
 	}
-	st, err := store.OpenSQLite(ctx, cfg.DBPath)
+	st, err := sqlite.Open(ctx, cfg.DBPath)
 	if err != nil {
 		return nil, err
 	}

@@ -71,8 +71,8 @@ func (s *Server) nodeDoc(c *gin.Context, n *store.Node, detail bool) map[string]
 	cl := conductor.Classes[n.Driver]
 	for k, v := range map[string]any{
 		"driver":                 n.Driver,
-		"driver_info":            masked(emptyIfNil(n.DriverInfo)),
-		"driver_internal_info":   masked(emptyIfNil(n.DriverInternalInfo)),
+		"driver_info":            masked(n.DriverInfoView()),
+		"driver_internal_info":   masked(n.DriverInternalInfoView()),
 		"instance_info":          masked(emptyIfNil(n.InstanceInfo)),
 		"properties":             emptyIfNil(n.Properties),
 		"extra":                  emptyIfNil(n.Extra),

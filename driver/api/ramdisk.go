@@ -184,7 +184,7 @@ func (s *Server) lookup(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{
 		"node": gin.H{
 			"uuid": n.UUID, "properties": emptyIfNil(n.Properties), "instance_info": masked(emptyIfNil(n.InstanceInfo)),
-			"driver_internal_info": masked(emptyIfNil(n.DriverInternalInfo)), "links": links(c, "nodes", n.UUID),
+			"driver_internal_info": masked(n.DriverInternalInfoView()), "links": links(c, "nodes", n.UUID),
 		},
 		"config": s.lookupConfig(v, token),
 	})

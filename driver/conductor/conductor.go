@@ -154,11 +154,9 @@ type Conductor struct {
 }
 
 // nodeMu is the in-process half of a node's lock (the other half is the
-// reservation column); row serialises short read-modify-writes of agent
-// fields (heartbeats, tokens) against saves of a locked node.
+// reservation column).
 type nodeMu struct {
 	lock sync.Mutex
-	row  sync.Mutex
 }
 
 // New returns a Conductor over s. It does not recover or start periodic
@@ -329,22 +327,6 @@ func (c *Conductor) acquire(ctx context.Context, id string, retry bool) (*task, 
 		log: c.log.With("node", n.UUID, "driver", n.Driver)}
 	t.dep, t.pw, _ = c.interfaces(n.Driver)
 	return t, nil
-}
-
-// updateRow does a short read-modify-write of a node without its lock
-// (heartbeat and token fields only).
-func (c *Conductor) updateRow(ctx context.Context, id string, f func(n *store.Node) error) (*store.Node, error) {
-	m := c.nodeMu(id)
-	m.row.Lock()
-	defer m.row.Unlock()
-	n, err := c.store.GetNode(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := f(n); err != nil {
-		return nil, err
-	}
-	return n, c.store.UpdateNode(ctx, n)
 }
 
 // Events returns a node's full history.

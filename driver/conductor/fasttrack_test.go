@@ -62,10 +62,8 @@ func TestFastTrack(t *testing.T) {
 		{"agent alive", nil, true},
 		{"heartbeat older than heartbeat_timeout", func(t *testing.T, l *lab, id string) {
 			n := l.node(t, id)
-			old := time.Now().Add(-2 * time.Minute).Unix()
-			n.DriverInternalInfo["agent_last_heartbeat"] = old
-			n.DriverInfo["agent_last_heartbeat"] = old
-			if err := l.st.UpdateNode(ctx, n); err != nil {
+			old := time.Now().Add(-2 * time.Minute)
+			if _, err := l.st.RecordHeartbeat(ctx, id, store.Heartbeat{URL: n.Agent.URL, Dialect: n.Agent.Dialect, At: old}); err != nil {
 				t.Fatal(err)
 			}
 		}, false},
@@ -210,16 +208,16 @@ func TestWatchdogRebootThenAgentResumes(t *testing.T) {
 	if power := l.events(t, n.UUID, store.KindPower); power[len(power)-1] != "reboot" || power[len(power)-2] != "set boot device" {
 		t.Errorf("watchdog power actions end with %v, want set boot device, reboot", power)
 	}
-	if got.DriverInternalInfo["watchdog_reboots"] != float64(1) {
-		t.Errorf("watchdog_reboots = %v, want 1", got.DriverInternalInfo["watchdog_reboots"])
+	if v := got.DriverInternalInfoView()["watchdog_reboots"]; v != 1 {
+		t.Errorf("watchdog_reboots = %v, want 1", v)
 	}
 	// The rebooted agent heartbeats: the counter resets and the deploy
 	// starts over on the fresh agent.
 	l.agent.reboot()
 	l.heartbeat(t, n.UUID)
 	got = l.node(t, n.UUID)
-	if _, ok := got.DriverInternalInfo["watchdog_reboots"]; ok {
-		t.Errorf("watchdog_reboots still set after the agent came back: %v", got.DriverInternalInfo)
+	if v, ok := got.DriverInternalInfoView()["watchdog_reboots"]; ok {
+		t.Errorf("watchdog_reboots still set after the agent came back: %v", v)
 	}
 	if evs := l.events(t, n.UUID, store.KindHeartbeat); !contains(evs, conductor.EventWatchdogRecovered) {
 		t.Errorf("no %q event: %v", conductor.EventWatchdogRecovered, evs)

@@ -21,6 +21,7 @@ import (
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/driver/store/sqlite"
 )
 
 // scriptedAgent answers /v1/commands like the reference IPA. Async commands
@@ -139,7 +140,7 @@ type lab struct {
 func newLab(t *testing.T, mutate func(*conductor.Config, *agent.Config)) *lab {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ironlab.db"))
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ironlab.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,11 +254,12 @@ func TestDeployReachesActive(t *testing.T) {
 	if diff := cmp.Diff(wantInfo, info); diff != "" {
 		t.Errorf("image_info (-want +got):\n%s", diff)
 	}
-	if got.DriverInfo["agent_url"] != l.url || got.DriverInternalInfo["agent_url"] != l.url {
-		t.Errorf("agent_url not in driver_info and driver_internal_info: %v / %v", got.DriverInfo, got.DriverInternalInfo)
+	di, dii := got.DriverInfoView(), got.DriverInternalInfoView()
+	if di["agent_url"] != l.url || dii["agent_url"] != l.url {
+		t.Errorf("agent_url not in driver_info and driver_internal_info: %v / %v", di, dii)
 	}
-	if _, ok := got.DriverInfo["agent_last_heartbeat"].(float64); !ok {
-		t.Errorf("agent_last_heartbeat missing from driver_info: %v", got.DriverInfo)
+	if hb, ok := di["agent_last_heartbeat"].(int64); !ok || time.Since(time.Unix(hb, 0)) > time.Minute {
+		t.Errorf("agent_last_heartbeat missing from driver_info, or not Unix seconds of now: %v", di)
 	}
 	if l.agent.tokenBad != 0 {
 		t.Errorf("agent refused the token %d times", l.agent.tokenBad)

@@ -92,15 +92,7 @@ func (c *Conductor) failTimedOut(ctx context.Context, id string, now time.Time) 
 }
 
 func lastHeartbeat(n *store.Node) (time.Time, bool) {
-	for _, m := range []map[string]any{n.DriverInternalInfo, n.DriverInfo} {
-		if v, ok := m["agent_last_heartbeat"].(float64); ok {
-			return time.Unix(int64(v), 0), true
-		}
-		if v, ok := m["agent_last_heartbeat"].(int64); ok {
-			return time.Unix(v, 0), true
-		}
-	}
-	return time.Time{}, false
+	return n.Agent.LastHeartbeat, !n.Agent.LastHeartbeat.IsZero()
 }
 
 // watchdogDue: the spec's check for a node that is powered on, not
@@ -119,8 +111,8 @@ func (c *Conductor) watchdogDue(n *store.Node, now time.Time) bool {
 	last, ok := lastHeartbeat(n)
 	// A watchdog reboot wipes the agent's fields (real power interfaces);
 	// its time then stands in for the heartbeat the new agent owes us.
-	if v, had := n.DriverInternalInfo["watchdog_last_action"].(float64); had && time.Unix(int64(v), 0).After(last) {
-		last, ok = time.Unix(int64(v), 0), true
+	if at := n.Agent.WatchdogLastAction; !at.IsZero() && at.After(last) {
+		last, ok = at, true
 	}
 	return ok && now.Sub(last) > c.cfg.HeartbeatTimeout
 }
@@ -146,7 +138,7 @@ func (c *Conductor) watchdog(ctx context.Context, id string, now time.Time) {
 	last, _ := lastHeartbeat(n)
 	reason := fmt.Sprintf("Agent heartbeat timeout: no heartbeat from the agent of node %s for %ds (agent.heartbeat_timeout is %ds)",
 		n.UUID, int(now.Sub(last).Seconds()), int(c.cfg.HeartbeatTimeout.Seconds()))
-	reboots := intOf(n.DriverInternalInfo["watchdog_reboots"])
+	reboots := n.Agent.WatchdogReboots
 	action := c.cfg.WatchdogAction
 	if action == WatchdogReboot && reboots >= c.cfg.WatchdogMaxReboots {
 		action = WatchdogMaintenance
@@ -158,8 +150,12 @@ func (c *Conductor) watchdog(ctx context.Context, id string, now time.Time) {
 	switch action {
 	case WatchdogReboot:
 		t.Record(ctx, store.KindHeartbeat, EventWatchdogReboot, reason, detail)
-		n.DriverInternalInfo["watchdog_reboots"] = reboots + 1
-		n.DriverInternalInfo["watchdog_last_action"] = now.Unix()
+		at := time.Unix(now.Unix(), 0).UTC()
+		if err := c.store.SetWatchdog(ctx, n.UUID, reboots+1, at); err != nil {
+			t.log.Error("record watchdog action", "err", err)
+			return
+		}
+		n.Agent.WatchdogReboots, n.Agent.WatchdogLastAction = reboots+1, at
 		// The agent that comes back starts afresh: a deploy or clean that
 		// was under way restarts from its first step on its heartbeat.
 		n.DeployStep = map[string]any{}

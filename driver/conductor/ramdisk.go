@@ -12,7 +12,8 @@ import (
 	"github.com/ironlab/ironlab/driver/store"
 )
 
-// Agent dialects, recorded in driver_internal_info.agent_dialect.
+// Agent dialects, recorded as the node's Agent.Dialect (shown as
+// driver_internal_info.agent_dialect).
 const (
 	DialectLegacy = "legacy" // Juno/Kilo vendor_passthru lookup + heartbeat
 	DialectV1     = "v1"     // /v1/lookup + /v1/heartbeat (Newton+)
@@ -80,7 +81,7 @@ func (c *Conductor) Lookup(ctx context.Context, q LookupQuery) (*store.Node, str
 	}
 	token := ""
 	if q.IssueToken {
-		if existing, _ := n.DriverInternalInfo["agent_secret_token"].(string); existing != "" {
+		if n.Agent.Token != "" {
 			token = MaskedToken
 		} else {
 			release, err := c.lock(ctx, n.UUID, false)
@@ -88,14 +89,13 @@ func (c *Conductor) Lookup(ctx context.Context, q LookupQuery) (*store.Node, str
 				return nil, "", err
 			}
 			token = newToken()
-			n, err = c.updateRow(ctx, n.UUID, func(n *store.Node) error {
-				if existing, _ := n.DriverInternalInfo["agent_secret_token"].(string); existing != "" {
+			issued, err := c.store.IssueAgentToken(ctx, n.UUID, token)
+			if err == nil {
+				if !issued {
 					token = MaskedToken
-					return nil
 				}
-				n.DriverInternalInfo["agent_secret_token"] = token
-				return nil
-			})
+				n, err = c.store.GetNode(ctx, n.UUID)
+			}
 			release()
 			if err != nil {
 				return nil, "", err
@@ -141,7 +141,7 @@ func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if c.cfg.RequireTLS && !strings.HasPrefix(hb.AgentURL, "https://") {
 		return fmt.Errorf("callback_url %q of node %s must be https (agent require_tls): %w", hb.AgentURL, n.UUID, ErrInvalidParameter)
 	}
-	stored, _ := n.DriverInternalInfo["agent_secret_token"].(string)
+	stored := n.Agent.Token
 	if hb.AgentToken == "" {
 		if c.cfg.AgentTokenRequired || stored != "" {
 			return fmt.Errorf("agent_token is required for heartbeats of node %s: %w", n.UUID, ErrInvalidAgentToken)
@@ -149,10 +149,10 @@ func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	} else if hb.AgentToken != stored {
 		return fmt.Errorf("invalid or missing agent token received for node %s: %w", n.UUID, ErrInvalidAgentToken)
 	}
-	if url, _ := n.DriverInternalInfo["agent_url"].(string); url != "" && url != hb.AgentURL {
+	if url := n.Agent.URL; url != "" && url != hb.AgentURL {
 		return fmt.Errorf("detected change in ramdisk provided \"callback_url\" for node %s (stored %s, got %s): %w", n.UUID, url, hb.AgentURL, ErrInvalidParameter)
 	}
-	if url, _ := n.DriverInternalInfo["agent_url"].(string); n.Reservation != "" && url == "" {
+	if n.Reservation != "" && n.Agent.URL == "" {
 		return fmt.Errorf("node %s is locked by host %s and has no agent_url yet: %w", n.UUID, n.Reservation, ErrNodeLocked)
 	}
 	n, first, err := c.recordHeartbeat(ctx, n.UUID, hb)
@@ -206,55 +206,27 @@ func (c *Conductor) legacyHeartbeat(ctx context.Context, id string, hb Heartbeat
 	return nil
 }
 
-// recordHeartbeat stores agent_url and agent_last_heartbeat in driver_info
-// (the spec's data model) and driver_internal_info (modern Ironic), and
-// touches provision_updated_at of waiting nodes. first is true when the
-// agent_url is new.
+// recordHeartbeat records the agent's URL, version, dialect and the time
+// (Unix seconds, as Ironic's agent_last_heartbeat) in one small write of
+// the node's agent fields, resets the watchdog's count and touches
+// provision_updated_at of waiting nodes; the API shows them in driver_info
+// (the spec's data model) and driver_internal_info (modern Ironic). It
+// returns the node as it is now; first is true when the agent_url is new.
 func (c *Conductor) recordHeartbeat(ctx context.Context, id string, hb Heartbeat) (*store.Node, bool, error) {
-	first := false
-	reboots := 0
-	now := time.Now().UTC()
-	n, err := c.updateRow(ctx, id, func(n *store.Node) error {
-		url := strings.TrimRight(hb.AgentURL, "/")
-		if old, _ := n.DriverInternalInfo["agent_url"].(string); old != url {
-			first = true
-		}
-		n.DriverInfo["agent_url"] = url
-		n.DriverInfo["agent_last_heartbeat"] = now.Unix()
-		n.DriverInternalInfo["agent_url"] = url
-		n.DriverInternalInfo["agent_last_heartbeat"] = now.Unix()
-		n.DriverInternalInfo["agent_dialect"] = hb.Dialect
-		if hb.AgentVersion != "" {
-			n.DriverInternalInfo["agent_version"] = hb.AgentVersion
-		}
-		if r, ok := n.DriverInternalInfo["watchdog_reboots"]; ok {
-			reboots = intOf(r)
-		}
-		delete(n.DriverInternalInfo, "watchdog_reboots")
-		delete(n.DriverInternalInfo, "watchdog_last_action")
-		if n.ProvisionState == states.DeployWait || n.ProvisionState == states.CleanWait {
-			n.ProvisionUpdatedAt = now
-		}
-		return nil
-	})
+	url := strings.TrimRight(hb.AgentURL, "/")
+	prev, err := c.store.RecordHeartbeat(ctx, id, store.Heartbeat{URL: url, Version: hb.AgentVersion, Dialect: hb.Dialect,
+		At: time.Unix(time.Now().Unix(), 0).UTC(), TouchStates: []string{states.DeployWait, states.CleanWait}})
+	if err != nil {
+		return nil, false, err
+	}
+	first, reboots := prev.URL != url, prev.WatchdogReboots
+	n, err := c.store.GetNode(ctx, id)
 	if err == nil && reboots > 0 {
 		// The counter resets: the agent is back after the watchdog's reboots.
 		c.record(ctx, n, store.KindHeartbeat, n.ProvisionState, n.ProvisionState, EventWatchdogRecovered,
 			fmt.Sprintf("agent heartbeats again after %d watchdog reboot(s)", reboots), map[string]any{"reboots": reboots, "agent_url": hb.AgentURL})
 	}
 	return n, first, err
-}
-
-func intOf(v any) int {
-	switch x := v.(type) {
-	case float64:
-		return int(x)
-	case int:
-		return x
-	case int64:
-		return int(x)
-	}
-	return 0
 }
 
 // callback runs the deploy interface's Continue for a waiting node.

@@ -21,9 +21,6 @@ type task struct {
 	pw      power.Interface
 	log     *slog.Logger
 	release func()
-	// wiped is set when the agent fields were cleared and not yet saved;
-	// otherwise Save keeps what heartbeats wrote meanwhile.
-	wiped bool
 }
 
 var _ deploy.Task = (*task)(nil)
@@ -33,42 +30,13 @@ func (t *task) Ports() []*store.Port            { return t.ports }
 func (t *task) PowerInterface() power.Interface { return t.pw }
 func (t *task) Logger() *slog.Logger            { return t.log }
 
-// Agent-reported fields: written by heartbeats and lookups without the
-// node's lock, so a save of the locked node must not roll them back.
-var agentInternalKeys = []string{"agent_url", "agent_last_heartbeat", "agent_version", "agent_dialect", "agent_secret_token"}
-var agentInfoKeys = []string{"agent_url", "agent_last_heartbeat"}
-
 func (t *task) Save(ctx context.Context) error { return t.save(ctx) }
 
-// save persists the node and appends events in the same transaction.
+// save persists the node and appends events in the same transaction. The
+// agent's fields are not part of the write (heartbeats own them), so
+// nothing needs merging back.
 func (t *task) save(ctx context.Context, events ...*store.Event) error {
-	m := t.c.nodeMu(t.node.UUID)
-	m.row.Lock()
-	defer m.row.Unlock()
-	if !t.wiped {
-		if cur, err := t.c.store.GetNode(ctx, t.node.UUID); err == nil {
-			copyKeys(t.node.DriverInternalInfo, cur.DriverInternalInfo, agentInternalKeys)
-			copyKeys(t.node.DriverInfo, cur.DriverInfo, agentInfoKeys)
-			if cur.ProvisionUpdatedAt.After(t.node.ProvisionUpdatedAt) {
-				t.node.ProvisionUpdatedAt = cur.ProvisionUpdatedAt
-			}
-		}
-	}
-	if err := t.c.store.UpdateNode(ctx, t.node, events...); err != nil {
-		return err
-	}
-	t.wiped = false
-	return nil
-}
-
-func copyKeys(dst, src map[string]any, keys []string) {
-	for _, k := range keys {
-		if v, ok := src[k]; ok {
-			dst[k] = v
-		} else {
-			delete(dst, k)
-		}
-	}
+	return t.c.store.UpdateNode(ctx, t.node, events...)
 }
 
 // FastTrack is Ironic's is_fast_track: fast track is on, the node's agent
@@ -79,17 +47,14 @@ func (t *task) FastTrack(ctx context.Context) bool {
 		return false
 	}
 	// Heartbeats write the agent's fields without the lock: read them fresh.
-	if !t.wiped {
-		if cur, err := t.c.store.GetNode(ctx, t.node.UUID); err == nil {
-			copyKeys(t.node.DriverInternalInfo, cur.DriverInternalInfo, agentInternalKeys)
-			copyKeys(t.node.DriverInfo, cur.DriverInfo, agentInfoKeys)
-		}
+	if cur, err := t.c.store.GetNode(ctx, t.node.UUID); err == nil {
+		t.node.Agent = cur.Agent
 	}
-	if url, _ := t.node.DriverInternalInfo["agent_url"].(string); url == "" {
+	if t.node.Agent.URL == "" {
 		return false
 	}
-	last, ok := lastHeartbeat(t.node)
-	if !ok || time.Since(last) > t.c.cfg.HeartbeatTimeout {
+	last := t.node.Agent.LastHeartbeat
+	if last.IsZero() || time.Since(last) > t.c.cfg.HeartbeatTimeout {
 		return false
 	}
 	st, err := t.GetPower(ctx)
@@ -217,12 +182,10 @@ func (t *task) SetPower(ctx context.Context, target power.State) error {
 		// As Ironic's wipe_internal_info_on_power_off: the agent that was
 		// running is gone and must look up again. FakePower reboots nothing,
 		// so the running agent keeps its URL and token.
-		for _, k := range []string{"agent_url", "agent_secret_token", "agent_version", "agent_last_heartbeat"} {
-			delete(t.node.DriverInternalInfo, k)
+		if err := t.c.store.ClearAgent(ctx, t.node.UUID); err != nil {
+			return err
 		}
-		delete(t.node.DriverInfo, "agent_url")
-		delete(t.node.DriverInfo, "agent_last_heartbeat")
-		t.wiped = true
+		t.node.Agent.URL, t.node.Agent.Token, t.node.Agent.Version, t.node.Agent.LastHeartbeat = "", "", "", time.Time{}
 	}
 	if err := t.Save(ctx); err != nil {
 		return err

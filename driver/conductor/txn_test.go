@@ -15,6 +15,7 @@ import (
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/driver/store/sqlite"
 )
 
 var errDead = errors.New("store died")
@@ -98,7 +99,7 @@ func TestCrashLeavesNoStateWithoutEvent(t *testing.T) {
 	for limit := 0; ; limit++ {
 		path := filepath.Join(t.TempDir(), "ironlab.db")
 		writes, done := runFlow(t, path, limit)
-		st, err := store.OpenSQLite(ctx, path)
+		st, err := sqlite.Open(ctx, path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,7 +155,7 @@ func TestCrashLeavesNoStateWithoutEvent(t *testing.T) {
 // and whether the node reached available.
 func runFlow(t *testing.T, path string, limit int) (int, bool) {
 	ctx := context.Background()
-	inner, err := store.OpenSQLite(ctx, path)
+	inner, err := sqlite.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

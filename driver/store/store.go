@@ -1,6 +1,9 @@
-// Package store persists the driver's nodes, ports and event history. Store is
-// the seam: SQLite (this package, no cgo) is the default; a PostgreSQL store
-// for several conductors can implement the same interface later.
+// Package store is the driver's persistence seam: the Store interface and
+// the records it keeps (nodes, ports, the event history, the agent's
+// liveness). Implementations live beside it: driver/store/sqlite (the
+// default, no cgo); a PostgreSQL store for several conductors can be added
+// the same way without touching the conductor. driver/store/storetest is
+// the suite every implementation must pass.
 package store
 
 import (
@@ -47,6 +50,82 @@ type Node struct {
 	CreatedAt          time.Time      `json:"created_at"`
 	UpdatedAt          time.Time      `json:"updated_at"`
 	ProvisionUpdatedAt time.Time      `json:"provision_updated_at"`
+	// Agent is the node's running agent; UpdateNode does not write it.
+	Agent Agent `json:"-"`
+}
+
+// Agent is what the node's running agent reported (lookup, heartbeats) and
+// what the heartbeat watchdog did since. It has its own writes
+// (RecordHeartbeat, IssueAgentToken, ClearAgent, SetWatchdog), each one
+// small UPDATE: heartbeats write it without the node's lock, and a save of
+// the locked node (UpdateNode) never rolls it back.
+type Agent struct {
+	URL           string
+	Token         string
+	LastHeartbeat time.Time
+	Version       string
+	// Dialect is "legacy" (vendor_passthru lookup and heartbeat) or "v1".
+	Dialect string
+	// WatchdogReboots counts the watchdog's reboots since the last
+	// heartbeat; WatchdogLastAction is when it last acted.
+	WatchdogReboots    int
+	WatchdogLastAction time.Time
+}
+
+// Heartbeat is one agent heartbeat as RecordHeartbeat writes it.
+type Heartbeat struct {
+	URL string
+	// Version is kept as it was when empty.
+	Version string
+	Dialect string
+	At      time.Time
+	// TouchStates are the provision states in which the heartbeat also
+	// sets provision_updated_at (the call-back waits).
+	TouchStates []string
+}
+
+// DriverInfoView is driver_info as the API shows it: the stored map with
+// the agent's agent_url and agent_last_heartbeat (Unix seconds), where the
+// agent driver spec (Juno) keeps them.
+func (n *Node) DriverInfoView() map[string]any {
+	out := cloneMap(n.DriverInfo)
+	if out == nil {
+		out = map[string]any{}
+	}
+	if n.Agent.URL != "" {
+		out["agent_url"] = n.Agent.URL
+	}
+	if !n.Agent.LastHeartbeat.IsZero() {
+		out["agent_last_heartbeat"] = n.Agent.LastHeartbeat.Unix()
+	}
+	return out
+}
+
+// DriverInternalInfoView is driver_internal_info as the API shows it: the
+// stored map with the agent's fields under Ironic's names (agent_url,
+// agent_last_heartbeat in Unix seconds, agent_version, agent_secret_token)
+// and ours (agent_dialect, watchdog_reboots, watchdog_last_action).
+func (n *Node) DriverInternalInfoView() map[string]any {
+	out := cloneMap(n.DriverInternalInfo)
+	if out == nil {
+		out = map[string]any{}
+	}
+	a := n.Agent
+	for k, v := range map[string]string{"agent_url": a.URL, "agent_version": a.Version, "agent_dialect": a.Dialect, "agent_secret_token": a.Token} {
+		if v != "" {
+			out[k] = v
+		}
+	}
+	if !a.LastHeartbeat.IsZero() {
+		out["agent_last_heartbeat"] = a.LastHeartbeat.Unix()
+	}
+	if a.WatchdogReboots > 0 {
+		out["watchdog_reboots"] = a.WatchdogReboots
+	}
+	if !a.WatchdogLastAction.IsZero() {
+		out["watchdog_last_action"] = a.WatchdogLastAction.Unix()
+	}
+	return out
 }
 
 // Clone returns a deep copy, so callers can change maps without aliasing.
@@ -155,6 +234,21 @@ type Store interface {
 
 	AddEvent(ctx context.Context, e *Event) error
 	ListEvents(ctx context.Context, nodeUUID string) ([]Event, error)
+
+	// RecordHeartbeat writes a heartbeat as one UPDATE of the node's agent
+	// fields (URL, last heartbeat, dialect, version unless empty; the
+	// watchdog's count reset; provision_updated_at touched in
+	// hb.TouchStates) and returns the agent fields as they were before.
+	RecordHeartbeat(ctx context.Context, uuid string, hb Heartbeat) (prev Agent, err error)
+	// IssueAgentToken sets the agent token unless one is set; it reports
+	// whether it did.
+	IssueAgentToken(ctx context.Context, uuid, token string) (bool, error)
+	// ClearAgent forgets the running agent (URL, token, version, last
+	// heartbeat; the dialect and the watchdog's count stay), after a power
+	// off or reboot.
+	ClearAgent(ctx context.Context, uuid string) error
+	// SetWatchdog records a watchdog action: its count and time.
+	SetWatchdog(ctx context.Context, uuid string, reboots int, at time.Time) error
 
 	Close() error
 }

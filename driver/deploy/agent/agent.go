@@ -69,23 +69,9 @@ func New(cfg Config) *Deploy {
 func (d *Deploy) Name() string { return "agent" }
 
 // Node fields the agent deploy reads.
-func agentURL(n *store.Node) string {
-	if u, _ := n.DriverInternalInfo["agent_url"].(string); u != "" {
-		return u
-	}
-	u, _ := n.DriverInfo["agent_url"].(string)
-	return u
-}
-
-func agentToken(n *store.Node) string {
-	t, _ := n.DriverInternalInfo["agent_secret_token"].(string)
-	return t
-}
-
-func legacy(n *store.Node) bool {
-	d, _ := n.DriverInternalInfo["agent_dialect"].(string)
-	return d == "legacy"
-}
+func agentURL(n *store.Node) string   { return n.Agent.URL }
+func agentToken(n *store.Node) string { return n.Agent.Token }
+func legacy(n *store.Node) bool       { return n.Agent.Dialect == "legacy" }
 
 func str(m map[string]any, k string) string {
 	s, _ := m[k].(string)
@@ -203,7 +189,7 @@ func (d *Deploy) fastTrack(ctx context.Context, t deploy.Task) bool {
 // timeout covers an agent that never comes back.
 func (d *Deploy) continueFastTrack(ctx context.Context, t deploy.Task) error {
 	n := t.Node()
-	detail := map[string]any{"agent_url": agentURL(n), "agent_last_heartbeat": n.DriverInternalInfo["agent_last_heartbeat"]}
+	detail := map[string]any{"agent_url": agentURL(n), "agent_last_heartbeat": n.Agent.LastHeartbeat.Unix()}
 	t.Record(ctx, store.KindProvision, "fast track", fmt.Sprintf("agent %s is running: no power cycle or boot into the ramdisk", agentURL(n)), detail)
 	if err := t.Process(ctx, states.EvWait); err != nil {
 		return err
@@ -280,6 +266,13 @@ func nodeParams(t deploy.Task) (map[string]any, []map[string]any) {
 	b, _ := json.Marshal(n)
 	var node map[string]any
 	_ = json.Unmarshal(b, &node)
+	// The agent sees the node as Ironic's API shows it.
+	for k, v := range map[string]map[string]any{"driver_info": n.DriverInfoView(), "driver_internal_info": n.DriverInternalInfoView()} {
+		b, _ := json.Marshal(v)
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		node[k] = m
+	}
 	if dii, ok := node["driver_internal_info"].(map[string]any); ok {
 		if _, ok := dii["agent_secret_token"]; ok {
 			dii["agent_secret_token"] = "******"

@@ -1,4 +1,8 @@
-package store
+// Package sqlite is the default store.Store: one SQLite database file in
+// WAL mode, pure Go (modernc.org/sqlite, no cgo). A node's write and its
+// events commit in one transaction; the agent's liveness has its own
+// columns and single-statement writes.
+package sqlite
 
 import (
 	"context"
@@ -15,6 +19,8 @@ import (
 	"github.com/google/uuid"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/ironlab/ironlab/driver/store"
 )
 
 // migrations are applied in order; schema_version holds how many ran.
@@ -67,6 +73,28 @@ var migrations = []string{
 		detail TEXT
 	);
 	CREATE INDEX events_node ON events(node_uuid, id);`,
+	// 2: the agent's liveness and the watchdog's count leave the JSON maps
+	// for their own columns, so a heartbeat is one small UPDATE; existing
+	// values move over (agent_last_heartbeat was Unix seconds).
+	`ALTER TABLE nodes ADD COLUMN agent_url TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN agent_token TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN agent_last_heartbeat INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN agent_dialect TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN watchdog_reboots INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN watchdog_last_action INTEGER NOT NULL DEFAULT 0;
+	UPDATE nodes SET
+		agent_url = COALESCE(json_extract(driver_internal_info, '$.agent_url'), json_extract(driver_info, '$.agent_url'), ''),
+		agent_token = COALESCE(json_extract(driver_internal_info, '$.agent_secret_token'), ''),
+		agent_last_heartbeat = CAST(COALESCE(json_extract(driver_internal_info, '$.agent_last_heartbeat'),
+			json_extract(driver_info, '$.agent_last_heartbeat'), 0) AS INTEGER) * 1000000000,
+		agent_version = COALESCE(json_extract(driver_internal_info, '$.agent_version'), ''),
+		agent_dialect = COALESCE(json_extract(driver_internal_info, '$.agent_dialect'), ''),
+		watchdog_reboots = CAST(COALESCE(json_extract(driver_internal_info, '$.watchdog_reboots'), 0) AS INTEGER),
+		watchdog_last_action = CAST(COALESCE(json_extract(driver_internal_info, '$.watchdog_last_action'), 0) AS INTEGER) * 1000000000,
+		driver_internal_info = json_remove(driver_internal_info, '$.agent_url', '$.agent_secret_token', '$.agent_last_heartbeat',
+			'$.agent_version', '$.agent_dialect', '$.watchdog_reboots', '$.watchdog_last_action'),
+		driver_info = json_remove(driver_info, '$.agent_url', '$.agent_last_heartbeat');`,
 }
 
 // SQLite is the default Store: one database file in WAL mode.
@@ -74,7 +102,7 @@ type SQLite struct {
 	db *sql.DB
 	// beforeEvent, when set (tests only), runs before each event insert; an
 	// error aborts the transaction as a crash at that point would.
-	beforeEvent func(e *Event) error
+	beforeEvent func(e *store.Event) error
 }
 
 // execer is what *sql.DB and *sql.Tx share.
@@ -96,7 +124,7 @@ func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 }
 
 // addEvents inserts events inside tx.
-func (s *SQLite) addEvents(ctx context.Context, tx execer, events []*Event) error {
+func (s *SQLite) addEvents(ctx context.Context, tx execer, events []*store.Event) error {
 	for _, e := range events {
 		if err := s.insertEvent(ctx, tx, e); err != nil {
 			return err
@@ -105,10 +133,10 @@ func (s *SQLite) addEvents(ctx context.Context, tx execer, events []*Event) erro
 	return nil
 }
 
-var _ Store = (*SQLite)(nil)
+var _ store.Store = (*SQLite)(nil)
 
-// OpenSQLite opens (creating if needed) the database at path and migrates it.
-func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+// Open opens (creating if needed) the database at path and migrates it.
+func Open(ctx context.Context, path string) (*SQLite, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -222,10 +250,11 @@ func nullable(s string) any {
 
 const nodeCols = `uuid, name, driver, driver_info, driver_internal_info, instance_info, properties, extra,
 	provision_state, target_provision_state, power_state, target_power_state, maintenance, maintenance_reason,
-	fault, last_error, reservation, clean_step, deploy_step, created_at, updated_at, provision_updated_at`
+	fault, last_error, reservation, clean_step, deploy_step, created_at, updated_at, provision_updated_at,
+	agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action`
 
 // CreateNode inserts n; a duplicate UUID or name is ErrDuplicate.
-func (s *SQLite) CreateNode(ctx context.Context, n *Node, events ...*Event) error {
+func (s *SQLite) CreateNode(ctx context.Context, n *store.Node, events ...*store.Event) error {
 	now := time.Now().UTC()
 	if n.CreatedAt.IsZero() {
 		n.CreatedAt = now
@@ -239,32 +268,36 @@ func (s *SQLite) CreateNode(ctx context.Context, n *Node, events ...*Event) erro
 	})
 	if err != nil {
 		if isConstraint(err) {
-			return fmt.Errorf("create node %s (name %q): %w", n.UUID, n.Name, ErrDuplicate)
+			return fmt.Errorf("create node %s (name %q): %w", n.UUID, n.Name, store.ErrDuplicate)
 		}
 		return fmt.Errorf("create node %s: %w", n.UUID, err)
 	}
 	return nil
 }
 
-func (s *SQLite) insertNode(ctx context.Context, tx execer, n *Node) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+func (s *SQLite) insertNode(ctx context.Context, tx execer, n *store.Node) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		n.UUID, nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
 		encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState, n.TargetPowerState,
 		n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, n.Reservation, encMap(n.CleanStep), encMap(n.DeployStep),
-		ns(n.CreatedAt), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt))
+		ns(n.CreatedAt), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt),
+		n.Agent.URL, n.Agent.Token, ns(n.Agent.LastHeartbeat), n.Agent.Version, n.Agent.Dialect,
+		n.Agent.WatchdogReboots, ns(n.Agent.WatchdogLastAction))
 	return err
 }
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanNode(r scanner) (*Node, error) {
-	var n Node
+func scanNode(r scanner) (*store.Node, error) {
+	var n store.Node
 	var name sql.NullString
 	var di, dii, ii, props, extra, cs, ds string
-	var c, u, p int64
+	var c, u, p, hb, wd int64
+	a := &n.Agent
 	err := r.Scan(&n.UUID, &name, &n.Driver, &di, &dii, &ii, &props, &extra, &n.ProvisionState,
 		&n.TargetProvisionState, &n.PowerState, &n.TargetPowerState, &n.Maintenance, &n.MaintenanceReason,
-		&n.Fault, &n.LastError, &n.Reservation, &cs, &ds, &c, &u, &p)
+		&n.Fault, &n.LastError, &n.Reservation, &cs, &ds, &c, &u, &p,
+		&a.URL, &a.Token, &hb, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd)
 	if err != nil {
 		return nil, err
 	}
@@ -272,13 +305,14 @@ func scanNode(r scanner) (*Node, error) {
 	n.DriverInfo, n.DriverInternalInfo, n.InstanceInfo = decMap(di), decMap(dii), decMap(ii)
 	n.Properties, n.Extra, n.CleanStep, n.DeployStep = decMap(props), decMap(extra), decMap(cs), decMap(ds)
 	n.CreatedAt, n.UpdatedAt, n.ProvisionUpdatedAt = fromNS(c), fromNS(u), fromNS(p)
+	a.LastHeartbeat, a.WatchdogLastAction = fromNS(hb), fromNS(wd)
 	return &n, nil
 }
 
-func (s *SQLite) getNode(ctx context.Context, col, v string) (*Node, error) {
+func (s *SQLite) getNode(ctx context.Context, col, v string) (*store.Node, error) {
 	n, err := scanNode(s.db.QueryRowContext(ctx, `SELECT `+nodeCols+` FROM nodes WHERE `+col+` = ?`, v))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("node %s: %w", v, ErrNotFound)
+		return nil, fmt.Errorf("node %s: %w", v, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get node %s: %w", v, err)
@@ -287,17 +321,17 @@ func (s *SQLite) getNode(ctx context.Context, col, v string) (*Node, error) {
 }
 
 // GetNode reads a node by UUID.
-func (s *SQLite) GetNode(ctx context.Context, id string) (*Node, error) {
+func (s *SQLite) GetNode(ctx context.Context, id string) (*store.Node, error) {
 	return s.getNode(ctx, "uuid", id)
 }
 
 // GetNodeByName reads a node by name.
-func (s *SQLite) GetNodeByName(ctx context.Context, name string) (*Node, error) {
+func (s *SQLite) GetNodeByName(ctx context.Context, name string) (*store.Node, error) {
 	return s.getNode(ctx, "name", name)
 }
 
 // ListNodes returns the nodes matching f, oldest first.
-func (s *SQLite) ListNodes(ctx context.Context, f NodeFilter) ([]*Node, error) {
+func (s *SQLite) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.Node, error) {
 	q := `SELECT ` + nodeCols + ` FROM nodes WHERE 1=1`
 	var args []any
 	if f.ProvisionState != "" {
@@ -317,7 +351,7 @@ func (s *SQLite) ListNodes(ctx context.Context, f NodeFilter) ([]*Node, error) {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
 	defer rows.Close()
-	var out []*Node
+	var out []*store.Node
 	for rows.Next() {
 		n, err := scanNode(rows)
 		if err != nil {
@@ -328,15 +362,17 @@ func (s *SQLite) ListNodes(ctx context.Context, f NodeFilter) ([]*Node, error) {
 	return out, rows.Err()
 }
 
-// UpdateNode writes n back; it sets n.UpdatedAt.
-func (s *SQLite) UpdateNode(ctx context.Context, n *Node, events ...*Event) error {
+// UpdateNode writes n back but for its agent fields, and sets n.UpdatedAt.
+// provision_updated_at never goes back: a heartbeat may have touched it
+// since n was read.
+func (s *SQLite) UpdateNode(ctx context.Context, n *store.Node, events ...*store.Event) error {
 	n.UpdatedAt = time.Now().UTC()
 	found := true
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE nodes SET name=?, driver=?, driver_info=?, driver_internal_info=?,
 		instance_info=?, properties=?, extra=?, provision_state=?, target_provision_state=?, power_state=?,
 		target_power_state=?, maintenance=?, maintenance_reason=?, fault=?, last_error=?, clean_step=?,
-		deploy_step=?, updated_at=?, provision_updated_at=? WHERE uuid=?`,
+		deploy_step=?, updated_at=?, provision_updated_at=MAX(provision_updated_at, ?) WHERE uuid=?`,
 			nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
 			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
 			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encMap(n.CleanStep),
@@ -346,7 +382,7 @@ func (s *SQLite) UpdateNode(ctx context.Context, n *Node, events ...*Event) erro
 		}
 		if c, _ := res.RowsAffected(); c == 0 {
 			found = false
-			return ErrNotFound
+			return store.ErrNotFound
 		}
 		return s.addEvents(ctx, tx, events)
 	})
@@ -354,22 +390,22 @@ func (s *SQLite) UpdateNode(ctx context.Context, n *Node, events ...*Event) erro
 	case err == nil:
 		return nil
 	case !found:
-		return fmt.Errorf("update node %s: %w", n.UUID, ErrNotFound)
+		return fmt.Errorf("update node %s: %w", n.UUID, store.ErrNotFound)
 	case isConstraint(err):
-		return fmt.Errorf("update node %s (name %q): %w", n.UUID, n.Name, ErrDuplicate)
+		return fmt.Errorf("update node %s (name %q): %w", n.UUID, n.Name, store.ErrDuplicate)
 	}
 	return fmt.Errorf("update node %s: %w", n.UUID, err)
 }
 
 // DeleteNode removes a node and its ports.
-func (s *SQLite) DeleteNode(ctx context.Context, id string, events ...*Event) error {
+func (s *SQLite) DeleteNode(ctx context.Context, id string, events ...*store.Event) error {
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE uuid = ?`, id)
 		if err != nil {
 			return err
 		}
 		if c, _ := res.RowsAffected(); c == 0 {
-			return ErrNotFound
+			return store.ErrNotFound
 		}
 		return s.addEvents(ctx, tx, events)
 	})
@@ -391,12 +427,12 @@ func (s *SQLite) Reserve(ctx context.Context, id, host string) error {
 	var holder string
 	err = s.db.QueryRowContext(ctx, `SELECT reservation FROM nodes WHERE uuid = ?`, id).Scan(&holder)
 	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("reserve node %s: %w", id, ErrNotFound)
+		return fmt.Errorf("reserve node %s: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("reserve node %s: %w", id, err)
 	}
-	return fmt.Errorf("node %s is locked by host %s: %w", id, holder, ErrLocked)
+	return fmt.Errorf("node %s is locked by host %s: %w", id, holder, store.ErrLocked)
 }
 
 // Release drops host's reservation of the node.
@@ -422,8 +458,8 @@ const portCols = `uuid, address, node_uuid, pxe_enabled, extra, created_at, upda
 
 // CreatePort inserts p with its address normalised; a duplicate MAC is ErrDuplicate,
 // an unknown node ErrNotFound.
-func (s *SQLite) CreatePort(ctx context.Context, p *Port) error {
-	mac := NormalizeMAC(p.Address)
+func (s *SQLite) CreatePort(ctx context.Context, p *store.Port) error {
+	mac := store.NormalizeMAC(p.Address)
 	if mac == "" {
 		return fmt.Errorf("create port: invalid MAC address %q", p.Address)
 	}
@@ -440,15 +476,15 @@ func (s *SQLite) CreatePort(ctx context.Context, p *Port) error {
 		p.UUID, p.Address, p.NodeUUID, p.PXEEnabled, encMap(p.Extra), ns(now), ns(now))
 	if err != nil {
 		if isConstraint(err) {
-			return fmt.Errorf("create port with MAC %s: %w", mac, ErrDuplicate)
+			return fmt.Errorf("create port with MAC %s: %w", mac, store.ErrDuplicate)
 		}
 		return fmt.Errorf("create port %s: %w", mac, err)
 	}
 	return nil
 }
 
-func scanPort(r scanner) (*Port, error) {
-	var p Port
+func scanPort(r scanner) (*store.Port, error) {
+	var p store.Port
 	var extra string
 	var c, u int64
 	if err := r.Scan(&p.UUID, &p.Address, &p.NodeUUID, &p.PXEEnabled, &extra, &c, &u); err != nil {
@@ -460,10 +496,10 @@ func scanPort(r scanner) (*Port, error) {
 }
 
 // GetPort reads a port by UUID.
-func (s *SQLite) GetPort(ctx context.Context, id string) (*Port, error) {
+func (s *SQLite) GetPort(ctx context.Context, id string) (*store.Port, error) {
 	p, err := scanPort(s.db.QueryRowContext(ctx, `SELECT `+portCols+` FROM ports WHERE uuid = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("port %s: %w", id, ErrNotFound)
+		return nil, fmt.Errorf("port %s: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get port %s: %w", id, err)
@@ -472,7 +508,7 @@ func (s *SQLite) GetPort(ctx context.Context, id string) (*Port, error) {
 }
 
 // ListPorts returns ports matching f, oldest first.
-func (s *SQLite) ListPorts(ctx context.Context, f PortFilter) ([]*Port, error) {
+func (s *SQLite) ListPorts(ctx context.Context, f store.PortFilter) ([]*store.Port, error) {
 	q := `SELECT ` + portCols + ` FROM ports WHERE 1=1`
 	var args []any
 	if f.NodeUUID != "" {
@@ -481,14 +517,14 @@ func (s *SQLite) ListPorts(ctx context.Context, f PortFilter) ([]*Port, error) {
 	}
 	if f.Address != "" {
 		q += ` AND address = ?`
-		args = append(args, NormalizeMAC(f.Address))
+		args = append(args, store.NormalizeMAC(f.Address))
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, uuid`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list ports: %w", err)
 	}
 	defer rows.Close()
-	var out []*Port
+	var out []*store.Port
 	for rows.Next() {
 		p, err := scanPort(rows)
 		if err != nil {
@@ -506,17 +542,17 @@ func (s *SQLite) DeletePort(ctx context.Context, id string) error {
 		return fmt.Errorf("delete port %s: %w", id, err)
 	}
 	if c, _ := res.RowsAffected(); c == 0 {
-		return fmt.Errorf("delete port %s: %w", id, ErrNotFound)
+		return fmt.Errorf("delete port %s: %w", id, store.ErrNotFound)
 	}
 	return nil
 }
 
 // AddEvent appends e, filling ID, UUID and Time when unset.
-func (s *SQLite) AddEvent(ctx context.Context, e *Event) error {
+func (s *SQLite) AddEvent(ctx context.Context, e *store.Event) error {
 	return s.insertEvent(ctx, s.db, e)
 }
 
-func (s *SQLite) insertEvent(ctx context.Context, db execer, e *Event) error {
+func (s *SQLite) insertEvent(ctx context.Context, db execer, e *store.Event) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
@@ -542,16 +578,16 @@ func (s *SQLite) insertEvent(ctx context.Context, db execer, e *Event) error {
 }
 
 // ListEvents returns a node's events in the order they were recorded.
-func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]Event, error) {
+func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]store.Event, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, uuid, node_uuid, time, kind, from_state, to_state, event, message, detail
 		FROM events WHERE node_uuid = ? ORDER BY id`, nodeUUID)
 	if err != nil {
 		return nil, fmt.Errorf("list events of node %s: %w", nodeUUID, err)
 	}
 	defer rows.Close()
-	out := []Event{}
+	out := []store.Event{}
 	for rows.Next() {
-		var e Event
+		var e store.Event
 		var t int64
 		var detail sql.NullString
 		if err := rows.Scan(&e.ID, &e.UUID, &e.NodeUUID, &t, &e.Kind, &e.FromState, &e.ToState, &e.Event, &e.Message, &detail); err != nil {
@@ -564,4 +600,89 @@ func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]Event, erro
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// RecordHeartbeat writes a heartbeat in one UPDATE; the SELECT before it,
+// in the same transaction, only reads what the agent fields were.
+func (s *SQLite) RecordHeartbeat(ctx context.Context, id string, hb store.Heartbeat) (store.Agent, error) {
+	var prev store.Agent
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var last, wd int64
+		err := tx.QueryRowContext(ctx, `SELECT agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect,
+			watchdog_reboots, watchdog_last_action FROM nodes WHERE uuid = ?`, id).Scan(
+			&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		prev.LastHeartbeat, prev.WatchdogLastAction = fromNS(last), fromNS(wd)
+		touch := "0"
+		args := []any{hb.URL, ns(hb.At), hb.Version, hb.Version, hb.Dialect}
+		if len(hb.TouchStates) > 0 {
+			touch = "provision_state IN (?" + strings.Repeat(",?", len(hb.TouchStates)-1) + ")"
+			for _, st := range hb.TouchStates {
+				args = append(args, st)
+			}
+		}
+		args = append(args, ns(hb.At), id)
+		_, err = tx.ExecContext(ctx, `UPDATE nodes SET agent_url = ?, agent_last_heartbeat = ?,
+			agent_version = CASE WHEN ? = '' THEN agent_version ELSE ? END, agent_dialect = ?,
+			watchdog_reboots = 0, watchdog_last_action = 0,
+			provision_updated_at = CASE WHEN `+touch+` THEN MAX(provision_updated_at, ?) ELSE provision_updated_at END
+			WHERE uuid = ?`, args...)
+		return err
+	})
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", id, err)
+	}
+	return prev, nil
+}
+
+// agentWrite runs one UPDATE of a node's agent columns; none matched is
+// ErrNotFound.
+func (s *SQLite) agentWrite(ctx context.Context, what, id, set string, args ...any) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET `+set, append(args, id)...)
+	if err != nil {
+		return 0, fmt.Errorf("%s of node %s: %w", what, id, err)
+	}
+	c, _ := res.RowsAffected()
+	return c, nil
+}
+
+func (s *SQLite) exists(ctx context.Context, id string) error {
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM nodes WHERE uuid = ?`, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("node %s: %w", id, store.ErrNotFound)
+	}
+	return err
+}
+
+// IssueAgentToken sets the token unless one is set.
+func (s *SQLite) IssueAgentToken(ctx context.Context, id, token string) (bool, error) {
+	c, err := s.agentWrite(ctx, "issue agent token", id, `agent_token = ? WHERE agent_token = '' AND uuid = ?`, token)
+	if err != nil || c == 1 {
+		return c == 1, err
+	}
+	return false, s.exists(ctx, id)
+}
+
+// ClearAgent forgets the node's running agent.
+func (s *SQLite) ClearAgent(ctx context.Context, id string) error {
+	c, err := s.agentWrite(ctx, "clear agent", id, `agent_url = '', agent_token = '', agent_version = '', agent_last_heartbeat = 0 WHERE uuid = ?`)
+	if err != nil || c == 1 {
+		return err
+	}
+	return s.exists(ctx, id)
+}
+
+// SetWatchdog records a watchdog action.
+func (s *SQLite) SetWatchdog(ctx context.Context, id string, reboots int, at time.Time) error {
+	c, err := s.agentWrite(ctx, "record watchdog action", id, `watchdog_reboots = ?, watchdog_last_action = ? WHERE uuid = ?`, reboots, ns(at))
+	if err != nil || c == 1 {
+		return err
+	}
+	return s.exists(ctx, id)
 }

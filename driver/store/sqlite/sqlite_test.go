@@ -1,0 +1,180 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/driver/store/storetest"
+)
+
+func open(t *testing.T) (*SQLite, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ironlab.db")
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, _ := open(t)
+		return s
+	})
+}
+
+func TestReopenKeepsEverything(t *testing.T) {
+	ctx := context.Background()
+	s, path := open(t)
+	n := &store.Node{UUID: "n1", Name: "node-0", Driver: "fake_agent", DriverInfo: map[string]any{"ipmi_port": float64(6230)},
+		ProvisionState: "enroll"}
+	if err := s.CreateNode(ctx, n, &store.Event{NodeUUID: "n1", Kind: store.KindProvision, ToState: "enroll", Event: "create"}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1700000000, 0).UTC()
+	if _, err := s.RecordHeartbeat(ctx, "n1", store.Heartbeat{URL: "http://127.0.0.1:9999", Version: "10", Dialect: "v1", At: at}); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := s.GetNode(ctx, "n1")
+	s.Close()
+	s2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got, err := s2.GetNode(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got, cmpopts.EquateApproxTime(0), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("node after reopen (-want +got):\n%s", diff)
+	}
+	if evs, err := s2.ListEvents(ctx, "n1"); err != nil || len(evs) != 1 || evs[0].Event != "create" {
+		t.Errorf("events after reopen = %+v, %v", evs, err)
+	}
+}
+
+// TestEventFailureRollsBack: an event insert that fails (as a crash there
+// would) leaves neither the state nor the event, for a new node and its
+// create event, a transition, and a deletion.
+func TestEventFailureRollsBack(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	boom := errors.New("killed before the event insert")
+	failing := func(e *store.Event) error { return boom }
+	ev := func(from, to, name string) *store.Event {
+		return &store.Event{NodeUUID: "n1", Kind: store.KindProvision, FromState: from, ToState: to, Event: name}
+	}
+
+	s.beforeEvent = failing
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "enroll"}, ev("", "enroll", "create")); !errors.Is(err, boom) {
+		t.Fatalf("create with a failing event: got %v, want %v", err, boom)
+	}
+	if _, err := s.GetNode(ctx, "n1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("node without its create event exists: %v", err)
+	}
+	s.beforeEvent = nil
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "enroll"}, ev("", "enroll", "create")); err != nil {
+		t.Fatal(err)
+	}
+
+	n, _ := s.GetNode(ctx, "n1")
+	n.ProvisionState = "manageable"
+	s.beforeEvent = failing
+	if err := s.UpdateNode(ctx, n, ev("enroll", "manageable", "manage")); !errors.Is(err, boom) {
+		t.Fatalf("update with a failing event: got %v, want %v", err, boom)
+	}
+	if got, _ := s.GetNode(ctx, "n1"); got.ProvisionState != "enroll" {
+		t.Errorf("state after the failed event = %q, want enroll (rolled back)", got.ProvisionState)
+	}
+	s.beforeEvent = nil
+	if err := s.UpdateNode(ctx, n, ev("enroll", "manageable", "manage")); err != nil {
+		t.Fatal(err)
+	}
+
+	s.beforeEvent = failing
+	if err := s.DeleteNode(ctx, "n1", ev("manageable", "", "delete")); !errors.Is(err, boom) {
+		t.Fatalf("delete with a failing event: got %v, want %v", err, boom)
+	}
+	if _, err := s.GetNode(ctx, "n1"); err != nil {
+		t.Errorf("node gone though its delete event failed: %v", err)
+	}
+	s.beforeEvent = nil
+
+	evs, err := s.ListEvents(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.FromState+">"+e.ToState)
+	}
+	if diff := cmp.Diff([]string{">enroll", "enroll>manageable"}, got); diff != "" {
+		t.Errorf("history (-want +got):\n%s", diff)
+	}
+}
+
+// TestMigratesAgentFieldsOutOfJSON: a database of schema 1 kept the agent's
+// fields in driver_info/driver_internal_info; opening it moves them into
+// their columns and leaves the other keys.
+func TestMigratesAgentFieldsOutOfJSON(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+url.Values{"_pragma": {"foreign_keys(1)"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE schema_version (version INTEGER NOT NULL)`, `INSERT INTO schema_version (version) VALUES (1)`, migrations[0],
+		`INSERT INTO nodes (uuid, name, driver, driver_info, driver_internal_info, provision_state, created_at, updated_at) VALUES
+		('n1', 'node-0', 'agent_ipmitool', '{"ipmi_address":"127.0.0.1","agent_url":"http://127.0.0.1:9999","agent_last_heartbeat":1700000000}',
+		 '{"agent_url":"http://127.0.0.1:9999","agent_last_heartbeat":1700000000,"agent_version":"10.0.0","agent_dialect":"v1",
+		   "agent_secret_token":"tok","watchdog_reboots":2,"watchdog_last_action":1700000100,"clean_version":{"m":"1"}}',
+		 'clean wait', 1, 1),
+		('n2', 'node-1', 'fake_agent', '{}', '{}', 'available', 2, 2)`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n, err := s.GetNode(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Agent{URL: "http://127.0.0.1:9999", Token: "tok", LastHeartbeat: time.Unix(1700000000, 0), Version: "10.0.0",
+		Dialect: "v1", WatchdogReboots: 2, WatchdogLastAction: time.Unix(1700000100, 0)}
+	if diff := cmp.Diff(want, n.Agent, cmpopts.EquateApproxTime(0)); diff != "" {
+		t.Errorf("agent after migration (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]any{"ipmi_address": "127.0.0.1"}, n.DriverInfo); diff != "" {
+		t.Errorf("driver_info after migration (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]any{"clean_version": map[string]any{"m": "1"}}, n.DriverInternalInfo); diff != "" {
+		t.Errorf("driver_internal_info after migration (-want +got):\n%s", diff)
+	}
+	// The API shows them where they were.
+	if v := n.DriverInternalInfoView(); v["agent_last_heartbeat"] != int64(1700000000) || v["agent_url"] != "http://127.0.0.1:9999" || v["watchdog_reboots"] != 2 {
+		t.Errorf("driver_internal_info as shown = %v", v)
+	}
+	if n2, err := s.GetNode(ctx, "n2"); err != nil || n2.Agent != (store.Agent{}) {
+		t.Errorf("node without an agent after migration: %+v, %v", n2, err)
+	}
+}
