@@ -22,7 +22,7 @@ func (c *Conductor) CreateNode(ctx context.Context, n *store.Node, initial strin
 	if n.UUID == "" {
 		n.UUID = uuid.NewString()
 	}
-	for _, m := range []*map[string]any{&n.DriverInfo, &n.DriverInternalInfo, &n.InstanceInfo, &n.Properties, &n.Extra, &n.CleanStep, &n.DeployStep} {
+	for _, m := range []*map[string]any{&n.DriverInfo, &n.DriverInternalInfo, &n.InstanceInfo, &n.Properties, &n.Extra} {
 		if *m == nil {
 			*m = map[string]any{}
 		}
@@ -131,15 +131,19 @@ func (c *Conductor) ProvisionAction(ctx context.Context, ident, target string, c
 			return fmt.Errorf("cannot deploy node %s: %v: %w", n.UUID, err, ErrInvalidParameter)
 		}
 		n.TargetProvisionState = states.Active
-		n.DeployStep = map[string]any{}
+		n.DeployStep = nil
 		n.LastError = ""
 	case states.EvProvide:
 		n.TargetProvisionState = states.Available
 		n.LastError = ""
 	case states.EvClean:
 		n.TargetProvisionState = states.Manageable
-		n.DriverInternalInfo["clean_steps"] = cleanSteps
-		n.DriverInternalInfo["clean_manual"] = true
+		plan := &store.CleanPlan{Manual: true, Requested: []store.Step{}}
+		for _, s := range cleanSteps {
+			args, _ := s["args"].(map[string]any)
+			plan.Requested = append(plan.Requested, store.Step{Interface: s["interface"].(string), Step: s["step"].(string), Args: args})
+		}
+		n.CleanPlan = plan
 		n.LastError = ""
 	case states.EvDeleted:
 		n.TargetProvisionState = states.Available
@@ -149,8 +153,8 @@ func (c *Conductor) ProvisionAction(ctx context.Context, ident, target string, c
 	case states.EvAbort:
 		if from == states.CleanWait {
 			n.LastError = fmt.Sprintf("By request, the clean operation was aborted for node %s", n.UUID)
-			if step, _ := n.CleanStep["step"].(string); step != "" {
-				n.LastError += fmt.Sprintf(" on step %q", step)
+			if n.CleanStep != nil && n.CleanStep.Step != "" {
+				n.LastError += fmt.Sprintf(" on step %q", n.CleanStep.Step)
 			}
 		} else {
 			n.LastError = fmt.Sprintf("By request, the deploy operation was aborted for node %s", n.UUID)
@@ -174,7 +178,7 @@ func (c *Conductor) continueAction(ctx context.Context, t *task) {
 	case states.Verifying:
 		c.verify(ctx, t)
 	case states.Deploying:
-		n.DeployStep = map[string]any{}
+		n.DeployStep = nil
 		if err := t.dep.Deploy(ctx, t); err != nil {
 			c.fail(ctx, t, fmt.Sprintf("Failed to deploy node %s: %v", n.UUID, err))
 			return
@@ -191,7 +195,7 @@ func (c *Conductor) continueAction(ctx context.Context, t *task) {
 			return
 		}
 		n.InstanceInfo = map[string]any{}
-		n.DeployStep = map[string]any{}
+		n.DeployStep = nil
 		if !c.process(ctx, t, states.EvClean) {
 			return
 		}
@@ -202,12 +206,12 @@ func (c *Conductor) continueAction(ctx context.Context, t *task) {
 func (c *Conductor) startCleaning(ctx context.Context, t *task) {
 	n := t.node
 	manual := n.TargetProvisionState == states.Manageable
-	n.CleanStep = map[string]any{}
-	delete(n.DriverInternalInfo, "clean_step_index")
-	delete(n.DriverInternalInfo, "clean_version")
+	n.CleanStep = nil
+	if n.CleanPlan != nil {
+		n.CleanPlan.Steps, n.CleanPlan.Index, n.CleanPlan.Started, n.CleanPlan.Version = nil, 0, false, nil
+	}
 	if !manual {
-		delete(n.DriverInternalInfo, "clean_steps")
-		delete(n.DriverInternalInfo, "clean_manual")
+		n.CleanPlan = nil
 		// No power action here, with fast track or without: Ironic's
 		// do_node_clean skips straight to available when automated cleaning
 		// is off and boots nothing. An agent that already runs (fast track)

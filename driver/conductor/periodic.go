@@ -81,8 +81,8 @@ func (c *Conductor) failTimedOut(ctx context.Context, id string, now time.Time) 
 	if t.node.ProvisionState == states.CleanWait {
 		limit = c.cfg.CleanCallbackTimeout
 		msg = fmt.Sprintf("Timeout reached while cleaning the node %s. Please check if the ramdisk responsible for the cleaning is running on the node.", t.node.UUID)
-		if step, _ := t.node.CleanStep["step"].(string); step != "" {
-			msg += fmt.Sprintf(" Failed on step %s.", step)
+		if step := t.node.CleanStep; step != nil && step.Step != "" {
+			msg += fmt.Sprintf(" Failed on step %s.", step.Step)
 			c.setMaintenance(ctx, t, true, msg, "clean failure")
 		}
 	}
@@ -158,9 +158,9 @@ func (c *Conductor) watchdog(ctx context.Context, id string, now time.Time) {
 		n.Agent.WatchdogReboots, n.Agent.WatchdogLastAction = reboots+1, at
 		// The agent that comes back starts afresh: a deploy or clean that
 		// was under way restarts from its first step on its heartbeat.
-		n.DeployStep = map[string]any{}
+		n.DeployStep = nil
 		if n.ProvisionState == states.CleanWait {
-			n.CleanStep = map[string]any{}
+			n.CleanStep = nil
 		}
 		if err := t.Save(ctx); err != nil {
 			t.log.Error("save node", "err", err)

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -44,14 +45,56 @@ type Node struct {
 	LastError            string         `json:"last_error,omitempty"`
 	// Reservation is the conductor host holding the node's lock; only
 	// Reserve and Release change it.
-	Reservation        string         `json:"reservation,omitempty"`
-	CleanStep          map[string]any `json:"clean_step"`
-	DeployStep         map[string]any `json:"deploy_step"`
-	CreatedAt          time.Time      `json:"created_at"`
-	UpdatedAt          time.Time      `json:"updated_at"`
-	ProvisionUpdatedAt time.Time      `json:"provision_updated_at"`
+	Reservation string `json:"reservation,omitempty"`
+	// CleanStep / DeployStep are the step running now (nil: none; the API
+	// shows {}).
+	CleanStep          *Step     `json:"clean_step"`
+	DeployStep         *Step     `json:"deploy_step"`
+	CreatedAt          time.Time `json:"created_at"`
+	UpdatedAt          time.Time `json:"updated_at"`
+	ProvisionUpdatedAt time.Time `json:"provision_updated_at"`
 	// Agent is the node's running agent; UpdateNode does not write it.
 	Agent Agent `json:"-"`
+	// CleanPlan is the cleaning under way (nil: none).
+	CleanPlan *CleanPlan `json:"-"`
+}
+
+// Step is a deploy or clean step as Ironic names it.
+type Step struct {
+	Interface       string         `json:"interface"`
+	Step            string         `json:"step"`
+	Priority        int            `json:"priority"`
+	Args            map[string]any `json:"args,omitempty"`
+	Abortable       bool           `json:"abortable,omitempty"`
+	RebootRequested bool           `json:"reboot_requested,omitempty"`
+}
+
+// String is the step as Ironic's messages print it.
+func (s *Step) String() string {
+	if s == nil {
+		return "{'interface': '', 'step': ''}"
+	}
+	return fmt.Sprintf("{'interface': '%s', 'step': '%s'}", s.Interface, s.Step)
+}
+
+// Key names a step as "interface.step", the way Ironic matches a requested
+// step against the ones a driver offers.
+func (s Step) Key() string { return s.Interface + "." + s.Step }
+
+// CleanPlan is a cleaning: its steps in order, the one running, whether the
+// user asked for them (manual cleaning), and the agent's
+// hardware_manager_version the steps were planned with. The API shows it in
+// driver_internal_info as clean_steps, clean_step_index, clean_manual and
+// clean_version.
+type CleanPlan struct {
+	// Steps is nil until planned: for a manual cleaning Requested holds
+	// what the user asked for.
+	Steps     []Step         `json:"steps,omitempty"`
+	Requested []Step         `json:"requested,omitempty"`
+	Index     int            `json:"index"`
+	Started   bool           `json:"started,omitempty"`
+	Manual    bool           `json:"manual,omitempty"`
+	Version   map[string]any `json:"version,omitempty"`
 }
 
 // Agent is what the node's running agent reported (lookup, heartbeats) and
@@ -125,6 +168,34 @@ func (n *Node) DriverInternalInfoView() map[string]any {
 	if !a.WatchdogLastAction.IsZero() {
 		out["watchdog_last_action"] = a.WatchdogLastAction.Unix()
 	}
+	if p := n.CleanPlan; p != nil {
+		switch {
+		case p.Steps != nil:
+			out["clean_steps"] = p.Steps
+		case p.Requested != nil:
+			out["clean_steps"] = p.Requested
+		}
+		if p.Manual {
+			out["clean_manual"] = true
+		}
+		if p.Started {
+			out["clean_step_index"] = p.Index
+		}
+		if p.Version != nil {
+			out["clean_version"] = p.Version
+		}
+	}
+	return out
+}
+
+// StepView is a step as the API shows it: {} for none.
+func StepView(s *Step) map[string]any {
+	out := map[string]any{}
+	if s == nil {
+		return out
+	}
+	b, _ := json.Marshal(s)
+	_ = json.Unmarshal(b, &out)
 	return out
 }
 
@@ -136,9 +207,34 @@ func (n *Node) Clone() *Node {
 	c.InstanceInfo = cloneMap(n.InstanceInfo)
 	c.Properties = cloneMap(n.Properties)
 	c.Extra = cloneMap(n.Extra)
-	c.CleanStep = cloneMap(n.CleanStep)
-	c.DeployStep = cloneMap(n.DeployStep)
+	c.CleanStep, c.DeployStep = n.CleanStep.clone(), n.DeployStep.clone()
+	if n.CleanPlan != nil {
+		p := *n.CleanPlan
+		p.Steps, p.Requested = cloneSteps(p.Steps), cloneSteps(p.Requested)
+		p.Version = cloneMap(p.Version)
+		c.CleanPlan = &p
+	}
 	return &c
+}
+
+func (s *Step) clone() *Step {
+	if s == nil {
+		return nil
+	}
+	c := *s
+	c.Args = cloneMap(s.Args)
+	return &c
+}
+
+func cloneSteps(steps []Step) []Step {
+	if steps == nil {
+		return nil
+	}
+	out := make([]Step, len(steps))
+	for i := range steps {
+		out[i] = *steps[i].clone()
+	}
+	return out
 }
 
 func cloneMap(m map[string]any) map[string]any {

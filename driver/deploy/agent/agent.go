@@ -273,6 +273,7 @@ func nodeParams(t deploy.Task) (map[string]any, []map[string]any) {
 		_ = json.Unmarshal(b, &m)
 		node[k] = m
 	}
+	node["clean_step"], node["deploy_step"] = store.StepView(n.CleanStep), store.StepView(n.DeployStep)
 	if dii, ok := node["driver_internal_info"].(map[string]any); ok {
 		if _, ok := dii["agent_secret_token"]; ok {
 			dii["agent_secret_token"] = "******"
@@ -295,7 +296,7 @@ func nodeParams(t deploy.Task) (map[string]any, []map[string]any) {
 // continueDeploy advances a node in "wait call-back".
 func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task, mayRestart bool) error {
 	n := t.Node()
-	if str(n.DeployStep, "step") == "" {
+	if n.DeployStep == nil {
 		return d.startWriteImage(ctx, t)
 	}
 	wanted := "execute_deploy_step"
@@ -315,7 +316,7 @@ func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task, mayRestart b
 			return nil
 		}
 		// A freshly booted agent that never ran our step: start over.
-		n.DeployStep = map[string]any{}
+		n.DeployStep = nil
 		return d.continueDeploy(ctx, t, false)
 	}
 	switch last.Status {
@@ -323,7 +324,7 @@ func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task, mayRestart b
 		return nil
 	case StatusSucceeded:
 		if !legacy(n) {
-			if echo, _ := last.ResultMap()["deploy_step"].(map[string]any); echo != nil && str(echo, "step") != str(n.DeployStep, "step") {
+			if echo, _ := last.ResultMap()["deploy_step"].(map[string]any); echo != nil && str(echo, "step") != n.DeployStep.Step {
 				return nil // an older step's result
 			}
 		}
@@ -332,12 +333,8 @@ func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task, mayRestart b
 	default:
 		d.recordResult(ctx, t, last)
 		return t.Fail(ctx, fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s",
-			stepString(n.DeployStep), n.UUID, last.ErrorText()))
+			n.DeployStep.String(), n.UUID, last.ErrorText()))
 	}
-}
-
-func stepString(step map[string]any) string {
-	return fmt.Sprintf("{'interface': '%s', 'step': '%s'}", str(step, "interface"), str(step, "step"))
 }
 
 // startWriteImage: the first heartbeat of a freshly booted agent.
@@ -346,7 +343,7 @@ func (d *Deploy) startWriteImage(ctx context.Context, t deploy.Task) error {
 	info := imageInfo(n)
 	if legacy(n) {
 		// Juno: standby.prepare_image straight away.
-		n.DeployStep = map[string]any{"interface": "deploy", "step": "prepare_image", "args": map[string]any{"image_info": info}}
+		n.DeployStep = &store.Step{Interface: "deploy", Step: "prepare_image", Args: map[string]any{"image_info": info}}
 		if err := t.Process(ctx, states.EvResume); err != nil {
 			return err
 		}
@@ -365,8 +362,7 @@ func (d *Deploy) startWriteImage(ctx context.Context, t deploy.Task) error {
 		return fmt.Errorf("get_deploy_steps failed on agent: %s", res.ErrorText())
 	}
 	version := res.ResultMap()["hardware_manager_version"]
-	step := map[string]any{"interface": "deploy", "step": "write_image", "priority": 80,
-		"args": map[string]any{"image_info": info}}
+	step := &store.Step{Interface: "deploy", Step: "write_image", Priority: 80, Args: map[string]any{"image_info": info}}
 	n.DeployStep = step
 	if err := t.Process(ctx, states.EvResume); err != nil {
 		return err
@@ -380,14 +376,14 @@ func (d *Deploy) startWriteImage(ctx context.Context, t deploy.Task) error {
 func (d *Deploy) afterStart(ctx context.Context, t deploy.Task, cmd *Command, err error) error {
 	n := t.Node()
 	if errors.Is(err, ErrAgentBusy) {
-		n.DeployStep = map[string]any{} // try again on the next heartbeat
+		n.DeployStep = nil // try again on the next heartbeat
 		return t.Process(ctx, states.EvWait)
 	}
 	if err != nil {
 		return err
 	}
 	if cmd.Status == StatusFailed {
-		return t.Fail(ctx, fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s", stepString(n.DeployStep), n.UUID, cmd.ErrorText()))
+		return t.Fail(ctx, fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s", n.DeployStep.String(), n.UUID, cmd.ErrorText()))
 	}
 	// Even a command that finished at once is read back on the next
 	// heartbeat, the one path for results.
@@ -441,7 +437,7 @@ func (d *Deploy) finishDeploy(ctx context.Context, t deploy.Task) error {
 	if err := t.SetPower(ctx, power.On); err != nil {
 		return err
 	}
-	n.DeployStep = map[string]any{}
+	n.DeployStep = nil
 	return t.Process(ctx, states.EvDone)
 }
 
@@ -482,16 +478,6 @@ func (d *Deploy) await(ctx context.Context, t deploy.Task, cmd *Command, name st
 	return cmd, nil
 }
 
-// cleanStep is one step of the node's clean plan.
-type cleanStep = map[string]any
-
-func stepsFrom(v any) []cleanStep {
-	var out []cleanStep
-	b, _ := json.Marshal(v)
-	_ = json.Unmarshal(b, &out)
-	return out
-}
-
 func intOf(v any) int {
 	switch x := v.(type) {
 	case float64:
@@ -504,10 +490,26 @@ func intOf(v any) int {
 	return 0
 }
 
+// offeredStep is a clean step as the agent's get_clean_steps lists it.
+type offeredStep struct {
+	store.Step
+	ArgsInfo map[string]struct {
+		Required bool `json:"required"`
+	} `json:"argsinfo"`
+}
+
+// plan is the node's clean plan, created on first use.
+func plan(n *store.Node) *store.CleanPlan {
+	if n.CleanPlan == nil {
+		n.CleanPlan = &store.CleanPlan{}
+	}
+	return n.CleanPlan
+}
+
 // continueClean advances a node in "clean wait".
 func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) error {
 	n := t.Node()
-	if str(n.CleanStep, "step") == "" {
+	if n.CleanStep == nil {
 		return d.planCleaning(ctx, t)
 	}
 	cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
@@ -517,7 +519,7 @@ func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) error {
 		}
 		return err
 	}
-	idx := intOf(n.DriverInternalInfo["clean_step_index"])
+	idx := plan(n).Index
 	last := lastNamed(cmds, "execute_clean_step")
 	if last == nil {
 		// A freshly booted agent: Ironic moves on to the next step.
@@ -527,7 +529,7 @@ func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) error {
 	case StatusRunning:
 		return nil
 	case StatusSucceeded:
-		if echo, _ := last.ResultMap()["clean_step"].(map[string]any); echo != nil && str(echo, "step") != str(n.CleanStep, "step") {
+		if echo, _ := last.ResultMap()["clean_step"].(map[string]any); echo != nil && str(echo, "step") != n.CleanStep.Step {
 			return nil
 		}
 		d.recordResult(ctx, t, last)
@@ -543,7 +545,7 @@ func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) error {
 
 func (d *Deploy) failCleaning(ctx context.Context, t deploy.Task, agentErr string) error {
 	n := t.Node()
-	msg := fmt.Sprintf("Agent returned error for clean step %s on node %s : %s", stepString(n.CleanStep), n.UUID, agentErr)
+	msg := fmt.Sprintf("Agent returned error for clean step %s on node %s : %s", n.CleanStep.String(), n.UUID, agentErr)
 	n.Maintenance = true
 	n.MaintenanceReason = msg
 	n.Fault = "clean failure"
@@ -565,80 +567,73 @@ func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) error {
 	if res.Status == StatusFailed {
 		return fmt.Errorf("get_clean_steps failed on agent: %s", res.ErrorText())
 	}
-	r := res.ResultMap()
-	n.DriverInternalInfo["clean_version"] = r["hardware_manager_version"]
+	var r struct {
+		Version    map[string]any           `json:"hardware_manager_version"`
+		CleanSteps map[string][]offeredStep `json:"clean_steps"`
+	}
+	if b, err := json.Marshal(res.Result); err == nil {
+		_ = json.Unmarshal(b, &r) // the agent's answer, decoded once
+	}
+	p := plan(n)
+	p.Version = r.Version
 	// Steps are known by interface and name: the agent may serve steps of
 	// other interfaces than deploy (IPA's raid steps, our bios one).
-	available := map[string]cleanStep{}
+	available := map[string]offeredStep{}
 	var names []string
-	if byManager, ok := r["clean_steps"].(map[string]any); ok {
-		managers := make([]string, 0, len(byManager))
-		for m := range byManager {
-			managers = append(managers, m)
-		}
-		sort.Strings(managers)
-		for _, m := range managers {
-			for _, s := range stepsFrom(byManager[m]) {
-				name := stepKey(s)
-				if _, dup := available[name]; str(s, "step") == "" || dup {
-					continue
-				}
-				available[name] = s
-				names = append(names, name)
+	managers := make([]string, 0, len(r.CleanSteps))
+	for m := range r.CleanSteps {
+		managers = append(managers, m)
+	}
+	sort.Strings(managers)
+	for _, m := range managers {
+		for _, s := range r.CleanSteps[m] {
+			name := s.Key()
+			if _, dup := available[name]; s.Step.Step == "" || dup {
+				continue
 			}
+			available[name] = s
+			names = append(names, name)
 		}
 	}
-	var plan []cleanStep
-	if manual, _ := n.DriverInternalInfo["clean_manual"].(bool); manual {
-		for _, s := range stepsFrom(n.DriverInternalInfo["clean_steps"]) {
-			offered, ok := available[stepKey(s)]
+	steps := []store.Step{}
+	if p.Manual {
+		for _, s := range p.Requested {
+			offered, ok := available[s.Key()]
 			if !ok {
-				return d.failCleaning(ctx, t, fmt.Sprintf("clean step %s is not supported by the agent (it offers %s)", stepString(s), strings.Join(names, ", ")))
+				return d.failCleaning(ctx, t, fmt.Sprintf("clean step %s is not supported by the agent (it offers %s)", s.String(), strings.Join(names, ", ")))
 			}
-			args, _ := s["args"].(map[string]any)
-			if missing := missingArgs(offered, args); len(missing) > 0 {
-				return d.failCleaning(ctx, t, fmt.Sprintf("clean step %s is missing required argument(s): %s", stepString(s), strings.Join(missing, ", ")))
+			if missing := missingArgs(offered, s.Args); len(missing) > 0 {
+				return d.failCleaning(ctx, t, fmt.Sprintf("clean step %s is missing required argument(s): %s", s.String(), strings.Join(missing, ", ")))
 			}
-			step := cleanStep{"interface": str(s, "interface"), "step": str(s, "step"), "priority": 0, "abortable": offered["abortable"]}
-			if args != nil {
-				step["args"] = args
-			}
-			plan = append(plan, step)
+			steps = append(steps, store.Step{Interface: s.Interface, Step: s.Step, Priority: 0, Abortable: offered.Abortable, Args: s.Args})
 		}
 	} else {
 		for _, name := range names {
 			s := available[name]
-			prio := intOf(s["priority"])
-			if p, ok := d.cfg.CleanStepPriorities[str(s, "step")]; ok {
+			prio := s.Priority
+			if p, ok := d.cfg.CleanStepPriorities[s.Step.Step]; ok {
 				prio = p
 			}
 			if prio <= 0 {
 				continue
 			}
-			plan = append(plan, cleanStep{"interface": str(s, "interface"), "step": str(s, "step"), "priority": prio,
-				"abortable": s["abortable"], "reboot_requested": s["reboot_requested"]})
+			steps = append(steps, store.Step{Interface: s.Interface, Step: s.Step.Step, Priority: prio,
+				Abortable: s.Abortable, RebootRequested: s.RebootRequested})
 		}
-		sort.SliceStable(plan, func(i, j int) bool { return intOf(plan[i]["priority"]) > intOf(plan[j]["priority"]) })
+		sort.SliceStable(steps, func(i, j int) bool { return steps[i].Priority > steps[j].Priority })
 	}
-	n.DriverInternalInfo["clean_steps"] = plan
-	t.Record(ctx, store.KindProvision, "clean plan", "", map[string]any{"clean_steps": plan})
+	p.Steps = steps
+	t.Record(ctx, store.KindProvision, "clean plan", "", map[string]any{"clean_steps": steps})
 	return d.nextCleanStep(ctx, t, 0)
 }
 
-// stepKey names a step as "interface.step", the way Ironic matches a
-// requested step against the ones a driver offers.
-func stepKey(s cleanStep) string { return str(s, "interface") + "." + str(s, "step") }
-
 // missingArgs lists the arguments the agent's argsinfo marks required that
 // args lacks (Ironic checks them before running a manual step).
-func missingArgs(offered cleanStep, args map[string]any) []string {
-	info, _ := offered["argsinfo"].(map[string]any)
+func missingArgs(offered offeredStep, args map[string]any) []string {
 	var missing []string
-	for name, v := range info {
-		if m, _ := v.(map[string]any); m != nil && m["required"] == true {
-			if _, ok := args[name]; !ok {
-				missing = append(missing, name)
-			}
+	for name, info := range offered.ArgsInfo {
+		if _, ok := args[name]; info.Required && !ok {
+			missing = append(missing, name)
 		}
 	}
 	sort.Strings(missing)
@@ -648,18 +643,15 @@ func missingArgs(offered cleanStep, args map[string]any) []string {
 // nextCleanStep starts step i of the plan, or finishes cleaning.
 func (d *Deploy) nextCleanStep(ctx context.Context, t deploy.Task, i int) error {
 	n := t.Node()
-	plan := stepsFrom(n.DriverInternalInfo["clean_steps"])
+	p := plan(n)
 	if n.ProvisionState == states.CleanWait {
 		if err := t.Process(ctx, states.EvResume); err != nil {
 			return err
 		}
 	}
-	if i >= len(plan) {
-		manual, _ := n.DriverInternalInfo["clean_manual"].(bool)
-		n.CleanStep = map[string]any{}
-		for _, k := range []string{"clean_step_index", "clean_steps", "clean_manual", "clean_version"} {
-			delete(n.DriverInternalInfo, k)
-		}
+	if i >= len(p.Steps) {
+		manual := p.Manual
+		n.CleanStep, n.CleanPlan = nil, nil
 		// tear_down_cleaning: power off, but with fast track leave the agent
 		// running (Ironic's tear_down_inband_cleaning skips the power off),
 		// so that the next deploy needs no boot.
@@ -673,18 +665,18 @@ func (d *Deploy) nextCleanStep(ctx context.Context, t deploy.Task, i int) error 
 		}
 		return t.Process(ctx, states.EvDone)
 	}
-	step := plan[i]
-	prevStep, prevIdx := n.CleanStep, n.DriverInternalInfo["clean_step_index"]
-	n.CleanStep = step
-	n.DriverInternalInfo["clean_step_index"] = i
+	step := p.Steps[i]
+	prevStep, prevIdx, prevStarted := n.CleanStep, p.Index, p.Started
+	n.CleanStep = &step
+	p.Index, p.Started = i, true
 	if err := t.Save(ctx); err != nil {
 		return err
 	}
 	node, ports := nodeParams(t)
 	cmd, err := d.exec(ctx, t, "clean.execute_clean_step", map[string]any{"step": step, "node": node, "ports": ports,
-		"clean_version": n.DriverInternalInfo["clean_version"]}, false)
+		"clean_version": p.Version}, false)
 	if errors.Is(err, ErrAgentBusy) {
-		n.CleanStep, n.DriverInternalInfo["clean_step_index"] = prevStep, prevIdx
+		n.CleanStep, p.Index, p.Started = prevStep, prevIdx, prevStarted
 		return t.Process(ctx, states.EvWait)
 	}
 	if err != nil {

@@ -368,9 +368,7 @@ func (d *Deploy) fail(ctx context.Context, t deploy.Task, clean bool, msg string
 	}
 	delete(n.DriverInternalInfo, keyField)
 	if clean {
-		n.CleanStep = map[string]any{}
-		delete(n.DriverInternalInfo, "clean_steps")
-		delete(n.DriverInternalInfo, "clean_manual")
+		n.CleanStep, n.CleanPlan = nil, nil
 	}
 	return t.Fail(ctx, msg)
 }
@@ -520,20 +518,17 @@ var zeroMiB = func() string {
 // clean erases the disk through the ramdisk and ends cleaning.
 func (d *Deploy) clean(ctx context.Context, t deploy.Task, address string) error {
 	n := t.Node()
-	manual, _ := n.DriverInternalInfo["clean_manual"].(bool)
+	manual := n.CleanPlan != nil && n.CleanPlan.Manual
 	if manual {
 		// The erase is the only thing this ramdisk can do.
-		b, _ := json.Marshal(n.DriverInternalInfo["clean_steps"])
-		var steps []map[string]any
-		_ = json.Unmarshal(b, &steps)
-		for _, s := range steps {
-			if str(s, "interface") != "deploy" || (str(s, "step") != "erase_devices" && str(s, "step") != "erase_devices_metadata") {
-				return d.fail(ctx, t, true, fmt.Sprintf("Clean step {'interface': '%s', 'step': '%s'} is not supported by the PXE deploy of node %s: it only erases the disk (deploy.erase_devices, deploy.erase_devices_metadata)",
-					str(s, "interface"), str(s, "step"), n.UUID))
+		for _, s := range n.CleanPlan.Requested {
+			if s.Interface != "deploy" || (s.Step != "erase_devices" && s.Step != "erase_devices_metadata") {
+				return d.fail(ctx, t, true, fmt.Sprintf("Clean step %s is not supported by the PXE deploy of node %s: it only erases the disk (deploy.erase_devices, deploy.erase_devices_metadata)",
+					s.String(), n.UUID))
 			}
 		}
 	}
-	n.CleanStep = map[string]any{"interface": "deploy", "step": "erase_devices", "priority": 10}
+	n.CleanStep = &store.Step{Interface: "deploy", Step: "erase_devices", Priority: 10}
 	if err := t.Save(ctx); err != nil {
 		return err
 	}
@@ -562,9 +557,7 @@ func (d *Deploy) clean(ctx context.Context, t deploy.Task, address string) error
 		return d.fail(ctx, t, true, err.Error())
 	}
 	delete(n.DriverInternalInfo, keyField)
-	n.CleanStep = map[string]any{}
-	delete(n.DriverInternalInfo, "clean_steps")
-	delete(n.DriverInternalInfo, "clean_manual")
+	n.CleanStep, n.CleanPlan = nil, nil
 	if err := t.SetPower(ctx, power.Off); err != nil {
 		return d.fail(ctx, t, true, err.Error())
 	}

@@ -95,6 +95,17 @@ var migrations = []string{
 		driver_internal_info = json_remove(driver_internal_info, '$.agent_url', '$.agent_secret_token', '$.agent_last_heartbeat',
 			'$.agent_version', '$.agent_dialect', '$.watchdog_reboots', '$.watchdog_last_action'),
 		driver_info = json_remove(driver_info, '$.agent_url', '$.agent_last_heartbeat');`,
+	// 3: the clean plan leaves driver_internal_info for its own column.
+	`ALTER TABLE nodes ADD COLUMN clean_plan TEXT NOT NULL DEFAULT '';
+	UPDATE nodes SET clean_plan = json_object(
+			'steps', json(COALESCE(json_extract(driver_internal_info, '$.clean_steps'), 'null')),
+			'index', COALESCE(json_extract(driver_internal_info, '$.clean_step_index'), 0),
+			'started', json(CASE WHEN json_type(driver_internal_info, '$.clean_step_index') IS NULL THEN 'false' ELSE 'true' END),
+			'manual', json(CASE WHEN json_extract(driver_internal_info, '$.clean_manual') THEN 'true' ELSE 'false' END),
+			'version', json(COALESCE(json_extract(driver_internal_info, '$.clean_version'), 'null')))
+		WHERE json_type(driver_internal_info, '$.clean_steps') IS NOT NULL OR json_type(driver_internal_info, '$.clean_manual') IS NOT NULL
+			OR json_type(driver_internal_info, '$.clean_version') IS NOT NULL;
+	UPDATE nodes SET driver_internal_info = json_remove(driver_internal_info, '$.clean_steps', '$.clean_step_index', '$.clean_manual', '$.clean_version');`,
 }
 
 // SQLite is the default Store: one database file in WAL mode.
@@ -232,6 +243,41 @@ func decMap(s string) map[string]any {
 	return m
 }
 
+func encStep(s *store.Step) string {
+	if s == nil {
+		return "{}"
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func decStep(v string) *store.Step {
+	var s store.Step
+	if v == "" || json.Unmarshal([]byte(v), &s) != nil || (s.Step == "" && s.Interface == "") {
+		return nil
+	}
+	return &s
+}
+
+func encPlan(p *store.CleanPlan) string {
+	if p == nil {
+		return ""
+	}
+	b, _ := json.Marshal(p)
+	return string(b)
+}
+
+func decPlan(v string) *store.CleanPlan {
+	if v == "" {
+		return nil
+	}
+	var p store.CleanPlan
+	if json.Unmarshal([]byte(v), &p) != nil {
+		return nil
+	}
+	return &p
+}
+
 func isConstraint(err error) bool {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -251,7 +297,7 @@ func nullable(s string) any {
 const nodeCols = `uuid, name, driver, driver_info, driver_internal_info, instance_info, properties, extra,
 	provision_state, target_provision_state, power_state, target_power_state, maintenance, maintenance_reason,
 	fault, last_error, reservation, clean_step, deploy_step, created_at, updated_at, provision_updated_at,
-	agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action`
+	agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, clean_plan`
 
 // CreateNode inserts n; a duplicate UUID or name is ErrDuplicate.
 func (s *SQLite) CreateNode(ctx context.Context, n *store.Node, events ...*store.Event) error {
@@ -276,13 +322,13 @@ func (s *SQLite) CreateNode(ctx context.Context, n *store.Node, events ...*store
 }
 
 func (s *SQLite) insertNode(ctx context.Context, tx execer, n *store.Node) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		n.UUID, nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
 		encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState, n.TargetPowerState,
-		n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, n.Reservation, encMap(n.CleanStep), encMap(n.DeployStep),
+		n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, n.Reservation, encStep(n.CleanStep), encStep(n.DeployStep),
 		ns(n.CreatedAt), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt),
 		n.Agent.URL, n.Agent.Token, ns(n.Agent.LastHeartbeat), n.Agent.Version, n.Agent.Dialect,
-		n.Agent.WatchdogReboots, ns(n.Agent.WatchdogLastAction))
+		n.Agent.WatchdogReboots, ns(n.Agent.WatchdogLastAction), encPlan(n.CleanPlan))
 	return err
 }
 
@@ -293,17 +339,19 @@ func scanNode(r scanner) (*store.Node, error) {
 	var name sql.NullString
 	var di, dii, ii, props, extra, cs, ds string
 	var c, u, p, hb, wd int64
+	var plan string
 	a := &n.Agent
 	err := r.Scan(&n.UUID, &name, &n.Driver, &di, &dii, &ii, &props, &extra, &n.ProvisionState,
 		&n.TargetProvisionState, &n.PowerState, &n.TargetPowerState, &n.Maintenance, &n.MaintenanceReason,
 		&n.Fault, &n.LastError, &n.Reservation, &cs, &ds, &c, &u, &p,
-		&a.URL, &a.Token, &hb, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd)
+		&a.URL, &a.Token, &hb, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd, &plan)
 	if err != nil {
 		return nil, err
 	}
 	n.Name = name.String
 	n.DriverInfo, n.DriverInternalInfo, n.InstanceInfo = decMap(di), decMap(dii), decMap(ii)
-	n.Properties, n.Extra, n.CleanStep, n.DeployStep = decMap(props), decMap(extra), decMap(cs), decMap(ds)
+	n.Properties, n.Extra, n.CleanStep, n.DeployStep = decMap(props), decMap(extra), decStep(cs), decStep(ds)
+	n.CleanPlan = decPlan(plan)
 	n.CreatedAt, n.UpdatedAt, n.ProvisionUpdatedAt = fromNS(c), fromNS(u), fromNS(p)
 	a.LastHeartbeat, a.WatchdogLastAction = fromNS(hb), fromNS(wd)
 	return &n, nil
@@ -372,11 +420,11 @@ func (s *SQLite) UpdateNode(ctx context.Context, n *store.Node, events ...*store
 		res, err := tx.ExecContext(ctx, `UPDATE nodes SET name=?, driver=?, driver_info=?, driver_internal_info=?,
 		instance_info=?, properties=?, extra=?, provision_state=?, target_provision_state=?, power_state=?,
 		target_power_state=?, maintenance=?, maintenance_reason=?, fault=?, last_error=?, clean_step=?,
-		deploy_step=?, updated_at=?, provision_updated_at=MAX(provision_updated_at, ?) WHERE uuid=?`,
+		deploy_step=?, updated_at=?, provision_updated_at=MAX(provision_updated_at, ?), clean_plan=? WHERE uuid=?`,
 			nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
 			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
-			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encMap(n.CleanStep),
-			encMap(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), n.UUID)
+			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encStep(n.CleanStep),
+			encStep(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), encPlan(n.CleanPlan), n.UUID)
 		if err != nil {
 			return err
 		}

@@ -140,7 +140,8 @@ func TestMigratesAgentFieldsOutOfJSON(t *testing.T) {
 		`INSERT INTO nodes (uuid, name, driver, driver_info, driver_internal_info, provision_state, created_at, updated_at) VALUES
 		('n1', 'node-0', 'agent_ipmitool', '{"ipmi_address":"127.0.0.1","agent_url":"http://127.0.0.1:9999","agent_last_heartbeat":1700000000}',
 		 '{"agent_url":"http://127.0.0.1:9999","agent_last_heartbeat":1700000000,"agent_version":"10.0.0","agent_dialect":"v1",
-		   "agent_secret_token":"tok","watchdog_reboots":2,"watchdog_last_action":1700000100,"clean_version":{"m":"1"}}',
+		   "agent_secret_token":"tok","watchdog_reboots":2,"watchdog_last_action":1700000100,"clean_version":{"m":"1"},
+		   "clean_steps":[{"interface":"deploy","step":"erase_devices","priority":10,"abortable":true}],"clean_step_index":0,"keep":"me"}',
 		 'clean wait', 1, 1),
 		('n2', 'node-1', 'fake_agent', '{}', '{}', 'available', 2, 2)`,
 	} {
@@ -167,14 +168,19 @@ func TestMigratesAgentFieldsOutOfJSON(t *testing.T) {
 	if diff := cmp.Diff(map[string]any{"ipmi_address": "127.0.0.1"}, n.DriverInfo); diff != "" {
 		t.Errorf("driver_info after migration (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(map[string]any{"clean_version": map[string]any{"m": "1"}}, n.DriverInternalInfo); diff != "" {
+	if diff := cmp.Diff(map[string]any{"keep": "me"}, n.DriverInternalInfo); diff != "" {
 		t.Errorf("driver_internal_info after migration (-want +got):\n%s", diff)
+	}
+	wantPlan := &store.CleanPlan{Steps: []store.Step{{Interface: "deploy", Step: "erase_devices", Priority: 10, Abortable: true}},
+		Index: 0, Started: true, Version: map[string]any{"m": "1"}}
+	if diff := cmp.Diff(wantPlan, n.CleanPlan); diff != "" {
+		t.Errorf("clean plan after migration (-want +got):\n%s", diff)
 	}
 	// The API shows them where they were.
 	if v := n.DriverInternalInfoView(); v["agent_last_heartbeat"] != int64(1700000000) || v["agent_url"] != "http://127.0.0.1:9999" || v["watchdog_reboots"] != 2 {
 		t.Errorf("driver_internal_info as shown = %v", v)
 	}
-	if n2, err := s.GetNode(ctx, "n2"); err != nil || n2.Agent != (store.Agent{}) {
+	if n2, err := s.GetNode(ctx, "n2"); err != nil || n2.Agent != (store.Agent{}) || n2.CleanPlan != nil {
 		t.Errorf("node without an agent after migration: %+v, %v", n2, err)
 	}
 }

@@ -59,7 +59,8 @@ func nodeRoundTrip(t *testing.T, s store.Store) {
 	n := &store.Node{UUID: "1be26c0b-03f2-4d2e-ae87-c02d7f33c123", Name: "node-0", Driver: "fake_agent",
 		DriverInfo:     map[string]any{"ipmi_address": "127.0.0.1", "ipmi_port": float64(6230)},
 		InstanceInfo:   map[string]any{"image_source": "http://127.0.0.1/img.raw"},
-		ProvisionState: "enroll", PowerState: "power off", CleanStep: map[string]any{}}
+		ProvisionState: "enroll", PowerState: "power off", CleanStep: &store.Step{Interface: "deploy", Step: "erase_devices", Priority: 10},
+		CleanPlan: &store.CleanPlan{Steps: []store.Step{{Interface: "deploy", Step: "erase_devices", Priority: 10, Abortable: true}}, Started: true, Version: map[string]any{"generic_hardware_manager": "1.2"}}}
 	create(t, s, n)
 	if err := s.CreateNode(ctx, &store.Node{UUID: "other", Name: "node-0", Driver: "x", ProvisionState: "enroll"}); !errors.Is(err, store.ErrDuplicate) {
 		t.Fatalf("duplicate name: got %v, want ErrDuplicate", err)
