@@ -20,14 +20,14 @@ func BuiltinDriver(ctx context.Context, cfg DriverConfig) (string, func() error,
 	dc.BootDir = filepath.Join(cfg.StateDir, "boot")
 	dc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	dc.AutomatedClean = cfg.AutomatedClean
-	dc.CheckInterval = cfg.checkInterval()
+	dc.CheckInterval = cfg.CheckInterval()
 	dc.LockRetryInterval = 200 * time.Millisecond
 	dc.AgentPollInterval = 200 * time.Millisecond
 	// A lab's machines are off well under a second after standby.power_off
 	// (a VM's agent powers it off at once): ask the BMC sooner than Ironic's 5 s.
 	dc.PowerOffPollInterval = 500 * time.Millisecond
 	dc.Logger = cfg.Logger
-	interval := cfg.ipmiInterval()
+	interval := cfg.IPMIInterval()
 	dc.FastTrack = cfg.FastTrack
 	dc.WatchdogAction, dc.WatchdogMaxReboots = cfg.WatchdogAction, cfg.WatchdogMaxReboots
 	dc.DeployCallbackTimeout, dc.CleanCallbackTimeout = cfg.DeployCallbackTimeout, cfg.CleanCallbackTimeout

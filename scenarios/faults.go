@@ -22,9 +22,7 @@ func (r *runner) fault(ctx context.Context, label string, i int, f *Fault) error
 	case f.after > 0:
 		r.printf("%s fault %s on %d nodes in %s\n", label, what, len(nodes), f.after)
 		r.goBackground(func(ctx context.Context) {
-			select {
-			case <-time.After(f.after):
-			case <-ctx.Done():
+			if sleep(ctx, f.after) != nil {
 				return
 			}
 			if err := r.applyFault(ctx, f, nodes); err != nil {
@@ -38,12 +36,10 @@ func (r *runner) fault(ctx context.Context, label string, i int, f *Fault) error
 		for _, n := range nodes {
 			base := r.eventCount(ctx, n)
 			r.goBackground(func(ctx context.Context) {
-				for r.eventCount(ctx, n) < base+f.AfterEvents {
-					select {
-					case <-time.After(100 * time.Millisecond):
-					case <-ctx.Done():
-						return
-					}
+				if poll(ctx, 100*time.Millisecond, 0, func(ctx context.Context) bool {
+					return r.eventCount(ctx, n) >= base+f.AfterEvents
+				}) != nil {
+					return
 				}
 				if err := r.applyFault(ctx, f, []*lab.Node{n}); err != nil {
 					r.printf("%s   fault on %s failed: %v\n", label, n.Name, err)
@@ -139,34 +135,38 @@ func (r *runner) applyFault(ctx context.Context, f *Fault, nodes []*lab.Node) er
 // killWhen kills the conductor once a node reaches the named state or
 // records an event of that name.
 func (r *runner) killWhen(ctx context.Context, c *ConductorFault, nodes []*lab.Node) error {
-	for ctx.Err() == nil {
-		all, err := r.api.nodes(ctx)
-		if err == nil {
-			for _, an := range all {
-				if !contains(nodes, an.Name) {
-					continue
-				}
-				if an.ProvisionState == c.KillAt {
-					return r.killConductor(ctx, c, an.Name+" reached "+c.KillAt)
-				}
+	var why string
+	if poll(ctx, 50*time.Millisecond, 0, func(ctx context.Context) bool {
+		why = r.killReason(ctx, c, nodes)
+		return why != ""
+	}) != nil {
+		return nil // the scenario ended first
+	}
+	return r.killConductor(ctx, c, why)
+}
+
+// killReason says which node reached the kill_at state or recorded the
+// kill_at event, if one did.
+func (r *runner) killReason(ctx context.Context, c *ConductorFault, nodes []*lab.Node) string {
+	if all, err := r.api.nodes(ctx); err == nil {
+		for _, an := range all {
+			if contains(nodes, an.Name) && an.ProvisionState == c.KillAt {
+				return an.Name + " reached " + c.KillAt
 			}
-		}
-		if !provision[c.KillAt] {
-			for _, n := range nodes {
-				evs, _ := r.api.events(ctx, r.ident(n))
-				for _, ev := range evs {
-					if strings.Contains(string(ev), `"event":"`+c.KillAt+`"`) {
-						return r.killConductor(ctx, c, n.Name+" recorded "+c.KillAt)
-					}
-				}
-			}
-		}
-		select {
-		case <-time.After(50 * time.Millisecond):
-		case <-ctx.Done():
 		}
 	}
-	return nil // the scenario ended first
+	if provision[c.KillAt] {
+		return ""
+	}
+	for _, n := range nodes {
+		evs, _ := r.api.events(ctx, r.ident(n))
+		for _, ev := range evs {
+			if strings.Contains(string(ev), `"event":"`+c.KillAt+`"`) {
+				return n.Name + " recorded " + c.KillAt
+			}
+		}
+	}
+	return ""
 }
 
 func contains(nodes []*lab.Node, name string) bool {
@@ -299,10 +299,8 @@ func (r *runner) killConductor(ctx context.Context, c *ConductorFault, why strin
 	}
 	r.printf("   !! SIGKILL the conductor (%s); restart in %s\n", why, c.restartAfter)
 	r.proc.kill()
-	select {
-	case <-time.After(c.restartAfter):
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := sleep(ctx, c.restartAfter); err != nil {
+		return err
 	}
 	if err := r.proc.start(ctx); err != nil {
 		return err

@@ -447,29 +447,7 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 	}
 	if e := st.Expect; e != nil {
 		check("expect", true, e.Nodes)
-		if e.State != "" && !provision[e.State] {
-			v.at(p+".expect.state", "unknown provision state %q (one of %s)", e.State, keys(provision))
-		}
-		if e.Power != "" && e.Power != "power on" && e.Power != "power off" {
-			v.at(p+".expect.power", `must be "power on" or "power off", got %q`, e.Power)
-		}
-		for field, id := range map[string]string{"disk_image": e.DiskImage, "booted_image": e.BootedImage} {
-			if id != "" && !hasImage(l, id) {
-				v.at(p+".expect."+field, "no image %q in lab.images", id)
-			}
-		}
-		if e.HeartbeatWithin != "" {
-			d, err := ParseDuration(e.HeartbeatWithin)
-			if err != nil || d <= 0 {
-				v.at(p+".expect.heartbeat_within", "want a positive duration like 10s, got %q", e.HeartbeatWithin)
-			}
-			e.heartbeatWithin = d
-		}
-		if e.State == "" && e.Power == "" && e.LastError == nil && e.Maintenance == nil && e.DiskImage == "" &&
-			e.BootedImage == "" && e.MaintenanceReason == "" && !e.DiskZeroed && !e.DiskMetadataErased &&
-			e.BIOSVersion == "" && len(e.BIOSSettings) == 0 && e.HeartbeatWithin == "" && e.Event == "" && e.HistoryContains == "" {
-			v.at(p+".expect", "expects nothing: set state, power, last_error, maintenance, maintenance_reason, disk_image, booted_image, disk_zeroed, disk_metadata_erased, bios_version, bios_settings, heartbeat_within, event or history_contains")
-		}
+		v.expect(p+".expect", e, l)
 	}
 	if st.Sleep != "" {
 		set = append(set, "sleep")

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestBuiltinScenariosParse(t *testing.T) {
@@ -85,6 +87,22 @@ func TestParseErrorsNameFileLineColumn(t *testing.T) {
 			yaml: strings.Replace(good, "- enroll: {}", "- enroll: {}\n    manage: {}", 1),
 			want: `steps[0]: a step needs exactly one of`,
 		},
+		"unknown expectation": {
+			yaml: good + "  - expect: {state: available, colour: red}\n",
+			want: `t.yaml:9:32: unknown expectation "colour"`,
+		},
+		"expectation of the wrong type": {
+			yaml: good + "  - expect: {maintenance: often}\n",
+			want: "t.yaml:9:",
+		},
+		"bad expectation value": {
+			yaml: good + "  - expect: {state: actve}\n",
+			want: `t.yaml:9:21: steps[2].expect.state: unknown provision state "actve"`,
+		},
+		"expects nothing": {
+			yaml: good + "  - expect: {nodes: [g]}\n",
+			want: `t.yaml:9:13: steps[2].expect: expects nothing: set one of bios_settings`,
+		},
 		"image missing": {
 			yaml: good + "  - deploy: {image: other}\n",
 			want: `t.yaml:9:21: steps[2].deploy.image: no image "other"`,
@@ -132,5 +150,25 @@ func TestParseSizeAndDuration(t *testing.T) {
 		if got, err := ParseDuration(in); err != nil || got != want {
 			t.Errorf("ParseDuration(%q) = %s, %v; want %s", in, got, err, want)
 		}
+	}
+}
+
+func TestExpectClausesInFileOrder(t *testing.T) {
+	s, err := Parse("t.yaml", []byte(good+"  - expect: {power: power off, nodes: [g], state: available, disk_zeroed: false, last_error: \"\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := s.Steps[2].Expect
+	var got []string
+	for _, c := range e.clauses {
+		got = append(got, c.e.name())
+	}
+	// disk_zeroed: false states nothing; last_error "" wants it empty.
+	want := []string{"power power off", "state available", "last_error empty"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("clauses (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"g"}, e.Nodes); diff != "" {
+		t.Errorf("nodes (-want +got):\n%s", diff)
 	}
 }

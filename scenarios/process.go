@@ -43,12 +43,12 @@ func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*
 		// The lab's boot folder (lab.Lab.BootDir), where the PXE deploy writes.
 		"--boot-dir", filepath.Join(cfg.StateDir, "boot"),
 		"--heartbeat-timeout", cfg.HeartbeatTimeout.String(),
-		"--check-interval", cfg.checkInterval().String(),
+		"--check-interval", cfg.CheckInterval().String(),
 		"--deploy-callback-timeout", cfg.DeployCallbackTimeout.String(),
 		"--clean-callback-timeout", cfg.CleanCallbackTimeout.String(),
 		"--watchdog-action=" + watchdog,
 		"--watchdog-max-reboots", strconv.Itoa(cfg.WatchdogMaxReboots),
-		"--ipmi-min-interval", cfg.ipmiInterval().String(),
+		"--ipmi-min-interval", cfg.IPMIInterval().String(),
 		"--automated-clean=" + strconv.FormatBool(cfg.AutomatedClean),
 		"--fast-track=" + strconv.FormatBool(cfg.FastTrack),
 		"--lock-retry-interval", "200ms",
@@ -79,23 +79,34 @@ func (p *driverProcess) start(ctx context.Context) error {
 		close(p.exited)
 	}()
 	// Ready when the API answers.
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(p.url + "/")
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
+	hc := &http.Client{Timeout: time.Second}
+	exited := false
+	err = poll(ctx, 50*time.Millisecond, 20*time.Second, func(ctx context.Context) bool {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("driver process exited at start (see %s)", p.log)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+			exited = true
+			return true
+		default:
 		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url+"/", nil)
+		if err != nil {
+			return false
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
+	switch {
+	case exited:
+		return fmt.Errorf("driver process exited at start (see %s)", p.log)
+	case errors.Is(err, errTimedOut):
+		p.kill()
+		return fmt.Errorf("driver process did not answer on %s within 20s (see %s)", p.url, p.log)
 	}
-	p.kill()
-	return fmt.Errorf("driver process did not answer on %s within 20s (see %s)", p.url, p.log)
+	return err
 }
 
 // kill ends the driver with SIGKILL and waits for it.

@@ -26,3 +26,22 @@ func TestReadmeScenarioExampleParses(t *testing.T) {
 		t.Errorf("example parsed oddly: %+v", sc.Lab.Groups)
 	}
 }
+
+// Every expectation a scenario can state is documented in the README's
+// scenario section (an expect_<key>.go file without its line there fails).
+func TestReadmeDocumentsEveryExpectation(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i, j := strings.Index(s, "## Scenario files"), strings.Index(s, "### Faults")
+	if i < 0 || j < i {
+		t.Fatal("README has no scenario files section before its faults section")
+	}
+	for key := range expectations {
+		if sec := s[i:j]; !strings.Contains(sec, "`"+key) && !strings.Contains(sec, " "+key+":") {
+			t.Errorf("the README's scenario section does not document expectation %q", key)
+		}
+	}
+}

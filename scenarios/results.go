@@ -14,6 +14,62 @@ import (
 	"time"
 )
 
+// NodeResult is one node's outcome.
+type NodeResult struct {
+	Name        string `json:"name"`
+	UUID        string `json:"uuid"`
+	Group       string `json:"group"`
+	Driver      string `json:"driver"`
+	FinalState  string `json:"final_state"`
+	PowerState  string `json:"power_state"`
+	Maintenance bool   `json:"maintenance"`
+	LastError   string `json:"last_error"`
+	// DeploySeconds is the last deploy's time from request to active;
+	// FastTrack says it used the running agent (no power cycle).
+	DeploySeconds float64 `json:"deploy_s,omitempty"`
+	FastTrack     bool    `json:"fast_track,omitempty"`
+}
+
+// Check is one expectation's outcome: a JUnit test case.
+type Check struct {
+	Name      string   `json:"name"`
+	Step      int      `json:"step"`
+	Line      int      `json:"line"`
+	Passed    bool     `json:"passed"`
+	Failures  []string `json:"failures,omitempty"`
+	DurationS float64  `json:"duration_s"`
+}
+
+// Result is a scenario's outcome, written as result.json.
+type Result struct {
+	Scenario  string  `json:"scenario"`
+	File      string  `json:"file"`
+	Passed    bool    `json:"passed"`
+	DurationS float64 `json:"duration_s"`
+	Backend   string  `json:"backend"`
+	// Accel is the accelerator of the libvirt backend's VMs and why, e.g.
+	// "tcg (KVM probe boot failed: ...)".
+	Accel     string       `json:"accel,omitempty"`
+	DriverURL string       `json:"driver_url"`
+	Error     string       `json:"error,omitempty"`
+	Checks    []Check      `json:"checks"`
+	Nodes     []NodeResult `json:"nodes"`
+	// Skipped lists the groups left out because this machine lacks a tool
+	// their driver needs (an error instead with Options.FailOnMissingTools).
+	Skipped []string `json:"skipped,omitempty"`
+	// FastTrack compares deploys with a running agent against cold ones.
+	FastTrack *FastTrackReport `json:"fast_track,omitempty"`
+	// ImageBytesServed counts the image server's bytes: what the agents
+	// (or the conductor, for PXE) downloaded.
+	ImageBytesServed int64 `json:"image_bytes_served"`
+	// ConductorImageBytes are the image bytes that passed through the
+	// conductor per driver class (PXE: it streams images itself; agent: 0).
+	ConductorImageBytes map[string]int64 `json:"conductor_image_bytes,omitempty"`
+	// ConductorCPU is the driver process's CPU time per deploy (only when
+	// the driver runs as a child process).
+	ConductorCPU *ConductorCPU `json:"conductor_cpu,omitempty"`
+}
+
 // writeResults writes <results>/<scenario>/{result.json,events.jsonl,console/,report.html}.
 func (r *runner) writeResults(ctx context.Context) error {
 	if r.opts.ResultsDir == "" {

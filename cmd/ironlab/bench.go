@@ -84,6 +84,8 @@ Flags:
 	res, err := scenarios.Run(ctx, s, scenarios.Options{
 		ResultsDir: dir, ImageCache: defaultCache("images"), StartDriver: scenarios.BuiltinDriver,
 		Out: os.Stdout, Logger: slog.New(slog.DiscardHandler),
+		// CI must run every group: a missing tool there is an error.
+		FailOnMissingTools: os.Getenv("CI") == "true",
 		// Many agents: look up less eagerly than a small lab does.
 		LookupInterval: time.Second,
 	})

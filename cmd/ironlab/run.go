@@ -109,6 +109,8 @@ Flags:
 			ResultsDir: dir, StateDir: *stateDir, KeepState: *stateDir != "", ImageCache: *imageCache,
 			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, DriverBinary: self, Out: out, Logger: logger,
 			Backend: *backend, Accel: *accel, PXE: *pxe,
+			// CI must run every group: a missing tool there is an error.
+			FailOnMissingTools: os.Getenv("CI") == "true",
 		})
 		if res != nil {
 			all = append(all, res)

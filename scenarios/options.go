@@ -1,0 +1,91 @@
+package scenarios
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// DriverConfig is what a scenario asks of the built-in driver.
+type DriverConfig struct {
+	StateDir              string
+	HeartbeatTimeout      time.Duration
+	AutomatedClean        bool
+	IPMIMinInterval       time.Duration
+	FastTrack             bool
+	WatchdogAction        string // reboot, maintenance, "" (off)
+	WatchdogMaxReboots    int
+	DeployCallbackTimeout time.Duration
+	CleanCallbackTimeout  time.Duration
+	Logger                *slog.Logger
+}
+
+// CheckInterval paces the periodic tasks to the heartbeat timeout, so a
+// scenario with a 4 s timeout sees the watchdog act within a second of it.
+func (c DriverConfig) CheckInterval() time.Duration {
+	return min(time.Second, c.HeartbeatTimeout/4)
+}
+
+// IPMIInterval is the least time between ipmitool commands to one BMC;
+// scenarios default to 0.5 s (Ironic's 5 s would make runs crawl).
+func (c DriverConfig) IPMIInterval() time.Duration {
+	if c.IPMIMinInterval == 0 {
+		return 500 * time.Millisecond
+	}
+	return c.IPMIMinInterval
+}
+
+// StartDriver starts an in-process driver API and returns its URL and a
+// function that stops it. The CLI and tests supply the built-in driver.
+type StartDriver func(ctx context.Context, cfg DriverConfig) (url string, stop func() error, err error)
+
+// Options tune a run.
+type Options struct {
+	// ResultsDir is where this run's results go (results/<run-id>).
+	ResultsDir string
+	// StateDir holds the labs' disks and databases (default: a temporary
+	// folder, removed after the run unless KeepState).
+	StateDir  string
+	KeepState bool
+	// ImageCache keeps built images across runs (default StateDir/images).
+	ImageCache string
+	// DriverURL targets an external driver (e.g. a real Ironic) instead of
+	// the built-in one.
+	DriverURL   string
+	StartDriver StartDriver
+	// DriverBinary is the ironlab binary, for scenarios that run the driver
+	// as a child process (conductor faults); `ironlab run` sets itself.
+	DriverBinary string
+	// Out receives progress lines and the summary (default os.Stdout).
+	Out    io.Writer
+	Logger *slog.Logger
+	// Backend, Accel and PXE override the scenarios' lab settings when set
+	// (`ironlab run --backend libvirt --accel tcg --pxe ipxe`).
+	Backend, Accel, PXE string
+	// Agent timing for in-process agents; zero means fast lab defaults.
+	LookupInterval        time.Duration
+	HeartbeatErrorBackoff time.Duration
+	// FailOnMissingTools makes a group whose driver needs a tool this
+	// machine lacks (ipmitool) an error instead of a skipped group. The
+	// caller decides: `ironlab run` sets it under CI=true.
+	FailOnMissingTools bool
+}
+
+// withDefaults fills in the options a caller left zero.
+func (o Options) withDefaults() Options {
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.LookupInterval == 0 {
+		o.LookupInterval = 200 * time.Millisecond
+	}
+	if o.HeartbeatErrorBackoff == 0 {
+		o.HeartbeatErrorBackoff = 300 * time.Millisecond
+	}
+	return o
+}

@@ -1,0 +1,35 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ironlab/ironlab/simulator/lab"
+)
+
+// deploy sets each selected node's instance_info to a lab image and asks
+// for active.
+func (r *runner) deploy(ctx context.Context, label string, d *Deploy) error {
+	info, ok := r.lab.Images.Info(d.Image)
+	if !ok {
+		return fmt.Errorf("image %s is not served", d.Image)
+	}
+	nodes := r.selected(d.Nodes)
+	r.printf("%s deploy image %s (%d MiB) to %d nodes\n", label, d.Image, info.Size>>20, len(nodes))
+	var ops []map[string]any
+	if d.Checksum == "md5" {
+		ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/image_checksum", "value": info.MD5})
+	} else {
+		ops = append(ops,
+			map[string]any{"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
+			map[string]any{"op": "add", "path": "/instance_info/image_os_hash_value", "value": info.SHA256})
+	}
+	return forEach(nodes, func(n *lab.Node) error {
+		// The image URL as whoever downloads it sees it (the conductor for PXE).
+		src := map[string]any{"op": "add", "path": "/instance_info/image_source", "value": r.lab.ImageURLFor(n, d.Image)}
+		if err := r.api.patch(ctx, r.ident(n), append([]map[string]any{src}, ops...)); err != nil {
+			return err
+		}
+		return r.sendVerb(ctx, n, "active")
+	})
+}

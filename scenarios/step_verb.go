@@ -1,0 +1,51 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/ironlab/ironlab/simulator/lab"
+)
+
+// verbSettleTimeout bounds how long a provision verb waits for its node to
+// settle before it is sent anyway (and the driver's answer reported).
+const verbSettleTimeout = 60 * time.Second
+
+// verb sends a provision verb (manage, provide, deleted, abort) to each
+// selected node, once the node has settled.
+func (r *runner) verb(ctx context.Context, label, target string, sel []string) error {
+	nodes := r.selected(sel)
+	r.printf("%s %s %d nodes\n", label, target, len(nodes))
+	return forEach(nodes, func(n *lab.Node) error { return r.sendVerb(ctx, n, target) })
+}
+
+func (r *runner) sendVerb(ctx context.Context, n *lab.Node, target string) error {
+	return r.sendVerbBody(ctx, n, map[string]any{"target": target})
+}
+
+// sendVerbBody sends a provision request once the node has settled (no
+// target state; abort goes to nodes that wait) and is not locked.
+func (r *runner) sendVerbBody(ctx context.Context, n *lab.Node, body map[string]any) error {
+	deadline := time.Now().Add(verbSettleTimeout)
+	abort := body["target"] == "abort"
+	var err error
+	perr := poll(ctx, 100*time.Millisecond, 0, func(ctx context.Context) bool {
+		var node apiNode
+		if node, err = r.api.node(ctx, r.ident(n)); err != nil {
+			return true
+		}
+		if !abort && !node.settled() && time.Now().Before(deadline) {
+			return false
+		}
+		err = r.api.provisionBody(ctx, r.ident(n), body)
+		var ae *apiError
+		// 409: locked, the conductor is still busy with the node.
+		return !(errors.As(err, &ae) && ae.Status == http.StatusConflict && time.Now().Before(deadline))
+	})
+	if perr != nil {
+		return perr
+	}
+	return err
+}
