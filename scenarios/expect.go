@@ -114,6 +114,19 @@ func (e Expect) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
+// MarshalYAML writes the expect step as the file states it, clauses in
+// their order, so a marshalled scenario parses back to the same checks.
+func (e Expect) MarshalYAML() (any, error) {
+	var m yaml.MapSlice
+	if len(e.Nodes) > 0 {
+		m = append(m, yaml.MapItem{Key: "nodes", Value: e.Nodes})
+	}
+	for _, c := range e.clauses {
+		m = append(m, yaml.MapItem{Key: c.key, Value: c.e})
+	}
+	return m, nil
+}
+
 // validate checks every clause of an expect step at path p.
 func (v *validator) expect(p string, e *Expect, l *Lab) {
 	if len(e.clauses) == 0 {

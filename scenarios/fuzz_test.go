@@ -172,8 +172,20 @@ func checkScenarioInvariants(t *testing.T, s *Scenario) {
 		if st.line < 1 {
 			t.Fatalf("step %d has no line", i)
 		}
-		if st.sleep < 0 || st.Wait != nil && st.Wait.timeout <= 0 || st.Expect != nil && st.Expect.heartbeatWithin < 0 {
+		if st.sleep < 0 || st.Wait != nil && st.Wait.timeout <= 0 {
 			t.Fatalf("step %d: accepted a negative duration: %+v", i, st)
+		}
+		if st.Expect != nil {
+			if len(st.Expect.clauses) == 0 {
+				t.Fatalf("step %d: accepted an expect step that expects nothing", i)
+			}
+			for _, c := range st.Expect.clauses {
+				if hb, ok := c.e.(*expectHeartbeatWithin); ok {
+					if d, err := hb.within(); err != nil || d <= 0 {
+						t.Fatalf("step %d: accepted heartbeat_within %q", i, string(*hb))
+					}
+				}
+			}
 		}
 		if st.Fault != nil && (st.Fault.after < 0 || st.Fault.Conductor != nil && st.Fault.Conductor.restartAfter < 0) {
 			t.Fatalf("step %d: accepted a negative fault delay", i)
