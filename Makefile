@@ -32,6 +32,10 @@ FUZZTIME ?= 20s
 FUZZPARALLEL ?= 1
 FUZZ_TARGETS = \
 	./scenarios:FuzzParseAll \
+	./fakeagent:FuzzConfigFromCmdline \
+	./fakeagent:FuzzCommand \
+	./fakeagent/pxedeploy:FuzzConfigFromCmdline \
+	./fakeagent/ramdisk:FuzzCmdline \
 	./simulator/bmc:FuzzDecodePacket \
 	./simulator/bmc:FuzzBMC
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -197,6 +198,8 @@ func (o IPAOptions) AdvertiseURL() string {
 	return o.AdvertiseProtocol + "://" + net.JoinHostPort(o.AdvertiseHost, o.AdvertisePort)
 }
 
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
+
 // ParseIPAOptions reads IPA's options from a kernel command line (dashes
 // or underscores); every other key=value word goes to other, which may
 // refuse it with an error. Words without "=" are ignored: the kernel
@@ -211,10 +214,16 @@ func ParseIPAOptions(cmdline string, other func(key, val string) error) (IPAOpti
 		val = strings.Trim(val, `"'`)
 		switch strings.ReplaceAll(key, "_", "-") {
 		case "ipa-api-url":
+			if u, err := url.Parse(val); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return o, fmt.Errorf("kernel command line: %s=%q is not an http(s) URL", key, val)
+			}
 			o.APIURL = val
 		case "ipa-node-uuid":
 			o.NodeUUID = val
 		case "ipa-advertise-host":
+			if net.ParseIP(val) == nil && !hostnameRE.MatchString(val) {
+				return o, fmt.Errorf("kernel command line: %s=%q is not an IP address or host name", key, val)
+			}
 			o.AdvertiseHost = val
 		case "ipa-advertise-port":
 			if n, err := strconv.Atoi(val); err != nil || n <= 0 || n > 65535 {
@@ -222,6 +231,9 @@ func ParseIPAOptions(cmdline string, other func(key, val string) error) (IPAOpti
 			}
 			o.AdvertisePort = val
 		case "ipa-advertise-protocol":
+			if val != "http" && val != "https" {
+				return o, fmt.Errorf("kernel command line: %s=%q: want http or https", key, val)
+			}
 			o.AdvertiseProtocol = val
 		case "BOOTIF":
 			// PXELINUX/iPXE form: 01-52-54-00-12-34-56 (01 = Ethernet).
@@ -257,8 +269,8 @@ func ConfigFromCmdline(cmdline string) (CmdlineConfig, error) {
 		switch key {
 		case "ipa-lookup-interval", "ipa_lookup_interval":
 			n, err := strconv.ParseFloat(val, 64)
-			if err != nil || n <= 0 {
-				return fmt.Errorf("kernel command line: %s=%q is not a positive number of seconds", key, val)
+			if err != nil || !(n > 0 && n <= 86400) { // also NaN
+				return fmt.Errorf("kernel command line: %s=%q is not a positive number of seconds (at most a day)", key, val)
 			}
 			c.LookupInterval = time.Duration(n * float64(time.Second))
 		case "ironlab.dialect":
@@ -270,6 +282,9 @@ func ConfigFromCmdline(cmdline string) (CmdlineConfig, error) {
 			c.Driver = val
 		case "ironlab.heartbeat-error-backoff":
 			d, err := time.ParseDuration(val)
+			if err == nil && d <= 0 {
+				err = errors.New("not positive")
+			}
 			if err != nil {
 				return fmt.Errorf("kernel command line: ironlab.heartbeat-error-backoff=%q: %w", val, err)
 			}

@@ -166,8 +166,9 @@ func loadModule(path string) error {
 	return nil
 }
 
-// netUp brings up lo and eth0 with the static QEMU user-mode addresses.
-func netUp(opts map[string]string) (string, error) {
+// netConfig reads eth0's address and gateway from the options (default:
+// QEMU user-mode networking). Both are IPv4: netUp configures IPv4 only.
+func netConfig(opts map[string]string) (ip net.IP, prefix int, gw net.IP, err error) {
 	ipStr, gwStr := opts[OptIP], opts[OptGateway]
 	if ipStr == "" {
 		ipStr = "10.0.2.15/24"
@@ -177,13 +178,26 @@ func netUp(opts map[string]string) (string, error) {
 	}
 	ip, ipnet, err := net.ParseCIDR(ipStr)
 	if err != nil {
-		return "", fmt.Errorf("%s=%q: %w", OptIP, ipStr, err)
+		return nil, 0, nil, fmt.Errorf("%s=%q: %w", OptIP, ipStr, err)
 	}
-	gw := net.ParseIP(gwStr)
+	if ip.To4() == nil || len(ipnet.Mask) != net.IPv4len { // ::ffff:a.b.c.d/120 is not IPv4
+		return nil, 0, nil, fmt.Errorf("%s=%q: not an IPv4 address", OptIP, ipStr)
+	}
+	gw = net.ParseIP(gwStr)
 	if gw == nil || gw.To4() == nil {
-		return "", fmt.Errorf("%s=%q: not an IPv4 address", OptGateway, gwStr)
+		return nil, 0, nil, fmt.Errorf("%s=%q: not an IPv4 address", OptGateway, gwStr)
 	}
-	prefix, _ := ipnet.Mask.Size()
+	prefix, _ = ipnet.Mask.Size()
+	return ip.To4(), prefix, gw.To4(), nil
+}
+
+// netUp brings up lo and eth0 with the static QEMU user-mode addresses.
+func netUp(opts map[string]string) (string, error) {
+	ip, prefix, gw, err := netConfig(opts)
+	if err != nil {
+		return "", err
+	}
+	ipStr := fmt.Sprintf("%s/%d", ip, prefix)
 	if lo, err := net.InterfaceByName("lo"); err == nil {
 		if err := linkUp(lo.Index); err != nil {
 			return "", fmt.Errorf("lo up: %w", err)
