@@ -33,7 +33,7 @@ type ImageInfo struct {
 
 // DownloadIdleTimeout aborts an image download that makes no progress for
 // this long (IPA's image_download_connection_timeout is 60 s).
-var DownloadIdleTimeout = 60 * time.Second
+const DownloadIdleTimeout = 60 * time.Second
 
 // hashByLength maps a bare checksum's hex length to its algorithm, as IPA
 // guesses it.

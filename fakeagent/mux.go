@@ -2,7 +2,6 @@ package fakeagent
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -18,6 +17,8 @@ type Mux struct {
 	base string
 	mu   sync.RWMutex
 	m    map[string]*Agent
+
+	serveErr error // ListenMux's server failed
 }
 
 // NewMux makes a Mux whose agents advertise baseURL + "/" + node UUID;
@@ -36,17 +37,23 @@ func ListenMux(ctx context.Context, addr string) (*Mux, error) {
 	m := NewMux("http://" + ln.Addr().String())
 	srv := &http.Server{Handler: m, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err // the listener died with ctx; nothing to report to
-		}
+		err := ServeWhile(ctx, srv, ln, func(ctx context.Context) error {
+			<-ctx.Done()
+			return nil
+		})
+		m.mu.Lock()
+		m.serveErr = err
+		m.mu.Unlock()
 	}()
 	return m, nil
+}
+
+// Err is why a ListenMux server stopped before its context ended (its
+// listener failed), or nil.
+func (m *Mux) Err() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.serveErr
 }
 
 // URL is the agent_url of the agent for node uuid.

@@ -40,6 +40,7 @@ func (r *runner) labSpec(stateDir string) (spec lab.Spec, total int, err error) 
 	spec.LookupInterval, spec.HeartbeatErrorBackoff = r.opts.LookupInterval, r.opts.HeartbeatErrorBackoff
 	spec.ForcedHeartbeatGap = 200 * time.Millisecond
 	spec.Libvirt.Progress = r.out
+	spec.Libvirt.AgentBinary, spec.Libvirt.CacheDir = r.opts.AgentBinary, r.opts.RamdiskCache
 	groups := spec.Groups
 	spec.Groups = nil
 	for _, g := range groups {

@@ -64,6 +64,10 @@ type Options struct {
 	// Backend, Accel and PXE override the scenarios' lab settings when set
 	// (`ironlab run --backend libvirt --accel tcg --pxe ipxe`).
 	Backend, Accel, PXE string
+	// AgentBinary and RamdiskCache are the libvirt backend's agent ramdisk
+	// inputs (lab.LibvirtSpec's AgentBinary and CacheDir; "" for their
+	// defaults); `ironlab run` passes $IRONLAB_AGENT_BINARY and $IRONLAB_CACHE.
+	AgentBinary, RamdiskCache string
 	// Agent timing for in-process agents; zero means fast lab defaults.
 	LookupInterval        time.Duration
 	HeartbeatErrorBackoff time.Duration

@@ -65,8 +65,8 @@ Flags:
 	domain := fs.String("domain", "", "libvirt domain to serve")
 	addr := fs.String("address", "127.0.0.1", "loopback address to listen on")
 	port := fs.Int("port", 6230, "UDP port to listen on")
-	user := fs.String("user", bmc.DefaultCredentials.Username, "IPMI user name")
-	pass := fs.String("password", bmc.DefaultCredentials.Password, "IPMI password")
+	user := fs.String("user", bmc.DefaultCredentials().Username, "IPMI user name")
+	pass := fs.String("password", bmc.DefaultCredentials().Password, "IPMI password")
 	config := fs.String("config", "", "YAML file with several domains (see above)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -135,7 +135,7 @@ func serveBMCs(ctx context.Context, cfg bmcFile, ready func(d bmcDomain, addr st
 		}
 		creds := bmc.Credentials{Username: d.Username, Password: d.Password}
 		if creds.Username == "" {
-			creds = bmc.DefaultCredentials
+			creds = bmc.DefaultCredentials()
 		}
 		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		m, err := libvirtvm.Adopt(actx, conn, d.Domain, slog.Default())

@@ -39,7 +39,7 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	cache := fs.String("cache-dir", ramdisk.DefaultCacheDir(), "cache folder for the kernel, ramdisk and images (env IRONLAB_CACHE)")
+	cache := fs.String("cache-dir", ramdiskCache(), "cache folder for the kernel, ramdisk and images (env IRONLAB_CACHE)")
 	binary := fs.String("binary", "", "static ironlab binary to use as /init (default: this binary if static, else go build ./cmd/ironlab)")
 	size := fs.Int64("image-size", images.DefaultSize, "size in bytes of the test disk images named as arguments")
 	asJSON := fs.Bool("json", false, "print the result as JSON")

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ironlab/ironlab/images/ramdisk"
 	"github.com/ironlab/ironlab/scenarios"
 )
 
@@ -108,7 +109,7 @@ Flags:
 		res, err := scenarios.Run(ctx, s, scenarios.Options{
 			ResultsDir: dir, StateDir: *stateDir, KeepState: *stateDir != "", ImageCache: *imageCache,
 			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, DriverBinary: self, Out: out, Logger: logger,
-			Backend: *backend, Accel: *accel, PXE: *pxe,
+			Backend: *backend, Accel: *accel, PXE: *pxe, AgentBinary: agentBinary(), RamdiskCache: ramdiskCache(),
 			// CI must run every group: a missing tool there is an error.
 			FailOnMissingTools: os.Getenv("CI") == "true",
 		})
@@ -163,6 +164,17 @@ func checkVMFlags(backend, accel, pxe string) error {
 	}
 	return nil
 }
+
+// The environment the libvirt backend's agent ramdisk takes (read here:
+// the library packages read no environment).
+func ramdiskCache() string {
+	if d := os.Getenv("IRONLAB_CACHE"); d != "" {
+		return d
+	}
+	return ramdisk.DefaultCacheDir()
+}
+
+func agentBinary() string { return os.Getenv("IRONLAB_AGENT_BINARY") }
 
 // defaultCache is a folder under the user's cache directory.
 func defaultCache(name string) string {

@@ -103,6 +103,7 @@ Flags:
 		spec.Libvirt.Accel, spec.Libvirt.PXE, spec.Libvirt.MemoryMB = *accel, *pxe, *vmMemory
 	}
 	spec.Libvirt.Progress = os.Stderr
+	spec.Libvirt.AgentBinary, spec.Libvirt.CacheDir = agentBinary(), ramdiskCache()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	spec.Logger = logger
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

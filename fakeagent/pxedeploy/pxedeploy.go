@@ -394,13 +394,7 @@ func ListenAndRun(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("pxedeploy: listen on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{Handler: rd, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
-	}()
-	return rd.Run(ctx)
+	return fakeagent.ServeWhile(ctx, srv, ln, rd.Run)
 }
 
 // Mux serves many ramdisks on one listener, each under <base path>/<node-uuid>.

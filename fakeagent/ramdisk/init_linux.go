@@ -259,9 +259,8 @@ func runAgent(log *slog.Logger, cmdline string) error {
 		return fmt.Errorf("agent listen %s: %w", ListenAddr, err)
 	}
 	srv := &http.Server{Handler: a, ReadHeaderTimeout: 30 * time.Second}
-	go srv.Serve(l)
 	log.Info("ironlab init: agent running", "api", cfg.APIURL, "advertise", cfg.AdvertiseURL, "listen", ListenAddr)
-	return a.Run(context.Background())
+	return fakeagent.ServeWhile(context.Background(), srv, l, a.Run)
 }
 
 // runDeployRamdisk runs the mock PXE driver's deploy ramdisk

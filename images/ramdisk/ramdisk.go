@@ -74,12 +74,10 @@ type Ramdisk struct {
 	Rebuilt       bool     `json:"rebuilt"` // false when the cache was current
 }
 
-// DefaultCacheDir is $IRONLAB_CACHE, else $XDG_CACHE_HOME/ironlab, else
-// ~/.cache/ironlab.
+// DefaultCacheDir is the user's cache folder's ironlab/ ($XDG_CACHE_HOME
+// or ~/.cache, as os.UserCacheDir finds it). ironlab's commands take
+// $IRONLAB_CACHE over it and pass it as Options.CacheDir.
 func DefaultCacheDir() string {
-	if d := os.Getenv("IRONLAB_CACHE"); d != "" {
-		return d
-	}
 	if d, err := os.UserCacheDir(); err == nil {
 		return filepath.Join(d, "ironlab")
 	}

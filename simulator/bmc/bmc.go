@@ -38,7 +38,10 @@ type Credentials struct {
 }
 
 // DefaultCredentials are what a node's BMC accepts unless the lab says otherwise.
-var DefaultCredentials = Credentials{Username: "admin", Password: "password"}
+// They are a function, not a variable: no package can change another's default.
+func DefaultCredentials() Credentials {
+	return Credentials{Username: "admin", Password: "password"}
+}
 
 // Options configure one BMC. The zero value is usable.
 type Options struct {
@@ -66,7 +69,7 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.Credentials == (Credentials{}) {
-		o.Credentials = DefaultCredentials
+		o.Credentials = DefaultCredentials()
 	}
 	if o.MaxSessions <= 0 {
 		o.MaxSessions = 16
@@ -103,6 +106,14 @@ type BMC struct {
 	creds Credentials
 	boot  bootOptions
 
+	// life ends on Close: power changes still running after their answer
+	// (chassisControl) end with it and Close waits for them.
+	life     context.Context
+	endLife  context.CancelFunc
+	workMu   sync.Mutex
+	work     sync.WaitGroup
+	workDone bool
+
 	startOnce sync.Once
 	done      chan struct{}
 	closeOnce sync.Once
@@ -138,6 +149,7 @@ func New(m simulator.Machine, addr string, opts Options) (*BMC, error) {
 		creds: opts.Credentials,
 		done:  make(chan struct{}),
 	}
+	b.life, b.endLife = context.WithCancel(context.Background())
 	f := opts.Faults
 	b.faults.Store(&f)
 	b.conn = &gateConn{UDPConn: uc, b: b}
@@ -195,8 +207,30 @@ func (b *BMC) Close() error {
 		b.closeErr = b.srv.Close()
 		b.startOnce.Do(func() { close(b.done) }) // never started
 		<-b.done
+		b.workMu.Lock()
+		b.workDone = true
+		b.workMu.Unlock()
+		b.endLife()
+		b.work.Wait()
 	})
 	return b.closeErr
+}
+
+// goWork runs f in the background for as long as the BMC lives: its
+// context ends on Close, which waits for it. It reports false (and runs
+// nothing) once the BMC is closing.
+func (b *BMC) goWork(f func(ctx context.Context)) bool {
+	b.workMu.Lock()
+	defer b.workMu.Unlock()
+	if b.workDone {
+		return false
+	}
+	b.work.Add(1)
+	go func() {
+		defer b.work.Done()
+		f(b.life)
+	}()
+	return true
 }
 
 // Addr is where the BMC listens.

@@ -78,12 +78,16 @@ func (b *BMC) chassisControl(_ context.Context, _ *handlers.HandlerContext, req 
 	if !ok {
 		return nil, types.CodeRequestDataFieldInvalid, nil
 	}
+	// The change runs under the BMC's lifetime, not the request's: it may
+	// outlast the answer, never the BMC.
 	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), machineTimeout)
+	if !b.goWork(func(life context.Context) {
+		ctx, cancel := context.WithTimeout(life, machineTimeout)
 		defer cancel()
 		done <- b.m.SetPower(ctx, a)
-	}()
+	}) {
+		return nil, types.CodeNodeBusy, nil // the BMC is shutting down
+	}
 	t := time.NewTimer(b.opts.ControlWait)
 	defer t.Stop()
 	select {
@@ -95,11 +99,11 @@ func (b *BMC) chassisControl(_ context.Context, _ *handlers.HandlerContext, req 
 		b.log.Debug("chassis control", "action", a)
 		return nil, types.CodeOK, nil
 	case <-t.C:
-		go func() {
+		b.goWork(func(context.Context) {
 			if err := <-done; err != nil {
 				b.log.Error("chassis control (late)", "action", a, "err", err)
 			}
-		}()
+		})
 		return nil, types.CodeOK, nil
 	}
 }

@@ -213,11 +213,14 @@ type Lab struct {
 	byName map[string]*Node
 	Images *imageserver.Server
 
-	vm        *vmBackend // the libvirt backend; nil for fake
-	mux       *fakeagent.Mux
-	agentSrv  *http.Server
-	agentAddr string
-	driverURL string
+	vm       *vmBackend // the libvirt backend; nil for fake
+	mux      *fakeagent.Mux
+	agentSrv *http.Server
+	// agentServed reports how the agents' API server stopped: a failure
+	// is logged at once and returned by Close.
+	agentServed chan error
+	agentAddr   string
+	driverURL   string
 
 	hosts  hosts // deploy ramdisks' Mux, SSH host
 	cancel context.CancelFunc
@@ -279,7 +282,7 @@ func (l *Lab) newNode(g GroupSpec, i, index int, macs map[string]bool) (*Node, e
 		BMCCreds: bmc.Credentials{Username: g.BMCUser, Password: g.BMCPassword},
 	}
 	if n.BMCCreds.Username == "" {
-		n.BMCCreds = bmc.DefaultCredentials
+		n.BMCCreds = bmc.DefaultCredentials()
 	}
 	mac := DeriveMAC(l.spec.Seed, l.spec.Name, name, macs)
 	n.MACs = []string{mac}
@@ -378,7 +381,17 @@ func (l *Lab) Start(ctx context.Context, driverURL string) error {
 	l.agentAddr = ln.Addr().String()
 	l.mux = fakeagent.NewMux("http://" + l.agentAddr)
 	l.agentSrv = &http.Server{Handler: l.agentHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go l.agentSrv.Serve(ln)
+	l.agentServed = make(chan error, 1)
+	go func() {
+		err := l.agentSrv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		} else {
+			err = fmt.Errorf("lab %s: agents' API on %s stopped: %w", l.spec.Name, l.agentAddr, err)
+			l.log.Error("agents' API stopped", "err", err)
+		}
+		l.agentServed <- err
+	}()
 	if l.vm != nil {
 		if err := l.vm.start(l); err != nil {
 			return err
@@ -432,7 +445,7 @@ func (l *Lab) Close() error {
 	wg.Wait()
 	if l.agentSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		errs = append(errs, l.agentSrv.Shutdown(ctx))
+		errs = append(errs, l.agentSrv.Shutdown(ctx), <-l.agentServed)
 		cancel()
 	}
 	errs = append(errs, l.Images.Close(), l.closeSSH())

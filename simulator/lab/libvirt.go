@@ -38,8 +38,9 @@ type LibvirtSpec struct {
 	// what the node reports to the driver on the fake backend only.
 	MemoryMB int
 	// AgentBinary is the static ironlab binary that becomes /init; ""
-	// means $IRONLAB_AGENT_BINARY, else this binary if it is a static
-	// ironlab, else `go build ./cmd/ironlab` in SourceDir.
+	// means this binary if it is a static ironlab, else `go build
+	// ./cmd/ironlab` in SourceDir (ironlab's commands pass
+	// $IRONLAB_AGENT_BINARY here).
 	AgentBinary string
 	// SourceDir is the module root to build the agent from ("" finds the
 	// current directory's module with `go env GOMOD`).
@@ -90,9 +91,6 @@ func newVMBackend(l *Lab) (*vmBackend, error) {
 		return nil, fmt.Errorf("lab %s: libvirt's qemu user cannot reach %s: %s is not searchable by others (chmod o+x it, or use another --state-dir)", l.spec.Name, l.spec.StateDir, dir)
 	}
 	o := ramdisk.Options{CacheDir: ls.CacheDir, Binary: ls.AgentBinary, SourceDir: ls.SourceDir, Progress: ls.Progress}
-	if o.Binary == "" {
-		o.Binary = os.Getenv("IRONLAB_AGENT_BINARY")
-	}
 	if o.Binary == "" && o.SourceDir == "" {
 		o.SourceDir = moduleRoot(ctx)
 	}

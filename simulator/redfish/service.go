@@ -38,7 +38,7 @@ import (
 
 // Options configure a Service. The zero value is usable.
 type Options struct {
-	// Credentials default to bmc.DefaultCredentials (admin/password).
+	// Credentials default to bmc.DefaultCredentials() (admin/password).
 	Credentials bmc.Credentials
 	// TLS serves https with a self-signed certificate for the listen
 	// address, 127.0.0.1 and localhost (CACertPEM); false serves plain http.
@@ -57,7 +57,7 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.Credentials == (bmc.Credentials{}) {
-		o.Credentials = bmc.DefaultCredentials
+		o.Credentials = bmc.DefaultCredentials()
 	}
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = 30 * time.Minute
