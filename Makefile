@@ -36,6 +36,9 @@ FUZZ_TARGETS = \
 	./fakeagent:FuzzCommand \
 	./fakeagent/pxedeploy:FuzzConfigFromCmdline \
 	./fakeagent/ramdisk:FuzzCmdline \
+	./simulator/sshpower:FuzzRun \
+	./simulator/bootfiles:FuzzWriteRead \
+	./simulator/bootfiles:FuzzRead \
 	./simulator/bmc:FuzzDecodePacket \
 	./simulator/bmc:FuzzBMC
 

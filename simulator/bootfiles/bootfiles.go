@@ -22,6 +22,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"unicode"
 )
 
 // Entry is what a machine boots from the network.
@@ -63,17 +64,28 @@ func PXELinuxName(mac string) (string, error) {
 	return "pxelinux.cfg/01-" + d, nil
 }
 
+// MaxCmdline bounds a kernel command line (x86 Linux takes 2048 bytes; a
+// few architectures 4096).
+const MaxCmdline = 4096
+
 func (e Entry) validate() error {
 	for what, p := range map[string]string{"kernel": e.Kernel, "initrd": e.Initrd} {
 		if p == "" && what == "initrd" {
 			continue
 		}
-		if p == "" || strings.ContainsAny(p, " \t\r\n") || path.IsAbs(p) || p != path.Clean(p) || strings.HasPrefix(p, "../") || p == ".." {
+		if p == "" || strings.IndexFunc(p, unicode.IsSpace) >= 0 || path.IsAbs(p) || p != path.Clean(p) || strings.HasPrefix(p, "../") || p == ".." {
 			return fmt.Errorf("boot entry %s path %q: must be a clean relative path without spaces", what, p)
 		}
 	}
 	if strings.ContainsAny(e.Cmdline, "\r\n") {
 		return fmt.Errorf("boot entry command line must be one line")
+	}
+	// Read trims the line: a command line must not depend on its ends.
+	if strings.TrimSpace(e.Cmdline) != e.Cmdline {
+		return fmt.Errorf("boot entry command line %q starts or ends with white space", e.Cmdline)
+	}
+	if len(e.Cmdline) > MaxCmdline {
+		return fmt.Errorf("boot entry command line of %d bytes: at most %d", len(e.Cmdline), MaxCmdline)
 	}
 	return nil
 }

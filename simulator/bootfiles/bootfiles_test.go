@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -55,6 +56,8 @@ func TestWriteRejects(t *testing.T) {
 		"escaping initrd": {"52:54:00:00:00:01", Entry{Kernel: "k", Initrd: "../x"}},
 		"no kernel":       {"52:54:00:00:00:01", Entry{}},
 		"two lines":       {"52:54:00:00:00:01", Entry{Kernel: "k", Cmdline: "a\nshell"}},
+		"too long":        {"52:54:00:00:00:01", Entry{Kernel: "k", Cmdline: strings.Repeat("a", MaxCmdline+1)}},
+		"trailing space":  {"52:54:00:00:00:01", Entry{Kernel: "k", Cmdline: "quiet\f"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := Write(t.TempDir(), tc.mac, tc.e); err == nil {
