@@ -179,13 +179,10 @@ func (c *Conductor) continueAction(ctx context.Context, t *task) {
 		c.verify(ctx, t)
 	case states.Deploying:
 		n.DeployStep = nil
-		if err := t.dep.Deploy(ctx, t); err != nil {
+		out, err := t.dep.Deploy(ctx, t)
+		c.drive(ctx, t, out, err, func(err error) {
 			c.fail(ctx, t, fmt.Sprintf("Failed to deploy node %s: %v", n.UUID, err))
-			return
-		}
-		if n.ProvisionState == states.Deploying { // fast track moves on by itself
-			c.process(ctx, t, states.EvWait)
-		}
+		})
 	case states.Cleaning:
 		c.startCleaning(ctx, t)
 	case states.Deleting:
@@ -223,12 +220,51 @@ func (c *Conductor) startCleaning(ctx context.Context, t *task) {
 			return
 		}
 	}
-	if err := t.dep.PrepareCleaning(ctx, t); err != nil {
+	out, err := t.dep.PrepareCleaning(ctx, t)
+	c.drive(ctx, t, out, err, func(err error) {
 		c.fail(ctx, t, fmt.Sprintf("Failed to prepare node %s for cleaning: %v", n.UUID, err))
-		return
-	}
-	if n.ProvisionState == states.Cleaning { // fast track moves on by itself
-		c.process(ctx, t, states.EvWait)
+	})
+}
+
+// drive applies a deploy interface's outcome and the steps it leads to,
+// one at a time: the state machine event, persisted with its history
+// record (or the node saved, when the step asks), a wait before a poll,
+// then the next step. onErr handles a step's error; a failure outcome
+// fails the node. The conductor is the only one that moves and saves the
+// node here.
+func (c *Conductor) drive(ctx context.Context, t *task, out deploy.Outcome, err error, onErr func(error)) {
+	for {
+		if err != nil {
+			onErr(err)
+			return
+		}
+		if out.Fail != "" {
+			if err := t.Fail(ctx, out.Fail); err != nil {
+				t.log.Error("fail node", "err", err)
+			}
+			return
+		}
+		if out.Event != "" {
+			if !c.process(ctx, t, out.Event) {
+				return
+			}
+		} else if out.Save {
+			if err := t.Save(ctx); err != nil {
+				onErr(err)
+				return
+			}
+		}
+		if out.Then == nil {
+			return
+		}
+		if out.After > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(out.After):
+			}
+		}
+		out, err = out.Then(ctx, t)
 	}
 }
 
@@ -356,12 +392,13 @@ func (c *Conductor) VendorPassthru(ctx context.Context, ident, method string, bo
 	}
 	c.goWork(func(ctx context.Context) {
 		defer t.release()
-		if err := v.VendorPassthru(ctx, t, method, body); err != nil {
+		out, err := v.VendorPassthru(ctx, t, method, body)
+		c.drive(ctx, t, out, err, func(err error) {
 			t.log.Error("vendor passthru", "method", method, "err", err)
 			if !states.Stable(t.node.ProvisionState) {
 				c.fail(ctx, t, fmt.Sprintf("Vendor method %s failed on node %s: %v", method, t.node.UUID, err))
 			}
-		}
+		})
 	})
 	return nil
 }

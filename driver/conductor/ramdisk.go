@@ -236,7 +236,8 @@ func (c *Conductor) callback(ctx context.Context, t *task) {
 	}
 	state := t.node.ProvisionState
 	t.Record(ctx, store.KindHeartbeat, "call-back", "heartbeat continues the "+state+" node", nil)
-	if err := t.dep.Continue(ctx, t); err != nil {
+	out, err := t.dep.Continue(ctx, t)
+	c.drive(ctx, t, out, err, func(err error) {
 		what := "deploy"
 		if state == states.CleanWait || state == states.Cleaning {
 			what = "clean"
@@ -248,5 +249,5 @@ func (c *Conductor) callback(ctx context.Context, t *task) {
 		default:
 			t.log.Error("heartbeat call-back", "err", err)
 		}
-	}
+	})
 }

@@ -127,39 +127,28 @@ func imageInfo(n *store.Node) map[string]any {
 	return info
 }
 
-// bootIntoRamdisk sets PXE for the next boot only and (re)boots the node.
-func bootIntoRamdisk(ctx context.Context, t deploy.Task) error {
-	if err := t.SetBootDevice(ctx, power.PXE, false); err != nil {
-		return err
-	}
-	st, err := t.GetPower(ctx)
-	if err != nil {
-		return err
-	}
-	if st == power.On {
-		return t.SetPower(ctx, power.Reboot)
-	}
-	return t.SetPower(ctx, power.On)
-}
-
 // Deploy boots the node into the agent; the heartbeat continues the deploy.
 // With fast track and a live agent it boots nothing and continues at once,
 // as Ironic's AgentDeploy.deploy goes straight to the next deploy step.
-func (d *Deploy) Deploy(ctx context.Context, t deploy.Task) error {
-	if d.fastTrack(ctx, t) {
-		return d.continueFastTrack(ctx, t)
-	}
-	return bootIntoRamdisk(ctx, t)
+func (d *Deploy) Deploy(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+	return d.bootOrFastTrack(ctx, t)
 }
 
 // PrepareCleaning boots the node into the agent; the heartbeat runs the
 // steps. With fast track and a live agent it boots nothing (Ironic's
 // prepare_inband_cleaning skips the reboot) and plans the steps at once.
-func (d *Deploy) PrepareCleaning(ctx context.Context, t deploy.Task) error {
+func (d *Deploy) PrepareCleaning(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+	return d.bootOrFastTrack(ctx, t)
+}
+
+func (d *Deploy) bootOrFastTrack(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	if d.fastTrack(ctx, t) {
 		return d.continueFastTrack(ctx, t)
 	}
-	return bootIntoRamdisk(ctx, t)
+	if err := deploy.BootIntoRamdisk(ctx, t); err != nil {
+		return deploy.Outcome{}, err
+	}
+	return deploy.Next(states.EvWait, nil), nil
 }
 
 // StatusTimeout bounds the fast-track check that the agent answers.
@@ -187,20 +176,31 @@ func (d *Deploy) fastTrack(ctx context.Context, t deploy.Task) bool {
 // answering meanwhile leaves the node waiting for its next heartbeat (as
 // Ironic does on AgentConnectionFailed in fast track); the call-back
 // timeout covers an agent that never comes back.
-func (d *Deploy) continueFastTrack(ctx context.Context, t deploy.Task) error {
+func (d *Deploy) continueFastTrack(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	n := t.Node()
 	detail := map[string]any{"agent_url": agentURL(n), "agent_last_heartbeat": n.Agent.LastHeartbeat.Unix()}
 	t.Record(ctx, store.KindProvision, "fast track", fmt.Sprintf("agent %s is running: no power cycle or boot into the ramdisk", agentURL(n)), detail)
-	if err := t.Process(ctx, states.EvWait); err != nil {
-		return err
+	wait := states.DeployWait
+	if n.ProvisionState == states.Cleaning {
+		wait = states.CleanWait
 	}
-	wait := n.ProvisionState
-	err := d.Continue(ctx, t)
-	if err != nil && errors.Is(err, ErrUnreachable) && n.ProvisionState == wait {
-		t.Record(ctx, store.KindProvision, "fast track wait", fmt.Sprintf("agent did not answer (%v); waiting for its heartbeat", err), nil)
-		return nil
+	return deploy.Next(states.EvWait, waitIfUnreachable(d.Continue, wait)), nil
+}
+
+// waitIfUnreachable runs step and the steps it leads to; an unreachable
+// agent while the node is still in wait leaves it waiting for a heartbeat.
+func waitIfUnreachable(step deploy.Step, wait string) deploy.Step {
+	return func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+		out, err := step(ctx, t)
+		if err != nil && errors.Is(err, ErrUnreachable) && t.Node().ProvisionState == wait {
+			t.Record(ctx, store.KindProvision, "fast track wait", fmt.Sprintf("agent did not answer (%v); waiting for its heartbeat", err), nil)
+			return deploy.Wait(), nil
+		}
+		if out.Then != nil {
+			out.Then = waitIfUnreachable(out.Then, wait)
+		}
+		return out, err
 	}
-	return err
 }
 
 // TearDown powers the node off.
@@ -209,18 +209,18 @@ func (d *Deploy) TearDown(ctx context.Context, t deploy.Task) error {
 }
 
 // Continue is the heartbeat call-back.
-func (d *Deploy) Continue(ctx context.Context, t deploy.Task) error {
+func (d *Deploy) Continue(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	n := t.Node()
 	if agentURL(n) == "" {
-		return nil // no agent yet
+		return deploy.Wait(), nil // no agent yet
 	}
 	switch n.ProvisionState {
 	case states.DeployWait:
-		return d.continueDeploy(ctx, t, true)
+		return d.continueDeploy(ctx, t)
 	case states.CleanWait:
 		return d.continueClean(ctx, t)
 	}
-	return nil
+	return deploy.Wait(), nil
 }
 
 // exec runs an agent command and records it in the node's history.
@@ -294,7 +294,7 @@ func nodeParams(t deploy.Task) (map[string]any, []map[string]any) {
 }
 
 // continueDeploy advances a node in "wait call-back".
-func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task, mayRestart bool) error {
+func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	n := t.Node()
 	if n.DeployStep == nil {
 		return d.startWriteImage(ctx, t)
@@ -306,176 +306,185 @@ func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task, mayRestart b
 	cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
 	if err != nil {
 		if errors.Is(err, ErrAgentBusy) {
-			return nil
+			return deploy.Wait(), nil
 		}
-		return err
+		return deploy.Outcome{}, err
 	}
 	last := lastNamed(cmds, wanted)
 	if last == nil {
-		if !mayRestart {
-			return nil
-		}
 		// A freshly booted agent that never ran our step: start over.
 		n.DeployStep = nil
-		return d.continueDeploy(ctx, t, false)
+		return d.startWriteImage(ctx, t)
 	}
 	switch last.Status {
 	case StatusRunning:
-		return nil
+		return deploy.Wait(), nil
 	case StatusSucceeded:
 		if !legacy(n) {
 			if echo, _ := last.ResultMap()["deploy_step"].(map[string]any); echo != nil && str(echo, "step") != n.DeployStep.Step {
-				return nil // an older step's result
+				return deploy.Wait(), nil // an older step's result
 			}
 		}
 		d.recordResult(ctx, t, last)
-		return d.finishDeploy(ctx, t)
+		return deploy.Next(states.EvResume, d.finishDeploy), nil
 	default:
 		d.recordResult(ctx, t, last)
-		return t.Fail(ctx, fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s",
-			n.DeployStep.String(), n.UUID, last.ErrorText()))
+		return deploy.Failed(fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s",
+			n.DeployStep.String(), n.UUID, last.ErrorText())), nil
 	}
 }
 
-// startWriteImage: the first heartbeat of a freshly booted agent.
-func (d *Deploy) startWriteImage(ctx context.Context, t deploy.Task) error {
+// startWriteImage: the first heartbeat of a freshly booted agent. The step
+// is persisted with the move to deploying before the agent is asked to run it.
+func (d *Deploy) startWriteImage(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	n := t.Node()
 	info := imageInfo(n)
 	if legacy(n) {
 		// Juno: standby.prepare_image straight away.
 		n.DeployStep = &store.Step{Interface: "deploy", Step: "prepare_image", Args: map[string]any{"image_info": info}}
-		if err := t.Process(ctx, states.EvResume); err != nil {
-			return err
-		}
-		cmd, err := d.exec(ctx, t, "standby.prepare_image", map[string]any{"image_info": info}, false)
-		return d.afterStart(ctx, t, cmd, err)
+		return deploy.Next(states.EvResume, func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+			cmd, err := d.exec(ctx, t, "standby.prepare_image", map[string]any{"image_info": info}, false)
+			return d.afterStart(t, cmd, err)
+		}), nil
 	}
 	node, ports := nodeParams(t)
 	res, err := d.exec(ctx, t, "deploy.get_deploy_steps", map[string]any{"node": node, "ports": ports}, true)
 	if err != nil {
 		if errors.Is(err, ErrAgentBusy) {
-			return nil
+			return deploy.Wait(), nil
 		}
-		return err
+		return deploy.Outcome{}, err
 	}
 	if res.Status == StatusFailed {
-		return fmt.Errorf("get_deploy_steps failed on agent: %s", res.ErrorText())
+		return deploy.Outcome{}, fmt.Errorf("get_deploy_steps failed on agent: %s", res.ErrorText())
 	}
 	version := res.ResultMap()["hardware_manager_version"]
 	step := &store.Step{Interface: "deploy", Step: "write_image", Priority: 80, Args: map[string]any{"image_info": info}}
 	n.DeployStep = step
-	if err := t.Process(ctx, states.EvResume); err != nil {
-		return err
-	}
-	cmd, err := d.exec(ctx, t, "deploy.execute_deploy_step",
-		map[string]any{"step": step, "node": node, "ports": ports, "deploy_version": version}, false)
-	return d.afterStart(ctx, t, cmd, err)
+	return deploy.Next(states.EvResume, func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+		cmd, err := d.exec(ctx, t, "deploy.execute_deploy_step",
+			map[string]any{"step": step, "node": node, "ports": ports, "deploy_version": version}, false)
+		return d.afterStart(t, cmd, err)
+	}), nil
 }
 
 // afterStart handles the answer to an async step command (node in deploying).
-func (d *Deploy) afterStart(ctx context.Context, t deploy.Task, cmd *Command, err error) error {
+func (d *Deploy) afterStart(t deploy.Task, cmd *Command, err error) (deploy.Outcome, error) {
 	n := t.Node()
 	if errors.Is(err, ErrAgentBusy) {
 		n.DeployStep = nil // try again on the next heartbeat
-		return t.Process(ctx, states.EvWait)
+		return deploy.Next(states.EvWait, nil), nil
 	}
 	if err != nil {
-		return err
+		return deploy.Outcome{}, err
 	}
 	if cmd.Status == StatusFailed {
-		return t.Fail(ctx, fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s", n.DeployStep.String(), n.UUID, cmd.ErrorText()))
+		return deploy.Failed(fmt.Sprintf("Agent returned error for deploy step %s on node %s : %s", n.DeployStep.String(), n.UUID, cmd.ErrorText())), nil
 	}
 	// Even a command that finished at once is read back on the next
 	// heartbeat, the one path for results.
-	return t.Process(ctx, states.EvWait)
+	return deploy.Next(states.EvWait, nil), nil
 }
 
-// finishDeploy: prepare_instance_boot, tear_down_agent, boot_instance.
-func (d *Deploy) finishDeploy(ctx context.Context, t deploy.Task) error {
+// finishDeploy runs in deploying once the image is written:
+// prepare_instance_boot (the partition UUIDs, a bootloader in UEFI mode),
+// then bootInstance.
+func (d *Deploy) finishDeploy(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	n := t.Node()
-	if err := t.Process(ctx, states.EvResume); err != nil {
-		return err
+	if legacy(n) {
+		return d.bootInstance(ctx, t)
 	}
-	if !legacy(n) {
-		res, err := d.exec(ctx, t, "standby.get_partition_uuids", nil, true)
-		if err != nil {
-			return err
-		}
-		if res.Status == StatusFailed {
-			return t.Fail(ctx, fmt.Sprintf("Failed to get partition UUIDs of node %s: %s", n.UUID, res.ErrorText()))
-		}
-		if deploy.BootModeUEFI(n) {
-			uuids := res.ResultMap()
-			params := map[string]any{"root_uuid": uuids["root uuid"], "efi_system_part_uuid": uuids["efi system partition uuid"],
-				"prep_boot_part_uuid": uuids["PReP Boot partition uuid"], "target_boot_mode": "uefi"}
-			cmd, err := d.exec(ctx, t, "image.install_bootloader", params, false)
-			if err != nil {
-				return err
-			}
-			if cmd, err = d.await(ctx, t, cmd, "install_bootloader"); err != nil {
-				return err
-			}
-			if cmd.Status != StatusSucceeded {
-				return t.Fail(ctx, fmt.Sprintf("Failed to install a bootloader when deploying node %s: %s", n.UUID, cmd.ErrorText()))
-			}
-		}
+	res, err := d.exec(ctx, t, "standby.get_partition_uuids", nil, true)
+	if err != nil {
+		return deploy.Outcome{}, err
 	}
+	if res.Status == StatusFailed {
+		return deploy.Failed(fmt.Sprintf("Failed to get partition UUIDs of node %s: %s", n.UUID, res.ErrorText())), nil
+	}
+	if !deploy.BootModeUEFI(n) {
+		return d.bootInstance(ctx, t)
+	}
+	uuids := res.ResultMap()
+	params := map[string]any{"root_uuid": uuids["root uuid"], "efi_system_part_uuid": uuids["efi system partition uuid"],
+		"prep_boot_part_uuid": uuids["PReP Boot partition uuid"], "target_boot_mode": "uefi"}
+	cmd, err := d.exec(ctx, t, "image.install_bootloader", params, false)
+	if err != nil {
+		return deploy.Outcome{}, err
+	}
+	return d.pollCommand(cmd, "install_bootloader", 0, func(ctx context.Context, t deploy.Task, cmd *Command) (deploy.Outcome, error) {
+		if cmd.Status != StatusSucceeded {
+			return deploy.Failed(fmt.Sprintf("Failed to install a bootloader when deploying node %s: %s", n.UUID, cmd.ErrorText())), nil
+		}
+		return d.bootInstance(ctx, t)
+	})(ctx, t)
+}
+
+// bootInstance: boot device disk, tear_down_agent (standby.power_off, then
+// polling the BMC until the node is off), and Ironic's reboot: off, then on.
+func (d *Deploy) bootInstance(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+	n := t.Node()
 	if err := t.SetBootDevice(ctx, power.Disk, true); err != nil {
-		return err
+		return deploy.Outcome{}, err
 	}
 	if !legacy(n) {
 		if _, err := d.exec(ctx, t, "standby.power_off", nil, false); err != nil {
 			t.Logger().Warn("standby.power_off failed; powering off through the BMC", "err", err)
 		} else if t.PowerInterface().Name() != "fake" {
-			d.waitPoweredOff(ctx, t)
+			return d.pollPoweredOff(0)(ctx, t)
 		}
 	}
-	// Ironic's reboot is off, then on.
+	return d.rebootInstance(ctx, t)
+}
+
+// pollPoweredOff asks the BMC whether the node is off, PowerOffRetries
+// times PowerOffInterval apart, before the hard power off.
+func (d *Deploy) pollPoweredOff(i int) deploy.Step {
+	return func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+		if i >= d.cfg.PowerOffRetries {
+			return d.rebootInstance(ctx, t)
+		}
+		if st, err := t.GetPower(ctx); err == nil && st == power.Off {
+			return d.rebootInstance(ctx, t)
+		}
+		return deploy.PollAfter(d.cfg.PowerOffInterval, d.pollPoweredOff(i+1)), nil
+	}
+}
+
+func (d *Deploy) rebootInstance(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	if err := t.SetPower(ctx, power.Off); err != nil {
-		return err
+		return deploy.Outcome{}, err
 	}
 	if err := t.SetPower(ctx, power.On); err != nil {
-		return err
+		return deploy.Outcome{}, err
 	}
-	n.DeployStep = nil
-	return t.Process(ctx, states.EvDone)
+	t.Node().DeployStep = nil
+	return deploy.Next(states.EvDone, nil), nil
 }
 
-func (d *Deploy) waitPoweredOff(ctx context.Context, t deploy.Task) {
-	for i := 0; i < d.cfg.PowerOffRetries; i++ {
-		if st, err := t.GetPower(ctx); err == nil && st == power.Off {
-			return
+// pollCommand polls an async command the conductor waits on itself, every
+// PollInterval up to PollAttempts times, then hands its result to done.
+func (d *Deploy) pollCommand(cmd *Command, name string, i int, done func(context.Context, deploy.Task, *Command) (deploy.Outcome, error)) deploy.Step {
+	return func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+		if cmd.Status != StatusRunning {
+			d.recordResult(ctx, t, cmd)
+			return done(ctx, t, cmd)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(d.cfg.PowerOffInterval):
-		}
-	}
-}
-
-// await polls an async command until it leaves RUNNING.
-func (d *Deploy) await(ctx context.Context, t deploy.Task, cmd *Command, name string) (*Command, error) {
-	n := t.Node()
-	for i := 0; cmd.Status == StatusRunning; i++ {
 		if i >= d.cfg.PollAttempts {
-			return nil, fmt.Errorf("%s on node %s still running after %d polls", name, n.UUID, i)
+			return deploy.Outcome{}, fmt.Errorf("%s on node %s still running after %d polls", name, t.Node().UUID, i)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(d.cfg.PollInterval):
-		}
-		cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
-		if err != nil {
-			return nil, err
-		}
-		if c := lastNamed(cmds, name); c != nil {
-			cmd = c
-		}
+		return deploy.PollAfter(d.cfg.PollInterval, func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+			n := t.Node()
+			cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
+			if err != nil {
+				return deploy.Outcome{}, err
+			}
+			next := cmd
+			if c := lastNamed(cmds, name); c != nil {
+				next = c
+			}
+			return d.pollCommand(next, name, i+1, done)(ctx, t)
+		}), nil
 	}
-	d.recordResult(ctx, t, cmd)
-	return cmd, nil
 }
 
 func intOf(v any) int {
@@ -507,7 +516,7 @@ func plan(n *store.Node) *store.CleanPlan {
 }
 
 // continueClean advances a node in "clean wait".
-func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) error {
+func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	n := t.Node()
 	if n.CleanStep == nil {
 		return d.planCleaning(ctx, t)
@@ -515,25 +524,25 @@ func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) error {
 	cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
 	if err != nil {
 		if errors.Is(err, ErrAgentBusy) {
-			return nil
+			return deploy.Wait(), nil
 		}
-		return err
+		return deploy.Outcome{}, err
 	}
 	idx := plan(n).Index
 	last := lastNamed(cmds, "execute_clean_step")
 	if last == nil {
 		// A freshly booted agent: Ironic moves on to the next step.
-		return d.nextCleanStep(ctx, t, idx+1)
+		return d.nextCleanStep(idx+1)(ctx, t)
 	}
 	switch last.Status {
 	case StatusRunning:
-		return nil
+		return deploy.Wait(), nil
 	case StatusSucceeded:
 		if echo, _ := last.ResultMap()["clean_step"].(map[string]any); echo != nil && str(echo, "step") != n.CleanStep.Step {
-			return nil
+			return deploy.Wait(), nil
 		}
 		d.recordResult(ctx, t, last)
-		return d.nextCleanStep(ctx, t, idx+1)
+		return d.nextCleanStep(idx+1)(ctx, t)
 	case StatusVersionMismatch:
 		d.recordResult(ctx, t, last)
 		return d.planCleaning(ctx, t)
@@ -543,29 +552,29 @@ func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) error {
 	}
 }
 
-func (d *Deploy) failCleaning(ctx context.Context, t deploy.Task, agentErr string) error {
+func (d *Deploy) failCleaning(ctx context.Context, t deploy.Task, agentErr string) (deploy.Outcome, error) {
 	n := t.Node()
 	msg := fmt.Sprintf("Agent returned error for clean step %s on node %s : %s", n.CleanStep.String(), n.UUID, agentErr)
 	n.Maintenance = true
 	n.MaintenanceReason = msg
 	n.Fault = "clean failure"
 	t.Record(ctx, store.KindMaintenance, "maintenance on", msg, map[string]any{"fault": "clean failure"})
-	return t.Fail(ctx, msg)
+	return deploy.Failed(msg), nil
 }
 
 // planCleaning fetches the agent's steps and decides which run, in order.
-func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) error {
+func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	n := t.Node()
 	node, ports := nodeParams(t)
 	res, err := d.exec(ctx, t, "clean.get_clean_steps", map[string]any{"node": node, "ports": ports}, true)
 	if err != nil {
 		if errors.Is(err, ErrAgentBusy) {
-			return nil
+			return deploy.Wait(), nil
 		}
-		return err
+		return deploy.Outcome{}, err
 	}
 	if res.Status == StatusFailed {
-		return fmt.Errorf("get_clean_steps failed on agent: %s", res.ErrorText())
+		return deploy.Outcome{}, fmt.Errorf("get_clean_steps failed on agent: %s", res.ErrorText())
 	}
 	var r struct {
 		Version    map[string]any           `json:"hardware_manager_version"`
@@ -624,7 +633,7 @@ func (d *Deploy) planCleaning(ctx context.Context, t deploy.Task) error {
 	}
 	p.Steps = steps
 	t.Record(ctx, store.KindProvision, "clean plan", "", map[string]any{"clean_steps": steps})
-	return d.nextCleanStep(ctx, t, 0)
+	return d.nextCleanStep(0)(ctx, t)
 }
 
 // missingArgs lists the arguments the agent's argsinfo marks required that
@@ -641,52 +650,52 @@ func missingArgs(offered offeredStep, args map[string]any) []string {
 }
 
 // nextCleanStep starts step i of the plan, or finishes cleaning.
-func (d *Deploy) nextCleanStep(ctx context.Context, t deploy.Task, i int) error {
-	n := t.Node()
-	p := plan(n)
-	if n.ProvisionState == states.CleanWait {
-		if err := t.Process(ctx, states.EvResume); err != nil {
-			return err
+func (d *Deploy) nextCleanStep(i int) deploy.Step {
+	return func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+		n := t.Node()
+		p := plan(n)
+		if n.ProvisionState == states.CleanWait {
+			return deploy.Next(states.EvResume, d.nextCleanStep(i)), nil
 		}
-	}
-	if i >= len(p.Steps) {
-		manual := p.Manual
-		n.CleanStep, n.CleanPlan = nil, nil
-		// tear_down_cleaning: power off, but with fast track leave the agent
-		// running (Ironic's tear_down_inband_cleaning skips the power off),
-		// so that the next deploy needs no boot.
-		if t.FastTrack(ctx) {
-			t.Record(ctx, store.KindProvision, "agent kept running", fmt.Sprintf("fast track: node stays powered on with agent %s", agentURL(n)), nil)
-		} else if err := t.SetPower(ctx, power.Off); err != nil {
-			return err
+		if i >= len(p.Steps) {
+			manual := p.Manual
+			n.CleanStep, n.CleanPlan = nil, nil
+			// tear_down_cleaning: power off, but with fast track leave the agent
+			// running (Ironic's tear_down_inband_cleaning skips the power off),
+			// so that the next deploy needs no boot.
+			if t.FastTrack(ctx) {
+				t.Record(ctx, store.KindProvision, "agent kept running", fmt.Sprintf("fast track: node stays powered on with agent %s", agentURL(n)), nil)
+			} else if err := t.SetPower(ctx, power.Off); err != nil {
+				return deploy.Outcome{}, err
+			}
+			if manual {
+				return deploy.Next(states.EvManage, nil), nil
+			}
+			return deploy.Next(states.EvDone, nil), nil
 		}
-		if manual {
-			return t.Process(ctx, states.EvManage)
-		}
-		return t.Process(ctx, states.EvDone)
+		step := p.Steps[i]
+		prevStep, prevIdx, prevStarted := n.CleanStep, p.Index, p.Started
+		n.CleanStep = &step
+		p.Index, p.Started = i, true
+		// The step is on disk before the agent runs it.
+		return deploy.Saved(func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+			node, ports := nodeParams(t)
+			cmd, err := d.exec(ctx, t, "clean.execute_clean_step", map[string]any{"step": step, "node": node, "ports": ports,
+				"clean_version": p.Version}, false)
+			if errors.Is(err, ErrAgentBusy) {
+				n.CleanStep, p.Index, p.Started = prevStep, prevIdx, prevStarted
+				return deploy.Next(states.EvWait, nil), nil
+			}
+			if err != nil {
+				return deploy.Outcome{}, err
+			}
+			switch cmd.Status {
+			case StatusFailed:
+				return d.failCleaning(ctx, t, cmd.ErrorText())
+			case StatusSucceeded:
+				return d.nextCleanStep(i+1)(ctx, t)
+			}
+			return deploy.Next(states.EvWait, nil), nil
+		}), nil
 	}
-	step := p.Steps[i]
-	prevStep, prevIdx, prevStarted := n.CleanStep, p.Index, p.Started
-	n.CleanStep = &step
-	p.Index, p.Started = i, true
-	if err := t.Save(ctx); err != nil {
-		return err
-	}
-	node, ports := nodeParams(t)
-	cmd, err := d.exec(ctx, t, "clean.execute_clean_step", map[string]any{"step": step, "node": node, "ports": ports,
-		"clean_version": p.Version}, false)
-	if errors.Is(err, ErrAgentBusy) {
-		n.CleanStep, p.Index, p.Started = prevStep, prevIdx, prevStarted
-		return t.Process(ctx, states.EvWait)
-	}
-	if err != nil {
-		return err
-	}
-	switch cmd.Status {
-	case StatusFailed:
-		return d.failCleaning(ctx, t, cmd.ErrorText())
-	case StatusSucceeded:
-		return d.nextCleanStep(ctx, t, i+1)
-	}
-	return t.Process(ctx, states.EvWait)
 }

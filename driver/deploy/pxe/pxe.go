@@ -191,12 +191,12 @@ func newHash(algo string) hash.Hash {
 }
 
 // Deploy writes the boot config and reboots the node into the deploy ramdisk.
-func (d *Deploy) Deploy(ctx context.Context, t deploy.Task) error {
+func (d *Deploy) Deploy(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	return d.bootRamdisk(ctx, t)
 }
 
 // PrepareCleaning boots the deploy ramdisk too: its call-back erases the disk.
-func (d *Deploy) PrepareCleaning(ctx context.Context, t deploy.Task) error {
+func (d *Deploy) PrepareCleaning(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	return d.bootRamdisk(ctx, t)
 }
 
@@ -210,25 +210,40 @@ func (d *Deploy) TearDown(ctx context.Context, t deploy.Task) error {
 
 // Continue does nothing: the deploy ramdisk does not heartbeat; its
 // pass_deploy_info (VendorPassthru) is the call-back.
-func (d *Deploy) Continue(ctx context.Context, t deploy.Task) error { return nil }
+func (d *Deploy) Continue(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+	return deploy.Wait(), nil
+}
 
-func (d *Deploy) bootRamdisk(ctx context.Context, t deploy.Task) error {
+// bootRamdisk saves a new deploy key, then writes the boot config and boots
+// the node into the deploy ramdisk.
+func (d *Deploy) bootRamdisk(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	n := t.Node()
 	if d.cfg.BootDir == "" {
-		return errors.New("the PXE deploy has no boot folder configured")
+		return deploy.Outcome{}, errors.New("the PXE deploy has no boot folder configured")
 	}
 	api := d.apiURL()
 	if api == "" {
-		return errors.New("the PXE deploy does not know the API URL the deploy ramdisk calls back")
+		return deploy.Outcome{}, errors.New("the PXE deploy does not know the API URL the deploy ramdisk calls back")
 	}
 	if len(t.Ports()) == 0 {
-		return fmt.Errorf("node %s has no ports: nothing to write a PXE boot config for", n.UUID)
+		return deploy.Outcome{}, fmt.Errorf("node %s has no ports: nothing to write a PXE boot config for", n.UUID)
 	}
 	key := rand.Text()
 	n.DriverInternalInfo[keyField] = key
-	if err := t.Save(ctx); err != nil {
-		return err
-	}
+	// The key is on disk before the ramdisk that carries it boots.
+	return deploy.Saved(func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+		if err := d.writeBootConfig(ctx, t, api, key); err != nil {
+			return deploy.Outcome{}, err
+		}
+		if err := deploy.BootIntoRamdisk(ctx, t); err != nil {
+			return deploy.Outcome{}, err
+		}
+		return deploy.Next(states.EvWait, nil), nil
+	}), nil
+}
+
+func (d *Deploy) writeBootConfig(ctx context.Context, t deploy.Task, api, key string) error {
+	n := t.Node()
 	for _, p := range t.Ports() {
 		dashed, err := bootfiles.Dashed(p.Address)
 		if err != nil {
@@ -246,17 +261,7 @@ func (d *Deploy) bootRamdisk(ctx context.Context, t deploy.Task) error {
 		}
 	}
 	t.Record(ctx, KindPXE, "boot config written", "", map[string]any{"boot_dir": d.cfg.BootDir, "kernel": d.cfg.Kernel, "ramdisk": d.cfg.Ramdisk})
-	if err := t.SetBootDevice(ctx, power.PXE, false); err != nil {
-		return err
-	}
-	st, err := t.GetPower(ctx)
-	if err != nil {
-		return err
-	}
-	if st == power.On {
-		return t.SetPower(ctx, power.Reboot)
-	}
-	return t.SetPower(ctx, power.On)
+	return nil
 }
 
 func (d *Deploy) removeBootConfig(t deploy.Task) error {
@@ -335,7 +340,7 @@ func checkCallback(n *store.Node, cb callback, strict bool) error {
 
 // VendorPassthru is the call-back: it streams the image (wait call-back) or
 // erases the disk (clean wait) through the ramdisk's address.
-func (d *Deploy) VendorPassthru(ctx context.Context, t deploy.Task, method string, body []byte) error {
+func (d *Deploy) VendorPassthru(ctx context.Context, t deploy.Task, method string, body []byte) (deploy.Outcome, error) {
 	n := t.Node()
 	cb, err := parseCallback(body)
 	if err == nil {
@@ -343,25 +348,24 @@ func (d *Deploy) VendorPassthru(ctx context.Context, t deploy.Task, method strin
 	}
 	if err != nil {
 		t.Logger().Warn("stale pass_deploy_info ignored", "err", err)
-		return nil
+		return deploy.Wait(), nil
 	}
 	t.Record(ctx, KindPXE, Method, "", map[string]any{"address": cb.Address, "error": cb.Error})
 	wasClean := n.ProvisionState == states.CleanWait
-	if err := t.Process(ctx, states.EvResume); err != nil {
-		return err
-	}
-	if cb.Error != "" {
-		return d.fail(ctx, t, wasClean, fmt.Sprintf("Deploy ramdisk of node %s reported an error: %s", n.UUID, cb.Error))
-	}
-	sctx, cancel := context.WithTimeout(ctx, d.cfg.StreamTimeout)
-	defer cancel()
-	if wasClean {
-		return d.clean(sctx, t, cb.Address)
-	}
-	return d.deployImage(sctx, t, cb.Address)
+	return deploy.Next(states.EvResume, func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+		if cb.Error != "" {
+			return d.fail(t, wasClean, fmt.Sprintf("Deploy ramdisk of node %s reported an error: %s", n.UUID, cb.Error))
+		}
+		if wasClean {
+			return d.clean(t, cb.Address)
+		}
+		sctx, cancel := context.WithTimeout(ctx, d.cfg.StreamTimeout)
+		defer cancel()
+		return d.deployImage(sctx, t, cb.Address)
+	}), nil
 }
 
-func (d *Deploy) fail(ctx context.Context, t deploy.Task, clean bool, msg string) error {
+func (d *Deploy) fail(t deploy.Task, clean bool, msg string) (deploy.Outcome, error) {
 	n := t.Node()
 	if err := d.removeBootConfig(t); err != nil {
 		t.Logger().Warn("remove boot config", "err", err)
@@ -370,7 +374,7 @@ func (d *Deploy) fail(ctx context.Context, t deploy.Task, clean bool, msg string
 	if clean {
 		n.CleanStep, n.CleanPlan = nil, nil
 	}
-	return t.Fail(ctx, msg)
+	return deploy.Failed(msg), nil
 }
 
 // countingHash hashes and counts what streams through it.
@@ -387,13 +391,13 @@ func (c *countingHash) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (d *Deploy) deployImage(ctx context.Context, t deploy.Task, address string) error {
+func (d *Deploy) deployImage(ctx context.Context, t deploy.Task, address string) (deploy.Outcome, error) {
 	n := t.Node()
 	start := time.Now()
 	src := imageURL(n)
 	algo, want, err := expectedSum(n)
 	if err != nil {
-		return d.fail(ctx, t, false, fmt.Sprintf("Cannot deploy node %s: %v", n.UUID, err))
+		return d.fail(t, false, fmt.Sprintf("Cannot deploy node %s: %v", n.UUID, err))
 	}
 	key := str(n.DriverInternalInfo, keyField)
 	streamed, written := sha256.New(), newHash(algo)
@@ -410,33 +414,33 @@ func (d *Deploy) deployImage(ctx context.Context, t deploy.Task, address string)
 	}
 	t.Record(ctx, KindPXE, "image streamed", fmt.Sprintf("%d bytes", ch.n), detail)
 	if serr != nil {
-		return d.fail(ctx, t, false, fmt.Sprintf("Failed to deploy node %s: %v", n.UUID, serr))
+		return d.fail(t, false, fmt.Sprintf("Failed to deploy node %s: %v", n.UUID, serr))
 	}
 	if got := hex.EncodeToString(written.Sum(nil)); got != want {
-		return d.fail(ctx, t, false, fmt.Sprintf("Image checksum mismatch for node %s: %s of %s is %s, expected %s (%d bytes streamed)", n.UUID, algo, src, got, want, ch.n))
+		return d.fail(t, false, fmt.Sprintf("Image checksum mismatch for node %s: %s of %s is %s, expected %s (%d bytes streamed)", n.UUID, algo, src, got, want, ch.n))
 	}
 	onDisk, err := d.diskSHA256(ctx, address, key, ch.n)
 	if err != nil {
-		return d.fail(ctx, t, false, fmt.Sprintf("Failed to verify the disk of node %s: %v", n.UUID, err))
+		return d.fail(t, false, fmt.Sprintf("Failed to verify the disk of node %s: %v", n.UUID, err))
 	}
 	if sent := hex.EncodeToString(streamed.Sum(nil)); onDisk != sent {
-		return d.fail(ctx, t, false, fmt.Sprintf("The disk of node %s does not hold what was written: sha256 of its first %d bytes is %s, the stream's is %s", n.UUID, ch.n, onDisk, sent))
+		return d.fail(t, false, fmt.Sprintf("The disk of node %s does not hold what was written: sha256 of its first %d bytes is %s, the stream's is %s", n.UUID, ch.n, onDisk, sent))
 	}
 	if err := d.removeBootConfig(t); err != nil {
-		return d.fail(ctx, t, false, err.Error())
+		return d.fail(t, false, err.Error())
 	}
 	delete(n.DriverInternalInfo, keyField)
 	if err := t.SetBootDevice(ctx, power.Disk, true); err != nil {
-		return d.fail(ctx, t, false, err.Error())
+		return d.fail(t, false, err.Error())
 	}
 	// Ironic's reboot is off, then on.
 	if err := t.SetPower(ctx, power.Off); err != nil {
-		return d.fail(ctx, t, false, err.Error())
+		return d.fail(t, false, err.Error())
 	}
 	if err := t.SetPower(ctx, power.On); err != nil {
-		return d.fail(ctx, t, false, err.Error())
+		return d.fail(t, false, err.Error())
 	}
-	return t.Process(ctx, states.EvDone)
+	return deploy.Next(states.EvDone, nil), nil
 }
 
 // stream downloads src and PUTs it to the ramdisk's disk, hashing on the way.
@@ -516,22 +520,29 @@ var zeroMiB = func() string {
 }()
 
 // clean erases the disk through the ramdisk and ends cleaning.
-func (d *Deploy) clean(ctx context.Context, t deploy.Task, address string) error {
+func (d *Deploy) clean(t deploy.Task, address string) (deploy.Outcome, error) {
 	n := t.Node()
 	manual := n.CleanPlan != nil && n.CleanPlan.Manual
 	if manual {
 		// The erase is the only thing this ramdisk can do.
 		for _, s := range n.CleanPlan.Requested {
 			if s.Interface != "deploy" || (s.Step != "erase_devices" && s.Step != "erase_devices_metadata") {
-				return d.fail(ctx, t, true, fmt.Sprintf("Clean step %s is not supported by the PXE deploy of node %s: it only erases the disk (deploy.erase_devices, deploy.erase_devices_metadata)",
+				return d.fail(t, true, fmt.Sprintf("Clean step %s is not supported by the PXE deploy of node %s: it only erases the disk (deploy.erase_devices, deploy.erase_devices_metadata)",
 					s.String(), n.UUID))
 			}
 		}
 	}
 	n.CleanStep = &store.Step{Interface: "deploy", Step: "erase_devices", Priority: 10}
-	if err := t.Save(ctx); err != nil {
-		return err
-	}
+	// The step is on disk before the erase.
+	return deploy.Saved(func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
+		return d.erase(ctx, t, address, manual)
+	}), nil
+}
+
+func (d *Deploy) erase(ctx context.Context, t deploy.Task, address string, manual bool) (deploy.Outcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.StreamTimeout)
+	defer cancel()
+	n := t.Node()
 	key := str(n.DriverInternalInfo, keyField)
 	start := time.Now()
 	var res struct {
@@ -551,18 +562,18 @@ func (d *Deploy) clean(ctx context.Context, t deploy.Task, address string) error
 	}
 	t.Record(ctx, KindPXE, "disk erased", "", detail)
 	if err != nil {
-		return d.fail(ctx, t, true, fmt.Sprintf("Failed to erase the disk of node %s through its deploy ramdisk: %v", n.UUID, err))
+		return d.fail(t, true, fmt.Sprintf("Failed to erase the disk of node %s through its deploy ramdisk: %v", n.UUID, err))
 	}
 	if err := d.removeBootConfig(t); err != nil {
-		return d.fail(ctx, t, true, err.Error())
+		return d.fail(t, true, err.Error())
 	}
 	delete(n.DriverInternalInfo, keyField)
 	n.CleanStep, n.CleanPlan = nil, nil
 	if err := t.SetPower(ctx, power.Off); err != nil {
-		return d.fail(ctx, t, true, err.Error())
+		return d.fail(t, true, err.Error())
 	}
 	if manual {
-		return t.Process(ctx, states.EvManage)
+		return deploy.Next(states.EvManage, nil), nil
 	}
-	return t.Process(ctx, states.EvDone)
+	return deploy.Next(states.EvDone, nil), nil
 }
