@@ -95,6 +95,7 @@ func (r *runner) eventCount(ctx context.Context, n *lab.Node) int {
 }
 
 func (r *runner) applyFault(ctx context.Context, f *Fault, nodes []*lab.Node) error {
+	r.faults.mark(f, nodes)
 	if f.Image != nil {
 		r.lab.Images.SetFaults(f.Image.ID, f.Image.Faults)
 	}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/ironlab/ironlab/simulator/lab"
 )
 
 // DriverConfig is what a scenario asks of the built-in driver.
@@ -75,6 +77,9 @@ type Options struct {
 	// machine lacks (ipmitool) an error instead of a skipped group. The
 	// caller decides: `ironlab run` sets it under CI=true.
 	FailOnMissingTools bool
+	// Started, when set, is called once the scenario's lab and driver run,
+	// before the first step (`ironlab run --ui` points its dashboard there).
+	Started func(driverURL string, l *lab.Lab)
 }
 
 // withDefaults fills in the options a caller left zero.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ironlab/ironlab/scenarios/report"
@@ -144,4 +145,33 @@ func DashboardTarget(title, driverURL string, l *lab.Lab) *report.Target {
 		t.Images = append(t.Images, report.LabImage{ID: id, URL: l.ImageURL(id), SHA256: info.SHA256})
 	}
 	return t
+}
+
+// faultLog records the faults the runner injected, one event per node:
+// the driver cannot know them, yet the timeline must show them.
+type faultLog struct {
+	mu  sync.Mutex
+	evs []map[string]any
+}
+
+func (f *faultLog) mark(ft *Fault, nodes []*lab.Node) {
+	if ft.Agent == nil && ft.Machine == nil && ft.BMC == nil && ft.Conductor == nil && len(ft.Nodes) == 0 {
+		// An image fault alone hits whoever downloads the image, not the
+		// nodes it happens to select.
+		return
+	}
+	what := faultSummary(ft)
+	t := time.Now().UTC().Format(time.RFC3339Nano)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range nodes {
+		f.evs = append(f.evs, map[string]any{"node": n.Name, "time": t, "kind": "fault", "event": "fault " + what,
+			"message": "injected by the scenario: " + what})
+	}
+}
+
+func (f *faultLog) events() []map[string]any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]map[string]any(nil), f.evs...)
 }

@@ -146,6 +146,10 @@ func (r *runner) writeEvents(ctx context.Context, path string) error {
 		nr.DeploySeconds, nr.FastTrack = deployTiming(parsed)
 		r.countConductorBytes(nr.Driver, parsed)
 	}
+	for _, m := range r.faults.events() {
+		b, _ := json.Marshal(m)
+		lines = append(lines, tagged{m["time"].(string), b})
+	}
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].time < lines[j].time })
 	f, err := os.Create(path)
 	if err != nil {

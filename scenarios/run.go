@@ -44,6 +44,7 @@ type runner struct {
 	skipped     map[string]bool // groups this machine cannot run
 	bgCtx       context.Context
 	bgCancel    context.CancelFunc
+	faults      faultLog // injected faults, for events.jsonl and the report
 }
 
 // Run plays a scenario against a fresh lab and writes its results under
@@ -129,6 +130,9 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.api = api
 	r.printf("   driver API %s (API %s), images at %s, agents at %s\n", driverURL, api.version, l.Images.Addr(), l.AgentAddr())
+	if r.opts.Started != nil {
+		r.opts.Started(driverURL, l)
+	}
 	if accel := l.Accel(); accel != "" {
 		r.printf("   VMs: libvirt domains ironlab-%s-<node>, accel %s; the guests reach the driver and images at 10.0.2.2\n", r.s.Name, accel)
 	}

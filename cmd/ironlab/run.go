@@ -15,6 +15,8 @@ import (
 
 	"github.com/ironlab/ironlab/images/ramdisk"
 	"github.com/ironlab/ironlab/scenarios"
+	"github.com/ironlab/ironlab/scenarios/report"
+	"github.com/ironlab/ironlab/simulator/lab"
 )
 
 func init() {
@@ -33,6 +35,8 @@ func runCmd(args []string) int {
 	pxe := fs.String("pxe", "", "libvirt backend: override the network boot, direct (kernel boot) or ipxe (real iPXE over QEMU's TFTP)")
 	quiet := fs.Bool("quiet", false, "no progress lines: print each scenario's verdict and failed checks, and where the results are")
 	jsonOut := fs.Bool("json", false, "print one JSON object a line on stdout (progress, check, node_event, scenario, run) instead of text")
+	ui := fs.Bool("ui", false, "serve the live dashboard of each scenario's lab while it runs (prints dashboard: URL)")
+	uiAddr := fs.String("ui-addr", "127.0.0.1:0", "with --ui: the dashboard's loopback address (default: a free port)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab run [flags] SCENARIO...
 
@@ -98,6 +102,20 @@ Flags:
 	if *jsonOut {
 		jl = newJSONLines(os.Stdout)
 	}
+	var dash *report.Dashboard
+	if *ui {
+		dash = report.NewDashboard(logger, 0)
+		url, err := dash.Listen(ctx, *uiAddr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab run:", err)
+			return 2
+		}
+		if jl != nil {
+			jl.emit(map[string]any{"type": "dashboard", "url": url})
+		} else {
+			fmt.Printf("dashboard: %s\n", url)
+		}
+	}
 	for _, s := range list {
 		var out io.Writer = os.Stdout
 		switch {
@@ -106,12 +124,16 @@ Flags:
 		case jl != nil:
 			out = jl.progress(s.Name)
 		}
+		var started func(string, *lab.Lab)
+		if dash != nil {
+			started = func(driverURL string, l *lab.Lab) { dash.SetTarget(scenarios.DashboardTarget(s.Name, driverURL, l)) }
+		}
 		res, err := scenarios.Run(ctx, s, scenarios.Options{
 			ResultsDir: dir, StateDir: *stateDir, KeepState: *stateDir != "", ImageCache: *imageCache,
 			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, DriverBinary: self, Out: out, Logger: logger,
 			Backend: *backend, Accel: *accel, PXE: *pxe, AgentBinary: agentBinary(), RamdiskCache: ramdiskCache(),
 			// CI must run every group: a missing tool there is an error.
-			FailOnMissingTools: os.Getenv("CI") == "true",
+			FailOnMissingTools: os.Getenv("CI") == "true", Started: started,
 		})
 		if res != nil {
 			all = append(all, res)

@@ -6,11 +6,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 const twoNodes = `name: two
@@ -102,6 +105,11 @@ func fileHas(t *testing.T, path, s string) bool {
 // its event stream, whose first message lists the lab's nodes.
 func checkDashboard(t *testing.T, url string) {
 	t.Helper()
+	checkDashboardNodes(t, url, `"name":"node-1"`)
+}
+
+func checkDashboardNodes(t *testing.T, url, node string) {
+	t.Helper()
 	if !strings.HasPrefix(url, "http://127.0.0.1:") {
 		t.Fatalf("up printed dashboard %q, want http://127.0.0.1:<port>/", url)
 	}
@@ -126,7 +134,47 @@ func checkDashboard(t *testing.T, url string) {
 	for len(first) < 2 && sc.Scan() {
 		first = append(first, sc.Text())
 	}
-	if len(first) < 2 || first[0] != "event: snapshot" || !strings.Contains(first[1], `"name":"node-1"`) {
+	if len(first) < 2 || first[0] != "event: snapshot" || !strings.Contains(first[1], node) {
 		t.Errorf("the dashboard's event stream starts %q", first)
 	}
+}
+
+// `ironlab run --ui` serves the dashboard of the scenario's lab while the
+// scenario runs: its event stream lists the scenario's nodes.
+func TestRunUI(t *testing.T) {
+	dir := t.TempDir()
+	sc := filepath.Join(dir, "ui.yaml")
+	// The wait for an event that never comes keeps the lab up for a while.
+	os.WriteFile(sc, []byte(strings.Replace(twoNodes, "name: two", "name: ui", 1)+
+		"  - wait: {event: never happens, timeout: 20s}\n"), 0o644)
+	cmd := exec.Command(labtest.Binary(t), "run", "--ui", "--json", "--results", filepath.Join(dir, "res"), sc)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(stdout)
+	url := ""
+	for url == "" && lines.Scan() {
+		var m map[string]any
+		if json.Unmarshal(lines.Bytes(), &m) == nil && m["type"] == "dashboard" {
+			url, _ = m["url"].(string)
+		}
+	}
+	// Wait for the scenario's lab: the progress line of its wait step.
+	for lines.Scan() {
+		if strings.Contains(lines.Text(), "never happens") {
+			break
+		}
+	}
+	go func() {
+		for lines.Scan() {
+		}
+	}()
+	checkDashboardNodes(t, url, `"name":"g-1"`)
 }

@@ -133,7 +133,8 @@ const IL = (() => {
       const y = r * laneH - scrollTop;
       if (i === selected) { ctx.fillStyle = "#e8efff"; ctx.fillRect(0, y, w, laneH); }
       ctx.fillStyle = "#1d2330";
-      ctx.fillText(names[i].length > 16 ? names[i].slice(0, 15) + "…" : names[i], 4, y + laneH / 2);
+      // Keep a long name's end: "scenario/group-7" tells nodes apart by it.
+      ctx.fillText(names[i].length > 17 ? "…" + names[i].slice(-16) : names[i], 4, y + laneH / 2);
       for (const [t0, t1, st] of lane.segs) {
         ctx.fillStyle = stateColor(st);
         ctx.fillRect(X(t0), y + 1, Math.max(1, X(t1) - X(t0)), laneH - 2);
