@@ -109,7 +109,7 @@ Flags:
 		fmt.Printf("\n  %d nodes active in %.1fs: %.1f deploys/s; mean deploy request to active %.2fs; %d MiB of images served\n",
 			len(res.Nodes), deploy, float64(len(res.Nodes))/deploy, sum/float64(len(res.Nodes)), res.ImageBytesServed>>20)
 	}
-	fmt.Printf("  results: %s\n", dir)
+	fmt.Printf("  results: %s (open %s)\n", dir, filepath.Join(dir, s.Name, "report.html"))
 	if err != nil || !res.Passed {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "ironlab bench:", err)
