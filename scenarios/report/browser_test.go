@@ -1,6 +1,7 @@
 package report_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -289,6 +290,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	rows := text(t, ctx, `#node-events tbody`)
 	if !strings.Contains(rows, "provide") {
 		t.Errorf("n-0's events after provide: %q", rows)
+	}
+	// Deploy with the image the page offers: the node goes active and its
+	// disk holds the image.
+	do(t, ctx, click(`#verbs button[data-verb="active"]`), waitState("n-0", "active"))
+	if n := l.Get("n-0"); n.ProvisionState != "active" || n.Error() != "" {
+		t.Errorf("after deploy from the dashboard the driver says n-0 is %q (%s)", n.ProvisionState, n.Error())
+	}
+	_, _, image := l.Image("disk")
+	if disk, err := os.ReadFile(l.MustNode("n-0").DiskPath()); err != nil || !bytes.HasPrefix(disk, image) {
+		t.Errorf("n-0's disk does not hold the image after the dashboard's deploy (%v)", err)
 	}
 	screenshot(t, ctx, "dashboard.png")
 

@@ -39,7 +39,11 @@
     $("count").textContent = nodes.size + " nodes";
   }
   let legendTimer = 0;
-  function later() { if (!legendTimer) legendTimer = setTimeout(() => { legendTimer = 0; legend(); }, 200); }
+  // A big lab's burst of changes redraws the legend once.
+  function later() {
+    if (nodes.size < 300) { legend(); return; }
+    if (!legendTimer) legendTimer = setTimeout(() => { legendTimer = 0; legend(); }, 200);
+  }
 
   const es = new EventSource("events");
   es.addEventListener("open", () => { $("conn").textContent = "live"; $("conn").className = "badge ok"; });
