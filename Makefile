@@ -32,6 +32,7 @@ FUZZTIME ?= 20s
 FUZZPARALLEL ?= 1
 FUZZ_TARGETS = \
 	./scenarios:FuzzParseAll \
+	./cmd/ironlab:FuzzBMCFile \
 	./fakeagent:FuzzConfigFromCmdline \
 	./fakeagent:FuzzCommand \
 	./fakeagent/pxedeploy:FuzzConfigFromCmdline \

@@ -138,8 +138,8 @@ func yamlError(file string, err error) error {
 	return &Error{File: file, Msg: err.Error()}
 }
 
-// checkAliases reports an alias with no anchor before it at its place: the
-// YAML decoder's own error for one in a merge key or a list has none.
+// checkAliases reports an alias with no anchor before it at its place (the
+// YAML decoder's own error for one in a merge key or a list has none), and a tag.
 func checkAliases(file string, body ast.Node) error {
 	v := &aliasVisitor{anchors: map[string]bool{}}
 	ast.Walk(v, body)
@@ -150,12 +150,22 @@ func checkAliases(file string, body ast.Node) error {
 		}
 		return e
 	}
+	// goccy/go-yaml v1.19.2 panics on a tag over a scalar where a list is
+	// expected ("groups: !x 5"); scenarios need no tags.
+	if tag := v.tag; tag != nil {
+		e := &Error{File: file, Msg: fmt.Sprintf("YAML tag %s: scenario files take no tags (quote the value instead)", tag.Start.Value)}
+		if p := tag.GetToken().Position; p != nil {
+			e.Line, e.Column = p.Line, p.Column
+		}
+		return e
+	}
 	return nil
 }
 
 type aliasVisitor struct {
 	anchors map[string]bool
 	unknown *ast.AliasNode
+	tag     *ast.TagNode
 }
 
 func (v *aliasVisitor) Visit(n ast.Node) ast.Visitor {
@@ -165,6 +175,10 @@ func (v *aliasVisitor) Visit(n ast.Node) ast.Visitor {
 	case *ast.AliasNode:
 		if v.unknown == nil && !v.anchors[n.Value.GetToken().Value] {
 			v.unknown = n
+		}
+	case *ast.TagNode:
+		if v.tag == nil {
+			v.tag = n
 		}
 	}
 	return v

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
 
 	"github.com/ironlab/ironlab/simulator/bmc"
 	libvirtvm "github.com/ironlab/ironlab/simulator/libvirt"
@@ -78,8 +81,8 @@ Flags:
 			fmt.Fprintf(os.Stderr, "ironlab bmc: %v\n", err)
 			return 2
 		}
-		if err := yaml.UnmarshalWithOptions(b, &cfg, yaml.Strict()); err != nil {
-			fmt.Fprintf(os.Stderr, "ironlab bmc: %s: %v\n", *config, err)
+		if cfg, err = parseBMCFile(*config, b); err != nil {
+			fmt.Fprintf(os.Stderr, "ironlab bmc: %v\n", err)
 			return 2
 		}
 	} else {
@@ -106,6 +109,57 @@ Flags:
 		return 1
 	}
 	return 0
+}
+
+// parseBMCFile reads a --config file strictly and checks each entry before
+// anything connects: errors name the file and the entry's field.
+func parseBMCFile(name string, data []byte) (bmcFile, error) {
+	var cfg bmcFile
+	// goccy/go-yaml v1.19.2 panics on a tag over a scalar where a list is
+	// expected ("bmcs: !x 5"); the file takes no tags.
+	if f, err := parser.ParseBytes(data, 0); err == nil {
+		for _, doc := range f.Docs {
+			if doc.Body == nil {
+				continue
+			}
+			for _, n := range ast.Filter(ast.TagType, doc.Body) {
+				p := n.GetToken().Position
+				return bmcFile{}, fmt.Errorf("%s: [%d:%d] YAML tag %s: the file takes no tags (quote the value instead)", name, p.Line, p.Column, n.GetToken().Value)
+			}
+		}
+	}
+	if err := yaml.UnmarshalWithOptions(data, &cfg, yaml.Strict()); err != nil {
+		return bmcFile{}, fmt.Errorf("%s: %v", name, err)
+	}
+	if len(cfg.BMCs) == 0 {
+		return bmcFile{}, fmt.Errorf("%s: bmcs: no BMCs configured", name)
+	}
+	seen := map[string]int{}
+	for i := range cfg.BMCs {
+		d := &cfg.BMCs[i]
+		bad := func(field, format string, a ...any) error {
+			return fmt.Errorf("%s: bmcs[%d].%s: %s", name, i, field, fmt.Sprintf(format, a...))
+		}
+		if d.Domain == "" {
+			return bmcFile{}, bad("domain", "missing: the libvirt domain to serve")
+		}
+		if d.Address == "" {
+			d.Address = "127.0.0.1"
+		}
+		ip, err := netip.ParseAddr(d.Address)
+		if err != nil || !ip.IsLoopback() || ip.Zone() != "" {
+			return bmcFile{}, bad("address", "%q is not a loopback address (the lab listens on loopback only)", d.Address)
+		}
+		if d.Port < 1 || d.Port > 65535 {
+			return bmcFile{}, bad("port", "want a UDP port 1-65535, got %d", d.Port)
+		}
+		at := netip.AddrPortFrom(ip.Unmap(), uint16(d.Port)).String()
+		if j, dup := seen[at]; dup {
+			return bmcFile{}, bad("port", "%s is taken by bmcs[%d] already", at, j)
+		}
+		seen[at] = i
+	}
+	return cfg, nil
 }
 
 // serveBMCs serves one BMC per configured domain until ctx ends.
