@@ -61,6 +61,9 @@ func faultSummary(f *Fault) string {
 	if f.Machine != nil {
 		parts = append(parts, "machine")
 	}
+	if f.Redfish != nil {
+		parts = append(parts, "redfish")
+	}
 	if f.BMC != nil {
 		parts = append(parts, "bmc")
 	}
@@ -117,6 +120,14 @@ func (r *runner) applyFault(ctx context.Context, f *Fault, nodes []*lab.Node) er
 				return fmt.Errorf("node %s (%s) has no BMC", n.Name, n.Driver)
 			}
 			n.BMC.SetFaults(*f.BMC)
+		}
+		if f.Redfish != nil {
+			if n.Redfish == nil {
+				return fmt.Errorf("node %s (%s) has no Redfish BMC", n.Name, n.Driver)
+			}
+			if err := n.Redfish.SetFaults(*f.Redfish); err != nil {
+				return fmt.Errorf("node %s: %w", n.Name, err)
+			}
 		}
 	}
 	if c := f.Conductor; c != nil {
@@ -280,6 +291,9 @@ func faultApplies(f *Fault, n *lab.Node) error {
 	}
 	if f.BMC != nil && n.BMC == nil {
 		return fmt.Errorf("node %s (%s) has no BMC", n.Name, n.Driver)
+	}
+	if f.Redfish != nil && n.Redfish == nil {
+		return fmt.Errorf("node %s (%s) has no Redfish BMC", n.Name, n.Driver)
 	}
 	return nil
 }

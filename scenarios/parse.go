@@ -225,6 +225,7 @@ var (
 	drivers = map[string]bool{
 		"fake_agent": true, "agent_ipmitool": true, "agent_pyghmi": true, "agent_ssh": true,
 		"fake_pxe": true, "pxe_ipmitool": true, "pxe_pyghmi": true, "pxe_ssh": true,
+		"agent_redfish": true, "pxe_redfish": true, // lab extensions
 	}
 )
 
@@ -455,6 +456,32 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 			v.at(p+".power.target", `must be "power on", "power off", "rebooting" or "soft power off", got %q`, st.Power.Target)
 		}
 	}
+	if vm := st.VirtualMedia; vm != nil {
+		check("virtual_media", true, vm.Nodes)
+		v.redfishOnly(p+".virtual_media", vm.Nodes, l)
+		switch {
+		case vm.Image != "" && vm.MissingImage:
+			v.at(p+".virtual_media", "set image or missing_image, not both")
+		case vm.Image == "" && !vm.MissingImage:
+			v.at(p+".virtual_media", "needs image (a lab image) or missing_image: true")
+		case vm.Image != "" && !hasImage(l, vm.Image):
+			v.at(p+".virtual_media.image", "no image %q in lab.images", vm.Image)
+		}
+	}
+	if fu := st.FirmwareUpdate; fu != nil {
+		check("firmware_update", true, fu.Nodes)
+		v.redfishOnly(p+".firmware_update", fu.Nodes, l)
+		if !firmwareVersion.MatchString(fu.Version) {
+			v.at(p+".firmware_update.version", "want a version like 2.1.0, got %q", fu.Version)
+		}
+		switch fu.Target {
+		case "":
+			fu.Target = "bios"
+		case "bios", "bmc":
+		default:
+			v.at(p+".firmware_update.target", "must be bios or bmc, got %q", fu.Target)
+		}
+	}
 	if f := st.Fault; f != nil {
 		check("fault", true, f.Nodes)
 		v.fault(p+".fault", f, l)
@@ -472,7 +499,7 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 		st.sleep = d
 	}
 	if len(set) != 1 {
-		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, clean, abort, power, fault, wait, expect, sleep; got %d (%s)", len(set), strings.Join(set, ", "))
+		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, clean, abort, power, fault, wait, expect, sleep, virtual_media, firmware_update; got %d (%s)", len(set), strings.Join(set, ", "))
 	}
 	if yp, err := yaml.PathString(p); err == nil {
 		if n, err := yp.FilterNode(v.body); err == nil && n.GetToken() != nil && n.GetToken().Position != nil {
@@ -492,8 +519,14 @@ func (v *validator) fault(p string, f *Fault, l *Lab) {
 	if f.AfterEvents < 0 {
 		v.at(p+".after_events", "must not be negative, got %d", f.AfterEvents)
 	}
-	if f.Agent == nil && f.Machine == nil && f.BMC == nil && f.Image == nil && f.Conductor == nil {
-		v.at(p, "injects nothing: set agent, machine, bmc, image or conductor")
+	if f.Agent == nil && f.Machine == nil && f.BMC == nil && f.Redfish == nil && f.Image == nil && f.Conductor == nil {
+		v.at(p, "injects nothing: set agent, machine, bmc, redfish, image or conductor")
+	}
+	if f.Redfish != nil {
+		v.redfishOnly(p+".redfish", f.Nodes, l)
+		if err := f.Redfish.Validate(); err != nil {
+			v.at(p+".redfish", "%v", err)
+		}
 	}
 	if f.Agent != nil {
 		if err := f.Agent.Validate(); err != nil {
@@ -538,6 +571,18 @@ func (v *validator) fault(p string, f *Fault, l *Lab) {
 		}
 	}
 }
+
+// redfishOnly checks a selector picks only groups with a Redfish BMC.
+func (v *validator) redfishOnly(p string, sel []string, l *Lab) {
+	for _, g := range l.Groups {
+		if selected(sel, g) && !strings.HasSuffix(g.Driver, "_redfish") {
+			v.at(p, "group %s (%s) has no Redfish BMC", g.Name, g.Driver)
+		}
+	}
+}
+
+// firmwareVersion is what a lab firmware image may carry.
+var firmwareVersion = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
 
 // selected says whether a selector picks (some of) a group.
 func selected(sel []string, g Group) bool {

@@ -9,6 +9,7 @@ import (
 	"github.com/ironlab/ironlab/simulator/bmc"
 	"github.com/ironlab/ironlab/simulator/fake"
 	"github.com/ironlab/ironlab/simulator/imageserver"
+	"github.com/ironlab/ironlab/simulator/redfish"
 )
 
 // Scenario is one scenario file. See the README for the format.
@@ -123,6 +124,10 @@ type Step struct {
 	Fault    *Fault  `yaml:"fault" json:"fault,omitempty"`
 	Expect   *Expect `yaml:"expect" json:"expect,omitempty"`
 	Sleep    string  `yaml:"sleep" json:"sleep,omitempty"`
+	// VirtualMedia and FirmwareUpdate act on Redfish nodes through their
+	// BMC, as a user with curl would (not through the driver).
+	VirtualMedia   *VirtualMedia   `yaml:"virtual_media" json:"virtual_media,omitempty"`
+	FirmwareUpdate *FirmwareUpdate `yaml:"firmware_update" json:"firmware_update,omitempty"`
 
 	line  int
 	sleep time.Duration
@@ -147,6 +152,33 @@ type Power struct {
 	Nodes []string `yaml:"nodes" json:"nodes,omitempty"`
 	// Target is "power on", "power off", "rebooting" or "soft power off".
 	Target string `yaml:"target" json:"target"`
+}
+
+// VirtualMedia boots the selected Redfish nodes from a virtual CD: it
+// inserts the image (InsertMedia), sets a one-time boot from Cd and powers
+// the node on (or restarts it), then waits for the machine's firmware to
+// report the CD boot on the console.
+type VirtualMedia struct {
+	Nodes []string `yaml:"nodes" json:"nodes,omitempty"`
+	// Image is a lab image whose URL goes into the drive.
+	Image string `yaml:"image" json:"image,omitempty"`
+	// MissingImage inserts a URL the lab's image server answers 404 for:
+	// the boot fails, on the console.
+	MissingImage bool `yaml:"missing_image" json:"missing_image,omitempty"`
+	// ExpectFailure: the BMC refuses the insert (a fault), and the step
+	// checks it did and left the drive as it was.
+	ExpectFailure bool `yaml:"expect_failure" json:"expect_failure,omitempty"`
+}
+
+// FirmwareUpdate runs UpdateService.SimpleUpdate on the selected Redfish
+// nodes with a lab firmware image of Version and waits for its task.
+type FirmwareUpdate struct {
+	Nodes   []string `yaml:"nodes" json:"nodes,omitempty"`
+	Version string   `yaml:"version" json:"version"`
+	// Target is bios (the system's firmware, default) or bmc.
+	Target string `yaml:"target" json:"target,omitempty"`
+	// ExpectFailure: the task must end in Exception.
+	ExpectFailure bool `yaml:"expect_failure" json:"expect_failure,omitempty"`
 }
 
 // Clean runs manual cleaning (manageable nodes) with explicit steps.
@@ -179,6 +211,8 @@ type Fault struct {
 	UntilReboot bool              `yaml:"until_reboot" json:"until_reboot,omitempty"`
 	Machine     *fake.Faults      `yaml:"machine" json:"machine,omitempty"`
 	BMC         *bmc.Faults       `yaml:"bmc" json:"bmc,omitempty"`
+	// Redfish sets the knobs of the node's system on its Redfish BMC.
+	Redfish *redfish.Faults `yaml:"redfish" json:"redfish,omitempty"`
 	// Image sets the image server's knobs for one image.
 	Image *ImageFault `yaml:"image" json:"image,omitempty"`
 	// Conductor kills the driver process with SIGKILL and restarts it.

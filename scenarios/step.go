@@ -47,6 +47,10 @@ func (r *runner) step(ctx context.Context, i int, st *Step) error {
 		}
 	case st.Expect != nil:
 		r.expect(ctx, label, i, st)
+	case st.VirtualMedia != nil:
+		err = r.virtualMedia(ctx, label, st.VirtualMedia)
+	case st.FirmwareUpdate != nil:
+		err = r.firmwareUpdate(ctx, label, st.FirmwareUpdate)
 	case st.Sleep != "":
 		err = r.sleepStep(ctx, label, st)
 	}

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-pkgs=(ipmitool python3-pyghmi python3-ironicclient openssh-client python3-sushy redfishtool chromium)
+pkgs=(ipmitool python3-pyghmi python3-ironicclient openssh-client python3-sushy redfishtool chromium curl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")

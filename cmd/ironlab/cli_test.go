@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,6 +153,68 @@ func TestUp(t *testing.T) {
 		labtest.Reduced(t, "ipmitool is not installed (%s): the printed ipmitool line was not run", labtest.InstallCommand("ipmitool"))
 	}
 	checkDashboard(t, dashboard)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("up after SIGTERM: %v", err)
+	}
+}
+
+// ironlab up --bmc redfish serves the nodes from one https Redfish service,
+// writes Ironic's redfish_* driver_info to nodes.yaml and prints a curl
+// line that works when pasted.
+func TestUpRedfish(t *testing.T) {
+	curl := labtest.Require(t, "curl")
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(labtest.Binary(t), "up", "--nodes", "2", "--bmc", "redfish", "--redfish-port", strconv.Itoa(port),
+		"--state-dir", dir, "--listen", "127.0.0.1:0")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	sc := bufio.NewScanner(stdout)
+	var try string
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "try:") {
+			try = strings.TrimSpace(strings.TrimPrefix(line, "try:"))
+		}
+		if strings.Contains(line, "the lab runs until") {
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	nodes := readFile(t, filepath.Join(dir, "nodes.yaml"))
+	for _, want := range []string{"driver: agent_redfish", fmt.Sprintf("redfish_address: https://127.0.0.1:%d", port),
+		"redfish_system_id: /redfish/v1/Systems/", "redfish_username: admin", "redfish_password: password",
+		"redfish_verify_ca: " + filepath.Join(dir, "redfish", "node-ca.pem")} {
+		if !strings.Contains(nodes, want) {
+			t.Errorf("nodes.yaml lacks %q:\n%s", want, nodes)
+		}
+	}
+	if !strings.HasPrefix(try, "curl -s --cacert ") {
+		t.Fatalf("printed curl line %q", try)
+	}
+	out, err := exec.Command("sh", "-c", strings.Replace(try, "curl", curl, 1)).Output()
+	if err != nil {
+		t.Fatalf("pasted curl line %q: %v", try, err)
+	}
+	var sys struct{ PowerState, Name string }
+	if err := json.Unmarshal(out, &sys); err != nil || sys.PowerState != "Off" || sys.Name != "node-0" {
+		t.Fatalf("curl printed %s (%v)", out, err)
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("up after SIGTERM: %v", err)

@@ -26,7 +26,9 @@ func init() {
 func upCmd(args []string) int {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	nodes := fs.Int("nodes", 4, "number of nodes")
-	class := fs.String("driver-class", "agent_ipmitool", "driver class of the nodes (fake_agent, agent_ipmitool, agent_pyghmi)")
+	class := fs.String("driver-class", "agent_ipmitool", "driver class of the nodes (fake_agent, agent_ipmitool, agent_pyghmi, agent_redfish, pxe_redfish)")
+	bmcKind := fs.String("bmc", "ipmi", "the nodes' BMC: ipmi, or redfish (one https Redfish service for the nodes; the class becomes agent_redfish or pxe_redfish)")
+	redfishPort := fs.Int("redfish-port", 8000, "TCP port of the Redfish service on 127.0.0.1 (with --bmc redfish; 0: a free port)")
 	dialect := fs.String("dialect", "v1", "the agents' lookup/heartbeat dialect: v1 or legacy")
 	backend := fs.String("backend", "fake", "machine backend: fake, or libvirt (real QEMU VMs; needs libvirtd, see scripts/vm-deps.sh)")
 	accel := fs.String("accel", "auto", "libvirt backend: accelerator, auto|kvm|tcg")
@@ -49,7 +51,8 @@ func upCmd(args []string) int {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab up [flags]
 
 Starts a lab and keeps it running until SIGINT or SIGTERM: machines, one
-virtual BMC per IPMI-powered node, the image server, the in-process agents
+virtual BMC per IPMI-powered node (or, with --bmc redfish, one Redfish
+service for the nodes), the image server, the in-process agents
 and (unless --driver-url) the built-in driver. Writes <state-dir>/nodes.yaml
 for 'baremetal create' and prints where everything listens, including the
 live dashboard (dashboard: http://127.0.0.1:<port>/).
@@ -65,8 +68,24 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 2
 	}
+	switch *bmcKind {
+	case "ipmi":
+	case "redfish":
+		if strings.HasPrefix(*class, "fake_") {
+			fmt.Fprintf(os.Stderr, "ironlab up: --bmc redfish: %s nodes have no BMC\n", *class)
+			return 2
+		}
+		kind, _, _ := strings.Cut(*class, "_")
+		*class = kind + "_redfish"
+		if *driverURL != "" && *nodesDriver == "" {
+			*nodesDriver = "redfish" // a real Ironic's hardware type
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "ironlab up: --bmc %q: want ipmi or redfish\n", *bmcKind)
+		return 2
+	}
 	spec := lab.Spec{Name: "up", StateDir: *stateDir, ImageDir: defaultCache("images"), Backend: *backend,
-		BMCAddressing: *addressing, BMCBasePort: *basePort}
+		BMCAddressing: *addressing, BMCBasePort: *basePort, RedfishPort: *redfishPort}
 	if *scenario != "" {
 		s, err := scenarios.Load(*scenario)
 		if err != nil {
@@ -74,7 +93,7 @@ Flags:
 			return 2
 		}
 		ls := scenarios.LabSpec(s)
-		ls.StateDir, ls.ImageDir, ls.BMCAddressing, ls.BMCBasePort = spec.StateDir, spec.ImageDir, *addressing, *basePort
+		ls.StateDir, ls.ImageDir, ls.BMCAddressing, ls.BMCBasePort, ls.RedfishPort = spec.StateDir, spec.ImageDir, *addressing, *basePort, *redfishPort
 		spec = ls
 	} else {
 		disk, err := scenarios.ParseSize(*diskSize)
@@ -182,13 +201,19 @@ func printLab(l *lab.Lab, driverURL, nodesFile string) {
 		fmt.Printf("agents:       http://%s/<node-uuid>\n", l.AgentAddr())
 	}
 	fmt.Printf("nodes.yaml:   %s   (baremetal create %s)\n\n", nodesFile, nodesFile)
-	var first *lab.Node
+	var first, firstRF *lab.Node
 	for i, n := range l.Nodes() {
 		bmcAddr := "-"
 		if n.BMC != nil {
 			bmcAddr = n.BMC.Addr().String()
 			if first == nil {
 				first = n
+			}
+		}
+		if n.Redfish != nil {
+			bmcAddr = n.RedfishURL() + n.Redfish.Path()
+			if firstRF == nil {
+				firstRF = n
 			}
 		}
 		if i < 20 {
@@ -202,6 +227,9 @@ func printLab(l *lab.Lab, driverURL, nodesFile string) {
 		ap := first.BMC.Addr()
 		fmt.Printf("\ntry:  ipmitool -I lanplus -H %s -p %d -U %s -P %s power status\n",
 			ap.Addr(), ap.Port(), first.BMCCreds.Username, first.BMCCreds.Password)
+	}
+	if firstRF != nil {
+		fmt.Printf("\ntry:  %s\n", firstRF.RedfishCurl())
 	}
 	fmt.Println("\nthe lab runs until Ctrl-C (SIGINT) or SIGTERM")
 }

@@ -37,6 +37,7 @@ var install = map[string]string{
 	"ipmitool":           "apt-get install ipmitool",
 	"baremetal":          "apt-get install python3-ironicclient",
 	"redfishtool":        "apt-get install redfishtool",
+	"curl":               "apt-get install curl",
 	"qemu-system-x86_64": "apt-get install qemu-system-x86",
 	"qemu-img":           "apt-get install qemu-utils",
 	"virsh":              "apt-get install libvirt-clients",

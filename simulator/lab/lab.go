@@ -24,6 +24,7 @@ import (
 	"github.com/ironlab/ironlab/simulator/bmc"
 	"github.com/ironlab/ironlab/simulator/fake"
 	"github.com/ironlab/ironlab/simulator/imageserver"
+	"github.com/ironlab/ironlab/simulator/redfish"
 )
 
 // GroupSpec is a set of alike nodes.
@@ -61,6 +62,11 @@ type Spec struct {
 	BMCAddressing string
 	// BMCBasePort is the first BMC's UDP port; 0 lets each BMC take a free port.
 	BMCBasePort int
+	// RedfishPort is the TCP port of the first group's Redfish service
+	// (the next group's is one more); 0 takes free ports.
+	RedfishPort int
+	// RedfishHTTP serves Redfish over plain http instead of https.
+	RedfishHTTP bool
 	// Agent timing knobs for in-process agents (zero: IPA's defaults).
 	LookupInterval        time.Duration
 	HeartbeatErrorBackoff time.Duration
@@ -81,8 +87,12 @@ type Node struct {
 	Machine  simulator.Machine
 	BMC      *bmc.BMC // nil when the driver class does not power through IPMI
 	BMCCreds bmc.Credentials
-	hw       simulator.Hardware
-	sshInfo  map[string]any // login on the lab's SSH host (SSH-powered classes)
+	// Redfish is the node's system on its group's Redfish service (nil
+	// when the driver class does not power through Redfish).
+	Redfish    *redfish.System
+	redfishSvc *redfishService
+	hw         simulator.Hardware
+	sshInfo    map[string]any // login on the lab's SSH host (SSH-powered classes)
 
 	mu            sync.Mutex
 	agent         *fakeagent.Agent
@@ -106,6 +116,9 @@ func (n *Node) DriverInfo() map[string]any {
 		di["ipmi_port"] = int(ap.Port())
 		di["ipmi_username"] = n.BMCCreds.Username
 		di["ipmi_password"] = n.BMCCreds.Password
+	}
+	if n.Redfish != nil {
+		n.redfishDriverInfo(di)
 	}
 	for k, v := range n.sshInfo {
 		di[k] = v
@@ -222,9 +235,10 @@ type Lab struct {
 	agentAddr   string
 	driverURL   string
 
-	hosts  hosts // deploy ramdisks' Mux, SSH host
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	hosts   hosts                      // deploy ramdisks' Mux, SSH host
+	redfish map[string]*redfishService // by group
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // New builds the lab's machines, images and BMCs; nothing runs until Start.
@@ -315,6 +329,11 @@ func (l *Lab) newNode(g GroupSpec, i, index int, macs map[string]bool) (*Node, e
 			return nil, fmt.Errorf("lab %s: node %s: BMC: %w", l.spec.Name, name, err)
 		}
 		n.BMC = b
+	}
+	if PowersThroughRedfish(g.Driver) {
+		if err := l.redfishAccess(n, g); err != nil {
+			return nil, err
+		}
 	}
 	if PowersThroughSSH(g.Driver) {
 		if err := l.sshAccess(n, g); err != nil {
@@ -426,6 +445,7 @@ func (l *Lab) Close() error {
 		l.cancel()
 	}
 	var errs []error
+	errs = append(errs, l.closeRedfish()) // before the machines: it waits for late power changes
 	if l.vm != nil {
 		errs = append(errs, l.vm.close())
 	}
