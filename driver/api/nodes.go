@@ -68,7 +68,7 @@ func (s *Server) nodeDoc(c *gin.Context, n *store.Node, detail bool) map[string]
 	if !detail {
 		return d
 	}
-	cl := conductor.Classes[n.Driver]
+	cl, _ := conductor.ClassOf(n.Driver)
 	for k, v := range map[string]any{
 		"driver":                 n.Driver,
 		"driver_info":            masked(n.DriverInfoView()),
@@ -100,7 +100,7 @@ func (s *Server) nodeDoc(c *gin.Context, n *store.Node, detail bool) map[string]
 }
 
 func (s *Server) node(c *gin.Context) (*store.Node, bool) {
-	n, err := s.c.GetNode(c, c.Param("ident"))
+	n, err := s.c.GetNode(c.Request.Context(), c.Param("ident"))
 	if err != nil {
 		failErr(c, err)
 		return nil, false
@@ -160,7 +160,7 @@ func (s *Server) createNode(c *gin.Context) {
 	if ver(c).AtLeast(11) {
 		initial = states.Enroll
 	}
-	if err := s.c.CreateNode(c, n, initial); err != nil {
+	if err := s.c.CreateNode(c.Request.Context(), n, initial); err != nil {
 		if errors.Is(err, conductor.ErrDuplicate) {
 			fail(c, http.StatusConflict, fmt.Sprintf("A node with UUID %s or name %q already exists.", n.UUID, n.Name))
 			return
@@ -197,7 +197,7 @@ func (s *Server) listNodesAs(c *gin.Context, detail bool) {
 		}
 		f.Maintenance = &b
 	}
-	nodes, err := s.c.Store().ListNodes(c, f)
+	nodes, err := s.c.Store().ListNodes(c.Request.Context(), f)
 	if err != nil {
 		failErr(c, err)
 		return
@@ -216,7 +216,7 @@ func (s *Server) getNode(c *gin.Context) {
 }
 
 func (s *Server) deleteNode(c *gin.Context) {
-	if err := s.c.DeleteNode(c, c.Param("ident")); err != nil {
+	if err := s.c.DeleteNode(c.Request.Context(), c.Param("ident")); err != nil {
 		failErr(c, err)
 		return
 	}
@@ -251,7 +251,7 @@ func (s *Server) setProvision(c *gin.Context) {
 		fail(c, http.StatusBadRequest, "Mandatory field missing: target")
 		return
 	}
-	if err := s.c.ProvisionAction(c, c.Param("ident"), *req.Target, req.CleanSteps); err != nil {
+	if err := s.c.ProvisionAction(c.Request.Context(), c.Param("ident"), *req.Target, req.CleanSteps); err != nil {
 		failErr(c, err)
 		return
 	}
@@ -273,7 +273,7 @@ func (s *Server) setPower(c *gin.Context) {
 		fail(c, http.StatusBadRequest, "Mandatory field missing: target")
 		return
 	}
-	if err := s.c.PowerAction(c, c.Param("ident"), *req.Target); err != nil {
+	if err := s.c.PowerAction(c.Request.Context(), c.Param("ident"), *req.Target); err != nil {
 		failErr(c, err)
 		return
 	}
@@ -292,7 +292,7 @@ func (s *Server) setMaintenance(c *gin.Context) {
 	if req.Reason != nil {
 		reason = *req.Reason
 	}
-	if err := s.c.SetMaintenance(c, c.Param("ident"), true, reason); err != nil {
+	if err := s.c.SetMaintenance(c.Request.Context(), c.Param("ident"), true, reason); err != nil {
 		failErr(c, err)
 		return
 	}
@@ -300,7 +300,7 @@ func (s *Server) setMaintenance(c *gin.Context) {
 }
 
 func (s *Server) unsetMaintenance(c *gin.Context) {
-	if err := s.c.SetMaintenance(c, c.Param("ident"), false, ""); err != nil {
+	if err := s.c.SetMaintenance(c.Request.Context(), c.Param("ident"), false, ""); err != nil {
 		failErr(c, err)
 		return
 	}
@@ -337,7 +337,7 @@ func (s *Server) history(c *gin.Context) {
 	if !ok {
 		return
 	}
-	evs, err := s.c.Store().ListEvents(c, n.UUID)
+	evs, err := s.c.Store().ListEvents(c.Request.Context(), n.UUID)
 	if err != nil {
 		failErr(c, err)
 		return
@@ -358,7 +358,7 @@ func (s *Server) historyEvent(c *gin.Context) {
 	if !ok {
 		return
 	}
-	evs, err := s.c.Store().ListEvents(c, n.UUID)
+	evs, err := s.c.Store().ListEvents(c.Request.Context(), n.UUID)
 	if err != nil {
 		failErr(c, err)
 		return
@@ -376,19 +376,19 @@ func (s *Server) historyEvent(c *gin.Context) {
 // deleted nodes by UUID, since their events stay.
 func (s *Server) events(c *gin.Context) {
 	id := c.Param("ident")
-	if n, err := s.c.GetNode(c, id); err == nil {
+	if n, err := s.c.GetNode(c.Request.Context(), id); err == nil {
 		id = n.UUID
 	} else if _, perr := uuid.Parse(id); perr != nil {
 		failErr(c, err)
 		return
 	}
-	evs, err := s.c.Store().ListEvents(c, id)
+	evs, err := s.c.Store().ListEvents(c.Request.Context(), id)
 	if err != nil {
 		failErr(c, err)
 		return
 	}
 	if len(evs) == 0 {
-		if _, err := s.c.GetNode(c, id); err != nil {
+		if _, err := s.c.GetNode(c.Request.Context(), id); err != nil {
 			failErr(c, err)
 			return
 		}
@@ -422,7 +422,7 @@ func (s *Server) patchNode(c *gin.Context) {
 		return
 	}
 	var perr error
-	n, err := s.c.UpdateNode(c, c.Param("ident"), func(n *store.Node) error {
+	n, err := s.c.UpdateNode(c.Request.Context(), c.Param("ident"), func(n *store.Node) error {
 		perr = applyPatch(n, ops)
 		return perr
 	})

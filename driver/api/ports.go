@@ -55,7 +55,7 @@ func (s *Server) createPort(c *gin.Context) {
 		fail(c, http.StatusBadRequest, fmt.Sprintf("Expected a MAC address but received %s.", *req.Address))
 		return
 	}
-	n, err := s.c.GetNode(c, *req.NodeUUID)
+	n, err := s.c.GetNode(c.Request.Context(), *req.NodeUUID)
 	if err != nil {
 		if errors.Is(err, conductor.ErrNotFound) {
 			// Ironic re-codes NodeNotFound to 400 on port create.
@@ -77,7 +77,7 @@ func (s *Server) createPort(c *gin.Context) {
 		}
 		p.UUID = u.String()
 	}
-	if err := s.c.Store().CreatePort(c, p); err != nil {
+	if err := s.c.Store().CreatePort(c.Request.Context(), p); err != nil {
 		if errors.Is(err, store.ErrDuplicate) {
 			fail(c, http.StatusConflict, fmt.Sprintf("A port with MAC address %s already exists.", mac))
 			return
@@ -116,7 +116,7 @@ func (s *Server) listPortsAs(c *gin.Context, detail bool, nodeUUID string) {
 	f := store.PortFilter{NodeUUID: nodeUUID}
 	for _, q := range []string{"node", "node_uuid"} {
 		if ident := c.Query(q); ident != "" {
-			n, err := s.c.GetNode(c, ident)
+			n, err := s.c.GetNode(c.Request.Context(), ident)
 			if err != nil {
 				failErr(c, err)
 				return
@@ -130,7 +130,7 @@ func (s *Server) listPortsAs(c *gin.Context, detail bool, nodeUUID string) {
 			return
 		}
 	}
-	ports, err := s.c.Store().ListPorts(c, f)
+	ports, err := s.c.Store().ListPorts(c.Request.Context(), f)
 	if err != nil {
 		failErr(c, err)
 		return
@@ -143,7 +143,7 @@ func (s *Server) listPortsAs(c *gin.Context, detail bool, nodeUUID string) {
 }
 
 func (s *Server) getPort(c *gin.Context) {
-	p, err := s.c.Store().GetPort(c, c.Param("uuid"))
+	p, err := s.c.Store().GetPort(c.Request.Context(), c.Param("uuid"))
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			fail(c, http.StatusNotFound, fmt.Sprintf("Port %s could not be found.", c.Param("uuid")))
@@ -156,7 +156,7 @@ func (s *Server) getPort(c *gin.Context) {
 }
 
 func (s *Server) deletePort(c *gin.Context) {
-	if err := s.c.Store().DeletePort(c, c.Param("uuid")); err != nil {
+	if err := s.c.Store().DeletePort(c.Request.Context(), c.Param("uuid")); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			fail(c, http.StatusNotFound, fmt.Sprintf("Port %s could not be found.", c.Param("uuid")))
 			return

@@ -21,7 +21,7 @@ func (s *Server) driverPassthru(c *gin.Context) {
 		method = c.Query("method")
 	}
 	driver := c.Param("driver")
-	if _, ok := conductor.Classes[driver]; !ok || s.c.CheckDriver(driver) != nil {
+	if _, ok := conductor.ClassOf(driver); !ok || s.c.CheckDriver(driver) != nil {
 		fail(c, http.StatusNotFound, fmt.Sprintf("Could not find the following driver(s) or hardware type(s): %s.", driver))
 		return
 	}
@@ -80,7 +80,7 @@ func (s *Server) driverPassthru(c *gin.Context) {
 		fail(c, http.StatusNotFound, "No node could be found: the inventory has no valid MAC address")
 		return
 	}
-	n, _, err := s.c.Lookup(c, q)
+	n, _, err := s.c.Lookup(c.Request.Context(), q)
 	if err != nil {
 		failErr(c, err)
 		return
@@ -109,7 +109,7 @@ func (s *Server) nodePassthru(c *gin.Context) {
 			fail(c, http.StatusBadRequest, "Could not read the request body: "+err.Error())
 			return
 		}
-		if err := s.c.VendorPassthru(c, c.Param("ident"), method, body); err != nil {
+		if err := s.c.VendorPassthru(c.Request.Context(), c.Param("ident"), method, body); err != nil {
 			failErr(c, err)
 			return
 		}
@@ -126,7 +126,7 @@ func (s *Server) nodePassthru(c *gin.Context) {
 		fail(c, http.StatusBadRequest, `Missing parameter "agent_url" in the heartbeat body`)
 		return
 	}
-	if err := s.c.Heartbeat(c, conductor.Heartbeat{Ident: c.Param("ident"), AgentURL: *req.AgentURL, Dialect: conductor.DialectLegacy}); err != nil {
+	if err := s.c.Heartbeat(c.Request.Context(), conductor.Heartbeat{Ident: c.Param("ident"), AgentURL: *req.AgentURL, Dialect: conductor.DialectLegacy}); err != nil {
 		failErr(c, err)
 		return
 	}
@@ -176,7 +176,7 @@ func (s *Server) lookup(c *gin.Context) {
 		fail(c, http.StatusBadRequest, "Lookup requires a valid MAC in \"addresses\" or a \"node_uuid\"")
 		return
 	}
-	n, token, err := s.c.Lookup(c, q)
+	n, token, err := s.c.Lookup(c.Request.Context(), q)
 	if err != nil {
 		failErr(c, err)
 		return
@@ -251,7 +251,7 @@ func (s *Server) heartbeat(c *gin.Context) {
 	if req.AgentVersion != nil {
 		hb.AgentVersion = *req.AgentVersion
 	}
-	if err := s.c.Heartbeat(c, hb); err != nil {
+	if err := s.c.Heartbeat(c.Request.Context(), hb); err != nil {
 		failErr(c, err)
 		return
 	}

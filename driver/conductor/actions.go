@@ -299,15 +299,21 @@ func (c *Conductor) fail(ctx context.Context, t *task, msg string) {
 	}
 }
 
-// PowerTargets are the targets PUT /v1/nodes/{id}/states/power accepts.
-var PowerTargets = map[string]power.State{
+// PowerTarget maps a target of PUT /v1/nodes/{id}/states/power to a power
+// state.
+func PowerTarget(target string) (power.State, bool) {
+	st, ok := powerTargets[target]
+	return st, ok
+}
+
+var powerTargets = map[string]power.State{
 	"power on": power.On, "power off": power.Off, "rebooting": power.Reboot, "soft power off": power.SoftOff,
 }
 
 // PowerAction changes a node's power through its power interface, in the
 // background once the target is persisted.
 func (c *Conductor) PowerAction(ctx context.Context, ident, target string) error {
-	st, ok := PowerTargets[target]
+	st, ok := PowerTarget(target)
 	if !ok {
 		return fmt.Errorf("invalid power target %q (want \"power on\", \"power off\", \"rebooting\" or \"soft power off\"): %w", target, ErrInvalidParameter)
 	}

@@ -75,6 +75,12 @@ type Config struct {
 	RestrictLookup bool
 	// FastTrack also allows lookups of enroll, manageable and available nodes.
 	FastTrack bool
+	// PeriodicWorkers bounds how many nodes the periodic check acts on at
+	// once (8, Ironic's periodic_max_workers); PeriodicNodeTimeout bounds
+	// the work on one node (3 min), so one dead BMC stalls neither the
+	// sweep nor the next one.
+	PeriodicWorkers     int
+	PeriodicNodeTimeout time.Duration
 
 	PowerInterfaces  map[string]power.Interface
 	DeployInterfaces map[string]deploy.Interface
@@ -84,8 +90,9 @@ type Config struct {
 // Class is a driver class: a deploy interface plus a power interface.
 type Class struct{ Deploy, Power string }
 
-// Classes are the spec's driver classes.
-var Classes = map[string]Class{
+// classes are the driver classes the conductor knows; Classes and ClassOf
+// read them.
+var classes = map[string]Class{
 	"fake_agent":     {"agent", "fake"},
 	"agent_ipmitool": {"agent", "ipmitool"},
 	"agent_pyghmi":   {"agent", "native"},
@@ -98,6 +105,21 @@ var Classes = map[string]Class{
 	// Redfish (driver/power/redfish).
 	"agent_redfish": {"agent", "redfish"},
 	"pxe_redfish":   {"pxe", "redfish"},
+}
+
+// Classes returns the driver classes the conductor knows (a copy).
+func Classes() map[string]Class {
+	out := make(map[string]Class, len(classes))
+	for k, v := range classes {
+		out[k] = v
+	}
+	return out
+}
+
+// ClassOf returns the interfaces of a driver class.
+func ClassOf(driver string) (Class, bool) {
+	cl, ok := classes[driver]
+	return cl, ok
 }
 
 func (c *Config) defaults() {
@@ -133,6 +155,12 @@ func (c *Config) defaults() {
 	}
 	if c.WatchdogMaxReboots <= 0 {
 		c.WatchdogMaxReboots = 3
+	}
+	if c.PeriodicWorkers <= 0 {
+		c.PeriodicWorkers = 8
+	}
+	if c.PeriodicNodeTimeout <= 0 {
+		c.PeriodicNodeTimeout = 3 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -204,7 +232,7 @@ func (c *Conductor) goWork(f func(ctx context.Context)) {
 // CheckDriver returns ErrDriverNotEnabled unless both interfaces of the
 // class are registered.
 func (c *Conductor) CheckDriver(name string) error {
-	cl, ok := Classes[name]
+	cl, ok := classes[name]
 	if !ok {
 		return fmt.Errorf("driver %s is not enabled (unknown driver class): %w", name, ErrDriverNotEnabled)
 	}
@@ -217,7 +245,7 @@ func (c *Conductor) CheckDriver(name string) error {
 // EnabledDrivers lists the classes whose interfaces are registered.
 func (c *Conductor) EnabledDrivers() []string {
 	var out []string
-	for name := range Classes {
+	for name := range classes {
 		if c.CheckDriver(name) == nil {
 			out = append(out, name)
 		}
@@ -230,7 +258,7 @@ func (c *Conductor) interfaces(driver string) (deploy.Interface, power.Interface
 	if err := c.CheckDriver(driver); err != nil {
 		return nil, nil, err
 	}
-	cl := Classes[driver]
+	cl := classes[driver]
 	return c.cfg.DeployInterfaces[cl.Deploy], c.cfg.PowerInterfaces[cl.Power], nil
 }
 

@@ -25,7 +25,9 @@ const (
 )
 
 // All lists every state, stable first.
-var All = []string{Enroll, Manageable, Available, Active, Verifying, Deploying, DeployWait,
+func All() []string { return append([]string(nil), all...) }
+
+var all = []string{Enroll, Manageable, Available, Active, Verifying, Deploying, DeployWait,
 	DeployFailed, Deleting, Cleaning, CleanWait, CleanFailed, Error}
 
 // Events. The first group are verbs a user may send as "target" to
@@ -56,7 +58,9 @@ type Transition struct {
 
 // Table is every allowed transition (Ironic's ironic/common/states.py, the
 // subset this lab implements).
-var Table = []Transition{
+func Table() []Transition { return append([]Transition(nil), table...) }
+
+var table = []Transition{
 	{Enroll, EvManage, Verifying, true},
 	{Verifying, EvDone, Manageable, false},
 	{Verifying, EvFail, Enroll, false},
@@ -103,8 +107,8 @@ var ErrUnknownVerb = errors.New("unknown provision verb")
 type key struct{ from, event string }
 
 var index = func() map[key]Transition {
-	m := make(map[key]Transition, len(Table))
-	for _, t := range Table {
+	m := make(map[key]Transition, len(table))
+	for _, t := range table {
 		m[key{t.From, t.Event}] = t
 	}
 	return m

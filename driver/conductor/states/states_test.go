@@ -29,7 +29,7 @@ func TestEveryTransition(t *testing.T) {
 	}
 	events := []string{EvManage, EvProvide, EvDeploy, EvDeleted, EvClean, EvAbort, EvRebuild,
 		EvDone, EvWait, EvResume, EvFail, EvError}
-	for _, from := range All {
+	for _, from := range All() {
 		for _, ev := range events {
 			w, allowed := want[from][ev]
 			t.Run(from+"/"+ev, func(t *testing.T) {
