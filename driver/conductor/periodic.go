@@ -3,6 +3,7 @@ package conductor
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ironlab/ironlab/driver/conductor/states"
@@ -32,24 +33,44 @@ func (c *Conductor) RunPeriodic(ctx context.Context, interval time.Duration) {
 }
 
 // Check runs the periodic tasks once, as of now: call-back timeouts of nodes
-// in "wait call-back" and "clean wait", and the heartbeat watchdog. It
-// returns after the actions it started have finished.
+// in "wait call-back" and "clean wait", and the heartbeat watchdog. Nodes
+// that need action are handled concurrently, PeriodicWorkers at a time and
+// each within PeriodicNodeTimeout, so a node whose BMC does not answer
+// delays no other. It returns after the actions it started have finished.
 func (c *Conductor) Check(ctx context.Context, now time.Time) error {
 	nodes, err := c.store.ListNodes(ctx, store.NodeFilter{})
 	if err != nil {
 		return fmt.Errorf("periodic check: %w", err)
 	}
+	sem := make(chan struct{}, c.cfg.PeriodicWorkers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, n := range nodes {
 		if n.Reservation != "" || n.Maintenance {
 			continue
 		}
-		if c.callbackTimedOut(n, now) {
-			c.failTimedOut(ctx, n.UUID, now)
+		var act func(ctx context.Context, id string, now time.Time)
+		switch {
+		case c.callbackTimedOut(n, now):
+			act = c.failTimedOut
+		case c.watchdogDue(n, now):
+			act = c.watchdog
+		default:
 			continue
 		}
-		if c.watchdogDue(n, now) {
-			c.watchdog(ctx, n.UUID, now)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			nctx, cancel := context.WithTimeout(ctx, c.cfg.PeriodicNodeTimeout)
+			defer cancel()
+			act(nctx, id, now)
+		}(n.UUID)
 	}
 	return nil
 }
