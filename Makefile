@@ -33,6 +33,7 @@ FUZZPARALLEL ?= 1
 FUZZ_TARGETS = \
 	./scenarios:FuzzParseAll \
 	./cmd/ironlab:FuzzBMCFile \
+	./driver/api:FuzzAPIBody \
 	./fakeagent:FuzzConfigFromCmdline \
 	./fakeagent:FuzzCommand \
 	./fakeagent/pxedeploy:FuzzConfigFromCmdline \

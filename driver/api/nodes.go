@@ -438,6 +438,11 @@ func (s *Server) patchNode(c *gin.Context) {
 		failErr(c, err)
 		return
 	}
+	// Answer with the node as stored, not as the task held it (reserved,
+	// updated_at not yet set), as Ironic does.
+	if stored, err := s.c.GetNode(c, n.UUID); err == nil {
+		n = stored
+	}
 	c.JSON(http.StatusOK, s.nodeDoc(c, n, true))
 }
 
