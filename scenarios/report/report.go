@@ -138,9 +138,13 @@ func FailedNodes(failures []string, nodes []Node) []string {
 	return out
 }
 
-// consoleTail is how much of each console log the report keeps; the full
-// logs sit next to it in console/.
-const consoleTail = 32 << 10
+// consoleTail is how much of each console log the report keeps, and
+// consoleBudget how much of all of them, so a 5000-node report stays small
+// enough to open; the full logs sit next to it in console/.
+const (
+	consoleTail   = 32 << 10
+	consoleBudget = 8 << 20
+)
 
 // page is what the template sees; the browser builds the timeline, the
 // summary chart and the node pages from JSON.
@@ -282,11 +286,15 @@ func WriteFile(path string, d *Data) error {
 func compact(d *Data) jsonData {
 	out := jsonData{Kinds: []string{}, Events: [][]any{}}
 	idx := map[string]int{}
+	tail := consoleTail
+	if len(d.Nodes) > 0 {
+		tail = min(consoleTail, consoleBudget/len(d.Nodes))
+	}
 	for i, n := range d.Nodes {
 		idx[n.Name] = i
 		c := n.Console
-		if len(c) > consoleTail {
-			c = "[... " + fmt.Sprint(len(c)-consoleTail) + " bytes left out: see console/" + n.Name + ".log]\n" + c[len(c)-consoleTail:]
+		if len(c) > tail {
+			c = "[... " + fmt.Sprint(len(c)-tail) + " bytes left out: see console/" + n.Name + ".log]\n" + c[len(c)-tail:]
 		}
 		out.Nodes = append(out.Nodes, jsonNode{Name: n.Name, UUID: n.UUID, Group: n.Group, Driver: n.Driver,
 			State: n.FinalState, Power: n.PowerState, Maintenance: n.Maintenance, LastError: n.LastError,

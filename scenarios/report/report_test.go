@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -104,6 +105,18 @@ func TestCompactData(t *testing.T) {
 	}
 	if c := got.Nodes[1].Console; len(c) > consoleTail+200 || !strings.Contains(c, "console/n-1.log") {
 		t.Errorf("a long console is kept whole (%d bytes) or without a pointer to the full log", len(c))
+	}
+	// Many nodes share the budget.
+	big := &Data{}
+	for i := range 1000 {
+		big.Nodes = append(big.Nodes, Node{Name: fmt.Sprint("n-", i), Console: strings.Repeat("y", consoleTail)})
+	}
+	total := 0
+	for _, n := range compact(big).Nodes {
+		total += len(n.Console)
+	}
+	if total > consoleBudget+1000*100 {
+		t.Errorf("1000 consoles take %d bytes of the report, over the %d budget", total, consoleBudget)
 	}
 }
 
