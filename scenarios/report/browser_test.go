@@ -24,7 +24,8 @@ import (
 const chromiumPath = "/usr/bin/chromium"
 
 // stepTimeout bounds each group of browser steps (a wait for a state).
-const stepTimeout = 30 * time.Second
+// They are bounds for a loaded shared machine, not timing targets.
+const stepTimeout = time.Minute
 
 // browser starts a headless Chromium with a fresh profile for tb and
 // returns a context that drives its first tab. Without Chromium the test
@@ -57,7 +58,7 @@ func browser(tb testing.TB) context.Context {
 		cancelAlloc()
 		tb.Fatalf("start %s: %v", chromiumPath, err)
 	}
-	ctx, cancelTimeout := context.WithTimeout(tab, 2*time.Minute)
+	ctx, cancelTimeout := context.WithTimeout(tab, 5*time.Minute)
 	tb.Cleanup(func() {
 		cancelTimeout()
 		cancelTab()
@@ -212,14 +213,14 @@ func TestReportInBrowser(t *testing.T) {
 		t.Error("the timeline canvas is empty")
 	}
 
-	// Hover the middle of fa-1's lane (the second): the tooltip names the
+	// Hover the end of fa-1's lane (the second): the tooltip names the
 	// node and its state then.
 	do(t, ctx, chromedp.ScrollIntoView(chromedp.CSS(`#lanes`)),
 		chromedp.Evaluate[chromedp.Void](`(() => { const c = document.getElementById("lanes"), r = c.getBoundingClientRect();
-			c.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + 130 + (r.width - 138) * 0.9, clientY: r.top + 16 * 1.5, bubbles: true})); })()`))
+			c.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + 130 + (r.width - 138) * 0.995, clientY: r.top + 16 * 1.5, bubbles: true})); })()`))
 	tooltip := text(t, ctx, `#tooltip`)
 	if !strings.Contains(tooltip, "fa-1") || !strings.Contains(tooltip, "state: active") {
-		t.Errorf("tooltip over fa-1's lane late in the run: %q", tooltip)
+		t.Errorf("tooltip over the end of fa-1's lane: %q", tooltip)
 	}
 
 	// The failed check's node link opens the node: its events and console.

@@ -217,7 +217,7 @@ func TestDashboardStream(t *testing.T) {
 	var back *[2]string // a message read ahead
 	next := func(want string) NodeView {
 		t.Helper()
-		deadline := time.After(10 * time.Second)
+		deadline := time.After(time.Minute)
 		for {
 			var m [2]string
 			ok := true
@@ -276,7 +276,7 @@ func TestDashboardStream(t *testing.T) {
 		if got != "PUT /v1/nodes/u-0/states/provision latest" || pr.StatusCode != http.StatusAccepted {
 			t.Errorf("proxied %q, answer %d", got, pr.StatusCode)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("the request did not reach the driver")
 	}
 }
