@@ -173,7 +173,10 @@ if [ ! -f "$dir/ironic.sqlite" ]; then
 fi
 
 start_one() { # name
-	setsid "ironic-$1" --config-file "$dir/ironic.conf" >"$dir/log/$1.out" 2>&1 </dev/null &
+	# requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override the CA file
+	# sushy is given: with them set, redfish_verify_ca is ignored and every
+	# Redfish call fails with "self-signed certificate".
+	env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE setsid "ironic-$1" --config-file "$dir/ironic.conf" >"$dir/log/$1.out" 2>&1 </dev/null &
 	echo $! >"$dir/$1.pid"
 }
 start_one conductor
