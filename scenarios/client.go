@@ -225,3 +225,14 @@ func (c *client) events(ctx context.Context, ident string) ([]json.RawMessage, e
 	}
 	return out.Events, err
 }
+
+// process is the driver process's pid and CPU seconds (the lab extension
+// GET /v1/lab/process).
+func (c *client) process(ctx context.Context) (pid int, cpuSeconds float64, err error) {
+	var out struct {
+		PID        int     `json:"pid"`
+		CPUSeconds float64 `json:"cpu_seconds"`
+	}
+	err = c.do(ctx, http.MethodGet, "/v1/lab/process", nil, &out)
+	return out.PID, out.CPUSeconds, err
+}

@@ -1,12 +1,10 @@
 package scenarios
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,10 +13,11 @@ import (
 
 // ConductorCPU is the conductor's CPU time over the deploy phases of a
 // scenario (from each deploy step to the end of the next wait for active),
-// read from the driver child process's /proc/<pid>/stat (utime+stime:
-// the conductor's own threads, not the lab's machines, BMCs, agents or
-// image server, which run in the runner's process). Only measured when the
-// driver runs as a child process (lab.driver_process).
+// as the driver reports it over its API (GET /v1/lab/process: user+system
+// time of the driver process, the conductor's own threads, not the lab's
+// machines, BMCs, agents or image server, which run in the runner's
+// process). Only measured when the driver runs as a child process
+// (lab.driver_process): in process, it would count the lab too.
 type ConductorCPU struct {
 	// Drivers are the classes of the deployed nodes.
 	Drivers []string `json:"drivers"`
@@ -41,42 +40,13 @@ type cpuPhase struct {
 	drivers map[string]bool
 }
 
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on
-// every Linux architecture Go supports.
-const clockTicks = 100
-
-// procCPUSeconds is a process's utime+stime in seconds.
-func procCPUSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces: count after its ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	// f[0] is field 3 (state): utime is field 14, stime field 15.
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return float64(ut+st) / clockTicks, nil
-}
-
 // cpuDeployStart opens a deploy phase (unless one is open) for nodes.
-func (r *runner) cpuDeployStart(nodes []*lab.Node) {
-	if r.proc == nil || r.proc.cmd == nil || r.proc.cmd.Process == nil {
+func (r *runner) cpuDeployStart(ctx context.Context, nodes []*lab.Node) {
+	if r.proc == nil {
 		return
 	}
 	if r.cpuPhase == nil {
-		pid := r.proc.cmd.Process.Pid
-		cpu, err := procCPUSeconds(pid)
+		pid, cpu, err := r.api.process(ctx)
 		if err != nil {
 			r.log.Warn("conductor CPU time", "err", err)
 			return
@@ -91,15 +61,18 @@ func (r *runner) cpuDeployStart(nodes []*lab.Node) {
 
 // cpuDeployEnd closes the open deploy phase and adds it to the result. A
 // phase across a conductor restart (another pid) is not counted.
-func (r *runner) cpuDeployEnd() {
+func (r *runner) cpuDeployEnd(ctx context.Context) {
 	p := r.cpuPhase
 	r.cpuPhase = nil
-	if p == nil || p.nodes == 0 || r.proc == nil || r.proc.cmd == nil || r.proc.cmd.Process.Pid != p.pid {
+	if p == nil || p.nodes == 0 || r.proc == nil {
 		return
 	}
-	cpu, err := procCPUSeconds(p.pid)
+	pid, cpu, err := r.api.process(ctx)
 	if err != nil {
 		r.log.Warn("conductor CPU time", "err", err)
+		return
+	}
+	if pid != p.pid {
 		return
 	}
 	c := r.result.ConductorCPU

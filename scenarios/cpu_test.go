@@ -1,28 +1,8 @@
 package scenarios
 
 import (
-	"os"
 	"testing"
 )
-
-func TestProcCPUSeconds(t *testing.T) {
-	a, err := procCPUSeconds(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := 0
-	for i := 0; i < 50_000_000; i++ {
-		x += i % 7
-	}
-	_ = x
-	b, err := procCPUSeconds(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b < a {
-		t.Fatalf("CPU time went back: %.2f then %.2f", a, b)
-	}
-}
 
 // TestPXEVersusAgent runs both scenarios of pxe-vs-agent: the same 20 fake
 // nodes deployed by the agent and by the PXE driver, the driver as a child

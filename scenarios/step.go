@@ -30,7 +30,7 @@ func (r *runner) step(ctx context.Context, i int, st *Step) error {
 	case st.Abort != nil:
 		err = r.verb(ctx, label, "abort", st.Abort.Nodes)
 	case st.Deploy != nil:
-		r.cpuDeployStart(r.selected(st.Deploy.Nodes))
+		r.cpuDeployStart(ctx, r.selected(st.Deploy.Nodes))
 		err = r.deploy(ctx, label, st.Deploy)
 	case st.Clean != nil:
 		err = r.clean(ctx, label, st.Clean)
@@ -43,7 +43,7 @@ func (r *runner) step(ctx context.Context, i int, st *Step) error {
 	case st.Wait != nil:
 		r.waitState(ctx, label, i, st)
 		if st.Wait.State == "active" {
-			r.cpuDeployEnd()
+			r.cpuDeployEnd(ctx)
 		}
 	case st.Expect != nil:
 		r.expect(ctx, label, i, st)

@@ -122,6 +122,8 @@ func (s *Server) routes() {
 	e.GET("/v1/ports/:uuid", s.getPort)
 	e.DELETE("/v1/ports/:uuid", s.deletePort)
 
+	e.GET("/v1/lab/process", s.labProcess)
+
 	e.GET("/v1/lookup", s.lookup)
 	e.POST("/v1/heartbeat/:ident", s.heartbeat)
 }

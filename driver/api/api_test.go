@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -383,5 +384,35 @@ func TestTrailingSlashIsTheSameRoute(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s = %d, want 200", path, resp.StatusCode)
 		}
+	}
+}
+
+// The lab extension GET /v1/lab/process reports this process's pid and
+// CPU time, which only grows.
+func TestLabProcessReportsCPUTime(t *testing.T) {
+	s := newServer(t, nil)
+	read := func() (int, float64) {
+		r := s.do(t, http.MethodGet, "/v1/lab/process", "", "")
+		if r.status != http.StatusOK {
+			t.Fatalf("GET /v1/lab/process: %d %s", r.status, r.body)
+		}
+		pid, _ := r.json["pid"].(float64)
+		cpu, ok := r.json["cpu_seconds"].(float64)
+		if !ok {
+			t.Fatalf("GET /v1/lab/process: no cpu_seconds in %s", r.body)
+		}
+		return int(pid), cpu
+	}
+	pid, a := read()
+	if pid != os.Getpid() {
+		t.Errorf("pid %d, want this process's %d", pid, os.Getpid())
+	}
+	x := 0
+	for i := 0; i < 50_000_000; i++ {
+		x += i % 7
+	}
+	_ = x
+	if _, b := read(); b < a || b == 0 {
+		t.Errorf("CPU time %.3fs then %.3fs: want it above zero and never back", a, b)
 	}
 }
