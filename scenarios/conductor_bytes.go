@@ -5,9 +5,13 @@ import (
 	"io"
 	"sort"
 	"strings"
-
-	"github.com/ironlab/ironlab/driver/deploy/pxe"
 )
+
+// ConductorBytesDetail is the detail field of the PXE deploy's "image
+// streamed" events that counts the image bytes that went through the
+// conductor: the runner's side of that wire (the driver's is
+// driver/deploy/pxe; scenarios/contract checks they agree).
+const ConductorBytesDetail = "conductor_image_bytes"
 
 // countConductorBytes adds a node's image bytes that went through the
 // conductor (the PXE deploy's "image streamed" events) to the result under
@@ -19,7 +23,7 @@ func (r *runner) countConductorBytes(driver string, events []map[string]any) {
 	var n int64
 	for _, ev := range events {
 		if d, ok := ev["detail"].(map[string]any); ok {
-			if v, ok := d[pxe.BytesDetail].(float64); ok {
+			if v, ok := d[ConductorBytesDetail].(float64); ok {
 				n += int64(v)
 			}
 		}

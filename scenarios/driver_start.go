@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // startDriver reaches the scenario's driver in one of three ways: the
@@ -48,7 +49,10 @@ func (r *runner) driverConfig(stateDir string) DriverConfig {
 		IPMIMinInterval: l.ipmiMinInterval, FastTrack: l.FastTrack,
 		WatchdogAction: l.WatchdogAction, WatchdogMaxReboots: l.WatchdogMaxReboots,
 		DeployCallbackTimeout: l.deployCallbackTimeout, CleanCallbackTimeout: l.cleanCallbackTimeout,
-		Logger: r.log,
+		LockRetryInterval: 200 * time.Millisecond, AgentPollInterval: 200 * time.Millisecond,
+		PowerOffPollInterval: 500 * time.Millisecond, PowerPollInterval: 200 * time.Millisecond,
+		IPMIRetryTimeout: 20 * time.Second,
+		Logger:           r.log,
 	}
 	if l.AutomatedClean != nil {
 		cfg.AutomatedClean = *l.AutomatedClean

@@ -35,7 +35,7 @@ func runScenario(t *testing.T, s *Scenario) (*Result, string, string) {
 	var out strings.Builder
 	res, err := Run(context.Background(), s, Options{
 		ResultsDir: results, StateDir: state, KeepState: true, ImageCache: filepath.Join(state, "images"),
-		StartDriver: BuiltinDriver, FailOnMissingTools: labtest.CI(), DriverBinary: labtest.Binary(t), Out: &out,
+		StartDriver: builtinDriver, FailOnMissingTools: labtest.CI(), DriverBinary: labtest.Binary(t), Out: &out,
 	})
 	if err != nil {
 		t.Fatalf("run %s: %v\n%s", name, err, out.String())
@@ -166,7 +166,7 @@ steps:
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	res, err := Run(context.Background(), s, Options{StartDriver: BuiltinDriver, FailOnMissingTools: labtest.CI(), Out: &out, ImageCache: t.TempDir()})
+	res, err := Run(context.Background(), s, Options{StartDriver: builtinDriver, FailOnMissingTools: labtest.CI(), Out: &out, ImageCache: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ steps:
 	results, state := t.TempDir(), t.TempDir()
 	var out strings.Builder
 	res, err := Run(context.Background(), s, Options{ResultsDir: results, StateDir: state, KeepState: true,
-		ImageCache: filepath.Join(state, "images"), StartDriver: BuiltinDriver, FailOnMissingTools: labtest.CI(), Out: &out})
+		ImageCache: filepath.Join(state, "images"), StartDriver: builtinDriver, FailOnMissingTools: labtest.CI(), Out: &out})
 	if err != nil || !res.Passed {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}

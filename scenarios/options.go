@@ -21,7 +21,18 @@ type DriverConfig struct {
 	WatchdogMaxReboots    int
 	DeployCallbackTimeout time.Duration
 	CleanCallbackTimeout  time.Duration
-	Logger                *slog.Logger
+	// A lab's pace, faster than Ironic's defaults: the pause between tries
+	// to lock a busy node, how often the conductor polls agent commands,
+	// how often it asks the BMC whether a node is off after
+	// standby.power_off (a lab's machines are off well under a second
+	// later), how often a power change is polled, and how long ipmitool
+	// retries. The child-process driver gets the same as flags.
+	LockRetryInterval    time.Duration
+	AgentPollInterval    time.Duration
+	PowerOffPollInterval time.Duration
+	PowerPollInterval    time.Duration
+	IPMIRetryTimeout     time.Duration
+	Logger               *slog.Logger
 }
 
 // CheckInterval paces the periodic tasks to the heartbeat timeout, so a
@@ -40,7 +51,8 @@ func (c DriverConfig) IPMIInterval() time.Duration {
 }
 
 // StartDriver starts an in-process driver API and returns its URL and a
-// function that stops it. The CLI and tests supply the built-in driver.
+// function that stops it. The scenarios package links no driver: the CLI
+// (cmd/ironlab) and the tests supply the built-in one.
 type StartDriver func(ctx context.Context, cfg DriverConfig) (url string, stop func() error, err error)
 
 // Options tune a run.

@@ -51,9 +51,9 @@ func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*
 		"--ipmi-min-interval", cfg.IPMIInterval().String(),
 		"--automated-clean=" + strconv.FormatBool(cfg.AutomatedClean),
 		"--fast-track=" + strconv.FormatBool(cfg.FastTrack),
-		"--lock-retry-interval", "200ms",
-		"--agent-poll-interval", "200ms",
-		"--power-off-poll-interval", "500ms",
+		"--lock-retry-interval", cfg.LockRetryInterval.String(),
+		"--agent-poll-interval", cfg.AgentPollInterval.String(),
+		"--power-off-poll-interval", cfg.PowerOffPollInterval.String(),
 	}}
 	if err := p.start(ctx); err != nil {
 		return nil, err
@@ -131,4 +131,17 @@ func (p *driverProcess) stop() error {
 		p.kill()
 	}
 	return nil
+}
+
+// ProcessDriver is a StartDriver that runs the built-in driver as a child
+// process of binary (`ironlab driver`), for callers that link no driver
+// (the runner never does: cmd/ironlab wires the in-process one).
+func ProcessDriver(binary string) StartDriver {
+	return func(ctx context.Context, cfg DriverConfig) (string, func() error, error) {
+		p, err := startDriverProcess(ctx, binary, cfg)
+		if err != nil {
+			return "", nil, err
+		}
+		return p.url, p.stop, nil
+	}
 }

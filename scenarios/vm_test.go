@@ -59,7 +59,7 @@ func runVM(t testing.TB, s *Scenario, pxe string) (*Result, string, string, stri
 	var out strings.Builder
 	res, err := Run(context.Background(), s, Options{
 		ResultsDir: results, StateDir: state, KeepState: true, ImageCache: filepath.Join(state, "images"),
-		StartDriver: BuiltinDriver, FailOnMissingTools: labtest.CI(), Out: &out, Backend: "libvirt", Accel: "tcg", PXE: pxe,
+		StartDriver: builtinDriver, FailOnMissingTools: labtest.CI(), Out: &out, Backend: "libvirt", Accel: "tcg", PXE: pxe,
 	})
 	if err != nil {
 		t.Fatalf("run %s: %v\n%s", s.Name, err, out.String())
@@ -280,7 +280,7 @@ steps:
 	b.StartTimer()
 	res, err := Run(context.Background(), s, Options{
 		ResultsDir: results, StateDir: state, KeepState: true, ImageCache: filepath.Join(state, "images"),
-		StartDriver: BuiltinDriver, FailOnMissingTools: labtest.CI(), Out: &out, Backend: "libvirt", Accel: "tcg",
+		StartDriver: builtinDriver, FailOnMissingTools: labtest.CI(), Out: &out, Backend: "libvirt", Accel: "tcg",
 	})
 	b.StopTimer()
 	close(stop)

@@ -82,7 +82,7 @@ Flags:
 	dir := filepath.Join(*results, runID)
 	fmt.Printf("deploying %d nodes at once (image %s) ...\n", *nodes, *image)
 	res, err := scenarios.Run(ctx, s, scenarios.Options{
-		ResultsDir: dir, ImageCache: defaultCache("images"), StartDriver: scenarios.BuiltinDriver,
+		ResultsDir: dir, ImageCache: defaultCache("images"), StartDriver: builtinDriver,
 		Out: os.Stdout, Logger: slog.New(slog.DiscardHandler),
 		// CI must run every group: a missing tool there is an error.
 		FailOnMissingTools: os.Getenv("CI") == "true",

@@ -1,19 +1,25 @@
-package scenarios
+package main
 
 import (
 	"context"
 	"errors"
 	"net"
 	"path/filepath"
-	"time"
 
 	"github.com/ironlab/ironlab/driver"
+	"github.com/ironlab/ironlab/scenarios"
 )
 
-// BuiltinDriver starts the built-in driver on a free loopback port, with a
-// database in the lab's state folder and periodic tasks paced to the
-// scenario's heartbeat timeout.
-func BuiltinDriver(ctx context.Context, cfg DriverConfig) (string, func() error, error) {
+// builtinDriver is the scenarios' StartDriver: the built-in driver on a
+// free loopback port, with a database in the lab's state folder and the
+// lab's pace. It is wired here, not in the scenarios package, so that the
+// runner links no driver (it speaks only the Ironic API).
+func builtinDriver(ctx context.Context, cfg scenarios.DriverConfig) (string, func() error, error) {
+	return startDriver(ctx, labDriverConfig(cfg))
+}
+
+// labDriverConfig is the driver's configuration for a scenario's lab.
+func labDriverConfig(cfg scenarios.DriverConfig) driver.Config {
 	dc := driver.DefaultConfig()
 	dc.DBPath = filepath.Join(cfg.StateDir, "ironlab.db")
 	// The lab's boot folder (lab.Lab.BootDir), where the PXE deploy writes.
@@ -21,19 +27,22 @@ func BuiltinDriver(ctx context.Context, cfg DriverConfig) (string, func() error,
 	dc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	dc.AutomatedClean = cfg.AutomatedClean
 	dc.CheckInterval = cfg.CheckInterval()
-	dc.LockRetryInterval = 200 * time.Millisecond
-	dc.AgentPollInterval = 200 * time.Millisecond
-	// A lab's machines are off well under a second after standby.power_off
-	// (a VM's agent powers it off at once): ask the BMC sooner than Ironic's 5 s.
-	dc.PowerOffPollInterval = 500 * time.Millisecond
+	dc.LockRetryInterval = cfg.LockRetryInterval
+	dc.AgentPollInterval = cfg.AgentPollInterval
+	dc.PowerOffPollInterval = cfg.PowerOffPollInterval
 	dc.Logger = cfg.Logger
-	interval := cfg.IPMIInterval()
 	dc.FastTrack = cfg.FastTrack
 	dc.WatchdogAction, dc.WatchdogMaxReboots = cfg.WatchdogAction, cfg.WatchdogMaxReboots
 	dc.DeployCallbackTimeout, dc.CleanCallbackTimeout = cfg.DeployCallbackTimeout, cfg.CleanCallbackTimeout
 	dc.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{
-		IPMIMinInterval: interval, IPMIRetryTimeout: 20 * time.Second, PollInterval: 200 * time.Millisecond,
+		IPMIMinInterval: cfg.IPMIInterval(), IPMIRetryTimeout: cfg.IPMIRetryTimeout, PollInterval: cfg.PowerPollInterval,
 	})
+	return dc
+}
+
+// startDriver starts a driver and serves its API on a free loopback port
+// until the returned stop.
+func startDriver(ctx context.Context, dc driver.Config) (string, func() error, error) {
 	d, err := driver.New(ctx, dc)
 	if err != nil {
 		return "", nil, err

@@ -130,7 +130,7 @@ Flags:
 		}
 		res, err := scenarios.Run(ctx, s, scenarios.Options{
 			ResultsDir: dir, StateDir: *stateDir, KeepState: *stateDir != "", ImageCache: *imageCache,
-			DriverURL: *driverURL, StartDriver: scenarios.BuiltinDriver, DriverBinary: self, Out: out, Logger: logger,
+			DriverURL: *driverURL, StartDriver: builtinDriver, DriverBinary: self, Out: out, Logger: logger,
 			Backend: *backend, Accel: *accel, PXE: *pxe, AgentBinary: agentBinary(), RamdiskCache: ramdiskCache(),
 			// CI must run every group: a missing tool there is an error.
 			FailOnMissingTools: os.Getenv("CI") == "true", Started: started,

@@ -23,6 +23,11 @@ import (
 
 const chromiumPath = "/usr/bin/chromium"
 
+// TestMain removes the ironlab binary the tests build: runs play their
+// scenario against the built-in driver as a child process (the scenarios
+// package links no driver).
+func TestMain(m *testing.M) { labtest.Main(m) }
+
 // stepTimeout bounds each group of browser steps (a wait for a state).
 // They are bounds for a loaded shared machine, not timing targets.
 const stepTimeout = time.Minute
@@ -170,7 +175,7 @@ func runFailing(t *testing.T) (string, *scenarios.Result) {
 	var out strings.Builder
 	res, err := scenarios.Run(context.Background(), s, scenarios.Options{
 		ResultsDir: results, StateDir: state, ImageCache: filepath.Join(state, "images"),
-		StartDriver: scenarios.BuiltinDriver, Out: &out,
+		StartDriver: scenarios.ProcessDriver(labtest.Binary(t)), Out: &out,
 	})
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())

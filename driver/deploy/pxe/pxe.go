@@ -3,8 +3,9 @@
 // boot config (iPXE script and PXELINUX file) into the lab's boot folder
 // naming the deploy kernel and ramdisk, with a one-time deploy key on the
 // kernel command line, and reboots the node into it. The deploy ramdisk
-// (fakeagent/pxedeploy) calls back with pass_deploy_info, carrying the
-// address where it exposes the node's disk, and the conductor ITSELF streams
+// (the lab's fakeagent/pxedeploy; this side of the wire is wire.go) calls
+// back with pass_deploy_info, carrying the address where it exposes the
+// node's disk, and the conductor ITSELF streams
 // the image onto that disk: every image byte passes through the conductor
 // (recorded per deploy), which the agent driver avoids.
 //
@@ -38,8 +39,6 @@ import (
 	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/store"
-	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
-	"github.com/ironlab/ironlab/simulator/bootfiles"
 )
 
 // Method is the vendor_passthru method the deploy ramdisk calls.
@@ -58,7 +57,8 @@ const keyField = "pxe_deploy_key"
 
 // Config configures the PXE deploy. BootDir is required.
 type Config struct {
-	// BootDir is the lab's boot folder (bootfiles), e.g. <state>/boot.
+	// BootDir is the boot folder the machines network-boot from (in a lab,
+	// <state>/boot), where WriteBootConfig writes.
 	BootDir string
 	// APIURL is the driver API the ramdisk calls back (ipa-api-url). When
 	// empty, SetAPIURL fills it in once the API listens.
@@ -245,18 +245,12 @@ func (d *Deploy) bootRamdisk(ctx context.Context, t deploy.Task) (deploy.Outcome
 func (d *Deploy) writeBootConfig(ctx context.Context, t deploy.Task, api, key string) error {
 	n := t.Node()
 	for _, p := range t.Ports() {
-		dashed, err := bootfiles.Dashed(p.Address)
+		dashed, err := dashedMAC(p.Address)
 		if err != nil {
 			return fmt.Errorf("port %s of node %s: %w", p.UUID, n.UUID, err)
 		}
-		cmdline := strings.Join([]string{d.cfg.ExtraCmdline,
-			pxedeploy.ModeWord + "=" + pxedeploy.ModePXEDeploy,
-			"ipa-api-url=" + api,
-			"ipa-node-uuid=" + n.UUID,
-			pxedeploy.KeyWord + "=" + key,
-			"BOOTIF=01-" + dashed}, " ")
-		e := bootfiles.Entry{Kernel: d.cfg.Kernel, Initrd: d.cfg.Ramdisk, Cmdline: strings.TrimSpace(cmdline)}
-		if err := bootfiles.Write(d.cfg.BootDir, p.Address, e); err != nil {
+		e := BootConfig{Kernel: d.cfg.Kernel, Initrd: d.cfg.Ramdisk, Cmdline: DeployCmdline(d.cfg.ExtraCmdline, api, n.UUID, key, dashed)}
+		if err := WriteBootConfig(d.cfg.BootDir, p.Address, e); err != nil {
 			return fmt.Errorf("write PXE boot config of node %s for MAC %s: %w", n.UUID, p.Address, err)
 		}
 	}
@@ -269,7 +263,7 @@ func (d *Deploy) removeBootConfig(t deploy.Task) error {
 		return nil
 	}
 	for _, p := range t.Ports() {
-		if err := bootfiles.Remove(d.cfg.BootDir, p.Address); err != nil {
+		if err := RemoveBootConfig(d.cfg.BootDir, p.Address); err != nil {
 			return fmt.Errorf("remove PXE boot config of node %s for MAC %s: %w", t.Node().UUID, p.Address, err)
 		}
 	}
@@ -463,7 +457,7 @@ func (d *Deploy) stream(ctx context.Context, src, address, key string, sink io.W
 		return fmt.Errorf("write image to %s: %w", address, err)
 	}
 	put.ContentLength = resp.ContentLength
-	put.Header.Set(pxedeploy.KeyHeader, key)
+	put.Header.Set(KeyHeader, key)
 	put.Header.Set("Content-Type", "application/octet-stream")
 	presp, err := d.cfg.HTTPClient.Do(put)
 	if err != nil {
@@ -486,7 +480,7 @@ func (d *Deploy) ramdiskJSON(ctx context.Context, method, u, key string, out any
 	if err != nil {
 		return err
 	}
-	req.Header.Set(pxedeploy.KeyHeader, key)
+	req.Header.Set(KeyHeader, key)
 	resp, err := d.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, u, err)
