@@ -183,6 +183,23 @@ func (c *client) createNode(ctx context.Context, body map[string]any) (apiNode, 
 	return n, err
 }
 
+// drivers lists the names the driver API offers (GET /v1/drivers).
+func (c *client) drivers(ctx context.Context) ([]string, error) {
+	var out struct {
+		Drivers []struct {
+			Name string `json:"name"`
+		} `json:"drivers"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/v1/drivers", nil, &out); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, d := range out.Drivers {
+		names = append(names, d.Name)
+	}
+	return names, nil
+}
+
 func (c *client) createPort(ctx context.Context, nodeUUID, mac string) error {
 	return c.do(ctx, http.MethodPost, "/v1/ports", map[string]any{"node_uuid": nodeUUID, "address": mac}, nil)
 }

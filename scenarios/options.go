@@ -69,6 +69,11 @@ type Options struct {
 	// the built-in one.
 	DriverURL   string
 	StartDriver StartDriver
+	// Target is what the nodes are enrolled into: lab.TargetBuiltin (the
+	// spec's classes) or lab.TargetIronic (hardware types and interfaces,
+	// deploy_kernel/deploy_ramdisk). Empty: builtin for the built-in driver;
+	// for DriverURL, what the API's driver list says it is.
+	Target lab.Target
 	// DriverBinary is the ironlab binary, for scenarios that run the driver
 	// as a child process (conductor faults); `ironlab run` sets itself.
 	DriverBinary string

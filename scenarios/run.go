@@ -29,6 +29,7 @@ type runner struct {
 	log    *slog.Logger
 	lab    *lab.Lab
 	api    *client
+	target lab.Target // what the nodes are enrolled into
 	outMu  sync.Mutex
 	uuidMu sync.RWMutex      // enroll runs on many nodes at once
 	uuids  map[string]string // node name -> UUID on the driver
@@ -129,7 +130,12 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.api = api
-	r.printf("   driver API %s (API %s), images at %s, agents at %s\n", driverURL, api.version, l.Images.Addr(), l.AgentAddr())
+	if r.target = r.opts.Target; r.target == "" {
+		if r.target, err = detectTarget(ctx, api, r.opts.DriverURL != ""); err != nil {
+			return err
+		}
+	}
+	r.printf("   driver API %s (API %s, enrolled as %s), images at %s, agents at %s\n", driverURL, api.version, r.target, l.Images.Addr(), l.AgentAddr())
 	if r.opts.Started != nil {
 		r.opts.Started(driverURL, l)
 	}

@@ -29,6 +29,7 @@ func runCmd(args []string) int {
 	stateDir := fs.String("state-dir", "", "keep the labs' disks and databases here (default: a temporary folder removed after the run)")
 	imageCache := fs.String("image-cache", defaultCache("images"), "folder where built test images are kept between runs")
 	driverURL := fs.String("driver-url", "", "run against this driver API (e.g. a real Ironic) instead of the built-in driver")
+	targetFlag := fs.String("target", "", "enroll nodes as builtin (the spec's classes) or ironic (hardware types and interfaces, deploy_kernel/deploy_ramdisk); default: builtin, or with --driver-url what its driver list says")
 	verbose := fs.Bool("v", false, "log the lab's and driver's work to stderr")
 	backend := fs.String("backend", "", "override the scenarios' lab backend: fake or libvirt (real QEMU VMs; needs libvirtd, see scripts/vm-deps.sh)")
 	accel := fs.String("accel", "", "libvirt backend: override the accelerator, auto|kvm|tcg")
@@ -82,6 +83,15 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab run:", err)
 		return 2
 	}
+	var target lab.Target
+	if *targetFlag != "" {
+		t, err := lab.ParseTarget(*targetFlag)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab run: --target:", err)
+			return 2
+		}
+		target = t
+	}
 	if *quiet && *jsonOut {
 		fmt.Fprintln(os.Stderr, "ironlab run: --quiet and --json exclude each other")
 		return 2
@@ -130,7 +140,7 @@ Flags:
 		}
 		res, err := scenarios.Run(ctx, s, scenarios.Options{
 			ResultsDir: dir, StateDir: *stateDir, KeepState: *stateDir != "", ImageCache: *imageCache,
-			DriverURL: *driverURL, StartDriver: builtinDriver, DriverBinary: self, Out: out, Logger: logger,
+			DriverURL: *driverURL, Target: target, StartDriver: builtinDriver, DriverBinary: self, Out: out, Logger: logger,
 			Backend: *backend, Accel: *accel, PXE: *pxe, AgentBinary: agentBinary(), RamdiskCache: ramdiskCache(),
 			// CI must run every group: a missing tool there is an error.
 			FailOnMissingTools: os.Getenv("CI") == "true", Started: started,

@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ironlab/ironlab/driver"
 	"github.com/ironlab/ironlab/images"
@@ -43,7 +47,8 @@ func upCmd(args []string) int {
 	imageSize := fs.String("image-size", "64MiB", "size of the served test image 'demo-os'")
 	scenario := fs.String("scenario", "", "take the lab (groups, images, seed) from this scenario file or built-in scenario instead of the flags above")
 	driverURL := fs.String("driver-url", "", "point the agents at this driver API (e.g. a real Ironic) and start no built-in driver")
-	nodesDriver := fs.String("nodes-yaml-driver", "", `driver name written to nodes.yaml (default: each node's class; "ipmi" for a modern Ironic)`)
+	targetFlag := fs.String("target", "", "what nodes.yaml enrolls into: builtin (the spec's classes, agent_ipmitool...) or ironic (hardware types and interfaces, deploy_kernel/deploy_ramdisk); default builtin, or with --driver-url what its driver list says (ironic if it does not answer)")
+	nodesDriver := fs.String("nodes-yaml-driver", "", "override the driver name written to nodes.yaml (default: what --target gives each node)")
 	uiAddr := fs.String("ui-addr", "127.0.0.1:0", "loopback address of the live dashboard (default: a free port)")
 	var df driverFlags
 	df.add(fs, "")
@@ -162,8 +167,13 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 1
 	}
+	target, err := upTarget(ctx, *targetFlag, *driverURL)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 2
+	}
 	nodesFile := filepath.Join(*stateDir, "nodes.yaml")
-	if err := l.WriteNodesYAML(nodesFile, *nodesDriver); err != nil {
+	if err := l.WriteNodesYAML(nodesFile, target, *nodesDriver); err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 1
 	}
@@ -175,7 +185,7 @@ Flags:
 		return 1
 	}
 	fmt.Printf("dashboard: %s\n", dashURL)
-	printLab(l, url, nodesFile)
+	printLab(l, url, nodesFile, target)
 	<-ctx.Done()
 	fmt.Println("\nshutting the lab down")
 	return 0
@@ -189,7 +199,7 @@ func countNodes(s lab.Spec) int {
 	return n
 }
 
-func printLab(l *lab.Lab, driverURL, nodesFile string) {
+func printLab(l *lab.Lab, driverURL, nodesFile string, target lab.Target) {
 	fmt.Printf("\ndriver API:   %s\n", driverURL)
 	for _, id := range l.ImageIDs() {
 		info, _ := l.Images.Info(id)
@@ -200,7 +210,7 @@ func printLab(l *lab.Lab, driverURL, nodesFile string) {
 	} else {
 		fmt.Printf("agents:       http://%s/<node-uuid>\n", l.AgentAddr())
 	}
-	fmt.Printf("nodes.yaml:   %s   (baremetal create %s)\n\n", nodesFile, nodesFile)
+	fmt.Printf("nodes.yaml:   %s   (baremetal create %s; enrolls into %s)\n\n", nodesFile, nodesFile, targetName(target))
 	var first, firstRF *lab.Node
 	for i, n := range l.Nodes() {
 		bmcAddr := "-"
@@ -232,4 +242,48 @@ func printLab(l *lab.Lab, driverURL, nodesFile string) {
 		fmt.Printf("\ntry:  %s\n", firstRF.RedfishCurl())
 	}
 	fmt.Println("\nthe lab runs until Ctrl-C (SIGINT) or SIGTERM")
+}
+
+// upTarget decides what nodes.yaml enrolls into: --target when given; the
+// built-in driver when up starts it; else whatever the --driver-url API
+// says it is (a driver list with the spec's classes is ironlab's), and a
+// real Ironic when it does not answer yet.
+func upTarget(ctx context.Context, flagValue, driverURL string) (lab.Target, error) {
+	if flagValue != "" {
+		return lab.ParseTarget(flagValue)
+	}
+	if driverURL == "" {
+		return lab.TargetBuiltin, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(driverURL, "/")+"/v1/drivers", nil)
+	if err != nil {
+		return "", fmt.Errorf("--driver-url %s: %w", driverURL, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ironlab up: %s does not answer (%v); nodes.yaml enrolls into a real Ironic (--target builtin for ironlab's driver)\n", driverURL, err)
+		return lab.TargetIronic, nil
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Drivers []struct {
+			Name string `json:"name"`
+		} `json:"drivers"`
+	}
+	json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
+	for _, d := range out.Drivers {
+		if d.Name == "agent_ipmitool" || d.Name == "fake_agent" {
+			return lab.TargetBuiltin, nil
+		}
+	}
+	return lab.TargetIronic, nil
+}
+
+func targetName(t lab.Target) string {
+	if t == lab.TargetIronic {
+		return "a real Ironic: hardware types ipmi/fake-hardware, pxe boot, direct deploy"
+	}
+	return "ironlab's driver: the spec's classes"
 }

@@ -237,8 +237,10 @@ type Lab struct {
 
 	hosts   hosts                      // deploy ramdisks' Mux, SSH host
 	redfish map[string]*redfishService // by group
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// bootFilesOnce serves deploy_kernel and deploy_ramdisk for a real Ironic.
+	bootFilesOnce sync.Once
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
 }
 
 // New builds the lab's machines, images and BMCs; nothing runs until Start.

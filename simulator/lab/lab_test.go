@@ -144,7 +144,7 @@ func TestWriteNodesYAML(t *testing.T) {
 	}
 	defer l.Close()
 	p := filepath.Join(t.TempDir(), "nodes.yaml")
-	if err := l.WriteNodesYAML(p, ""); err != nil {
+	if err := l.WriteNodesYAML(p, TargetBuiltin, ""); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(p)

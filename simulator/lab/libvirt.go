@@ -258,6 +258,10 @@ func (v *vmBackend) close() error {
 	return errors.Join(errs...)
 }
 
+// kernelPath and initrdPath are the agent ramdisk's files in the boot folder.
+func (v *vmBackend) kernelPath() string { return filepath.Join(v.bootDir, v.kernel) }
+func (v *vmBackend) initrdPath() string { return filepath.Join(v.bootDir, v.initrd) }
+
 // Accel is the accelerator the lab's VMs run under and why ("tcg
 // (requested)"); "" on the fake backend.
 func (l *Lab) Accel() string {

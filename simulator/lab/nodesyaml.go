@@ -15,29 +15,39 @@ type nodesFile struct {
 }
 
 type nodeEntry struct {
-	Name       string         `yaml:"name"`
-	UUID       string         `yaml:"uuid"`
-	Driver     string         `yaml:"driver"`
-	DriverInfo map[string]any `yaml:"driver_info"`
-	Properties map[string]any `yaml:"properties"`
-	Ports      []portEntry    `yaml:"ports"`
+	Name                string         `yaml:"name"`
+	UUID                string         `yaml:"uuid"`
+	Driver              string         `yaml:"driver"`
+	BootInterface       string         `yaml:"boot_interface,omitempty"`
+	DeployInterface     string         `yaml:"deploy_interface,omitempty"`
+	ManagementInterface string         `yaml:"management_interface,omitempty"`
+	PowerInterface      string         `yaml:"power_interface,omitempty"`
+	DriverInfo          map[string]any `yaml:"driver_info"`
+	Properties          map[string]any `yaml:"properties"`
+	Ports               []portEntry    `yaml:"ports"`
 }
 
 type portEntry struct {
 	Address string `yaml:"address"`
 }
 
-// WriteNodesYAML writes the lab's nodes in the format `baremetal create`
-// accepts. driver overrides each node's driver class when set (a modern
-// Ironic knows hardware types such as "ipmi", not agent_ipmitool).
-func (l *Lab) WriteNodesYAML(path, driver string) error {
+// WriteNodesYAML writes the lab's nodes, enrolled as target takes them, in
+// the format `baremetal create` accepts. driver, when set, overrides each
+// node's driver name.
+func (l *Lab) WriteNodesYAML(path string, target Target, driver string) error {
+	es, err := l.Enrollments(target)
+	if err != nil {
+		return err
+	}
 	var f nodesFile
-	for _, n := range l.nodes {
-		e := nodeEntry{Name: n.Name, UUID: n.UUID, Driver: n.Driver, DriverInfo: n.DriverInfo(), Properties: n.Properties()}
+	for _, en := range es {
+		e := nodeEntry{Name: en.Name, UUID: en.UUID, Driver: en.Driver, DriverInfo: en.DriverInfo, Properties: en.Properties,
+			BootInterface: en.Interfaces["boot_interface"], DeployInterface: en.Interfaces["deploy_interface"],
+			ManagementInterface: en.Interfaces["management_interface"], PowerInterface: en.Interfaces["power_interface"]}
 		if driver != "" {
 			e.Driver = driver
 		}
-		for _, m := range n.MACs {
+		for _, m := range en.Ports {
 			e.Ports = append(e.Ports, portEntry{Address: m})
 		}
 		f.Nodes = append(f.Nodes, e)

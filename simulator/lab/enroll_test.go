@@ -1,0 +1,85 @@
+package lab
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// For a real Ironic, nodes enroll with hardware types and interfaces, and
+// the deploy_kernel/deploy_ramdisk they name are really served (Ironic
+// downloads both before it boots a node); the built-in driver keeps the
+// spec's classes.
+func TestEnrollmentForIronic(t *testing.T) {
+	l, err := New(spec(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Images.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	ip, _ := l.Node("ip-0")
+	e, err := l.Enrollment(ip, TargetIronic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"power_interface": "ipmitool", "management_interface": "ipmitool", "boot_interface": "pxe", "deploy_interface": "direct"}
+	if e.Driver != "ipmi" || !cmp.Equal(e.Interfaces, want) {
+		t.Errorf("ip-0 enrolls as %s %v, want ipmi %v", e.Driver, e.Interfaces, want)
+	}
+	if e.DriverInfo["ipmi_port"] != int(ip.BMC.Addr().Port()) || e.Properties["capabilities"] != "boot_mode:uefi" {
+		t.Errorf("driver_info %v, properties %v", e.DriverInfo, e.Properties)
+	}
+	for _, k := range []string{"deploy_kernel", "deploy_ramdisk"} {
+		url, _ := e.DriverInfo[k].(string)
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("%s %q: %v", k, url, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(b) == 0 {
+			t.Errorf("GET %s (%s): %d, %d bytes", k, url, resp.StatusCode, len(b))
+		}
+	}
+	body := e.Body()
+	if body["boot_interface"] != "pxe" || body["driver"] != "ipmi" || body["uuid"] != ip.UUID {
+		t.Errorf("create body %v", body)
+	}
+
+	fa, _ := l.Node("fa-0")
+	e, err = l.Enrollment(fa, TargetIronic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Driver != "fake-hardware" || e.Interfaces["power_interface"] != "fake" || e.Interfaces["deploy_interface"] != "direct" || e.DriverInfo["deploy_kernel"] != nil {
+		t.Errorf("fa-0 enrolls as %s %v %v, want fake-hardware with fake power, direct deploy, no deploy_kernel", e.Driver, e.Interfaces, e.DriverInfo)
+	}
+
+	e, err = l.Enrollment(ip, TargetBuiltin)
+	if err != nil || e.Driver != "agent_ipmitool" || len(e.Interfaces) != 0 || e.DriverInfo["deploy_kernel"] != nil {
+		t.Errorf("builtin: %s %v %v %v", e.Driver, e.Interfaces, e.DriverInfo, err)
+	}
+}
+
+// A class a real Ironic has no equivalent for is refused, naming the node.
+func TestEnrollmentForIronicRefusesMockPXE(t *testing.T) {
+	s := spec(t)
+	s.Groups = append(s.Groups, GroupSpec{Name: "px", Count: 1, Driver: "pxe_pyghmi", Dialect: "v1", CPUs: 1, MemoryMB: 512, DiskSize: 1 << 20, BootMode: "bios"})
+	l, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, err = l.Enrollments(TargetIronic)
+	if err == nil || !strings.Contains(err.Error(), "node px-0") || !strings.Contains(err.Error(), "mock PXE deploy") {
+		t.Errorf("Enrollments(ironic) with a pxe_pyghmi node: %v, want an error naming px-0 and the mock PXE deploy", err)
+	}
+	if _, err := ParseTarget("openstack"); err == nil {
+		t.Error("ParseTarget(openstack) succeeded")
+	}
+}
