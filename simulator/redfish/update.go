@@ -304,12 +304,13 @@ func (s *Service) simpleUpdate(c *call) (*result, *rfError) {
 	}
 	f := merge(s.faults.get(), sys.faults.get())
 	t := s.tasks.add(sys)
+	snap, _ := s.tasks.get(t.id) // the answer shows the task as started, whatever runs next
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		s.runUpdate(t, sys, kind, image, f.FailTasks)
 	}()
-	return &result{status: http.StatusAccepted, body: taskView(*t), header: map[string]string{
+	return &result{status: http.StatusAccepted, body: taskView(snap), header: map[string]string{
 		"Location": "/redfish/v1/TaskService/TaskMonitors/" + t.id, "Retry-After": "1"}}, nil
 }
 
