@@ -81,10 +81,7 @@ Flags:
 			return 2
 		}
 		kind, _, _ := strings.Cut(*class, "_")
-		*class = kind + "_redfish"
-		if *driverURL != "" && *nodesDriver == "" {
-			*nodesDriver = "redfish" // a real Ironic's hardware type
-		}
+		*class = kind + "_redfish" // --target ironic enrolls them as hardware type redfish
 	default:
 		fmt.Fprintf(os.Stderr, "ironlab up: --bmc %q: want ipmi or redfish\n", *bmcKind)
 		return 2
