@@ -42,7 +42,8 @@ FUZZ_TARGETS = \
 	./simulator/bootfiles:FuzzWriteRead \
 	./simulator/bootfiles:FuzzRead \
 	./simulator/bmc:FuzzDecodePacket \
-	./simulator/bmc:FuzzBMC
+	./simulator/bmc:FuzzBMC \
+	./simulator/redfish:FuzzRedfish
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
