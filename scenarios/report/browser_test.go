@@ -57,11 +57,21 @@ func browser(tb testing.TB) context.Context {
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	tab, cancelTab := chromedp.NewContext(actx)
 	// The first call starts the browser: it must have no timeout, or the
-	// timeout would end the browser; the test's steps get one.
-	if err := chromedp.Do(tab, chromedp.Navigate("about:blank")); err != nil {
+	// timeout would end the browser; the test's steps get one. A browser
+	// that does not come up is bounded all the same.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(tab, chromedp.Navigate("about:blank")) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			cancelTab()
+			cancelAlloc()
+			tb.Fatalf("start %s: %v", chromiumPath, err)
+		}
+	case <-time.After(2 * time.Minute):
 		cancelTab()
 		cancelAlloc()
-		tb.Fatalf("start %s: %v", chromiumPath, err)
+		tb.Fatalf("%s did not open a tab within 2 minutes", chromiumPath)
 	}
 	ctx, cancelTimeout := context.WithTimeout(tab, 5*time.Minute)
 	tb.Cleanup(func() {
@@ -101,6 +111,11 @@ func visible(sel string) chromedp.Action[chromedp.Void] {
 	return chromedp.WaitVisible(chromedp.CSS(sel))
 }
 func click(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
+
+// until waits for a JavaScript condition on the page.
+func until(js string) chromedp.Action[chromedp.Void] {
+	return chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(stepTimeout))
+}
 
 // screenshot saves the page under the test's temp folder.
 func screenshot(tb testing.TB, ctx context.Context, name string) string {
@@ -336,9 +351,10 @@ func TestReportDrillDownInBrowser(t *testing.T) {
 	if got := text(t, ctx, `#lane-count`); got != "250 of 250 nodes" {
 		t.Errorf("lanes before the drill-down: %q", got)
 	}
+	// The link changes the URL's fragment; the page narrows on hashchange.
 	do(t, ctx, click(`a.group-link[data-state="deploy failed"]`))
-	if got := text(t, ctx, `#lane-count`); got != "10 of 250 nodes" {
-		t.Errorf("lanes of group n in deploy failed: %q", got)
+	if err := chromedp.Do(ctx, until(`document.getElementById("lane-count").textContent === "10 of 250 nodes"`)); err != nil {
+		t.Errorf("lanes of group n in deploy failed: %q (%v)", text(t, ctx, `#lane-count`), err)
 	}
 	// The first lane is now n-0, a failed node.
 	do(t, ctx, chromedp.ScrollIntoView(chromedp.CSS(`#lanes`)),
