@@ -151,7 +151,8 @@ func checkAliases(file string, body ast.Node) error {
 		return e
 	}
 	// goccy/go-yaml v1.19.2 panics on a tag over a scalar where a list is
-	// expected ("groups: !x 5"); scenarios need no tags.
+	// expected ("groups: !x 5"; goccy/go-yaml#735, fixed after v1.19.2);
+	// scenarios need no tags.
 	if tag := v.tag; tag != nil {
 		e := &Error{File: file, Msg: fmt.Sprintf("YAML tag %s: scenario files take no tags (quote the value instead)", tag.Start.Value)}
 		if p := tag.GetToken().Position; p != nil {

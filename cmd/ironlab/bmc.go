@@ -116,7 +116,8 @@ Flags:
 func parseBMCFile(name string, data []byte) (bmcFile, error) {
 	var cfg bmcFile
 	// goccy/go-yaml v1.19.2 panics on a tag over a scalar where a list is
-	// expected ("bmcs: !x 5"); the file takes no tags.
+	// expected ("bmcs: !x 5"; goccy/go-yaml#735, fixed after v1.19.2);
+	// the file takes no tags.
 	if f, err := parser.ParseBytes(data, 0); err == nil {
 		for _, doc := range f.Docs {
 			if doc.Body == nil {
