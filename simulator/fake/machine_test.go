@@ -3,11 +3,14 @@ package fake
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ironlab/ironlab/images"
 	"github.com/ironlab/ironlab/simulator"
@@ -116,5 +119,73 @@ func TestFailBootFault(t *testing.T) {
 	m.SetPower(ctx, simulator.ActionOn)
 	if nb.boots.Load() != 0 {
 		t.Errorf("a machine that fails to boot ran its network boot")
+	}
+}
+
+// A CD boot fetches the inserted image (loopback only) and runs what the
+// lab boots; a failed fetch is a boot failure on the console; setup stops.
+func TestVirtualCDBoot(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/agent.iso" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte("CD001"))
+	}))
+	defer srv.Close()
+	nb := &countingBoot{}
+	m := newMachine(t, nb)
+	ctx := context.Background()
+	if err := m.InsertMedia(ctx, "http://192.0.2.1/agent.iso"); err == nil {
+		t.Fatal("a non-loopback image URL was accepted")
+	}
+	if err := m.SetBootConfig(ctx, simulator.BootConfig{Device: simulator.BootCD}); err != nil {
+		t.Fatal(err)
+	}
+	m.SetPower(ctx, simulator.ActionOn)
+	if log, _ := m.ConsoleLog(); !strings.Contains(log, "boot failed: virtual CD: no media inserted") {
+		t.Fatalf("empty drive: console %q", log)
+	}
+	m.SetPower(ctx, simulator.ActionOff)
+
+	for _, c := range []struct {
+		url, want string
+		boots     int32
+	}{
+		{srv.URL + "/agent.iso", "virtual CD: booting " + srv.URL + "/agent.iso (5 bytes, sha256 ", 1},
+		{srv.URL + "/gone.iso", "boot failed: virtual CD " + srv.URL + "/gone.iso: fetch: HTTP 404 Not Found", 1},
+	} {
+		if err := m.InsertMedia(ctx, c.url); err != nil {
+			t.Fatal(err)
+		}
+		m.SetBootConfig(ctx, simulator.BootConfig{Device: simulator.BootCD})
+		m.SetPower(ctx, simulator.ActionOn)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			log, _ := m.ConsoleLog()
+			if strings.Contains(log, c.want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("console %q lacks %q", log, c.want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := nb.boots.Load(); got != c.boots {
+			t.Fatalf("%s: the lab's system ran %d times, want %d", c.url, got, c.boots)
+		}
+		if bc, _ := m.BootConfig(ctx); bc.Device != simulator.BootDisk {
+			t.Fatalf("the one-time CD boot did not revert: %+v", bc)
+		}
+		m.SetPower(ctx, simulator.ActionOff)
+	}
+	m.EjectMedia(ctx)
+	if m.Media() != "" {
+		t.Fatalf("after eject: %q", m.Media())
+	}
+	m.SetBootConfig(ctx, simulator.BootConfig{Device: simulator.BootSetup, Persistent: true})
+	m.SetPower(ctx, simulator.ActionOn)
+	if log, _ := m.ConsoleLog(); !strings.HasSuffix(log, "firmware setup: waiting at the setup menu\n") {
+		t.Fatalf("setup boot: console %q", log)
 	}
 }
