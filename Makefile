@@ -43,7 +43,8 @@ FUZZ_TARGETS = \
 	./simulator/bootfiles:FuzzRead \
 	./simulator/bmc:FuzzDecodePacket \
 	./simulator/bmc:FuzzBMC \
-	./simulator/redfish:FuzzRedfish
+	./simulator/redfish:FuzzRedfish \
+	./simulator/fake:FuzzISOCmdline
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -35,6 +35,14 @@ type Options struct {
 	POSTTime time.Duration
 }
 
+// CDBooter is a NetBooter that can also run what a virtual CD boots, given
+// the kernel command line of the CD's boot loader (the agent's options in an
+// ISO that Ironic's redfish-virtual-media built). Without it, or for a CD
+// with no such line, a CD boot runs NetBoot.
+type CDBooter interface {
+	CDBoot(ctx context.Context, m simulator.Machine, cmdline string) error
+}
+
 // Machine is one fake machine.
 type Machine struct {
 	name, uuid string
@@ -199,8 +207,9 @@ func (m *Machine) run(cdImage string) {
 				return
 			}
 		}
+		cmdline := ""
 		if cdImage != "" {
-			n, sum, err := fetchImage(ctx, cdImage)
+			n, sum, line, err := fetchImage(ctx, cdImage)
 			m.mu.Lock()
 			if err != nil {
 				if ctx.Err() == nil {
@@ -210,6 +219,10 @@ func (m *Machine) run(cdImage string) {
 				return
 			}
 			m.printf("virtual CD: booting %s (%d bytes, sha256 %s)\n", cdImage, n, sum)
+			if line != "" {
+				m.printf("virtual CD: kernel command line: %s\n", line)
+			}
+			cmdline = line
 			nb := m.netboot
 			if nb == nil {
 				m.printf("virtual CD: the image's system has nothing to run\n")
@@ -219,7 +232,13 @@ func (m *Machine) run(cdImage string) {
 				return
 			}
 		}
-		if err := m.netboot.NetBoot(ctx, m); err != nil && ctx.Err() == nil {
+		var err error
+		if cb, ok := m.netboot.(CDBooter); ok && cmdline != "" {
+			err = cb.CDBoot(ctx, m, cmdline)
+		} else {
+			err = m.netboot.NetBoot(ctx, m)
+		}
+		if err != nil && ctx.Err() == nil {
 			m.mu.Lock()
 			m.printf("network boot: %v\n", err)
 			m.mu.Unlock()

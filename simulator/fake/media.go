@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"time"
 )
 
@@ -40,16 +41,17 @@ func loopbackURL(raw string) error {
 }
 
 // fetchImage reads a virtual CD image as firmware would: the whole of it,
-// over HTTP; anything but 200 is a boot failure.
-func fetchImage(ctx context.Context, imageURL string) (int64, string, error) {
+// over HTTP; anything but 200 is a boot failure. An ISO 9660 image's boot
+// loader command line comes back too ("" for other images).
+func fetchImage(ctx context.Context, imageURL string) (n int64, sum, cmdline string, err error) {
 	if err := loopbackURL(imageURL); err != nil {
-		return 0, "", err
+		return 0, "", "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, imageURL, nil)
 	if err != nil {
-		return 0, "", err
+		return 0, "", "", err
 	}
 	c := &http.Client{Transport: &http.Transport{
 		// The lab's image servers use self-signed certificates; a
@@ -59,24 +61,31 @@ func fetchImage(ctx context.Context, imageURL string) (int64, string, error) {
 	}}
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, "", fmt.Errorf("fetch: %w", err)
+		return 0, "", "", fmt.Errorf("fetch: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, "", fmt.Errorf("fetch: HTTP %s", resp.Status)
+		return 0, "", "", fmt.Errorf("fetch: HTTP %s", resp.Status)
 	}
-	h := sha256.New()
-	n, err := io.Copy(h, io.LimitReader(resp.Body, maxCDImage+1))
+	f, err := os.CreateTemp("", "ironlab-virtual-cd-*.img")
 	if err != nil {
-		return n, "", fmt.Errorf("fetch: read: %w", err)
+		return 0, "", "", fmt.Errorf("fetch: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	h := sha256.New()
+	n, err = io.Copy(io.MultiWriter(h, f), io.LimitReader(resp.Body, maxCDImage+1))
+	if err != nil {
+		return n, "", "", fmt.Errorf("fetch: read: %w", err)
 	}
 	if n == 0 {
-		return 0, "", fmt.Errorf("fetch: empty image")
+		return 0, "", "", fmt.Errorf("fetch: empty image")
 	}
 	if n > maxCDImage {
-		return n, "", fmt.Errorf("fetch: image larger than %d bytes", int64(maxCDImage))
+		return n, "", "", fmt.Errorf("fetch: image larger than %d bytes", int64(maxCDImage))
 	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
+	cmdline, _ = isoCmdline(f) // not an ISO, or one without a boot loader line: nothing to pass on
+	return n, hex.EncodeToString(h.Sum(nil)), cmdline, nil
 }
 
 func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} } //nolint:gosec // lab-local, loopback only
