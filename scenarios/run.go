@@ -102,9 +102,24 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if r.target = r.opts.Target; r.target == "" {
+		r.target = lab.TargetBuiltin
+		if r.opts.DriverURL != "" {
+			api, err := newClient(ctx, r.opts.DriverURL)
+			if err != nil {
+				return err
+			}
+			if r.target, err = detectTarget(ctx, api, true); err != nil {
+				return err
+			}
+		}
+	}
 	spec, total, err := r.labSpec(stateDir)
 	if err != nil {
 		return err
+	}
+	if r.target == lab.TargetIronic {
+		r.adaptForIronic(&spec)
 	}
 	r.printf("== %s: %d nodes on the %s backend (%s)\n", r.s.Name, total, r.s.Lab.Backend, r.s.File)
 	l, err := lab.New(spec)
@@ -130,11 +145,6 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.api = api
-	if r.target = r.opts.Target; r.target == "" {
-		if r.target, err = detectTarget(ctx, api, r.opts.DriverURL != ""); err != nil {
-			return err
-		}
-	}
 	r.printf("   driver API %s (API %s, enrolled as %s), images at %s, agents at %s\n", driverURL, api.version, r.target, l.Images.Addr(), l.AgentAddr())
 	if r.opts.Started != nil {
 		r.opts.Started(driverURL, l)

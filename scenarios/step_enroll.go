@@ -19,7 +19,13 @@ func (r *runner) enroll(ctx context.Context, n *lab.Node) error {
 	if err != nil {
 		return err
 	}
-	got, err := r.api.createNode(ctx, e.Body())
+	body := e.Body()
+	if r.target == lab.TargetIronic && r.s.Lab.AutomatedClean != nil {
+		// Ironic's own [conductor]automated_clean is not the scenario's
+		// to set; the node's field (API 1.47) overrides it.
+		body["automated_clean"] = *r.s.Lab.AutomatedClean
+	}
+	got, err := r.api.createNode(ctx, body)
 	if err != nil {
 		return err
 	}
@@ -50,4 +56,17 @@ func detectTarget(ctx context.Context, api *client, external bool) (lab.Target, 
 		}
 	}
 	return lab.TargetIronic, nil
+}
+
+// adaptForIronic changes what a real Ironic cannot take, and says so: its
+// agents speak the v1 lookup and heartbeat only (the spec's legacy
+// vendor_passthru lookup is long gone from Ironic).
+func (r *runner) adaptForIronic(spec *lab.Spec) {
+	for i := range spec.Groups {
+		g := &spec.Groups[i]
+		if g.Dialect == "legacy" {
+			g.Dialect = "v1"
+			r.printf("   group %s: agents speak the v1 lookup/heartbeat: a real Ironic has no legacy vendor_passthru lookup\n", g.Name)
+		}
+	}
 }

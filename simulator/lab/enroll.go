@@ -71,10 +71,13 @@ func ironicInterfaces(power string) (driver string, ifaces map[string]string, ok
 		}, true
 	case "fake":
 		// FakePower: the agent runs from the start (the spec's long-running
-		// model), so nothing needs booting either.
-		return "fake-hardware", map[string]string{
-			"power_interface": "fake", "management_interface": "fake",
-			"boot_interface": "fake", "deploy_interface": "direct",
+		// model). fake-hardware's fake management takes only PXE as a boot
+		// device, and the direct deploy sets disk at its end; the
+		// manual-management type pairs fake power with noop management,
+		// which takes both.
+		return "manual-management", map[string]string{
+			"power_interface": "fake", "management_interface": "noop",
+			"boot_interface": "pxe", "deploy_interface": "direct",
 		}, true
 	}
 	return "", nil, false

@@ -56,8 +56,8 @@ func TestEnrollmentForIronic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Driver != "fake-hardware" || e.Interfaces["power_interface"] != "fake" || e.Interfaces["deploy_interface"] != "direct" || e.DriverInfo["deploy_kernel"] != nil {
-		t.Errorf("fa-0 enrolls as %s %v %v, want fake-hardware with fake power, direct deploy, no deploy_kernel", e.Driver, e.Interfaces, e.DriverInfo)
+	if e.Driver != "manual-management" || e.Interfaces["power_interface"] != "fake" || e.Interfaces["management_interface"] != "noop" || e.Interfaces["deploy_interface"] != "direct" || e.DriverInfo["deploy_kernel"] == nil {
+		t.Errorf("fa-0 enrolls as %s %v %v, want manual-management with fake power, noop management, direct deploy, a deploy_kernel", e.Driver, e.Interfaces, e.DriverInfo)
 	}
 
 	e, err = l.Enrollment(ip, TargetBuiltin)
