@@ -37,6 +37,7 @@ FUZZ_TARGETS = \
 	./fakeagent:FuzzConfigFromCmdline \
 	./fakeagent:FuzzCommand \
 	./fakeagent/pxedeploy:FuzzConfigFromCmdline \
+	./fakeagent/pxedeploy:FuzzDiskAPI \
 	./fakeagent/ramdisk:FuzzCmdline \
 	./simulator/sshpower:FuzzRun \
 	./simulator/bootfiles:FuzzWriteRead \

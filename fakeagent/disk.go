@@ -62,7 +62,7 @@ func (d *FileDisk) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(
 
 // WriteAt writes to the disk; writes past the end fail rather than grow a file.
 func (d *FileDisk) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > d.size {
+	if off < 0 || off > d.size || int64(len(p)) > d.size-off { // no off+len: it may overflow
 		return 0, fmt.Errorf("write %d bytes at offset %d of disk %s: beyond its size %d bytes", len(p), off, d.f.Name(), d.size)
 	}
 	return d.f.WriteAt(p, off)

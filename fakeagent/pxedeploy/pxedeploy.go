@@ -289,7 +289,7 @@ func (r *Ramdisk) write(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	size := r.cfg.Disk.Size()
-	if req.ContentLength > 0 && off+req.ContentLength > size {
+	if off > size || req.ContentLength > 0 && req.ContentLength > size-off { // no off+length: it may overflow
 		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"error": fmt.Sprintf("%d bytes at offset %d do not fit the disk (%d bytes)", req.ContentLength, off, size)})
 		return
 	}
