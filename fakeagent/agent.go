@@ -110,6 +110,7 @@ func New(cfg Config) (*Agent, error) {
 		faults:        cfg.Faults,
 		faultsChanged: make(chan struct{}),
 		md5Allowed:    true,
+		token:         cfg.AgentToken,
 		hbTimeout:     DefaultHeartbeatTimeout,
 		byID:          map[string]*command{},
 		partUUIDs:     map[string]string{},

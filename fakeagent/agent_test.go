@@ -151,3 +151,19 @@ func TestHeartbeatJitterBounds(t *testing.T) {
 		}
 	}
 }
+
+// A virtual media boot: Ironic put the token on the ISO's command line and
+// answers lookups with "******"; the agent heartbeats with the token it
+// was booted with.
+func TestPresetTokenFromVirtualMedia(t *testing.T) {
+	api := newScriptedIronic(t, 99)
+	api.addNode(nodeA, true, macA)
+	api.mu.Lock()
+	api.nodes[nodeA].token = "from-the-iso"
+	api.mu.Unlock()
+	startAgent(t, api, testHardware(t, macA), func(c *Config) { c.AgentToken = "from-the-iso" })
+	hb := labtest.Recv(t, api.hbCh, "a heartbeat")
+	if hb.Token != "from-the-iso" {
+		t.Fatalf("heartbeat token %q, want the preset one", hb.Token)
+	}
+}

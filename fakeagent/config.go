@@ -55,6 +55,10 @@ type Config struct {
 	Mux *Mux
 	// NodeUUID, when known (ipa-node-uuid), is sent with the lookup.
 	NodeUUID string
+	// AgentToken, when known before lookup (ipa-agent-token: Ironic puts it
+	// on a virtual media ISO's command line and then hands none out at
+	// lookup), is sent with every heartbeat.
+	AgentToken string
 
 	// Hardware is the machine the agent runs on; clean steps change it.
 	Hardware HardwareState
@@ -183,7 +187,9 @@ type CmdlineConfig struct {
 type IPAOptions struct {
 	APIURL   string // ipa-api-url
 	NodeUUID string // ipa-node-uuid
-	BootMAC  string // BOOTIF, as aa:bb:cc:dd:ee:ff
+	// AgentToken is ipa-agent-token (virtual media boots).
+	AgentToken string
+	BootMAC    string // BOOTIF, as aa:bb:cc:dd:ee:ff
 	// AdvertiseHost, AdvertisePort (default 9999) and AdvertiseProtocol
 	// (default http) say where the ramdisk's API is reached.
 	AdvertiseHost, AdvertisePort, AdvertiseProtocol string
@@ -220,6 +226,8 @@ func ParseIPAOptions(cmdline string, other func(key, val string) error) (IPAOpti
 			o.APIURL = val
 		case "ipa-node-uuid":
 			o.NodeUUID = val
+		case "ipa-agent-token":
+			o.AgentToken = val
 		case "ipa-advertise-host":
 			if net.ParseIP(val) == nil && !hostnameRE.MatchString(val) {
 				return o, fmt.Errorf("kernel command line: %s=%q is not an IP address or host name", key, val)
@@ -308,7 +316,7 @@ func ConfigFromCmdline(cmdline string) (CmdlineConfig, error) {
 	if err != nil {
 		return c, err
 	}
-	c.APIURL, c.NodeUUID, c.BootMAC = o.APIURL, o.NodeUUID, o.BootMAC
+	c.APIURL, c.NodeUUID, c.BootMAC, c.AgentToken = o.APIURL, o.NodeUUID, o.BootMAC, o.AgentToken
 	if c.APIURL == "" {
 		return c, errors.New("kernel command line: ipa-api-url is missing")
 	}

@@ -33,6 +33,11 @@ func TestConfigFromCmdline(t *testing.T) {
 			want: CmdlineConfig{Config: Config{APIURL: "http://api:6385", AdvertiseURL: "http://10.0.2.15:9999", NodeUUID: nodeA,
 				LookupInterval: 500 * time.Millisecond}},
 		},
+		{
+			name:    "virtual media ISO",
+			cmdline: "initrd=/initrd text ipa-api-url=http://127.0.0.1:6385 ipa-advertise-host=127.0.0.1 ipa-agent-token=Zm9vYmFy --",
+			want:    CmdlineConfig{Config: Config{APIURL: "http://127.0.0.1:6385", AdvertiseURL: "http://127.0.0.1:9999", AgentToken: "Zm9vYmFy"}},
+		},
 		{name: "no api url", cmdline: "ipa-advertise-host=x", wantErr: "ipa-api-url is missing"},
 		{name: "no advertise host", cmdline: "ipa-api-url=http://x", wantErr: "ipa-advertise-host is missing"},
 		{name: "bad port", cmdline: "ipa-api-url=http://x ipa-advertise-host=h ipa-advertise-port=99999", wantErr: "not a port"},
