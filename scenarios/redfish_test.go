@@ -51,3 +51,31 @@ func TestRedfishStepErrors(t *testing.T) {
 		t.Fatalf("parsed %+v %+v", s.Steps[3].Fault.Redfish, s.Steps[2].FirmwareUpdate)
 	}
 }
+
+// The mock PXE deploy with Redfish power (pxe_redfish, a lab class that a
+// real Ironic has no equivalent of, so not in the built-in scenario): the
+// conductor streams the image, the machine boots it.
+func TestPXERedfishDeploys(t *testing.T) {
+	s, err := Parse("pxe-redfish.yaml", []byte(`name: pxe-redfish
+lab:
+  heartbeat_timeout: 10s
+  automated_clean: false
+  images: [{id: img, size: 4MiB}]
+  groups: [{name: rp, count: 2, driver: pxe_redfish, disk_size: 16MiB}]
+steps:
+  - enroll: {}
+  - manage: {}
+  - provide: {}
+  - wait: {state: available, timeout: 60s}
+  - deploy: {image: img}
+  - wait: {state: active, timeout: 2m}
+  - expect: {state: active, power: power on, disk_image: img, booted_image: img}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _, _ := runScenario(t, s)
+	if !res.Passed || len(res.Checks) < 5 {
+		t.Fatalf("pxe_redfish scenario: passed %v, %d checks", res.Passed, len(res.Checks))
+	}
+}
