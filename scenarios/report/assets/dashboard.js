@@ -185,6 +185,7 @@
     tip.style.left = (ev.clientX + 14) + "px"; tip.style.top = (ev.clientY + 14) + "px";
   });
   laneCv.addEventListener("mouseleave", () => { tip.hidden = true; });
+  window.addEventListener("scroll", () => { tip.hidden = true; }, { passive: true });
 
   async function act(label, f) {
     const out = $("action-result");

@@ -68,6 +68,7 @@
     tip.style.top = (ev.clientY + 14) + "px";
   });
   lanesCv.addEventListener("mouseleave", () => { tip.hidden = true; });
+  window.addEventListener("scroll", () => { tip.hidden = true; }, { passive: true });
   lanesCv.addEventListener("click", ev => {
     const [x, y] = pos(ev), h = IL.hit(view(), x, y);
     tip.hidden = true;
