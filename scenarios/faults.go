@@ -135,7 +135,10 @@ func (r *runner) applyFault(ctx context.Context, f *Fault, nodes []*lab.Node) er
 			return r.killConductor(ctx, c, "now")
 		}
 		r.goBackground(func(ctx context.Context) {
-			if err := r.killWhen(ctx, c, nodes); err != nil {
+			// A scenario may end while the restarted conductor's
+			// readiness poll is still in flight (its steps already saw
+			// the API answer): that cancel is no failure.
+			if err := r.killWhen(ctx, c, nodes); err != nil && ctx.Err() == nil {
 				r.printf("   !! conductor kill failed: %v\n", err)
 				r.backgroundFailed(fmt.Errorf("conductor fault (kill at %s): %w", c.KillAt, err))
 			}
