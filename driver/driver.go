@@ -22,6 +22,7 @@ import (
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/driver/store/postgres"
 	"github.com/ironlab/ironlab/driver/store/sqlite"
 )
 
@@ -34,7 +35,9 @@ const DefaultListen = "127.0.0.1:6385"
 type Config struct {
 	// Listen is the API address (DefaultListen); used by ListenAndServe.
 	Listen string
-	// DBPath is the SQLite file (".state/ironlab.db").
+	// DBPath is the SQLite file (".state/ironlab.db"), or a PostgreSQL DSN
+	// (postgres://... or postgresql://...) for a store several conductors
+	// share.
 	DBPath string
 	// Host names this conductor in node reservations (os.Hostname()).
 	Host string
@@ -164,7 +167,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 			cfg.DeployInterfaces["pxe"] = pxe.New(pxe.Config{BootDir: cfg.BootDir})
 		}
 	}
-	st, err := sqlite.Open(ctx, cfg.DBPath)
+	st, err := OpenStore(ctx, cfg.DBPath)
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +186,15 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	return &Driver{cfg: cfg, store: st, cond: cond, api: api.New(cond, cfg.Logger), log: cfg.Logger}, nil
+}
+
+// OpenStore opens the store db names: PostgreSQL for a DSN starting with
+// postgres:// or postgresql://, else the SQLite file at that path.
+func OpenStore(ctx context.Context, db string) (store.Store, error) {
+	if postgres.IsDSN(db) {
+		return postgres.Open(ctx, db)
+	}
+	return sqlite.Open(ctx, db)
 }
 
 // Handler is the HTTP API (Ironic's /v1 subset and the agent endpoints).

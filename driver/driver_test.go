@@ -16,6 +16,7 @@ import (
 	"github.com/ironlab/ironlab/driver/conductor/states"
 	"github.com/ironlab/ironlab/driver/store"
 	"github.com/ironlab/ironlab/scenarios/labtest"
+	"github.com/ironlab/ironlab/scenarios/labtest/pgtest"
 )
 
 func config(t *testing.T, db string) driver.Config {
@@ -58,9 +59,15 @@ func call(t *testing.T, method, url, body string) (int, map[string]any) {
 	return resp.StatusCode, out
 }
 
+// TestRestartKeepsNodesAndFailsInterruptedWork runs on both stores: an
+// SQLite file, and a PostgreSQL DSN (what --db postgres://... selects).
 func TestRestartKeepsNodesAndFailsInterruptedWork(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { restartKeepsNodes(t, filepath.Join(t.TempDir(), "ironlab.db")) })
+	t.Run("postgres", func(t *testing.T) { restartKeepsNodes(t, pgtest.Start(t).NewDatabase(t)) })
+}
+
+func restartKeepsNodes(t *testing.T, db string) {
 	ctx := context.Background()
-	db := filepath.Join(t.TempDir(), "ironlab.db")
 	d, err := driver.New(ctx, config(t, db))
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ironlab/ironlab/driver"
+	"github.com/ironlab/ironlab/driver/store/postgres"
 )
 
 func init() {
@@ -37,7 +38,7 @@ type driverFlags struct {
 func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 	d := driver.DefaultConfig()
 	fs.StringVar(&f.listen, "listen", d.Listen, "API address (loopback only unless you mean it)")
-	fs.StringVar(&f.db, "db", db, "SQLite database file")
+	fs.StringVar(&f.db, "db", db, "SQLite database file, or a PostgreSQL DSN (postgres://user@host:port/db) that several conductors share")
 	fs.StringVar(&f.bootDir, "boot-dir", "", "the lab's boot folder, where the PXE deploy (pxe_* classes) writes per-MAC boot configs; empty: no PXE deploy (ironlab up: the lab's)")
 	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", d.HeartbeatTimeout, "agent.heartbeat_timeout: sent to agents at lookup; the watchdog acts after it")
 	fs.DurationVar(&f.check, "check-interval", d.CheckInterval, "how often the periodic tasks (call-back timeouts, watchdog) run")
@@ -111,9 +112,11 @@ Flags:
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := os.MkdirAll(filepath.Dir(df.db), 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, "ironlab driver:", err)
-		return 1
+	if !postgres.IsDSN(df.db) {
+		if err := os.MkdirAll(filepath.Dir(df.db), 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab driver:", err)
+			return 1
+		}
 	}
 	d, err := driver.New(ctx, df.config(logger))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ironlab/ironlab/driver"
+	"github.com/ironlab/ironlab/scenarios/labtest/pgtest"
 )
 
 type server struct {
@@ -345,9 +346,20 @@ func TestModernLookupAndHeartbeat(t *testing.T) {
 }
 
 // BenchmarkHeartbeat measures the heartbeat path, API handler to store, for
-// an agent kept running on an available node (record only, no call-back).
+// an agent kept running on an available node (record only, no call-back),
+// on each store: SQLite and PostgreSQL (a server of its own on loopback).
 func BenchmarkHeartbeat(b *testing.B) {
-	s := newServer(b, func(c *driver.Config) { c.FastTrack = true })
+	b.Run("sqlite", func(b *testing.B) { benchmarkHeartbeat(b, "") })
+	b.Run("postgres", func(b *testing.B) { benchmarkHeartbeat(b, pgtest.Start(b).NewDatabase(b)) })
+}
+
+func benchmarkHeartbeat(b *testing.B, dsn string) {
+	s := newServer(b, func(c *driver.Config) {
+		c.FastTrack = true
+		if dsn != "" {
+			c.DBPath = dsn
+		}
+	})
 	r := s.do(b, "POST", "/v1/nodes", "", `{"name": "node-a", "driver": "fake_agent"}`)
 	id := r.json["uuid"].(string)
 	s.do(b, "POST", "/v1/ports", "", `{"address": "52:54:00:00:00:0a", "node_uuid": "node-a"}`)

@@ -43,6 +43,7 @@ var install = map[string]string{
 	"virsh":              "apt-get install libvirt-clients",
 	"lz4":                "apt-get install lz4",
 	"ssh":                "apt-get install openssh-client",
+	"postgres":           "apt-get install postgresql",
 	"/usr/bin/python3":   "apt-get install python3",
 	"apt-get":            "a Debian system (apt)",
 	"apt-cache":          "a Debian system (apt)",
