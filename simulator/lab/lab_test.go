@@ -138,6 +138,9 @@ func TestStartBootsFakePowerNodesIntoTheAgent(t *testing.T) {
 func TestWriteNodesYAML(t *testing.T) {
 	s := spec(t)
 	s.BMCBasePort = 19230
+	// Strings a careless encoder writes plain, which then read back as a
+	// number or (PyYAML, the consumer) a boolean.
+	s.Groups[1].BMCUser, s.Groups[1].BMCPassword = "on", "1e3"
 	l, err := New(s)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +171,7 @@ func TestWriteNodesYAML(t *testing.T) {
 	ip := got.Nodes[4]
 	n, _ := l.Node("ip-1")
 	if ip.Name != "ip-1" || ip.Driver != "agent_ipmitool" || ip.DriverInfo["ipmi_port"] != 19234 ||
-		ip.DriverInfo["ipmi_password"] != "password" || ip.Ports[0].Address != n.MACs[0] || ip.Properties["cpu_arch"] != "x86_64" {
+		ip.DriverInfo["ipmi_password"] != "1e3" || ip.DriverInfo["ipmi_username"] != "on" || ip.Ports[0].Address != n.MACs[0] || ip.Properties["cpu_arch"] != "x86_64" {
 		t.Errorf("node entry %+v", ip)
 	}
 }

@@ -1,11 +1,16 @@
 package lab
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
+	"unicode"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml"
 )
 
 // nodesFile is the document `baremetal create FILE` (python-ironicclient)
@@ -52,9 +57,9 @@ func (l *Lab) WriteNodesYAML(path string, target Target, driver string) error {
 		}
 		f.Nodes = append(f.Nodes, e)
 	}
-	b, err := yaml.Marshal(f)
+	b, err := yaml.MarshalWithOptions(f, yaml.CustomMarshaler[string](quoteAmbiguous))
 	if err != nil {
-		return err
+		return fmt.Errorf("encode the nodes of lab %s: %w", l.spec.Name, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
@@ -64,3 +69,26 @@ func (l *Lab) WriteNodesYAML(path string, target Target, driver string) error {
 	}
 	return nil
 }
+
+// quoteAmbiguous writes a string double-quoted when a YAML reader could
+// take its plain form for something else. goccy/go-yaml (the project's one
+// YAML library) quotes YAML 1.1's on/yes/no itself, but writes 1e3 and
+// .inf plain, which YAML 1.2 readers take as numbers, and all-digit
+// colon groups (12:30:45), which PyYAML (baremetal create) takes as
+// base-60 integers; control characters must be escaped. A BMC password is
+// a string, whatever it spells.
+func quoteAmbiguous(s string) ([]byte, error) {
+	b, err := yaml.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	var back any
+	if yaml.Unmarshal(b, &back) != nil || back != s || ambiguousRe.MatchString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return json.Marshal(s) // a JSON string is a double-quoted YAML one
+	}
+	return bytes.TrimSuffix(b, []byte("\n")), nil
+}
+
+// ambiguousRe matches YAML 1.2 core numbers, infinities and NaN, and
+// YAML 1.1 base-60 numbers.
+var ambiguousRe = regexp.MustCompile(`^([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?)$`)
