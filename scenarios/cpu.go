@@ -46,7 +46,7 @@ func (r *runner) cpuDeployStart(ctx context.Context, nodes []*lab.Node) {
 		return
 	}
 	if r.cpuPhase == nil {
-		pid, cpu, err := r.api.process(ctx)
+		pid, cpu, err := r.api.Process(ctx)
 		if err != nil {
 			r.log.Warn("conductor CPU time", "err", err)
 			return
@@ -67,7 +67,7 @@ func (r *runner) cpuDeployEnd(ctx context.Context) {
 	if p == nil || p.nodes == 0 || r.proc == nil {
 		return
 	}
-	pid, cpu, err := r.api.process(ctx)
+	pid, cpu, err := r.api.Process(ctx)
 	if err != nil {
 		r.log.Warn("conductor CPU time", "err", err)
 		return

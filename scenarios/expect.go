@@ -12,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -26,7 +27,7 @@ type expectation interface {
 	// name names the check, e.g. `state active`.
 	name() string
 	// check says what is wrong with one node, or "" when the clause holds.
-	check(ctx context.Context, r *runner, n *lab.Node, an apiNode) string
+	check(ctx context.Context, r *runner, n *lab.Node, an ironic.Node) string
 }
 
 // unset is for clauses whose zero value means "not stated", e.g.
@@ -143,8 +144,8 @@ func (r *runner) expect(ctx context.Context, label string, i int, st *Step) {
 	e := st.Expect
 	nodes := r.selected(e.Nodes)
 	r.printf("%s expect on %d nodes\n", label, len(nodes))
-	all, err := r.api.nodes(ctx)
-	byName := map[string]apiNode{}
+	all, err := r.api.Nodes(ctx)
+	byName := map[string]ironic.Node{}
 	for _, n := range all {
 		byName[n.Name] = n
 	}

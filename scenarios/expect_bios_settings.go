@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -25,7 +26,7 @@ func (e *expectBIOSSettings) name() string {
 	return fmt.Sprintf("bios_settings %v", map[string]string(*e))
 }
 
-func (e *expectBIOSSettings) check(_ context.Context, _ *runner, n *lab.Node, _ apiNode) string {
+func (e *expectBIOSSettings) check(_ context.Context, _ *runner, n *lab.Node, _ ironic.Node) string {
 	got := n.Machine.Hardware().BIOSSettings
 	var bad []string
 	for k, v := range *e {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -21,7 +22,7 @@ func (e *expectBIOSVersion) validate(*validator, string, *Lab) {}
 
 func (e *expectBIOSVersion) name() string { return "bios_version " + string(*e) }
 
-func (e *expectBIOSVersion) check(_ context.Context, _ *runner, n *lab.Node, _ apiNode) string {
+func (e *expectBIOSVersion) check(_ context.Context, _ *runner, n *lab.Node, _ ironic.Node) string {
 	if got := n.Machine.Hardware().BIOSVersion; got != string(*e) {
 		return fmt.Sprintf("the inventory says BIOS version %q", got)
 	}

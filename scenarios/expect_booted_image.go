@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -31,7 +32,7 @@ func (e *expectBootedImage) validate(v *validator, p string, l *Lab) {
 
 func (e *expectBootedImage) name() string { return "booted image " + string(*e) }
 
-func (e *expectBootedImage) check(ctx context.Context, r *runner, n *lab.Node, _ apiNode) string {
+func (e *expectBootedImage) check(ctx context.Context, r *runner, n *lab.Node, _ ironic.Node) string {
 	info, _ := r.lab.Images.Info(string(*e))
 	// A node is active once its BMC has powered it on; a VM then still
 	// boots for a moment (its BMC answers before the domain runs, as a

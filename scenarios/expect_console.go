@@ -7,6 +7,7 @@ import (
 
 	"strings"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -24,7 +25,7 @@ func (e *expectConsole) validate(*validator, string, *Lab) {}
 
 func (e *expectConsole) name() string { return fmt.Sprintf("console contains %q", string(*e)) }
 
-func (e *expectConsole) check(_ context.Context, _ *runner, n *lab.Node, _ apiNode) string {
+func (e *expectConsole) check(_ context.Context, _ *runner, n *lab.Node, _ ironic.Node) string {
 	log, err := n.Machine.ConsoleLog()
 	if err != nil {
 		return fmt.Sprintf("read the console: %v", err)

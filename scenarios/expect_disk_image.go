@@ -3,6 +3,7 @@ package scenarios
 import (
 	"context"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -22,6 +23,6 @@ func (e *expectDiskImage) validate(v *validator, p string, l *Lab) {
 
 func (e *expectDiskImage) name() string { return "disk holds image " + string(*e) }
 
-func (e *expectDiskImage) check(_ context.Context, _ *runner, n *lab.Node, _ apiNode) string {
+func (e *expectDiskImage) check(_ context.Context, _ *runner, n *lab.Node, _ ironic.Node) string {
 	return verifyDisk(n.DiskPath(), string(*e))
 }

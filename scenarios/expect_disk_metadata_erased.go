@@ -3,6 +3,7 @@ package scenarios
 import (
 	"context"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -20,7 +21,7 @@ func (e *expectDiskMetadataErased) validate(*validator, string, *Lab) {}
 
 func (e *expectDiskMetadataErased) name() string { return "disk metadata erased" }
 
-func (e *expectDiskMetadataErased) check(_ context.Context, _ *runner, n *lab.Node, _ apiNode) string {
+func (e *expectDiskMetadataErased) check(_ context.Context, _ *runner, n *lab.Node, _ ironic.Node) string {
 	if msg := checkZero(n.DiskPath(), 0, 1<<20); msg != "" {
 		return "first MiB: " + msg
 	}

@@ -3,6 +3,7 @@ package scenarios
 import (
 	"context"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -17,6 +18,6 @@ func (e *expectDiskZeroed) validate(*validator, string, *Lab) {}
 
 func (e *expectDiskZeroed) name() string { return "disk zeroed" }
 
-func (e *expectDiskZeroed) check(_ context.Context, _ *runner, n *lab.Node, _ apiNode) string {
+func (e *expectDiskZeroed) check(_ context.Context, _ *runner, n *lab.Node, _ ironic.Node) string {
 	return checkZero(n.DiskPath(), 0, -1)
 }

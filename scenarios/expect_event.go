@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -19,7 +20,7 @@ func (e *expectEvent) validate(*validator, string, *Lab) {}
 
 func (e *expectEvent) name() string { return fmt.Sprintf("event %q in the history", string(*e)) }
 
-func (e *expectEvent) check(ctx context.Context, r *runner, n *lab.Node, _ apiNode) string {
+func (e *expectEvent) check(ctx context.Context, r *runner, n *lab.Node, _ ironic.Node) string {
 	if !r.hasEvent(ctx, n, string(*e)) {
 		return fmt.Sprintf("no event %q in the node's history", string(*e))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -33,8 +34,8 @@ func (e *expectHeartbeatWithin) validate(v *validator, p string, _ *Lab) {
 
 func (e *expectHeartbeatWithin) name() string { return "agent heartbeat within " + string(*e) }
 
-func (e *expectHeartbeatWithin) check(_ context.Context, _ *runner, _ *lab.Node, an apiNode) string {
-	t, ok := an.lastHeartbeat()
+func (e *expectHeartbeatWithin) check(_ context.Context, _ *runner, _ *lab.Node, an ironic.Node) string {
+	t, ok := an.LastHeartbeat()
 	if !ok {
 		return "no agent_last_heartbeat recorded"
 	}

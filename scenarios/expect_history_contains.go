@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -24,8 +25,8 @@ func (e *expectHistoryContains) name() string {
 	return fmt.Sprintf("history contains %q", string(*e))
 }
 
-func (e *expectHistoryContains) check(ctx context.Context, r *runner, n *lab.Node, _ apiNode) string {
-	evs, err := r.api.events(ctx, r.ident(n))
+func (e *expectHistoryContains) check(ctx context.Context, r *runner, n *lab.Node, _ ironic.Node) string {
+	evs, err := r.api.Events(ctx, r.ident(n))
 	if err != nil {
 		return "events: " + err.Error()
 	}

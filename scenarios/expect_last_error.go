@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -23,8 +24,8 @@ func (e *expectLastError) name() string {
 	return fmt.Sprintf("last_error contains %q", string(*e))
 }
 
-func (e *expectLastError) check(_ context.Context, _ *runner, _ *lab.Node, an apiNode) string {
-	want, got := string(*e), an.lastError()
+func (e *expectLastError) check(_ context.Context, _ *runner, _ *lab.Node, an ironic.Node) string {
+	want, got := string(*e), an.Error()
 	if want == "" && got != "" || want != "" && !strings.Contains(got, want) {
 		return fmt.Sprintf("last_error %q", got)
 	}

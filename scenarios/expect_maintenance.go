@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -16,7 +17,7 @@ func (e *expectMaintenance) validate(*validator, string, *Lab) {}
 
 func (e *expectMaintenance) name() string { return fmt.Sprintf("maintenance %v", bool(*e)) }
 
-func (e *expectMaintenance) check(_ context.Context, _ *runner, _ *lab.Node, an apiNode) string {
+func (e *expectMaintenance) check(_ context.Context, _ *runner, _ *lab.Node, an ironic.Node) string {
 	if an.Maintenance != bool(*e) {
 		return fmt.Sprintf("maintenance %v", an.Maintenance)
 	}

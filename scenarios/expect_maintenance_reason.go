@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -23,9 +24,9 @@ func (e *expectMaintenanceReason) name() string {
 	return fmt.Sprintf("maintenance_reason contains %q", string(*e))
 }
 
-func (e *expectMaintenanceReason) check(_ context.Context, _ *runner, _ *lab.Node, an apiNode) string {
-	if !strings.Contains(an.maintenanceReason(), string(*e)) {
-		return fmt.Sprintf("maintenance_reason %q", an.maintenanceReason())
+func (e *expectMaintenanceReason) check(_ context.Context, _ *runner, _ *lab.Node, an ironic.Node) string {
+	if !strings.Contains(an.Reason(), string(*e)) {
+		return fmt.Sprintf("maintenance_reason %q", an.Reason())
 	}
 	return ""
 }

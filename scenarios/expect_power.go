@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -23,9 +24,9 @@ func (e *expectPower) validate(v *validator, p string, _ *Lab) {
 
 func (e *expectPower) name() string { return "power " + string(*e) }
 
-func (e *expectPower) check(_ context.Context, _ *runner, _ *lab.Node, an apiNode) string {
-	if an.power() != string(*e) {
-		return fmt.Sprintf("power_state %q", an.power())
+func (e *expectPower) check(_ context.Context, _ *runner, _ *lab.Node, an ironic.Node) string {
+	if an.Power() != string(*e) {
+		return fmt.Sprintf("power_state %q", an.Power())
 	}
 	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -22,7 +23,7 @@ func (e *expectState) validate(v *validator, p string, _ *Lab) {
 
 func (e *expectState) name() string { return "state " + string(*e) }
 
-func (e *expectState) check(_ context.Context, _ *runner, _ *lab.Node, an apiNode) string {
+func (e *expectState) check(_ context.Context, _ *runner, _ *lab.Node, an ironic.Node) string {
 	if an.ProvisionState != string(*e) {
 		return fmt.Sprintf("provision_state %q", an.ProvisionState)
 	}

@@ -90,7 +90,7 @@ func (r *runner) goBackground(f func(ctx context.Context)) {
 }
 
 func (r *runner) eventCount(ctx context.Context, n *lab.Node) int {
-	evs, err := r.api.events(ctx, r.ident(n))
+	evs, err := r.api.Events(ctx, r.ident(n))
 	if err != nil {
 		return 0
 	}
@@ -163,7 +163,7 @@ func (r *runner) killWhen(ctx context.Context, c *ConductorFault, nodes []*lab.N
 // killReason says which node reached the kill_at state or recorded the
 // kill_at event, if one did.
 func (r *runner) killReason(ctx context.Context, c *ConductorFault, nodes []*lab.Node) string {
-	if all, err := r.api.nodes(ctx); err == nil {
+	if all, err := r.api.Nodes(ctx); err == nil {
 		for _, an := range all {
 			if contains(nodes, an.Name) && an.ProvisionState == c.KillAt {
 				return an.Name + " reached " + c.KillAt
@@ -174,7 +174,7 @@ func (r *runner) killReason(ctx context.Context, c *ConductorFault, nodes []*lab
 		return ""
 	}
 	for _, n := range nodes {
-		evs, _ := r.api.events(ctx, r.ident(n))
+		evs, _ := r.api.Events(ctx, r.ident(n))
 		for _, ev := range evs {
 			if strings.Contains(string(ev), `"event":"`+c.KillAt+`"`) {
 				return n.Name + " recorded " + c.KillAt

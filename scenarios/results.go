@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ironlab/ironlab/scenarios/ironic"
 )
 
 // NodeResult is one node's outcome.
@@ -80,8 +82,8 @@ func (r *runner) writeResults(ctx context.Context) error {
 		return err
 	}
 	if r.lab != nil && r.api != nil {
-		all, _ := r.api.nodes(ctx)
-		byName := map[string]apiNode{}
+		all, _ := r.api.Nodes(ctx)
+		byName := map[string]ironic.Node{}
 		for _, n := range all {
 			byName[n.Name] = n
 		}
@@ -89,8 +91,8 @@ func (r *runner) writeResults(ctx context.Context) error {
 			an := byName[n.Name]
 			r.result.Nodes = append(r.result.Nodes, NodeResult{
 				Name: n.Name, UUID: n.UUID, Group: n.Group, Driver: n.Driver,
-				FinalState: an.ProvisionState, PowerState: an.power(), Maintenance: an.Maintenance,
-				LastError: an.lastError(),
+				FinalState: an.ProvisionState, PowerState: an.Power(), Maintenance: an.Maintenance,
+				LastError: an.Error(),
 			})
 		}
 		if err := r.writeEvents(ctx, filepath.Join(dir, "events.jsonl")); err != nil {
@@ -124,7 +126,7 @@ func (r *runner) writeEvents(ctx context.Context, path string) error {
 		if !ok {
 			continue
 		}
-		evs, err := r.api.events(ctx, uuid)
+		evs, err := r.api.Events(ctx, uuid)
 		if err != nil {
 			continue
 		}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -28,7 +29,7 @@ type runner struct {
 	out    io.Writer
 	log    *slog.Logger
 	lab    *lab.Lab
-	api    *client
+	api    *ironic.Client
 	target lab.Target // what the nodes are enrolled into
 	outMu  sync.Mutex
 	uuidMu sync.RWMutex      // enroll runs on many nodes at once
@@ -105,7 +106,7 @@ func (r *runner) run(ctx context.Context) error {
 	if r.target = r.opts.Target; r.target == "" {
 		r.target = lab.TargetBuiltin
 		if r.opts.DriverURL != "" {
-			api, err := newClient(ctx, r.opts.DriverURL)
+			api, err := ironic.New(ctx, r.opts.DriverURL, nil)
 			if err != nil {
 				return err
 			}
@@ -140,12 +141,12 @@ func (r *runner) run(ctx context.Context) error {
 	if err := l.Start(ctx, driverURL); err != nil {
 		return err
 	}
-	api, err := newClient(ctx, driverURL)
+	api, err := ironic.New(ctx, driverURL, nil)
 	if err != nil {
 		return err
 	}
 	r.api = api
-	r.printf("   driver API %s (API %s, enrolled as %s), images at %s, agents at %s\n", driverURL, api.version, r.target, l.Images.Addr(), l.AgentAddr())
+	r.printf("   driver API %s (API %s, enrolled as %s), images at %s, agents at %s\n", driverURL, api.Version(), r.target, l.Images.Addr(), l.AgentAddr())
 	if r.opts.Started != nil {
 		r.opts.Started(driverURL, l)
 	}

@@ -27,7 +27,7 @@ func (r *runner) deploy(ctx context.Context, label string, d *Deploy) error {
 	return forEach(nodes, func(n *lab.Node) error {
 		// The image URL as whoever downloads it sees it (the conductor for PXE).
 		src := map[string]any{"op": "add", "path": "/instance_info/image_source", "value": r.lab.ImageURLFor(n, d.Image)}
-		if err := r.api.patch(ctx, r.ident(n), append([]map[string]any{src}, ops...)); err != nil {
+		if err := r.api.Patch(ctx, r.ident(n), append([]map[string]any{src}, ops...)); err != nil {
 			return err
 		}
 		return r.sendVerb(ctx, n, "active")

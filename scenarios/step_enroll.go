@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -25,13 +26,13 @@ func (r *runner) enroll(ctx context.Context, n *lab.Node) error {
 		// to set; the node's field (API 1.47) overrides it.
 		body["automated_clean"] = *r.s.Lab.AutomatedClean
 	}
-	got, err := r.api.createNode(ctx, body)
+	got, err := r.api.CreateNode(ctx, body)
 	if err != nil {
 		return err
 	}
 	r.setUUID(n.Name, got.UUID)
 	for _, mac := range e.Ports {
-		if err := r.api.createPort(ctx, got.UUID, mac); err != nil {
+		if err := r.api.CreatePort(ctx, got.UUID, mac); err != nil {
 			return err
 		}
 	}
@@ -42,13 +43,13 @@ func (r *runner) enroll(ctx context.Context, n *lab.Node) error {
 // not say: the built-in driver offers the spec's classes (agent_ipmitool,
 // ...); anything else at a --driver-url is taken for a real Ironic, which
 // offers hardware types.
-func detectTarget(ctx context.Context, api *client, external bool) (lab.Target, error) {
+func detectTarget(ctx context.Context, api *ironic.Client, external bool) (lab.Target, error) {
 	if !external {
 		return lab.TargetBuiltin, nil
 	}
-	names, err := api.drivers(ctx)
+	names, err := api.Drivers(ctx)
 	if err != nil {
-		return "", fmt.Errorf("list the drivers of %s to tell the built-in driver from a real Ironic (or give --target): %w", api.base, err)
+		return "", fmt.Errorf("list the drivers of %s to tell the built-in driver from a real Ironic (or give --target): %w", api.URL(), err)
 	}
 	for _, n := range names {
 		if n == "agent_ipmitool" || n == "fake_agent" {

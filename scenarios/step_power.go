@@ -2,7 +2,6 @@ package scenarios
 
 import (
 	"context"
-	"net/http"
 
 	"github.com/ironlab/ironlab/simulator/lab"
 )
@@ -12,6 +11,6 @@ func (r *runner) power(ctx context.Context, label string, p *Power) error {
 	nodes := r.selected(p.Nodes)
 	r.printf("%s %s %d nodes\n", label, p.Target, len(nodes))
 	return forEach(nodes, func(n *lab.Node) error {
-		return r.api.do(ctx, http.MethodPut, "/v1/nodes/"+r.ident(n)+"/states/power", map[string]any{"target": p.Target}, nil)
+		return r.api.SetPower(ctx, r.ident(n), p.Target)
 	})
 }

@@ -2,10 +2,10 @@ package scenarios
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -32,17 +32,16 @@ func (r *runner) sendVerbBody(ctx context.Context, n *lab.Node, body map[string]
 	abort := body["target"] == "abort"
 	var err error
 	perr := poll(ctx, 100*time.Millisecond, 0, func(ctx context.Context) bool {
-		var node apiNode
-		if node, err = r.api.node(ctx, r.ident(n)); err != nil {
+		var node ironic.Node
+		if node, err = r.api.Node(ctx, r.ident(n)); err != nil {
 			return true
 		}
-		if !abort && !node.settled() && time.Now().Before(deadline) {
+		if !abort && !node.Settled() && time.Now().Before(deadline) {
 			return false
 		}
-		err = r.api.provisionBody(ctx, r.ident(n), body)
-		var ae *apiError
+		err = r.api.Provision(ctx, r.ident(n), body)
 		// 409: locked, the conductor is still busy with the node.
-		return !(errors.As(err, &ae) && ae.Status == http.StatusConflict && time.Now().Before(deadline))
+		return !(ironic.IsStatus(err, http.StatusConflict) && time.Now().Before(deadline))
 	})
 	if perr != nil {
 		return perr

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ironlab/ironlab/scenarios/ironic"
 )
 
 // failedStates end a wait early: the node will not move on by itself.
@@ -21,10 +23,10 @@ func (r *runner) waitState(ctx context.Context, label string, i int, st *Step) {
 	r.printf("%s wait for %d nodes to reach %q (timeout %s)\n", label, len(nodes), w.State, w.timeout)
 	check := Check{Name: fmt.Sprintf("step %d: wait for %s", i+1, w.State), Step: i + 1, Line: st.line}
 	lastLine := ""
-	var byName map[string]apiNode
+	var byName map[string]ironic.Node
 	poll(ctx, 200*time.Millisecond, w.timeout, func(ctx context.Context) bool {
-		if all, err := r.api.nodes(ctx); err == nil {
-			byName = map[string]apiNode{}
+		if all, err := r.api.Nodes(ctx); err == nil {
+			byName = map[string]ironic.Node{}
 			for _, n := range all {
 				byName[n.Name] = n
 			}
@@ -37,9 +39,9 @@ func (r *runner) waitState(ctx context.Context, label string, i int, st *Step) {
 				continue
 			}
 			counts[an.ProvisionState]++
-			if an.ProvisionState == w.State && an.settled() {
+			if an.ProvisionState == w.State && an.Settled() {
 				reached++
-			} else if failedStates[an.ProvisionState] && an.settled() {
+			} else if failedStates[an.ProvisionState] && an.Settled() {
 				stuck++
 			}
 		}
@@ -54,7 +56,7 @@ func (r *runner) waitState(ctx context.Context, label string, i int, st *Step) {
 		an := byName[n.Name]
 		if an.ProvisionState != w.State {
 			msg := fmt.Sprintf("%s: in %q, not %q", n.Name, an.ProvisionState, w.State)
-			if e := an.lastError(); e != "" {
+			if e := an.Error(); e != "" {
 				msg += ": last_error: " + e
 			}
 			check.Failures = append(check.Failures, msg)

@@ -43,7 +43,7 @@ func (r *runner) waitEvent(ctx context.Context, label string, i int, st *Step) {
 
 // hasEvent says whether the node's history holds an event of that name.
 func (r *runner) hasEvent(ctx context.Context, n *lab.Node, name string) bool {
-	evs, err := r.api.events(ctx, r.ident(n))
+	evs, err := r.api.Events(ctx, r.ident(n))
 	if err != nil {
 		return false
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/ironlab/ironlab/driver"
 	"github.com/ironlab/ironlab/images"
 	"github.com/ironlab/ironlab/scenarios"
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/scenarios/report"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
@@ -160,6 +161,13 @@ Flags:
 		go d.Serve(ctx, ln)
 		url = "http://" + ln.Addr().String()
 	}
+	// The lab's agents call this API: know that it answers, and which
+	// microversion, before they boot.
+	api, err := ironic.New(ctx, url, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 1
+	}
 	if err := l.Start(ctx, url); err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 1
@@ -182,7 +190,7 @@ Flags:
 		return 1
 	}
 	fmt.Printf("dashboard: %s\n", dashURL)
-	printLab(l, url, nodesFile, target)
+	printLab(l, url, api.Version(), nodesFile, target)
 	<-ctx.Done()
 	fmt.Println("\nshutting the lab down")
 	return 0
@@ -196,8 +204,9 @@ func countNodes(s lab.Spec) int {
 	return n
 }
 
-func printLab(l *lab.Lab, driverURL, nodesFile string, target lab.Target) {
+func printLab(l *lab.Lab, driverURL, apiVersion, nodesFile string, target lab.Target) {
 	fmt.Printf("\ndriver API:   %s\n", driverURL)
+	fmt.Printf("API version:  %s (the newest both the driver and ironlab know)\n", apiVersion)
 	for _, id := range l.ImageIDs() {
 		info, _ := l.Images.Info(id)
 		fmt.Printf("image:        %s  (sha256 %s)\n", l.ImageURL(id), info.SHA256)

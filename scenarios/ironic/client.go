@@ -1,0 +1,288 @@
+// Package ironic is ironlab's one client of the Ironic API: the part of it
+// that the scenario runner, the ironlab command and the tests speak to a
+// driver, the built-in one or a real Ironic alike. It sits on the lab's
+// side of the API seam (the driver never imports it; its own tests may).
+package ironic
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxVersion is the newest API microversion the client asks for (1.78:
+// node history); it settles on the older of this and the server's default.
+const MaxVersion = "1.78"
+
+// Client calls one Ironic API.
+type Client struct {
+	base    string
+	version string
+	http    *http.Client
+}
+
+// Node is the part of a node the lab reads.
+type Node struct {
+	UUID                 string         `json:"uuid"`
+	Name                 string         `json:"name"`
+	Driver               string         `json:"driver"`
+	ProvisionState       string         `json:"provision_state"`
+	TargetProvisionState *string        `json:"target_provision_state"`
+	PowerState           *string        `json:"power_state"`
+	Maintenance          bool           `json:"maintenance"`
+	MaintenanceReason    *string        `json:"maintenance_reason"`
+	LastError            *string        `json:"last_error"`
+	Reservation          *string        `json:"reservation"`
+	DriverInfo           map[string]any `json:"driver_info"`
+}
+
+// Error is last_error, or "".
+func (n Node) Error() string { return deref(n.LastError) }
+
+// Power is power_state, or "".
+func (n Node) Power() string { return deref(n.PowerState) }
+
+// Reason is maintenance_reason, or "".
+func (n Node) Reason() string { return deref(n.MaintenanceReason) }
+
+// Settled says the node has no target provision state: nothing under way.
+func (n Node) Settled() bool { return deref(n.TargetProvisionState) == "" }
+
+// LastHeartbeat is when the driver recorded the agent's last heartbeat
+// (driver_info.agent_last_heartbeat: Unix seconds or RFC 3339).
+func (n Node) LastHeartbeat() (time.Time, bool) {
+	switch v := n.DriverInfo["agent_last_heartbeat"].(type) {
+	case float64:
+		return time.Unix(int64(v), 0), true
+	case string:
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// Error is an error answer of the API: its status and Ironic's faultstring.
+type Error struct {
+	Status int
+	Method string
+	Path   string
+	Msg    string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s %s: %d %s", e.Method, e.Path, e.Status, e.Msg)
+}
+
+// IsStatus says whether err is an API answer with that HTTP status.
+func IsStatus(err error, status int) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == status
+}
+
+// New connects to the API at base (e.g. http://127.0.0.1:6385): it reads
+// the version document and settles on a microversion both sides know.
+// httpClient may be nil: then one with a 30 s timeout and no proxy (the
+// lab is on loopback).
+func New(ctx context.Context, base string, httpClient *http.Client) (*Client, error) {
+	if httpClient == nil {
+		httpClient = &http.Client{
+			Timeout:   30 * time.Second,
+			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64},
+		}
+	}
+	c := &Client{base: strings.TrimRight(base, "/"), version: "1.1", http: httpClient}
+	var root struct {
+		Default struct {
+			Version string `json:"version"`
+		} `json:"default_version"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/", nil, &root); err != nil {
+		return nil, fmt.Errorf("driver API at %s: %w", base, err)
+	}
+	c.version = minVersion(root.Default.Version, MaxVersion)
+	return c, nil
+}
+
+// URL is the API's base URL; Version the microversion the client sends.
+func (c *Client) URL() string     { return c.base }
+func (c *Client) Version() string { return c.version }
+
+func minVersion(a, b string) string {
+	if a == "" {
+		return b
+	}
+	pa, pb := splitVersion(a), splitVersion(b)
+	if pa[0] < pb[0] || pa[0] == pb[0] && pa[1] < pb[1] {
+		return a
+	}
+	return b
+}
+
+func splitVersion(v string) [2]int {
+	maj, min, _ := strings.Cut(v, ".")
+	a, _ := strconv.Atoi(maj)
+	b, _ := strconv.Atoi(min)
+	return [2]int{a, b}
+}
+
+// Do sends body (JSON, when not nil) and decodes a 2xx answer into out
+// (when not nil); another status is an *Error.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("%s %s: encode the request: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-OpenStack-Ironic-API-Version", c.version)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		return &Error{Status: resp.StatusCode, Method: method, Path: path, Msg: ErrorMessage(b)}
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// ErrorMessage digs the faultstring out of Ironic's error body, whose
+// error_message is itself a JSON string.
+func ErrorMessage(b []byte) string {
+	var e struct {
+		ErrorMessage string `json:"error_message"`
+	}
+	if json.Unmarshal(b, &e) != nil || e.ErrorMessage == "" {
+		return strings.TrimSpace(string(b))
+	}
+	var inner struct {
+		Faultstring string `json:"faultstring"`
+	}
+	if json.Unmarshal([]byte(e.ErrorMessage), &inner) == nil && inner.Faultstring != "" {
+		return inner.Faultstring
+	}
+	return e.ErrorMessage
+}
+
+// CreateNode enrolls a node (POST /v1/nodes) and returns it as created.
+func (c *Client) CreateNode(ctx context.Context, body map[string]any) (Node, error) {
+	var n Node
+	err := c.Do(ctx, http.MethodPost, "/v1/nodes", body, &n)
+	return n, err
+}
+
+// Drivers lists the driver names the API offers (GET /v1/drivers).
+func (c *Client) Drivers(ctx context.Context) ([]string, error) {
+	var out struct {
+		Drivers []struct {
+			Name string `json:"name"`
+		} `json:"drivers"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/drivers", nil, &out); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, d := range out.Drivers {
+		names = append(names, d.Name)
+	}
+	return names, nil
+}
+
+// CreatePort adds a port with MAC address mac to a node.
+func (c *Client) CreatePort(ctx context.Context, nodeUUID, mac string) error {
+	return c.Do(ctx, http.MethodPost, "/v1/ports", map[string]any{"node_uuid": nodeUUID, "address": mac}, nil)
+}
+
+// Node reads one node by UUID or name.
+func (c *Client) Node(ctx context.Context, ident string) (Node, error) {
+	var n Node
+	err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+ident, nil, &n)
+	return n, err
+}
+
+// Nodes reads every node (GET /v1/nodes/detail).
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	var out struct {
+		Nodes []Node `json:"nodes"`
+	}
+	err := c.Do(ctx, http.MethodGet, "/v1/nodes/detail", nil, &out)
+	return out.Nodes, err
+}
+
+// Patch applies JSON-patch operations to a node.
+func (c *Client) Patch(ctx context.Context, ident string, ops []map[string]any) error {
+	return c.Do(ctx, http.MethodPatch, "/v1/nodes/"+ident, ops, nil)
+}
+
+// Provision asks for a provision state change: body holds "target" and,
+// for some verbs, more (clean_steps).
+func (c *Client) Provision(ctx context.Context, ident string, body map[string]any) error {
+	return c.Do(ctx, http.MethodPut, "/v1/nodes/"+ident+"/states/provision", body, nil)
+}
+
+// SetPower asks for a power change: "power on", "power off", "rebooting",
+// "soft power off".
+func (c *Client) SetPower(ctx context.Context, ident, target string) error {
+	return c.Do(ctx, http.MethodPut, "/v1/nodes/"+ident+"/states/power", map[string]any{"target": target}, nil)
+}
+
+// Events reads a node's full event list (the lab extension
+// /v1/nodes/{id}/events), falling back to Ironic's node history.
+func (c *Client) Events(ctx context.Context, ident string) ([]json.RawMessage, error) {
+	var out struct {
+		Events  []json.RawMessage `json:"events"`
+		History []json.RawMessage `json:"history"`
+	}
+	err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+ident+"/events", nil, &out)
+	if IsStatus(err, http.StatusNotFound) {
+		err = c.Do(ctx, http.MethodGet, "/v1/nodes/"+ident+"/history", nil, &out)
+	}
+	if out.Events == nil {
+		out.Events = out.History
+	}
+	return out.Events, err
+}
+
+// Process is the driver process's pid and CPU seconds (the lab extension
+// GET /v1/lab/process; a real Ironic answers 404).
+func (c *Client) Process(ctx context.Context) (pid int, cpuSeconds float64, err error) {
+	var out struct {
+		PID        int     `json:"pid"`
+		CPUSeconds float64 `json:"cpu_seconds"`
+	}
+	err = c.Do(ctx, http.MethodGet, "/v1/lab/process", nil, &out)
+	return out.PID, out.CPUSeconds, err
+}
