@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"bytes"
 	"embed"
 	"errors"
 	"fmt"
@@ -90,6 +91,9 @@ func Parse(file string, data []byte) (*Scenario, error) {
 // ParseAll parses and validates every scenario of a file; errors name
 // file, line and column.
 func ParseAll(file string, data []byte) ([]*Scenario, error) {
+	// goccy/go-yaml counts the CRLF after a comment as two lines: a file
+	// saved with Windows line ends would get errors a line off per comment.
+	data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
 		return nil, yamlError(file, err)

@@ -71,6 +71,10 @@ func TestParseErrorsNameFileLineColumn(t *testing.T) {
 			yaml: strings.Replace(good, "state: available", "state: avaliable", 1),
 			want: `t.yaml:8:19: steps[1].wait.state: unknown provision state "avaliable"`,
 		},
+		"windows line ends after comments": {
+			yaml: "# one\r\n# two\r\n" + strings.ReplaceAll(strings.Replace(good, "state: available", "state: avaliable", 1), "\n", "\r\n"),
+			want: `t.yaml:10:19: steps[1].wait.state: unknown provision state "avaliable"`,
+		},
 		"unknown driver": {
 			yaml: strings.Replace(good, "driver: fake_agent", "driver: agent_foo", 1),
 			want: `t.yaml:5:35: lab.groups[0].driver: unknown driver class "agent_foo"`,

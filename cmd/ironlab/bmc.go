@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -115,6 +116,8 @@ Flags:
 // anything connects: errors name the file and the entry's field.
 func parseBMCFile(name string, data []byte) (bmcFile, error) {
 	var cfg bmcFile
+	// goccy/go-yaml counts the CRLF after a comment as two lines.
+	data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
 	// goccy/go-yaml v1.19.2 panics on a tag over a scalar where a list is
 	// expected ("bmcs: !x 5"; goccy/go-yaml#735, fixed after v1.19.2);
 	// the file takes no tags.
