@@ -131,6 +131,12 @@ func (l *Lab) runDeployRamdisk(ctx context.Context, n *Node, e bootfiles.Entry) 
 
 // runAgent runs the in-process agent, pointed at the driver API.
 func (l *Lab) runAgent(ctx context.Context, n *Node, m simulator.Machine) error {
+	return l.runAgentWithToken(ctx, n, m, "")
+}
+
+// runAgentWithToken runs the agent with an agent token it was booted with
+// ("" for none: the driver hands one out at lookup).
+func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machine, token string) error {
 	hm, ok := m.(hardwareOf)
 	if !ok {
 		return fmt.Errorf("machine %s: its hardware cannot be tracked by the agent", m.Name())
@@ -157,6 +163,7 @@ func (l *Lab) runAgent(ctx context.Context, n *Node, m simulator.Machine) error 
 		PowerOff: func(context.Context) error {
 			return m.SetPower(context.Background(), simulator.ActionOff)
 		},
+		AgentToken: token,
 	})
 	if err != nil {
 		n.mu.Unlock()
