@@ -19,7 +19,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -36,6 +35,7 @@ import (
 	"github.com/ironlab/ironlab/driver"
 	"github.com/ironlab/ironlab/driver/conductor/states"
 	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
@@ -66,12 +66,12 @@ type Lab struct {
 	// URL is the driver API's base URL.
 	URL string
 
-	t      testing.TB
-	opts   Options
-	addr   string
-	logs   *syncBuffer // the lab's (and the in-process driver's) log
-	proc   *process    // Process mode
-	client *http.Client
+	t    testing.TB
+	opts Options
+	addr string
+	logs *syncBuffer    // the lab's (and the in-process driver's) log
+	proc *process       // Process mode
+	api  *ironic.Client // the project's one Ironic client, at "latest"
 }
 
 // Start builds and starts the lab and its driver; t.Cleanup stops them.
@@ -105,7 +105,7 @@ func Start(t testing.TB, o Options) *Lab {
 		o.HeartbeatTimeout = 2 * time.Second
 	}
 	dir := t.TempDir()
-	l := &Lab{t: t, opts: o, logs: &syncBuffer{}, client: &http.Client{Timeout: 30 * time.Second}}
+	l := &Lab{t: t, opts: o, logs: &syncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -119,6 +119,7 @@ func Start(t testing.TB, o Options) *Lab {
 	}
 	l.addr = ln.Addr().String()
 	l.URL = "http://" + l.addr
+	l.api = ironic.Dial(l.URL, "latest", &http.Client{Timeout: 30 * time.Second})
 	if o.Process {
 		ln.Close() // the child binds the same port; restarts reuse it
 		l.proc = &process{t: t, bin: labtest.Binary(t), addr: l.addr,
@@ -293,30 +294,11 @@ func (l *Lab) API(method, path string, body, out any) int {
 // Call calls the driver and returns the status and body, whatever they are.
 func (l *Lab) Call(method, path string, body any) (int, []byte) {
 	l.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			l.t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, l.URL+path, rd)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	req.Header.Set("X-OpenStack-Ironic-API-Version", "latest")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := l.client.Do(req)
+	code, raw, err := l.api.Raw(context.Background(), method, path, body)
 	if err != nil {
 		l.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		l.t.Fatalf("%s %s: read the answer: %v", method, path, err)
-	}
-	return resp.StatusCode, raw
+	return code, raw
 }
 
 // Get is the API's view of node id.
@@ -495,9 +477,7 @@ func (p *process) start(l *Lab) {
 			t.Fatalf("ironlab driver exited at start:\n%s", LastLines(string(b), 40))
 		default:
 		}
-		resp, err := l.client.Get(l.URL + "/v1")
-		if err == nil {
-			resp.Body.Close()
+		if _, _, err := l.api.Raw(context.Background(), http.MethodGet, "/v1", nil); err == nil {
 			return
 		}
 	}
