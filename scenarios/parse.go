@@ -241,6 +241,11 @@ func (v *validator) scenario(s *Scenario) {
 	if !nameRe.MatchString(s.Name) {
 		v.at("$.name", "must be 1-41 lower-case letters, digits or dashes, got %q", s.Name)
 	}
+	switch s.Only {
+	case "", "builtin", "ironic":
+	default:
+		v.at("$.only", "must be builtin or ironic, got %q", s.Only)
+	}
 	v.lab(&s.Lab)
 	if len(s.Steps) == 0 {
 		v.at("$.steps", "a scenario needs at least one step")
@@ -502,6 +507,11 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 			v.at(p+".sleep", "want a duration like 2s, got %q", st.Sleep)
 		}
 		st.sleep = d
+	}
+	switch st.Only {
+	case "", "builtin", "ironic":
+	default:
+		v.at(p+".only", "must be builtin or ironic, got %q", st.Only)
 	}
 	if len(set) != 1 {
 		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, clean, abort, power, fault, wait, expect, sleep, virtual_media, firmware_update; got %d (%s)", len(set), strings.Join(set, ", "))

@@ -79,6 +79,14 @@ func TestParseErrorsNameFileLineColumn(t *testing.T) {
 			yaml: strings.Replace(good, "driver: fake_agent", "driver: agent_foo", 1),
 			want: `t.yaml:5:35: lab.groups[0].driver: unknown driver class "agent_foo"`,
 		},
+		"step only for an unknown target": {
+			yaml: strings.Replace(good, "  - enroll: {}", "  - {enroll: {}, only: openstack}", 1),
+			want: `t.yaml:7:`,
+		},
+		"scenario only for an unknown target": {
+			yaml: strings.Replace(good, "name: t\n", "name: t\nonly: both\n", 1),
+			want: `t.yaml:2:7: only: must be builtin or ironic, got "both"`,
+		},
 		"unknown group in step": {
 			yaml: strings.Replace(good, "enroll: {}", "enroll: {nodes: [h]}", 1),
 			want: `t.yaml:7:22: steps[0].enroll.nodes[0]: no group or node "h"`,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -77,7 +78,7 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 	if err != nil {
 		r.result.Error = err.Error()
 	}
-	r.result.Passed = err == nil && len(r.result.Checks) > 0
+	r.result.Passed = err == nil && (len(r.result.Checks) > 0 || r.result.NotRun != "")
 	for _, c := range r.result.Checks {
 		r.result.Passed = r.result.Passed && c.Passed
 	}
@@ -114,6 +115,11 @@ func (r *runner) run(ctx context.Context) error {
 				return err
 			}
 		}
+	}
+	if r.s.Only != "" && lab.Target(r.s.Only) != r.target {
+		r.result.NotRun = fmt.Sprintf("only for %s (%s); this run drives %s", targetWords(lab.Target(r.s.Only)), r.s.Description, targetWords(r.target))
+		r.printf("== %s: not run: %s\n", r.s.Name, r.result.NotRun)
+		return nil
 	}
 	spec, total, err := r.labSpec(stateDir)
 	if err != nil {
@@ -158,6 +164,10 @@ func (r *runner) run(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if o := r.s.Steps[i].Only; o != "" && lab.Target(o) != r.target {
+			r.printf("[%d/%d] skipped: this step is only for %s\n", i+1, len(r.s.Steps), targetWords(lab.Target(o)))
+			continue
+		}
 		if err := r.step(ctx, i, &r.s.Steps[i]); err != nil {
 			return fmt.Errorf("%s:%d: step %d: %w", r.s.File, r.s.Steps[i].line, i+1, err)
 		}
@@ -184,6 +194,7 @@ func (r *runner) stateDir() (string, error) {
 // cleanup stops the lab first (so no agent calls a stopped driver), then
 // the driver, then removes a temporary state folder.
 func (r *runner) cleanup() {
+	r.removeExternalNodes()
 	if r.lab != nil {
 		r.lab.Close()
 	}
@@ -195,4 +206,45 @@ func (r *runner) cleanup() {
 	if r.removeState != "" {
 		os.RemoveAll(r.removeState)
 	}
+}
+
+func targetWords(t lab.Target) string {
+	if t == lab.TargetIronic {
+		return "a real Ironic"
+	}
+	return "ironlab's driver"
+}
+
+// removeExternalNodes deletes the nodes this scenario enrolled on an
+// external driver (a real Ironic keeps them; the next scenario enrolls
+// nodes of the same names, and its periodic power sync would keep asking
+// BMCs that are gone). Maintenance first: Ironic deletes an active or
+// failed node only in maintenance.
+func (r *runner) removeExternalNodes() {
+	if r.opts.DriverURL == "" || r.api == nil {
+		return
+	}
+	r.uuidMu.RLock()
+	ids := make([]string, 0, len(r.uuids))
+	for _, id := range r.uuids {
+		ids = append(ids, id)
+	}
+	r.uuidMu.RUnlock()
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	removed := 0
+	for _, id := range ids {
+		if err := r.api.Do(ctx, http.MethodPut, "/v1/nodes/"+id+"/maintenance", map[string]any{"reason": "ironlab scenario " + r.s.Name + " ended"}, nil); err != nil {
+			r.log.Warn("set maintenance before delete", "node", id, "err", err)
+		}
+		if err := r.api.Do(ctx, http.MethodDelete, "/v1/nodes/"+id, nil, nil); err != nil {
+			r.printf("   could not remove node %s from %s: %v\n", id, r.opts.DriverURL, err)
+			continue
+		}
+		removed++
+	}
+	r.printf("   removed the scenario's %d nodes from %s\n", removed, r.opts.DriverURL)
 }

@@ -114,8 +114,8 @@ enabled_firmware_interfaces = no-firmware
 [api]
 host_ip = 127.0.0.1
 port = $api_port
-# Sent to agents at lookup; IPA heartbeats at a fraction of it (300 s: every ~2 min).
-ramdisk_heartbeat_timeout = 20
+# Sent to agents at lookup; IPA heartbeats every 0.3-0.6 of it (300 s: ~2 min per clean step).
+ramdisk_heartbeat_timeout = 10
 
 [json_rpc]
 auth_strategy = noauth
