@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ironlab/ironlab/scenarios/ironic"
 )
 
 // Target is the lab a dashboard shows: its driver API and what only the
@@ -199,7 +201,10 @@ func (d *Dashboard) poll(ctx context.Context) {
 	var out struct {
 		Nodes []apiNode `json:"nodes"`
 	}
-	err := d.get(ctx, t.DriverURL+"/v1/nodes/detail", &out)
+	err := ironic.Dial(t.DriverURL, "latest", d.client).Do(ctx, http.MethodGet, "/v1/nodes/detail", nil, &out)
+	if err != nil {
+		err = fmt.Errorf("list nodes on %s: %w", t.DriverURL, err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.target != t {
@@ -272,27 +277,6 @@ func (d *Dashboard) updateLocked(v NodeView) {
 	}
 	d.nodes[v.Name] = v
 	d.broadcastLocked(sseMsg{"node", b})
-}
-
-func (d *Dashboard) get(ctx context.Context, u string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("X-OpenStack-Ironic-API-Version", "latest")
-	resp, err := d.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("list nodes on %s: %w", u, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("list nodes on %s: %s: %s", u, resp.Status, strings.TrimSpace(string(b)))
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
-		return fmt.Errorf("list nodes on %s: %w", u, err)
-	}
-	return nil
 }
 
 func (d *Dashboard) snapshotLocked() []byte {
