@@ -365,3 +365,31 @@ func NormalizeMAC(s string) string {
 	}
 	return strings.Join(parts, ":")
 }
+
+// ConductorRecord is a conductor in the conductors table: its host name,
+// the driver classes it enables, its conductor group, the URL of its API
+// (where other conductors forward actions), its last heartbeat and whether
+// it is online (false once it stopped cleanly).
+type ConductorRecord struct {
+	Hostname  string    `json:"hostname"`
+	Drivers   []string  `json:"drivers"`
+	Group     string    `json:"conductor_group"`
+	URL       string    `json:"url"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Online    bool      `json:"online"`
+}
+
+// Registry is the conductors table of a store several conductors share
+// (both stores implement it; one conductor on SQLite registers too).
+type Registry interface {
+	// RegisterConductor inserts or replaces c's row, online, updated at
+	// c.UpdatedAt.
+	RegisterConductor(ctx context.Context, c ConductorRecord) error
+	// TouchConductor is a conductor's heartbeat: one UPDATE of updated_at
+	// (ErrNotFound for a host not registered).
+	TouchConductor(ctx context.Context, host string, at time.Time) error
+	// UnregisterConductor marks host offline (a clean stop).
+	UnregisterConductor(ctx context.Context, host string) error
+	// ListConductors returns every registered conductor, by host name.
+	ListConductors(ctx context.Context) ([]ConductorRecord, error)
+}

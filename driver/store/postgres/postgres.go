@@ -87,6 +87,15 @@ var migrations = []string{
 		detail TEXT
 	);
 	CREATE INDEX events_node ON events(node_uuid, id);`,
+	// 2: the conductors table (registration and heartbeat of each conductor).
+	`CREATE TABLE conductors (
+		hostname TEXT PRIMARY KEY,
+		drivers TEXT NOT NULL DEFAULT '[]',
+		conductor_group TEXT NOT NULL DEFAULT '',
+		url TEXT NOT NULL DEFAULT '',
+		updated_at BIGINT NOT NULL,
+		online BOOLEAN NOT NULL DEFAULT TRUE
+	);`,
 }
 
 // migrationLock is the advisory lock key conductors starting at once take
@@ -700,4 +709,64 @@ func (s *Postgres) ClearAgent(ctx context.Context, id string) error {
 func (s *Postgres) SetWatchdog(ctx context.Context, id string, reboots int, at time.Time) error {
 	_, err := s.agentWrite(ctx, "record watchdog action", id, `watchdog_reboots = $1, watchdog_last_action = $2 WHERE uuid = $3`, reboots, ns(at))
 	return err
+}
+
+var _ store.Registry = (*Postgres)(nil)
+
+// RegisterConductor inserts or replaces the conductor's row.
+func (s *Postgres) RegisterConductor(ctx context.Context, c store.ConductorRecord) error {
+	drivers, _ := json.Marshal(append([]string{}, c.Drivers...))
+	_, err := s.db.Exec(ctx, `INSERT INTO conductors (hostname, drivers, conductor_group, url, updated_at, online)
+		VALUES ($1,$2,$3,$4,$5,TRUE) ON CONFLICT (hostname) DO UPDATE SET drivers = excluded.drivers,
+		conductor_group = excluded.conductor_group, url = excluded.url, updated_at = excluded.updated_at, online = TRUE`,
+		c.Hostname, string(drivers), c.Group, c.URL, ns(c.UpdatedAt))
+	if err != nil {
+		return fmt.Errorf("register conductor %s: %w", c.Hostname, err)
+	}
+	return nil
+}
+
+// TouchConductor records a conductor's heartbeat in one UPDATE.
+func (s *Postgres) TouchConductor(ctx context.Context, host string, at time.Time) error {
+	tag, err := s.db.Exec(ctx, `UPDATE conductors SET updated_at = $1 WHERE hostname = $2`, ns(at), host)
+	if err != nil {
+		return fmt.Errorf("heartbeat of conductor %s: %w", host, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("heartbeat of conductor %s: %w", host, store.ErrNotFound)
+	}
+	return nil
+}
+
+// UnregisterConductor marks the conductor offline.
+func (s *Postgres) UnregisterConductor(ctx context.Context, host string) error {
+	if _, err := s.db.Exec(ctx, `UPDATE conductors SET online = FALSE WHERE hostname = $1`, host); err != nil {
+		return fmt.Errorf("unregister conductor %s: %w", host, err)
+	}
+	return nil
+}
+
+// ListConductors returns the registered conductors by host name.
+func (s *Postgres) ListConductors(ctx context.Context) ([]store.ConductorRecord, error) {
+	rows, err := s.db.Query(ctx, `SELECT hostname, drivers, conductor_group, url, updated_at, online FROM conductors ORDER BY hostname`)
+	if err != nil {
+		return nil, fmt.Errorf("list conductors: %w", err)
+	}
+	defer rows.Close()
+	var out []store.ConductorRecord
+	for rows.Next() {
+		var c store.ConductorRecord
+		var drivers string
+		var at int64
+		if err := rows.Scan(&c.Hostname, &drivers, &c.Group, &c.URL, &at, &c.Online); err != nil {
+			return nil, fmt.Errorf("list conductors: %w", err)
+		}
+		_ = json.Unmarshal([]byte(drivers), &c.Drivers)
+		c.UpdatedAt = fromNS(at)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list conductors: %w", err)
+	}
+	return out, nil
 }

@@ -106,6 +106,15 @@ var migrations = []string{
 		WHERE json_type(driver_internal_info, '$.clean_steps') IS NOT NULL OR json_type(driver_internal_info, '$.clean_manual') IS NOT NULL
 			OR json_type(driver_internal_info, '$.clean_version') IS NOT NULL;
 	UPDATE nodes SET driver_internal_info = json_remove(driver_internal_info, '$.clean_steps', '$.clean_step_index', '$.clean_manual', '$.clean_version');`,
+	// 4: the conductors table (registration and heartbeat of each conductor).
+	`CREATE TABLE conductors (
+		hostname TEXT PRIMARY KEY,
+		drivers TEXT NOT NULL DEFAULT '[]',
+		conductor_group TEXT NOT NULL DEFAULT '',
+		url TEXT NOT NULL DEFAULT '',
+		updated_at INTEGER NOT NULL,
+		online INTEGER NOT NULL DEFAULT 1
+	);`,
 }
 
 // SQLite is the default Store: one database file in WAL mode.
@@ -733,4 +742,61 @@ func (s *SQLite) SetWatchdog(ctx context.Context, id string, reboots int, at tim
 		return err
 	}
 	return s.exists(ctx, id)
+}
+
+var _ store.Registry = (*SQLite)(nil)
+
+// RegisterConductor inserts or replaces the conductor's row.
+func (s *SQLite) RegisterConductor(ctx context.Context, c store.ConductorRecord) error {
+	drivers, _ := json.Marshal(append([]string{}, c.Drivers...))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO conductors (hostname, drivers, conductor_group, url, updated_at, online)
+		VALUES (?,?,?,?,?,1) ON CONFLICT(hostname) DO UPDATE SET drivers = excluded.drivers,
+		conductor_group = excluded.conductor_group, url = excluded.url, updated_at = excluded.updated_at, online = 1`,
+		c.Hostname, string(drivers), c.Group, c.URL, ns(c.UpdatedAt))
+	if err != nil {
+		return fmt.Errorf("register conductor %s: %w", c.Hostname, err)
+	}
+	return nil
+}
+
+// TouchConductor records a conductor's heartbeat in one UPDATE.
+func (s *SQLite) TouchConductor(ctx context.Context, host string, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE conductors SET updated_at = ? WHERE hostname = ?`, ns(at), host)
+	if err != nil {
+		return fmt.Errorf("heartbeat of conductor %s: %w", host, err)
+	}
+	if c, _ := res.RowsAffected(); c == 0 {
+		return fmt.Errorf("heartbeat of conductor %s: %w", host, store.ErrNotFound)
+	}
+	return nil
+}
+
+// UnregisterConductor marks the conductor offline.
+func (s *SQLite) UnregisterConductor(ctx context.Context, host string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE conductors SET online = 0 WHERE hostname = ?`, host); err != nil {
+		return fmt.Errorf("unregister conductor %s: %w", host, err)
+	}
+	return nil
+}
+
+// ListConductors returns the registered conductors by host name.
+func (s *SQLite) ListConductors(ctx context.Context) ([]store.ConductorRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT hostname, drivers, conductor_group, url, updated_at, online FROM conductors ORDER BY hostname`)
+	if err != nil {
+		return nil, fmt.Errorf("list conductors: %w", err)
+	}
+	defer rows.Close()
+	var out []store.ConductorRecord
+	for rows.Next() {
+		var c store.ConductorRecord
+		var drivers string
+		var at int64
+		if err := rows.Scan(&c.Hostname, &drivers, &c.Group, &c.URL, &at, &c.Online); err != nil {
+			return nil, fmt.Errorf("list conductors: %w", err)
+		}
+		_ = json.Unmarshal([]byte(drivers), &c.Drivers)
+		c.UpdatedAt = fromNS(at)
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }

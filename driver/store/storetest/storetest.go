@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AgentFieldsSurviveNodeSaves", agentSurvivesSave},
 		{"AgentToken", agentToken},
 		{"ClearAgentAndWatchdog", clearAndWatchdog},
+		{"Conductors", conductors},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
@@ -312,5 +313,51 @@ func clearAndWatchdog(t *testing.T, s store.Store) {
 		if !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("%s of an unknown node: got %v, want ErrNotFound", name, err)
 		}
+	}
+}
+
+// conductors: the conductors table, for stores that have one.
+func conductors(t *testing.T, s store.Store) {
+	reg, ok := s.(store.Registry)
+	if !ok {
+		t.Skipf("%T has no conductors table (store.Registry)", s)
+	}
+	at := time.Unix(1700000000, 0).UTC()
+	for _, c := range []store.ConductorRecord{
+		{Hostname: "c2", Drivers: []string{"fake_agent"}, URL: "http://127.0.0.1:2", UpdatedAt: at},
+		{Hostname: "c1", Drivers: []string{"fake_agent", "fake_pxe"}, Group: "rack-a", URL: "http://127.0.0.1:1", UpdatedAt: at},
+	} {
+		if err := reg.RegisterConductor(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := at.Add(10 * time.Second)
+	if err := reg.TouchConductor(ctx, "c1", later); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.UnregisterConductor(ctx, "c2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.TouchConductor(ctx, "nope", later); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("heartbeat of an unregistered conductor: got %v, want ErrNotFound", err)
+	}
+	got, err := reg.ListConductors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.ConductorRecord{
+		{Hostname: "c1", Drivers: []string{"fake_agent", "fake_pxe"}, Group: "rack-a", URL: "http://127.0.0.1:1", UpdatedAt: later, Online: true},
+		{Hostname: "c2", Drivers: []string{"fake_agent"}, URL: "http://127.0.0.1:2", UpdatedAt: at, Online: false},
+	}
+	if diff := cmp.Diff(want, got, cmpopts.EquateApproxTime(0)); diff != "" {
+		t.Errorf("conductors (-want +got):\n%s", diff)
+	}
+	// A restart registers again: online, with its new URL.
+	if err := reg.RegisterConductor(ctx, store.ConductorRecord{Hostname: "c2", Drivers: []string{"fake_agent"}, URL: "http://127.0.0.1:3", UpdatedAt: later}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = reg.ListConductors(ctx)
+	if len(got) != 2 || !got[1].Online || got[1].URL != "http://127.0.0.1:3" {
+		t.Errorf("after c2 registered again: %+v", got)
 	}
 }
