@@ -82,6 +82,11 @@ type Config struct {
 	PeriodicWorkers     int
 	PeriodicNodeTimeout time.Duration
 
+	// Owns tells whether this conductor is the node's owner on the hash
+	// ring (several conductors on one store); the periodic tasks act only
+	// on nodes it owns. Nil: it owns every node (one conductor).
+	Owns func(n *store.Node) bool
+
 	PowerInterfaces  map[string]power.Interface
 	DeployInterfaces map[string]deploy.Interface
 	Logger           *slog.Logger

@@ -46,7 +46,7 @@ func (c *Conductor) Check(ctx context.Context, now time.Time) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, n := range nodes {
-		if n.Reservation != "" || n.Maintenance {
+		if n.Reservation != "" || n.Maintenance || (c.cfg.Owns != nil && !c.cfg.Owns(n)) {
 			continue
 		}
 		var act func(ctx context.Context, id string, now time.Time)
