@@ -12,9 +12,11 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/ironlab/ironlab/driver/api"
+	"github.com/ironlab/ironlab/driver/cluster"
 	"github.com/ironlab/ironlab/driver/conductor"
 	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/deploy/agent"
@@ -95,6 +97,18 @@ type Config struct {
 	// DeployInterfaces by name ("agent", "pxe"). Nil registers AgentDeploy,
 	// and the PXE deploy when BootDir is set.
 	DeployInterfaces map[string]deploy.Interface
+	// ConductorGroup is this conductor's group ([conductor]conductor_group).
+	ConductorGroup string
+	// ConductorHeartbeatInterval / ConductorTimeout: how often a conductor
+	// on a shared (PostgreSQL) store heartbeats in the conductors table, and
+	// after how long without one it is dead (Ironic's 10 s / 60 s).
+	ConductorHeartbeatInterval time.Duration
+	ConductorTimeout           time.Duration
+	// HashPartitionExponent / HashDistributionReplicas are Ironic's
+	// hash_partition_exponent (5) and hash_distribution_replicas (1).
+	HashPartitionExponent    int
+	HashDistributionReplicas int
+
 	// BootDir is the lab's boot folder, where the PXE deploy writes per-MAC
 	// boot configs (e.g. <state>/boot). Empty: no "pxe" deploy interface.
 	BootDir string
@@ -129,11 +143,13 @@ func DefaultConfig() Config {
 
 // Driver is a running conductor with its API.
 type Driver struct {
-	cfg   Config
-	store store.Store
-	cond  *conductor.Conductor
-	api   *api.Server
-	log   *slog.Logger
+	cfg     Config
+	store   store.Store
+	cond    *conductor.Conductor
+	api     *api.Server
+	cluster *cluster.Cluster // nil: one conductor (SQLite)
+	handler http.Handler
+	log     *slog.Logger
 }
 
 // New opens the store, recovers from a previous run (releasing this host's
@@ -171,7 +187,17 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	cond := conductor.New(st, conductor.Config{
+	// On a shared store the conductors form a hash ring (driver/cluster).
+	var cl *cluster.Cluster
+	var owns func(n *store.Node) bool
+	reg, shared := st.(store.Registry)
+	if _, pg := st.(*postgres.Postgres); !pg {
+		shared = false
+	}
+	if shared {
+		owns = func(n *store.Node) bool { return cl.Owns(n) }
+	}
+	cond := conductor.New(st, conductor.Config{Owns: owns,
 		Host: cfg.Host, LockRetries: cfg.LockRetries, LockRetryInterval: cfg.LockRetryInterval,
 		PowerRetries: cfg.PowerRetries, PowerRetryInterval: cfg.PowerRetryInterval, PowerTimeout: cfg.PowerTimeout,
 		AutomatedClean: cfg.AutomatedClean, HeartbeatTimeout: cfg.HeartbeatTimeout,
@@ -185,7 +211,17 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		st.Close()
 		return nil, err
 	}
-	return &Driver{cfg: cfg, store: st, cond: cond, api: api.New(cond, cfg.Logger), log: cfg.Logger}, nil
+	d := &Driver{cfg: cfg, store: st, cond: cond, api: api.New(cond, cfg.Logger), log: cfg.Logger}
+	d.handler = d.api
+	if shared {
+		cl = cluster.New(reg, cluster.Config{Host: cond.Config().Host, Group: cfg.ConductorGroup, Drivers: cond.EnabledDrivers(),
+			HeartbeatInterval: cfg.ConductorHeartbeatInterval, Timeout: cfg.ConductorTimeout,
+			PartitionExponent: cfg.HashPartitionExponent, Replicas: cfg.HashDistributionReplicas,
+			TakeOver: cond.TakeOver, Logger: cfg.Logger})
+		d.cluster = cl
+		d.handler = &forwarder{host: cond.Config().Host, cl: cl, reg: reg, cond: cond, local: d.api}
+	}
+	return d, nil
 }
 
 // OpenStore opens the store db names: PostgreSQL for a DSN starting with
@@ -198,7 +234,11 @@ func OpenStore(ctx context.Context, db string) (store.Store, error) {
 }
 
 // Handler is the HTTP API (Ironic's /v1 subset and the agent endpoints).
-func (d *Driver) Handler() http.Handler { return d.api }
+// On a shared store it forwards actions to the node's owner.
+func (d *Driver) Handler() http.Handler { return d.handler }
+
+// Cluster is the conductors' ring on a shared store; nil with SQLite.
+func (d *Driver) Cluster() *cluster.Cluster { return d.cluster }
 
 // Conductor gives access to the engine (tests, benchmarks, the runner's
 // periodic-check trigger).
@@ -210,7 +250,7 @@ func (d *Driver) Check(ctx context.Context) error { return d.cond.Check(ctx, tim
 // Serve serves the API on ln and runs the periodic tasks until ctx is done,
 // then shuts the server down (waiting up to 5 s for requests in flight).
 func (d *Driver) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: d.api, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: d.handler, ReadHeaderTimeout: 10 * time.Second}
 	for _, dep := range d.cfg.DeployInterfaces {
 		// The PXE deploy puts the API's URL on the ramdisk's command line.
 		if s, ok := dep.(interface{ SetAPIURL(string) }); ok {
@@ -219,9 +259,28 @@ func (d *Driver) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if d.cluster != nil {
+		// Join the ring under the API's address, so the others forward to it.
+		d.cluster.SetURL("http://" + ln.Addr().String())
+		if err := d.cluster.Register(ctx, time.Now()); err != nil {
+			return fmt.Errorf("register conductor %s: %w", d.cluster.Host(), err)
+		}
+		defer func() {
+			uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer ucancel()
+			if err := d.cluster.Unregister(uctx); err != nil {
+				d.log.Error("unregister conductor", "err", err)
+			}
+		}()
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		if d.cluster != nil {
+			wg.Go(func() { d.cluster.Run(pctx) })
+		}
 		d.cond.RunPeriodic(pctx, d.cfg.CheckInterval)
 	}()
 	errc := make(chan error, 1)

@@ -33,6 +33,9 @@ type driverFlags struct {
 	automatedClean           bool
 	fastTrack, requireTLS    bool
 	tokenRequired            bool
+	host, group              string
+	condHeartbeat, condDead  time.Duration
+	hashExponent, replicas   int
 }
 
 func (f *driverFlags) add(fs *flag.FlagSet, db string) {
@@ -54,6 +57,12 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 	fs.BoolVar(&f.fastTrack, "fast-track", d.FastTrack, "let agents of enroll/manageable/available nodes look up (keep agents running)")
 	fs.BoolVar(&f.requireTLS, "require-tls", d.RequireTLS, "refuse agent callback URLs that are not https")
 	fs.BoolVar(&f.tokenRequired, "agent-token-required", d.AgentTokenRequired, "refuse v1 heartbeats without the agent token")
+	fs.StringVar(&f.host, "host", "", "this conductor's name in reservations and the conductors table (default: the machine's host name); unique per conductor")
+	fs.StringVar(&f.group, "conductor-group", "", "this conductor's conductor group (PostgreSQL store; nodes of the default group go to conductors of group \"\")")
+	fs.DurationVar(&f.condHeartbeat, "conductor-heartbeat-interval", 10*time.Second, "PostgreSQL store: how often this conductor heartbeats in the conductors table and rebuilds the hash ring")
+	fs.DurationVar(&f.condDead, "conductor-timeout", 60*time.Second, "PostgreSQL store: a conductor without a heartbeat for this long is dead; its nodes are taken over")
+	fs.IntVar(&f.hashExponent, "hash-partition-exponent", 5, "Ironic's hash_partition_exponent: 2^N partitions per conductor on the hash ring")
+	fs.IntVar(&f.replicas, "hash-distribution-replicas", 1, "Ironic's hash_distribution_replicas: conductors mapped to each node")
 }
 
 func (f *driverFlags) config(logger *slog.Logger) driver.Config {
@@ -66,6 +75,9 @@ func (f *driverFlags) config(logger *slog.Logger) driver.Config {
 	c.WatchdogMaxReboots, c.LockRetryInterval, c.AgentPollInterval = f.maxReboots, f.lockRetry, f.agentPoll
 	c.PowerOffPollInterval = f.powerOffPoll
 	c.FastTrack, c.RequireTLS, c.AgentTokenRequired = f.fastTrack, f.requireTLS, f.tokenRequired
+	c.Host, c.ConductorGroup = f.host, f.group
+	c.ConductorHeartbeatInterval, c.ConductorTimeout = f.condHeartbeat, f.condDead
+	c.HashPartitionExponent, c.HashDistributionReplicas = f.hashExponent, f.replicas
 	c.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{IPMIMinInterval: f.ipmiInterval})
 	return c
 }
@@ -78,6 +90,15 @@ func (f *driverFlags) validate() error {
 	}
 	if f.heartbeatTimeout <= 0 {
 		return fmt.Errorf("--heartbeat-timeout must be positive")
+	}
+	if f.condHeartbeat <= 0 || f.condDead <= f.condHeartbeat {
+		return fmt.Errorf("--conductor-timeout (%s) must be longer than --conductor-heartbeat-interval (%s), both positive", f.condDead, f.condHeartbeat)
+	}
+	if f.hashExponent < 1 || f.hashExponent > 16 {
+		return fmt.Errorf("--hash-partition-exponent must be 1 to 16, got %d", f.hashExponent)
+	}
+	if f.replicas < 1 {
+		return fmt.Errorf("--hash-distribution-replicas must be at least 1, got %d", f.replicas)
 	}
 	return nil
 }
@@ -124,7 +145,11 @@ Flags:
 		return 1
 	}
 	defer d.Close()
-	fmt.Printf("driver API on http://%s (database %s); Ctrl-C stops it\n", df.listen, df.db)
+	dbName := df.db
+	if postgres.IsDSN(dbName) {
+		dbName = "PostgreSQL " + postgres.Redact(dbName)
+	}
+	fmt.Printf("driver API on http://%s (database %s, conductor %s); Ctrl-C stops it\n", df.listen, dbName, d.Conductor().Config().Host)
 	if err := d.ListenAndServe(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "ironlab driver:", err)
 		return 1

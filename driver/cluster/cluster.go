@@ -89,7 +89,9 @@ func (c *Cluster) Register(ctx context.Context, now time.Time) error {
 
 // Unregister marks this conductor offline (a clean stop), so the others
 // take its nodes at once instead of after the timeout.
-func (c *Cluster) Unregister(ctx context.Context) error { return c.reg.UnregisterConductor(ctx, c.cfg.Host) }
+func (c *Cluster) Unregister(ctx context.Context) error {
+	return c.reg.UnregisterConductor(ctx, c.cfg.Host)
+}
 
 // Heartbeat is one beat: this conductor's row touched, then a refresh.
 func (c *Cluster) Heartbeat(ctx context.Context, now time.Time) error {

@@ -117,22 +117,22 @@ var _ store.Store = (*Postgres)(nil)
 func Open(ctx context.Context, dsn string) (*Postgres, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", redact(dsn), err)
+		return nil, fmt.Errorf("open store %s: %w", Redact(dsn), err)
 	}
 	db, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", redact(dsn), err)
+		return nil, fmt.Errorf("open store %s: %w", Redact(dsn), err)
 	}
 	s := &Postgres{db: db}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("migrate store %s: %w", redact(dsn), err)
+		return nil, fmt.Errorf("migrate store %s: %w", Redact(dsn), err)
 	}
 	return s, nil
 }
 
-// redact drops a password from a DSN for error messages.
-func redact(dsn string) string {
+// Redact is the DSN without its password, for messages.
+func Redact(dsn string) string {
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return "(unparsable PostgreSQL DSN)"

@@ -1,0 +1,138 @@
+package driver
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ironlab/ironlab/driver/cluster"
+	"github.com/ironlab/ironlab/driver/conductor"
+	"github.com/ironlab/ironlab/driver/store"
+)
+
+// Headers of the forwarding between conductors.
+const (
+	// HeaderConductor names the conductor that handled a request.
+	HeaderConductor = "X-Ironlab-Conductor"
+	// HeaderForwardedBy marks a request another conductor forwarded: it is
+	// handled where it arrives, never forwarded again.
+	HeaderForwardedBy = "X-Ironlab-Forwarded-By"
+)
+
+// forwarder sends an action on a node to the node's owner on the hash
+// ring, as Ironic's API sends it to the owner's RPC topic: provision and
+// power changes, maintenance, vendor passthru, and the agent's heartbeat.
+// Reads and lookups are answered from the shared store where they arrive.
+// When the owner cannot be reached (dead, not yet dropped from the ring),
+// the request is handled here: the node's reservation still serialises the
+// work.
+type forwarder struct {
+	host  string
+	cl    *cluster.Cluster
+	reg   store.Registry
+	cond  *conductor.Conductor
+	local http.Handler
+}
+
+// forwardedNode returns the node identity of an action that goes to the
+// owner, or "".
+func forwardedNode(r *http.Request) string {
+	p := strings.TrimSuffix(r.URL.Path, "/")
+	switch {
+	case r.Method == http.MethodPost && strings.HasPrefix(p, "/v1/heartbeat/"):
+		return strings.TrimPrefix(p, "/v1/heartbeat/")
+	case strings.HasPrefix(p, "/v1/nodes/"):
+		parts := strings.Split(strings.TrimPrefix(p, "/v1/nodes/"), "/")
+		if len(parts) < 2 || r.Method == http.MethodGet {
+			return ""
+		}
+		switch parts[1] {
+		case "states", "maintenance", "vendor_passthru":
+			return parts[0]
+		}
+	}
+	return ""
+}
+
+func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(HeaderConductor, f.host)
+	if r.Method == http.MethodGet && strings.TrimSuffix(r.URL.Path, "/") == "/v1/conductors" {
+		f.conductors(w, r)
+		return
+	}
+	ident := forwardedNode(r)
+	if ident == "" || r.Header.Get(HeaderForwardedBy) != "" {
+		f.local.ServeHTTP(w, r)
+		return
+	}
+	n, err := f.cond.GetNode(r.Context(), ident)
+	if err != nil {
+		f.local.ServeHTTP(w, r) // the API answers the 404
+		return
+	}
+	owner, ok := f.cl.Owner(n)
+	if !ok || owner.Hostname == f.host || owner.URL == "" {
+		f.local.ServeHTTP(w, r)
+		return
+	}
+	target, err := url.Parse(owner.URL)
+	if err != nil {
+		f.local.ServeHTTP(w, r)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	if err != nil {
+		http.Error(w, "read request body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	reached := true
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Header.Set(HeaderForwardedBy, f.host)
+			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
+			pr.Out.ContentLength = int64(len(body))
+		},
+		ErrorHandler: func(http.ResponseWriter, *http.Request, error) { reached = false },
+	}
+	w.Header().Del(HeaderConductor) // the owner's answer names the owner
+	proxy.ServeHTTP(w, r)
+	if !reached {
+		w.Header().Set(HeaderConductor, f.host)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		f.local.ServeHTTP(w, r)
+	}
+}
+
+// conductors answers GET /v1/conductors as Ironic does (API 1.49): every
+// registered conductor with its group, drivers and whether it is alive.
+func (f *forwarder) conductors(w http.ResponseWriter, r *http.Request) {
+	type row struct {
+		Hostname       string    `json:"hostname"`
+		ConductorGroup string    `json:"conductor_group"`
+		Alive          bool      `json:"alive"`
+		Drivers        []string  `json:"drivers"`
+		UpdatedAt      time.Time `json:"updated_at"`
+	}
+	all, err := f.reg.ListConductors(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	dead := map[string]bool{}
+	for _, h := range f.cl.Dead() {
+		dead[h] = true
+	}
+	out := []row{}
+	for _, c := range all {
+		out = append(out, row{Hostname: c.Hostname, ConductorGroup: c.Group, Alive: c.Online && !dead[c.Hostname],
+			Drivers: c.Drivers, UpdatedAt: c.UpdatedAt})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"conductors": out})
+}
