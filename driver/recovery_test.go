@@ -29,7 +29,7 @@ func TestMain(m *testing.M) { labtest.Main(m) }
 func rigLab(t *testing.T, flags ...string) (*minilab.Lab, *lab.Node, string) {
 	t.Helper()
 	l := minilab.Start(t, minilab.Options{
-		Groups:  []lab.GroupSpec{{Name: "node", Count: 1, Driver: "agent_pyghmi"}},
+		Groups:  []lab.GroupSpec{minilab.Class("node", 1, "agent_pyghmi")},
 		Images:  []images.Spec{{ID: "recovery", Size: 1 << 20}},
 		Process: true, Flags: flags,
 	})

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-
-	"github.com/ironlab/ironlab/simulator"
 )
 
 const mib = 1 << 20
@@ -33,7 +31,7 @@ func (a *Agent) eraseDevices(ctx context.Context) (map[string]string, error) {
 	return res, nil
 }
 
-func (a *Agent) eraseDisk(ctx context.Context, d simulator.Disk) (string, error) {
+func (a *Agent) eraseDisk(ctx context.Context, d BlockDevice) (string, error) {
 	dev := devPath(d.Name)
 	disk, err := a.cfg.OpenDisk(d)
 	if err != nil {
@@ -142,7 +140,7 @@ func (a *Agent) updateFirmware(raw json.RawMessage) (any, error) {
 		return nil, errors.New(`args.version is required, e.g. {"version": "2.1.0"}`)
 	}
 	var old string
-	if err := a.cfg.Hardware.UpdateHardware(func(hw *simulator.Hardware) {
+	if err := a.cfg.Hardware.UpdateHardware(func(hw *Hardware) {
 		old, hw.BIOSVersion = hw.BIOSVersion, args.Version
 	}); err != nil {
 		return nil, fmt.Errorf("save BIOS version: %w", err)
@@ -181,7 +179,7 @@ func (a *Agent) applyBIOSSettings(raw json.RawMessage) (any, error) {
 			set[s.Name] = fmt.Sprint(v)
 		}
 	}
-	if err := a.cfg.Hardware.UpdateHardware(func(hw *simulator.Hardware) {
+	if err := a.cfg.Hardware.UpdateHardware(func(hw *Hardware) {
 		if hw.BIOSSettings == nil {
 			hw.BIOSSettings = map[string]string{}
 		}

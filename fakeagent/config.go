@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/ironlab/ironlab/simulator"
 )
 
 // Dialect is the lookup/heartbeat protocol an agent speaks to the driver API.
@@ -64,7 +62,7 @@ type Config struct {
 	Hardware HardwareState
 	// OpenDisk opens a machine disk for I/O. Default: OpenFileDisk(d.Path),
 	// or /dev/<name> when Path is empty (inside a VM).
-	OpenDisk func(d simulator.Disk) (Disk, error)
+	OpenDisk func(d BlockDevice) (Disk, error)
 	// PowerOff is called (in its own goroutine) when standby.power_off
 	// completes; in the lab the machine powers off. Either way Run then
 	// returns ErrPoweredOff.
@@ -146,7 +144,7 @@ func (c *Config) setDefaults() error {
 	return c.Faults.Validate()
 }
 
-func defaultOpenDisk(d simulator.Disk) (Disk, error) {
+func defaultOpenDisk(d BlockDevice) (Disk, error) {
 	p := d.Path
 	if p == "" {
 		p = devPath(d.Name)

@@ -26,7 +26,7 @@ func TestWithRealDriver(t *testing.T) {
 func testWithRealDriver(t *testing.T, dialect fakeagent.Dialect) {
 	// A fake_agent node: FakePower, so its agent runs from the start (the
 	// spec's long-running model) and retries lookup until the node takes it.
-	l := minilab.Start(t, minilab.Options{Groups: []lab.GroupSpec{{Name: "node", Count: 1, Driver: "fake_agent", Dialect: string(dialect)}}})
+	l := minilab.Start(t, minilab.Options{Groups: []lab.GroupSpec{{Name: "node", Count: 1, Enrollment: lab.Enrollment{Driver: "fake_agent", Dialect: string(dialect)}}}})
 	n := l.MustNode("node-0")
 	// A disk full of 0xA5, so that erasing shows.
 	if err := os.WriteFile(n.DiskPath(), bytes.Repeat([]byte{0xA5}, 4<<20), 0o644); err != nil {

@@ -6,40 +6,72 @@ import (
 	"slices"
 	"strings"
 	"sync"
-
-	"github.com/ironlab/ironlab/simulator"
 )
+
+// Hardware is what the machine the agent runs on is made of, as the agent
+// consumes it: its inventory and the disks it writes. The lab's machines
+// satisfy it through HardwareState; the agent imports nothing of the lab.
+type Hardware struct {
+	CPUs         int           `json:"cpus"`
+	CPUArch      string        `json:"cpu_arch"`
+	CPUModel     string        `json:"cpu_model"`
+	MemoryMB     int           `json:"memory_mb"`
+	NICs         []NIC         `json:"nics"`
+	Disks        []BlockDevice `json:"disks"`
+	Vendor       string        `json:"vendor"`
+	Product      string        `json:"product"`
+	SerialNumber string        `json:"serial_number"`
+	BIOSVersion  string        `json:"bios_version"`
+	// BIOSSettings are firmware settings a clean step may change (e.g. "vt": "on").
+	BIOSSettings map[string]string `json:"bios_settings,omitempty"`
+}
+
+// NIC is one network interface.
+type NIC struct {
+	Name string `json:"name"`
+	MAC  string `json:"mac"`
+}
+
+// BlockDevice is one disk. Path is where its bytes are (a file or a block
+// device) for OpenDisk.
+type BlockDevice struct {
+	Name        string `json:"name"`
+	SizeBytes   int64  `json:"size"`
+	Rotational  bool   `json:"rotational"`
+	SecureErase bool   `json:"secure_erase"`
+	Path        string `json:"path"`
+}
 
 // HardwareState is the machine the agent runs on, behind the two calls the
 // agent needs. The lab implements it on its machines so that changes made by
 // clean steps (BIOS version and settings) persist across agent reboots and
 // show in the next inventory.
 type HardwareState interface {
-	Hardware() simulator.Hardware
+	Hardware() Hardware
 	// UpdateHardware applies change to the machine's hardware atomically.
-	UpdateHardware(change func(*simulator.Hardware)) error
+	UpdateHardware(change func(*Hardware)) error
 }
 
 // MemHardware is a HardwareState held in memory (standalone agents, tests).
 type MemHardware struct {
 	mu sync.Mutex
-	hw simulator.Hardware
+	hw Hardware
 }
 
 // NewMemHardware holds a copy of hw.
-func NewMemHardware(hw simulator.Hardware) *MemHardware {
+func NewMemHardware(hw Hardware) *MemHardware {
 	return &MemHardware{hw: cloneHardware(hw)}
 }
 
 // Hardware returns a copy of the current hardware.
-func (m *MemHardware) Hardware() simulator.Hardware {
+func (m *MemHardware) Hardware() Hardware {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return cloneHardware(m.hw)
 }
 
 // UpdateHardware applies change under the lock.
-func (m *MemHardware) UpdateHardware(change func(*simulator.Hardware)) error {
+func (m *MemHardware) UpdateHardware(change func(*Hardware)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	hw := cloneHardware(m.hw)
@@ -48,7 +80,7 @@ func (m *MemHardware) UpdateHardware(change func(*simulator.Hardware)) error {
 	return nil
 }
 
-func cloneHardware(hw simulator.Hardware) simulator.Hardware {
+func cloneHardware(hw Hardware) Hardware {
 	hw.NICs = slices.Clone(hw.NICs)
 	hw.Disks = slices.Clone(hw.Disks)
 	hw.BIOSSettings = maps.Clone(hw.BIOSSettings)
@@ -142,7 +174,7 @@ type Boot struct {
 }
 
 // BuildInventory turns a machine's hardware into IPA's inventory shape.
-func BuildInventory(hw simulator.Hardware, bootMode, hostname string) Inventory {
+func BuildInventory(hw Hardware, bootMode, hostname string) Inventory {
 	inv := Inventory{
 		Interfaces: make([]Interface, 0, len(hw.NICs)),
 		Disks:      make([]InventoryDisk, 0, len(hw.Disks)),

@@ -13,8 +13,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/ironlab/ironlab/simulator"
 )
 
 const (
@@ -37,11 +35,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func testHardware(t *testing.T, mac string, diskSizes ...int64) simulator.Hardware {
+func testHardware(t *testing.T, mac string, diskSizes ...int64) Hardware {
 	t.Helper()
-	hw := simulator.Hardware{
+	hw := Hardware{
 		CPUs: 2, CPUArch: "x86_64", CPUModel: "ironlab vCPU", MemoryMB: 2048,
-		NICs:   []simulator.NIC{{Name: "eth0", MAC: mac}},
+		NICs:   []NIC{{Name: "eth0", MAC: mac}},
 		Vendor: "ironlab", Product: "virtual-node", SerialNumber: "SN-1", BIOSVersion: "1.0.0",
 	}
 	if len(diskSizes) == 0 {
@@ -55,7 +53,7 @@ func testHardware(t *testing.T, mac string, diskSizes ...int64) simulator.Hardwa
 		if err := os.Truncate(p, size); err != nil {
 			t.Fatal(err)
 		}
-		hw.Disks = append(hw.Disks, simulator.Disk{Name: fmt.Sprintf("vd%c", 'a'+i), SizeBytes: size, Path: p})
+		hw.Disks = append(hw.Disks, BlockDevice{Name: fmt.Sprintf("vd%c", 'a'+i), SizeBytes: size, Path: p})
 	}
 	return hw
 }
@@ -74,7 +72,7 @@ func quietLogger() *slog.Logger {
 
 // startAgent runs an agent against api until the test ends. mod adjusts the
 // config before New.
-func startAgent(t *testing.T, api *scriptedIronic, hw simulator.Hardware, mod func(*Config)) *testAgent {
+func startAgent(t *testing.T, api *scriptedIronic, hw Hardware, mod func(*Config)) *testAgent {
 	t.Helper()
 	ta := &testAgent{hw: NewMemHardware(hw), done: make(chan error, 1)}
 	var h http.Handler

@@ -254,7 +254,7 @@ func faultOnBackend(f *Fault, backend string, g Group) (field, why string) {
 		return "machine", "machine faults need the fake backend: a VM's power and boot are QEMU's"
 	case f.Agent != nil && f.UntilReboot:
 		return "until_reboot", "until_reboot needs the fake backend: the libvirt backend cannot reach a running guest's agent, it puts faults on every later boot's command line"
-	case f.Agent != nil && lab.PXEClass(g.Driver):
+	case f.Agent != nil && g.Deploy == string(lab.DeployPXE):
 		return "agent", fmt.Sprintf("agent faults on the libvirt backend go on the agent ramdisk's command line, which the PXE driver writes on %s", g.Driver)
 	}
 	return "", ""

@@ -11,6 +11,8 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 // FuzzParseAll feeds scenario files to the parser. The seed corpus
@@ -149,7 +151,8 @@ func checkScenarioInvariants(t *testing.T, s *Scenario) {
 	}
 	total := 0
 	for _, g := range l.Groups {
-		if g.Count < 1 || !nameRe.MatchString(g.Name) || !drivers[g.Driver] {
+		c, known := enroll.Lookup(g.Driver)
+		if g.Count < 1 || !nameRe.MatchString(g.Name) || !known || string(c.BMC) != g.BMC || string(c.Deploy) != g.Deploy {
 			t.Fatalf("accepted group %+v", g)
 		}
 		if g.diskSize < 1<<20 || g.diskSize%512 != 0 || g.postTime < 0 {

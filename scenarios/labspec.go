@@ -23,9 +23,11 @@ func LabSpec(s *Scenario) lab.Spec {
 	}
 	for _, g := range s.Lab.Groups {
 		spec.Groups = append(spec.Groups, lab.GroupSpec{
-			Name: g.Name, Count: g.Count, Driver: g.Driver, Dialect: g.Dialect, CPUs: g.CPUs,
-			MemoryMB: g.MemoryMB, DiskSize: g.diskSize, BootMode: g.BootMode,
-			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword, SecureErase: g.SecureErase, POSTTime: g.postTime,
+			Name: g.Name, Count: g.Count,
+			Hardware: lab.Hardware{BMC: lab.BMC(g.BMC), Firmware: g.BootMode, CPUs: g.CPUs, MemoryMB: g.MemoryMB,
+				DiskSize: g.diskSize, SecureErase: g.SecureErase, NICs: g.NICs, POSTTime: g.postTime},
+			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword,
+			Enrollment: lab.Enrollment{Deploy: lab.Deploy(g.Deploy), Driver: g.Driver, Dialect: g.Dialect},
 		})
 	}
 	return spec
@@ -44,14 +46,14 @@ func (r *runner) labSpec(stateDir string) (spec lab.Spec, total int, err error) 
 	groups := spec.Groups
 	spec.Groups = nil
 	for _, g := range groups {
-		if why := vmUnsupported(g.Driver); why != "" && spec.Backend == "libvirt" {
+		if why := vmUnsupported(g.Hardware.BMC, g.Enrollment.Deploy); why != "" && spec.Backend == "libvirt" {
 			return spec, 0, fmt.Errorf("group %s: %s", g.Name, why)
 		}
-		if why := missingTool(g.Driver); why != "" {
+		if why := missingTool(g.Enrollment.Driver); why != "" {
 			if r.opts.FailOnMissingTools {
-				return spec, 0, fmt.Errorf("group %s (%s): %s", g.Name, g.Driver, why)
+				return spec, 0, fmt.Errorf("group %s (%s): %s", g.Name, g.Enrollment.Driver, why)
 			}
-			r.printf("!! skipping group %s (%d %s nodes): %s\n", g.Name, g.Count, g.Driver, why)
+			r.printf("!! skipping group %s (%d %s nodes): %s\n", g.Name, g.Count, g.Enrollment.Driver, why)
 			r.result.Skipped = append(r.result.Skipped, fmt.Sprintf("%s: %s", g.Name, why))
 			r.skipped[g.Name] = true
 			continue

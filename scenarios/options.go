@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 // DriverConfig is what a scenario asks of the built-in driver.
@@ -69,11 +70,11 @@ type Options struct {
 	// the built-in one.
 	DriverURL   string
 	StartDriver StartDriver
-	// Target is what the nodes are enrolled into: lab.TargetBuiltin (the
-	// spec's classes) or lab.TargetIronic (hardware types and interfaces,
+	// Target is what the nodes are enrolled into: enroll.TargetBuiltin (the
+	// spec's classes) or enroll.TargetIronic (hardware types and interfaces,
 	// deploy_kernel/deploy_ramdisk). Empty: builtin for the built-in driver;
 	// for DriverURL, what the API's driver list says it is.
-	Target lab.Target
+	Target enroll.Target
 	// DriverBinary is the ironlab binary, for scenarios that run the driver
 	// as a child process (conductor faults); `ironlab run` sets itself.
 	DriverBinary string

@@ -16,6 +16,9 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 //go:embed *.yaml
@@ -227,11 +230,6 @@ var (
 		"deploying": true, "wait call-back": true, "deploy failed": true, "active": true,
 		"deleting": true, "cleaning": true, "clean wait": true, "clean failed": true,
 	}
-	drivers = map[string]bool{
-		"fake_agent": true, "agent_ipmitool": true, "agent_pyghmi": true, "agent_ssh": true,
-		"fake_pxe": true, "pxe_ipmitool": true, "pxe_pyghmi": true, "pxe_ssh": true,
-		"agent_redfish": true, "pxe_redfish": true, // lab extensions
-	}
 )
 
 // MaxNodes bounds a lab so that a typo cannot exhaust the machine.
@@ -263,7 +261,6 @@ func (v *validator) lab(l *Lab) {
 	default:
 		v.at("$.lab.backend", "must be fake or libvirt, got %q", l.Backend)
 	}
-	v.vmLab(l)
 	l.heartbeatTimeout = 300 * time.Second
 	if l.HeartbeatTimeout != "" {
 		d, err := ParseDuration(l.HeartbeatTimeout)
@@ -345,9 +342,7 @@ func (v *validator) lab(l *Lab) {
 			v.at(p+".count", "must be at least 1, got %d", g.Count)
 		}
 		total += g.Count
-		if !drivers[g.Driver] {
-			v.at(p+".driver", "unknown driver class %q (one of %s)", g.Driver, keys(drivers))
-		}
+		v.hardware(p, g)
 		switch g.Dialect {
 		case "":
 			g.Dialect = "v1"
@@ -398,6 +393,39 @@ func (v *validator) lab(l *Lab) {
 	if total > MaxNodes {
 		v.at("$.lab.groups", "%d nodes in all; at most %d fit one lab", total, MaxNodes)
 	}
+	v.vmLab(l) // the groups' hardware is known now
+}
+
+// hardware checks a group's hardware and derives its enrollment through
+// the one mapping (package enroll): the class the hardware maps to, or the
+// group's own class, which must drive that hardware; alone, a class
+// implies its hardware.
+func (v *validator) hardware(p string, g *Group) {
+	switch lab.BMC(g.BMC) {
+	case "", lab.BMCIPMI, lab.BMCRedfish, lab.BMCSSH, lab.BMCNone:
+	default:
+		v.at(p+".bmc", "must be ipmi, redfish, ssh or none, got %q", g.BMC)
+		return
+	}
+	switch lab.Deploy(g.Deploy) {
+	case "", lab.DeployAgent, lab.DeployPXE:
+	default:
+		v.at(p+".deploy", "must be agent or pxe, got %q", g.Deploy)
+		return
+	}
+	if g.NICs < 0 || g.NICs > 8 {
+		v.at(p+".nics", "must be 1 to 8 (0 means 1), got %d", g.NICs)
+	}
+	c, err := enroll.Resolve(lab.BMC(g.BMC), lab.Deploy(g.Deploy), g.Driver)
+	if err != nil {
+		field := ".driver"
+		if g.Driver == "" {
+			field = ".bmc"
+		}
+		v.at(p+field, "%v", err)
+		return
+	}
+	g.Driver, g.BMC, g.Deploy = c.Name, string(c.BMC), string(c.Deploy)
 }
 
 func (v *validator) step(p string, st *Step, l *Lab) {
@@ -556,7 +584,7 @@ func (v *validator) fault(p string, f *Fault, l *Lab) {
 			if !selected(f.Nodes, g) {
 				continue
 			}
-			if !strings.HasSuffix(g.Driver, "_ipmitool") && !strings.HasSuffix(g.Driver, "_pyghmi") {
+			if g.BMC != string(lab.BMCIPMI) {
 				v.at(p+".bmc", "group %s (%s) has no BMC: its power is not IPMI", g.Name, g.Driver)
 			}
 		}
@@ -590,7 +618,7 @@ func (v *validator) fault(p string, f *Fault, l *Lab) {
 // redfishOnly checks a selector picks only groups with a Redfish BMC.
 func (v *validator) redfishOnly(p string, sel []string, l *Lab) {
 	for _, g := range l.Groups {
-		if selected(sel, g) && !strings.HasSuffix(g.Driver, "_redfish") {
+		if selected(sel, g) && g.BMC != string(lab.BMCRedfish) {
 			v.at(p, "group %s (%s) has no Redfish BMC", g.Name, g.Driver)
 		}
 	}

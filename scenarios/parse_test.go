@@ -184,3 +184,39 @@ func TestExpectClausesInFileOrder(t *testing.T) {
 		t.Errorf("nodes (-want +got):\n%s", diff)
 	}
 }
+
+// A group says what its hardware is; the driver class follows from it by
+// the one mapping, or is the group's own override, which must fit.
+func TestGroupHardwareAndClass(t *testing.T) {
+	parse := func(group string) (*Scenario, error) {
+		return Parse("h.yaml", []byte("name: h\nlab:\n  groups:\n    - "+group+"\nsteps: [{enroll: {}}]\n"))
+	}
+	for group, want := range map[string][3]string{
+		"{name: g, count: 1, bmc: ipmi}":                       {"agent_ipmitool", "ipmi", "agent"},
+		"{name: g, count: 1, bmc: ssh, deploy: pxe}":           {"pxe_ssh", "ssh", "pxe"},
+		"{name: g, count: 1, bmc: none}":                       {"fake_agent", "none", "agent"},
+		"{name: g, count: 1, bmc: ipmi, driver: agent_pyghmi}": {"agent_pyghmi", "ipmi", "agent"},
+		"{name: g, count: 1, driver: fake_pxe}":                {"fake_pxe", "none", "pxe"},
+	} {
+		s, err := parse(group)
+		if err != nil {
+			t.Errorf("%s: %v", group, err)
+			continue
+		}
+		g := s.Lab.Groups[0]
+		if got := [3]string{g.Driver, g.BMC, g.Deploy}; got != want {
+			t.Errorf("%s: class, BMC, deploy %v, want %v", group, got, want)
+		}
+	}
+	for group, want := range map[string]string{
+		"{name: g, count: 1}":                                 "h.yaml:4:7: lab.groups[0].bmc: no BMC and no driver class",
+		"{name: g, count: 1, bmc: serial}":                    `lab.groups[0].bmc: must be ipmi, ssh or none, got "serial"`,
+		"{name: g, count: 1, bmc: ssh, driver: fake_agent}":   "lab.groups[0].driver: driver class fake_agent drives BMC none, the hardware has ssh",
+		"{name: g, count: 1, deploy: pxe, driver: agent_ssh}": "lab.groups[0].driver: driver class agent_ssh deploys with agent, the group says pxe",
+		"{name: g, count: 1, bmc: ipmi, nics: 9}":             "lab.groups[0].nics: must be 1 to 8",
+	} {
+		if _, err := parse(group); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", group, err, want)
+		}
+	}
+}

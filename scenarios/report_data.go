@@ -12,6 +12,7 @@ import (
 
 	"github.com/ironlab/ironlab/scenarios/report"
 	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 // ReportData builds the report of one scenario from its result and the
@@ -136,9 +137,8 @@ func DashboardTarget(title, driverURL string, l *lab.Lab) *report.Target {
 	}}
 	for _, n := range l.Nodes() {
 		t.Nodes = append(t.Nodes, report.LabNode{Name: n.Name, UUID: n.UUID, Group: n.Group, Driver: n.Driver,
-			Enroll: map[string]any{"name": n.Name, "uuid": n.UUID, "driver": n.Driver,
-				"driver_info": n.DriverInfo(), "properties": n.Properties()},
-			Ports: n.MACs})
+			Enroll: enroll.Node(n),
+			Ports:  n.MACs})
 	}
 	for _, id := range l.ImageIDs() {
 		info, _ := l.Images.Info(id)

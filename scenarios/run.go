@@ -13,6 +13,7 @@ import (
 
 	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 // The runner, file by file: options.go (what a caller sets), run.go (the
@@ -31,7 +32,7 @@ type runner struct {
 	log    *slog.Logger
 	lab    *lab.Lab
 	api    *ironic.Client
-	target lab.Target // what the nodes are enrolled into
+	target enroll.Target // what the nodes are enrolled into
 	outMu  sync.Mutex
 	uuidMu sync.RWMutex      // enroll runs on many nodes at once
 	uuids  map[string]string // node name -> UUID on the driver
@@ -105,7 +106,7 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	if r.target = r.opts.Target; r.target == "" {
-		r.target = lab.TargetBuiltin
+		r.target = enroll.TargetBuiltin
 		if r.opts.DriverURL != "" {
 			api, err := ironic.New(ctx, r.opts.DriverURL, nil)
 			if err != nil {
@@ -125,7 +126,7 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if r.target == lab.TargetIronic {
+	if r.target == enroll.TargetIronic {
 		r.adaptForIronic(&spec)
 	}
 	r.printf("== %s: %d nodes on the %s backend (%s)\n", r.s.Name, total, r.s.Lab.Backend, r.s.File)

@@ -87,11 +87,27 @@ type ImageSpec struct {
 	size int64
 }
 
-// Group is a set of alike nodes.
+// Group is a set of alike nodes: their hardware, and how they are
+// enrolled (derived from the hardware unless the group names its class).
 type Group struct {
 	Name  string `yaml:"name" json:"name"`
 	Count int    `yaml:"count" json:"count"`
-	// Driver is the driver class: fake_agent, agent_ipmitool, agent_pyghmi, ...
+	// BMC is the nodes' out-of-band control: "ipmi" (a virtual IPMI BMC
+	// each), "ssh" (a login on the lab's virtualization host, virsh over
+	// SSH) or "none" (powered on from the start, fake power). Default: the
+	// one the driver class drives.
+	BMC string `yaml:"bmc" json:"bmc,omitempty"`
+	// Deploy is how the nodes are provisioned, which decides what their
+	// network boot serves: "agent" (the agent ramdisk; default) or "pxe"
+	// (the PXE driver's deploy ramdisk).
+	Deploy string `yaml:"deploy" json:"deploy,omitempty"`
+	// NICs is the number of network interfaces (default 1; the first
+	// network-boots); each is enrolled as a port.
+	NICs int `yaml:"nics" json:"nics,omitempty"`
+	// Driver is the driver class the nodes are enrolled with (fake_agent,
+	// agent_ipmitool, agent_pyghmi, ...). Default: the class the hardware
+	// maps to (package enroll); set, it overrides that and must drive the
+	// hardware, and alone it implies the hardware.
 	Driver string `yaml:"driver" json:"driver"`
 	// Dialect is the agent's API: "v1" (lookup/heartbeat with tokens) or
 	// "legacy" (the spec's vendor_passthru).

@@ -6,6 +6,7 @@ import (
 
 	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 // enrollStep creates the selected nodes and their ports on the driver.
@@ -16,12 +17,12 @@ func (r *runner) enrollStep(ctx context.Context, label string, t *Target) error 
 }
 
 func (r *runner) enroll(ctx context.Context, n *lab.Node) error {
-	e, err := r.lab.Enrollment(n, r.target)
+	e, err := enroll.For(r.lab, n, r.target)
 	if err != nil {
 		return err
 	}
 	body := e.Body()
-	if r.target == lab.TargetIronic && r.s.Lab.AutomatedClean != nil {
+	if r.target == enroll.TargetIronic && r.s.Lab.AutomatedClean != nil {
 		// Ironic's own [conductor]automated_clean is not the scenario's
 		// to set; the node's field (API 1.47) overrides it.
 		body["automated_clean"] = *r.s.Lab.AutomatedClean
@@ -43,9 +44,9 @@ func (r *runner) enroll(ctx context.Context, n *lab.Node) error {
 // not say: the built-in driver offers the spec's classes (agent_ipmitool,
 // ...); anything else at a --driver-url is taken for a real Ironic, which
 // offers hardware types.
-func detectTarget(ctx context.Context, api *ironic.Client, external bool) (lab.Target, error) {
+func detectTarget(ctx context.Context, api *ironic.Client, external bool) (enroll.Target, error) {
 	if !external {
-		return lab.TargetBuiltin, nil
+		return enroll.TargetBuiltin, nil
 	}
 	names, err := api.Drivers(ctx)
 	if err != nil {
@@ -53,10 +54,10 @@ func detectTarget(ctx context.Context, api *ironic.Client, external bool) (lab.T
 	}
 	for _, n := range names {
 		if n == "agent_ipmitool" || n == "fake_agent" {
-			return lab.TargetBuiltin, nil
+			return enroll.TargetBuiltin, nil
 		}
 	}
-	return lab.TargetIronic, nil
+	return enroll.TargetIronic, nil
 }
 
 // adaptForIronic changes what a real Ironic cannot take, and says so: its
@@ -65,8 +66,8 @@ func detectTarget(ctx context.Context, api *ironic.Client, external bool) (lab.T
 func (r *runner) adaptForIronic(spec *lab.Spec) {
 	for i := range spec.Groups {
 		g := &spec.Groups[i]
-		if g.Dialect == "legacy" {
-			g.Dialect = "v1"
+		if g.Enrollment.Dialect == "legacy" {
+			g.Enrollment.Dialect = "v1"
 			r.printf("   group %s: agents speak the v1 lookup/heartbeat: a real Ironic has no legacy vendor_passthru lookup\n", g.Name)
 		}
 	}

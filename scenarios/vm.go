@@ -37,8 +37,11 @@ func (v *validator) vmLab(l *Lab) {
 	total := 0
 	for i, g := range l.Groups {
 		total += g.Count
-		if why := vmUnsupported(g.Driver); why != "" {
-			v.at(fmt.Sprintf("$.lab.groups[%d].driver", i), "%s", why)
+		if why := vmUnsupported(lab.BMC(g.BMC), lab.Deploy(g.Deploy)); why != "" {
+			v.at(fmt.Sprintf("$.lab.groups[%d].driver", i), "group %s (%s): %s", g.Name, g.Driver, why)
+		}
+		if g.NICs > 1 {
+			v.at(fmt.Sprintf("$.lab.groups[%d].nics", i), "the libvirt backend gives a VM one NIC, got %d", g.NICs)
 		}
 	}
 	if total > MaxVMs {
@@ -46,10 +49,10 @@ func (v *validator) vmLab(l *Lab) {
 	}
 }
 
-// vmUnsupported says why a driver class cannot run on the libvirt backend.
-func vmUnsupported(driver string) string {
-	if driver == "fake_pxe" {
-		return fmt.Sprintf("driver class %s: FakePower never powers a VM, so it never boots the deploy ramdisk (use pxe_ipmitool, pxe_pyghmi or pxe_ssh)", driver)
+// vmUnsupported says why hardware cannot run on the libvirt backend.
+func vmUnsupported(bmc lab.BMC, deploy lab.Deploy) string {
+	if bmc == lab.BMCNone && deploy == lab.DeployPXE {
+		return "FakePower never powers a VM (bmc none), so it never boots the deploy ramdisk (give the group bmc ipmi or ssh: pxe_ipmitool, pxe_pyghmi or pxe_ssh)"
 	}
 	return ""
 }

@@ -105,6 +105,13 @@ type BootConsole interface {
 	ConsoleSinceBoot() (string, error)
 }
 
+// FirmwareStore is implemented by machines whose firmware state (BIOS
+// version and settings) an agent's clean steps change, and which keep it
+// across boots (the fake backend's).
+type FirmwareStore interface {
+	UpdateHardware(change func(*Hardware)) error
+}
+
 // MachineFaults are a machine's fault knobs.
 type MachineFaults struct {
 	// FailBoot makes every boot fail: the console says so and nothing runs.

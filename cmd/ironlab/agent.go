@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/ironlab/ironlab/fakeagent"
-	"github.com/ironlab/ironlab/simulator"
 )
 
 func init() {
@@ -141,9 +140,9 @@ Flags:
 
 // standaloneHardware describes the machine from the flags: the NICs' MACs
 // and the disk file, with this host's CPU count.
-func standaloneHardware(macs []string, diskPath string) (simulator.Hardware, error) {
+func standaloneHardware(macs []string, diskPath string) (fakeagent.Hardware, error) {
 	host, _ := os.Hostname()
-	hw := simulator.Hardware{
+	hw := fakeagent.Hardware{
 		CPUs: runtime.NumCPU(), CPUArch: runtime.GOARCH, CPUModel: "ironlab standalone agent", MemoryMB: 2048,
 		Vendor: "ironlab", Product: "standalone", SerialNumber: host, BIOSVersion: "1.0.0",
 	}
@@ -155,7 +154,7 @@ func standaloneHardware(macs []string, diskPath string) (simulator.Hardware, err
 		if err != nil {
 			return hw, fmt.Errorf("--mac %q: %w", m, err)
 		}
-		hw.NICs = append(hw.NICs, simulator.NIC{Name: fmt.Sprintf("eth%d", i), MAC: mac.String()})
+		hw.NICs = append(hw.NICs, fakeagent.NIC{Name: fmt.Sprintf("eth%d", i), MAC: mac.String()})
 	}
 	if diskPath != "" {
 		d, err := fakeagent.OpenFileDisk(diskPath)
@@ -168,7 +167,7 @@ func standaloneHardware(macs []string, diskPath string) (simulator.Hardware, err
 		if !strings.HasPrefix(diskPath, "/dev/") {
 			name = "vda" // reported as /dev/vda, as in a VM
 		}
-		hw.Disks = append(hw.Disks, simulator.Disk{Name: name, SizeBytes: size, Path: diskPath})
+		hw.Disks = append(hw.Disks, fakeagent.BlockDevice{Name: name, SizeBytes: size, Path: diskPath})
 	}
 	return hw, nil
 }

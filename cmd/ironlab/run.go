@@ -17,6 +17,7 @@ import (
 	"github.com/ironlab/ironlab/scenarios"
 	"github.com/ironlab/ironlab/scenarios/report"
 	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 func init() {
@@ -83,9 +84,9 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab run:", err)
 		return 2
 	}
-	var target lab.Target
+	var target enroll.Target
 	if *targetFlag != "" {
-		t, err := lab.ParseTarget(*targetFlag)
+		t, err := enroll.ParseTarget(*targetFlag)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "ironlab run: --target:", err)
 			return 2

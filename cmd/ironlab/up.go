@@ -22,6 +22,7 @@ import (
 	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/scenarios/report"
 	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 func init() {
@@ -113,8 +114,15 @@ Flags:
 			fmt.Fprintf(os.Stderr, "ironlab up: --nodes must be 1 to %d\n", scenarios.MaxNodes)
 			return 2
 		}
-		spec.Groups = []lab.GroupSpec{{Name: "node", Count: *nodes, Driver: *class, Dialect: *dialect, CPUs: 2,
-			MemoryMB: 2048, DiskSize: disk, BootMode: "bios", BMCUser: *user, BMCPassword: *password}}
+		g := lab.GroupSpec{Name: "node", Count: *nodes,
+			Hardware: lab.Hardware{Firmware: "bios", CPUs: 2, MemoryMB: 2048, DiskSize: disk},
+			BMCUser:  *user, BMCPassword: *password,
+			Enrollment: lab.Enrollment{Driver: *class, Dialect: *dialect}}
+		if err := enroll.Complete(&g); err != nil { // the class implies the hardware
+			fmt.Fprintln(os.Stderr, "ironlab up: --driver-class:", err)
+			return 2
+		}
+		spec.Groups = []lab.GroupSpec{g}
 		spec.Images = []images.Spec{{ID: "demo-os", Size: img}}
 	}
 	if err := checkVMFlags(spec.Backend, *accel, *pxe); err != nil {
@@ -178,7 +186,7 @@ Flags:
 		return 2
 	}
 	nodesFile := filepath.Join(*stateDir, "nodes.yaml")
-	if err := l.WriteNodesYAML(nodesFile, target, *nodesDriver); err != nil {
+	if err := enroll.WriteNodesYAML(l, nodesFile, target, *nodesDriver); err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 1
 	}
@@ -204,7 +212,7 @@ func countNodes(s lab.Spec) int {
 	return n
 }
 
-func printLab(l *lab.Lab, driverURL, apiVersion, nodesFile string, target lab.Target) {
+func printLab(l *lab.Lab, driverURL, apiVersion, nodesFile string, target enroll.Target) {
 	fmt.Printf("\ndriver API:   %s\n", driverURL)
 	fmt.Printf("API version:  %s (the newest both the driver and ironlab know)\n", apiVersion)
 	for _, id := range l.ImageIDs() {
@@ -254,12 +262,12 @@ func printLab(l *lab.Lab, driverURL, apiVersion, nodesFile string, target lab.Ta
 // built-in driver when up starts it; else whatever the --driver-url API
 // says it is (a driver list with the spec's classes is ironlab's), and a
 // real Ironic when it does not answer yet.
-func upTarget(ctx context.Context, flagValue, driverURL string) (lab.Target, error) {
+func upTarget(ctx context.Context, flagValue, driverURL string) (enroll.Target, error) {
 	if flagValue != "" {
-		return lab.ParseTarget(flagValue)
+		return enroll.ParseTarget(flagValue)
 	}
 	if driverURL == "" {
-		return lab.TargetBuiltin, nil
+		return enroll.TargetBuiltin, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -270,7 +278,7 @@ func upTarget(ctx context.Context, flagValue, driverURL string) (lab.Target, err
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ironlab up: %s does not answer (%v); nodes.yaml enrolls into a real Ironic (--target builtin for ironlab's driver)\n", driverURL, err)
-		return lab.TargetIronic, nil
+		return enroll.TargetIronic, nil
 	}
 	defer resp.Body.Close()
 	var out struct {
@@ -281,14 +289,14 @@ func upTarget(ctx context.Context, flagValue, driverURL string) (lab.Target, err
 	json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
 	for _, d := range out.Drivers {
 		if d.Name == "agent_ipmitool" || d.Name == "fake_agent" {
-			return lab.TargetBuiltin, nil
+			return enroll.TargetBuiltin, nil
 		}
 	}
-	return lab.TargetIronic, nil
+	return enroll.TargetIronic, nil
 }
 
-func targetName(t lab.Target) string {
-	if t == lab.TargetIronic {
+func targetName(t enroll.Target) string {
+	if t == enroll.TargetIronic {
 		return "a real Ironic: hardware types ipmi/fake-hardware, pxe boot, direct deploy"
 	}
 	return "ironlab's driver: the spec's classes"

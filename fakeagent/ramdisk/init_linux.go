@@ -31,7 +31,6 @@ import (
 	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
 	imgramdisk "github.com/ironlab/ironlab/images/ramdisk"
-	"github.com/ironlab/ironlab/simulator"
 )
 
 // Kernel command line options of /init itself (the agent's own are parsed
@@ -291,8 +290,8 @@ func runDeployRamdisk(log *slog.Logger, cmdline string) error {
 }
 
 // localHardware describes the VM the ramdisk booted on.
-func localHardware() simulator.Hardware {
-	hw := simulator.Hardware{
+func localHardware() fakeagent.Hardware {
+	hw := fakeagent.Hardware{
 		CPUs:         runtime.NumCPU(),
 		CPUArch:      "x86_64",
 		CPUModel:     cpuModel(),
@@ -305,7 +304,7 @@ func localHardware() simulator.Hardware {
 	if ifs, err := net.Interfaces(); err == nil {
 		for _, i := range ifs {
 			if i.Flags&net.FlagLoopback == 0 && len(i.HardwareAddr) == 6 {
-				hw.NICs = append(hw.NICs, simulator.NIC{Name: i.Name, MAC: i.HardwareAddr.String()})
+				hw.NICs = append(hw.NICs, fakeagent.NIC{Name: i.Name, MAC: i.HardwareAddr.String()})
 			}
 		}
 	}
@@ -313,7 +312,7 @@ func localHardware() simulator.Hardware {
 	for _, b := range blocks {
 		name := filepath.Base(b)
 		sectors, _ := strconv.ParseInt(sysfs(b+"/size"), 10, 64)
-		hw.Disks = append(hw.Disks, simulator.Disk{
+		hw.Disks = append(hw.Disks, fakeagent.BlockDevice{
 			Name:       name,
 			SizeBytes:  sectors * 512,
 			Rotational: sysfs(b+"/queue/rotational") == "1",

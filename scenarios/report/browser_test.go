@@ -269,7 +269,7 @@ func TestReportInBrowser(t *testing.T) {
 // driver's API.
 func TestDashboardInBrowser(t *testing.T) {
 	ctx := browser(t)
-	l := minilab.Start(t, minilab.Options{Groups: []lab.GroupSpec{{Name: "n", Count: 3, Driver: "fake_agent"}}})
+	l := minilab.Start(t, minilab.Options{Groups: []lab.GroupSpec{minilab.Class("n", 3, "fake_agent")}})
 	l.Enroll(l.MustNode("n-0"), "disk")
 	l.Enroll(l.MustNode("n-1"), "disk")
 	dctx, cancel := context.WithCancel(context.Background())

@@ -20,9 +20,6 @@ type hosts struct {
 	ssh     *sshpower.Server
 }
 
-// PowersThroughSSH says whether a driver class uses SSH power (virsh over SSH).
-func PowersThroughSSH(driver string) bool { return strings.HasSuffix(driver, "_ssh") }
-
 // BootDir is the lab's boot folder: per-MAC boot configs the PXE deploy
 // writes (StateDir/boot).
 func (l *Lab) BootDir() string { return filepath.Join(l.spec.StateDir, "boot") }
@@ -52,10 +49,10 @@ func (l *Lab) agentHandler() http.Handler {
 	})
 }
 
-// sshAccess gives node n of group g its login on the lab's SSH host (one
+// sshAccess gives node n its login on the lab's SSH host (one
 // for the lab, like one virtualization host), listening from the first
 // SSH-powered node on; it serves from Start.
-func (l *Lab) sshAccess(n *Node, g GroupSpec) error {
+func (l *Lab) sshAccess(n *Node) error {
 	if l.hosts.ssh == nil {
 		srv, err := sshpower.New(sshpower.Config{
 			Addr: "127.0.0.1:0", Logger: l.log,
@@ -75,13 +72,7 @@ func (l *Lab) sshAccess(n *Node, g GroupSpec) error {
 	l.hosts.ssh.AddUser(sshpower.User{Name: n.BMCCreds.Username, Password: n.BMCCreds.Password})
 	// The VM is found by the node's UUID (virsh domname), as the driver's
 	// SSHPower does without ssh_domain.
-	n.sshInfo = map[string]any{
-		"ssh_address":   "127.0.0.1",
-		"ssh_port":      l.hosts.ssh.Addr().Port,
-		"ssh_username":  n.BMCCreds.Username,
-		"ssh_password":  n.BMCCreds.Password,
-		"ssh_virt_type": "virsh",
-	}
+	n.SSH = &SSHLogin{Address: "127.0.0.1", Port: l.hosts.ssh.Addr().Port, Username: n.BMCCreds.Username, Password: n.BMCCreds.Password}
 	return nil
 }
 

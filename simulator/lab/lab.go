@@ -1,7 +1,10 @@
 // Package lab assembles a lab from a spec: machines of one backend with
-// stable identities derived from the seed, one virtual BMC per machine that
-// a driver class powers through IPMI, the image server, and what machines
-// boot from the network (the in-process agents of the fake backend).
+// stable identities derived from the seed, built as their group's hardware
+// says (its BMC, firmware, disks, NICs), the image server, and what the
+// machines boot from the network (the in-process agents of the fake
+// backend). How the nodes are enrolled in a driver is not the lab's
+// business (see package enroll); the lab takes the part it acts on,
+// Enrollment, as data.
 package lab
 
 import (
@@ -22,28 +25,19 @@ import (
 	"github.com/ironlab/ironlab/images"
 	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/bmc"
-	"github.com/ironlab/ironlab/simulator/fake"
 	"github.com/ironlab/ironlab/simulator/imageserver"
 	"github.com/ironlab/ironlab/simulator/redfish"
 )
 
-// GroupSpec is a set of alike nodes.
+// GroupSpec is a set of alike nodes: their hardware, their BMC's
+// credentials, and what the lab must know of their enrollment.
 type GroupSpec struct {
-	Name        string
-	Count       int
-	Driver      string // driver class, e.g. fake_agent, agent_ipmitool
-	Dialect     string // agent dialect: v1 or legacy
-	CPUs        int
-	MemoryMB    int
-	DiskSize    int64
-	BootMode    string // bios or uefi
+	Name  string
+	Count int
+	Hardware
 	BMCUser     string
 	BMCPassword string
-	// SecureErase: the disks support secure erase (erase_devices takes the
-	// emulated secure-erase path).
-	SecureErase bool
-	// POSTTime is the firmware's time before a network boot (fake backend).
-	POSTTime time.Duration
+	Enrollment  Enrollment
 }
 
 // Spec describes a lab.
@@ -74,73 +68,43 @@ type Spec struct {
 	Logger                *slog.Logger
 }
 
-// Node is one node of the lab: its machine and what the driver needs to
-// enroll it.
+// Node is one node of the lab: its hardware and machine, how it is reached
+// out of band, and the enrollment data the lab was given for it.
 type Node struct {
-	Name     string
-	UUID     string
-	Group    string
-	Driver   string
-	Dialect  string
-	BootMode string
-	MACs     []string
-	Machine  simulator.Machine
-	BMC      *bmc.BMC // nil when the driver class does not power through IPMI
+	Name  string
+	UUID  string
+	Group string
+	// Hardware is what the node is made of (its group's).
+	Hardware Hardware
+	// Enrollment is how the node is enrolled, as the lab was told.
+	Enrollment
+	MACs    []string
+	Machine simulator.Machine
+	// BMC is the node's virtual IPMI BMC (Hardware.BMC ipmi), else nil.
+	BMC      *bmc.BMC
 	BMCCreds bmc.Credentials
-	// Redfish is the node's system on its group's Redfish service (nil
-	// when the driver class does not power through Redfish).
+	// SSH is the node's login on the lab's SSH virtualization host
+	// (Hardware.BMC ssh), else nil.
+	SSH *SSHLogin
+	// Redfish is the node's system on its group's Redfish service
+	// (Hardware.BMC redfish), else nil.
 	Redfish    *redfish.System
 	redfishSvc *redfishService
-	hw         simulator.Hardware
-	sshInfo    map[string]any // login on the lab's SSH host (SSH-powered classes)
 
+	lab           *Lab
 	mu            sync.Mutex
 	agent         *fakeagent.Agent
 	agentFaults   fakeagent.Faults  // every boot
 	pendingFaults *fakeagent.Faults // the next boot only
-	// vmFaults puts faults on a libvirt node's agent command line.
-	vmFaults func(fakeagent.Faults) error
 }
 
-// PowersThroughIPMI says whether a driver class uses IPMI power.
-func PowersThroughIPMI(driver string) bool {
-	return strings.HasSuffix(driver, "_ipmitool") || strings.HasSuffix(driver, "_pyghmi")
-}
-
-// DriverInfo is the node's driver_info for enrollment.
-func (n *Node) DriverInfo() map[string]any {
-	di := map[string]any{}
-	if n.BMC != nil {
-		ap := n.BMC.Addr()
-		di["ipmi_address"] = ap.Addr().String()
-		di["ipmi_port"] = int(ap.Port())
-		di["ipmi_username"] = n.BMCCreds.Username
-		di["ipmi_password"] = n.BMCCreds.Password
-	}
-	if n.Redfish != nil {
-		n.redfishDriverInfo(di)
-	}
-	for k, v := range n.sshInfo {
-		di[k] = v
-	}
-	return di
-}
-
-// Properties are the node's properties for enrollment, as inspection would
-// find them.
-func (n *Node) Properties() map[string]any {
-	var disk int64
-	if len(n.hw.Disks) > 0 {
-		disk = n.hw.Disks[0].SizeBytes
-	}
-	p := map[string]any{
-		"cpus":      n.hw.CPUs,
-		"memory_mb": n.hw.MemoryMB,
-		"local_gb":  disk >> 30,
-		"cpu_arch":  n.hw.CPUArch,
-	}
-	p["capabilities"] = "boot_mode:" + n.BootMode
-	return p
+// SSHLogin is a login on the lab's SSH host, whose virsh finds the node's
+// VM by the node's UUID.
+type SSHLogin struct {
+	Address  string
+	Port     int
+	Username string
+	Password string
 }
 
 // Agent is the node's running in-process agent, if any.
@@ -153,7 +117,7 @@ func (n *Node) Agent() *fakeagent.Agent {
 // SetAgentFaults sets the fault knobs of the node's running agent or, when
 // none runs, of the next agent it boots. With everyBoot they also apply to
 // every agent the node boots later (a faulty ramdisk); otherwise a reboot
-// brings a healthy agent.
+// brings a healthy agent. A backend that cannot deliver them says so.
 func (n *Node) SetAgentFaults(f fakeagent.Faults, everyBoot bool) error {
 	if err := f.Validate(); err != nil {
 		return err
@@ -161,9 +125,17 @@ func (n *Node) SetAgentFaults(f fakeagent.Faults, everyBoot bool) error {
 	if err := n.CheckAgentFaults(everyBoot); err != nil {
 		return err
 	}
-	if n.vmFaults != nil {
-		return n.vmFaults(f)
-	}
+	return n.lab.backend.setAgentFaults(n, f, everyBoot)
+}
+
+// CheckAgentFaults says why the node's backend cannot give its agents
+// faults (for every boot, or until the next reboot), if it cannot.
+func (n *Node) CheckAgentFaults(everyBoot bool) error {
+	return n.lab.backend.checkAgentFaults(n, everyBoot)
+}
+
+// setInProcessFaults sets the faults of the node's in-process agents.
+func (n *Node) setInProcessFaults(f fakeagent.Faults, everyBoot bool) error {
 	n.mu.Lock()
 	n.agentFaults = fakeagent.Faults{}
 	if everyBoot {
@@ -181,24 +153,6 @@ func (n *Node) SetAgentFaults(f fakeagent.Faults, everyBoot bool) error {
 	return nil
 }
 
-// CheckAgentFaults says why the node's agents cannot take faults (for
-// every boot, or until the next reboot), if they cannot. A libvirt guest's
-// agent is out of the lab's reach once it runs: its faults go on the
-// command line of every later boot, which the PXE driver writes itself on
-// the PXE classes.
-func (n *Node) CheckAgentFaults(everyBoot bool) error {
-	if n.vmFaults == nil {
-		return nil
-	}
-	if PXEClass(n.Driver) {
-		return fmt.Errorf("node %s (%s): agent faults on the libvirt backend go on the agent ramdisk's command line, which the PXE driver writes on this class", n.Name, n.Driver)
-	}
-	if !everyBoot {
-		return fmt.Errorf("node %s: until_reboot needs the fake backend: the libvirt backend cannot reach a running guest's agent, it puts faults on every later boot's command line", n.Name)
-	}
-	return nil
-}
-
 // bootFaults are the faults of an agent booting now: the pending ones of
 // a fault set while no agent ran (once), else the every-boot ones. n.mu is
 // held.
@@ -212,10 +166,11 @@ func (n *Node) bootFaults() fakeagent.Faults {
 
 // DiskPath is where the node's first disk lives on the lab host.
 func (n *Node) DiskPath() string {
-	if len(n.hw.Disks) == 0 {
+	hw := n.Machine.Hardware()
+	if len(hw.Disks) == 0 {
 		return ""
 	}
-	return n.hw.Disks[0].Path
+	return hw.Disks[0].Path
 }
 
 // Lab is a running lab.
@@ -226,7 +181,7 @@ type Lab struct {
 	byName map[string]*Node
 	Images *imageserver.Server
 
-	vm       *vmBackend // the libvirt backend; nil for fake
+	backend  backend // fake or libvirt, chosen by Spec.Backend
 	mux      *fakeagent.Mux
 	agentSrv *http.Server
 	// agentServed reports how the agents' API server stopped: a failure
@@ -267,13 +222,16 @@ func New(spec Spec) (*Lab, error) {
 			return nil, fmt.Errorf("lab %s: build image %s: %w", spec.Name, im.ID, err)
 		}
 	}
-	if spec.Backend == "libvirt" {
+	switch spec.Backend {
+	case "fake":
+		l.backend = fakeBackend{l}
+	case "libvirt":
 		vm, err := newVMBackend(l)
 		if err != nil {
 			l.Images.Close()
 			return nil, err
 		}
-		l.vm = vm
+		l.backend = vm
 	}
 	macs := map[string]bool{}
 	for _, g := range spec.Groups {
@@ -291,56 +249,57 @@ func New(spec Spec) (*Lab, error) {
 }
 
 func (l *Lab) newNode(g GroupSpec, i, index int, macs map[string]bool) (*Node, error) {
+	if g.NICs == 0 {
+		g.NICs = 1
+	}
+	if err := g.check(); err != nil {
+		return nil, fmt.Errorf("lab %s: %w", l.spec.Name, err)
+	}
 	name := fmt.Sprintf("%s-%d", g.Name, i)
 	n := &Node{
 		Name: name, UUID: DeriveUUID(l.spec.Seed, l.spec.Name, name), Group: g.Name,
-		Driver: g.Driver, Dialect: g.Dialect, BootMode: g.BootMode,
+		Hardware: g.Hardware, Enrollment: g.Enrollment, lab: l,
 		BMCCreds: bmc.Credentials{Username: g.BMCUser, Password: g.BMCPassword},
 	}
 	if n.BMCCreds.Username == "" {
 		n.BMCCreds = bmc.DefaultCredentials()
 	}
-	mac := DeriveMAC(l.spec.Seed, l.spec.Name, name, macs)
-	n.MACs = []string{mac}
-	n.hw = simulator.Hardware{
+	hw := simulator.Hardware{
 		CPUs: g.CPUs, CPUArch: "x86_64", CPUModel: "ironlab virtual CPU", MemoryMB: g.MemoryMB,
-		NICs:   []simulator.NIC{{Name: "eth0", MAC: mac}},
 		Disks:  []simulator.Disk{{Name: "vda", SizeBytes: g.DiskSize, SecureErase: g.SecureErase, Path: filepath.Join(l.spec.StateDir, "disks", name+".raw")}},
-		Vendor: "ironlab", Product: "virtual machine " + g.Driver, SerialNumber: strings.ToUpper(n.UUID[:8]),
+		Vendor: "ironlab", Product: "virtual machine (" + string(g.BMC) + " BMC)", SerialNumber: strings.ToUpper(n.UUID[:8]),
 		BIOSVersion: "1.0.0", BIOSSettings: map[string]string{"vt": "on"},
 	}
-	var m simulator.Machine
-	var err error
-	if l.vm != nil {
-		vm, verr := l.vm.add(n, g, mac)
-		if verr == nil {
-			n.hw, m = vm.Hardware(), vm
-			n.vmFaults = func(f fakeagent.Faults) error { return l.vm.setFaults(l, n, f) }
+	for j := 0; j < g.NICs; j++ {
+		key := name // the first NIC's MAC is what it always was
+		if j > 0 {
+			key = fmt.Sprintf("%s/eth%d", name, j)
 		}
-		err = verr
-	} else {
-		m, err = fake.New(fake.Options{Name: name, UUID: n.UUID, Hardware: n.hw, NetBoot: l, POSTTime: g.POSTTime})
+		mac := DeriveMAC(l.spec.Seed, l.spec.Name, key, macs)
+		n.MACs = append(n.MACs, mac)
+		hw.NICs = append(hw.NICs, simulator.NIC{Name: fmt.Sprintf("eth%d", j), MAC: mac})
 	}
+	m, err := l.backend.machine(n, hw)
 	if err != nil {
 		return nil, fmt.Errorf("lab %s: node %s: %w", l.spec.Name, name, err)
 	}
 	n.Machine = m
-	if PowersThroughIPMI(g.Driver) {
+	switch g.BMC {
+	case BMCIPMI:
 		b, err := bmc.New(m, l.bmcAddr(index), bmc.Options{Credentials: n.BMCCreds, Logger: l.log})
 		if err != nil {
 			return nil, fmt.Errorf("lab %s: node %s: BMC: %w", l.spec.Name, name, err)
 		}
 		n.BMC = b
-	}
-	if PowersThroughRedfish(g.Driver) {
+	case BMCRedfish:
 		if err := l.redfishAccess(n, g); err != nil {
 			return nil, err
 		}
-	}
-	if PowersThroughSSH(g.Driver) {
-		if err := l.sshAccess(n, g); err != nil {
+	case BMCSSH:
+		if err := l.sshAccess(n); err != nil {
 			return nil, err
 		}
+	case BMCNone:
 	}
 	return n, nil
 }
@@ -387,8 +346,9 @@ func (l *Lab) Node(name string) (*Node, bool) {
 }
 
 // Start serves the images, the BMCs and the agents' API, and powers on the
-// machines of fake-power nodes into the agent (the spec's long-running
-// model: FakePower never reaches a machine, so its agent runs from the start).
+// machines of nodes without a BMC into the network boot (the spec's
+// long-running model: FakePower never reaches a machine, so its agent runs
+// from the start).
 func (l *Lab) Start(ctx context.Context, driverURL string) error {
 	l.driverURL = strings.TrimRight(driverURL, "/")
 	ctx, l.cancel = context.WithCancel(ctx)
@@ -413,10 +373,8 @@ func (l *Lab) Start(ctx context.Context, driverURL string) error {
 		}
 		l.agentServed <- err
 	}()
-	if l.vm != nil {
-		if err := l.vm.start(l); err != nil {
-			return err
-		}
+	if err := l.backend.start(); err != nil {
+		return err
 	}
 	for _, n := range l.nodes {
 		if n.BMC != nil {
@@ -425,9 +383,10 @@ func (l *Lab) Start(ctx context.Context, driverURL string) error {
 	}
 	l.startSSH()
 	for _, n := range l.nodes {
-		if strings.HasPrefix(n.Driver, "fake_") {
+		// No BMC: nobody powers the machine, so it runs from the start.
+		if n.Hardware.BMC == BMCNone {
 			m := n.Machine
-			if err := m.SetBootConfig(ctx, simulator.BootConfig{Device: simulator.BootNetwork, Persistent: true, UEFI: n.BootMode == "uefi"}); err != nil {
+			if err := m.SetBootConfig(ctx, simulator.BootConfig{Device: simulator.BootNetwork, Persistent: true, UEFI: n.Hardware.Firmware == "uefi"}); err != nil {
 				return err
 			}
 			if err := m.SetPower(ctx, simulator.ActionOn); err != nil {
@@ -448,8 +407,8 @@ func (l *Lab) Close() error {
 	}
 	var errs []error
 	errs = append(errs, l.closeRedfish()) // before the machines: it waits for late power changes
-	if l.vm != nil {
-		errs = append(errs, l.vm.close())
+	if l.backend != nil {
+		errs = append(errs, l.backend.close())
 	}
 	var wg sync.WaitGroup
 	for _, n := range l.nodes {

@@ -1,13 +1,10 @@
 package lab
 
 import (
-	"os"
-	"path/filepath"
-
 	"context"
-	"gopkg.in/yaml.v3"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,8 +18,10 @@ func spec(t *testing.T) Spec {
 	return Spec{
 		Name: "t", Seed: 7, StateDir: t.TempDir(), BMCBasePort: 0,
 		Groups: []GroupSpec{
-			{Name: "fa", Count: 3, Driver: "fake_agent", Dialect: "v1", CPUs: 2, MemoryMB: 1024, DiskSize: 1 << 20, BootMode: "bios"},
-			{Name: "ip", Count: 2, Driver: "agent_ipmitool", Dialect: "v1", CPUs: 1, MemoryMB: 512, DiskSize: 1 << 20, BootMode: "uefi"},
+			{Name: "fa", Count: 3, Hardware: Hardware{BMC: BMCNone, Firmware: "bios", CPUs: 2, MemoryMB: 1024, DiskSize: 1 << 20},
+				Enrollment: Enrollment{Deploy: DeployAgent, Driver: "fake_agent", Dialect: "v1"}},
+			{Name: "ip", Count: 2, Hardware: Hardware{BMC: BMCIPMI, Firmware: "uefi", CPUs: 1, MemoryMB: 512, DiskSize: 1 << 20},
+				Enrollment: Enrollment{Deploy: DeployAgent, Driver: "agent_ipmitool", Dialect: "v1"}},
 		},
 		Images:         []images.Spec{{ID: "img", Size: 4096}},
 		LookupInterval: 20 * time.Millisecond,
@@ -61,18 +60,17 @@ func TestLabAssembly(t *testing.T) {
 	}
 	fa, _ := l.Node("fa-0")
 	ip, _ := l.Node("ip-1")
-	if fa.BMC != nil {
-		t.Errorf("fake_agent node has a BMC")
+	if fa.BMC != nil || fa.SSH != nil {
+		t.Errorf("a node of BMC none has a BMC")
 	}
 	if ip.BMC == nil {
-		t.Fatalf("agent_ipmitool node has no BMC")
+		t.Fatalf("a node of BMC ipmi has no BMC")
 	}
-	di := ip.DriverInfo()
-	if di["ipmi_address"] != "127.0.0.1" || di["ipmi_port"] != 16234 || di["ipmi_username"] != "admin" {
-		t.Errorf("driver_info %v", di)
+	if ap := ip.BMC.Addr(); ap.String() != "127.0.0.1:16234" || ip.BMCCreds.Username != "admin" {
+		t.Errorf("ip-1's BMC on %s as %s, want 127.0.0.1:16234 as admin", ap, ip.BMCCreds.Username)
 	}
-	if p := ip.Properties(); p["capabilities"] != "boot_mode:uefi" || p["cpus"] != 1 {
-		t.Errorf("properties %v", p)
+	if hw := ip.Machine.Hardware(); hw.CPUs != 1 || len(hw.NICs) != 1 || hw.NICs[0].MAC != ip.MACs[0] {
+		t.Errorf("ip-1's hardware %+v", hw)
 	}
 	// A second lab from the same spec has the same identities.
 	s2 := spec(t)
@@ -119,11 +117,11 @@ func TestStartBootsFakePowerNodesIntoTheAgent(t *testing.T) {
 	for _, n := range l.Nodes() {
 		st, _ := n.Machine.Power(ctx)
 		want := simulator.PowerOff
-		if n.Driver == "fake_agent" {
+		if n.Hardware.BMC == BMCNone {
 			want = simulator.PowerOn
 		}
 		if st != want {
-			t.Errorf("%s (%s) power %s, want %s", n.Name, n.Driver, st, want)
+			t.Errorf("%s (BMC %s) power %s, want %s", n.Name, n.Hardware.BMC, st, want)
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -132,47 +130,6 @@ func TestStartBootsFakePowerNodesIntoTheAgent(t *testing.T) {
 	}
 	if lookups.Load() < 6 {
 		t.Errorf("%d lookups, want the 3 agents to retry", lookups.Load())
-	}
-}
-
-func TestWriteNodesYAML(t *testing.T) {
-	s := spec(t)
-	s.BMCBasePort = 19230
-	// Strings a careless encoder writes plain, which then read back as a
-	// number or (PyYAML, the consumer) a boolean.
-	s.Groups[1].BMCUser, s.Groups[1].BMCPassword = "on", "1e3"
-	l, err := New(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	p := filepath.Join(t.TempDir(), "nodes.yaml")
-	if err := l.WriteNodesYAML(p, TargetBuiltin, ""); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(p)
-	var got struct {
-		Nodes []struct {
-			Name       string         `yaml:"name"`
-			Driver     string         `yaml:"driver"`
-			DriverInfo map[string]any `yaml:"driver_info"`
-			Properties map[string]any `yaml:"properties"`
-			Ports      []struct {
-				Address string `yaml:"address"`
-			} `yaml:"ports"`
-		} `yaml:"nodes"`
-	}
-	if err := yaml.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	if len(got.Nodes) != 5 {
-		t.Fatalf("%d nodes in nodes.yaml", len(got.Nodes))
-	}
-	ip := got.Nodes[4]
-	n, _ := l.Node("ip-1")
-	if ip.Name != "ip-1" || ip.Driver != "agent_ipmitool" || ip.DriverInfo["ipmi_port"] != 19234 ||
-		ip.DriverInfo["ipmi_password"] != "1e3" || ip.DriverInfo["ipmi_username"] != "on" || ip.Ports[0].Address != n.MACs[0] || ip.Properties["cpu_arch"] != "x86_64" {
-		t.Errorf("node entry %+v", ip)
 	}
 }
 
@@ -229,4 +186,38 @@ func waitAgent(t *testing.T, n *Node, not *fakeagent.Agent) *fakeagent.Agent {
 	}
 	t.Fatalf("node %s booted no new agent in 10s", n.Name)
 	return nil
+}
+
+// Extra NICs get MACs of their own; the first NIC's MAC does not change.
+func TestGroupNICs(t *testing.T) {
+	s := spec(t)
+	one, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	s2 := spec(t)
+	s2.Groups[1].NICs = 3
+	three, err := New(s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer three.Close()
+	a, _ := one.Node("ip-0")
+	b, _ := three.Node("ip-0")
+	if len(b.MACs) != 3 || b.MACs[0] != a.MACs[0] || b.MACs[1] == b.MACs[2] {
+		t.Fatalf("MACs with 3 NICs %v, with one %v", b.MACs, a.MACs)
+	}
+	if nics := b.Machine.Hardware().NICs; len(nics) != 3 || nics[2].Name != "eth2" || nics[2].MAC != b.MACs[2] {
+		t.Errorf("NICs %+v", nics)
+	}
+}
+
+// A group whose hardware the lab does not know is an error naming it.
+func TestUnknownBMCIsAnError(t *testing.T) {
+	s := spec(t)
+	s.Groups[0].BMC = "carrier-pigeon"
+	if _, err := New(s); err == nil || !strings.Contains(err.Error(), `group fa: BMC "carrier-pigeon"`) {
+		t.Fatalf("New: %v, want an error naming the group and its BMC", err)
+	}
 }

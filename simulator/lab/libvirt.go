@@ -17,6 +17,7 @@ import (
 
 	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/images/ramdisk"
+	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/bootfiles"
 	libvirtvm "github.com/ironlab/ironlab/simulator/libvirt"
 )
@@ -54,6 +55,7 @@ type LibvirtSpec struct {
 
 // vmBackend is a lab's libvirt fleet and what its machines network-boot.
 type vmBackend struct {
+	l          *Lab
 	conn       *libvirtvm.Conn
 	fleet      *libvirtvm.Fleet
 	bootDir    string
@@ -98,7 +100,7 @@ func newVMBackend(l *Lab) (*vmBackend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab %s: agent ramdisk: %w", l.spec.Name, err)
 	}
-	v := &vmBackend{bootDir: l.BootDir(), machines: map[string]*libvirtvm.Machine{}, faults: map[string]string{}}
+	v := &vmBackend{l: l, bootDir: l.BootDir(), machines: map[string]*libvirtvm.Machine{}, faults: map[string]string{}}
 	if err := os.MkdirAll(v.bootDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -157,12 +159,15 @@ func moduleRoot(ctx context.Context) string {
 	return filepath.Dir(gomod)
 }
 
-// add defines the node's domain (powered off, empty disk) with the node's
-// name, UUID and MAC.
-func (v *vmBackend) add(n *Node, g GroupSpec, mac string) (*libvirtvm.Machine, error) {
+// machine defines the node's domain (powered off, empty disk) with the
+// node's name, UUID and MAC; its hardware is the domain's.
+func (v *vmBackend) machine(n *Node, hw simulator.Hardware) (simulator.Machine, error) {
+	if len(hw.NICs) != 1 {
+		return nil, errOneNIC
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := v.fleet.Add(ctx, libvirtvm.NodeSpec{Name: n.Name, UUID: n.UUID, MAC: mac, DiskBytes: g.DiskSize})
+	m, err := v.fleet.Add(ctx, libvirtvm.NodeSpec{Name: n.Name, UUID: n.UUID, MAC: hw.NICs[0].MAC, DiskBytes: n.Hardware.DiskSize})
 	if err != nil {
 		return nil, err
 	}
@@ -174,12 +179,13 @@ func (v *vmBackend) add(n *Node, g GroupSpec, mac string) (*libvirtvm.Machine, e
 
 // start writes every agent node's boot entry: the agent ramdisk with a
 // command line pointing at the driver API as the guest sees it (10.0.2.2).
-// A PXE class node's entry is the PXE driver's to write (its deploy ramdisk,
-// the same kernel and initramfs in pxe-deploy mode); until then the node
-// finds nothing to boot on the network, as on a real site.
-func (v *vmBackend) start(l *Lab) error {
+// A PXE-deployed node's entry is the PXE driver's to write (its deploy
+// ramdisk, the same kernel and initramfs in pxe-deploy mode); until then
+// the node finds nothing to boot on the network, as on a real site.
+func (v *vmBackend) start() error {
+	l := v.l
 	for _, n := range l.nodes {
-		if PXEClass(n.Driver) {
+		if n.Deploy == DeployPXE {
 			continue
 		}
 		if err := v.writeEntry(l, n); err != nil {
@@ -213,9 +219,23 @@ func (v *vmBackend) writeEntry(l *Lab, n *Node) error {
 	return nil
 }
 
-// setFaults gives the node's agent ramdisk fault knobs from its next boot
-// on: a running guest's agent cannot be reached from the lab.
-func (v *vmBackend) setFaults(l *Lab, n *Node, f fakeagent.Faults) error {
+// checkAgentFaults: a guest's agent is out of the lab's reach once it
+// runs; its faults go on the command line of every later boot, which the
+// PXE driver writes itself for PXE-deployed nodes.
+func (v *vmBackend) checkAgentFaults(n *Node, everyBoot bool) error {
+	if n.Deploy == DeployPXE {
+		return fmt.Errorf("node %s (%s): agent faults on the libvirt backend go on the agent ramdisk's command line, which the PXE driver writes on this class", n.Name, n.Driver)
+	}
+	if !everyBoot {
+		return fmt.Errorf("node %s: until_reboot needs the fake backend: the libvirt backend cannot reach a running guest's agent, it puts faults on every later boot's command line", n.Name)
+	}
+	return nil
+}
+
+// setAgentFaults gives the node's agent ramdisk fault knobs from its next
+// boot on: a running guest's agent cannot be reached from the lab.
+func (v *vmBackend) setAgentFaults(n *Node, f fakeagent.Faults, _ bool) error {
+	l := v.l
 	enc := ""
 	if f != (fakeagent.Faults{}) {
 		b, err := json.Marshal(f)
@@ -227,7 +247,7 @@ func (v *vmBackend) setFaults(l *Lab, n *Node, f fakeagent.Faults) error {
 	v.mu.Lock()
 	v.faults[n.Name] = enc
 	v.mu.Unlock()
-	if l.driverURL == "" || PXEClass(n.Driver) {
+	if l.driverURL == "" {
 		return nil // written at Start
 	}
 	return v.writeEntry(l, n)
@@ -258,45 +278,44 @@ func (v *vmBackend) close() error {
 	return errors.Join(errs...)
 }
 
-// kernelPath and initrdPath are the agent ramdisk's files in the boot folder.
-func (v *vmBackend) kernelPath() string { return filepath.Join(v.bootDir, v.kernel) }
-func (v *vmBackend) initrdPath() string { return filepath.Join(v.bootDir, v.initrd) }
+// deployRamdisk is the agent ramdisk's files in the boot folder.
+func (v *vmBackend) deployRamdisk() (kernel, initrd string) {
+	return filepath.Join(v.bootDir, v.kernel), filepath.Join(v.bootDir, v.initrd)
+}
 
 // Accel is the accelerator the lab's VMs run under and why ("tcg
-// (requested)"); "" on the fake backend.
+// (requested)"); "" on a backend without one (fake).
 func (l *Lab) Accel() string {
-	if l.vm == nil {
-		return ""
+	if a, ok := l.backend.(accelerated); ok {
+		return a.accel()
 	}
-	a, why := l.vm.fleet.Accel()
+	return ""
+}
+
+func (v *vmBackend) accel() string {
+	a, why := v.fleet.Accel()
 	return fmt.Sprintf("%s (%s)", a, why)
 }
+
+// guestURL: QEMU's user-mode network shows the host's loopback at 10.0.2.2.
+func (v *vmBackend) guestURL(u string) string { return libvirtvm.GuestURL(u) }
 
 // ImageURL is the URL of an image as the lab's machines reach the image
 // server, for the driver's instance_info: 127.0.0.1 for in-process agents,
 // 10.0.2.2 (QEMU's user-mode view of the host's loopback) for VMs.
 func (l *Lab) ImageURL(id string) string {
-	u := l.Images.URL(id)
-	if l.vm != nil {
-		return libvirtvm.GuestURL(u)
-	}
-	return u
+	return l.backend.guestURL(l.Images.URL(id))
 }
 
 // ImageURLFor is the image URL for a node's instance_info: who downloads
-// it decides the view. The agent (in the machine) downloads with agent
-// classes: ImageURL. The conductor downloads with the PXE classes (it
-// streams the image itself), so the host's loopback URL, on either backend.
+// it decides the view. The agent (in the machine) downloads on agent
+// deploys: ImageURL. The conductor downloads on PXE deploys (it streams
+// the image itself), so the host's loopback URL, on either backend.
 func (l *Lab) ImageURLFor(n *Node, id string) string {
-	if PXEClass(n.Driver) {
+	if n.Deploy == DeployPXE {
 		return l.Images.URL(id)
 	}
 	return l.ImageURL(id)
-}
-
-// PXEClass says whether a driver class deploys with the mock PXE driver.
-func PXEClass(driver string) bool {
-	return strings.HasPrefix(driver, "pxe_") || driver == "fake_pxe"
 }
 
 // VM is the node's libvirt machine, if the lab runs the libvirt backend.

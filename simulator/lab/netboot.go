@@ -12,25 +12,19 @@ import (
 	"github.com/ironlab/ironlab/simulator/bootfiles"
 )
 
-// hardwareOf is a machine whose hardware clean steps may change.
-type hardwareOf interface {
-	simulator.Machine
-	UpdateHardware(func(*simulator.Hardware)) error
-}
-
 // NetBoot runs what the lab serves a machine that boots from the network,
 // until the machine powers off or resets. The machine's per-MAC boot config
 // in the boot folder decides: ironlab.mode=pxe-deploy runs the PXE deploy
 // ramdisk (the PXE driver wrote it); no config, or agent mode, runs the
-// in-process agent pointed at the driver API. A fake_pxe machine (FakePower
-// never reboots it) keeps network-booting whatever config appears, as a PXE
-// ROM that retries.
+// in-process agent pointed at the driver API. A PXE-deployed machine
+// without a BMC (nobody ever reboots it) keeps network-booting whatever
+// config appears, as a PXE ROM that retries.
 func (l *Lab) NetBoot(ctx context.Context, m simulator.Machine) error {
 	n, ok := l.byName[m.Name()]
 	if !ok {
 		return fmt.Errorf("%w: %s", simulator.ErrNoSuchMachine, m.Name())
 	}
-	if n.Driver == "fake_pxe" {
+	if n.keepsNetbooting() {
 		return l.pxeROM(ctx, n)
 	}
 	if e, ok := l.pxeDeployEntry(n); ok {
@@ -137,7 +131,7 @@ func (l *Lab) runAgent(ctx context.Context, n *Node, m simulator.Machine) error 
 // runAgentWithToken runs the agent with an agent token it was booted with
 // ("" for none: the driver hands one out at lookup).
 func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machine, token string) error {
-	hm, ok := m.(hardwareOf)
+	fw, ok := m.(simulator.FirmwareStore)
 	if !ok {
 		return fmt.Errorf("machine %s: its hardware cannot be tracked by the agent", m.Name())
 	}
@@ -150,8 +144,8 @@ func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machin
 		Dialect:               fakeagent.Dialect(n.Dialect),
 		Driver:                n.Driver,
 		Mux:                   l.mux,
-		Hardware:              hm,
-		BootMode:              n.BootMode,
+		Hardware:              agentHardware{m: m, fw: fw},
+		BootMode:              n.Hardware.Firmware,
 		Hostname:              n.Name,
 		LookupInterval:        l.spec.LookupInterval,
 		HeartbeatErrorBackoff: l.spec.HeartbeatErrorBackoff,

@@ -7,14 +7,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/ironlab/ironlab/simulator/redfish"
 )
-
-// PowersThroughRedfish says whether a driver class uses Redfish power.
-func PowersThroughRedfish(driver string) bool { return strings.HasSuffix(driver, "_redfish") }
 
 // redfishService is one Redfish listener of the lab: a group's nodes share
 // it (one service, many systems, as sushy-tools serves them).
@@ -68,15 +64,13 @@ func (l *Lab) redfishAccess(n *Node, g GroupSpec) error {
 	return nil
 }
 
-// redfishDriverInfo is Ironic's redfish driver_info for the node.
-func (n *Node) redfishDriverInfo(di map[string]any) {
-	di["redfish_address"] = n.redfishSvc.svc.URL()
-	di["redfish_system_id"] = n.Redfish.Path()
-	di["redfish_username"] = n.BMCCreds.Username
-	di["redfish_password"] = n.BMCCreds.Password
-	if n.redfishSvc.ca != "" {
-		di["redfish_verify_ca"] = n.redfishSvc.ca
+// RedfishCA is the file of the CA certificate the node's Redfish service
+// is signed with ("" for plain http or no Redfish BMC).
+func (n *Node) RedfishCA() string {
+	if n.Redfish == nil {
+		return ""
 	}
+	return n.redfishSvc.ca
 }
 
 // RedfishURL is the base URL of the node's Redfish service ("" when the

@@ -5,7 +5,7 @@
 // network-boot), all on loopback with free ports. Tests talk to the driver
 // through its HTTP API only, as a user would.
 //
-//	l := minilab.Start(t, minilab.Options{Groups: []lab.GroupSpec{{Name: "n", Count: 1, Driver: "agent_pyghmi"}}})
+//	l := minilab.Start(t, minilab.Options{Groups: []lab.GroupSpec{minilab.Class("n", 1, "agent_pyghmi")}})
 //	id := l.Enroll(l.Nodes()[0], "disk")
 //	l.Provision(id, "manage")
 //	l.WaitState(id, "manageable")
@@ -38,13 +38,16 @@ import (
 	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 // Options say what lab to start. The zero value is one fake_agent node and
 // one 1 MiB image "disk", driven by an in-process driver.
 type Options struct {
 	// Groups are the lab's nodes; default one fake_agent node "node-0".
-	// Zero fields take small defaults (1 CPU, 1 GiB, a 4 MiB disk, bios).
+	// Zero fields take small defaults (1 CPU, 1 GiB, a 4 MiB disk, bios);
+	// the hardware's BMC and deploy follow from the enrollment's driver
+	// class, or the class from the hardware (package enroll).
 	Groups []lab.GroupSpec
 	// Images the lab serves; default one 1 MiB image "disk".
 	Images []images.Spec
@@ -74,11 +77,17 @@ type Lab struct {
 	api  *ironic.Client // the project's one Ironic client, at "latest"
 }
 
+// Class is a group of count nodes enrolled with a driver class, of the
+// hardware the class drives.
+func Class(name string, count int, class string) lab.GroupSpec {
+	return lab.GroupSpec{Name: name, Count: count, Enrollment: lab.Enrollment{Driver: class}}
+}
+
 // Start builds and starts the lab and its driver; t.Cleanup stops them.
 func Start(t testing.TB, o Options) *Lab {
 	t.Helper()
 	if len(o.Groups) == 0 {
-		o.Groups = []lab.GroupSpec{{Name: "node", Count: 1, Driver: "fake_agent"}}
+		o.Groups = []lab.GroupSpec{Class("node", 1, "fake_agent")}
 	}
 	for i := range o.Groups {
 		g := &o.Groups[i]
@@ -91,11 +100,14 @@ func Start(t testing.TB, o Options) *Lab {
 		if g.DiskSize == 0 {
 			g.DiskSize = 4 << 20
 		}
-		if g.BootMode == "" {
-			g.BootMode = "bios"
+		if g.Firmware == "" {
+			g.Firmware = "bios"
 		}
-		if g.Dialect == "" {
-			g.Dialect = "v1"
+		if g.Enrollment.Dialect == "" {
+			g.Enrollment.Dialect = "v1"
+		}
+		if err := enroll.Complete(g); err != nil {
+			t.Fatalf("minilab: %v", err)
 		}
 	}
 	if len(o.Images) == 0 {
@@ -223,10 +235,8 @@ func (l *Lab) Image(id string) (url, sha256 string, data []byte) {
 // the node's UUID. The node is in enroll.
 func (l *Lab) Enroll(n *lab.Node, image string) string {
 	l.t.Helper()
-	body := map[string]any{
-		"name": n.Name, "driver": n.Driver,
-		"driver_info": n.DriverInfo(), "properties": n.Properties(),
-	}
+	body := enroll.Node(n)
+	delete(body, "uuid") // the driver gives it one
 	if image != "" {
 		url, sum, _ := l.Image(image)
 		body["instance_info"] = map[string]any{"image_source": url, "image_os_hash_algo": "sha256", "image_os_hash_value": sum}

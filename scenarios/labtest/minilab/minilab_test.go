@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { labtest.Main(m) }
 // cleaning zeroes its disk, the deploy writes the image and the machine
 // boots it from disk.
 func TestDeployThroughBMC(t *testing.T) {
-	l := minilab.Start(t, minilab.Options{Groups: []lab.GroupSpec{{Name: "n", Count: 1, Driver: "agent_pyghmi"}}})
+	l := minilab.Start(t, minilab.Options{Groups: []lab.GroupSpec{minilab.Class("n", 1, "agent_pyghmi")}})
 	n := l.MustNode("n-0")
 	if n.BMC == nil {
 		t.Fatal("an agent_pyghmi node has no BMC")

@@ -1,4 +1,4 @@
-package lab
+package enroll_test
 
 import (
 	"io"
@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 // For a real Ironic, nodes enroll with hardware types and interfaces, and
@@ -14,16 +17,12 @@ import (
 // downloads both before it boots a node); the built-in driver keeps the
 // spec's classes.
 func TestEnrollmentForIronic(t *testing.T) {
-	l, err := New(spec(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := testLab(t, group("fa", 1, lab.BMCNone, ""), group("ip", 1, lab.BMCIPMI, ""))
 	if err := l.Images.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	ip, _ := l.Node("ip-0")
-	e, err := l.Enrollment(ip, TargetIronic)
+	e, err := enroll.For(l, ip, enroll.TargetIronic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +51,7 @@ func TestEnrollmentForIronic(t *testing.T) {
 	}
 
 	fa, _ := l.Node("fa-0")
-	e, err = l.Enrollment(fa, TargetIronic)
+	e, err = enroll.For(l, fa, enroll.TargetIronic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +59,7 @@ func TestEnrollmentForIronic(t *testing.T) {
 		t.Errorf("fa-0 enrolls as %s %v %v, want manual-management with fake power, noop management, direct deploy, a deploy_kernel", e.Driver, e.Interfaces, e.DriverInfo)
 	}
 
-	e, err = l.Enrollment(ip, TargetBuiltin)
+	e, err = enroll.For(l, ip, enroll.TargetBuiltin)
 	if err != nil || e.Driver != "agent_ipmitool" || len(e.Interfaces) != 0 || e.DriverInfo["deploy_kernel"] != nil {
 		t.Errorf("builtin: %s %v %v %v", e.Driver, e.Interfaces, e.DriverInfo, err)
 	}
@@ -68,18 +67,13 @@ func TestEnrollmentForIronic(t *testing.T) {
 
 // A class a real Ironic has no equivalent for is refused, naming the node.
 func TestEnrollmentForIronicRefusesMockPXE(t *testing.T) {
-	s := spec(t)
-	s.Groups = append(s.Groups, GroupSpec{Name: "px", Count: 1, Driver: "pxe_pyghmi", Dialect: "v1", CPUs: 1, MemoryMB: 512, DiskSize: 1 << 20, BootMode: "bios"})
-	l, err := New(s)
-	if err != nil {
-		t.Fatal(err)
+	l := testLab(t, group("ip", 1, lab.BMCIPMI, ""), group("px", 1, "", "pxe_pyghmi"), group("ss", 1, lab.BMCSSH, ""))
+	_, err := enroll.All(l, enroll.TargetIronic)
+	if err == nil || !strings.Contains(err.Error(), "node px-0") || !strings.Contains(err.Error(), "mock PXE deploy") ||
+		!strings.Contains(err.Error(), "node ss-0 (group ss, class agent_ssh): a real Ironic has no equivalent of its ssh BMC") {
+		t.Errorf("All(ironic) with pxe_pyghmi and agent_ssh nodes: %v, want an error naming px-0 and the mock PXE deploy, ss-0 and its SSH power", err)
 	}
-	defer l.Close()
-	_, err = l.Enrollments(TargetIronic)
-	if err == nil || !strings.Contains(err.Error(), "node px-0") || !strings.Contains(err.Error(), "mock PXE deploy") {
-		t.Errorf("Enrollments(ironic) with a pxe_pyghmi node: %v, want an error naming px-0 and the mock PXE deploy", err)
-	}
-	if _, err := ParseTarget("openstack"); err == nil {
+	if _, err := enroll.ParseTarget("openstack"); err == nil {
 		t.Error("ParseTarget(openstack) succeeded")
 	}
 }

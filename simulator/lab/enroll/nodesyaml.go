@@ -1,4 +1,4 @@
-package lab
+package enroll
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"unicode"
 
 	"github.com/goccy/go-yaml"
+
+	"github.com/ironlab/ironlab/simulator/lab"
 )
 
 // nodesFile is the document `baremetal create FILE` (python-ironicclient)
@@ -39,8 +41,8 @@ type portEntry struct {
 // WriteNodesYAML writes the lab's nodes, enrolled as target takes them, in
 // the format `baremetal create` accepts. driver, when set, overrides each
 // node's driver name.
-func (l *Lab) WriteNodesYAML(path string, target Target, driver string) error {
-	es, err := l.Enrollments(target)
+func WriteNodesYAML(l *lab.Lab, path string, target Target, driver string) error {
+	es, err := All(l, target)
 	if err != nil {
 		return err
 	}
@@ -59,7 +61,7 @@ func (l *Lab) WriteNodesYAML(path string, target Target, driver string) error {
 	}
 	b, err := yaml.MarshalWithOptions(f, yaml.CustomMarshaler[string](quoteAmbiguous))
 	if err != nil {
-		return fmt.Errorf("encode the nodes of lab %s: %w", l.spec.Name, err)
+		return fmt.Errorf("encode the lab's nodes for %s: %w", path, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
