@@ -317,9 +317,3 @@ func (l *Lab) ImageURLFor(n *Node, id string) string {
 	}
 	return l.ImageURL(id)
 }
-
-// VM is the node's libvirt machine, if the lab runs the libvirt backend.
-func (n *Node) VM() (*libvirtvm.Machine, bool) {
-	m, ok := n.Machine.(*libvirtvm.Machine)
-	return m, ok
-}
