@@ -48,6 +48,8 @@ func TestResolve(t *testing.T) {
 		{lab.BMCSSH, "", "", "agent_ssh"},
 		{lab.BMCNone, "", "", "fake_agent"},
 		{lab.BMCNone, lab.DeployPXE, "", "fake_pxe"},
+		{lab.BMCRedfish, "", "", "agent_redfish"},
+		{lab.BMCRedfish, lab.DeployPXE, "", "pxe_redfish"},
 		{"", "", "agent_pyghmi", "agent_pyghmi"},
 		{lab.BMCIPMI, "", "agent_pyghmi", "agent_pyghmi"},
 		{lab.BMCSSH, "", "agent_pyghmi", "driver class agent_pyghmi drives BMC ipmi, the hardware has ssh"},
@@ -77,7 +79,12 @@ func TestResolve(t *testing.T) {
 }
 
 func TestDriverInfoAndProperties(t *testing.T) {
-	l := testLab(t, group("fa", 1, lab.BMCNone, ""), group("ip", 2, lab.BMCIPMI, ""), group("ss", 1, lab.BMCSSH, ""))
+	l := testLab(t, group("fa", 1, lab.BMCNone, ""), group("ip", 2, lab.BMCIPMI, ""), group("ss", 1, lab.BMCSSH, ""), group("rf", 1, lab.BMCRedfish, ""))
+	rf, _ := l.Node("rf-0")
+	if di := enroll.DriverInfo(rf); di["redfish_address"] != rf.RedfishURL() || di["redfish_system_id"] != rf.Redfish.Path() ||
+		di["redfish_username"] != "admin" || di["redfish_verify_ca"] != rf.RedfishCA() || rf.RedfishCA() == "" {
+		t.Errorf("BMC redfish: driver_info %v", di)
+	}
 	fa, _ := l.Node("fa-0")
 	ip, _ := l.Node("ip-1")
 	ss, _ := l.Node("ss-0")
