@@ -210,7 +210,7 @@ func TestGroupHardwareAndClass(t *testing.T) {
 	}
 	for group, want := range map[string]string{
 		"{name: g, count: 1}":                                 "h.yaml:4:7: lab.groups[0].bmc: no BMC and no driver class",
-		"{name: g, count: 1, bmc: serial}":                    `lab.groups[0].bmc: must be ipmi, ssh or none, got "serial"`,
+		"{name: g, count: 1, bmc: serial}":                    `lab.groups[0].bmc: must be ipmi, redfish, ssh or none, got "serial"`,
 		"{name: g, count: 1, bmc: ssh, driver: fake_agent}":   "lab.groups[0].driver: driver class fake_agent drives BMC none, the hardware has ssh",
 		"{name: g, count: 1, deploy: pxe, driver: agent_ssh}": "lab.groups[0].driver: driver class agent_ssh deploys with agent, the group says pxe",
 		"{name: g, count: 1, bmc: ipmi, nics: 9}":             "lab.groups[0].nics: must be 1 to 8",
