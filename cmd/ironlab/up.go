@@ -78,12 +78,20 @@ Flags:
 	switch *bmcKind {
 	case "ipmi":
 	case "redfish":
-		if strings.HasPrefix(*class, "fake_") {
+		// The class's deploy on Redfish hardware (one mapping: package enroll).
+		c, ok := enroll.Lookup(*class)
+		if ok && c.BMC == lab.BMCNone {
 			fmt.Fprintf(os.Stderr, "ironlab up: --bmc redfish: %s nodes have no BMC\n", *class)
 			return 2
 		}
-		kind, _, _ := strings.Cut(*class, "_")
-		*class = kind + "_redfish" // --target ironic enrolls them as hardware type redfish
+		if ok {
+			rc, err := enroll.Default(lab.BMCRedfish, c.Deploy)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "ironlab up: --bmc redfish:", err)
+				return 2
+			}
+			*class = rc.Name // --target ironic enrolls them as hardware type redfish
+		}
 	default:
 		fmt.Fprintf(os.Stderr, "ironlab up: --bmc %q: want ipmi or redfish\n", *bmcKind)
 		return 2
