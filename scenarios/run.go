@@ -117,8 +117,8 @@ func (r *runner) run(ctx context.Context) error {
 			}
 		}
 	}
-	if r.s.Only != "" && lab.Target(r.s.Only) != r.target {
-		r.result.NotRun = fmt.Sprintf("only for %s (%s); this run drives %s", targetWords(lab.Target(r.s.Only)), r.s.Description, targetWords(r.target))
+	if r.s.Only != "" && enroll.Target(r.s.Only) != r.target {
+		r.result.NotRun = fmt.Sprintf("only for %s (%s); this run drives %s", targetWords(enroll.Target(r.s.Only)), r.s.Description, targetWords(r.target))
 		r.printf("== %s: not run: %s\n", r.s.Name, r.result.NotRun)
 		return nil
 	}
@@ -165,8 +165,8 @@ func (r *runner) run(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if o := r.s.Steps[i].Only; o != "" && lab.Target(o) != r.target {
-			r.printf("[%d/%d] skipped: this step is only for %s\n", i+1, len(r.s.Steps), targetWords(lab.Target(o)))
+		if o := r.s.Steps[i].Only; o != "" && enroll.Target(o) != r.target {
+			r.printf("[%d/%d] skipped: this step is only for %s\n", i+1, len(r.s.Steps), targetWords(enroll.Target(o)))
 			continue
 		}
 		if err := r.step(ctx, i, &r.s.Steps[i]); err != nil {
@@ -209,8 +209,8 @@ func (r *runner) cleanup() {
 	}
 }
 
-func targetWords(t lab.Target) string {
-	if t == lab.TargetIronic {
+func targetWords(t enroll.Target) string {
+	if t == enroll.TargetIronic {
 		return "a real Ironic"
 	}
 	return "ironlab's driver"
