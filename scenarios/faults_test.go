@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/ironlab/ironlab/simulator/bmc"
-	"github.com/ironlab/ironlab/simulator/lab"
+	"github.com/ironlab/ironlab/simulator/lab/enroll"
 )
 
 // An until_reboot agent fault set while the node runs no agent (enrolled,
@@ -103,7 +103,7 @@ steps:
 			// No driver runs: the check comes before the run needs one
 			// (the target is given, so the runner does not probe the URL).
 			opts := Options{ResultsDir: t.TempDir(), StateDir: state, ImageCache: filepath.Join(state, "images"),
-				DriverURL: "http://127.0.0.1:1", Target: lab.TargetBuiltin, Out: &strings.Builder{}}
+				DriverURL: "http://127.0.0.1:1", Target: enroll.TargetBuiltin, Out: &strings.Builder{}}
 			tc.edit(s, &opts)
 			res, err := Run(context.Background(), s, opts)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
