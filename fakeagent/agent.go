@@ -91,6 +91,15 @@ type Agent struct {
 	byID          map[string]*command
 	partUUIDs     map[string]string
 	events        eventRing
+
+	// Auto-TLS: cert and advertiseURL (https) of a standalone agent after
+	// AutoTLS; muxTLS when the agent's Mux serves it over https.
+	cert         *Certificate
+	advertiseURL string
+	muxTLS       bool
+	decoyOnce    sync.Once // the wrong_verify_ca fault's certificate
+	decoyPEM     string
+	decoyErr     error
 }
 
 // New checks cfg and builds an agent. Nothing runs until Run.
@@ -188,9 +197,29 @@ func (a *Agent) agentURLLocked() string {
 		if a.nodeUUID == "" {
 			return ""
 		}
+		if a.muxTLS {
+			return a.cfg.Mux.TLSURL(a.nodeUUID)
+		}
 		return a.cfg.Mux.URL(a.nodeUUID)
 	}
+	if a.advertiseURL != "" {
+		return a.advertiseURL
+	}
 	return a.cfg.AdvertiseURL
+}
+
+// verifyCALocked is the PEM sent as agent_verify_ca ("" for plain http).
+func (a *Agent) verifyCALocked() string {
+	if a.cfg.Mux != nil {
+		if a.muxTLS {
+			return a.cfg.Mux.certificatePEM()
+		}
+		return ""
+	}
+	if a.cert != nil {
+		return a.cert.PEM
+	}
+	return ""
 }
 
 func (a *Agent) setPhase(p Phase) {

@@ -57,6 +57,10 @@ type Config struct {
 	// on a virtual media ISO's command line and then hands none out at
 	// lookup), is sent with every heartbeat.
 	AgentToken string
+	// DisableAutoTLS keeps the API on plain http even when the driver API
+	// supports agent_verify_ca (IPA's enable_auto_tls = False), for drivers
+	// that cannot verify an https agent.
+	DisableAutoTLS bool
 
 	// Hardware is the machine the agent runs on; clean steps change it.
 	Hardware HardwareState
@@ -265,7 +269,9 @@ func ParseIPAOptions(cmdline string, other func(key, val string) error) (IPAOpti
 // ConfigFromCmdline parses a kernel command line the way IPA reads its
 // options: ipa-api-url, ipa-advertise-host, ipa-advertise-port (default
 // 9999), ipa-advertise-protocol (default http), ipa-node-uuid,
-// ipa-lookup-interval (seconds), BOOTIF, and ironlab's own
+// ipa-lookup-interval (seconds), ipa-agent-token (a pregenerated token),
+// ipa-enable-auto-tls (default true; IPA reads enable_auto_tls from its
+// configuration file only), BOOTIF, and ironlab's own
 // ironlab.dialect, ironlab.driver, ironlab.heartbeat-error-backoff (Go
 // duration) and ironlab.faults (base64 of the faults' JSON). Unknown words are
 // ignored: the kernel command line carries everybody's options.
@@ -286,6 +292,12 @@ func ConfigFromCmdline(cmdline string) (CmdlineConfig, error) {
 			}
 		case "ironlab.driver":
 			c.Driver = val
+		case "ipa-enable-auto-tls", "ipa_enable_auto_tls":
+			on, err := strconv.ParseBool(val)
+			if err != nil {
+				return fmt.Errorf("kernel command line: %s=%q is not a boolean", key, val)
+			}
+			c.DisableAutoTLS = !on
 		case "ironlab.heartbeat-error-backoff":
 			d, err := time.ParseDuration(val)
 			if err == nil && d <= 0 {

@@ -28,6 +28,11 @@ type Faults struct {
 	// DiskWriteBytesPerSecond throttles every disk write (image and erase); 0
 	// means full speed.
 	DiskWriteBytesPerSecond int64 `json:"disk_write_bytes_per_second,omitempty" yaml:"disk_write_bytes_per_second,omitempty"`
+	// WrongVerifyCA makes an auto-TLS agent send, as agent_verify_ca, a
+	// certificate other than the one it serves (a broken ramdisk, or a
+	// man in the middle): a conductor that verifies must refuse to talk
+	// to it.
+	WrongVerifyCA bool `json:"wrong_verify_ca,omitempty" yaml:"wrong_verify_ca,omitempty"`
 }
 
 // HeartbeatStop stops heartbeats after After successful heartbeats (counted

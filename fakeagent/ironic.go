@@ -58,6 +58,12 @@ func (a *Agent) lookupV1(ctx context.Context) (lookupResult, error) {
 		}
 		a.apiMinor = minor
 	}
+	if a.cfg.Mux != nil {
+		tlsOn := a.cfg.Mux.certificatePEM() != "" && a.tlsWanted(a.apiMinor)
+		a.mu.Lock()
+		a.muxTLS = tlsOn
+		a.mu.Unlock()
+	}
 	if a.apiMinor < ramdiskAPIMinor {
 		return lookupResult{}, fmt.Errorf("driver API %s supports up to 1.%d; /v1/lookup needs 1.%d", a.cfg.APIURL, a.apiMinor, ramdiskAPIMinor)
 	}
@@ -126,8 +132,16 @@ func (a *Agent) lookupLegacy(ctx context.Context) (lookupResult, error) {
 
 func (a *Agent) heartbeatOnce(ctx context.Context) error {
 	a.mu.Lock()
-	uuid, token, agentURL := a.nodeUUID, a.token, a.agentURLLocked()
+	uuid, token, agentURL, ca := a.nodeUUID, a.token, a.agentURLLocked(), a.verifyCALocked()
+	wrongCA := a.faults.WrongVerifyCA
 	a.mu.Unlock()
+	if wrongCA && ca != "" {
+		decoy, err := a.decoyCertificate()
+		if err != nil {
+			return err
+		}
+		ca = decoy
+	}
 	var err error
 	if a.cfg.Dialect == DialectLegacy {
 		_, err = a.call(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(uuid)+"/vendor_passthru/heartbeat", 0,
@@ -140,6 +154,9 @@ func (a *Agent) heartbeatOnce(ctx context.Context) error {
 		}
 		if v >= agentVersionMinor {
 			body["agent_version"] = AgentVersion
+		}
+		if v >= autoTLSMinor && ca != "" {
+			body["agent_verify_ca"] = ca
 		}
 		_, err = a.call(ctx, http.MethodPost, "/v1/heartbeat/"+url.PathEscape(uuid), v, body, nil)
 	}

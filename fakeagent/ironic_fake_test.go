@@ -41,6 +41,7 @@ type scriptedNode struct {
 
 type heartbeat struct {
 	Node, URL, Token, Version string
+	VerifyCA                  string // agent_verify_ca
 	APIVersion                string // microversion header of the call
 	Legacy                    bool
 }
@@ -194,9 +195,10 @@ func (s *scriptedIronic) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body struct {
-		CallbackURL  string `json:"callback_url"`
-		AgentToken   string `json:"agent_token"`
-		AgentVersion string `json:"agent_version"`
+		CallbackURL  string  `json:"callback_url"`
+		AgentToken   string  `json:"agent_token"`
+		AgentVersion string  `json:"agent_version"`
+		VerifyCA     *string `json:"agent_verify_ca"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		ironicError(w, 400, "Invalid JSON: "+err.Error())
@@ -212,6 +214,8 @@ func (s *scriptedIronic) heartbeat(w http.ResponseWriter, r *http.Request) {
 		ironicError(w, 400, "Invalid callback_url")
 	case body.AgentVersion != "" && minor < 36:
 		ironicError(w, 400, "agent_version is not allowed at this API version")
+	case body.VerifyCA != nil && minor < 68:
+		ironicError(w, 400, `Field "agent_verify_ca" not recognised in this version`)
 	case body.AgentToken == "":
 		ironicError(w, 400, "Agent token is required for heartbeat processing.")
 	case body.AgentToken != node.token:
@@ -224,6 +228,9 @@ func (s *scriptedIronic) heartbeat(w http.ResponseWriter, r *http.Request) {
 		node.agentURL = body.CallbackURL
 		hb := heartbeat{Node: node.uuid, URL: body.CallbackURL, Token: body.AgentToken, Version: body.AgentVersion,
 			APIVersion: r.Header.Get("X-OpenStack-Ironic-API-Version")}
+		if body.VerifyCA != nil {
+			hb.VerifyCA = *body.VerifyCA
+		}
 		s.heartbeats = append(s.heartbeats, hb)
 		select {
 		case s.hbCh <- hb:

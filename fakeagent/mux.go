@@ -2,8 +2,12 @@ package fakeagent
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -18,7 +22,8 @@ type Mux struct {
 	mu   sync.RWMutex
 	m    map[string]*Agent
 
-	serveErr error // ListenMux's server failed
+	serveErr error        // ListenMux's server failed
+	cert     *Certificate // set by Listener: agents may then use https
 }
 
 // NewMux makes a Mux whose agents advertise baseURL + "/" + node UUID;
@@ -27,15 +32,56 @@ func NewMux(baseURL string) *Mux {
 	return &Mux{base: strings.TrimRight(baseURL, "/"), m: map[string]*Agent{}}
 }
 
-// ListenMux listens on addr (e.g. 127.0.0.1:0) and serves a new Mux there
-// until ctx ends.
+// Listener makes the Mux's auto-TLS certificate (one for every agent it
+// serves, for the host of its base URL) and wraps ln so that it serves both
+// https and plain http: each agent picks one as a standalone IPA would
+// (https from driver API 1.68 on, unless auto-TLS is disabled). Serve the
+// Mux's handler on the returned listener.
+func (m *Mux) Listener(ln net.Listener) (net.Listener, error) {
+	u, err := url.Parse(m.base)
+	if err != nil {
+		return nil, fmt.Errorf("agent mux: base URL %q: %w", m.base, err)
+	}
+	cert, err := GenerateCertificate(u.Hostname())
+	if err != nil {
+		return nil, fmt.Errorf("agent mux: %w", err)
+	}
+	m.mu.Lock()
+	m.cert = cert
+	m.mu.Unlock()
+	return newSniffListener(ln, cert.serverConfig()), nil
+}
+
+func (m *Mux) certificatePEM() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.cert == nil {
+		return ""
+	}
+	return m.cert.PEM
+}
+
+// TLSURL is the https agent_url of the agent for node uuid.
+func (m *Mux) TLSURL(uuid string) string {
+	return "https://" + strings.TrimPrefix(m.base, "http://") + "/" + uuid
+}
+
+// ListenMux listens on addr (e.g. 127.0.0.1:0) and serves a new Mux there,
+// https and http on one port (see Listener), until ctx ends.
 func ListenMux(ctx context.Context, addr string) (*Mux, error) {
-	ln, err := net.Listen("tcp", addr)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	m := NewMux("http://" + ln.Addr().String())
-	srv := &http.Server{Handler: m, ReadHeaderTimeout: 10 * time.Second}
+	m := NewMux("http://" + raw.Addr().String())
+	ln, err := m.Listener(raw)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	// A client that refuses the certificate is its own business (the
+	// wrong_verify_ca fault makes conductors do that): no log line each.
+	srv := &http.Server{Handler: m, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	go func() {
 		err := ServeWhile(ctx, srv, ln, func(ctx context.Context) error {
 			<-ctx.Done()

@@ -3,7 +3,6 @@ package fakeagent
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -45,6 +44,10 @@ func TestMuxServesManyAgents(t *testing.T) {
 		go func(nd node) { nd.done <- a.Run(actx) }(nodes[i])
 	}
 	waitFor(t, "every agent registered", func() bool { return mux.Len() == n })
+	// The driver API is 1.99: every agent uses the Mux's auto-TLS
+	// certificate, and a client that trusts only it reaches them.
+	ca := nodes[0].agent.CertificatePEM()
+	client := clientTrusting(t, ca)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -53,12 +56,12 @@ func TestMuxServesManyAgents(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			url := nd.agent.AgentURL()
-			if want := mux.URL(nd.uuid); url != want || !strings.HasPrefix(url, "http://127.0.0.1:") {
+			if want := mux.TLSURL(nd.uuid); url != want || !strings.HasPrefix(url, "https://127.0.0.1:") {
 				errs <- fmt.Errorf("agent_url = %q, want %q on loopback", url, want)
 				return
 			}
 			body := strings.NewReader(`{"name": "standby.sync", "params": {}}`)
-			resp, err := http.Post(url+"/v1/commands/?wait=true&agent_token="+api.token(nd.uuid), "application/json", body)
+			resp, err := client.Post(url+"/v1/commands/?wait=true&agent_token="+api.token(nd.uuid), "application/json", body)
 			if err != nil {
 				errs <- err
 				return
@@ -86,9 +89,16 @@ func TestMuxServesManyAgents(t *testing.T) {
 		urls[hb.Node] = hb.URL
 	}
 	api.mu.Unlock()
+	cas := map[string]string{}
+	for _, hb := range api.heartbeats {
+		cas[hb.Node] = hb.VerifyCA
+	}
 	for _, nd := range nodes[:5] {
-		if urls[nd.uuid] != mux.URL(nd.uuid) {
-			t.Errorf("%s heartbeated with %q, want %q", nd.uuid, urls[nd.uuid], mux.URL(nd.uuid))
+		if urls[nd.uuid] != mux.TLSURL(nd.uuid) {
+			t.Errorf("%s heartbeated with %q, want %q", nd.uuid, urls[nd.uuid], mux.TLSURL(nd.uuid))
+		}
+		if cas[nd.uuid] != ca || !strings.HasPrefix(ca, "-----BEGIN CERTIFICATE-----") {
+			t.Errorf("%s heartbeated with agent_verify_ca %q, want the Mux's certificate", nd.uuid, cas[nd.uuid])
 		}
 	}
 
@@ -98,7 +108,7 @@ func TestMuxServesManyAgents(t *testing.T) {
 	if mux.Len() != n-1 {
 		t.Errorf("registered agents = %d after one stopped, want %d", mux.Len(), n-1)
 	}
-	resp, err := http.Get(mux.URL(nodes[0].uuid) + "/v1/status")
+	resp, err := client.Get(mux.TLSURL(nodes[0].uuid) + "/v1/status")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,8 @@ func agentCmd(args []string) int {
 	nodeUUID := fs.String("node-uuid", "", "node UUID to send with the lookup (optional)")
 	errBackoff := fs.Duration("heartbeat-error-backoff", fakeagent.DefaultHeartbeatErrorBackoff, "base pause after a failed heartbeat (x U(1,2), as IPA)")
 	lookupInterval := fs.Duration("lookup-interval", fakeagent.DefaultLookupInterval, "pause between lookup attempts")
+	autoTLS := fs.Bool("enable-auto-tls", true, "serve https with a generated certificate and send it as agent_verify_ca when the driver API is >= 1.68 (IPA's enable_auto_tls); false keeps plain http for drivers that cannot verify it")
+	agentToken := fs.String("agent-token", "", "pregenerated agent token (IPA's ipa-agent-token), at least 32 characters")
 	faultsJSON := fs.String("faults", "", `fault knobs as JSON, e.g. '{"stop_heartbeats": {"after": 3}}'`)
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Usage = func() {
@@ -49,7 +51,9 @@ func agentCmd(args []string) int {
 
 Runs one fake Ironic Python Agent: looks its node up by MAC in the driver
 API, heartbeats with its agent_url, and serves IPA's REST API
-(/v1/status, /v1/commands) on --listen. Images are written to --disk and
+(/v1/status, /v1/commands) on --listen: over https with a self-signed
+certificate (sent as agent_verify_ca) when the driver API is 1.68 or
+later, as IPA's auto-TLS does, unless --enable-auto-tls=false. Images are written to --disk and
 clean steps erase it. It runs until SIGINT/SIGTERM, or until the driver
 sends standby.power_off (exit status 0).
 
@@ -81,6 +85,10 @@ Flags:
 			return 2
 		}
 	}
+	if *agentToken != "" && len(*agentToken) < 32 {
+		fmt.Fprintf(os.Stderr, "ironlab agent: --agent-token is %d characters; IPA ignores tokens shorter than 32\n", len(*agentToken))
+		return 2
+	}
 	if *advertise == "" {
 		*advertise = "http://" + *listen
 	}
@@ -96,6 +104,8 @@ Flags:
 		Driver:                *driverName,
 		AdvertiseURL:          *advertise,
 		NodeUUID:              *nodeUUID,
+		AgentToken:            *agentToken,
+		DisableAutoTLS:        !*autoTLS,
 		Hardware:              fakeagent.NewMemHardware(hw),
 		LookupInterval:        *lookupInterval,
 		HeartbeatErrorBackoff: *errBackoff,
@@ -111,22 +121,15 @@ Flags:
 		fmt.Fprintf(os.Stderr, "ironlab agent: listen on %s: %v\n", *listen, err)
 		return 1
 	}
-	srv := &http.Server{Handler: a, ReadHeaderTimeout: 30 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("agent API stopped", "err", err)
-		}
-	}()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}()
-	logger.Info("agent API listening", "listen", ln.Addr().String(), "advertise", *advertise, "api", *apiURL, "dialect", *dialect)
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err = a.Run(ctx)
+	if ln, err = a.AutoTLS(ctx, ln); err != nil {
+		fmt.Fprintf(os.Stderr, "ironlab agent: %v\n", err)
+		return 1
+	}
+	srv := &http.Server{Handler: a, ReadHeaderTimeout: 30 * time.Second}
+	logger.Info("agent API listening", "listen", ln.Addr().String(), "advertise", a.AgentURL(), "api", *apiURL, "dialect", *dialect)
+	err = fakeagent.ServeWhile(ctx, srv, ln, a.Run)
 	switch {
 	case errors.Is(err, fakeagent.ErrPoweredOff):
 		logger.Info("powered off by standby.power_off")

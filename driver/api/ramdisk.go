@@ -251,6 +251,9 @@ func (s *Server) heartbeat(c *gin.Context) {
 	if req.AgentVersion != nil {
 		hb.AgentVersion = *req.AgentVersion
 	}
+	if req.AgentVerifyCA != nil {
+		hb.AgentVerifyCA = *req.AgentVerifyCA
+	}
 	if err := s.c.Heartbeat(c.Request.Context(), hb); err != nil {
 		failErr(c, err)
 		return

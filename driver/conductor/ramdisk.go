@@ -3,6 +3,7 @@ package conductor
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"strings"
@@ -120,6 +121,10 @@ type Heartbeat struct {
 	AgentVersion string
 	AgentToken   string
 	Dialect      string
+	// AgentVerifyCA is the PEM of the agent's auto-TLS certificate (API >=
+	// 1.68); stored in driver_internal_info.agent_verify_ca, the agent's
+	// https API is verified against it.
+	AgentVerifyCA string
 }
 
 // Heartbeat records an agent's heartbeat and, after returning, runs the
@@ -138,9 +143,6 @@ func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if !strings.Contains(strings.SplitN(hb.AgentURL, "://", 2)[0], "http") || !strings.Contains(hb.AgentURL, "://") {
 		return fmt.Errorf("callback_url %q of node %s is not an http(s) URL: %w", hb.AgentURL, n.UUID, ErrInvalidParameter)
 	}
-	if c.cfg.RequireTLS && !strings.HasPrefix(hb.AgentURL, "https://") {
-		return fmt.Errorf("callback_url %q of node %s must be https (agent require_tls): %w", hb.AgentURL, n.UUID, ErrInvalidParameter)
-	}
 	stored := n.Agent.Token
 	if hb.AgentToken == "" {
 		if c.cfg.AgentTokenRequired || stored != "" {
@@ -148,6 +150,18 @@ func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
 		}
 	} else if hb.AgentToken != stored {
 		return fmt.Errorf("invalid or missing agent token received for node %s: %w", n.UUID, ErrInvalidAgentToken)
+	}
+	// Ironic's order and words: the token first, then [agent]require_tls,
+	// then a certificate that changed while the agent_url stayed.
+	if c.cfg.RequireTLS && !strings.HasPrefix(hb.AgentURL, "https://") {
+		c.log.Error("rejecting a callback_url that does not use TLS", "node", n.UUID, "callback_url", hb.AgentURL)
+		return fmt.Errorf("TLS is required by configuration: %w", ErrInvalidParameter)
+	}
+	if hb.AgentVerifyCA != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(hb.AgentVerifyCA)) {
+		return fmt.Errorf("agent_verify_ca of node %s is not a PEM certificate: %w", n.UUID, ErrInvalidParameter)
+	}
+	if ca := n.Agent.VerifyCA; ca != "" && hb.AgentVerifyCA != "" && strings.TrimSpace(ca) != strings.TrimSpace(hb.AgentVerifyCA) {
+		return fmt.Errorf("Detected change in ramdisk provided \"agent_verify_ca\": %w", ErrInvalidParameter)
 	}
 	if url := n.Agent.URL; url != "" && url != hb.AgentURL {
 		return fmt.Errorf("detected change in ramdisk provided \"callback_url\" for node %s (stored %s, got %s): %w", n.UUID, url, hb.AgentURL, ErrInvalidParameter)
@@ -214,7 +228,7 @@ func (c *Conductor) legacyHeartbeat(ctx context.Context, id string, hb Heartbeat
 // returns the node as it is now; first is true when the agent_url is new.
 func (c *Conductor) recordHeartbeat(ctx context.Context, id string, hb Heartbeat) (*store.Node, bool, error) {
 	url := strings.TrimRight(hb.AgentURL, "/")
-	prev, err := c.store.RecordHeartbeat(ctx, id, store.Heartbeat{URL: url, Version: hb.AgentVersion, Dialect: hb.Dialect,
+	prev, err := c.store.RecordHeartbeat(ctx, id, store.Heartbeat{URL: url, Version: hb.AgentVersion, VerifyCA: hb.AgentVerifyCA, Dialect: hb.Dialect,
 		At: time.Unix(time.Now().Unix(), 0).UTC(), TouchStates: []string{states.DeployWait, states.CleanWait}})
 	if err != nil {
 		return nil, false, err

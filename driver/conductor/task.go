@@ -185,7 +185,8 @@ func (t *task) SetPower(ctx context.Context, target power.State) error {
 		if err := t.c.store.ClearAgent(ctx, t.node.UUID); err != nil {
 			return err
 		}
-		t.node.Agent.URL, t.node.Agent.Token, t.node.Agent.Version, t.node.Agent.LastHeartbeat = "", "", "", time.Time{}
+		// The certificate goes too: the next agent makes a new one.
+		t.node.Agent.URL, t.node.Agent.Token, t.node.Agent.Version, t.node.Agent.LastHeartbeat, t.node.Agent.VerifyCA = "", "", "", time.Time{}, ""
 	}
 	if err := t.Save(ctx); err != nil {
 		return err

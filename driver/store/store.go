@@ -107,6 +107,9 @@ type Agent struct {
 	Token         string
 	LastHeartbeat time.Time
 	Version       string
+	// VerifyCA is the PEM of the agent's auto-TLS certificate
+	// (agent_verify_ca): its https API is verified against it.
+	VerifyCA string
 	// Dialect is "legacy" (vendor_passthru lookup and heartbeat) or "v1".
 	Dialect string
 	// WatchdogReboots counts the watchdog's reboots since the last
@@ -118,10 +121,11 @@ type Agent struct {
 // Heartbeat is one agent heartbeat as RecordHeartbeat writes it.
 type Heartbeat struct {
 	URL string
-	// Version is kept as it was when empty.
-	Version string
-	Dialect string
-	At      time.Time
+	// Version and VerifyCA are kept as they were when empty.
+	Version  string
+	VerifyCA string
+	Dialect  string
+	At       time.Time
 	// TouchStates are the provision states in which the heartbeat also
 	// sets provision_updated_at (the call-back waits).
 	TouchStates []string
@@ -154,7 +158,7 @@ func (n *Node) DriverInternalInfoView() map[string]any {
 		out = map[string]any{}
 	}
 	a := n.Agent
-	for k, v := range map[string]string{"agent_url": a.URL, "agent_version": a.Version, "agent_dialect": a.Dialect, "agent_secret_token": a.Token} {
+	for k, v := range map[string]string{"agent_url": a.URL, "agent_version": a.Version, "agent_dialect": a.Dialect, "agent_secret_token": a.Token, "agent_verify_ca": a.VerifyCA} {
 		if v != "" {
 			out[k] = v
 		}
@@ -340,7 +344,7 @@ type Store interface {
 	// whether it did.
 	IssueAgentToken(ctx context.Context, uuid, token string) (bool, error)
 	// ClearAgent forgets the running agent (URL, token, version, last
-	// heartbeat; the dialect and the watchdog's count stay), after a power
+	// heartbeat, certificate; the dialect and the watchdog's count stay), after a power
 	// off or reboot.
 	ClearAgent(ctx context.Context, uuid string) error
 	// SetWatchdog records a watchdog action: its count and time.

@@ -257,8 +257,11 @@ func runAgent(log *slog.Logger, cmdline string) error {
 	if err != nil {
 		return fmt.Errorf("agent listen %s: %w", ListenAddr, err)
 	}
+	if l, err = a.AutoTLS(context.Background(), l); err != nil {
+		return err
+	}
 	srv := &http.Server{Handler: a, ReadHeaderTimeout: 30 * time.Second}
-	log.Info("ironlab init: agent running", "api", cfg.APIURL, "advertise", cfg.AdvertiseURL, "listen", ListenAddr)
+	log.Info("ironlab init: agent running", "api", cfg.APIURL, "advertise", a.AgentURL(), "listen", ListenAddr)
 	return fakeagent.ServeWhile(context.Background(), srv, l, a.Run)
 }
 

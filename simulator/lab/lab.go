@@ -361,10 +361,16 @@ func (l *Lab) Start(ctx context.Context, driverURL string) error {
 	}
 	l.agentAddr = ln.Addr().String()
 	l.mux = fakeagent.NewMux("http://" + l.agentAddr)
+	// https for agents that use auto-TLS, http for the others, on one port.
+	aln, err := l.mux.Listener(ln)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("lab %s: agent listener: %w", l.spec.Name, err)
+	}
 	l.agentSrv = &http.Server{Handler: l.agentHandler(), ReadHeaderTimeout: 10 * time.Second}
 	l.agentServed = make(chan error, 1)
 	go func() {
-		err := l.agentSrv.Serve(ln)
+		err := l.agentSrv.Serve(aln)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		} else {

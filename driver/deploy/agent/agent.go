@@ -73,6 +73,19 @@ func agentURL(n *store.Node) string   { return n.Agent.URL }
 func agentToken(n *store.Node) string { return n.Agent.Token }
 func legacy(n *store.Node) bool       { return n.Agent.Dialect == "legacy" }
 
+// client talks to n's agent, verifying an https agent against the
+// certificate it sent with its heartbeats (agent_verify_ca), as Ironic's
+// agent_client does. The conductor refused any agent_verify_ca that is not
+// PEM; without one, https agents are verified against the system's roots
+// (Ironic's [agent]verify_ca = True).
+func (d *Deploy) client(n *store.Node) *Client {
+	c, err := d.cfg.Client.ForCA(n.Agent.VerifyCA)
+	if err != nil {
+		return d.cfg.Client
+	}
+	return c
+}
+
 func str(m map[string]any, k string) string {
 	s, _ := m[k].(string)
 	return s
@@ -164,7 +177,7 @@ func (d *Deploy) fastTrack(ctx context.Context, t deploy.Task) bool {
 		return false
 	}
 	n := t.Node()
-	if err := d.cfg.Client.Status(ctx, agentURL(n), StatusTimeout); err != nil {
+	if err := d.client(n).Status(ctx, agentURL(n), StatusTimeout); err != nil {
 		t.Record(ctx, store.KindProvision, "fast track refused", fmt.Sprintf("agent %s did not answer: %v", agentURL(n), err), nil)
 		return false
 	}
@@ -227,7 +240,7 @@ func (d *Deploy) Continue(ctx context.Context, t deploy.Task) (deploy.Outcome, e
 func (d *Deploy) exec(ctx context.Context, t deploy.Task, name string, params map[string]any, wait bool) (*Command, error) {
 	n := t.Node()
 	lg := legacy(n)
-	cmd, err := d.cfg.Client.Execute(ctx, agentURL(n), agentToken(n), name, params, wait, lg)
+	cmd, err := d.client(n).Execute(ctx, agentURL(n), agentToken(n), name, params, wait, lg)
 	detail := map[string]any{"command": name, "wait": wait, "agent_url": agentURL(n)}
 	if err != nil {
 		detail["error"] = err.Error()
@@ -303,7 +316,7 @@ func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task) (deploy.Outc
 	if legacy(n) {
 		wanted = "prepare_image"
 	}
-	cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
+	cmds, err := d.client(n).Commands(ctx, agentURL(n), agentToken(n), legacy(n))
 	if err != nil {
 		if errors.Is(err, ErrAgentBusy) {
 			return deploy.Wait(), nil
@@ -474,7 +487,7 @@ func (d *Deploy) pollCommand(cmd *Command, name string, i int, done func(context
 		}
 		return deploy.PollAfter(d.cfg.PollInterval, func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 			n := t.Node()
-			cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
+			cmds, err := d.client(n).Commands(ctx, agentURL(n), agentToken(n), legacy(n))
 			if err != nil {
 				return deploy.Outcome{}, err
 			}
@@ -521,7 +534,7 @@ func (d *Deploy) continueClean(ctx context.Context, t deploy.Task) (deploy.Outco
 	if n.CleanStep == nil {
 		return d.planCleaning(ctx, t)
 	}
-	cmds, err := d.cfg.Client.Commands(ctx, agentURL(n), agentToken(n), legacy(n))
+	cmds, err := d.client(n).Commands(ctx, agentURL(n), agentToken(n), legacy(n))
 	if err != nil {
 		if errors.Is(err, ErrAgentBusy) {
 			return deploy.Wait(), nil

@@ -3,13 +3,17 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -75,16 +79,76 @@ func (c *Command) ResultMap() map[string]any {
 // Client calls an agent's REST API, as Ironic's agent_client does.
 type Client struct {
 	// HTTP is the client used; its Timeout is [agent]command_timeout (60 s).
+	// An https agent is verified against the system's roots, or against
+	// the certificate of ForCA.
 	HTTP *http.Client
 	// Retries is how many times a connection error is retried (3).
 	Retries int
 	// RetryInterval separates those retries (1 s).
 	RetryInterval time.Duration
+
+	cas *caClients // ForCA's clients, shared by copies; nil = not cached
+}
+
+// caClients keeps one HTTP client per agent certificate, so that the
+// thousands of agents behind one lab listener (one certificate) share a
+// connection pool.
+type caClients struct {
+	mu sync.Mutex
+	m  map[string]*http.Client
 }
 
 // NewClient returns a Client with Ironic's defaults.
 func NewClient() *Client {
-	return &Client{HTTP: &http.Client{Timeout: 60 * time.Second}, Retries: 3, RetryInterval: time.Second}
+	return &Client{HTTP: &http.Client{Timeout: 60 * time.Second}, Retries: 3, RetryInterval: time.Second,
+		cas: &caClients{m: map[string]*http.Client{}}}
+}
+
+// ForCA returns a Client that verifies https agents against the PEM
+// certificate(s) caPEM only, as Ironic uses the agent_verify_ca a node's
+// agent sent; "" returns c itself.
+func (c *Client) ForCA(caPEM string) (*Client, error) {
+	if strings.TrimSpace(caPEM) == "" {
+		return c, nil
+	}
+	var hc *http.Client
+	if c.cas != nil {
+		c.cas.mu.Lock()
+		hc = c.cas.m[caPEM]
+		c.cas.mu.Unlock()
+	}
+	if hc == nil {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+			return nil, errors.New("agent_verify_ca holds no PEM certificate")
+		}
+		timeout := 60 * time.Second
+		if c.HTTP != nil {
+			timeout = c.HTTP.Timeout
+		}
+		hc = &http.Client{Timeout: timeout, Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+			TLSHandshakeTimeout:   10 * time.Second,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: timeout,
+		}}
+		if c.cas != nil {
+			c.cas.mu.Lock()
+			if prev, ok := c.cas.m[caPEM]; ok {
+				hc = prev
+			} else {
+				c.cas.m[caPEM] = hc
+			}
+			c.cas.mu.Unlock()
+		}
+	}
+	cp := *c
+	cp.HTTP = hc
+	return &cp, nil
 }
 
 func commandsURL(agentURL string, legacy bool) string {

@@ -96,6 +96,8 @@ var migrations = []string{
 		updated_at BIGINT NOT NULL,
 		online BOOLEAN NOT NULL DEFAULT TRUE
 	);`,
+	// 3: the agent's auto-TLS certificate (agent_verify_ca) is an agent field.
+	`ALTER TABLE nodes ADD COLUMN agent_verify_ca TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrationLock is the advisory lock key conductors starting at once take
@@ -283,7 +285,7 @@ func (s *Postgres) addEvents(ctx context.Context, tx execer, events []*store.Eve
 const nodeCols = `uuid, name, driver, driver_info, driver_internal_info, instance_info, properties, extra,
 	provision_state, target_provision_state, power_state, target_power_state, maintenance, maintenance_reason,
 	fault, last_error, reservation, clean_step, deploy_step, created_at, updated_at, provision_updated_at,
-	agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, clean_plan`
+	agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, clean_plan, agent_verify_ca`
 
 // CreateNode inserts n and its events; a duplicate UUID or name is ErrDuplicate.
 func (s *Postgres) CreateNode(ctx context.Context, n *store.Node, events ...*store.Event) error {
@@ -294,13 +296,13 @@ func (s *Postgres) CreateNode(ctx context.Context, n *store.Node, events ...*sto
 	n.UpdatedAt = n.CreatedAt
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,
-			$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30)`,
+			$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31)`,
 			n.UUID, nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
 			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState, n.TargetPowerState,
 			n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, n.Reservation, encStep(n.CleanStep), encStep(n.DeployStep),
 			ns(n.CreatedAt), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt),
 			n.Agent.URL, n.Agent.Token, ns(n.Agent.LastHeartbeat), n.Agent.Version, n.Agent.Dialect,
-			n.Agent.WatchdogReboots, ns(n.Agent.WatchdogLastAction), encPlan(n.CleanPlan))
+			n.Agent.WatchdogReboots, ns(n.Agent.WatchdogLastAction), encPlan(n.CleanPlan), n.Agent.VerifyCA)
 		if err != nil {
 			return err
 		}
@@ -324,7 +326,7 @@ func scanNode(r pgx.Row) (*store.Node, error) {
 	err := r.Scan(&n.UUID, &name, &n.Driver, &di, &dii, &ii, &props, &extra, &n.ProvisionState,
 		&n.TargetProvisionState, &n.PowerState, &n.TargetPowerState, &n.Maintenance, &n.MaintenanceReason,
 		&n.Fault, &n.LastError, &n.Reservation, &cs, &ds, &c, &u, &p,
-		&a.URL, &a.Token, &hb, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd, &plan)
+		&a.URL, &a.Token, &hb, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd, &plan, &a.VerifyCA)
 	if err != nil {
 		return nil, err
 	}
@@ -647,13 +649,14 @@ func (s *Postgres) ListEvents(ctx context.Context, nodeUUID string) ([]store.Eve
 // they were.
 const heartbeatSQL = `UPDATE nodes n SET agent_url = $1, agent_last_heartbeat = $2,
 	agent_version = CASE WHEN $3 = '' THEN n.agent_version ELSE $3 END, agent_dialect = $4,
+	agent_verify_ca = CASE WHEN $7 = '' THEN n.agent_verify_ca ELSE $7 END,
 	watchdog_reboots = 0, watchdog_last_action = 0,
 	provision_updated_at = CASE WHEN n.provision_state = ANY($5) THEN GREATEST(n.provision_updated_at, $2) ELSE n.provision_updated_at END
-	FROM (SELECT uuid, agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action
+	FROM (SELECT uuid, agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, agent_verify_ca
 		FROM nodes WHERE uuid = $6 FOR UPDATE) old
 	WHERE n.uuid = old.uuid
 	RETURNING old.agent_url, old.agent_token, old.agent_last_heartbeat, old.agent_version, old.agent_dialect,
-		old.watchdog_reboots, old.watchdog_last_action`
+		old.watchdog_reboots, old.watchdog_last_action, old.agent_verify_ca`
 
 // RecordHeartbeat writes a heartbeat in one UPDATE and returns the agent
 // fields as they were before it.
@@ -664,8 +667,8 @@ func (s *Postgres) RecordHeartbeat(ctx context.Context, id string, hb store.Hear
 	if touch == nil {
 		touch = []string{}
 	}
-	err := s.db.QueryRow(ctx, heartbeatSQL, hb.URL, ns(hb.At), hb.Version, hb.Dialect, touch, id).Scan(
-		&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd)
+	err := s.db.QueryRow(ctx, heartbeatSQL, hb.URL, ns(hb.At), hb.Version, hb.Dialect, touch, id, hb.VerifyCA).Scan(
+		&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd, &prev.VerifyCA)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", id, store.ErrNotFound)
 	}
@@ -701,7 +704,7 @@ func (s *Postgres) IssueAgentToken(ctx context.Context, id, token string) (bool,
 
 // ClearAgent forgets the node's running agent.
 func (s *Postgres) ClearAgent(ctx context.Context, id string) error {
-	_, err := s.agentWrite(ctx, "clear agent", id, `agent_url = '', agent_token = '', agent_version = '', agent_last_heartbeat = 0 WHERE uuid = $1`)
+	_, err := s.agentWrite(ctx, "clear agent", id, `agent_url = '', agent_token = '', agent_version = '', agent_last_heartbeat = 0, agent_verify_ca = '' WHERE uuid = $1`)
 	return err
 }
 

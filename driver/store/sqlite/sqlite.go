@@ -115,6 +115,10 @@ var migrations = []string{
 		updated_at INTEGER NOT NULL,
 		online INTEGER NOT NULL DEFAULT 1
 	);`,
+	// 5: the agent's auto-TLS certificate (agent_verify_ca) is an agent field.
+	`ALTER TABLE nodes ADD COLUMN agent_verify_ca TEXT NOT NULL DEFAULT '';
+	UPDATE nodes SET agent_verify_ca = COALESCE(json_extract(driver_internal_info, '$.agent_verify_ca'), ''),
+		driver_internal_info = json_remove(driver_internal_info, '$.agent_verify_ca');`,
 }
 
 // SQLite is the default Store: one database file in WAL mode.
@@ -306,7 +310,7 @@ func nullable(s string) any {
 const nodeCols = `uuid, name, driver, driver_info, driver_internal_info, instance_info, properties, extra,
 	provision_state, target_provision_state, power_state, target_power_state, maintenance, maintenance_reason,
 	fault, last_error, reservation, clean_step, deploy_step, created_at, updated_at, provision_updated_at,
-	agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, clean_plan`
+	agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, clean_plan, agent_verify_ca`
 
 // CreateNode inserts n; a duplicate UUID or name is ErrDuplicate.
 func (s *SQLite) CreateNode(ctx context.Context, n *store.Node, events ...*store.Event) error {
@@ -331,13 +335,13 @@ func (s *SQLite) CreateNode(ctx context.Context, n *store.Node, events ...*store
 }
 
 func (s *SQLite) insertNode(ctx context.Context, tx execer, n *store.Node) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		n.UUID, nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
 		encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState, n.TargetPowerState,
 		n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, n.Reservation, encStep(n.CleanStep), encStep(n.DeployStep),
 		ns(n.CreatedAt), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt),
 		n.Agent.URL, n.Agent.Token, ns(n.Agent.LastHeartbeat), n.Agent.Version, n.Agent.Dialect,
-		n.Agent.WatchdogReboots, ns(n.Agent.WatchdogLastAction), encPlan(n.CleanPlan))
+		n.Agent.WatchdogReboots, ns(n.Agent.WatchdogLastAction), encPlan(n.CleanPlan), n.Agent.VerifyCA)
 	return err
 }
 
@@ -353,7 +357,7 @@ func scanNode(r scanner) (*store.Node, error) {
 	err := r.Scan(&n.UUID, &name, &n.Driver, &di, &dii, &ii, &props, &extra, &n.ProvisionState,
 		&n.TargetProvisionState, &n.PowerState, &n.TargetPowerState, &n.Maintenance, &n.MaintenanceReason,
 		&n.Fault, &n.LastError, &n.Reservation, &cs, &ds, &c, &u, &p,
-		&a.URL, &a.Token, &hb, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd, &plan)
+		&a.URL, &a.Token, &hb, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd, &plan, &a.VerifyCA)
 	if err != nil {
 		return nil, err
 	}
@@ -666,8 +670,8 @@ func (s *SQLite) RecordHeartbeat(ctx context.Context, id string, hb store.Heartb
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var last, wd int64
 		err := tx.QueryRowContext(ctx, `SELECT agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect,
-			watchdog_reboots, watchdog_last_action FROM nodes WHERE uuid = ?`, id).Scan(
-			&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd)
+			watchdog_reboots, watchdog_last_action, agent_verify_ca FROM nodes WHERE uuid = ?`, id).Scan(
+			&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd, &prev.VerifyCA)
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrNotFound
 		}
@@ -676,7 +680,7 @@ func (s *SQLite) RecordHeartbeat(ctx context.Context, id string, hb store.Heartb
 		}
 		prev.LastHeartbeat, prev.WatchdogLastAction = fromNS(last), fromNS(wd)
 		touch := "0"
-		args := []any{hb.URL, ns(hb.At), hb.Version, hb.Version, hb.Dialect}
+		args := []any{hb.URL, ns(hb.At), hb.Version, hb.Version, hb.VerifyCA, hb.VerifyCA, hb.Dialect}
 		if len(hb.TouchStates) > 0 {
 			touch = "provision_state IN (?" + strings.Repeat(",?", len(hb.TouchStates)-1) + ")"
 			for _, st := range hb.TouchStates {
@@ -685,7 +689,8 @@ func (s *SQLite) RecordHeartbeat(ctx context.Context, id string, hb store.Heartb
 		}
 		args = append(args, ns(hb.At), id)
 		_, err = tx.ExecContext(ctx, `UPDATE nodes SET agent_url = ?, agent_last_heartbeat = ?,
-			agent_version = CASE WHEN ? = '' THEN agent_version ELSE ? END, agent_dialect = ?,
+			agent_version = CASE WHEN ? = '' THEN agent_version ELSE ? END,
+			agent_verify_ca = CASE WHEN ? = '' THEN agent_verify_ca ELSE ? END, agent_dialect = ?,
 			watchdog_reboots = 0, watchdog_last_action = 0,
 			provision_updated_at = CASE WHEN `+touch+` THEN MAX(provision_updated_at, ?) ELSE provision_updated_at END
 			WHERE uuid = ?`, args...)
@@ -728,7 +733,7 @@ func (s *SQLite) IssueAgentToken(ctx context.Context, id, token string) (bool, e
 
 // ClearAgent forgets the node's running agent.
 func (s *SQLite) ClearAgent(ctx context.Context, id string) error {
-	c, err := s.agentWrite(ctx, "clear agent", id, `agent_url = '', agent_token = '', agent_version = '', agent_last_heartbeat = 0 WHERE uuid = ?`)
+	c, err := s.agentWrite(ctx, "clear agent", id, `agent_url = '', agent_token = '', agent_version = '', agent_last_heartbeat = 0, agent_verify_ca = '' WHERE uuid = ?`)
 	if err != nil || c == 1 {
 		return err
 	}

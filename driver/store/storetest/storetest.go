@@ -214,7 +214,7 @@ func stateWithEvent(t *testing.T, s store.Store) {
 func heartbeat(t *testing.T, s store.Store) {
 	create(t, s, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "wait call-back"})
 	at := time.Unix(1700000000, 0).UTC()
-	prev, err := s.RecordHeartbeat(ctx, "n1", store.Heartbeat{URL: "http://127.0.0.1:9999", Version: "10.0.0", Dialect: "v1", At: at,
+	prev, err := s.RecordHeartbeat(ctx, "n1", store.Heartbeat{URL: "http://127.0.0.1:9999", Version: "10.0.0", VerifyCA: "PEM-1", Dialect: "v1", At: at,
 		TouchStates: []string{"wait call-back", "clean wait"}})
 	if err != nil {
 		t.Fatal(err)
@@ -230,14 +230,14 @@ func heartbeat(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := store.Agent{URL: "http://127.0.0.1:9999", LastHeartbeat: at, Version: "10.0.0", Dialect: "v1", WatchdogReboots: 2, WatchdogLastAction: at}
+	want := store.Agent{URL: "http://127.0.0.1:9999", LastHeartbeat: at, Version: "10.0.0", VerifyCA: "PEM-1", Dialect: "v1", WatchdogReboots: 2, WatchdogLastAction: at}
 	if diff := cmp.Diff(want, prev, cmpopts.EquateApproxTime(0)); diff != "" {
 		t.Errorf("agent before the second heartbeat (-want +got):\n%s", diff)
 	}
 	n := get(t, s, "n1")
-	want = store.Agent{URL: "http://127.0.0.1:9999", LastHeartbeat: later, Version: "10.0.0", Dialect: "v1"}
+	want = store.Agent{URL: "http://127.0.0.1:9999", LastHeartbeat: later, Version: "10.0.0", VerifyCA: "PEM-1", Dialect: "v1"}
 	if diff := cmp.Diff(want, n.Agent, cmpopts.EquateApproxTime(0)); diff != "" {
-		t.Errorf("agent after (-want +got; an empty version keeps the old one, the watchdog count resets):\n%s", diff)
+		t.Errorf("agent after (-want +got; an empty version or certificate keeps the old one, the watchdog count resets):\n%s", diff)
 	}
 	// The first heartbeat touched provision_updated_at (the node waits), the
 	// second did not (its TouchStates do not hold the node's state).
@@ -290,7 +290,7 @@ func agentToken(t *testing.T, s store.Store) {
 func clearAndWatchdog(t *testing.T, s store.Store) {
 	create(t, s, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "available"})
 	at := time.Unix(1700000000, 0).UTC()
-	if _, err := s.RecordHeartbeat(ctx, "n1", store.Heartbeat{URL: "http://127.0.0.1:9999", Version: "10", Dialect: "legacy", At: at}); err != nil {
+	if _, err := s.RecordHeartbeat(ctx, "n1", store.Heartbeat{URL: "http://127.0.0.1:9999", Version: "10", VerifyCA: "PEM", Dialect: "legacy", At: at}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.IssueAgentToken(ctx, "n1", "tok"); err != nil {
