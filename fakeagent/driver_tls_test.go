@@ -3,8 +3,11 @@ package fakeagent_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,5 +171,49 @@ func TestRequireTLSRefusesHTTPAgent(t *testing.T) {
 	}
 	if n.ProvisionState != "clean wait" {
 		t.Errorf("provision_state = %q, want clean wait (until the call-back timeout)", n.ProvisionState)
+	}
+}
+
+func call(t *testing.T, base, method, path string, body, out any) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(method, base+path, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-OpenStack-Ironic-API-Version", "latest")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+}
+
+// provision asks for target and waits for the node to reach want.
+func provision(t *testing.T, base, uuid, target, want string) {
+	t.Helper()
+	call(t, base, "PUT", "/v1/nodes/"+uuid+"/states/provision", map[string]any{"target": target}, nil)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var n nodeView
+		call(t, base, "GET", "/v1/nodes/"+uuid, nil, &n)
+		if n.ProvisionState == want {
+			return
+		}
+		if strings.Contains(n.ProvisionState, "failed") || time.Now().After(deadline) {
+			le := ""
+			if n.LastError != nil {
+				le = *n.LastError
+			}
+			t.Fatalf("%s: node is %q (last_error %q), want %q", target, n.ProvisionState, le, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
