@@ -89,7 +89,9 @@ type Agent struct {
 	getTokenSeen  bool // IPA requires tokens on GET once one GET carried one
 	commands      []*command
 	byID          map[string]*command
-	partUUIDs     map[string]string
+	partUUIDs     map[string]any
+	permitted     []string // the lookup's permitted_image_formats
+	bootEntries   []UEFIBootEntry
 	events        eventRing
 
 	// Auto-TLS: cert and advertiseURL (https) of a standalone agent after
@@ -122,7 +124,7 @@ func New(cfg Config) (*Agent, error) {
 		token:         cfg.AgentToken,
 		hbTimeout:     DefaultHeartbeatTimeout,
 		byID:          map[string]*command{},
-		partUUIDs:     map[string]string{},
+		partUUIDs:     map[string]any{},
 	}
 	a.baseLog = cfg.Logger.With("component", "fakeagent", "dialect", string(cfg.Dialect))
 	l := a.baseLog
@@ -327,6 +329,9 @@ func (a *Agent) lookupLoop(ctx context.Context) error {
 			}
 			if res.md5Allowed != nil {
 				a.md5Allowed = *res.md5Allowed
+			}
+			if res.permitted != nil {
+				a.permitted = res.permitted
 			}
 			a.lookedUp = true
 			a.mu.Unlock()

@@ -180,7 +180,7 @@ func TestCommandResults(t *testing.T) {
 			StatusFailed, nil},
 		{"sync", "standby.sync", map[string]any{}, StatusSucceeded, nil},
 		{"install_bootloader", "image.install_bootloader",
-			map[string]any{"root_uuid": "0x12345678", "efi_system_part_uuid": nil, "prep_boot_part_uuid": nil, "target_boot_mode": "uefi"}, StatusSucceeded, nil},
+			map[string]any{"root_uuid": "0x12345678", "efi_system_part_uuid": nil, "prep_boot_part_uuid": nil, "target_boot_mode": "bios"}, StatusSucceeded, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -88,13 +88,7 @@ func (a *Agent) eraseDevicesMetadata(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("erase metadata of %s: %w", dev, err)
 		}
-		size := disk.Size()
-		head := min(size, mib)
-		err = a.zero(ctx, disk, 0, head)
-		if err == nil && size > head {
-			tail := max(head, size-mib)
-			err = a.zero(ctx, disk, tail, size-tail)
-		}
+		err = a.eraseDiskMetadata(ctx, disk)
 		if err == nil {
 			err = disk.Sync()
 		}
@@ -105,6 +99,18 @@ func (a *Agent) eraseDevicesMetadata(ctx context.Context) error {
 		a.event("disk metadata erased", "device", dev)
 	}
 	return nil
+}
+
+// eraseDiskMetadata zeroes the first and last MiB of one disk.
+func (a *Agent) eraseDiskMetadata(ctx context.Context, disk Disk) error {
+	size := disk.Size()
+	head := min(size, mib)
+	err := a.zero(ctx, disk, 0, head)
+	if err == nil && size > head {
+		tail := max(head, size-mib)
+		err = a.zero(ctx, disk, tail, size-tail)
+	}
+	return err
 }
 
 var zeros = make([]byte, mib)

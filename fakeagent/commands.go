@@ -418,7 +418,8 @@ func cmdExecuteDeployStep(ctx context.Context, a *Agent, p params) (any, error) 
 	switch s.Step {
 	case "write_image":
 		var args struct {
-			ImageInfo json.RawMessage `json:"image_info"`
+			ImageInfo   json.RawMessage `json:"image_info"`
+			Configdrive json.RawMessage `json:"configdrive"`
 		}
 		if len(s.Args) > 0 {
 			if err := json.Unmarshal(s.Args, &args); err != nil {
@@ -429,7 +430,7 @@ func cmdExecuteDeployStep(ctx context.Context, a *Agent, p params) (any, error) 
 		if err != nil {
 			return nil, &CommandError{Type: "InvalidCommandParamsError", Code: 400, Message: "Invalid command parameters", Details: err.Error()}
 		}
-		if _, err := a.writeImage(ctx, info); err != nil {
+		if _, err := a.writeImage(ctx, info, args.Configdrive); err != nil {
 			return nil, err
 		}
 	case "erase_devices_metadata":
@@ -459,7 +460,7 @@ func cmdPrepareImage(ctx context.Context, a *Agent, p params) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.writeImage(ctx, info)
+	return a.writeImage(ctx, info, p["configdrive"])
 }
 
 func cmdGetPartitionUUIDs(_ context.Context, a *Agent, _ params) (any, error) {
@@ -468,10 +469,20 @@ func cmdGetPartitionUUIDs(_ context.Context, a *Agent, _ params) (any, error) {
 	return maps.Clone(a.partUUIDs), nil
 }
 
-func cmdInstallBootloader(context.Context, *Agent, params) (any, error) {
-	// The test images boot from their first sector; there is no boot loader
-	// to install, and IPA returns nothing on success.
-	return nil, nil
+func cmdInstallBootloader(ctx context.Context, a *Agent, p params) (any, error) {
+	var args struct {
+		RootUUID       string `json:"root_uuid"`
+		ESPUUID        string `json:"efi_system_part_uuid"`
+		TargetBootMode string `json:"target_boot_mode"`
+	}
+	for k, dst := range map[string]*string{"root_uuid": &args.RootUUID, "efi_system_part_uuid": &args.ESPUUID, "target_boot_mode": &args.TargetBootMode} {
+		if raw, ok := p[k]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, dst); err != nil {
+				return nil, &CommandError{Type: "InvalidCommandParamsError", Code: 400, Message: "Invalid command parameters", Details: fmt.Sprintf("%s: %v", k, err)}
+			}
+		}
+	}
+	return nil, a.installBootloader(args.RootUUID, args.ESPUUID, args.TargetBootMode)
 }
 
 func cmdPowerOff(_ context.Context, a *Agent, _ params) (any, error) {

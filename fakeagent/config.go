@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -71,6 +72,9 @@ type Config struct {
 	// completes; in the lab the machine powers off. Either way Run then
 	// returns ErrPoweredOff.
 	PowerOff func(ctx context.Context) error
+	// ImageCacheDir is where non-raw images are downloaded before they are
+	// converted, as IPA uses /tmp (default os.TempDir()).
+	ImageCacheDir string
 	// BootMode is reported as boot.current_boot_mode: "uefi" (default) or "bios".
 	BootMode string
 	// Hostname is reported in the inventory (default "ironlab-<first MAC>").
@@ -123,6 +127,9 @@ func (c *Config) setDefaults() error {
 	c.AdvertiseURL = strings.TrimRight(c.AdvertiseURL, "/")
 	if c.OpenDisk == nil {
 		c.OpenDisk = defaultOpenDisk
+	}
+	if c.ImageCacheDir == "" {
+		c.ImageCacheDir = os.TempDir()
 	}
 	if c.BootMode == "" {
 		c.BootMode = "uefi"

@@ -20,7 +20,10 @@ import (
 	"time"
 )
 
-// ImageInfo is the part of Ironic's image_info the writer uses.
+// ImageInfo is the part of Ironic's image_info the writer uses. The
+// partition fields are what Ironic sends for a partition image (not a
+// whole-disk one): image_type "partition", root_mb, swap_mb, ephemeral_mb,
+// deploy_boot_mode and, when set in the node's capabilities, disk_label.
 type ImageInfo struct {
 	ID          string   `json:"id"`
 	URLs        []string `json:"urls"`
@@ -29,7 +32,39 @@ type ImageInfo struct {
 	OSHashValue string   `json:"os_hash_value"`
 	DiskFormat  string   `json:"disk_format"`
 	NodeUUID    string   `json:"node_uuid"`
+
+	ImageType       string  `json:"image_type"`
+	RootMB          flexInt `json:"root_mb"`
+	SwapMB          flexInt `json:"swap_mb"`
+	EphemeralMB     flexInt `json:"ephemeral_mb"`
+	EphemeralFormat string  `json:"ephemeral_format"`
+	DeployBootMode  string  `json:"deploy_boot_mode"`
+	DiskLabel       string  `json:"disk_label"`
+	// Configdrive is where older Ironic put the config drive (IPA still
+	// reads it there when the command has no configdrive parameter).
+	Configdrive json.RawMessage `json:"configdrive"`
 }
+
+// flexInt is an integer Ironic may send as a number, a string or null.
+type flexInt int64
+
+func (f *flexInt) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(strings.TrimSpace(string(b)), `"`)
+	if s == "" || s == "null" {
+		*f = 0
+		return nil
+	}
+	var n json.Number = json.Number(s)
+	v, err := n.Int64()
+	if err != nil {
+		return fmt.Errorf("%s is not an integer", b)
+	}
+	*f = flexInt(v)
+	return nil
+}
+
+// isPartition: IPA writes a partition image when image_type is "partition".
+func (i ImageInfo) isPartition() bool { return i.ImageType == "partition" }
 
 // DownloadIdleTimeout aborts an image download that makes no progress for
 // this long (IPA's image_download_connection_timeout is 60 s).
@@ -83,8 +118,22 @@ func parseImageInfo(raw json.RawMessage, md5Allowed bool) (ImageInfo, error) {
 		return info, err
 	}
 	switch strings.ToLower(info.DiskFormat) {
-	case "qcow2", "vmdk", "vdi", "vhd", "vhdx", "qed", "ploop":
-		return info, fmt.Errorf("image %s has disk_format %s; the ironlab agent writes raw images only", info.ID, info.DiskFormat)
+	case "", "raw", "qcow2":
+	default:
+		return info, fmt.Errorf("image %s has disk_format %s; the ironlab agent converts raw and qcow2 images only", info.ID, info.DiskFormat)
+	}
+	switch info.ImageType {
+	case "", "whole-disk", "partition":
+	default:
+		return info, fmt.Errorf("image %s: image_type %q: want partition or whole-disk", info.ID, info.ImageType)
+	}
+	if info.isPartition() {
+		if info.RootMB <= 0 {
+			return info, fmt.Errorf("image %s is a partition image without root_mb", info.ID)
+		}
+		if info.EphemeralMB > 0 {
+			return info, fmt.Errorf("image %s asks for a %d MiB ephemeral partition: the ironlab agent does not make filesystems (mkfs.%s)", info.ID, info.EphemeralMB, orDefault(info.EphemeralFormat, "ext4"))
+		}
 	}
 	return info, nil
 }
@@ -147,9 +196,12 @@ func imageError(typ, msg, format string, args ...any) *CommandError {
 	return &CommandError{Type: typ, Code: 500, Message: msg, Details: fmt.Sprintf(format, args...)}
 }
 
-// writeImage downloads info onto the machine's first disk, hashing while it
-// streams, and verifies the checksum. It returns IPA's prepare_image text.
-func (a *Agent) writeImage(ctx context.Context, info ImageInfo) (string, error) {
+// writeImage writes info onto the machine's first disk as IPA does: a raw
+// image streams onto the disk (or, for a partition image, into the root
+// partition it makes first) while it is hashed; any other image is
+// downloaded to a temporary file, verified, and converted (qcow2) or copied.
+// A config drive goes into its own partition. It returns IPA's message.
+func (a *Agent) writeImage(ctx context.Context, info ImageInfo, configdrive json.RawMessage) (string, error) {
 	hw := a.cfg.Hardware.Hardware()
 	if len(hw.Disks) == 0 {
 		return "", imageError("DeviceNotFound", "Error finding the disk or partition device", "machine has no disk to write image %s to", info.ID)
@@ -165,42 +217,53 @@ func (a *Agent) writeImage(ctx context.Context, info ImageInfo) (string, error) 
 			return "", err
 		}
 	}
+	if len(configdrive) == 0 || string(configdrive) == "null" {
+		configdrive = info.Configdrive // IPA's backward compatibility
+	}
+	var cd []byte
+	if len(configdrive) > 0 && string(configdrive) != "null" {
+		if cd, err = a.configDrive(ctx, configdrive, info.NodeUUID); err != nil {
+			return "", err
+		}
+	}
 	disk, err := a.cfg.OpenDisk(target)
 	if err != nil {
 		return "", imageError("ImageWriteError", "Error writing image to device", "open %s for image %s: %v", dev, info.ID, err)
 	}
 	defer closeDisk(disk)
 
-	var failures []string
-	for _, u := range info.URLs {
-		got, n, err := a.download(ctx, u, want.algo, disk, dev)
-		if err != nil {
-			failures = append(failures, err.Error())
-			a.logger().Warn("image download failed", "image", info.ID, "url", u, "err", err)
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		if got != want.value {
-			return "", imageError("ImageChecksumError", "Error verifying image checksum",
-				"image %s from %s failed to verify: expected %s %s, actual %s (%d bytes written to %s)", info.ID, u, want.algo, want.value, got, n, dev)
-		}
-		if err := disk.Sync(); err != nil {
-			return "", imageError("ImageWriteError", "Error writing image to device", "sync %s after writing image %s: %v", dev, info.ID, err)
-		}
-		root := diskIdentifier(disk)
-		a.mu.Lock()
-		a.partUUIDs = map[string]string{"root uuid": root}
-		a.mu.Unlock()
-		a.event("image written", "image", info.ID, "device", dev, "bytes", n, "checksum", want.algo+":"+got)
-		return fmt.Sprintf("image (%s) written to device %s root_uuid=%s", info.ID, dev, root), nil
+	w := &imageWrite{a: a, info: info, want: want, disk: disk, dev: dev, bootMode: a.bootModeFor(info)}
+	uuids, err := w.run(ctx, cd)
+	if err != nil {
+		return "", err
 	}
-	return "", imageError("ImageDownloadError", "Error downloading image", "Download of image %s failed: %s", info.ID, strings.Join(failures, "; "))
+	if err := disk.Sync(); err != nil {
+		return "", imageError("ImageWriteError", "Error writing image to device", "sync %s after writing image %s: %v", dev, info.ID, err)
+	}
+	a.mu.Lock()
+	a.partUUIDs = uuids
+	a.mu.Unlock()
+	a.event("image written", "image", info.ID, "device", dev, "bytes", w.written, "format", w.format, "image_type", orDefault(info.ImageType, "whole-disk"),
+		"checksum", want.algo+":"+w.sum, "configdrive_bytes", len(cd))
+	msg := fmt.Sprintf("image (%s) written to device %s root_uuid=%s", info.ID, dev, uuids["root uuid"])
+	if esp, _ := uuids["efi system partition uuid"].(string); esp != "" && info.DeployBootMode == "uefi" {
+		msg += " efi_system_partition_uuid=" + esp
+	}
+	return msg, nil
 }
 
-// download streams url onto disk from offset 0 and returns the hex digest.
-func (a *Agent) download(ctx context.Context, url, algo string, disk Disk, dev string) (string, int64, error) {
+// bootModeFor is IPA's get_node_boot_mode: the deploy_boot_mode Ironic sent,
+// else how the agent itself booted.
+func (a *Agent) bootModeFor(info ImageInfo) string {
+	if info.DeployBootMode == "uefi" || info.DeployBootMode == "bios" {
+		return info.DeployBootMode
+	}
+	return a.cfg.BootMode
+}
+
+// download streams url into w (bounded by limit bytes) and returns the hex
+// digest and the byte count.
+func (a *Agent) download(ctx context.Context, url, algo string, w io.WriterAt, limit int64, dev string) (string, int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -216,11 +279,11 @@ func (a *Agent) download(ctx context.Context, url, algo string, disk Disk, dev s
 		return "", 0, fmt.Errorf("GET %s: status %s", url, resp.Status)
 	}
 	expected := resp.ContentLength
-	if expected > disk.Size() {
-		return "", 0, fmt.Errorf("image at %s is %d bytes, larger than %s (%d bytes)", url, expected, dev, disk.Size())
+	if expected > limit {
+		return "", 0, fmt.Errorf("image at %s is %d bytes, larger than %s (%d bytes)", url, expected, dev, limit)
 	}
 	h, _ := newHash(algo)
-	w := &throttledWriterAt{ctx: ctx, w: disk, bps: func() int64 { return a.Faults().DiskWriteBytesPerSecond }}
+	tw := &throttledWriterAt{ctx: ctx, w: w, bps: func() int64 { return a.Faults().DiskWriteBytesPerSecond }}
 	idle := time.AfterFunc(DownloadIdleTimeout, func() {
 		cancel(fmt.Errorf("no data for %s", DownloadIdleTimeout))
 	})
@@ -232,11 +295,11 @@ func (a *Agent) download(ctx context.Context, url, algo string, disk Disk, dev s
 		m, rerr := resp.Body.Read(buf)
 		if m > 0 {
 			idle.Reset(DownloadIdleTimeout)
-			if n+int64(m) > disk.Size() {
-				return "", n, fmt.Errorf("image at %s is larger than %s (%d bytes)", url, dev, disk.Size())
+			if n+int64(m) > limit {
+				return "", n, fmt.Errorf("image at %s is larger than %s (%d bytes)", url, dev, limit)
 			}
 			h.Write(buf[:m])
-			if _, err := w.WriteAt(buf[:m], n); err != nil {
+			if _, err := tw.WriteAt(buf[:m], n); err != nil {
 				return "", n, fmt.Errorf("write image from %s to %s at offset %d: %w", url, dev, n, err)
 			}
 			n += int64(m)
@@ -307,7 +370,7 @@ func (a *Agent) fetchChecksum(ctx context.Context, info ImageInfo, url string) (
 }
 
 // diskIdentifier is what IPA reports as a whole-disk image's root uuid: the
-// MBR disk signature at offset 440, as "0x%08x".
+// MBR disk signature at offset 440, as "0x%08x" (hexdump of 4 bytes).
 func diskIdentifier(d Disk) string {
 	var b [4]byte
 	if _, err := d.ReadAt(b[:], 440); err != nil {

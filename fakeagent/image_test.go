@@ -162,7 +162,11 @@ func TestImageInfoValidation(t *testing.T) {
 		{"md5 disabled", `{"id": "i", "urls": ["http://x/a"], "checksum": "` + strings.Repeat("a", 32) + `"}`, false, "md5 checksums are disabled"},
 		{"odd length", `{"id": "i", "urls": ["http://x/a"], "checksum": "abcd"}`, true, "no hash algorithm"},
 		{"bad os_hash_algo", `{"id": "i", "urls": ["http://x/a"], "os_hash_algo": "crc32", "os_hash_value": "aa"}`, true, "not usable"},
-		{"qcow2", `{"id": "i", "urls": ["http://x/a"], "disk_format": "qcow2", "checksum": "` + strings.Repeat("a", 64) + `"}`, true, "raw images only"},
+		{"vmdk", `{"id": "i", "urls": ["http://x/a"], "disk_format": "vmdk", "checksum": "` + strings.Repeat("a", 64) + `"}`, true, "raw and qcow2 images only"},
+		{"qcow2 ok", `{"id": "i", "urls": ["http://x/a"], "disk_format": "qcow2", "checksum": "` + strings.Repeat("a", 64) + `"}`, true, ""},
+		{"bad image_type", `{"id": "i", "urls": ["http://x/a"], "image_type": "lvm", "checksum": "` + strings.Repeat("a", 64) + `"}`, true, "image_type"},
+		{"partition without root_mb", `{"id": "i", "urls": ["http://x/a"], "image_type": "partition", "checksum": "` + strings.Repeat("a", 64) + `"}`, true, "root_mb"},
+		{"ephemeral partition", `{"id": "i", "urls": ["http://x/a"], "image_type": "partition", "root_mb": "10", "ephemeral_mb": 5, "checksum": "` + strings.Repeat("a", 64) + `"}`, true, "does not make filesystems"},
 		{"sha512 ok", `{"id": "i", "urls": ["http://x/a"], "checksum": "` + strings.Repeat("a", 128) + `"}`, true, ""},
 	}
 	for _, tc := range tests {

@@ -30,6 +30,7 @@ type lookupResult struct {
 	timeout    time.Duration
 	token      string
 	md5Allowed *bool
+	permitted  []string
 }
 
 // apiError is a non-success answer from the driver API.
@@ -81,6 +82,7 @@ func (a *Agent) lookupV1(ctx context.Context) (lookupResult, error) {
 			HeartbeatTimeout *float64 `json:"heartbeat_timeout"`
 			AgentToken       string   `json:"agent_token"`
 			MD5Enable        *bool    `json:"agent_md5_checksum_enable"`
+			Permitted        []string `json:"permitted_image_formats"`
 		} `json:"config"`
 	}
 	status, err := a.call(ctx, http.MethodGet, "/v1/lookup?"+q.Encode(), min(a.apiMinor, lookupMinor), nil, &body)
@@ -93,7 +95,7 @@ func (a *Agent) lookupV1(ctx context.Context) (lookupResult, error) {
 	if body.Node.UUID == "" {
 		return lookupResult{}, errors.New("lookup: the answer has no node.uuid")
 	}
-	res := lookupResult{uuid: body.Node.UUID, token: body.Config.AgentToken, md5Allowed: body.Config.MD5Enable}
+	res := lookupResult{uuid: body.Node.UUID, token: body.Config.AgentToken, md5Allowed: body.Config.MD5Enable, permitted: body.Config.Permitted}
 	// IPA still accepts the pre-1.22 shape with heartbeat_timeout at the top.
 	if t := body.Config.HeartbeatTimeout; t != nil {
 		res.timeout = seconds(*t)

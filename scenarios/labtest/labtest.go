@@ -40,6 +40,7 @@ var install = map[string]string{
 	"curl":               "apt-get install curl",
 	"qemu-system-x86_64": "apt-get install qemu-system-x86",
 	"qemu-img":           "apt-get install qemu-utils",
+	"genisoimage":        "apt-get install genisoimage",
 	"virsh":              "apt-get install libvirt-clients",
 	"lz4":                "apt-get install lz4",
 	"ssh":                "apt-get install openssh-client",
