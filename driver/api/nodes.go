@@ -251,6 +251,33 @@ func (s *Server) setProvision(c *gin.Context) {
 		fail(c, http.StatusBadRequest, "Mandatory field missing: target")
 		return
 	}
+	if req.Configdrive != nil {
+		// Ironic keeps the config drive in instance_info.configdrive for the
+		// deploy (a string: URL or gzipped base64 image; an object: built
+		// into an ISO when the deploy writes the image).
+		switch *req.Target {
+		case "active", "rebuild":
+		default:
+			fail(c, http.StatusBadRequest, fmt.Sprintf("Adding a config drive is only supported when setting provision state to active or rebuild, not %s", *req.Target))
+			return
+		}
+		switch req.Configdrive.(type) {
+		case string, map[string]any:
+		default:
+			fail(c, http.StatusBadRequest, "Invalid configdrive: want a string (URL or gzipped, base64-encoded image) or an object with meta_data, user_data, network_data, vendor_data")
+			return
+		}
+		if _, err := s.c.UpdateNode(c.Request.Context(), c.Param("ident"), func(n *store.Node) error {
+			if n.InstanceInfo == nil {
+				n.InstanceInfo = map[string]any{}
+			}
+			n.InstanceInfo["configdrive"] = req.Configdrive
+			return nil
+		}); err != nil {
+			failErr(c, err)
+			return
+		}
+	}
 	if err := s.c.ProvisionAction(c.Request.Context(), c.Param("ident"), *req.Target, req.CleanSteps); err != nil {
 		failErr(c, err)
 		return

@@ -352,11 +352,25 @@ func (d *Deploy) continueDeploy(ctx context.Context, t deploy.Task) (deploy.Outc
 func (d *Deploy) startWriteImage(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 	n := t.Node()
 	info := imageInfo(n)
+	args := map[string]any{"image_info": info}
+	if !wholeDisk(n) {
+		if err := addPartitionFields(n, info); err != nil {
+			return deploy.Failed(err.Error()), nil
+		}
+	}
+	cd, err := configDrive(n)
+	if err != nil {
+		return deploy.Failed(err.Error()), nil
+	}
+	if cd != "" {
+		// As Ironic: in image_info too, for older agents.
+		info["configdrive"], args["configdrive"] = cd, cd
+	}
 	if legacy(n) {
 		// Juno: standby.prepare_image straight away.
-		n.DeployStep = &store.Step{Interface: "deploy", Step: "prepare_image", Args: map[string]any{"image_info": info}}
+		n.DeployStep = &store.Step{Interface: "deploy", Step: "prepare_image", Args: args}
 		return deploy.Next(states.EvResume, func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
-			cmd, err := d.exec(ctx, t, "standby.prepare_image", map[string]any{"image_info": info}, false)
+			cmd, err := d.exec(ctx, t, "standby.prepare_image", args, false)
 			return d.afterStart(t, cmd, err)
 		}), nil
 	}
@@ -372,7 +386,7 @@ func (d *Deploy) startWriteImage(ctx context.Context, t deploy.Task) (deploy.Out
 		return deploy.Outcome{}, fmt.Errorf("get_deploy_steps failed on agent: %s", res.ErrorText())
 	}
 	version := res.ResultMap()["hardware_manager_version"]
-	step := &store.Step{Interface: "deploy", Step: "write_image", Priority: 80, Args: map[string]any{"image_info": info}}
+	step := &store.Step{Interface: "deploy", Step: "write_image", Priority: 80, Args: args}
 	n.DeployStep = step
 	return deploy.Next(states.EvResume, func(ctx context.Context, t deploy.Task) (deploy.Outcome, error) {
 		cmd, err := d.exec(ctx, t, "deploy.execute_deploy_step",
@@ -414,12 +428,19 @@ func (d *Deploy) finishDeploy(ctx context.Context, t deploy.Task) (deploy.Outcom
 	if res.Status == StatusFailed {
 		return deploy.Failed(fmt.Sprintf("Failed to get partition UUIDs of node %s: %s", n.UUID, res.ErrorText())), nil
 	}
-	if !deploy.BootModeUEFI(n) {
+	// Ironic's prepare_instance_boot: a partition image always needs a boot
+	// loader, a whole-disk image only for UEFI.
+	uefi := deploy.BootModeUEFI(n)
+	if !uefi && wholeDisk(n) {
 		return d.bootInstance(ctx, t)
+	}
+	mode := "bios"
+	if uefi {
+		mode = "uefi"
 	}
 	uuids := res.ResultMap()
 	params := map[string]any{"root_uuid": uuids["root uuid"], "efi_system_part_uuid": uuids["efi system partition uuid"],
-		"prep_boot_part_uuid": uuids["PReP Boot partition uuid"], "target_boot_mode": "uefi"}
+		"prep_boot_part_uuid": uuids["PReP Boot partition uuid"], "target_boot_mode": mode}
 	cmd, err := d.exec(ctx, t, "image.install_bootloader", params, false)
 	if err != nil {
 		return deploy.Outcome{}, err
