@@ -170,6 +170,10 @@ type Deploy struct {
 	// Checksum is how the driver tells the agent the image's checksum:
 	// "sha256" (os_hash_algo/os_hash_value, the default) or "md5" (image_checksum).
 	Checksum string `yaml:"checksum" json:"checksum,omitempty"`
+	// Configdrive is sent with the deploy request, as `baremetal node
+	// deploy --config-drive` does: meta_data, user_data, network_data and
+	// vendor_data; the driver builds the config-2 image from it.
+	Configdrive map[string]any `yaml:"configdrive" json:"configdrive,omitempty"`
 }
 
 // Power changes the selected nodes' power through the driver API.

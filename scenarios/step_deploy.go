@@ -30,6 +30,10 @@ func (r *runner) deploy(ctx context.Context, label string, d *Deploy) error {
 		if err := r.api.Patch(ctx, r.ident(n), append([]map[string]any{src}, ops...)); err != nil {
 			return err
 		}
-		return r.sendVerb(ctx, n, "active")
+		body := map[string]any{"target": "active"}
+		if d.Configdrive != nil {
+			body["configdrive"] = d.Configdrive
+		}
+		return r.sendVerbBody(ctx, n, body)
 	})
 }
