@@ -15,8 +15,16 @@ import (
 // release number rather than ironlab's own.
 const AgentVersion = "10.0.0"
 
-// ErrPoweredOff is returned by Run after standby.power_off completed.
-var ErrPoweredOff = errors.New("agent powered off the machine")
+// Why Run returned, when the driver ended the agent's life.
+var (
+	// ErrPoweredOff: standby.power_off completed.
+	ErrPoweredOff = errors.New("agent powered off the machine")
+	// ErrRebooted: standby.run_image rebooted the machine into its image.
+	ErrRebooted = errors.New("agent rebooted the machine into its image")
+	// ErrRescued: rescue.finalize_rescue completed; the agent stopped
+	// serving and heartbeating and the machine stays up for the rescue user.
+	ErrRescued = errors.New("agent finalized rescue")
+)
 
 // Phase is where an agent is in its life.
 type Phase string
@@ -27,6 +35,7 @@ const (
 	PhaseHeartbeat Phase = "heartbeating" // looked up, heartbeating
 	PhaseSilent    Phase = "silent"       // heartbeats stopped by a fault
 	PhaseCrashed   Phase = "crashed"      // crashed by a fault; serves nothing
+	PhaseRescued   Phase = "rescued"      // finalize_rescue ran; serves nothing
 	PhaseStopped   Phase = "stopped"      // Run returned
 )
 
@@ -46,6 +55,8 @@ type State struct {
 	// LastCommandStatus its status, of the most recent command.
 	LastCommand       string `json:"last_command,omitempty"`
 	LastCommandStatus string `json:"last_command_status,omitempty"`
+	// RescuePasswordHash is what finalize_rescue stored for the rescue user.
+	RescuePasswordHash string `json:"rescue_password_hash,omitempty"`
 }
 
 // Agent is the fake IPA of one machine. Create it with New, serve its API
@@ -61,38 +72,41 @@ type Agent struct {
 	cancel context.CancelFunc
 
 	kick       chan struct{} // a finished async command asks for a heartbeat
-	powerOff   chan struct{}
+	powerOff   chan struct{} // closed when the driver ended the agent's life
 	powerOnce  sync.Once
+	stopErr    error // why: ErrPoweredOff, ErrRebooted or ErrRescued
 	runOnce    sync.Once
 	apiMinor   int // the driver API's maximum microversion minor, 0 = unknown
 	lastForced time.Time
 	muxUUID    string // where the Mux has us; guarded by the Mux's lock
 
-	mu            sync.Mutex
-	phase         Phase
-	faults        Faults
-	faultsChanged chan struct{} // closed and replaced by SetFaults
-	hbSinceFaults int
-	silentUntil   time.Time // while silent; zero = until faults change
-	silent        bool
-	silenceDone   bool
-	crashed       bool
-	nodeUUID      string
-	token         string
-	lookedUp      bool
-	md5Allowed    bool
-	hbTimeout     time.Duration
-	lookups       int
-	hbSent        int
-	hbErrors      int
-	lastHB        time.Time
-	getTokenSeen  bool // IPA requires tokens on GET once one GET carried one
-	commands      []*command
-	byID          map[string]*command
-	partUUIDs     map[string]any
-	permitted     []string // the lookup's permitted_image_formats
-	bootEntries   []UEFIBootEntry
-	events        eventRing
+	mu             sync.Mutex
+	phase          Phase
+	faults         Faults
+	faultsChanged  chan struct{} // closed and replaced by SetFaults
+	hbSinceFaults  int
+	silentUntil    time.Time // while silent; zero = until faults change
+	silent         bool
+	silenceDone    bool
+	crashed        bool
+	nodeUUID       string
+	token          string
+	lookedUp       bool
+	md5Allowed     bool
+	hbTimeout      time.Duration
+	lookups        int
+	hbSent         int
+	hbErrors       int
+	lastHB         time.Time
+	getTokenSeen   bool // IPA requires tokens on GET once one GET carried one
+	commands       []*command
+	byID           map[string]*command
+	partUUIDs      map[string]any
+	permitted      []string // the lookup's permitted_image_formats
+	bootEntries    []UEFIBootEntry
+	rescuePassword string
+	rescued        bool // finalize_rescue ran: the API answers nothing
+	events         eventRing
 
 	// Auto-TLS: cert and advertiseURL (https) of a standalone agent after
 	// AutoTLS; muxTLS when the agent's Mux serves it over https.
@@ -170,7 +184,7 @@ func (a *Agent) State() State {
 	s := State{
 		Phase: a.phase, LookedUp: a.lookedUp, NodeUUID: a.nodeUUID, HasToken: a.token != "",
 		Lookups: a.lookups, HeartbeatsSent: a.hbSent, HeartbeatErrors: a.hbErrors,
-		LastHeartbeat: a.lastHB, HeartbeatTimeout: a.hbTimeout,
+		LastHeartbeat: a.lastHB, HeartbeatTimeout: a.hbTimeout, RescuePasswordHash: a.rescuePassword,
 	}
 	if a.lookedUp {
 		s.AgentURL = a.agentURLLocked()
@@ -227,7 +241,7 @@ func (a *Agent) verifyCALocked() string {
 func (a *Agent) setPhase(p Phase) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.phase != PhaseCrashed || p == PhaseStopped {
+	if (a.phase != PhaseCrashed && a.phase != PhaseRescued) || p == PhaseStopped {
 		a.phase = p
 	}
 }
@@ -282,7 +296,7 @@ func (a *Agent) run(ctx context.Context) error {
 func (a *Agent) exitErr() error {
 	select {
 	case <-a.powerOff:
-		return ErrPoweredOff
+		return a.stopErr
 	default:
 		return nil
 	}
@@ -476,18 +490,32 @@ func (a *Agent) forceHeartbeat() {
 	}
 }
 
-func (a *Agent) requestPowerOff() {
+func (a *Agent) requestPowerOff() { a.end(ErrPoweredOff, "powering off", a.cfg.PowerOff) }
+
+func (a *Agent) requestReboot() { a.end(ErrRebooted, "rebooting into the image", a.cfg.Reboot) }
+
+func (a *Agent) requestRescue() {
+	a.mu.Lock()
+	a.phase, a.rescued = PhaseRescued, true
+	a.mu.Unlock()
+	a.end(ErrRescued, "rescue finalized: API stopped", nil)
+}
+
+// end ends the agent's life once: action (power off, reboot) runs in its
+// own goroutine, and Run returns why.
+func (a *Agent) end(why error, msg string, action func(ctx context.Context) error) {
 	a.powerOnce.Do(func() {
-		a.event("powering off")
-		if a.cfg.PowerOff != nil {
+		a.event(msg)
+		if action != nil {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				if err := a.cfg.PowerOff(ctx); err != nil {
-					a.logger().Error("power off callback failed", "err", err)
+				if err := action(ctx); err != nil {
+					a.logger().Error(msg+" failed", "err", err)
 				}
 			}()
 		}
+		a.stopErr = why
 		close(a.powerOff)
 	})
 }

@@ -17,8 +17,9 @@ func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve routes path (the request path without any Mux prefix). prefix is
 // put back into the links of the version documents.
 func (a *Agent) serve(w http.ResponseWriter, r *http.Request, prefix, path string) {
-	if a.isCrashed() {
-		// A crashed agent answers nothing: drop the connection.
+	if a.isCrashed() || a.isRescued() {
+		// A crashed agent answers nothing, and IPA stops its API after
+		// finalize_rescue: drop the connection.
 		panic(http.ErrAbortHandler)
 	}
 	root := requestRoot(r) + prefix
@@ -211,4 +212,10 @@ func writeFault(w http.ResponseWriter, status int, fault string) {
 		code = "Server"
 	}
 	writeJSON(w, status, map[string]string{"faultcode": code, "faultstring": fault})
+}
+
+func (a *Agent) isRescued() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.rescued
 }

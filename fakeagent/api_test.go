@@ -161,13 +161,13 @@ func TestCommandResults(t *testing.T) {
 	}{
 		{"get_clean_steps", "clean.get_clean_steps", map[string]any{"node": map[string]any{}, "ports": []any{}}, StatusSucceeded,
 			map[string]any{
-				"clean_steps":              map[string]any{"GenericHardwareManager": cleanSteps},
-				"hardware_manager_version": map[string]any{"generic_hardware_manager": "1.2"},
+				"clean_steps":              map[string]any{"GenericHardwareManager": genericCleanSteps, "IronlabHardwareManager": ironlabCleanSteps},
+				"hardware_manager_version": map[string]any{"generic_hardware_manager": "1.2", "ironlab_hardware_manager": "1.0"},
 			}},
 		{"get_deploy_steps", "deploy.get_deploy_steps", map[string]any{"node": map[string]any{}, "ports": []any{}}, StatusSucceeded,
 			map[string]any{
 				"deploy_steps":             map[string]any{"GenericHardwareManager": deploySteps},
-				"hardware_manager_version": map[string]any{"generic_hardware_manager": "1.2"},
+				"hardware_manager_version": map[string]any{"generic_hardware_manager": "1.2", "ironlab_hardware_manager": "1.0"},
 			}},
 		{"execute_clean_step echoes the step", "clean.execute_clean_step",
 			map[string]any{"step": cleanStep, "node": map[string]any{}, "ports": []any{}, "clean_version": hardwareManagerVersion}, StatusSucceeded,

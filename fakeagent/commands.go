@@ -65,9 +65,10 @@ type commandSpec struct {
 	run      commandFunc
 }
 
-// hardwareManagerVersion is the GenericHardwareManager's version; Ironic
-// echoes it back as clean_version/deploy_version and it must stay stable.
-var hardwareManagerVersion = map[string]string{"generic_hardware_manager": "1.2"}
+// hardwareManagerVersion is every hardware manager's version, as IPA's
+// get_current_versions reports it; Ironic echoes it back as
+// clean_version/deploy_version and it must stay stable.
+var hardwareManagerVersion = map[string]string{"generic_hardware_manager": "1.2", "ironlab_hardware_manager": "1.0"}
 
 var extensions = map[string]map[string]commandSpec{
 	"deploy": {
@@ -82,7 +83,11 @@ var extensions = map[string]map[string]commandSpec{
 		"prepare_image":       {async: true, validate: validatePrepareImage, run: cmdPrepareImage},
 		"get_partition_uuids": {run: cmdGetPartitionUUIDs},
 		"power_off":           {async: true, run: cmdPowerOff},
+		"run_image":           {async: true, run: cmdRunImage},
 		"sync":                {run: cmdSync},
+	},
+	"rescue": {
+		"finalize_rescue": {run: cmdFinalizeRescue},
 	},
 	"image": {
 		"install_bootloader": {async: true, run: cmdInstallBootloader},
@@ -339,30 +344,60 @@ func argInfo(desc string, required bool) map[string]any {
 	return map[string]any{"description": desc, "required": required}
 }
 
-// The erase and firmware steps use the deploy interface, as IPA's generic
-// steps do; apply_bios_settings is offered under "bios", the interface a
-// user names for it in a manual clean (as IPA offers its RAID steps under
-// "raid"). The conductor matches requested steps by interface and name.
-var cleanSteps = []stepDef{
+// The GenericHardwareManager's steps of IPA 9.x (the Ironic 21.4 era),
+// with their names, interfaces and priorities. Those that need what a lab
+// machine does not have (mdadm software RAID, stress-ng and fio burn-in,
+// files injected into a filesystem) are offered under their real names and
+// fail when run, naming what is not emulated.
+var genericCleanSteps = []stepDef{
 	{Step: "erase_devices", Priority: 10, Interface: "deploy", Abortable: true},
 	{Step: "erase_devices_metadata", Priority: 99, Interface: "deploy", Abortable: true},
+	{Step: "erase_devices_express", Priority: 0, Interface: "deploy", Abortable: true},
+	{Step: "erase_pstore", Priority: 0, Interface: "deploy", Abortable: true},
+	{Step: "delete_configuration", Priority: 0, Interface: "raid", Abortable: true},
+	{Step: "create_configuration", Priority: 0, Interface: "raid", Abortable: true},
+	{Step: "burnin_cpu", Priority: 0, Interface: "deploy", Abortable: true},
+	{Step: "burnin_disk", Priority: 0, Interface: "deploy", Abortable: true},
+	{Step: "burnin_memory", Priority: 0, Interface: "deploy", Abortable: true},
+	{Step: "burnin_network", Priority: 0, Interface: "deploy", Abortable: true},
+}
+
+// ironlabCleanSteps are the lab's extensions, offered by a hardware manager
+// of their own as a vendor's custom hardware manager would: firmware
+// (update_firmware) and BIOS settings (apply_bios_settings, under "bios",
+// the interface a user names for it in a manual clean) that the next
+// inventory shows. Real IPA has neither.
+var ironlabCleanSteps = []stepDef{
 	{Step: "update_firmware", Priority: 0, Interface: "deploy", ArgsInfo: map[string]any{
 		"version": argInfo("BIOS version to flash, e.g. 2.1.0", true)}},
 	{Step: "apply_bios_settings", Priority: 0, Interface: "bios", ArgsInfo: map[string]any{
 		"settings": argInfo(`BIOS settings to apply: [{"name": "vt", "value": "on"}]`, true)}},
 }
 
+// cleanSteps is every clean step, as one list (what the conductor plans).
+var cleanSteps = append(append([]stepDef(nil), genericCleanSteps...), ironlabCleanSteps...)
+
+// The deploy steps: write_image's priority is 0 in IPA (Ironic proxies it
+// from its own out-of-band write_image step of priority 80).
 var deploySteps = []stepDef{
 	{Step: "erase_devices_metadata", Priority: 0, Interface: "deploy"},
+	{Step: "apply_configuration", Priority: 0, Interface: "raid", ArgsInfo: map[string]any{
+		"raid_config":     argInfo("The RAID configuration to apply.", true),
+		"delete_existing": argInfo("Setting this to 'True' indicates to delete existing RAID configuration prior to creating the new configuration. Default value is 'True'.", false),
+	}},
 	{Step: "write_image", Priority: 0, Interface: "deploy", ArgsInfo: map[string]any{
 		"image_info":  argInfo("Information about the image to write", true),
-		"configdrive": argInfo("A URL or the contents of a configdrive (ignored by ironlab)", false),
+		"configdrive": argInfo("A URL or the contents of a configdrive", false),
+	}},
+	{Step: "inject_files", Priority: 0, Interface: "deploy", ArgsInfo: map[string]any{
+		"files":     argInfo("Files to inject, a list of file structures with keys: path, partition, content, mode, dirmode", false),
+		"verify_ca": argInfo("Whether to verify TLS certificates. Global agent options are used by default.", false),
 	}},
 }
 
 func cmdGetCleanSteps(context.Context, *Agent, params) (any, error) {
 	return map[string]any{
-		"clean_steps":              map[string][]stepDef{"GenericHardwareManager": cleanSteps},
+		"clean_steps":              map[string][]stepDef{"GenericHardwareManager": genericCleanSteps, "IronlabHardwareManager": ironlabCleanSteps},
 		"hardware_manager_version": hardwareManagerVersion,
 	}, nil
 }
@@ -388,6 +423,16 @@ func cmdExecuteCleanStep(ctx context.Context, a *Agent, p params) (any, error) {
 		res, err = a.eraseDevices(ctx)
 	case "erase_devices_metadata":
 		res, err = nil, a.eraseDevicesMetadata(ctx)
+	case "erase_devices_express":
+		res, err = a.eraseDevicesExpress(ctx)
+	case "erase_pstore":
+		a.event("erase_pstore: no pstore is mounted on this machine") // IPA: "No pstore found"
+	case "delete_configuration":
+		a.event("delete_configuration: no software RAID on this machine")
+	case "create_configuration":
+		res, err = createRAID(p)
+	case "burnin_cpu", "burnin_disk", "burnin_memory", "burnin_network":
+		err = notEmulated(s.Step, "burn-in (stress-ng, fio) is not emulated by the ironlab agent")
 	case "update_firmware":
 		res, err = a.updateFirmware(s.Args)
 	case "apply_bios_settings":
@@ -437,6 +482,17 @@ func cmdExecuteDeployStep(ctx context.Context, a *Agent, p params) (any, error) 
 		if err := a.eraseDevicesMetadata(ctx); err != nil {
 			return nil, fmt.Errorf("deploy step erase_devices_metadata: %w", err)
 		}
+	case "apply_configuration":
+		var args struct {
+			RAIDConfig map[string]any `json:"raid_config"`
+		}
+		_ = json.Unmarshal(s.Args, &args)
+		if len(args.RAIDConfig) > 0 {
+			return nil, notEmulated(s.Step, "software RAID (mdadm) is not emulated by the ironlab agent")
+		}
+		return nil, &CommandError{Type: "InvalidCommandParamsError", Code: 400, Message: "Invalid command parameters", Details: "apply_configuration needs args.raid_config"}
+	case "inject_files":
+		return nil, notEmulated(s.Step, "injecting files into the image's filesystems is not emulated by the ironlab agent")
 	default:
 		return nil, &CommandError{Type: "HardwareManagerMethodNotFound", Code: 500, Message: "No HardwareManager found to handle method",
 			Details: fmt.Sprintf("Could not find method: %s", s.Step)}
@@ -487,18 +543,7 @@ func cmdInstallBootloader(ctx context.Context, a *Agent, p params) (any, error) 
 
 func cmdPowerOff(_ context.Context, a *Agent, _ params) (any, error) {
 	// Finish the command first so a listing shows SUCCEEDED, then power off.
-	go func() {
-		a.mu.Lock()
-		var last *command
-		if n := len(a.commands); n > 0 {
-			last = a.commands[n-1]
-		}
-		a.mu.Unlock()
-		if last != nil {
-			<-last.done
-		}
-		a.requestPowerOff()
-	}()
+	a.afterLastCommand(a.requestPowerOff)
 	return nil, nil
 }
 
@@ -515,4 +560,81 @@ func cmdSync(_ context.Context, a *Agent, _ params) (any, error) {
 		}
 	}
 	return nil, nil
+}
+
+// notEmulated fails a step the lab cannot perform, naming what is missing.
+func notEmulated(step, why string) error {
+	return &CommandError{Type: "CommandExecutionError", Code: 500, Message: "Command execution failed", Details: step + ": " + why}
+}
+
+// createRAID is IPA's create_configuration: without a target_raid_config
+// on the node there is nothing to do (IPA returns {}); software RAID itself
+// is not emulated.
+func createRAID(p params) (any, error) {
+	var node struct {
+		Target map[string]any `json:"target_raid_config"`
+	}
+	if raw, ok := p["node"]; ok {
+		_ = json.Unmarshal(raw, &node)
+	}
+	if len(node.Target) == 0 {
+		return map[string]any{}, nil
+	}
+	return nil, notEmulated("create_configuration", "software RAID (mdadm) is not emulated by the ironlab agent")
+}
+
+// cmdRunImage is standby.run_image: IPA reboots the machine into the
+// written image.
+func cmdRunImage(_ context.Context, a *Agent, _ params) (any, error) {
+	if a.cfg.Reboot == nil {
+		return nil, &CommandError{Type: "SystemRebootError", Code: 500, Message: "Reboot failed", Details: "this agent has no way to reboot its machine (Config.Reboot is not set)"}
+	}
+	a.afterLastCommand(a.requestReboot)
+	return nil, nil
+}
+
+// cmdFinalizeRescue is rescue.finalize_rescue: IPA writes the rescue
+// password's hash for the rescue user and stops serving its API (the
+// ramdisk stays up for the user to log in).
+func cmdFinalizeRescue(_ context.Context, a *Agent, p params) (any, error) {
+	var args struct {
+		Password string `json:"rescue_password"`
+		Hashed   bool   `json:"hashed"`
+	}
+	for k, dst := range map[string]any{"rescue_password": &args.Password, "hashed": &args.Hashed} {
+		if raw, ok := p[k]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, dst); err != nil {
+				return nil, &CommandError{Type: "InvalidCommandParamsError", Code: 400, Message: "Invalid command parameters", Details: fmt.Sprintf("%s: %v", k, err)}
+			}
+		}
+	}
+	if !args.Hashed {
+		// IPA would crypt() it; Ironic >= 13.0 sends the hash.
+		return nil, notEmulated("finalize_rescue", "the ironlab agent takes hashed rescue passwords only (hashed: true, as Ironic sends them)")
+	}
+	if !strings.HasPrefix(args.Password, "$") {
+		return nil, &CommandError{Type: "InvalidCommandParamsError", Code: 400, Message: "Invalid command parameters", Details: "rescue_password is not a crypt(3) hash"}
+	}
+	a.mu.Lock()
+	a.rescuePassword = args.Password
+	a.mu.Unlock()
+	a.afterLastCommand(a.requestRescue)
+	return nil, nil
+}
+
+// afterLastCommand runs f once the command now running has finished, so a
+// listing shows it SUCCEEDED first.
+func (a *Agent) afterLastCommand(f func()) {
+	go func() {
+		a.mu.Lock()
+		var last *command
+		if n := len(a.commands); n > 0 {
+			last = a.commands[n-1]
+		}
+		a.mu.Unlock()
+		if last != nil {
+			<-last.done
+		}
+		f()
+	}()
 }

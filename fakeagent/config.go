@@ -72,6 +72,10 @@ type Config struct {
 	// completes; in the lab the machine powers off. Either way Run then
 	// returns ErrPoweredOff.
 	PowerOff func(ctx context.Context) error
+	// Reboot is called (in its own goroutine) when standby.run_image
+	// completes: the machine reboots into its disk, and Run returns
+	// ErrRebooted. Without it run_image fails.
+	Reboot func(ctx context.Context) error
 	// ImageCacheDir is where non-raw images are downloaded before they are
 	// converted, as IPA uses /tmp (default os.TempDir()).
 	ImageCacheDir string

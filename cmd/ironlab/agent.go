@@ -134,6 +134,12 @@ Flags:
 	case errors.Is(err, fakeagent.ErrPoweredOff):
 		logger.Info("powered off by standby.power_off")
 		return 0
+	case errors.Is(err, fakeagent.ErrRescued):
+		logger.Info("rescue finalized by rescue.finalize_rescue; the API is stopped")
+		return 0
+	case errors.Is(err, fakeagent.ErrRebooted):
+		logger.Error("standby.run_image: this standalone agent cannot reboot its host")
+		return 1
 	case err != nil:
 		fmt.Fprintf(os.Stderr, "ironlab agent: %v\n", err)
 		return 1

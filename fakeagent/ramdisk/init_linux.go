@@ -90,8 +90,15 @@ func Main() int {
 	} else {
 		err = runAgent(log, cmdline)
 	}
-	if errors.Is(err, fakeagent.ErrPoweredOff) {
+	switch {
+	case errors.Is(err, fakeagent.ErrPoweredOff):
 		powerOff(log)
+	case errors.Is(err, fakeagent.ErrRebooted):
+		Reboot()
+	case errors.Is(err, fakeagent.ErrRescued):
+		// The ramdisk stays up for the rescue user, as IPA's does.
+		log.Info("ironlab init: rescue finalized; the agent API is stopped")
+		select {}
 	}
 	if err != nil {
 		fail(log, "agent", err)
@@ -249,6 +256,7 @@ func runAgent(log *slog.Logger, cmdline string) error {
 	cfg.BootMode = "bios"
 	cfg.Logger = log
 	cfg.PowerOff = func(context.Context) error { return nil } // /init powers off after Run
+	cfg.Reboot = func(context.Context) error { return nil }   // and reboots after run_image
 	a, err := fakeagent.New(cfg)
 	if err != nil {
 		return err

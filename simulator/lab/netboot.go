@@ -157,6 +157,10 @@ func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machin
 		PowerOff: func(context.Context) error {
 			return m.SetPower(context.Background(), simulator.ActionOff)
 		},
+		// standby.run_image: the machine resets and boots its disk.
+		Reboot: func(context.Context) error {
+			return m.SetPower(context.Background(), simulator.ActionReset)
+		},
 		AgentToken: token,
 	})
 	if err != nil {
