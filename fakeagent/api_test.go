@@ -28,7 +28,7 @@ func TestAPIStatusCodes(t *testing.T) {
 	base := ta.srv.URL
 
 	// A hung command makes the agent busy; POST returns 200 RUNNING.
-	status, res := ta.post(t, "image.install_bootloader", map[string]any{"root_uuid": "0x1"}, false, tok)
+	status, res := ta.post(t, "image.install_bootloader", map[string]any{"root_uuid": "0x00000000"}, false, tok)
 	if status != 200 || res["command_status"] != StatusRunning || res["command_name"] != "install_bootloader" {
 		t.Fatalf("POST install_bootloader = %d %v, want 200 RUNNING", status, res)
 	}
@@ -180,7 +180,7 @@ func TestCommandResults(t *testing.T) {
 			StatusFailed, nil},
 		{"sync", "standby.sync", map[string]any{}, StatusSucceeded, nil},
 		{"install_bootloader", "image.install_bootloader",
-			map[string]any{"root_uuid": "0x12345678", "efi_system_part_uuid": nil, "prep_boot_part_uuid": nil, "target_boot_mode": "bios"}, StatusSucceeded, nil},
+			map[string]any{"root_uuid": "0x00000000", "efi_system_part_uuid": nil, "prep_boot_part_uuid": nil, "target_boot_mode": "bios"}, StatusSucceeded, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -530,15 +530,17 @@ func cmdInstallBootloader(ctx context.Context, a *Agent, p params) (any, error) 
 		RootUUID       string `json:"root_uuid"`
 		ESPUUID        string `json:"efi_system_part_uuid"`
 		TargetBootMode string `json:"target_boot_mode"`
+		Ignore         bool   `json:"ignore_bootloader_failure"`
 	}
-	for k, dst := range map[string]*string{"root_uuid": &args.RootUUID, "efi_system_part_uuid": &args.ESPUUID, "target_boot_mode": &args.TargetBootMode} {
+	for k, dst := range map[string]any{"root_uuid": &args.RootUUID, "efi_system_part_uuid": &args.ESPUUID, "target_boot_mode": &args.TargetBootMode,
+		"ignore_bootloader_failure": &args.Ignore} {
 		if raw, ok := p[k]; ok && string(raw) != "null" {
 			if err := json.Unmarshal(raw, dst); err != nil {
 				return nil, &CommandError{Type: "InvalidCommandParamsError", Code: 400, Message: "Invalid command parameters", Details: fmt.Sprintf("%s: %v", k, err)}
 			}
 		}
 	}
-	return nil, a.installBootloader(args.RootUUID, args.ESPUUID, args.TargetBootMode)
+	return nil, a.installBootloader(args.RootUUID, args.ESPUUID, args.TargetBootMode, args.Ignore)
 }
 
 func cmdPowerOff(_ context.Context, a *Agent, _ params) (any, error) {

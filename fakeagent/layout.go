@@ -581,31 +581,42 @@ func (a *Agent) UEFIBootEntries() []UEFIBootEntry {
 // installBootloader is IPA's image.install_bootloader as far as it can be
 // without a root filesystem: in UEFI mode it finds the EFI system partition
 // (the one named, or the disk's) and registers a boot entry for its
-// default loader, as efi_utils.manage_uefi does with efibootmgr. Without
-// an ESP IPA would install GRUB into the image's root filesystem, which is
-// not emulated: the command fails saying so. In BIOS mode a whole-disk
-// image boots from its own boot sector; a partition image would need GRUB.
-func (a *Agent) installBootloader(rootUUID, espUUID, bootMode string) error {
+// default loader, as efi_utils.manage_uefi does with efibootmgr. Otherwise
+// IPA goes on to grub2-install into the image's root filesystem, which is
+// not emulated, so the command fails saying so; except, as in IPA, for a
+// root UUID of 0x00000000 (or none): "Assuming a whole disk image", nothing
+// to install. ignore_bootloader_failure turns a failure into a logged
+// success, as IPA's does.
+func (a *Agent) installBootloader(rootUUID, espUUID, bootMode string, ignoreFailure bool) error {
+	err := a.installBootloaderOnce(rootUUID, espUUID, bootMode)
+	if err != nil && ignoreFailure {
+		a.event("install_bootloader failed; ignored (ignore_bootloader_failure)", "err", err.Error())
+		return nil
+	}
+	return err
+}
+
+func (a *Agent) installBootloaderOnce(rootUUID, espUUID, bootMode string) error {
 	hw := a.cfg.Hardware.Hardware()
 	if len(hw.Disks) == 0 {
 		return imageError("DeviceNotFound", "Error finding the disk or partition device", "machine has no disk to install a boot loader on")
 	}
 	dev := devPath(hw.Disks[0].Name)
-	a.mu.Lock()
-	_, partitionImage := a.partUUIDs["partitions"]
-	a.mu.Unlock()
 	fail := func(format string, args ...any) error {
 		return imageError("CommandExecutionError", "Command execution failed", format, args...)
 	}
 	if bootMode == "" {
 		bootMode = "bios" // IPA's default target_boot_mode
 	}
-	if bootMode != "uefi" {
-		if partitionImage {
-			return fail("installing GRUB into the root filesystem (%s) of a partition image for BIOS boot is not emulated by the ironlab agent", rootUUID)
+	noGRUB := func(why string) error {
+		if rootUUID == "" || rootUUID == "0x00000000" {
+			a.event("install_bootloader: not using grub2-install since root UUID is not provided; assuming a whole disk image", "device", dev, "boot_mode", bootMode)
+			return nil
 		}
-		a.event("install_bootloader: BIOS boot from the image's own boot sector", "device", dev)
-		return nil
+		return fail("%s; installing GRUB into the root filesystem %s is not emulated by the ironlab agent", why, rootUUID)
+	}
+	if bootMode != "uefi" {
+		return noGRUB("BIOS boot of " + dev)
 	}
 	disk, err := a.cfg.OpenDisk(hw.Disks[0])
 	if err != nil {
@@ -614,7 +625,7 @@ func (a *Agent) installBootloader(rootUUID, espUUID, bootMode string) error {
 	defer closeDisk(disk)
 	t, err := partition.Read(disk, disk.Size())
 	if err != nil {
-		return fail("No EFI system partition found on %s (%v): the image cannot boot in UEFI mode, and installing GRUB into its root filesystem is not emulated", dev, err)
+		return noGRUB(fmt.Sprintf("No EFI system partition found on %s (%v)", dev, err))
 	}
 	var esp *partition.Partition
 	for i, p := range t.Partitions {
@@ -629,7 +640,7 @@ func (a *Agent) installBootloader(rootUUID, espUUID, bootMode string) error {
 		if espUUID != "" {
 			return fail("No EFI system partition with UUID %s on %s", espUUID, dev)
 		}
-		return fail("No EFI system partition found on %s: the image cannot boot in UEFI mode, and installing GRUB into its root filesystem is not emulated", dev)
+		return noGRUB("No EFI system partition found on " + dev)
 	}
 	if fsUUID(window{d: readOnly{disk}, off: esp.Start, len: esp.Size}) == "" {
 		return fail("the EFI system partition %s%d has no FAT filesystem", dev, esp.Number)

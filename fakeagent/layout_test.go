@@ -326,19 +326,29 @@ func TestConfigDriveOnWholeDisk(t *testing.T) {
 	})
 }
 
-// TestInstallBootloaderUEFIWithoutESP: a whole-disk image without an EFI
-// system partition cannot boot in UEFI mode; the command says so.
-func TestInstallBootloaderUEFIWithoutESP(t *testing.T) {
-	image := testImage(1 << 20)
+// TestInstallBootloaderWithoutESP: without an EFI system partition IPA
+// goes on to grub2-install into the image's root filesystem, which is not
+// emulated: the command says so; but, as IPA, a root UUID of 0x00000000
+// means a whole-disk image with nothing to install, and
+// ignore_bootloader_failure turns the failure into a success.
+func TestInstallBootloaderWithoutESP(t *testing.T) {
+	image := mbrImage(1 << 20)
 	srv := fileServer(t, map[string][]byte{"disk.img": image})
 	info := map[string]any{"id": "disk", "urls": []string{srv.URL + "/disk.img"}, "disk_format": "raw", "checksum": sha(image)}
 	res, _, ta, api := writeWith(t, 8<<20, "uefi", info, nil)
 	mustSucceed(t, res)
-	_, r := ta.post(t, "image.install_bootloader", map[string]any{"root_uuid": "0x12345678", "target_boot_mode": "uefi"}, true, api.token(nodeA))
-	mustFail(t, r, "No EFI system partition", "/dev/vda")
-	// BIOS: the image's own boot sector boots it; nothing to install.
-	_, r = ta.post(t, "image.install_bootloader", map[string]any{"root_uuid": "0x12345678", "target_boot_mode": "bios"}, true, api.token(nodeA))
-	mustSucceed(t, r)
+	install := func(params map[string]any) map[string]any {
+		_, r := ta.post(t, "image.install_bootloader", params, true, api.token(nodeA))
+		return r
+	}
+	mustFail(t, install(map[string]any{"root_uuid": "0x12345678", "target_boot_mode": "uefi"}), "No EFI system partition", "/dev/vda", "GRUB")
+	mustFail(t, install(map[string]any{"root_uuid": "0x12345678", "target_boot_mode": "bios"}), "GRUB")
+	mustFail(t, install(map[string]any{"root_uuid": "0x12345678", "efi_system_part_uuid": "ABCD-1234", "target_boot_mode": "uefi"}), "No EFI system partition with UUID ABCD-1234")
+	mustSucceed(t, install(map[string]any{"root_uuid": "0x00000000", "target_boot_mode": "uefi"}))
+	mustSucceed(t, install(map[string]any{"root_uuid": "0x12345678", "target_boot_mode": "bios", "ignore_bootloader_failure": true}))
+	if got := ta.UEFIBootEntries(); len(got) != 0 {
+		t.Errorf("UEFI boot entries %+v registered without an ESP", got)
+	}
 }
 
 // mbrImage is a whole-disk image with boot code and an empty MBR partition
