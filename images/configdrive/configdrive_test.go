@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
+	"github.com/ironlab/ironlab/driver/deploy/agent"
 	"github.com/ironlab/ironlab/images/partition"
 	"github.com/ironlab/ironlab/scenarios/labtest"
 )
@@ -122,27 +123,31 @@ sys.stdout.write(c.build({"hostname": "sdk-node", "uuid": "u-2"}, user_data=b"he
 func TestBuildISOReadByPycdlib(t *testing.T) {
 	py := labtest.Require(t, "/usr/bin/python3")
 	files, _ := Files(map[string]any{"hostname": "built-here"}, nil, nil, nil)
-	img, err := BuildISO(files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "cd.iso")
-	if err := os.WriteFile(p, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	script := `import sys, io, pycdlib
+	for name, build := range map[string]func(map[string][]byte) ([]byte, error){"lab": BuildISO, "driver": agent.ConfigDriveISO} {
+		t.Run(name, func(t *testing.T) {
+			img, err := build(files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(t.TempDir(), "cd.iso")
+			if err := os.WriteFile(p, img, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			script := `import sys, io, pycdlib
 iso = pycdlib.PyCdlib(); iso.open(sys.argv[1])
 print(iso.pvd.volume_identifier.decode().strip())
 for kw in ({"joliet_path": "/openstack/latest/meta_data.json"}, {"iso_path": "/openstack/latest/meta_data.json;1"}):
     b = io.BytesIO(); iso.get_file_from_iso_fp(b, **kw); print(b.getvalue().decode())`
-	out, err := exec.Command(py, "-c", script, p).CombinedOutput()
-	if err != nil {
-		t.Fatalf("pycdlib could not read our ISO: %v\n%s", err, out)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	want := []string{"config-2", `{"hostname":"built-here"}`, `{"hostname":"built-here"}`}
-	if d := cmp.Diff(want, lines); d != "" {
-		t.Errorf("pycdlib read (-want +got):\n%s", d)
+			out, err := exec.Command(py, "-c", script, p).CombinedOutput()
+			if err != nil {
+				t.Fatalf("pycdlib could not read the ISO: %v\n%s", err, out)
+			}
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			want := []string{"config-2", `{"hostname":"built-here"}`, `{"hostname":"built-here"}`}
+			if d := cmp.Diff(want, lines); d != "" {
+				t.Errorf("pycdlib read (-want +got):\n%s", d)
+			}
+		})
 	}
 }
 
@@ -158,5 +163,34 @@ func TestDecodeRefusesClearly(t *testing.T) {
 	}
 	if _, err := Find(make(memDisk, 1<<20), 1<<20); err == nil {
 		t.Error("found a config drive on an empty disk")
+	}
+}
+
+// TestReadsWhatTheDriverBuilds: the contract between the conductor's
+// builder (driver/deploy/agent, which links no lab code) and this reader.
+func TestReadsWhatTheDriverBuilds(t *testing.T) {
+	files, err := Files(map[string]any{"hostname": "from-the-driver", "n": 3.0}, []byte("ud"), nil, map[string]any{"v": 1.0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := agent.ConfigDriveISO(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drive, err := Find(onDisk(t, img), 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := drive.MetaData()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(map[string]any{"hostname": "from-the-driver", "n": 3.0}, md); d != "" {
+		t.Errorf("meta_data (-want +got):\n%s", d)
+	}
+	for p, want := range files {
+		if got, err := drive.ISO.ReadFile(p); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s = %q, %v; want %q", p, got, err, want)
+		}
 	}
 }

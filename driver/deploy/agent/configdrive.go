@@ -7,7 +7,6 @@ import (
 
 	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/store"
-	"github.com/ironlab/ironlab/images/configdrive"
 )
 
 // configDrive is Ironic's get_configdrive_image: instance_info.configdrive
@@ -64,15 +63,15 @@ func configDrive(n *store.Node) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		files, err := configdrive.Files(md, userData, nd, vd)
+		files, err := configDriveFiles(md, userData, nd, vd)
 		if err != nil {
 			return "", fmt.Errorf("config drive of node %s: %w", n.UUID, err)
 		}
-		img, err := configdrive.BuildISO(files)
+		img, err := ConfigDriveISO(files)
 		if err != nil {
 			return "", fmt.Errorf("config drive of node %s: %w", n.UUID, err)
 		}
-		return configdrive.Encode(img)
+		return encodeConfigDrive(img)
 	default:
 		return "", fmt.Errorf("instance_info.configdrive of node %s is a %T, want a string or an object", n.UUID, cd)
 	}
