@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/ironlab/ironlab/images/configdrive"
+	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -39,7 +40,7 @@ func (e *expectConfigdrive) name() string {
 	return "config drive meta_data " + strings.Join(keys, ", ")
 }
 
-func (e *expectConfigdrive) check(_ context.Context, _ *runner, n *lab.Node, _ apiNode) string {
+func (e *expectConfigdrive) check(_ context.Context, _ *runner, n *lab.Node, _ ironic.Node) string {
 	md, err := readConfigdrive(n.DiskPath())
 	if err != nil {
 		return err.Error()
