@@ -16,7 +16,6 @@ import (
 
 	"github.com/ironlab/ironlab/driver"
 	"github.com/ironlab/ironlab/fakeagent"
-	"github.com/ironlab/ironlab/simulator"
 )
 
 // tlsLab is our driver with [agent]require_tls on, one fake_agent node and
@@ -56,9 +55,9 @@ func startTLSLab(t *testing.T, faults fakeagent.Faults, disableTLS bool) *tlsLab
 	if err := os.WriteFile(l.disk, bytes.Repeat([]byte{0xA5}, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	hw := simulator.Hardware{CPUs: 1, CPUArch: "x86_64", MemoryMB: 1024, BIOSVersion: "1.0",
-		NICs:  []simulator.NIC{{Name: "eth0", MAC: mac}},
-		Disks: []simulator.Disk{{Name: "vda", SizeBytes: 1 << 20, Path: l.disk}}}
+	hw := fakeagent.Hardware{CPUs: 1, CPUArch: "x86_64", MemoryMB: 1024, BIOSVersion: "1.0",
+		NICs:  []fakeagent.NIC{{Name: "eth0", MAC: mac}},
+		Disks: []fakeagent.BlockDevice{{Name: "vda", SizeBytes: 1 << 20, Path: l.disk}}}
 	var node struct {
 		UUID string `json:"uuid"`
 	}
