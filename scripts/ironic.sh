@@ -85,7 +85,7 @@ for t in ironic-api ironic-conductor ironic-dbsync; do
 	command -v "$t" >/dev/null || { echo "ironic.sh: $t not found: run scripts/ironic.sh install" >&2; exit 1; }
 done
 
-mkdir -p "$dir"/{tftpboot/master_images,httpboot,images,master_images,lock,tmp,log}
+mkdir -p "$dir"/{certificates,tftpboot/master_images,httpboot,images,master_images,lock,tmp,log}
 cat >"$dir/ironic.conf" <<CONF
 [DEFAULT]
 host = 127.0.0.1
@@ -142,6 +142,10 @@ heartbeat_interval = 5
 
 [agent]
 require_tls = $require_tls
+# Ironic keeps each agent's auto-TLS certificate as <path>/<node uuid>.crt,
+# by default in /var/lib/ironic/certificates: two Ironics on one machine with
+# nodes of the same UUIDs (the same lab seed) would verify with each other's.
+certificates_path = $dir/certificates
 post_deploy_get_power_state_retry_interval = 1
 deploy_logs_collect = never
 
