@@ -124,13 +124,17 @@ func (f *forwarder) conductors(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	dead := map[string]bool{}
-	for _, h := range f.cl.Dead() {
-		dead[h] = true
+	// Alive is this conductor's view: the members of its ring, which it
+	// rebuilds at each of its heartbeats. A conductor that just joined is
+	// alive here only once this one's ring has it, so a client that waits
+	// for "alive" knows actions through this API reach the new owner.
+	live := map[string]bool{}
+	for _, m := range f.cl.Members() {
+		live[m.Hostname] = true
 	}
 	out := []row{}
 	for _, c := range all {
-		out = append(out, row{Hostname: c.Hostname, ConductorGroup: c.Group, Alive: c.Online && !dead[c.Hostname],
+		out = append(out, row{Hostname: c.Hostname, ConductorGroup: c.Group, Alive: c.Online && live[c.Hostname],
 			Drivers: c.Drivers, UpdatedAt: c.UpdatedAt})
 	}
 	w.Header().Set("Content-Type", "application/json")
