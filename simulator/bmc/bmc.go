@@ -351,6 +351,40 @@ type gateConn struct {
 	*net.UDPConn
 	b       *BMC
 	dropped atomic.Uint64
+	// requests counts the datagrams handed to the IPMI stack; sessions the
+	// session activations among them (RMCP+ Open Session, 1.5 Activate
+	// Session).
+	requests atomic.Uint64
+	sessions atomic.Uint64
+}
+
+// Counters are what one BMC has served since it was built.
+type Counters struct {
+	// Requests are the well-formed datagrams the BMC answered (ASF pings,
+	// session setup and IPMI commands alike).
+	Requests uint64 `json:"requests"`
+	// Sessions are the sessions clients opened (RMCP+ Open Session
+	// requests and IPMI 1.5 Activate Session requests).
+	Sessions uint64 `json:"sessions"`
+	// Dropped are the malformed datagrams the BMC ignored.
+	Dropped uint64 `json:"dropped"`
+}
+
+// Counters reads the BMC's request counters (atomic, cheap).
+func (b *BMC) Counters() Counters {
+	return Counters{Requests: b.conn.requests.Load(), Sessions: b.conn.sessions.Load(), Dropped: b.conn.dropped.Load()}
+}
+
+// opensSession says whether a checked packet activates a session.
+func opensSession(h packetHeader) bool {
+	switch h.Kind {
+	case kindRMCPPlus:
+		return h.PayloadType == payloadOpenSession
+	case kindIPMIv15:
+		// rsAddr, netFn/LUN, checksum, rqAddr, rqSeq/LUN, cmd.
+		return len(h.Payload) > 5 && h.Payload[1]>>2 == 0x06 && h.Payload[5] == 0x3a
+	}
+	return false
 }
 
 func (c *gateConn) ReadFrom(buf []byte) (int, net.Addr, error) {
@@ -366,10 +400,15 @@ func (c *gateConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 			c.dropped.Add(1) // larger than any IPMI packet we serve
 			continue
 		}
-		if _, err := decodePacket(buf[:n]); err != nil {
+		h, err := decodePacket(buf[:n])
+		if err != nil {
 			c.dropped.Add(1)
 			c.b.log.Debug("dropped packet", "from", addr, "err", err)
 			continue
+		}
+		c.requests.Add(1)
+		if opensSession(h) {
+			c.sessions.Add(1)
 		}
 		return n, addr, nil
 	}
