@@ -51,8 +51,9 @@ func (r *runner) driverConfig(stateDir string) DriverConfig {
 		DeployCallbackTimeout: l.deployCallbackTimeout, CleanCallbackTimeout: l.cleanCallbackTimeout,
 		LockRetryInterval: 200 * time.Millisecond, AgentPollInterval: 200 * time.Millisecond,
 		PowerOffPollInterval: 500 * time.Millisecond, PowerPollInterval: 200 * time.Millisecond,
-		IPMIRetryTimeout: 20 * time.Second,
-		Logger:           r.log,
+		IPMIRetryTimeout:    20 * time.Second,
+		Logger:              r.log,
+		CleanStepPriorities: r.opts.CleanStepPriorities,
 	}
 	if l.AutomatedClean != nil {
 		cfg.AutomatedClean = *l.AutomatedClean

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -33,7 +34,9 @@ type DriverConfig struct {
 	PowerOffPollInterval time.Duration
 	PowerPollInterval    time.Duration
 	IPMIRetryTimeout     time.Duration
-	Logger               *slog.Logger
+	// CleanStepPriorities: Options.CleanStepPriorities.
+	CleanStepPriorities map[string]int
+	Logger              *slog.Logger
 }
 
 // CheckInterval paces the periodic tasks to the heartbeat timeout, so a
@@ -98,6 +101,16 @@ type Options struct {
 	// Started, when set, is called once the scenario's lab and driver run,
 	// before the first step (`ironlab run --ui` points its dashboard there).
 	Started func(driverURL string, l *lab.Lab)
+	// StepHook, when set, is called as each step starts (end is zero) and
+	// as it ends (`ironlab bench` times its phases with it).
+	StepHook func(step int, start, end time.Time)
+	// HTTPClient is the client of the runner's driver API requests (nil:
+	// ironic.New's default); `ironlab bench` times them through it.
+	HTTPClient *http.Client
+	// CleanStepPriorities override the agents' automated clean step
+	// priorities by step name (erase_devices, erase_devices_metadata; 0
+	// disables a step), as Ironic's [deploy]erase_devices_priority does.
+	CleanStepPriorities map[string]int
 }
 
 // withDefaults fills in the options a caller left zero.

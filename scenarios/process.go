@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -55,6 +56,11 @@ func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*
 		"--agent-poll-interval", cfg.AgentPollInterval.String(),
 		"--power-off-poll-interval", cfg.PowerOffPollInterval.String(),
 	}}
+	for _, step := range []string{"erase_devices", "erase_devices_metadata"} {
+		if prio, ok := cfg.CleanStepPriorities[step]; ok {
+			p.args = append(p.args, "--"+strings.ReplaceAll(step, "_", "-")+"-priority", strconv.Itoa(prio))
+		}
+	}
 	if err := p.start(ctx); err != nil {
 		return nil, err
 	}

@@ -148,7 +148,7 @@ func (r *runner) run(ctx context.Context) error {
 	if err := l.Start(ctx, driverURL); err != nil {
 		return err
 	}
-	api, err := ironic.New(ctx, driverURL, nil)
+	api, err := ironic.New(ctx, driverURL, r.opts.HTTPClient)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,10 @@ import (
 // error; an error ends the run.
 func (r *runner) step(ctx context.Context, i int, st *Step) error {
 	start := time.Now()
+	if r.opts.StepHook != nil {
+		r.opts.StepHook(i, start, time.Time{})
+		defer func() { r.opts.StepHook(i, start, time.Now()) }()
+	}
 	label := fmt.Sprintf("[%d/%d]", i+1, len(r.s.Steps))
 	var err error
 	switch {

@@ -2,56 +2,96 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ironlab/ironlab/scenarios"
+	"github.com/ironlab/ironlab/scenarios/ironic"
 )
 
 func init() {
-	register("bench", "deploy many in-process nodes at once and report throughput", benchCmd)
+	register("bench", "measure the real provisioning path of many nodes and write bench.json/bench.md", benchCmd)
 }
 
-// benchScenario is the scale scenario `ironlab bench` plays.
-const benchScenario = `name: bench
-description: Deploy %[1]d fake_agent nodes at once.
+// benchStep is one step of the bench scenario and the phase it times.
+type benchStep struct {
+	yaml  string
+	phase string
+}
+
+// benchPhases are the phases in the order they run.
+var benchPhases = []string{"enroll", "manage", "provide", "heartbeats", "power_off", "deploy", "undeploy"}
+
+// benchSteps is what `ironlab bench` plays: provide cleans (metadata erase
+// only) and, with fast track, leaves the agents running, so that the
+// heartbeat window sees every agent heartbeat as an idle fleet does; the
+// nodes are powered off before the deploy so that it takes the whole cold
+// path (power on over the BMC, ramdisk boot, image write, reboot).
+func benchSteps(image string, window, timeout time.Duration) []benchStep {
+	t := timeout.String()
+	return []benchStep{
+		{`enroll: {}`, "enroll"},
+		{`manage: {}`, "manage"},
+		{`wait: {state: manageable, timeout: ` + t + `}`, "manage"},
+		{`provide: {}`, "provide"},
+		{`wait: {state: available, timeout: ` + t + `}`, "provide"},
+		{`sleep: ` + window.String(), "heartbeats"},
+		{`power: {target: power off}`, "power_off"},
+		{`deploy: {image: ` + image + `}`, "deploy"},
+		{`wait: {state: active, timeout: ` + t + `}`, "deploy"},
+		{`expect: {state: active, last_error: "", disk_image: ` + image + `}`, "deploy"},
+		{`undeploy: {}`, "undeploy"},
+		{`wait: {state: available, timeout: ` + t + `}`, "undeploy"},
+		{`expect: {state: available, last_error: "", disk_metadata_erased: true}`, "undeploy"},
+	}
+}
+
+const benchLab = `name: bench
+description: ironlab bench, %[1]d %[2]s nodes.
 seed: 1
 lab:
-  heartbeat_timeout: %[2]s
-  automated_clean: false
-  images: [{id: bench-os, size: %[3]s}]
-  groups: [{name: n, count: %[1]d, driver: fake_agent, dialect: %[5]s, disk_size: %[4]s}]
+  heartbeat_timeout: %[3]s
+  automated_clean: true
+  fast_track: true
+  driver_process: true
+  images: [{id: bench-os, size: %[4]s}]
+  groups: [{name: n, count: %[1]d, driver: %[2]s, dialect: v1, disk_size: %[5]d}]
 steps:
-  - enroll: {}
-  - manage: {}
-  - provide: {}
-  - wait: {state: available, timeout: %[6]s}
-  - deploy: {image: bench-os}
-  - wait: {state: active, timeout: %[6]s}
-  - expect: {state: active, last_error: ""}
 `
 
 func benchCmd(args []string) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	nodes := fs.Int("nodes", 500, "nodes to deploy at once (at most 5000)")
-	image := fs.String("image-size", "1MiB", "image size")
-	hb := fs.Duration("heartbeat-timeout", 10*time.Second, "agent.heartbeat_timeout (agents heartbeat every 0.3-0.6 of it)")
-	dialect := fs.String("dialect", "v1", "agent dialect: v1 or legacy")
+	nodes := fs.Int("nodes", 200, fmt.Sprintf("nodes, each with its own BMC (1 to %d)", scenarios.MaxNodes))
+	power := fs.String("power", "native", "power path: native (agent_pyghmi: the driver's own IPMI client), ipmitool (agent_ipmitool) or fake (fake_agent: no BMC)")
+	bmcKind := fs.String("bmc", "ipmi", "BMC kind: ipmi, or redfish (agent_redfish; --power must be native)")
+	image := fs.String("image-size", "1MiB", "image size (disks are sparse files of twice that, at least 2 MiB)")
+	hb := fs.Duration("heartbeat-timeout", 4*time.Second, "agent.heartbeat_timeout (agents heartbeat every 0.3-0.6 of it; keep it over 3.4s: the driver records heartbeats in whole seconds)")
+	window := fs.Duration("heartbeat-window", 10*time.Second, "how long the steady-state heartbeat phase lasts")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up on a phase after this long")
 	results := fs.String("results", "results", "results folder")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab bench [flags]
 
-Enrolls, manages, provides and deploys --nodes fake_agent nodes at once (in
-one process, all on loopback) through the built-in driver's HTTP API, and
-reports how long each phase took and the deploy throughput. Bounded: it stops
-after --timeout per phase.
+Measures the real provisioning path of --nodes nodes, all in one lab on
+loopback: one virtual BMC per node (real IPMI over UDP, or Redfish over
+HTTPS), the built-in driver as a child process (its HTTP API, SQLite), fake
+agents writing real bytes to sparse disks. Phases: enroll, manage, provide
+(automated clean: erase_devices_metadata), steady-state heartbeats for
+--heartbeat-window (fast track keeps the agents running), power off, deploy,
+undeploy (automated clean: erase_devices_metadata). Bounded: every wait gives
+up after --timeout.
+
+Writes results/<run>/bench.json and bench.md (and the scenario's report.html
+under results/<run>/bench/).
 
 Flags:
 `)
@@ -64,64 +104,127 @@ Flags:
 		fmt.Fprintf(os.Stderr, "ironlab bench: --nodes must be 1 to %d\n", scenarios.MaxNodes)
 		return 2
 	}
+	class, err := benchClass(*power, *bmcKind)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab bench:", err)
+		return 2
+	}
+	if *window <= 0 || *timeout <= 0 || *hb <= 0 {
+		fmt.Fprintln(os.Stderr, "ironlab bench: --heartbeat-window, --heartbeat-timeout and --timeout must be positive")
+		return 2
+	}
 	size, err := scenarios.ParseSize(*image)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab bench: --image-size:", err)
 		return 2
 	}
-	disk := fmt.Sprintf("%d", max(size*2, 1<<20))
-	text := fmt.Sprintf(benchScenario, *nodes, hb.String(), *image, disk, *dialect, timeout.String())
-	s, err := scenarios.Parse("bench", []byte(text))
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab bench: find the ironlab binary:", err)
+		return 1
+	}
+	steps := benchSteps("bench-os", *window, *timeout)
+	var text strings.Builder
+	fmt.Fprintf(&text, benchLab, *nodes, class, hb.String(), *image, max(size*2, 2<<20))
+	for _, st := range steps {
+		text.WriteString("  - " + st.yaml + "\n")
+	}
+	s, err := scenarios.Parse("bench", []byte(text.String()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab bench:", err)
 		return 2
 	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	runID := time.Now().Format("20060102-150405")
 	dir := filepath.Join(*results, runID)
-	fmt.Printf("deploying %d nodes at once (image %s) ...\n", *nodes, *image)
+	m := newBenchMeter(*nodes, class, steps, *timeout)
+	m.selfBefore = readProcStatus(os.Getpid())
+	fmt.Printf("bench: %d %s nodes (image %s, heartbeat window %s) ...\n", *nodes, class, *image, *window)
 	res, err := scenarios.Run(ctx, s, scenarios.Options{
-		ResultsDir: dir, ImageCache: defaultCache("images"), StartDriver: builtinDriver,
+		ResultsDir: dir, ImageCache: defaultCache("images"), DriverBinary: self,
 		Out: os.Stdout, Logger: slog.New(slog.DiscardHandler),
-		// CI must run every group: a missing tool there is an error.
-		FailOnMissingTools: os.Getenv("CI") == "true",
-		// Many agents: look up less eagerly than a small lab does.
-		LookupInterval: time.Second,
+		FailOnMissingTools:  os.Getenv("CI") == "true",
+		LookupInterval:      time.Second,
+		HTTPClient:          m.client(),
+		CleanStepPriorities: map[string]int{"erase_devices": 0, "erase_devices_metadata": 99},
+		Started:             m.started,
+		StepHook:            m.step,
 	})
 	if res == nil {
 		fmt.Fprintln(os.Stderr, "ironlab bench:", err)
 		return 1
 	}
-	var deploy float64
+	if len(res.Skipped) > 0 {
+		fmt.Fprintf(os.Stderr, "ironlab bench: groups skipped (%s): nothing measured\n", strings.Join(res.Skipped, "; "))
+		return 1
+	}
+	rep := m.report(res)
+	if werr := writeBench(dir, rep); werr != nil {
+		fmt.Fprintln(os.Stderr, "ironlab bench:", werr)
+		return 1
+	}
 	fmt.Println()
-	for _, c := range res.Checks {
-		fmt.Printf("  %-40s %6.1fs  %s\n", c.Name, c.DurationS, passWord(c.Passed))
-		if c.Name == "step 6: wait for active" {
-			deploy = c.DurationS
-		}
-	}
-	var sum float64
-	for _, n := range res.Nodes {
-		sum += n.DeploySeconds
-	}
-	if deploy > 0 && len(res.Nodes) > 0 {
-		fmt.Printf("\n  %d nodes active in %.1fs: %.1f deploys/s; mean deploy request to active %.2fs; %d MiB of images served\n",
-			len(res.Nodes), deploy, float64(len(res.Nodes))/deploy, sum/float64(len(res.Nodes)), res.ImageBytesServed>>20)
-	}
-	fmt.Printf("  results: %s (open %s)\n", dir, filepath.Join(dir, s.Name, "report.html"))
+	fmt.Print(rep.markdown())
+	fmt.Printf("\n  results: %s (bench.json, bench.md; open %s)\n", dir, filepath.Join(dir, s.Name, "report.html"))
 	if err != nil || !res.Passed {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "ironlab bench:", err)
+		}
+		for _, c := range res.Checks {
+			if !c.Passed {
+				fmt.Fprintf(os.Stderr, "ironlab bench: %s failed: %s\n", c.Name, strings.Join(c.Failures, "; "))
+			}
 		}
 		return 1
 	}
 	return 0
 }
 
-func passWord(ok bool) string {
-	if ok {
-		return "ok"
+// benchClass maps --power and --bmc to the nodes' driver class.
+func benchClass(power, bmcKind string) (string, error) {
+	switch bmcKind {
+	case "ipmi":
+	case "redfish":
+		if power != "native" {
+			return "", fmt.Errorf("--bmc redfish powers through Redfish: leave --power at native, not %q", power)
+		}
+		return "agent_redfish", nil
+	default:
+		return "", fmt.Errorf("--bmc: want ipmi or redfish, got %q", bmcKind)
 	}
-	return "FAILED"
+	switch power {
+	case "native":
+		return "agent_pyghmi", nil
+	case "ipmitool":
+		return "agent_ipmitool", nil
+	case "fake":
+		return "fake_agent", nil
+	}
+	return "", fmt.Errorf("--power: want native, ipmitool or fake, got %q", power)
+}
+
+// writeBench writes bench.json and bench.md into dir.
+func writeBench(dir string, rep *benchReport) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results folder %s: %w", dir, err)
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode bench.json: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bench.json"), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write bench.json: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bench.md"), []byte(rep.markdown()), 0o644); err != nil {
+		return fmt.Errorf("write bench.md: %w", err)
+	}
+	return nil
+}
+
+// benchAPI is the driver API as the meter reads it (its own requests,
+// not timed with the runner's).
+func benchAPI(ctx context.Context, url string) (*ironic.Client, error) {
+	return ironic.New(ctx, url, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil}})
 }

@@ -32,6 +32,7 @@ func labDriverConfig(cfg scenarios.DriverConfig) driver.Config {
 	dc.PowerOffPollInterval = cfg.PowerOffPollInterval
 	dc.Logger = cfg.Logger
 	dc.FastTrack = cfg.FastTrack
+	dc.CleanStepPriorities = cfg.CleanStepPriorities
 	dc.WatchdogAction, dc.WatchdogMaxReboots = cfg.WatchdogAction, cfg.WatchdogMaxReboots
 	dc.DeployCallbackTimeout, dc.CleanCallbackTimeout = cfg.DeployCallbackTimeout, cfg.CleanCallbackTimeout
 	dc.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{

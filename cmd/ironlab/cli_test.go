@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -221,16 +220,3 @@ func TestUpRedfish(t *testing.T) {
 	}
 }
 
-func TestBench(t *testing.T) {
-	dir := t.TempDir()
-	out, code := ironlab(t, dir, "bench", "--nodes", "20", "--results", filepath.Join(dir, "res"))
-	if code != 0 || !strings.Contains(out, "20 nodes active in") || !strings.Contains(out, "deploys/s") {
-		t.Errorf("bench: exit %d\n%s", code, out)
-	}
-	if m := regexp.MustCompile(`open (\S+report\.html)`).FindStringSubmatch(out); m == nil || !fileHas(t, m[1], "bench") {
-		t.Errorf("bench does not say where its report.html is, or wrote none:\n%s", out)
-	}
-	if _, code := ironlab(t, dir, "bench", "--nodes", "0"); code != 2 {
-		t.Errorf("bench --nodes 0: exit %d, want 2", code)
-	}
-}

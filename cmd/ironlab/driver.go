@@ -36,6 +36,7 @@ type driverFlags struct {
 	host, group              string
 	condHeartbeat, condDead  time.Duration
 	hashExponent, replicas   int
+	erasePrio, metadataPrio  int
 }
 
 func (f *driverFlags) add(fs *flag.FlagSet, db string) {
@@ -54,6 +55,8 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 	fs.DurationVar(&f.powerOffPoll, "power-off-poll-interval", d.PowerOffPollInterval, "after standby.power_off, how often the BMC is asked (6 times) whether the node is off before a hard power off (Ironic's post_deploy_get_power_state_retry_interval)")
 	fs.DurationVar(&f.ipmiInterval, "ipmi-min-interval", 5*time.Second, "least time between ipmitool commands to one BMC (Ironic's min_command_interval)")
 	fs.BoolVar(&f.automatedClean, "automated-clean", d.AutomatedClean, "run the erase clean steps on provide and undeploy")
+	fs.IntVar(&f.erasePrio, "erase-devices-priority", -1, "automated clean priority of erase_devices (0 disables it; -1: the agent's, 10)")
+	fs.IntVar(&f.metadataPrio, "erase-devices-metadata-priority", -1, "automated clean priority of erase_devices_metadata (0 disables it; -1: the agent's, 99)")
 	fs.BoolVar(&f.fastTrack, "fast-track", d.FastTrack, "let agents of enroll/manageable/available nodes look up (keep agents running)")
 	fs.BoolVar(&f.requireTLS, "require-tls", d.RequireTLS, "refuse agent callback URLs that are not https")
 	fs.BoolVar(&f.tokenRequired, "agent-token-required", d.AgentTokenRequired, "refuse v1 heartbeats without the agent token")
@@ -79,6 +82,14 @@ func (f *driverFlags) config(logger *slog.Logger) driver.Config {
 	c.ConductorHeartbeatInterval, c.ConductorTimeout = f.condHeartbeat, f.condDead
 	c.HashPartitionExponent, c.HashDistributionReplicas = f.hashExponent, f.replicas
 	c.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{IPMIMinInterval: f.ipmiInterval})
+	for step, prio := range map[string]int{"erase_devices": f.erasePrio, "erase_devices_metadata": f.metadataPrio} {
+		if prio >= 0 {
+			if c.CleanStepPriorities == nil {
+				c.CleanStepPriorities = map[string]int{}
+			}
+			c.CleanStepPriorities[step] = prio
+		}
+	}
 	return c
 }
 

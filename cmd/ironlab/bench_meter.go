@@ -1,0 +1,437 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ironlab/ironlab/scenarios"
+	"github.com/ironlab/ironlab/scenarios/ironic"
+	"github.com/ironlab/ironlab/simulator/bmc"
+	"github.com/ironlab/ironlab/simulator/lab"
+)
+
+// benchMeter measures a bench run from the runner's hooks: phase times
+// (StepHook), the runner's API latency (its HTTP client), the lab's BMC
+// counters, heartbeats the driver recorded and both processes' memory.
+type benchMeter struct {
+	n       int
+	class   string
+	steps   []benchStep
+	timeout time.Duration
+
+	mu      sync.Mutex
+	latency []time.Duration
+
+	lab    *lab.Lab
+	api    *ironic.Client // the meter's own client, not timed
+	drvPid int
+
+	selfBefore, selfAfter, drvStart, drvAfter procStatus
+
+	phaseStart, phaseEnd map[string]time.Time
+	ipmiStart, ipmiEnd   map[string]bmc.Counters
+	stepStart, stepEnd   []time.Time
+
+	hbCancel context.CancelFunc
+	hbDone   chan hbCount
+	hb       hbCount
+	warnings []string
+}
+
+// hbCount is what the heartbeat poller saw.
+type hbCount struct {
+	beats       int
+	first, last time.Time
+}
+
+func newBenchMeter(n int, class string, steps []benchStep, timeout time.Duration) *benchMeter {
+	return &benchMeter{n: n, class: class, steps: steps, timeout: timeout,
+		phaseStart: map[string]time.Time{}, phaseEnd: map[string]time.Time{},
+		ipmiStart: map[string]bmc.Counters{}, ipmiEnd: map[string]bmc.Counters{},
+		stepStart: make([]time.Time, len(steps)), stepEnd: make([]time.Time, len(steps))}
+}
+
+func (m *benchMeter) warn(format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	fmt.Println("   bench: " + msg)
+	m.mu.Lock()
+	m.warnings = append(m.warnings, msg)
+	m.mu.Unlock()
+}
+
+// timedTransport records the latency of every request of the runner.
+type timedTransport struct {
+	base http.RoundTripper
+	m    *benchMeter
+}
+
+func (t timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.base.RoundTrip(req)
+	d := time.Since(start)
+	t.m.mu.Lock()
+	t.m.latency = append(t.m.latency, d)
+	t.m.mu.Unlock()
+	return resp, err
+}
+
+// client is the runner's HTTP client: its requests are the ones timed.
+func (m *benchMeter) client() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: timedTransport{
+		base: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64}, m: m}}
+}
+
+// started runs once the lab and the driver run, before the first step.
+func (m *benchMeter) started(url string, l *lab.Lab) {
+	m.lab = l
+	api, err := benchAPI(context.Background(), url)
+	if err != nil {
+		m.warn("no meter API client: %v", err)
+		return
+	}
+	m.api = api
+	pid, _, err := api.Process(context.Background())
+	if err != nil {
+		m.warn("driver process unknown (GET /v1/lab/process: %v): its memory is not measured", err)
+		return
+	}
+	m.drvPid = pid
+	m.drvStart = readProcStatus(pid)
+}
+
+// counters sums the lab's BMC counters.
+func (m *benchMeter) counters() bmc.Counters {
+	var c bmc.Counters
+	if m.lab == nil {
+		return c
+	}
+	for _, n := range m.lab.Nodes() {
+		if n.BMC != nil {
+			bc := n.BMC.Counters()
+			c.Requests += bc.Requests
+			c.Sessions += bc.Sessions
+			c.Dropped += bc.Dropped
+		}
+	}
+	return c
+}
+
+// step is the runner's StepHook: end is zero as step i starts.
+func (m *benchMeter) step(i int, start, end time.Time) {
+	if i >= len(m.steps) {
+		return
+	}
+	phase := m.steps[i].phase
+	if end.IsZero() {
+		m.stepStart[i] = start
+		if _, ok := m.phaseStart[phase]; !ok {
+			m.phaseStart[phase] = start
+			m.ipmiStart[phase] = m.counters()
+			fmt.Printf("   bench: phase %s\n", phase)
+		}
+		if phase == "heartbeats" {
+			m.startHeartbeats()
+		}
+		return
+	}
+	switch phase {
+	case "heartbeats":
+		m.stopHeartbeats()
+	case "power_off":
+		// The power API answers at once: the phase ends when every node is off.
+		m.waitPowerOff()
+	}
+	now := time.Now()
+	m.stepEnd[i] = now
+	m.phaseEnd[phase] = now
+	m.ipmiEnd[phase] = m.counters()
+	if i == len(m.steps)-1 {
+		m.selfAfter = readProcStatus(os.Getpid())
+		if m.drvPid != 0 {
+			m.drvAfter = readProcStatus(m.drvPid)
+		}
+	}
+}
+
+func (m *benchMeter) waitPowerOff() {
+	if m.api == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
+	defer cancel()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		nodes, err := m.api.Nodes(ctx)
+		on := 0
+		for _, n := range nodes {
+			if n.Power() != "power off" {
+				on++
+			}
+		}
+		if err == nil && on == 0 && len(nodes) > 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			m.warn("power off: %d nodes still on after %s (err %v)", on, m.timeout, err)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// startHeartbeats polls the nodes' agent_last_heartbeat (Unix seconds, as
+// the driver records it) and counts each change as one heartbeat: agents
+// heartbeat every 0.3-0.6 of the heartbeat timeout, so with a timeout over
+// 3.4 s two heartbeats never fall in one second, and the poll (every
+// 250 ms, or slower for many nodes) never sees two changes at once.
+func (m *benchMeter) startHeartbeats() {
+	if m.api == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.hbCancel, m.hbDone = cancel, make(chan hbCount, 1)
+	every := max(250*time.Millisecond, time.Duration(m.n)*200*time.Microsecond)
+	go func() {
+		var c hbCount
+		prev := map[string]time.Time{}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			nodes, err := m.api.Nodes(ctx)
+			if err == nil {
+				now := time.Now()
+				for _, n := range nodes {
+					at, ok := n.LastHeartbeat()
+					if !ok {
+						continue
+					}
+					if p, seen := prev[n.UUID]; seen && at.After(p) && !c.first.IsZero() {
+						c.beats++
+					}
+					prev[n.UUID] = at
+				}
+				if c.first.IsZero() {
+					c.first = now
+				}
+				c.last = now
+			}
+			select {
+			case <-ctx.Done():
+				m.hbDone <- c
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+func (m *benchMeter) stopHeartbeats() {
+	if m.hbCancel == nil {
+		return
+	}
+	m.hbCancel()
+	m.hb = <-m.hbDone
+}
+
+// procStatus is a process's memory from /proc/<pid>/status, in KiB.
+type procStatus struct {
+	RSS, HWM int64
+}
+
+func readProcStatus(pid int) procStatus {
+	var s procStatus
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		n, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "VmRSS":
+			s.RSS = n
+		case "VmHWM":
+			s.HWM = n
+		}
+	}
+	return s
+}
+
+// benchPhase is one phase's time.
+type benchPhase struct {
+	Name         string  `json:"name"`
+	Seconds      float64 `json:"seconds"`
+	NodesPerS    float64 `json:"nodes_per_s"`
+	IPMIRequests uint64  `json:"ipmi_requests"`
+	IPMISessions uint64  `json:"ipmi_sessions"`
+}
+
+// benchReport is bench.json.
+type benchReport struct {
+	Nodes      int          `json:"nodes"`
+	Driver     string       `json:"driver"`
+	Passed     bool         `json:"passed"`
+	Error      string       `json:"error,omitempty"`
+	MeasuredAt string       `json:"measured_at"`
+	Host       string       `json:"host"`
+	Phases     []benchPhase `json:"phases"`
+	// DeployWallS: the first deploy request to the last node active.
+	DeployWallS      float64 `json:"deploy_wall_s"`
+	Heartbeats       int     `json:"heartbeats"`
+	HeartbeatWindowS float64 `json:"heartbeat_window_s"`
+	HeartbeatsPerS   float64 `json:"heartbeats_per_s"`
+	// API latency of the runner's own requests (enroll, verbs, waits).
+	APIRequests int     `json:"api_requests"`
+	APIP50Ms    float64 `json:"api_p50_ms"`
+	APIP99Ms    float64 `json:"api_p99_ms"`
+	// From the lab's BMC counters, over enroll to the end of undeploy.
+	IPMIRequests     uint64  `json:"ipmi_requests"`
+	IPMISessions     uint64  `json:"ipmi_sessions"`
+	IPMIRequestsPerS float64 `json:"ipmi_requests_per_s"`
+	IPMISessionsPerS float64 `json:"ipmi_sessions_per_s"`
+	// Memory: RSS growth of the lab process (from before the lab is built)
+	// plus the driver process's (from its start) to all nodes idle, / N;
+	// peak is both processes' VmHWM.
+	RSSPerNodeKiB  float64  `json:"rss_per_node_kib"`
+	PeakRSSMiB     float64  `json:"peak_rss_mib"`
+	LabPeakRSSMiB  float64  `json:"lab_peak_rss_mib"`
+	DriverPeakMiB  float64  `json:"driver_peak_rss_mib"`
+	ConductorCPUS  float64  `json:"conductor_cpu_s"`
+	ConductorCPUPD float64  `json:"conductor_cpu_s_per_deploy"`
+	Warnings       []string `json:"warnings,omitempty"`
+}
+
+func (m *benchMeter) report(res *scenarios.Result) *benchReport {
+	host, _ := os.Hostname()
+	r := &benchReport{Nodes: m.n, Driver: m.class, Passed: res.Passed, Error: res.Error,
+		MeasuredAt: time.Now().UTC().Format(time.RFC3339),
+		Host:       fmt.Sprintf("%s, %d CPUs, %s", host, runtime.NumCPU(), runtime.Version())}
+	var first, last time.Time
+	for _, p := range benchPhases {
+		s, e := m.phaseStart[p], m.phaseEnd[p]
+		if s.IsZero() || e.IsZero() {
+			continue
+		}
+		if first.IsZero() {
+			first = s
+		}
+		last = e
+		sec := e.Sub(s).Seconds()
+		bp := benchPhase{Name: p, Seconds: round3(sec),
+			IPMIRequests: m.ipmiEnd[p].Requests - m.ipmiStart[p].Requests,
+			IPMISessions: m.ipmiEnd[p].Sessions - m.ipmiStart[p].Sessions}
+		if sec > 0 {
+			bp.NodesPerS = round3(float64(m.n) / sec)
+		}
+		r.Phases = append(r.Phases, bp)
+	}
+	var deployStart, activeEnd time.Time
+	for i, st := range m.steps {
+		if strings.HasPrefix(st.yaml, "deploy:") {
+			deployStart = m.stepStart[i]
+		}
+		if strings.HasPrefix(st.yaml, "wait: {state: active") {
+			activeEnd = m.stepEnd[i]
+		}
+	}
+	if !deployStart.IsZero() && !activeEnd.IsZero() {
+		r.DeployWallS = round3(activeEnd.Sub(deployStart).Seconds())
+	}
+	r.Heartbeats = m.hb.beats
+	if w := m.hb.last.Sub(m.hb.first).Seconds(); w > 0 {
+		r.HeartbeatWindowS = round3(w)
+		r.HeartbeatsPerS = round3(float64(m.hb.beats) / w)
+	}
+	m.mu.Lock()
+	lat := append([]time.Duration(nil), m.latency...)
+	r.Warnings = append(r.Warnings, m.warnings...)
+	m.mu.Unlock()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	r.APIRequests = len(lat)
+	if len(lat) > 0 {
+		r.APIP50Ms = round3(ms(lat[(len(lat)-1)*50/100]))
+		r.APIP99Ms = round3(ms(lat[(len(lat)-1)*99/100]))
+	}
+	if !first.IsZero() {
+		c0, c1 := m.ipmiStart[benchPhases[0]], m.ipmiEnd[benchPhases[len(benchPhases)-1]]
+		r.IPMIRequests, r.IPMISessions = c1.Requests-c0.Requests, c1.Sessions-c0.Sessions
+		if w := last.Sub(first).Seconds(); w > 0 {
+			r.IPMIRequestsPerS = round3(float64(r.IPMIRequests) / w)
+			r.IPMISessionsPerS = round3(float64(r.IPMISessions) / w)
+		}
+	}
+	if m.selfAfter.RSS > 0 {
+		grow := m.selfAfter.RSS - m.selfBefore.RSS
+		if m.drvAfter.RSS > 0 {
+			grow += m.drvAfter.RSS - m.drvStart.RSS
+		}
+		r.RSSPerNodeKiB = round3(float64(grow) / float64(m.n))
+		r.LabPeakRSSMiB = round3(float64(m.selfAfter.HWM) / 1024)
+		r.DriverPeakMiB = round3(float64(m.drvAfter.HWM) / 1024)
+		r.PeakRSSMiB = round3(float64(m.selfAfter.HWM+m.drvAfter.HWM) / 1024)
+	}
+	if c := res.ConductorCPU; c != nil {
+		r.ConductorCPUS, r.ConductorCPUPD = round3(c.CPUSeconds), round3(c.CPUSecondsPerDeploy)
+	}
+	return r
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func round3(f float64) float64 {
+	return float64(int64(f*1000+0.5)) / 1000
+}
+
+// markdown is bench.md: the phases and the figures as tables.
+func (r *benchReport) markdown() string {
+	var b strings.Builder
+	verdict := "passed"
+	if !r.Passed {
+		verdict = "FAILED"
+	}
+	fmt.Fprintf(&b, "# ironlab bench: %d %s nodes (%s)\n\n", r.Nodes, r.Driver, verdict)
+	fmt.Fprintf(&b, "Measured %s on %s.\n\n", r.MeasuredAt, r.Host)
+	b.WriteString("| phase | seconds | nodes/s | IPMI requests | IPMI sessions |\n|---|---:|---:|---:|---:|\n")
+	for _, p := range r.Phases {
+		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %d | %d |\n", p.Name, p.Seconds, p.NodesPerS, p.IPMIRequests, p.IPMISessions)
+	}
+	b.WriteString("\n| figure | value |\n|---|---:|\n")
+	row := func(k, f string, v any) { fmt.Fprintf(&b, "| %s | "+f+" |\n", k, v) }
+	row("deploy wall (first deploy request to last active)", "%.2f s", r.DeployWallS)
+	row("heartbeats recorded / s (steady state)", "%.1f", r.HeartbeatsPerS)
+	row("API requests of the bench", "%d", r.APIRequests)
+	row("API latency p50", "%.2f ms", r.APIP50Ms)
+	row("API latency p99", "%.2f ms", r.APIP99Ms)
+	row("IPMI requests / s (all BMCs, whole run)", "%.1f", r.IPMIRequestsPerS)
+	row("IPMI sessions / s (all BMCs, whole run)", "%.1f", r.IPMISessionsPerS)
+	row("RSS per node (lab + driver growth / N)", "%.1f KiB", r.RSSPerNodeKiB)
+	row("peak RSS (lab + driver VmHWM)", "%.1f MiB", r.PeakRSSMiB)
+	row("conductor CPU per deploy", "%.4f s", r.ConductorCPUPD)
+	for _, w := range r.Warnings {
+		fmt.Fprintf(&b, "\nwarning: %s\n", w)
+	}
+	return b.String()
+}
