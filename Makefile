@@ -4,7 +4,7 @@
 GO ?= go
 export CGO_ENABLED ?= 0
 
-.PHONY: run test interop build lint deps bench fuzz clean
+.PHONY: run test interop build lint deps bench bench-all fuzz clean
 
 run:
 	$(GO) run ./cmd/ironlab run deploy
@@ -30,7 +30,25 @@ interop:
 	else echo "make interop: not root, so not installing Ironic; the tier skips (CI=true makes it fail)"; fi
 	$(GO) test -count=1 -timeout 20m ./scenarios/interop/
 
+# make bench runs the hot-path benchmarks (heartbeat API to store, state
+# transition, IPMI framing and sessions, image write) BENCHCOUNT times each
+# (6: the least benchstat gives a confidence interval for)
+# into BENCHOUT, which benchstat compares between commits:
+#   make bench BENCHOUT=old.txt; (change); make bench BENCHOUT=new.txt
+#   go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da old.txt new.txt
+BENCHTIME ?= 1s
+BENCHCOUNT ?= 6
+BENCHOUT ?= bench.txt
 bench:
+	@: > $(BENCHOUT)
+	$(GO) test -run '^$$' -bench 'Heartbeat/sqlite' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./driver/api | tee -a $(BENCHOUT)
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./driver/store/sqlite | tee -a $(BENCHOUT)
+	$(GO) test -run '^$$' -bench 'DecodePacket|Serve' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./simulator/bmc | tee -a $(BENCHOUT)
+	$(GO) test -run '^$$' -bench ImageWrite -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./fakeagent | tee -a $(BENCHOUT)
+
+# make bench-all runs every Go benchmark a few iterations (peers included:
+# pyghmi, VMs where installed).
+bench-all:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
 # make fuzz runs each fuzz target for FUZZTIME, one at a time (the plain

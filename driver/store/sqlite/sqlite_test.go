@@ -16,7 +16,7 @@ import (
 	"github.com/ironlab/ironlab/driver/store/storetest"
 )
 
-func open(t *testing.T) (*SQLite, string) {
+func open(t testing.TB) (*SQLite, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ironlab.db")
 	s, err := Open(context.Background(), path)
