@@ -219,4 +219,3 @@ func TestUpRedfish(t *testing.T) {
 		t.Errorf("up after SIGTERM: %v", err)
 	}
 }
-
