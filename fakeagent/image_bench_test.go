@@ -40,7 +40,7 @@ func BenchmarkImageWrite(b *testing.B) {
 	b.SetBytes(size)
 	b.ResetTimer()
 	for range b.N {
-		got, n, err := a.download(context.Background(), srv.URL, "sha256", disk, "/dev/vda")
+		got, n, err := a.download(context.Background(), srv.URL, "sha256", disk, 2*size, "/dev/vda")
 		if err != nil || n != size || got != hex.EncodeToString(sum[:]) {
 			b.Fatalf("download: %d bytes, %s, %v", n, got, err)
 		}
