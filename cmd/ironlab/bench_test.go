@@ -108,7 +108,7 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 func TestBenchRefusesBadFlags(t *testing.T) {
 	dir := t.TempDir()
 	for _, args := range [][]string{
-		{"--power", "smoke"}, {"--bmc", "redfish", "--power", "ipmitool"}, {"--bmc", "serial"},
+		{"--power", "smoke"}, {"--power", "fake"}, {"--bmc", "redfish", "--power", "ipmitool"}, {"--bmc", "serial"},
 		{"--nodes", "0"}, {"--heartbeat-window", "0s"},
 	} {
 		out, code := ironlab(t, dir, append([]string{"bench"}, args...)...)
