@@ -105,14 +105,17 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// When the options do not say what an external driver is, ask it
+	// before the lab is built (a real Ironic gets v1 agents); that client
+	// is then the run's client.
+	var external *ironic.Client
 	if r.target = r.opts.Target; r.target == "" {
 		r.target = enroll.TargetBuiltin
 		if r.opts.DriverURL != "" {
-			api, err := ironic.New(ctx, r.opts.DriverURL, nil)
-			if err != nil {
+			if external, err = ironic.New(ctx, r.opts.DriverURL, r.opts.HTTPClient); err != nil {
 				return err
 			}
-			if r.target, err = detectTarget(ctx, api, true); err != nil {
+			if r.target, err = detectTarget(ctx, external); err != nil {
 				return err
 			}
 		}
@@ -148,9 +151,11 @@ func (r *runner) run(ctx context.Context) error {
 	if err := l.Start(ctx, driverURL); err != nil {
 		return err
 	}
-	api, err := ironic.New(ctx, driverURL, r.opts.HTTPClient)
-	if err != nil {
-		return err
+	api := external
+	if api == nil {
+		if api, err = ironic.New(ctx, driverURL, r.opts.HTTPClient); err != nil {
+			return err
+		}
 	}
 	r.api = api
 	r.printf("   driver API %s (API %s, enrolled as %s), images at %s, agents at %s\n", driverURL, api.Version(), r.target, l.Images.Addr(), l.AgentAddr())

@@ -40,24 +40,14 @@ func (r *runner) enroll(ctx context.Context, n *lab.Node) error {
 	return nil
 }
 
-// detectTarget decides what the nodes are enrolled into when the options do
-// not say: the built-in driver offers the spec's classes (agent_ipmitool,
-// ...); anything else at a --driver-url is taken for a real Ironic, which
-// offers hardware types.
-func detectTarget(ctx context.Context, api *ironic.Client, external bool) (enroll.Target, error) {
-	if !external {
-		return enroll.TargetBuiltin, nil
-	}
+// detectTarget asks an external driver API what it is (enroll.TargetOf its
+// driver list), for a run whose options do not say.
+func detectTarget(ctx context.Context, api *ironic.Client) (enroll.Target, error) {
 	names, err := api.Drivers(ctx)
 	if err != nil {
 		return "", fmt.Errorf("list the drivers of %s to tell the built-in driver from a real Ironic (or give --target): %w", api.URL(), err)
 	}
-	for _, n := range names {
-		if n == "agent_ipmitool" || n == "fake_agent" {
-			return enroll.TargetBuiltin, nil
-		}
-	}
-	return enroll.TargetIronic, nil
+	return enroll.TargetOf(names), nil
 }
 
 // adaptForIronic changes what a real Ironic cannot take, and says so: its

@@ -2,19 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/ironlab/ironlab/driver"
 	"github.com/ironlab/ironlab/images"
@@ -188,7 +184,7 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 1
 	}
-	target, err := upTarget(ctx, *targetFlag, *driverURL)
+	target, err := upTarget(ctx, *targetFlag, *driverURL != "", api)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 2
@@ -267,45 +263,25 @@ func printLab(l *lab.Lab, driverURL, apiVersion, nodesFile string, target enroll
 }
 
 // upTarget decides what nodes.yaml enrolls into: --target when given; the
-// built-in driver when up starts it; else whatever the --driver-url API
-// says it is (a driver list with the spec's classes is ironlab's), and a
-// real Ironic when it does not answer yet.
-func upTarget(ctx context.Context, flagValue, driverURL string) (enroll.Target, error) {
+// built-in driver when up starts it; else what the --driver-url API's driver
+// list says it is.
+func upTarget(ctx context.Context, flagValue string, external bool, api *ironic.Client) (enroll.Target, error) {
 	if flagValue != "" {
 		return enroll.ParseTarget(flagValue)
 	}
-	if driverURL == "" {
+	if !external {
 		return enroll.TargetBuiltin, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(driverURL, "/")+"/v1/drivers", nil)
+	names, err := api.Drivers(ctx)
 	if err != nil {
-		return "", fmt.Errorf("--driver-url %s: %w", driverURL, err)
+		return "", fmt.Errorf("list the drivers of %s to tell ironlab's driver from a real Ironic (or give --target): %w", api.URL(), err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ironlab up: %s does not answer (%v); nodes.yaml enrolls into a real Ironic (--target builtin for ironlab's driver)\n", driverURL, err)
-		return enroll.TargetIronic, nil
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Drivers []struct {
-			Name string `json:"name"`
-		} `json:"drivers"`
-	}
-	json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
-	for _, d := range out.Drivers {
-		if d.Name == "agent_ipmitool" || d.Name == "fake_agent" {
-			return enroll.TargetBuiltin, nil
-		}
-	}
-	return enroll.TargetIronic, nil
+	return enroll.TargetOf(names), nil
 }
 
 func targetName(t enroll.Target) string {
 	if t == enroll.TargetIronic {
-		return "a real Ironic: hardware types ipmi/fake-hardware, pxe boot, direct deploy"
+		return "a real Ironic: hardware types (ipmi, redfish, manual-management), pxe boot, direct deploy"
 	}
 	return "ironlab's driver: the spec's classes"
 }

@@ -28,6 +28,19 @@ func ParseTarget(s string) (Target, error) {
 	return "", fmt.Errorf("target %q: want builtin or ironic", s)
 }
 
+// TargetOf tells, from the driver names an API lists (GET /v1/drivers),
+// what it is: ironlab's driver offers the spec's classes (agent_ipmitool,
+// fake_agent, ...); anything else is taken for a real Ironic, which offers
+// hardware types.
+func TargetOf(drivers []string) Target {
+	for _, n := range drivers {
+		if n == "agent_ipmitool" || n == "fake_agent" {
+			return TargetBuiltin
+		}
+	}
+	return TargetIronic
+}
+
 // Enrollment is one node as `POST /v1/nodes` (and `baremetal create`) takes
 // it, plus its ports.
 type Enrollment struct {

@@ -77,3 +77,19 @@ func TestEnrollmentForIronicRefusesMockPXE(t *testing.T) {
 		t.Error("ParseTarget(openstack) succeeded")
 	}
 }
+
+func TestTargetOfDriverList(t *testing.T) {
+	for _, c := range []struct {
+		drivers []string
+		want    enroll.Target
+	}{
+		{[]string{"agent_ipmitool", "agent_pyghmi", "fake_agent"}, enroll.TargetBuiltin},
+		{[]string{"fake_agent"}, enroll.TargetBuiltin},
+		{[]string{"ipmi", "redfish", "fake-hardware", "manual-management"}, enroll.TargetIronic},
+		{nil, enroll.TargetIronic},
+	} {
+		if got := enroll.TargetOf(c.drivers); got != c.want {
+			t.Errorf("enroll.TargetOf(%v) = %s, want %s", c.drivers, got, c.want)
+		}
+	}
+}
