@@ -101,7 +101,8 @@ func alive(t *testing.T, url string) map[string]bool {
 }
 
 // TestConductorsTakeOverAfterKill: three `ironlab driver` processes on one
-// PostgreSQL share 12 nodes on the hash ring. Deploys sent to c1 are
+// PostgreSQL share 30 nodes on the hash ring (with 12, the ring once gave
+// one of them a single node, too few for the test). Deploys sent to c1 are
 // forwarded to each node's owner and wait for their agent. One conductor
 // is SIGKILLed while one of its nodes is in a deploy step (deploying,
 // reserved by it): after its heartbeat timeout the others drop it, the
@@ -124,7 +125,7 @@ func TestConductorsTakeOverAfterKill(t *testing.T) {
 		return a["c1"] && a["c2"] && a["c3"]
 	})
 	var names []string
-	for i := 0; i < 12; i++ {
+	for i := 0; i < 30; i++ {
 		name := fmt.Sprintf("node-%02d", i)
 		names = append(names, name)
 		r := api(t, "POST", c1+"/v1/nodes", `{"name": "`+name+`", "driver": "fake_agent",
@@ -163,7 +164,7 @@ func TestConductorsTakeOverAfterKill(t *testing.T) {
 		byOwner[r.conductor] = append(byOwner[r.conductor], name)
 	}
 	if len(byOwner) < 2 {
-		t.Fatalf("12 deploys were all handled by %v: the ring did not spread them", byOwner)
+		t.Fatalf("30 deploys were all handled by %v: the ring did not spread them", byOwner)
 	}
 	for _, name := range names {
 		eventually(t, name+" in wait call-back", func() bool { return state(c1, name) == "wait call-back" })

@@ -8,6 +8,7 @@ the Go test checks the machine between steps.
 """
 import json
 import sys
+import time
 
 import sushy
 
@@ -85,6 +86,12 @@ def main():
             mon = us.simple_update(args[0], targets=[path])
             mon.wait(60)
             task = mon.get_task()
+            # The monitor may answer "done" a moment before the task
+            # resource it names is read back; read it until it has ended.
+            deadline = time.time() + 30
+            while task.task_state.value in ("New", "Starting", "Running", "Pending") and time.time() < deadline:
+                time.sleep(0.1)
+                task.refresh()
             system.refresh()
             return {"task_state": task.task_state.value, "bios_version": system.bios_version,
                     "messages": [m.message for m in task.messages]}
