@@ -24,7 +24,7 @@ func LabSpec(s *Scenario) lab.Spec {
 	for _, g := range s.Lab.Groups {
 		spec.Groups = append(spec.Groups, lab.GroupSpec{
 			Name: g.Name, Count: g.Count,
-			Hardware: lab.Hardware{BMC: lab.BMC(g.BMC), Firmware: g.BootMode, CPUs: g.CPUs, MemoryMB: g.MemoryMB,
+			Hardware: lab.Hardware{BMC: lab.BMC(g.BMC), RedfishListen: lab.RedfishListen(g.RedfishListen), Firmware: g.BootMode, CPUs: g.CPUs, MemoryMB: g.MemoryMB,
 				DiskSize: g.diskSize, SecureErase: g.SecureErase, NICs: g.NICs, POSTTime: g.postTime},
 			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword,
 			Enrollment: lab.Enrollment{Deploy: lab.Deploy(g.Deploy), Driver: g.Driver, Dialect: g.Dialect},

@@ -426,6 +426,15 @@ func (v *validator) hardware(p string, g *Group) {
 		return
 	}
 	g.Driver, g.BMC, g.Deploy = c.Name, string(c.BMC), string(c.Deploy)
+	switch lab.RedfishListen(g.RedfishListen) {
+	case "", lab.RedfishShared:
+	case lab.RedfishPerNode:
+		if c.BMC != lab.BMCRedfish {
+			v.at(p+".redfish_listen", "per-node needs bmc redfish; group %s has bmc %s", g.Name, c.BMC)
+		}
+	default:
+		v.at(p+".redfish_listen", "must be shared or per-node, got %q", g.RedfishListen)
+	}
 }
 
 func (v *validator) step(p string, st *Step, l *Lab) {

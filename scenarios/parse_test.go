@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ironlab/ironlab/simulator/lab"
 )
 
 func TestBuiltinScenariosParse(t *testing.T) {
@@ -209,14 +211,31 @@ func TestGroupHardwareAndClass(t *testing.T) {
 		}
 	}
 	for group, want := range map[string]string{
-		"{name: g, count: 1}":                                 "h.yaml:4:7: lab.groups[0].bmc: no BMC and no driver class",
-		"{name: g, count: 1, bmc: serial}":                    `lab.groups[0].bmc: must be ipmi, redfish, ssh or none, got "serial"`,
-		"{name: g, count: 1, bmc: ssh, driver: fake_agent}":   "lab.groups[0].driver: driver class fake_agent drives BMC none, the hardware has ssh",
-		"{name: g, count: 1, deploy: pxe, driver: agent_ssh}": "lab.groups[0].driver: driver class agent_ssh deploys with agent, the group says pxe",
-		"{name: g, count: 1, bmc: ipmi, nics: 9}":             "lab.groups[0].nics: must be 1 to 8",
+		"{name: g, count: 1}":                                         "h.yaml:4:7: lab.groups[0].bmc: no BMC and no driver class",
+		"{name: g, count: 1, bmc: serial}":                            `lab.groups[0].bmc: must be ipmi, redfish, ssh or none, got "serial"`,
+		"{name: g, count: 1, bmc: ssh, driver: fake_agent}":           "lab.groups[0].driver: driver class fake_agent drives BMC none, the hardware has ssh",
+		"{name: g, count: 1, deploy: pxe, driver: agent_ssh}":         "lab.groups[0].driver: driver class agent_ssh deploys with agent, the group says pxe",
+		"{name: g, count: 1, bmc: ipmi, nics: 9}":                     "lab.groups[0].nics: must be 1 to 8",
+		"{name: g, count: 1, bmc: ipmi, redfish_listen: per-node}":    "h.yaml:4:54: lab.groups[0].redfish_listen: per-node needs bmc redfish; group g has bmc ipmi",
+		"{name: g, count: 1, bmc: redfish, redfish_listen: per-rack}": `lab.groups[0].redfish_listen: must be shared or per-node, got "per-rack"`,
 	} {
 		if _, err := parse(group); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want %q", group, err, want)
 		}
+	}
+}
+
+// A Redfish group's listen mode reaches the lab's hardware.
+func TestGroupRedfishListen(t *testing.T) {
+	s, err := Parse("h.yaml", []byte("name: h\nlab:\n  groups:\n    - {name: g, count: 2, bmc: redfish, redfish_listen: per-node}\n    - {name: s, count: 1, bmc: redfish}\nsteps: [{enroll: {}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := LabSpec(s)
+	if got := ls.Groups[0].RedfishListen; got != lab.RedfishPerNode {
+		t.Errorf("group g: Redfish listen %q, want per-node", got)
+	}
+	if got := ls.Groups[1].RedfishListen; got != "" {
+		t.Errorf("group s: Redfish listen %q, want the default", got)
 	}
 }

@@ -97,6 +97,11 @@ type Group struct {
 	// SSH) or "none" (powered on from the start, fake power). Default: the
 	// one the driver class drives.
 	BMC string `yaml:"bmc" json:"bmc,omitempty"`
+	// RedfishListen is, for bmc redfish, "shared" (default: one https
+	// listener for the group's nodes, /redfish/v1/Systems/{uuid}, as
+	// sushy-tools serves them) or "per-node" (every node a Redfish service
+	// on its own port, as a server's own BMC).
+	RedfishListen string `yaml:"redfish_listen" json:"redfish_listen,omitempty"`
 	// Deploy is how the nodes are provisioned, which decides what their
 	// network boot serves: "agent" (the agent ramdisk; default) or "pxe"
 	// (the PXE driver's deploy ramdisk).

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goccy/go-yaml"
+
 	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
@@ -213,6 +215,90 @@ func TestUpRedfish(t *testing.T) {
 	var sys struct{ PowerState, Name string }
 	if err := json.Unmarshal(out, &sys); err != nil || sys.PowerState != "Off" || sys.Name != "node-0" {
 		t.Fatalf("curl printed %s (%v)", out, err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("up after SIGTERM: %v", err)
+	}
+}
+
+// ironlab up --bmc redfish --redfish-listen per-node gives every node its
+// own https listener: nodes.yaml's redfish_address differs per node, each
+// with its own CA file, and the printed curl line and one made from the
+// second node's nodes.yaml entry both work; a reset on one node's address
+// changes that node alone.
+func TestUpRedfishPerNode(t *testing.T) {
+	curl := labtest.Require(t, "curl")
+	dir := t.TempDir()
+	cmd := exec.Command(labtest.Binary(t), "up", "--nodes", "2", "--bmc", "redfish", "--redfish-listen", "per-node", "--redfish-port", "0",
+		"--state-dir", dir, "--listen", "127.0.0.1:0")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	sc := bufio.NewScanner(stdout)
+	var try string
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "try:") {
+			try = strings.TrimSpace(strings.TrimPrefix(line, "try:"))
+		}
+		if strings.Contains(line, "the lab runs until") {
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	var nf struct {
+		Nodes []struct {
+			Name       string            `yaml:"name"`
+			DriverInfo map[string]string `yaml:"driver_info"`
+		} `yaml:"nodes"`
+	}
+	if err := yaml.Unmarshal([]byte(readFile(t, filepath.Join(dir, "nodes.yaml"))), &nf); err != nil || len(nf.Nodes) != 2 {
+		t.Fatalf("nodes.yaml: %d nodes, %v", len(nf.Nodes), err)
+	}
+	a, b := nf.Nodes[0].DriverInfo, nf.Nodes[1].DriverInfo
+	if a["redfish_address"] == b["redfish_address"] || !strings.HasPrefix(b["redfish_address"], "https://127.0.0.1:") {
+		t.Fatalf("redfish_address %q and %q: want one https listener per node", a["redfish_address"], b["redfish_address"])
+	}
+	if a["redfish_verify_ca"] == b["redfish_verify_ca"] || b["redfish_verify_ca"] != filepath.Join(dir, "redfish", "nodes", "node-1-ca.pem") {
+		t.Errorf("redfish_verify_ca %q and %q", a["redfish_verify_ca"], b["redfish_verify_ca"])
+	}
+	if !strings.HasPrefix(try, "curl -s --cacert "+a["redfish_verify_ca"]) || !strings.Contains(try, a["redfish_address"]+a["redfish_system_id"]) {
+		t.Fatalf("printed curl line %q: want node-0's address and CA", try)
+	}
+	get := func(cmdline string) (sys struct{ PowerState, Name string }) {
+		t.Helper()
+		out, err := exec.Command("sh", "-c", strings.Replace(cmdline, "curl", curl, 1)).Output()
+		if err != nil {
+			t.Fatalf("%q: %v", cmdline, err)
+		}
+		if err := json.Unmarshal(out, &sys); err != nil {
+			t.Fatalf("%q printed %s (%v)", cmdline, out, err)
+		}
+		return sys
+	}
+	if sys := get(try); sys.PowerState != "Off" || sys.Name != "node-0" {
+		t.Fatalf("pasted curl line: %+v", sys)
+	}
+	curlB := fmt.Sprintf("curl -sf --cacert %s -u %s:%s %s%s", b["redfish_verify_ca"], b["redfish_username"], b["redfish_password"],
+		b["redfish_address"], b["redfish_system_id"])
+	reset := curlB + `/Actions/ComputerSystem.Reset -H 'Content-Type: application/json' -d '{"ResetType": "On"}'`
+	if out, err := exec.Command("sh", "-c", strings.Replace(reset, "curl", curl, 1)).CombinedOutput(); err != nil {
+		t.Fatalf("%q: %v\n%s", reset, err, out)
+	}
+	if sys := get(curlB); sys.PowerState != "On" || sys.Name != "node-1" {
+		t.Errorf("node-1 after its Reset On: %+v", sys)
+	}
+	if sys := get(try); sys.PowerState != "Off" {
+		t.Errorf("node-0 after node-1's Reset On: %+v", sys)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {

@@ -30,7 +30,9 @@ func upCmd(args []string) int {
 	nodes := fs.Int("nodes", 4, "number of nodes")
 	class := fs.String("driver-class", "agent_ipmitool", "driver class of the nodes (fake_agent, agent_ipmitool, agent_pyghmi, agent_redfish, pxe_redfish)")
 	bmcKind := fs.String("bmc", "ipmi", "the nodes' BMC: ipmi, or redfish (one https Redfish service for the nodes; the class becomes agent_redfish or pxe_redfish)")
-	redfishPort := fs.Int("redfish-port", 8000, "TCP port of the Redfish service on 127.0.0.1 (with --bmc redfish; 0: a free port)")
+	redfishPort := fs.Int("redfish-port", 8000, "TCP port of the Redfish service on 127.0.0.1 (with --bmc redfish; per-node: the first node's, the next node's is one more; 0: free ports)")
+	redfishListen := fs.String("redfish-listen", "shared", "with --bmc redfish: shared (one listener, every node a system /redfish/v1/Systems/<uuid>) or per-node (every node its own listener and port); with --scenario it overrides the Redfish groups' redfish_listen")
+	redfishHTTP := fs.Bool("redfish-http", false, "serve Redfish over plain http instead of https with a self-signed certificate")
 	dialect := fs.String("dialect", "v1", "the agents' lookup/heartbeat dialect: v1 or legacy")
 	backend := fs.String("backend", "fake", "machine backend: fake, or libvirt (real QEMU VMs; needs libvirtd, see scripts/vm-deps.sh)")
 	accel := fs.String("accel", "auto", "libvirt backend: accelerator, auto|kvm|tcg")
@@ -92,8 +94,17 @@ Flags:
 		fmt.Fprintf(os.Stderr, "ironlab up: --bmc %q: want ipmi or redfish\n", *bmcKind)
 		return 2
 	}
+	listen := lab.RedfishListen(*redfishListen)
+	if listen != lab.RedfishShared && listen != lab.RedfishPerNode {
+		fmt.Fprintf(os.Stderr, "ironlab up: --redfish-listen %q: want %s or %s\n", *redfishListen, lab.RedfishShared, lab.RedfishPerNode)
+		return 2
+	}
+	if listen == lab.RedfishPerNode && *bmcKind != "redfish" && *scenario == "" {
+		fmt.Fprintln(os.Stderr, "ironlab up: --redfish-listen per-node needs --bmc redfish")
+		return 2
+	}
 	spec := lab.Spec{Name: "up", StateDir: *stateDir, ImageDir: defaultCache("images"), Backend: *backend,
-		BMCAddressing: *addressing, BMCBasePort: *basePort, RedfishPort: *redfishPort}
+		BMCAddressing: *addressing, BMCBasePort: *basePort, RedfishPort: *redfishPort, RedfishHTTP: *redfishHTTP}
 	if *scenario != "" {
 		s, err := scenarios.Load(*scenario)
 		if err != nil {
@@ -102,6 +113,14 @@ Flags:
 		}
 		ls := scenarios.LabSpec(s)
 		ls.StateDir, ls.ImageDir, ls.BMCAddressing, ls.BMCBasePort, ls.RedfishPort = spec.StateDir, spec.ImageDir, *addressing, *basePort, *redfishPort
+		ls.RedfishHTTP = *redfishHTTP
+		if flagSet(fs, "redfish-listen") {
+			for i := range ls.Groups {
+				if ls.Groups[i].BMC == lab.BMCRedfish {
+					ls.Groups[i].RedfishListen = listen
+				}
+			}
+		}
 		spec = ls
 	} else {
 		disk, err := scenarios.ParseSize(*diskSize)
@@ -119,7 +138,7 @@ Flags:
 			return 2
 		}
 		g := lab.GroupSpec{Name: "node", Count: *nodes,
-			Hardware: lab.Hardware{Firmware: "bios", CPUs: 2, MemoryMB: 2048, DiskSize: disk},
+			Hardware: lab.Hardware{Firmware: "bios", CPUs: 2, MemoryMB: 2048, DiskSize: disk, RedfishListen: listen},
 			BMCUser:  *user, BMCPassword: *password,
 			Enrollment: lab.Enrollment{Driver: *class, Dialect: *dialect}}
 		if err := enroll.Complete(&g); err != nil { // the class implies the hardware
@@ -206,6 +225,13 @@ Flags:
 	<-ctx.Done()
 	fmt.Println("\nshutting the lab down")
 	return 0
+}
+
+// flagSet says whether the command line gave flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func countNodes(s lab.Spec) int {

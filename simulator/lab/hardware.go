@@ -18,8 +18,9 @@ const (
 	// BMCNone is no out-of-band control: the machine is powered on and
 	// network-booted when the lab starts and stays on (fake power).
 	BMCNone BMC = "none"
-	// BMCRedfish is a system on the group's Redfish service (one https
-	// service per group, as sushy-tools serves many systems).
+	// BMCRedfish is a system on a Redfish service: the group's one https
+	// service for all its nodes (as sushy-tools serves many systems), or
+	// one service per node (Hardware.RedfishListen).
 	BMCRedfish BMC = "redfish"
 	// A further BMC kind goes here, in BMCs and check, with its case in
 	// newNode and its classes and driver_info in package enroll.
@@ -27,6 +28,18 @@ const (
 
 // BMCs are the BMC kinds a group may have.
 func BMCs() []BMC { return []BMC{BMCIPMI, BMCRedfish, BMCSSH, BMCNone} }
+
+// RedfishListen is how a Redfish group's nodes are reached.
+type RedfishListen string
+
+const (
+	// RedfishShared (the default) serves the group's nodes as systems of
+	// one listener, /redfish/v1/Systems/{uuid}, as sushy-tools does.
+	RedfishShared RedfishListen = "shared"
+	// RedfishPerNode gives every node a Redfish service of its own on its
+	// own port, as a server's own BMC is.
+	RedfishPerNode RedfishListen = "per-node"
+)
 
 // Deploy is how a node is provisioned, as its enrollment says: it decides
 // what the lab's boot server serves the node's network boot.
@@ -46,6 +59,9 @@ const (
 type Hardware struct {
 	// BMC is the nodes' out-of-band control.
 	BMC BMC
+	// RedfishListen is, for BMC redfish, one listener for the group
+	// (RedfishShared, the default "") or one per node (RedfishPerNode).
+	RedfishListen RedfishListen
 	// Firmware is "bios" or "uefi".
 	Firmware string
 	CPUs     int
@@ -79,6 +95,15 @@ func (g GroupSpec) check() error {
 	case BMCIPMI, BMCRedfish, BMCSSH, BMCNone:
 	default:
 		return fmt.Errorf("group %s: BMC %q: want one of %v", g.Name, g.BMC, BMCs())
+	}
+	switch g.RedfishListen {
+	case "", RedfishShared:
+	case RedfishPerNode:
+		if g.BMC != BMCRedfish {
+			return fmt.Errorf("group %s: Redfish listen %q needs BMC redfish, not %q", g.Name, g.RedfishListen, g.BMC)
+		}
+	default:
+		return fmt.Errorf("group %s: Redfish listen %q: want %s or %s", g.Name, g.RedfishListen, RedfishShared, RedfishPerNode)
 	}
 	switch g.Enrollment.Deploy {
 	case DeployAgent, DeployPXE:

@@ -56,8 +56,9 @@ type Spec struct {
 	BMCAddressing string
 	// BMCBasePort is the first BMC's UDP port; 0 lets each BMC take a free port.
 	BMCBasePort int
-	// RedfishPort is the TCP port of the first group's Redfish service
-	// (the next group's is one more); 0 takes free ports.
+	// RedfishPort is the TCP port of the first Redfish listener (a
+	// group's shared one, or a per-node group's node's); each next one
+	// takes the next port. 0 takes free ports.
 	RedfishPort int
 	// RedfishHTTP serves Redfish over plain http instead of https.
 	RedfishHTTP bool

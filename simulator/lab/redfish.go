@@ -13,45 +13,34 @@ import (
 )
 
 // redfishService is one Redfish listener of the lab: a group's nodes share
-// it (one service, many systems, as sushy-tools serves them).
+// it (one service, many systems, as sushy-tools serves them), or a node
+// has its own (Hardware.RedfishListen per-node).
 type redfishService struct {
 	svc *redfish.Service
 	ca  string // the service's certificate, for redfish_verify_ca ("" for http)
 }
 
-// redfishAccess serves node n as a system of its group's Redfish service,
-// started on first use: https with a self-signed certificate written to
-// StateDir/redfish/<group>-ca.pem, or http with Spec.RedfishHTTP.
+// redfishAccess serves node n as a system of a Redfish service: its
+// group's, started on first use, or with RedfishPerNode one of its own.
+// The service speaks https with a self-signed certificate written to
+// StateDir/redfish/<group>-ca.pem (per node: StateDir/redfish/nodes/<node>-ca.pem),
+// or http with Spec.RedfishHTTP. With Spec.RedfishPort, listeners take
+// consecutive ports from it in the order they start.
 func (l *Lab) redfishAccess(n *Node, g GroupSpec) error {
 	if l.redfish == nil {
 		l.redfish = map[string]*redfishService{}
 	}
-	rs, ok := l.redfish[g.Name]
+	key, what, ca := "group/"+g.Name, "group "+g.Name, g.Name+"-ca.pem"
+	if g.RedfishListen == RedfishPerNode {
+		key, what, ca = "node/"+n.Name, "node "+n.Name, filepath.Join("nodes", n.Name+"-ca.pem")
+	}
+	rs, ok := l.redfish[key]
 	if !ok {
-		svc, err := redfish.New(redfish.Options{Credentials: n.BMCCreds, TLS: !l.spec.RedfishHTTP, Logger: l.log})
-		if err != nil {
-			return fmt.Errorf("lab %s: group %s: Redfish service: %w", l.spec.Name, g.Name, err)
+		var err error
+		if rs, err = l.startRedfish(n, what, filepath.Join(l.spec.StateDir, "redfish", ca)); err != nil {
+			return err
 		}
-		addr := "127.0.0.1:0"
-		if l.spec.RedfishPort != 0 {
-			addr = fmt.Sprintf("127.0.0.1:%d", l.spec.RedfishPort+len(l.redfish))
-		}
-		if err := svc.Start(addr); err != nil {
-			return fmt.Errorf("lab %s: group %s: %w", l.spec.Name, g.Name, err)
-		}
-		rs = &redfishService{svc: svc}
-		if pem := svc.CACertPEM(); pem != nil {
-			rs.ca = filepath.Join(l.spec.StateDir, "redfish", g.Name+"-ca.pem")
-			if err := os.MkdirAll(filepath.Dir(rs.ca), 0o755); err != nil {
-				svc.Close()
-				return fmt.Errorf("lab %s: group %s: %w", l.spec.Name, g.Name, err)
-			}
-			if err := os.WriteFile(rs.ca, pem, 0o644); err != nil {
-				svc.Close()
-				return fmt.Errorf("lab %s: group %s: write the Redfish CA: %w", l.spec.Name, g.Name, err)
-			}
-		}
-		l.redfish[g.Name] = rs
+		l.redfish[key] = rs
 	}
 	if rs.svc.Credentials() != n.BMCCreds {
 		return fmt.Errorf("lab %s: node %s: the group's Redfish service has other credentials", l.spec.Name, n.Name)
@@ -62,6 +51,35 @@ func (l *Lab) redfishAccess(n *Node, g GroupSpec) error {
 	}
 	n.Redfish, n.redfishSvc = sys, rs
 	return nil
+}
+
+// startRedfish starts one Redfish listener (for what: a group or a node)
+// with n's credentials; its CA certificate, for https, goes to caFile.
+func (l *Lab) startRedfish(n *Node, what, caFile string) (*redfishService, error) {
+	svc, err := redfish.New(redfish.Options{Credentials: n.BMCCreds, TLS: !l.spec.RedfishHTTP, Logger: l.log})
+	if err != nil {
+		return nil, fmt.Errorf("lab %s: %s: Redfish service: %w", l.spec.Name, what, err)
+	}
+	addr := "127.0.0.1:0"
+	if l.spec.RedfishPort != 0 {
+		addr = fmt.Sprintf("127.0.0.1:%d", l.spec.RedfishPort+len(l.redfish))
+	}
+	if err := svc.Start(addr); err != nil {
+		return nil, fmt.Errorf("lab %s: %s: %w", l.spec.Name, what, err)
+	}
+	rs := &redfishService{svc: svc}
+	if pem := svc.CACertPEM(); pem != nil {
+		rs.ca = caFile
+		if err := os.MkdirAll(filepath.Dir(rs.ca), 0o755); err != nil {
+			svc.Close()
+			return nil, fmt.Errorf("lab %s: %s: %w", l.spec.Name, what, err)
+		}
+		if err := os.WriteFile(rs.ca, pem, 0o644); err != nil {
+			svc.Close()
+			return nil, fmt.Errorf("lab %s: %s: write the Redfish CA: %w", l.spec.Name, what, err)
+		}
+	}
+	return rs, nil
 }
 
 // RedfishCA is the file of the CA certificate the node's Redfish service
