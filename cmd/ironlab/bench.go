@@ -29,7 +29,7 @@ type benchStep struct {
 }
 
 // benchPhases are the phases in the order they run.
-var benchPhases = []string{"enroll", "manage", "provide", "heartbeats", "power_off", "deploy", "undeploy"}
+var benchPhases = []string{"enroll", "manage", "provide", "heartbeats", "heartbeat_load", "ipmi_load", "power_off", "deploy", "undeploy"}
 
 // benchSteps is what `ironlab bench` plays: provide cleans (metadata erase
 // only) and, with fast track, leaves the agents running, so that the
@@ -78,6 +78,12 @@ func benchCmd(args []string) int {
 	window := fs.Duration("heartbeat-window", 10*time.Second, "how long the steady-state heartbeat phase lasts")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up on a phase after this long")
 	results := fs.String("results", "results", "results folder")
+	loadNodes := fs.Int("load-nodes", 100, "nodes the closed heartbeat loop enrolls (in enroll, fast track) and heartbeats")
+	loadClients := fs.Int("load-clients", 16, "workers of the closed heartbeat loop (at most --load-nodes: one heartbeat per node at a time)")
+	ipmiClients := fs.Int("ipmi-clients", 4, "workers of the closed IPMI loops against one BMC")
+	loadWindow := fs.Duration("load-window", 5*time.Second, "how long each closed loop runs (0: no loops)")
+	compare := fs.Bool("compare", false, "also play the closed loops against the peers: a real Ironic (scripts/ironic.sh) and pyghmi's BMC")
+	ironicScript := fs.String("ironic-script", "scripts/ironic.sh", "scripts/ironic.sh of this repository, which --compare starts Ironic with")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab bench [flags]
 
@@ -87,8 +93,13 @@ HTTPS), the built-in driver as a child process (its HTTP API, SQLite), fake
 agents writing real bytes to sparse disks. Phases: enroll, manage, provide
 (automated clean: erase_devices_metadata), steady-state heartbeats for
 --heartbeat-window (fast track keeps the agents running), power off, deploy,
-undeploy (automated clean: erase_devices_metadata). Bounded: every wait gives
-up after --timeout.
+undeploy (automated clean: erase_devices_metadata). After the heartbeat
+window, two closed loops for --load-window each: heartbeat_load (the API's
+heartbeats of --load-nodes nodes from --load-clients workers, each checked
+persisted) and ipmi_load (whole lanplus sessions, then requests in open
+sessions, against one BMC). --compare plays the same loops against a real
+Ironic (scripts/ironic.sh) and pyghmi's BMC, where they are installed.
+Bounded: every wait gives up after --timeout.
 
 Writes results/<run>/bench.json and bench.md (and the scenario's report.html
 under results/<run>/bench/).
@@ -107,6 +118,14 @@ Flags:
 	class, err := benchClass(*power, *bmcKind)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab bench:", err)
+		return 2
+	}
+	if *loadNodes < 1 || *loadClients < 1 || *ipmiClients < 1 || *loadWindow < 0 {
+		fmt.Fprintln(os.Stderr, "ironlab bench: --load-nodes, --load-clients and --ipmi-clients must be at least 1, --load-window not negative")
+		return 2
+	}
+	if *compare && *loadWindow == 0 {
+		fmt.Fprintln(os.Stderr, "ironlab bench: --compare plays the closed loops: give --load-window above 0")
 		return 2
 	}
 	if *window <= 0 || *timeout <= 0 || *hb <= 0 {
@@ -139,7 +158,8 @@ Flags:
 	defer stop()
 	runID := time.Now().Format("20060102-150405")
 	dir := filepath.Join(*results, runID)
-	m := newBenchMeter(*nodes, class, steps, *timeout)
+	load := benchLoadOpts{nodes: *loadNodes, clients: min(*loadClients, *loadNodes), ipmiClients: *ipmiClients, window: *loadWindow}
+	m := newBenchMeter(*nodes, class, steps, *timeout, load)
 	m.selfBefore = readProcStatus(os.Getpid())
 	fmt.Printf("bench: %d %s nodes (image %s, heartbeat window %s) ...\n", *nodes, class, *image, *window)
 	res, err := scenarios.Run(ctx, s, scenarios.Options{
@@ -161,6 +181,9 @@ Flags:
 		return 1
 	}
 	rep := m.report(res)
+	if *compare {
+		rep.Compare = runCompare(ctx, *ironicScript, dir, load, rep)
+	}
 	if werr := writeBench(dir, rep); werr != nil {
 		fmt.Fprintln(os.Stderr, "ironlab bench:", werr)
 		return 1

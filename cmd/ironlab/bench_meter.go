@@ -41,6 +41,12 @@ type benchMeter struct {
 	ipmiStart, ipmiEnd   map[string]bmc.Counters
 	stepStart, stepEnd   []time.Time
 
+	url  string // the driver's API
+	load benchLoadOpts
+	// The closed loops, played after the steady-state window.
+	hbLoad   *HeartbeatLoad
+	ipmiLoad *IPMILoad
+
 	hbCancel context.CancelFunc
 	hbDone   chan hbCount
 	hb       hbCount
@@ -53,8 +59,14 @@ type hbCount struct {
 	first, last time.Time
 }
 
-func newBenchMeter(n int, class string, steps []benchStep, timeout time.Duration) *benchMeter {
-	return &benchMeter{n: n, class: class, steps: steps, timeout: timeout,
+// benchLoadOpts sizes the closed loops (the same for the peers).
+type benchLoadOpts struct {
+	nodes, clients, ipmiClients int
+	window                      time.Duration
+}
+
+func newBenchMeter(n int, class string, steps []benchStep, timeout time.Duration, load benchLoadOpts) *benchMeter {
+	return &benchMeter{n: n, class: class, steps: steps, timeout: timeout, load: load,
 		phaseStart: map[string]time.Time{}, phaseEnd: map[string]time.Time{},
 		ipmiStart: map[string]bmc.Counters{}, ipmiEnd: map[string]bmc.Counters{},
 		stepStart: make([]time.Time, len(steps)), stepEnd: make([]time.Time, len(steps))}
@@ -93,6 +105,7 @@ func (m *benchMeter) client() *http.Client {
 // started runs once the lab and the driver run, before the first step.
 func (m *benchMeter) started(url string, l *lab.Lab) {
 	m.lab = l
+	m.url = url
 	api, err := benchAPI(context.Background(), url)
 	if err != nil {
 		m.warn("no meter API client: %v", err)
@@ -146,6 +159,11 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	switch phase {
 	case "heartbeats":
 		m.stopHeartbeats()
+		m.phaseEnd[phase] = time.Now()
+		m.ipmiEnd[phase] = m.counters()
+		m.runLoads()
+		m.stepEnd[i] = time.Now()
+		return
 	case "power_off":
 		// The power API answers at once: the phase ends when every node is off.
 		m.waitPowerOff()
@@ -188,6 +206,80 @@ func (m *benchMeter) waitPowerOff() {
 		case <-t.C:
 		}
 	}
+}
+
+// runLoads plays the closed loops as phases of their own: heartbeat_load
+// (enroll --load-nodes nodes, heartbeat them from --load-clients workers
+// for --load-window, check what was recorded, delete them) and ipmi_load
+// (one of the lab's BMCs, whole sessions then requests in open sessions).
+func (m *benchMeter) runLoads() {
+	if m.url == "" || m.load.window <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
+	defer cancel()
+	m.beginPhase("heartbeat_load")
+	hc := loadClient(m.load.clients)
+	targets, err := enrollLoadNodes(ctx, hc, m.url, m.load.nodes, func(i int) map[string]any {
+		return map[string]any{"name": fmt.Sprintf("hbload-%d", i), "driver": "fake_agent"}
+	})
+	if err != nil {
+		m.warn("heartbeat load: %v", err)
+	} else {
+		start := time.Now().Truncate(time.Second)
+		r := heartbeatLoad(ctx, hc, m.url, targets, m.load.clients, m.load.window)
+		// Each 202 is written before it is sent: check every node shows one
+		// from the window, and count the accepted ones as persisted.
+		stale := 0
+		for _, t := range targets {
+			var n ironic.Node
+			if err := apiCall(ctx, hc, http.MethodGet, m.url+"/v1/nodes/"+t.UUID, nil, &n); err != nil {
+				stale++
+				continue
+			}
+			if at, ok := n.LastHeartbeat(); !ok || at.Before(start) {
+				stale++
+			}
+		}
+		if stale == 0 {
+			r.Persisted = r.Accepted
+		} else {
+			m.warn("heartbeat load: %d of %d nodes show no heartbeat recorded in the window", stale, len(targets))
+		}
+		if r.Seconds > 0 {
+			r.HeartbeatsPerS = round3(float64(r.Persisted) / r.Seconds)
+		}
+		m.hbLoad = &r
+		fmt.Printf("   bench: heartbeat load: %.0f/s persisted, p50 %.2f ms, p99 %.2f ms (%d nodes, %d clients, %d errors)\n",
+			r.HeartbeatsPerS, r.P50Ms, r.P99Ms, r.Nodes, r.Clients, r.Errors)
+	}
+	if err := deleteLoadNodes(ctx, hc, m.url, targets); err != nil {
+		m.warn("heartbeat load: delete its nodes: %v", err)
+	}
+	m.endPhase("heartbeat_load")
+	m.beginPhase("ipmi_load")
+	for _, n := range m.lab.Nodes() {
+		if n.BMC == nil {
+			continue
+		}
+		r := ipmiLoad(ctx, n.BMC.Addr(), n.BMCCreds.Username, n.BMCCreds.Password, m.load.ipmiClients, m.load.window)
+		m.ipmiLoad = &r
+		fmt.Printf("   bench: IPMI load on one BMC: %.0f sessions/s, %.0f requests/s (%d clients, %d errors)\n",
+			r.SessionsPerS, r.RequestsPerS, r.Clients, r.Errors)
+		break
+	}
+	m.endPhase("ipmi_load")
+}
+
+func (m *benchMeter) beginPhase(p string) {
+	fmt.Printf("   bench: phase %s\n", p)
+	m.phaseStart[p] = time.Now()
+	m.ipmiStart[p] = m.counters()
+}
+
+func (m *benchMeter) endPhase(p string) {
+	m.phaseEnd[p] = time.Now()
+	m.ipmiEnd[p] = m.counters()
 }
 
 // startHeartbeats polls the nodes' agent_last_heartbeat (Unix seconds, as
@@ -315,13 +407,19 @@ type benchReport struct {
 	// Memory: RSS growth of the lab process (from before the lab is built)
 	// plus the driver process's (from its start) to all nodes idle, / N;
 	// peak is both processes' VmHWM.
-	RSSPerNodeKiB  float64  `json:"rss_per_node_kib"`
-	PeakRSSMiB     float64  `json:"peak_rss_mib"`
-	LabPeakRSSMiB  float64  `json:"lab_peak_rss_mib"`
-	DriverPeakMiB  float64  `json:"driver_peak_rss_mib"`
-	ConductorCPUS  float64  `json:"conductor_cpu_s"`
-	ConductorCPUPD float64  `json:"conductor_cpu_s_per_deploy"`
-	Warnings       []string `json:"warnings,omitempty"`
+	RSSPerNodeKiB  float64 `json:"rss_per_node_kib"`
+	PeakRSSMiB     float64 `json:"peak_rss_mib"`
+	LabPeakRSSMiB  float64 `json:"lab_peak_rss_mib"`
+	DriverPeakMiB  float64 `json:"driver_peak_rss_mib"`
+	ConductorCPUS  float64 `json:"conductor_cpu_s"`
+	ConductorCPUPD float64 `json:"conductor_cpu_s_per_deploy"`
+	// The closed loops against the driver and one of the lab's BMCs.
+	HeartbeatLoad *HeartbeatLoad `json:"heartbeat_load,omitempty"`
+	IPMILoad      *IPMILoad      `json:"ipmi_load,omitempty"`
+	// Compare is the same loops against the peers (--compare).
+	Compare  *benchCompare `json:"compare,omitempty"`
+	Goals    []benchGoal   `json:"goals"`
+	Warnings []string      `json:"warnings,omitempty"`
 }
 
 func (m *benchMeter) report(res *scenarios.Result) *benchReport {
@@ -378,7 +476,15 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 	if !first.IsZero() {
 		c0, c1 := m.ipmiStart[benchPhases[0]], m.ipmiEnd[benchPhases[len(benchPhases)-1]]
 		r.IPMIRequests, r.IPMISessions = c1.Requests-c0.Requests, c1.Sessions-c0.Sessions
-		if w := last.Sub(first).Seconds(); w > 0 {
+		w := last.Sub(first).Seconds()
+		// The IPMI load is not the provisioning's: leave it out.
+		if s, e := m.phaseStart["ipmi_load"], m.phaseEnd["ipmi_load"]; !s.IsZero() && !e.IsZero() {
+			l0, l1 := m.ipmiStart["ipmi_load"], m.ipmiEnd["ipmi_load"]
+			r.IPMIRequests -= l1.Requests - l0.Requests
+			r.IPMISessions -= l1.Sessions - l0.Sessions
+			w -= e.Sub(s).Seconds()
+		}
+		if w > 0 {
 			r.IPMIRequestsPerS = round3(float64(r.IPMIRequests) / w)
 			r.IPMISessionsPerS = round3(float64(r.IPMISessions) / w)
 		}
@@ -396,6 +502,8 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 	if c := res.ConductorCPU; c != nil {
 		r.ConductorCPUS, r.ConductorCPUPD = round3(c.CPUSeconds), round3(c.CPUSecondsPerDeploy)
 	}
+	r.HeartbeatLoad, r.IPMILoad = m.hbLoad, m.ipmiLoad
+	r.Goals = r.goals()
 	return r
 }
 
@@ -430,6 +538,7 @@ func (r *benchReport) markdown() string {
 	row("RSS per node (lab + driver growth / N)", "%.1f KiB", r.RSSPerNodeKiB)
 	row("peak RSS (lab + driver VmHWM)", "%.1f MiB", r.PeakRSSMiB)
 	row("conductor CPU per deploy", "%.4f s", r.ConductorCPUPD)
+	r.markdownLoads(&b)
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&b, "\nwarning: %s\n", w)
 	}

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 // `ironlab bench` on the real path (native IPMI, one BMC per node, the
@@ -47,6 +52,16 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 		RSSPerNode       *float64 `json:"rss_per_node_kib"`
 		PeakRSS          *float64 `json:"peak_rss_mib"`
 		CPUPerDeploy     *float64 `json:"conductor_cpu_s_per_deploy"`
+		HeartbeatLoad    *struct {
+			Nodes, Accepted, Persisted, Errors int
+			PerS                               float64 `json:"heartbeats_per_s"`
+			P50                                float64 `json:"p50_ms"`
+			P99                                float64 `json:"p99_ms"`
+		} `json:"heartbeat_load"`
+		IPMILoad *struct {
+			Sessions, Requests, Errors int
+		} `json:"ipmi_load"`
+		Goals []struct{ Goal, Measured, Status string } `json:"goals"`
 	}
 	if err := json.Unmarshal(raw, &b); err != nil {
 		t.Fatalf("bench.json: %v\n%s", err, raw)
@@ -64,10 +79,26 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	// The closed loops ran, and every heartbeat the driver accepted was
+	// found recorded.
+	if l := b.HeartbeatLoad; l == nil || l.Nodes != 100 || l.Accepted == 0 || l.Persisted != l.Accepted || l.Errors != 0 || l.PerS <= 0 || l.P50 > l.P99 {
+		t.Errorf("heartbeat_load = %+v, want 100 nodes, every accepted heartbeat persisted, no errors", l)
+	}
+	if l := b.IPMILoad; l == nil || l.Sessions == 0 || l.Requests == 0 || l.Errors != 0 {
+		t.Errorf("ipmi_load = %+v, want sessions and requests, no errors", l)
+	}
+	if len(b.Goals) != 4 {
+		t.Errorf("goals = %+v, want 4", b.Goals)
+	}
+	for _, g := range b.Goals {
+		if g.Status != "met" && g.Status != "not met" && !strings.HasPrefix(g.Status, "not judged: ") {
+			t.Errorf("goal %q has status %q", g.Goal, g.Status)
+		}
+	}
 	if b.Nodes != n || !b.Passed {
 		t.Errorf("nodes = %d, passed = %v; want %d, true", b.Nodes, b.Passed, n)
 	}
-	want := []string{"enroll", "manage", "provide", "heartbeats", "power_off", "deploy", "undeploy"}
+	want := []string{"enroll", "manage", "provide", "heartbeats", "heartbeat_load", "ipmi_load", "power_off", "deploy", "undeploy"}
 	if len(b.Phases) != len(want) {
 		t.Fatalf("phases = %+v, want %v", b.Phases, want)
 	}
@@ -93,7 +124,7 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range append(want, "| deploy wall", "p99", "IPMI requests / s") {
+	for _, s := range append(want, "| deploy wall", "p99", "IPMI requests / s", "| heartbeats persisted / s", "| goal") {
 		if !strings.Contains(string(md), s) {
 			t.Errorf("bench.md lacks %q:\n%s", s, md)
 		}
@@ -114,6 +145,110 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		out, code := ironlab(t, dir, append([]string{"bench"}, args...)...)
 		if code != 2 || !strings.Contains(out, "ironlab bench:") {
 			t.Errorf("bench %v: exit %d, want 2 with an ironlab bench: error:\n%s", args, code, out)
+		}
+	}
+}
+
+// `ironlab bench --compare` plays the same closed loops against a real
+// Ironic 21.4 (scripts/ironic.sh) and pyghmi's BMC in the same run and
+// writes, for each, the version, how it was measured, the figures and the
+// ratio, in bench.json and bench.md.
+func TestBenchCompareMeasuresThePeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a lab, a real Ironic and a pyghmi BMC (~1 min)")
+	}
+	labtest.Require(t, "ironic-api")
+	labtest.Require(t, "ironic-conductor")
+	labtest.Require(t, "ironic-dbsync")
+	py := labtest.Require(t, "/usr/bin/python3")
+	labtest.RequireFunc(t, "python3-pyghmi", "apt-get install python3-pyghmi", func() error {
+		return exec.Command(py, "-c", "import pyghmi.ipmi.bmc").Run()
+	})
+	script, err := filepath.Abs("../../scripts/ironic.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out, code := ironlab(t, dir, "bench", "--nodes", "4", "--heartbeat-window", "1s", "--load-window", "3s",
+		"--load-nodes", "20", "--load-clients", "8", "--compare", "--ironic-script", script,
+		"--timeout", "2m", "--results", filepath.Join(dir, "res"))
+	if code != 0 {
+		t.Fatalf("ironlab bench --compare exited %d:\n%s", code, out)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "res", "*", "bench.json"))
+	if len(files) != 1 {
+		t.Fatalf("bench.json files: %v, want one\n%s", files, out)
+	}
+	raw, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b struct {
+		Compare *struct {
+			Ironic map[string]any `json:"ironic"`
+			Pyghmi map[string]any `json:"pyghmi"`
+		} `json:"compare"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatalf("bench.json: %v\n%s", err, raw)
+	}
+	if b.Compare == nil || b.Compare.Ironic == nil || b.Compare.Pyghmi == nil {
+		t.Fatalf("bench.json has no compare.ironic and compare.pyghmi:\n%s", raw)
+	}
+	check := func(peer string, m map[string]any, version string, positive ...string) {
+		if m["skipped"] == true {
+			t.Errorf("compare.%s skipped: %v", peer, m["why"])
+			return
+		}
+		if v, _ := m["version"].(string); !strings.Contains(v, version) {
+			t.Errorf("compare.%s.version = %q, want %q in it", peer, v, version)
+		}
+		if how, _ := m["measured"].(string); len(how) < 40 {
+			t.Errorf("compare.%s.measured = %q, want how it was measured", peer, how)
+		}
+		for _, k := range positive {
+			if v, _ := m[k].(float64); v <= 0 {
+				t.Errorf("compare.%s.%s = %v, want > 0", peer, k, m[k])
+			}
+		}
+	}
+	check("ironic", b.Compare.Ironic, "21.4", "heartbeats_per_s", "p50_ms", "p99_ms", "accepted", "persisted", "ratio")
+	check("pyghmi", b.Compare.Pyghmi, "1.5", "sessions_per_s", "requests_per_s", "ratio", "sessions_ratio")
+	if e, _ := b.Compare.Pyghmi["errors"].(float64); e != 0 {
+		t.Errorf("compare.pyghmi.errors = %v: %v", e, b.Compare.Pyghmi["first_error"])
+	}
+	md, err := os.ReadFile(filepath.Join(filepath.Dir(files[0]), "bench.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"Peers (--compare)", "- Ironic: ironic-api 1:21.4", "- pyghmi: python3-pyghmi", "| peer | ratio |"} {
+		if !strings.Contains(string(md), s) {
+			t.Errorf("bench.md lacks %q:\n%s", s, md)
+		}
+	}
+}
+
+// A peer that cannot run is reported as skipped, with why and the install
+// command, and no figure.
+func TestBenchCompareSaysWhyAPeerIsMissing(t *testing.T) {
+	dir := t.TempDir()
+	p := compareIronic(context.Background(), filepath.Join(dir, "no-ironic.sh"), dir, benchLoadOpts{nodes: 1, clients: 1, ipmiClients: 1, window: time.Second})
+	if !p.Skipped || !strings.Contains(p.Why, "no-ironic.sh not found") || p.Install != ironicInstall || p.HeartbeatLoad != nil {
+		t.Fatalf("Ironic with no script = %+v, want skipped, why, install, no figures", p)
+	}
+	raw, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), "heartbeats_per_s") || !strings.Contains(string(raw), `"skipped":true`) {
+		t.Errorf("bench.json's skipped Ironic = %s", raw)
+	}
+	r := &benchReport{Compare: &benchCompare{Ironic: p, Pyghmi: &pyghmiPeer{peerSkip: peerSkip{Skipped: true, Why: "no pyghmi", Install: "apt-get install python3-pyghmi"}}},
+		HeartbeatLoad: &HeartbeatLoad{Nodes: 1, Clients: 1, HeartbeatsPerS: 10}}
+	md := r.markdown()
+	for _, s := range []string{"- Ironic: skipped: " + p.Why + " (install: `" + ironicInstall + "`)", "- pyghmi: skipped: no pyghmi (install: `apt-get install python3-pyghmi`)", "| 10.0 | skipped |"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("bench.md lacks %q:\n%s", s, md)
 		}
 	}
 }
