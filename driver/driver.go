@@ -49,9 +49,11 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// CheckInterval is how often the periodic tasks run (60 s).
 	CheckInterval time.Duration
-	// DeployCallbackTimeout / CleanCallbackTimeout (1800 s; negative = off).
+	// DeployCallbackTimeout / CleanCallbackTimeout / RescueCallbackTimeout
+	// (1800 s; negative = off).
 	DeployCallbackTimeout time.Duration
 	CleanCallbackTimeout  time.Duration
+	RescueCallbackTimeout time.Duration
 	// WatchdogAction for a powered-on, unprovisioned node whose agent missed
 	// HeartbeatTimeout: "reboot", "maintenance", or "" (off).
 	WatchdogAction string
@@ -125,6 +127,7 @@ func DefaultConfig() Config {
 		CheckInterval:         60 * time.Second,
 		DeployCallbackTimeout: 1800 * time.Second,
 		CleanCallbackTimeout:  1800 * time.Second,
+		RescueCallbackTimeout: 1800 * time.Second,
 		WatchdogAction:        conductor.WatchdogReboot,
 		WatchdogMaxReboots:    3,
 		AutomatedClean:        true,
@@ -202,7 +205,8 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		PowerRetries: cfg.PowerRetries, PowerRetryInterval: cfg.PowerRetryInterval, PowerTimeout: cfg.PowerTimeout,
 		AutomatedClean: cfg.AutomatedClean, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		DeployCallbackTimeout: cfg.DeployCallbackTimeout, CleanCallbackTimeout: cfg.CleanCallbackTimeout,
-		WatchdogAction: cfg.WatchdogAction, WatchdogMaxReboots: cfg.WatchdogMaxReboots,
+		RescueCallbackTimeout: cfg.RescueCallbackTimeout,
+		WatchdogAction:        cfg.WatchdogAction, WatchdogMaxReboots: cfg.WatchdogMaxReboots,
 		AgentTokenRequired: cfg.AgentTokenRequired, RequireTLS: cfg.RequireTLS,
 		RestrictLookup: cfg.RestrictLookup, FastTrack: cfg.FastTrack,
 		PowerInterfaces: cfg.PowerInterfaces, DeployInterfaces: cfg.DeployInterfaces, Logger: cfg.Logger,

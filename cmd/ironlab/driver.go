@@ -22,21 +22,21 @@ func init() {
 
 // driverFlags are the driver's settings, shared by `driver` and `up`.
 type driverFlags struct {
-	listen, db, watchdog     string
-	bootDir                  string
-	heartbeatTimeout, check  time.Duration
-	deployTimeout, cleanWait time.Duration
-	ipmiInterval             time.Duration
-	lockRetry, agentPoll     time.Duration
-	powerOffPoll             time.Duration
-	maxReboots               int
-	automatedClean           bool
-	fastTrack, requireTLS    bool
-	tokenRequired            bool
-	host, group              string
-	condHeartbeat, condDead  time.Duration
-	hashExponent, replicas   int
-	erasePrio, metadataPrio  int
+	listen, db, watchdog                 string
+	bootDir                              string
+	heartbeatTimeout, check              time.Duration
+	deployTimeout, cleanWait, rescueWait time.Duration
+	ipmiInterval                         time.Duration
+	lockRetry, agentPoll                 time.Duration
+	powerOffPoll                         time.Duration
+	maxReboots                           int
+	automatedClean                       bool
+	fastTrack, requireTLS                bool
+	tokenRequired                        bool
+	host, group                          string
+	condHeartbeat, condDead              time.Duration
+	hashExponent, replicas               int
+	erasePrio, metadataPrio              int
 }
 
 func (f *driverFlags) add(fs *flag.FlagSet, db string) {
@@ -48,6 +48,7 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 	fs.DurationVar(&f.check, "check-interval", d.CheckInterval, "how often the periodic tasks (call-back timeouts, watchdog) run")
 	fs.DurationVar(&f.deployTimeout, "deploy-callback-timeout", d.DeployCallbackTimeout, "wait call-back longer than this -> deploy failed")
 	fs.DurationVar(&f.cleanWait, "clean-callback-timeout", d.CleanCallbackTimeout, "clean wait longer than this -> clean failed")
+	fs.DurationVar(&f.rescueWait, "rescue-callback-timeout", d.RescueCallbackTimeout, "rescue wait longer than this -> rescue failed")
 	fs.StringVar(&f.watchdog, "watchdog-action", d.WatchdogAction, `missed heartbeat on a powered-on, unprovisioned node: "reboot", "maintenance" or "" (off)`)
 	fs.IntVar(&f.maxReboots, "watchdog-max-reboots", d.WatchdogMaxReboots, "watchdog reboots of one node before it goes to maintenance")
 	fs.DurationVar(&f.lockRetry, "lock-retry-interval", d.LockRetryInterval, "pause between the 3 tries to lock a busy node before 409")
@@ -73,7 +74,7 @@ func (f *driverFlags) config(logger *slog.Logger) driver.Config {
 	c.Listen, c.DBPath, c.Logger = f.listen, f.db, logger
 	c.BootDir = f.bootDir
 	c.HeartbeatTimeout, c.CheckInterval = f.heartbeatTimeout, f.check
-	c.DeployCallbackTimeout, c.CleanCallbackTimeout = f.deployTimeout, f.cleanWait
+	c.DeployCallbackTimeout, c.CleanCallbackTimeout, c.RescueCallbackTimeout = f.deployTimeout, f.cleanWait, f.rescueWait
 	c.WatchdogAction, c.AutomatedClean = f.watchdog, f.automatedClean
 	c.WatchdogMaxReboots, c.LockRetryInterval, c.AgentPollInterval = f.maxReboots, f.lockRetry, f.agentPoll
 	c.PowerOffPollInterval = f.powerOffPoll

@@ -189,6 +189,13 @@ func TestNodeAndPortRoutes(t *testing.T) {
 		{"provision no target", "PUT", "/v1/nodes/node-a/states/provision", "", `{}`, 400, "target"},
 		{"provision wrong type", "PUT", "/v1/nodes/node-a/states/provision", "", `{"target": 3}`, 400, "target"},
 		{"provision unknown node", "PUT", "/v1/nodes/node-z/states/provision", "", `{"target": "manage"}`, 404, "node-z"},
+		{"rescue needs 1.38", "PUT", "/v1/nodes/node-a/states/provision", "1.37", `{"target": "rescue", "rescue_password": "pw"}`, 406, "1.38"},
+		{"unrescue needs 1.38", "PUT", "/v1/nodes/node-a/states/provision", "", `{"target": "unrescue"}`, 406, "1.38"},
+		{"rescue without password", "PUT", "/v1/nodes/node-a/states/provision", "1.38", `{"target": "rescue"}`, 400, `A non-empty "rescue_password" is required`},
+		{"rescue empty password", "PUT", "/v1/nodes/node-a/states/provision", "1.38", `{"target": "rescue", "rescue_password": ""}`, 400, `non-empty`},
+		{"rescue_password with manage", "PUT", "/v1/nodes/node-a/states/provision", "1.38", `{"target": "manage", "rescue_password": "pw"}`, 400, `only valid`},
+		{"rescue refused in state", "PUT", "/v1/nodes/node-a/states/provision", "1.38", `{"target": "rescue", "rescue_password": "pw"}`, 400, `while it is in state "available"`},
+		{"rescue interface", "GET", "/v1/nodes/node-a", "", "", 200, `"rescue_interface":"agent"`},
 		{"manage", "PUT", "/v1/nodes/node-bb/states/provision", "", `{"target": "manage"}`, 202, ""},
 		{"managed", "GET", "/v1/nodes/node-bb", "", "", 200, `"provision_state":"manageable"`},
 

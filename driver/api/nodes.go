@@ -91,12 +91,22 @@ func (s *Server) nodeDoc(c *gin.Context, n *store.Node, detail bool) map[string]
 		"deploy_interface":       nullStr(cl.Deploy),
 		"power_interface":        nullStr(cl.Power),
 		"management_interface":   nullStr(cl.Power),
+		"rescue_interface":       rescueInterface(cl),
 		"ports":                  []map[string]string{{"href": baseURL(c) + "/v1/nodes/" + n.UUID + "/ports", "rel": "self"}},
 		"states":                 []map[string]string{{"href": baseURL(c) + "/v1/nodes/" + n.UUID + "/states", "rel": "self"}},
 	} {
 		d[k] = v
 	}
 	return d
+}
+
+// rescueInterface names the class's rescue interface as Ironic does: the
+// agent deploy rescues ("agent"), the PXE one does not ("no-rescue").
+func rescueInterface(cl conductor.Class) string {
+	if cl.Deploy == "agent" {
+		return "agent"
+	}
+	return "no-rescue"
 }
 
 func (s *Server) node(c *gin.Context) (*store.Node, bool) {
@@ -237,10 +247,15 @@ func (s *Server) getStates(c *gin.Context) {
 }
 
 type provisionReq struct {
-	Target      *string          `json:"target"`
-	CleanSteps  []map[string]any `json:"clean_steps"`
-	Configdrive any              `json:"configdrive"`
+	Target         *string          `json:"target"`
+	CleanSteps     []map[string]any `json:"clean_steps"`
+	Configdrive    any              `json:"configdrive"`
+	RescuePassword *string          `json:"rescue_password"`
 }
+
+// rescueVersion is the microversion of the rescue and unrescue verbs (and
+// of rescue_interface); below it Ironic answers 406.
+const rescueVersion = 38
 
 func (s *Server) setProvision(c *gin.Context) {
 	var req provisionReq
@@ -249,6 +264,10 @@ func (s *Server) setProvision(c *gin.Context) {
 	}
 	if req.Target == nil {
 		fail(c, http.StatusBadRequest, "Mandatory field missing: target")
+		return
+	}
+	if (*req.Target == "rescue" || *req.Target == "unrescue") && !ver(c).AtLeast(rescueVersion) {
+		fail(c, http.StatusNotAcceptable, fmt.Sprintf("Request not acceptable. The %q verb needs API version 1.%d or later.", *req.Target, rescueVersion))
 		return
 	}
 	if req.Configdrive != nil {
@@ -278,7 +297,8 @@ func (s *Server) setProvision(c *gin.Context) {
 			return
 		}
 	}
-	if err := s.c.ProvisionAction(c.Request.Context(), c.Param("ident"), *req.Target, req.CleanSteps); err != nil {
+	if err := s.c.Provision(c.Request.Context(), c.Param("ident"), *req.Target,
+		conductor.ProvisionArgs{CleanSteps: req.CleanSteps, RescuePassword: req.RescuePassword}); err != nil {
 		failErr(c, err)
 		return
 	}

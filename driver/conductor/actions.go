@@ -3,6 +3,7 @@ package conductor
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,13 +80,36 @@ func (c *Conductor) DeleteNode(ctx context.Context, ident string) error {
 	return c.store.DeleteNode(ctx, n.UUID, newEvent(t.node, store.KindProvision, t.node.ProvisionState, "", "delete", "", nil))
 }
 
+// ProvisionArgs are the optional fields of a provision request.
+type ProvisionArgs struct {
+	// CleanSteps are the steps of a manual clean ("clean" only).
+	CleanSteps []map[string]any
+	// RescuePassword is the rescue user's password: required, non-empty,
+	// with "rescue", refused with any other verb.
+	RescuePassword *string
+}
+
 // ProvisionAction runs an API verb ("manage", "provide", "active"/"deploy",
 // "deleted"/"undeploy", "clean", "abort", "rebuild"). It returns once the
 // new state is persisted; the work goes on in the background.
 func (c *Conductor) ProvisionAction(ctx context.Context, ident, target string, cleanSteps []map[string]any) error {
+	return c.Provision(ctx, ident, target, ProvisionArgs{CleanSteps: cleanSteps})
+}
+
+// Provision is ProvisionAction with every field of the request, for the
+// verbs that take more than clean steps ("rescue" with its password;
+// "unrescue").
+func (c *Conductor) Provision(ctx context.Context, ident, target string, args ProvisionArgs) error {
+	cleanSteps := args.CleanSteps
 	ev, err := states.MapVerb(target)
 	if err != nil {
 		return fmt.Errorf("invalid provision target %q: %w", target, ErrInvalidParameter)
+	}
+	if args.RescuePassword != nil && ev != states.EvRescue {
+		return fmt.Errorf(`"rescue_password" is only valid when setting target provision state to rescue: %w`, ErrInvalidParameter)
+	}
+	if ev == states.EvRescue && (args.RescuePassword == nil || strings.TrimSpace(*args.RescuePassword) == "") {
+		return fmt.Errorf(`A non-empty "rescue_password" is required when setting target provision state to rescue: %w`, ErrInvalidParameter)
 	}
 	if ev == states.EvClean && len(cleanSteps) == 0 {
 		return fmt.Errorf(`"clean_steps" is required when setting target provision state to %s: %w`, target, ErrInvalidParameter)
@@ -124,6 +148,10 @@ func (c *Conductor) ProvisionAction(ctx context.Context, ident, target string, c
 		t.release()
 		return c.CheckDriver(n.Driver)
 	}
+	if ev == states.EvUnrescue {
+		empty := ""
+		args.RescuePassword = &empty
+	}
 	switch ev {
 	case states.EvDeploy, states.EvRebuild:
 		if err := t.dep.ValidateDeploy(n); err != nil {
@@ -150,12 +178,20 @@ func (c *Conductor) ProvisionAction(ctx context.Context, ident, target string, c
 		n.LastError = ""
 	case states.EvManage:
 		n.TargetProvisionState = states.Manageable
+	case states.EvRescue, states.EvUnrescue:
+		if err := c.prepareRescue(ctx, t, ev, *args.RescuePassword); err != nil {
+			t.release()
+			return err
+		}
 	case states.EvAbort:
 		if from == states.CleanWait {
 			n.LastError = fmt.Sprintf("By request, the clean operation was aborted for node %s", n.UUID)
 			if n.CleanStep != nil && n.CleanStep.Step != "" {
 				n.LastError += fmt.Sprintf(" on step %q", n.CleanStep.Step)
 			}
+		} else if from == states.RescueWait {
+			n.LastError = "By request, the rescue operation was aborted."
+			removeRescuePassword(n)
 		} else {
 			n.LastError = fmt.Sprintf("By request, the deploy operation was aborted for node %s", n.UUID)
 		}
@@ -185,7 +221,22 @@ func (c *Conductor) continueAction(ctx context.Context, t *task) {
 		})
 	case states.Cleaning:
 		c.startCleaning(ctx, t)
+	case states.Rescuing:
+		out, err := t.dep.(deploy.Rescuer).Rescue(ctx, t)
+		c.drive(ctx, t, out, err, func(err error) {
+			c.failRescue(ctx, t, fmt.Sprintf("Failed to rescue: %v", err), false)
+		})
+	case states.Unrescuing:
+		out, err := t.dep.(deploy.Rescuer).Unrescue(ctx, t)
+		c.drive(ctx, t, out, err, func(err error) {
+			c.fail(ctx, t, fmt.Sprintf("Failed to unrescue: %v", err))
+		})
+		if t.node.ProvisionState == states.Active {
+			// As Ironic after unrescue: the rescue agent's token and URL go.
+			c.wipeAgent(ctx, t)
+		}
 	case states.Deleting:
+		removeRescuePassword(n)
 		if err := t.dep.TearDown(ctx, t); err != nil {
 			n.LastError = fmt.Sprintf("Failed to tear down node %s: %v", n.UUID, err)
 			c.process(ctx, t, states.EvError)

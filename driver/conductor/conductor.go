@@ -62,6 +62,9 @@ type Config struct {
 	// their agent longer (1800 s; negative disables).
 	DeployCallbackTimeout time.Duration
 	CleanCallbackTimeout  time.Duration
+	// RescueCallbackTimeout fails a node in "rescue wait" whose rescue
+	// ramdisk did not call back (rescue_callback_timeout, 1800 s; negative disables).
+	RescueCallbackTimeout time.Duration
 	// WatchdogAction is "reboot", "maintenance" or "" (off) for nodes that are
 	// powered on, not provisioned, and whose agent missed HeartbeatTimeout.
 	WatchdogAction string
@@ -157,6 +160,9 @@ func (c *Config) defaults() {
 	}
 	if c.CleanCallbackTimeout == 0 {
 		c.CleanCallbackTimeout = 1800 * time.Second
+	}
+	if c.RescueCallbackTimeout == 0 {
+		c.RescueCallbackTimeout = 1800 * time.Second
 	}
 	if c.WatchdogMaxReboots <= 0 {
 		c.WatchdogMaxReboots = 3
@@ -389,7 +395,7 @@ func (c *Conductor) Recover(ctx context.Context) error {
 		c.repairHistory(ctx, n)
 		var ev string
 		switch n.ProvisionState {
-		case states.Deploying, states.Cleaning, states.Verifying:
+		case states.Deploying, states.Cleaning, states.Verifying, states.Rescuing, states.Unrescuing:
 			ev = states.EvFail
 		case states.Deleting:
 			ev = states.EvError

@@ -34,7 +34,8 @@ type scriptedAgent struct {
 	params   []map[string]any // their params
 	steps    map[string]any   // clean_steps result
 	tokenBad int
-	down     bool // /v1/status answers 503: the agent is gone
+	down     bool   // /v1/status answers 503: the agent is gone
+	failCmd  string // a sync command (short name) that answers FAILED
 }
 
 func newAgent(t *testing.T) (*scriptedAgent, *httptest.Server) {
@@ -98,6 +99,9 @@ func (a *scriptedAgent) serve(w http.ResponseWriter, r *http.Request) {
 		cmd.Result = map[string]any{"clean_steps": a.steps, "hardware_manager_version": map[string]any{"generic_hardware_manager": "1.2"}}
 	case "get_partition_uuids":
 		cmd.Result = map[string]any{"root uuid": "0x1234abcd"}
+	case a.failCmd:
+		cmd.Status = agent.StatusFailed
+		cmd.Error = map[string]any{"type": "CommandExecutionError", "code": 500, "message": "Command execution failed", "details": short + " failed in the test"}
 	case "execute_deploy_step", "execute_clean_step", "prepare_image", "install_bootloader":
 		cmd.Status = agent.StatusRunning
 		cmd.Result = map[string]any{}

@@ -82,6 +82,8 @@ func (c *Conductor) callbackTimedOut(n *store.Node, now time.Time) bool {
 		limit = c.cfg.DeployCallbackTimeout
 	case states.CleanWait:
 		limit = c.cfg.CleanCallbackTimeout
+	case states.RescueWait:
+		limit = c.cfg.RescueCallbackTimeout
 	default:
 		return false
 	}
@@ -95,6 +97,14 @@ func (c *Conductor) failTimedOut(ctx context.Context, id string, now time.Time) 
 	}
 	defer t.release()
 	if t.node.Maintenance || !c.callbackTimedOut(t.node, now) {
+		return
+	}
+	if t.node.ProvisionState == states.RescueWait {
+		// Ironic's cleanup_rescuewait_timeout, its words (no UUID).
+		msg := "Timeout reached while waiting for rescue ramdisk callback for node"
+		t.Record(ctx, store.KindProvision, EventCallbackTimeout, msg, map[string]any{
+			"timeout_s": int(c.cfg.RescueCallbackTimeout.Seconds()), "waited_s": int(now.Sub(t.node.ProvisionUpdatedAt).Seconds())})
+		c.failRescue(ctx, t, msg, true)
 		return
 	}
 	msg := fmt.Sprintf("Timeout reached while waiting for callback for node %s", t.node.UUID)

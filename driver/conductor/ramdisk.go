@@ -27,6 +27,7 @@ const MaskedToken = "******"
 // LOOKUP_ALLOWED_STATES, the subset this lab has).
 var lookupStates = map[string]bool{
 	states.Deploying: true, states.DeployWait: true, states.Cleaning: true, states.CleanWait: true,
+	states.Rescuing: true, states.RescueWait: true,
 }
 
 var fastTrackStates = map[string]bool{states.Enroll: true, states.Manageable: true, states.Available: true}
@@ -193,7 +194,11 @@ func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
 }
 
 func wantsCallback(n *store.Node) bool {
-	return !n.Maintenance && (n.ProvisionState == states.DeployWait || n.ProvisionState == states.CleanWait)
+	switch n.ProvisionState {
+	case states.DeployWait, states.CleanWait, states.RescueWait:
+		return !n.Maintenance
+	}
+	return false
 }
 
 func (c *Conductor) legacyHeartbeat(ctx context.Context, id string, hb Heartbeat) error {
@@ -252,6 +257,16 @@ func (c *Conductor) callback(ctx context.Context, t *task) {
 	t.Record(ctx, store.KindHeartbeat, "call-back", "heartbeat continues the "+state+" node", nil)
 	out, err := t.dep.Continue(ctx, t)
 	c.drive(ctx, t, out, err, func(err error) {
+		if state == states.RescueWait {
+			// Ironic's _heartbeat_rescue_wait: rescuing_error_handler.
+			switch t.node.ProvisionState {
+			case states.RescueWait, states.Rescuing:
+				c.failRescue(ctx, t, fmt.Sprintf("Node failed to perform rescue operation: %v", err), true)
+			default:
+				t.log.Error("heartbeat call-back", "err", err)
+			}
+			return
+		}
 		what := "deploy"
 		if state == states.CleanWait || state == states.Cleaning {
 			what = "clean"

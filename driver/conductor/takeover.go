@@ -35,9 +35,10 @@ func (c *Conductor) TakeOver(ctx context.Context, dead map[string]bool, owns fun
 			continue
 		}
 		switch n.ProvisionState {
-		case states.Deploying, states.Cleaning, states.Verifying:
+		case states.Deploying, states.Cleaning, states.Verifying, states.Rescuing, states.Unrescuing:
 			to, _ := states.Next(n.ProvisionState, states.EvFail)
-			what := map[string]string{states.Deploying: "deployment", states.Cleaning: "cleaning", states.Verifying: "verification"}[n.ProvisionState]
+			what := map[string]string{states.Deploying: "deployment", states.Cleaning: "cleaning", states.Verifying: "verification",
+				states.Rescuing: "rescue", states.Unrescuing: "unrescue"}[n.ProvisionState]
 			msg := fmt.Sprintf("The %s can't be resumed by conductor %s: conductor %s, which held the node, stopped heartbeating and %s took the node over. Moving to fail state.",
 				what, c.cfg.Host, from, c.cfg.Host)
 			prev := n.ProvisionState

@@ -108,6 +108,31 @@ type Interface interface {
 	Continue(ctx context.Context, t Task) (Outcome, error)
 }
 
+// Rescuer is implemented by deploy interfaces that can rescue a node, as
+// Ironic's "agent" rescue interface does: the node boots the agent as its
+// rescue ramdisk in place of the instance (whose disk is left alone), the
+// agent's heartbeat in "rescue wait" is the call-back (Continue), and
+// unrescue boots the instance from its disk again. A deploy interface
+// without it refuses rescue (Ironic's no-rescue).
+type Rescuer interface {
+	// ValidateRescue checks the node, with instance_info.rescue_password
+	// set, before rescue is accepted; the error becomes a 400.
+	ValidateRescue(n *store.Node) error
+	// Rescue runs in "rescuing": power off and boot the rescue ramdisk;
+	// normally Next(states.EvWait, nil).
+	Rescue(ctx context.Context, t Task) (Outcome, error)
+	// Unrescue runs in "unrescuing": boot the instance from its disk;
+	// normally Next(states.EvDone, nil).
+	Unrescue(ctx context.Context, t Task) (Outcome, error)
+}
+
+// Rescue password fields of instance_info, as Ironic keeps them while a
+// rescue is under way (the API masks both).
+const (
+	RescuePasswordKey       = "rescue_password"
+	HashedRescuePasswordKey = "hashed_rescue_password"
+)
+
 // Vendor is implemented by deploy interfaces that serve node vendor_passthru
 // methods other than the agent's heartbeat (e.g. PXE's pass_deploy_info).
 type Vendor interface {

@@ -22,13 +22,23 @@ const (
 	CleanWait    = "clean wait"
 	CleanFailed  = "clean failed"
 	Error        = "error"
+
+	// Rescue: the node boots a rescue ramdisk (the agent) in place of its
+	// instance, whose disk stays as it is; unrescue boots the instance again.
+	Rescuing       = "rescuing"
+	RescueWait     = "rescue wait"
+	Rescue         = "rescue"
+	RescueFailed   = "rescue failed"
+	Unrescuing     = "unrescuing"
+	UnrescueFailed = "unrescue failed"
 )
 
 // All lists every state, stable first.
 func All() []string { return append([]string(nil), all...) }
 
-var all = []string{Enroll, Manageable, Available, Active, Verifying, Deploying, DeployWait,
-	DeployFailed, Deleting, Cleaning, CleanWait, CleanFailed, Error}
+var all = []string{Enroll, Manageable, Available, Active, Rescue, Verifying, Deploying, DeployWait,
+	DeployFailed, Deleting, Cleaning, CleanWait, CleanFailed, Error,
+	Rescuing, RescueWait, RescueFailed, Unrescuing, UnrescueFailed}
 
 // Events. The first group are verbs a user may send as "target" to
 // PUT /v1/nodes/{id}/states/provision (after MapVerb); the rest are the
@@ -41,6 +51,9 @@ const (
 	EvClean   = "clean"
 	EvAbort   = "abort"
 	EvRebuild = "rebuild"
+	// EvRescue and EvUnrescue need API 1.38.
+	EvRescue   = "rescue"
+	EvUnrescue = "unrescue"
 
 	EvDone   = "done"   // an in-progress state finished
 	EvWait   = "wait"   // waiting for the agent's call-back
@@ -96,6 +109,27 @@ var table = []Transition{
 	{Deleting, EvError, Error, false},
 	{Error, EvDeleted, Deleting, true},
 	{Error, EvRebuild, Deploying, true},
+
+	// Rescue, as ironic/common/states.py has it.
+	{Active, EvRescue, Rescuing, true},
+	{Rescuing, EvDone, Rescue, false},
+	{Rescuing, EvWait, RescueWait, false},
+	{Rescuing, EvFail, RescueFailed, false},
+	{RescueWait, EvResume, Rescuing, false},
+	{RescueWait, EvFail, RescueFailed, false},
+	{RescueWait, EvAbort, RescueFailed, true},
+	{RescueWait, EvDeleted, Deleting, true},
+	{Rescue, EvRescue, Rescuing, true},
+	{Rescue, EvUnrescue, Unrescuing, true},
+	{Rescue, EvDeleted, Deleting, true},
+	{RescueFailed, EvRescue, Rescuing, true},
+	{RescueFailed, EvUnrescue, Unrescuing, true},
+	{RescueFailed, EvDeleted, Deleting, true},
+	{Unrescuing, EvDone, Active, false},
+	{Unrescuing, EvFail, UnrescueFailed, false},
+	{UnrescueFailed, EvRescue, Rescuing, true},
+	{UnrescueFailed, EvUnrescue, Unrescuing, true},
+	{UnrescueFailed, EvDeleted, Deleting, true},
 }
 
 // ErrInvalidTransition is wrapped when an event is not allowed in a state.
@@ -140,7 +174,7 @@ func MapVerb(target string) (string, error) {
 		return EvDeploy, nil
 	case "undeploy", EvDeleted:
 		return EvDeleted, nil
-	case EvManage, EvProvide, EvClean, EvAbort, EvRebuild:
+	case EvManage, EvProvide, EvClean, EvAbort, EvRebuild, EvRescue, EvUnrescue:
 		return target, nil
 	}
 	return "", fmt.Errorf("%q: %w", target, ErrUnknownVerb)
@@ -149,7 +183,8 @@ func MapVerb(target string) (string, error) {
 // Stable reports whether a state is one a node rests in (no work in progress).
 func Stable(s string) bool {
 	switch s {
-	case Enroll, Manageable, Available, Active, DeployFailed, CleanFailed, Error:
+	case Enroll, Manageable, Available, Active, DeployFailed, CleanFailed, Error,
+		Rescue, RescueFailed, UnrescueFailed:
 		return true
 	}
 	return false

@@ -232,6 +232,8 @@ func (d *Deploy) Continue(ctx context.Context, t deploy.Task) (deploy.Outcome, e
 		return d.continueDeploy(ctx, t)
 	case states.CleanWait:
 		return d.continueClean(ctx, t)
+	case states.RescueWait:
+		return d.finalizeRescue(ctx, t)
 	}
 	return deploy.Wait(), nil
 }
