@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # vm-deps.sh installs and starts what the VM tier needs: libvirt + QEMU (TCG is
-# enough), the iPXE ROMs, qemu-img, ipmitool and lz4. Idempotent: it installs
+# enough), the iPXE ROMs, qemu-img, ipmitool, lz4, and genisoimage + isolinux
+# (the agent ISO that virtual media boots). Idempotent: it installs
 # only missing packages and starts only daemons that are not running, so CI and
 # developers can call it before every test run.
 set -euo pipefail
 
-pkgs=(libvirt-daemon-system qemu-system-x86 qemu-utils ipxe-qemu ipmitool lz4)
+pkgs=(libvirt-daemon-system qemu-system-x86 qemu-utils ipxe-qemu ipmitool lz4 genisoimage isolinux syslinux-common)
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "vm-deps: must run as root (installs Debian packages, starts libvirtd)" >&2

@@ -123,7 +123,7 @@ func newDomain(s domainSpec) *libvirtxml.Domain {
 				Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
 				Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: s.Disk}},
 				Target: &libvirtxml.DomainDiskTarget{Dev: "vda", Bus: "virtio"},
-			}},
+			}, cdromDisk("")},
 			Controllers: []libvirtxml.DomainController{{Type: "usb", Model: "none"}},
 			Serials: []libvirtxml.DomainSerial{{
 				Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: s.Console, Append: "on"}},
@@ -134,9 +134,46 @@ func newDomain(s domainSpec) *libvirtxml.Domain {
 	}
 }
 
+// cdromDev is the virtual CD drive of a managed domain: IDE, which the
+// pc machine has and SeaBIOS boots El Torito images from.
+const cdromDev = "hdc"
+
+// cdromDisk is the CD drive with the ISO file in it ("" for an empty drive).
+func cdromDisk(iso string) libvirtxml.DomainDisk {
+	d := libvirtxml.DomainDisk{
+		Device:   "cdrom",
+		Driver:   &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
+		Target:   &libvirtxml.DomainDiskTarget{Dev: cdromDev, Bus: "ide"},
+		ReadOnly: &libvirtxml.DomainDiskReadOnly{},
+	}
+	if iso != "" {
+		d.Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: iso}}
+	}
+	return d
+}
+
+// setCD puts iso ("": nothing) in the domain's CD drive, adding the drive
+// to a domain defined before it had one.
+func setCD(d *libvirtxml.Domain, iso string) {
+	if d.Devices == nil {
+		d.Devices = &libvirtxml.DomainDeviceList{}
+	}
+	for i, disk := range d.Devices.Disks {
+		if disk.Device == "cdrom" && disk.Target != nil && disk.Target.Dev == cdromDev {
+			cd := cdromDisk(iso)
+			cd.Address, cd.Alias = disk.Address, disk.Alias
+			d.Devices.Disks[i] = cd
+			return
+		}
+	}
+	d.Devices.Disks = append(d.Devices.Disks, cdromDisk(iso))
+}
+
 // bootSelection is what a domain boots at its next start.
 type bootSelection struct {
-	device string // "hd" or "network"
+	device string // "hd", "network" or "cdrom"
+	// cd is the ISO file in a managed domain's CD drive ("" empty).
+	cd string
 	// Direct kernel boot (managed domains, network, PXEDirect).
 	kernel, initrd, cmdline string
 	// managed: ironlab owns the kernel and QEMU arguments of this domain.
@@ -194,6 +231,7 @@ func applyBoot(d *libvirtxml.Domain, b bootSelection) {
 	}
 	if b.managed {
 		d.OS.Kernel, d.OS.Initrd, d.OS.Cmdline = b.kernel, b.initrd, b.cmdline
+		setCD(d, b.cd)
 	}
 	if b.kernel == "" {
 		d.OS.BootDevices = []libvirtxml.DomainBootDevice{{Dev: b.device}}

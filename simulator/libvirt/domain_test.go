@@ -1,6 +1,7 @@
 package libvirtvm
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -168,5 +169,71 @@ func TestGuestURL(t *testing.T) {
 		if got := GuestURL(in); got != want {
 			t.Errorf("GuestURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A managed domain has an empty IDE CD drive; a selection with an ISO puts
+// it there and a boot from cdrom lists that device alone; ejecting empties
+// the drive again. A domain defined without the drive gets one.
+func TestCDROM(t *testing.T) {
+	nic := &userNIC{MAC: "52:54:00:00:00:01", HostPort: 40001}
+	cdOf := func(d *libvirtxml.Domain) (n int, src string) {
+		for _, disk := range d.Devices.Disks {
+			if disk.Device == "cdrom" {
+				n++
+				if disk.Target.Dev != "hdc" || disk.Target.Bus != "ide" || disk.ReadOnly == nil {
+					t.Errorf("CD drive %+v, want read-only ide hdc", disk.Target)
+				}
+				if disk.Source != nil && disk.Source.File != nil {
+					src = disk.Source.File.File
+				}
+			}
+		}
+		return n, src
+	}
+	d := roundTrip(t, newDomain(testSpec()))
+	if n, src := cdOf(d); n != 1 || src != "" {
+		t.Fatalf("new domain: %d CD drives holding %q, want one empty", n, src)
+	}
+	applyBoot(d, bootSelection{device: "cdrom", managed: true, nic: nic, cd: "/s/node-0.cd.iso"})
+	d = roundTrip(t, d)
+	if n, src := cdOf(d); n != 1 || src != "/s/node-0.cd.iso" {
+		t.Fatalf("inserted: %d CD drives holding %q", n, src)
+	}
+	if len(d.OS.BootDevices) != 1 || d.OS.BootDevices[0].Dev != "cdrom" || d.OS.Kernel != "" {
+		t.Errorf("boot from the CD: boot devices %v, kernel %q", d.OS.BootDevices, d.OS.Kernel)
+	}
+	applyBoot(d, bootSelection{device: "hd", managed: true, nic: nic})
+	if n, src := cdOf(roundTrip(t, d)); n != 1 || src != "" {
+		t.Errorf("ejected: %d CD drives holding %q", n, src)
+	}
+	old := newDomain(testSpec())
+	old.Devices.Disks = old.Devices.Disks[:1]
+	applyBoot(old, bootSelection{device: "cdrom", managed: true, nic: nic, cd: "/x.iso"})
+	if n, src := cdOf(roundTrip(t, old)); n != 1 || src != "/x.iso" {
+		t.Errorf("domain without a drive: %d CD drives holding %q", n, src)
+	}
+}
+
+func TestLoopbackURLAndISOCheck(t *testing.T) {
+	for u, ok := range map[string]bool{
+		"http://127.0.0.1:8080/a.iso": true, "https://localhost/a.iso": true, "http://[::1]:1/a": true,
+		"http://192.0.2.1/a.iso": false, "ftp://127.0.0.1/a.iso": false, "a.iso": false,
+	} {
+		if err := loopbackURL(u); (err == nil) != ok {
+			t.Errorf("loopbackURL(%q) = %v, want ok %v", u, err, ok)
+		}
+	}
+	dir := t.TempDir()
+	iso := make([]byte, 17*2048)
+	copy(iso[16*2048:], "\x01CD001")
+	good, bad := dir+"/good", dir+"/bad"
+	os.WriteFile(good, iso, 0o644)
+	os.WriteFile(bad, []byte("not an iso"), 0o644)
+	if err := checkISO(good); err != nil {
+		t.Errorf("checkISO(an ISO): %v", err)
+	}
+	if err := checkISO(bad); err == nil {
+		t.Errorf("checkISO(text) accepted it")
 	}
 }

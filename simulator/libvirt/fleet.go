@@ -171,6 +171,7 @@ func (f *Fleet) Add(ctx context.Context, n NodeSpec) (*Machine, error) {
 	name := DomainName(f.cfg.Lab, n.Name)
 	disk := filepath.Join(f.cfg.StateDir, n.Name+".raw")
 	console := filepath.Join(f.cfg.StateDir, n.Name+".console.log")
+	cdPath := filepath.Join(f.cfg.StateDir, n.Name+".cd.iso")
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -184,6 +185,9 @@ func (f *Fleet) Add(ctx context.Context, n NodeSpec) (*Machine, error) {
 	}
 	// A fresh machine: an all-zero sparse disk and an empty console log.
 	if err := os.Remove(disk); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if err := os.Remove(cdPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	if err := createSparse(disk, n.DiskBytes); err != nil {
@@ -206,7 +210,7 @@ func (f *Fleet) Add(ctx context.Context, n NodeSpec) (*Machine, error) {
 	m := &Machine{
 		c: f.c, name: n.Name, uuid: n.UUID, console: console,
 		log:     f.log.With("node", n.Name, "node_uuid", n.UUID, "domain", name),
-		managed: true, bootDir: f.cfg.BootDir, pxe: f.cfg.PXE, mac: mac, hostPort: port,
+		managed: true, bootDir: f.cfg.BootDir, pxe: f.cfg.PXE, mac: mac, hostPort: port, cdPath: cdPath,
 		persistent: n.Boot,
 		hw: simulator.Hardware{
 			CPUs: 1, CPUArch: "x86_64", CPUModel: cpuModel(f.accel), MemoryMB: int(mem),
@@ -249,7 +253,7 @@ func (f *Fleet) Machines() []*Machine {
 }
 
 // Close destroys and undefines every domain of the fleet and removes their
-// disk files; console logs stay for the results. Safe to call twice.
+// disk files and CD images; console logs stay for the results. Safe to call twice.
 func (f *Fleet) Close(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -258,6 +262,9 @@ func (f *Fleet) Close(ctx context.Context) error {
 	for _, m := range f.machines {
 		if err := removeDomain(ctx, f.c, m.dom, m.DiskPath()); err != nil {
 			errs = append(errs, err)
+		}
+		if err := os.Remove(m.cdPath); m.cdPath != "" && err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove the CD image of %s: %w", m.dom.Name, err))
 		}
 	}
 	f.machines = nil

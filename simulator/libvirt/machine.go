@@ -42,6 +42,11 @@ type Machine struct {
 	pxe      PXEMode
 	mac      string
 	hostPort int
+	// cdPath is where an inserted CD image is kept (managed domains).
+	cdPath string
+
+	// cd is the ISO in the CD drive ("" empty); guarded by mu.
+	cd string
 
 	mu         sync.Mutex
 	persistent simulator.BootConfig
@@ -206,7 +211,11 @@ func (m *Machine) BootConfig(ctx context.Context) (simulator.BootConfig, error) 
 // default, one-time applies to the next start only. The domain definition is
 // rewritten now (a running domain keeps running what it booted).
 func (m *Machine) SetBootConfig(ctx context.Context, b simulator.BootConfig) error {
-	if b.Device != simulator.BootNetwork && b.Device != simulator.BootDisk {
+	switch {
+	case b.Device == simulator.BootNetwork, b.Device == simulator.BootDisk:
+	case b.Device == simulator.BootCD && m.managed:
+		// The CD drive's content, or an empty drive that boots nothing.
+	default:
 		return fmt.Errorf("set boot device of %s: unknown device %q", m.dom.Name, b.Device)
 	}
 	m.mu.Lock()
@@ -250,14 +259,17 @@ func (m *Machine) rewrite(ctx context.Context, cfg simulator.BootConfig, booting
 // network boot reads the per-MAC entry now, so the latest entry boots.
 func (m *Machine) selection(cfg simulator.BootConfig, booting bool) bootSelection {
 	dev := "hd"
-	if cfg.Device == simulator.BootNetwork {
+	switch cfg.Device {
+	case simulator.BootNetwork:
 		dev = "network"
+	case simulator.BootCD:
+		dev = "cdrom"
 	}
 	if !m.managed {
 		return bootSelection{device: dev}
 	}
 	nic := &userNIC{MAC: m.mac, HostPort: m.hostPort}
-	sel := bootSelection{device: dev, managed: true, nic: nic}
+	sel := bootSelection{device: dev, managed: true, nic: nic, cd: m.cd}
 	if dev != "network" {
 		return sel
 	}
