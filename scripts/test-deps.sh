@@ -7,12 +7,14 @@
 # PostgreSQL (the shared store of several conductors; tests start their own
 # server on loopback, so the distribution's cluster is not needed),
 # genisoimage, pycdlib and openstacksdk for the config drive tests (what
-# Ironic builds config drives with), and the VM tier's libvirt + QEMU
-# (scripts/vm-deps.sh). Idempotent.
+# Ironic builds config drives with), Debian's docker.io and a running dockerd
+# for the container matrix (conductors in containers, cmd/ironlab's
+# dockertest tests), and the VM tier's libvirt + QEMU (scripts/vm-deps.sh).
+# Idempotent: installs only what is missing, starts only what is not running.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-pkgs=(ipmitool python3-pyghmi python3-ironicclient openssh-client python3-sushy redfishtool chromium curl postgresql genisoimage python3-pycdlib python3-openstacksdk)
+pkgs=(ipmitool python3-pyghmi python3-ironicclient openssh-client python3-sushy redfishtool chromium curl postgresql genisoimage python3-pycdlib python3-openstacksdk docker.io)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
@@ -23,4 +25,31 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# dockerd: this machine has no systemd (and fresh-check.sh stops dockerd to
+# emulate a new machine), so start it here. No bridge and no iptables: the
+# containers use host networking on loopback only, and no registry is
+# reachable (the tests build their images FROM scratch).
+docker_sock=/var/run/docker.sock
+docker_up() { timeout 5 /usr/bin/docker -H "unix://$docker_sock" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+if ! docker_up; then
+	if pgrep -x dockerd >/dev/null; then
+		echo "test-deps: dockerd is running but $docker_sock does not answer; waiting for it"
+	else
+		log=/var/log/ironlab-dockerd.log
+		echo "test-deps: starting dockerd (log: $log)"
+		setsid /usr/sbin/dockerd --bridge=none --iptables=false --ip6tables=false </dev/null >>"$log" 2>&1 &
+	fi
+	for _ in $(seq 1 60); do
+		docker_up && break
+		sleep 0.5
+	done
+	if ! docker_up; then
+		echo "test-deps: dockerd did not answer on $docker_sock within 30 s; its log:" >&2
+		tail -n 30 /var/log/ironlab-dockerd.log >&2 || true
+		exit 1
+	fi
+fi
+echo "test-deps: docker engine $(/usr/bin/docker -H "unix://$docker_sock" version --format '{{.Server.Version}}') ready"
+
 bash ./vm-deps.sh
