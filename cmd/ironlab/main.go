@@ -36,7 +36,7 @@ func usage() {
 }
 
 func main() {
-	if hook := initHook; hook != nil && os.Getpid() == 1 {
+	if hook := initHook; hook != nil && isRamdiskInit(os.Getpid(), os.Args[0]) {
 		os.Exit(hook())
 	}
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
@@ -68,5 +68,14 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 }
 
 // initHook, when set (by the ramdisk's file), runs instead of the CLI when the
-// binary is PID 1, i.e. /init of the agent ramdisk inside a VM.
+// binary is /init of the agent ramdisk inside a VM (see isRamdiskInit).
 var initHook func() int
+
+// isRamdiskInit says whether this process is the agent ramdisk's /init: PID 1
+// started by the kernel, which runs the initramfs's /init with argv[0]
+// "/init". PID 1 alone is not enough: in a FROM-scratch container the binary
+// is PID 1 too (as /ironlab, running a command such as driver), and must
+// stay the CLI there.
+func isRamdiskInit(pid int, argv0 string) bool {
+	return pid == 1 && argv0 == "/init"
+}
