@@ -196,11 +196,47 @@ func (v *vmBackend) start() error {
 }
 
 func (v *vmBackend) writeEntry(l *Lab, n *Node) error {
+	cmdline, err := v.agentCmdline(l, n)
+	if err != nil {
+		return err
+	}
+	e := bootfiles.Entry{Kernel: v.kernel, Initrd: v.initrd, Cmdline: cmdline}
+	if err := bootfiles.Write(v.bootDir, n.MACs[0], e); err != nil {
+		return fmt.Errorf("node %s: boot entry: %w", n.Name, err)
+	}
+	return nil
+}
+
+// agentISO builds the ISO that boots node n's agent from a virtual CD: the
+// agent ramdisk's bzImage and initramfs behind ISOLINUX, with the command
+// line its network boot gets, in the boot folder's agent-iso/<node>.iso.
+func (v *vmBackend) agentISO(ctx context.Context, n *Node) (string, error) {
+	l := v.l
+	if l.driverURL == "" {
+		return "", fmt.Errorf("node %s: the agent ISO needs the driver's URL: start the lab first", n.Name)
+	}
+	cmdline, err := v.agentCmdline(l, n)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(v.bootDir, "agent-iso")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, n.Name+".iso")
+	if err := ramdisk.BuildISO(ctx, filepath.Join(v.bootDir, filepath.FromSlash(v.kernel)), filepath.Join(v.bootDir, filepath.FromSlash(v.initrd)), cmdline, out); err != nil {
+		return "", fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	return out, nil
+}
+
+// agentCmdline is the kernel command line that boots node n's agent.
+func (v *vmBackend) agentCmdline(l *Lab, n *Node) (string, error) {
 	v.mu.Lock()
 	m, faults := v.machines[n.Name], v.faults[n.Name]
 	v.mu.Unlock()
 	if m == nil {
-		return fmt.Errorf("node %s has no domain", n.Name)
+		return "", fmt.Errorf("node %s has no domain", n.Name)
 	}
 	extra := []string{"ironlab.dialect=" + n.Dialect, "ironlab.driver=" + n.Driver}
 	if d := l.spec.LookupInterval; d > 0 {
@@ -212,11 +248,7 @@ func (v *vmBackend) writeEntry(l *Lab, n *Node) error {
 	if faults != "" {
 		extra = append(extra, "ironlab.faults="+faults)
 	}
-	e := bootfiles.Entry{Kernel: v.kernel, Initrd: v.initrd, Cmdline: m.AgentCmdline(l.driverURL, extra...)}
-	if err := bootfiles.Write(v.bootDir, n.MACs[0], e); err != nil {
-		return fmt.Errorf("node %s: boot entry: %w", n.Name, err)
-	}
-	return nil
+	return m.AgentCmdline(l.driverURL, extra...), nil
 }
 
 // checkAgentFaults: a guest's agent is out of the lab's reach once it

@@ -27,3 +27,27 @@ func (l *Lab) CDBoot(ctx context.Context, m simulator.Machine, cmdline string) e
 	}
 	return l.runAgentWithToken(ctx, n, m, o.AgentToken)
 }
+
+// isoBackend is a backend whose machines boot a real agent ISO from their
+// virtual CD (libvirt).
+type isoBackend interface {
+	agentISO(ctx context.Context, n *Node) (path string, err error)
+}
+
+// AgentISOURL builds the ISO that boots node n's agent from a virtual CD,
+// as Ironic's redfish-virtual-media builds one (ISOLINUX, the agent
+// ramdisk, the node's agent command line), and serves it on the image
+// server; the URL is as the host, and so the node's BMC, reaches it (a
+// Redfish InsertMedia fetches it). Call it after Start. The fake backend
+// has none: its machines boot an in-process agent from any CD.
+func (l *Lab) AgentISOURL(ctx context.Context, n *Node) (string, error) {
+	b, ok := l.backend.(isoBackend)
+	if !ok {
+		return "", fmt.Errorf("node %s: the fake backend builds no agent ISO: its machines boot an in-process agent from any virtual CD", n.Name)
+	}
+	path, err := b.agentISO(ctx, n)
+	if err != nil {
+		return "", err
+	}
+	return l.Images.AddFilePath("agent-"+n.Name+".iso", path), nil
+}
