@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"net/url"
 	"path/filepath"
 	"testing"
@@ -27,10 +26,20 @@ func open(t testing.TB) (*SQLite, string) {
 	return s, path
 }
 
+// failing is the store with storetest's EventFailer (the beforeEvent hook).
+type failing struct{ *SQLite }
+
+func (f failing) FailEvents(err error) {
+	f.beforeEvent = nil
+	if err != nil {
+		f.beforeEvent = func(*store.Event) error { return err }
+	}
+}
+
 func TestStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s, _ := open(t)
-		return s
+		return failing{s}
 	})
 }
 
@@ -62,66 +71,6 @@ func TestReopenKeepsEverything(t *testing.T) {
 	}
 	if evs, err := s2.ListEvents(ctx, "n1"); err != nil || len(evs) != 1 || evs[0].Event != "create" {
 		t.Errorf("events after reopen = %+v, %v", evs, err)
-	}
-}
-
-// TestEventFailureRollsBack: an event insert that fails (as a crash there
-// would) leaves neither the state nor the event, for a new node and its
-// create event, a transition, and a deletion.
-func TestEventFailureRollsBack(t *testing.T) {
-	ctx := context.Background()
-	s, _ := open(t)
-	boom := errors.New("killed before the event insert")
-	failing := func(e *store.Event) error { return boom }
-	ev := func(from, to, name string) *store.Event {
-		return &store.Event{NodeUUID: "n1", Kind: store.KindProvision, FromState: from, ToState: to, Event: name}
-	}
-
-	s.beforeEvent = failing
-	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "enroll"}, ev("", "enroll", "create")); !errors.Is(err, boom) {
-		t.Fatalf("create with a failing event: got %v, want %v", err, boom)
-	}
-	if _, err := s.GetNode(ctx, "n1"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("node without its create event exists: %v", err)
-	}
-	s.beforeEvent = nil
-	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "enroll"}, ev("", "enroll", "create")); err != nil {
-		t.Fatal(err)
-	}
-
-	n, _ := s.GetNode(ctx, "n1")
-	n.ProvisionState = "manageable"
-	s.beforeEvent = failing
-	if err := s.UpdateNode(ctx, n, ev("enroll", "manageable", "manage")); !errors.Is(err, boom) {
-		t.Fatalf("update with a failing event: got %v, want %v", err, boom)
-	}
-	if got, _ := s.GetNode(ctx, "n1"); got.ProvisionState != "enroll" {
-		t.Errorf("state after the failed event = %q, want enroll (rolled back)", got.ProvisionState)
-	}
-	s.beforeEvent = nil
-	if err := s.UpdateNode(ctx, n, ev("enroll", "manageable", "manage")); err != nil {
-		t.Fatal(err)
-	}
-
-	s.beforeEvent = failing
-	if err := s.DeleteNode(ctx, "n1", ev("manageable", "", "delete")); !errors.Is(err, boom) {
-		t.Fatalf("delete with a failing event: got %v, want %v", err, boom)
-	}
-	if _, err := s.GetNode(ctx, "n1"); err != nil {
-		t.Errorf("node gone though its delete event failed: %v", err)
-	}
-	s.beforeEvent = nil
-
-	evs, err := s.ListEvents(ctx, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range evs {
-		got = append(got, e.FromState+">"+e.ToState)
-	}
-	if diff := cmp.Diff([]string{">enroll", "enroll>manageable"}, got); diff != "" {
-		t.Errorf("history (-want +got):\n%s", diff)
 	}
 }
 

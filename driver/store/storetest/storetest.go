@@ -16,8 +16,16 @@ import (
 	"github.com/ironlab/ironlab/driver/store"
 )
 
+// EventFailer is a store (in its own package's tests) that can make its
+// event inserts fail, as a crash between a write and its event would:
+// after FailEvents(err) every event insert fails with err, until
+// FailEvents(nil). The suite's rollback test needs it.
+type EventFailer interface {
+	FailEvents(err error)
+}
+
 // Run runs the suite; open returns a new, empty store (closed by the test's
-// cleanup).
+// cleanup). Give it an EventFailer (wrap the store) for the rollback test.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
@@ -27,6 +35,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Reservation", reservation},
 		{"Ports", ports},
 		{"StateCommitsWithItsEvent", stateWithEvent},
+		{"EventFailureRollsBack", eventFailureRollsBack},
+		{"ListNodesFilters", listNodes},
+		{"ReleaseByHolderOnly", release},
+		{"PortsListAndDelete", portsListDelete},
 		{"Heartbeat", heartbeat},
 		{"AgentFieldsSurviveNodeSaves", agentSurvivesSave},
 		{"AgentToken", agentToken},
@@ -170,8 +182,7 @@ func history(t *testing.T, s store.Store, id string) []string {
 }
 
 // stateWithEvent: a write that fails takes its events with it, and one
-// that succeeds appends them (a failing event insert is tested per
-// implementation, with a hook).
+// that succeeds appends them (a failing event insert: eventFailureRollsBack).
 func stateWithEvent(t *testing.T, s store.Store) {
 	ev := func(id, from, to, name string) *store.Event {
 		return &store.Event{NodeUUID: id, Kind: store.KindProvision, FromState: from, ToState: to, Event: name}
@@ -359,5 +370,169 @@ func conductors(t *testing.T, s store.Store) {
 	got, _ = reg.ListConductors(ctx)
 	if len(got) != 2 || !got[1].Online || got[1].URL != "http://127.0.0.1:3" {
 		t.Errorf("after c2 registered again: %+v", got)
+	}
+}
+
+// eventFailureRollsBack: an event insert that fails (as a crash there
+// would) leaves neither the state nor the event, for a new node and its
+// create event, a transition, and a deletion.
+func eventFailureRollsBack(t *testing.T, s store.Store) {
+	f, ok := s.(EventFailer)
+	if !ok {
+		t.Skipf("%T cannot fail its event inserts (storetest.EventFailer)", s)
+	}
+	boom := errors.New("killed before the event insert")
+	ev := func(from, to, name string) *store.Event {
+		return &store.Event{NodeUUID: "n1", Kind: store.KindProvision, FromState: from, ToState: to, Event: name}
+	}
+	f.FailEvents(boom)
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "enroll"}, ev("", "enroll", "create")); !errors.Is(err, boom) {
+		t.Fatalf("create with a failing event: got %v, want %v", err, boom)
+	}
+	if _, err := s.GetNode(ctx, "n1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("node without its create event exists: %v", err)
+	}
+	f.FailEvents(nil)
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "enroll"}, ev("", "enroll", "create")); err != nil {
+		t.Fatal(err)
+	}
+
+	n := get(t, s, "n1")
+	n.ProvisionState = "manageable"
+	f.FailEvents(boom)
+	if err := s.UpdateNode(ctx, n, ev("enroll", "manageable", "manage")); !errors.Is(err, boom) {
+		t.Fatalf("update with a failing event: got %v, want %v", err, boom)
+	}
+	if got := get(t, s, "n1"); got.ProvisionState != "enroll" {
+		t.Errorf("state after the failed event = %q, want enroll (rolled back)", got.ProvisionState)
+	}
+	f.FailEvents(nil)
+	if err := s.UpdateNode(ctx, n, ev("enroll", "manageable", "manage")); err != nil {
+		t.Fatal(err)
+	}
+
+	f.FailEvents(boom)
+	if err := s.DeleteNode(ctx, "n1", ev("manageable", "", "delete")); !errors.Is(err, boom) {
+		t.Fatalf("delete with a failing event: got %v, want %v", err, boom)
+	}
+	if _, err := s.GetNode(ctx, "n1"); err != nil {
+		t.Errorf("node gone though its delete event failed: %v", err)
+	}
+	f.FailEvents(nil)
+	if diff := cmp.Diff([]string{">enroll", "enroll>manageable"}, history(t, s, "n1")); diff != "" {
+		t.Errorf("history (-want +got):\n%s", diff)
+	}
+}
+
+// listNodes: each filter field narrows the list, they combine, and the
+// list comes in creation order.
+func listNodes(t *testing.T, s store.Store) {
+	for _, n := range []*store.Node{
+		{UUID: "n1", Driver: "fake_agent", ProvisionState: "available"},
+		{UUID: "n2", Driver: "agent_ipmitool", ProvisionState: "available", Maintenance: true},
+		{UUID: "n3", Driver: "fake_agent", ProvisionState: "active"},
+	} {
+		create(t, s, n)
+	}
+	yes, no := true, false
+	for _, tc := range []struct {
+		f    store.NodeFilter
+		want []string
+	}{
+		{store.NodeFilter{}, []string{"n1", "n2", "n3"}},
+		{store.NodeFilter{ProvisionState: "available"}, []string{"n1", "n2"}},
+		{store.NodeFilter{Driver: "fake_agent"}, []string{"n1", "n3"}},
+		{store.NodeFilter{Maintenance: &yes}, []string{"n2"}},
+		{store.NodeFilter{Maintenance: &no, ProvisionState: "available"}, []string{"n1"}},
+		{store.NodeFilter{Driver: "fake_agent", ProvisionState: "deploying"}, nil},
+	} {
+		ns, err := s.ListNodes(ctx, tc.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, n := range ns {
+			got = append(got, n.UUID)
+		}
+		if diff := cmp.Diff(tc.want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("ListNodes(%+v) (-want +got):\n%s", tc.f, diff)
+		}
+	}
+}
+
+// release: only the holder's Release frees the lock; another host's, or
+// one of an unknown node, changes nothing and is no error.
+func release(t *testing.T, s store.Store) {
+	create(t, s, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "available"})
+	if err := s.Reserve(ctx, "n1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, "n1", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, s, "n1").Reservation; got != "a" {
+		t.Errorf("reservation after another host's release = %q, want a", got)
+	}
+	if err := s.Release(ctx, "nope", "a"); err != nil {
+		t.Errorf("release of an unknown node: %v", err)
+	}
+	if err := s.Release(ctx, "n1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, s, "n1").Reservation; got != "" {
+		t.Errorf("reservation after the holder's release = %q, want none", got)
+	}
+	if c, err := s.ReleaseAll(ctx, "a"); err != nil || c != 0 {
+		t.Errorf("ReleaseAll with nothing held = %d, %v; want 0", c, err)
+	}
+}
+
+// portsListDelete: ports list by node in creation order, and a deleted
+// port is gone from the list and from GetPort.
+func portsListDelete(t *testing.T, s store.Store) {
+	create(t, s, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "available"})
+	create(t, s, &store.Node{UUID: "n2", Driver: "fake_agent", ProvisionState: "available"})
+	var ids []string
+	for _, p := range []*store.Port{
+		{Address: "52:54:00:00:00:01", NodeUUID: "n1"},
+		{Address: "52:54:00:00:00:02", NodeUUID: "n2"},
+		{Address: "52:54:00:00:00:03", NodeUUID: "n1", Extra: map[string]any{"a": "b"}},
+	} {
+		if err := s.CreatePort(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.UUID)
+	}
+	list := func(node string) []string {
+		ps, err := s.ListPorts(ctx, store.PortFilter{NodeUUID: node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.Address)
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{"52:54:00:00:00:01", "52:54:00:00:00:03"}, list("n1")); diff != "" {
+		t.Errorf("ports of n1 (-want +got):\n%s", diff)
+	}
+	if p, err := s.GetPort(ctx, ids[2]); err != nil || p.NodeUUID != "n1" || p.Extra["a"] != "b" {
+		t.Errorf("GetPort = %+v, %v", p, err)
+	}
+	if err := s.DeletePort(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"52:54:00:00:00:03"}, list("n1")); diff != "" {
+		t.Errorf("ports of n1 after a delete (-want +got):\n%s", diff)
+	}
+	if _, err := s.GetPort(ctx, ids[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("deleted port: got %v, want ErrNotFound", err)
+	}
+	if err := s.DeletePort(ctx, ids[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second delete: got %v, want ErrNotFound", err)
+	}
+	if got := list("n2"); len(got) != 1 {
+		t.Errorf("ports of n2 = %v, want its one", got)
 	}
 }
