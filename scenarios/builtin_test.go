@@ -21,6 +21,7 @@ func builtinDriver(ctx context.Context, cfg DriverConfig) (string, func() error,
 	dc.Logger, dc.FastTrack = cfg.Logger, cfg.FastTrack
 	dc.WatchdogAction, dc.WatchdogMaxReboots = cfg.WatchdogAction, cfg.WatchdogMaxReboots
 	dc.DeployCallbackTimeout, dc.CleanCallbackTimeout = cfg.DeployCallbackTimeout, cfg.CleanCallbackTimeout
+	dc.RescueCallbackTimeout = cfg.RescueCallbackTimeout
 	dc.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{
 		IPMIMinInterval: cfg.IPMIInterval(), IPMIRetryTimeout: cfg.IPMIRetryTimeout, PollInterval: cfg.PowerPollInterval,
 	})

@@ -23,6 +23,7 @@ type DriverConfig struct {
 	WatchdogMaxReboots    int
 	DeployCallbackTimeout time.Duration
 	CleanCallbackTimeout  time.Duration
+	RescueCallbackTimeout time.Duration
 	// A lab's pace, faster than Ironic's defaults: the pause between tries
 	// to lock a busy node, how often the conductor polls agent commands,
 	// how often it asks the BMC whether a node is off after

@@ -229,6 +229,8 @@ var (
 		"enroll": true, "verifying": true, "manageable": true, "available": true,
 		"deploying": true, "wait call-back": true, "deploy failed": true, "active": true,
 		"deleting": true, "cleaning": true, "clean wait": true, "clean failed": true,
+		"rescuing": true, "rescue wait": true, "rescue": true, "rescue failed": true,
+		"unrescuing": true, "unrescue failed": true,
 	}
 )
 
@@ -289,7 +291,8 @@ func (v *validator) lab(l *Lab) {
 	for field, p := range map[string]struct {
 		s string
 		d *time.Duration
-	}{"deploy_callback_timeout": {l.DeployCallbackTimeout, &l.deployCallbackTimeout}, "clean_callback_timeout": {l.CleanCallbackTimeout, &l.cleanCallbackTimeout}} {
+	}{"deploy_callback_timeout": {l.DeployCallbackTimeout, &l.deployCallbackTimeout}, "clean_callback_timeout": {l.CleanCallbackTimeout, &l.cleanCallbackTimeout},
+		"rescue_callback_timeout": {l.RescueCallbackTimeout, &l.rescueCallbackTimeout}} {
 		*p.d = 1800 * time.Second
 		if p.s != "" {
 			d, err := ParseDuration(p.s)
@@ -495,6 +498,13 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 	if st.Abort != nil {
 		check("abort", true, st.Abort.Nodes)
 	}
+	if st.Rescue != nil {
+		check("rescue", true, st.Rescue.Nodes)
+		if strings.TrimSpace(st.Rescue.Password) == "" {
+			v.at(p+".rescue.password", "the rescue user needs a non-empty password (Ironic refuses an empty one)")
+		}
+	}
+	check("unrescue", st.Unrescue != nil, targetNodes(st.Unrescue))
 	if st.Power != nil {
 		check("power", true, st.Power.Nodes)
 		switch st.Power.Target {
@@ -551,7 +561,7 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 		v.at(p+".only", "must be builtin or ironic, got %q", st.Only)
 	}
 	if len(set) != 1 {
-		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, clean, abort, power, fault, wait, expect, sleep, virtual_media, firmware_update; got %d (%s)", len(set), strings.Join(set, ", "))
+		v.at(p, "a step needs exactly one of enroll, manage, provide, deploy, undeploy, clean, abort, rescue, unrescue, power, fault, wait, expect, sleep, virtual_media, firmware_update; got %d (%s)", len(set), strings.Join(set, ", "))
 	}
 	if yp, err := yaml.PathString(p); err == nil {
 		if n, err := yp.FilterNode(v.body); err == nil && n.GetToken() != nil && n.GetToken().Position != nil {

@@ -47,6 +47,7 @@ func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*
 		"--check-interval", cfg.CheckInterval().String(),
 		"--deploy-callback-timeout", cfg.DeployCallbackTimeout.String(),
 		"--clean-callback-timeout", cfg.CleanCallbackTimeout.String(),
+		"--rescue-callback-timeout", cfg.RescueCallbackTimeout.String(),
 		"--watchdog-action=" + watchdog,
 		"--watchdog-max-reboots", strconv.Itoa(cfg.WatchdogMaxReboots),
 		"--ipmi-min-interval", cfg.IPMIInterval().String(),

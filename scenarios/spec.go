@@ -58,6 +58,9 @@ type Lab struct {
 	// longer for its agent (default 1800s, as Ironic).
 	DeployCallbackTimeout string `yaml:"deploy_callback_timeout" json:"deploy_callback_timeout,omitempty"`
 	CleanCallbackTimeout  string `yaml:"clean_callback_timeout" json:"clean_callback_timeout,omitempty"`
+	// RescueCallbackTimeout fails a node in rescue wait whose rescue
+	// ramdisk does not call back (default 1800s, as Ironic).
+	RescueCallbackTimeout string `yaml:"rescue_callback_timeout" json:"rescue_callback_timeout,omitempty"`
 	// DriverProcess runs the built-in driver as a child process (implied by
 	// a conductor fault, which kills it with SIGKILL).
 	DriverProcess bool        `yaml:"driver_process" json:"driver_process,omitempty"`
@@ -77,6 +80,7 @@ type Lab struct {
 	ipmiMinInterval       time.Duration
 	deployCallbackTimeout time.Duration
 	cleanCallbackTimeout  time.Duration
+	rescueCallbackTimeout time.Duration
 }
 
 // ImageSpec is a test disk image the lab builds and serves.
@@ -146,6 +150,10 @@ type Step struct {
 	Wait     *Wait   `yaml:"wait" json:"wait,omitempty"`
 	Clean    *Clean  `yaml:"clean" json:"clean,omitempty"`
 	Abort    *Target `yaml:"abort" json:"abort,omitempty"`
+	// Rescue and Unrescue send the verbs rescue (with the password) and
+	// unrescue (API 1.38).
+	Rescue   *Rescue `yaml:"rescue" json:"rescue,omitempty"`
+	Unrescue *Target `yaml:"unrescue" json:"unrescue,omitempty"`
 	Power    *Power  `yaml:"power" json:"power,omitempty"`
 	Fault    *Fault  `yaml:"fault" json:"fault,omitempty"`
 	Expect   *Expect `yaml:"expect" json:"expect,omitempty"`
@@ -179,6 +187,13 @@ type Deploy struct {
 	// deploy --config-drive` does: meta_data, user_data, network_data and
 	// vendor_data; the driver builds the config-2 image from it.
 	Configdrive map[string]any `yaml:"configdrive" json:"configdrive,omitempty"`
+}
+
+// Rescue sends the verb rescue to the selected (active) nodes: they boot
+// the agent as a rescue ramdisk with Password for the rescue user.
+type Rescue struct {
+	Nodes    []string `yaml:"nodes" json:"nodes,omitempty"`
+	Password string   `yaml:"password" json:"password"`
 }
 
 // Power changes the selected nodes' power through the driver API.

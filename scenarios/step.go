@@ -33,6 +33,10 @@ func (r *runner) step(ctx context.Context, i int, st *Step) error {
 		err = r.verb(ctx, label, "deleted", st.Undeploy.Nodes)
 	case st.Abort != nil:
 		err = r.verb(ctx, label, "abort", st.Abort.Nodes)
+	case st.Rescue != nil:
+		err = r.rescue(ctx, label, st.Rescue)
+	case st.Unrescue != nil:
+		err = r.verb(ctx, label, "unrescue", st.Unrescue.Nodes)
 	case st.Deploy != nil:
 		r.cpuDeployStart(ctx, r.selected(st.Deploy.Nodes))
 		err = r.deploy(ctx, label, st.Deploy)

@@ -21,6 +21,15 @@ func (r *runner) verb(ctx context.Context, label, target string, sel []string) e
 	return forEach(nodes, func(n *lab.Node) error { return r.sendVerb(ctx, n, target) })
 }
 
+// rescue sends the verb rescue with the rescue user's password.
+func (r *runner) rescue(ctx context.Context, label string, rs *Rescue) error {
+	nodes := r.selected(rs.Nodes)
+	r.printf("%s rescue %d nodes\n", label, len(nodes))
+	return forEach(nodes, func(n *lab.Node) error {
+		return r.sendVerbBody(ctx, n, map[string]any{"target": "rescue", "rescue_password": rs.Password})
+	})
+}
+
 func (r *runner) sendVerb(ctx context.Context, n *lab.Node, target string) error {
 	return r.sendVerbBody(ctx, n, map[string]any{"target": target})
 }

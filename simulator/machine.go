@@ -105,6 +105,12 @@ type BootConsole interface {
 	ConsoleSinceBoot() (string, error)
 }
 
+// ConsoleWriter is implemented by machines whose console an in-process
+// boot (the fake backend's agent) writes to, as a ramdisk prints on COM1.
+type ConsoleWriter interface {
+	ConsolePrintf(format string, a ...any)
+}
+
 // FirmwareStore is implemented by machines whose firmware state (BIOS
 // version and settings) an agent's clean steps change, and which keep it
 // across boots (the fake backend's).

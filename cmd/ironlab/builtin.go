@@ -35,6 +35,7 @@ func labDriverConfig(cfg scenarios.DriverConfig) driver.Config {
 	dc.CleanStepPriorities = cfg.CleanStepPriorities
 	dc.WatchdogAction, dc.WatchdogMaxReboots = cfg.WatchdogAction, cfg.WatchdogMaxReboots
 	dc.DeployCallbackTimeout, dc.CleanCallbackTimeout = cfg.DeployCallbackTimeout, cfg.CleanCallbackTimeout
+	dc.RescueCallbackTimeout = cfg.RescueCallbackTimeout
 	dc.PowerInterfaces = driver.StandardPowerInterfaces(driver.PowerOptions{
 		IPMIMinInterval: cfg.IPMIInterval(), IPMIRetryTimeout: cfg.IPMIRetryTimeout, PollInterval: cfg.PowerPollInterval,
 	})

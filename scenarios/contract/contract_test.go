@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ironlab/ironlab/driver/deploy/pxe"
+	"github.com/ironlab/ironlab/driver/shacrypt"
 	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
 	"github.com/ironlab/ironlab/scenarios"
@@ -156,5 +157,20 @@ func TestDeployRamdiskWire(t *testing.T) {
 func TestConductorBytesDetail(t *testing.T) {
 	if pxe.BytesDetail != scenarios.ConductorBytesDetail {
 		t.Errorf("the PXE deploy records %q, the runner reads %q", pxe.BytesDetail, scenarios.ConductorBytesDetail)
+	}
+}
+
+// The driver hashes a rescue password (driver/shacrypt, as Ironic's
+// crypt.crypt with a SHA-512 salt); the rescue ramdisk's login checks it
+// (fakeagent.RescueLogin): both copies of the algorithm agree.
+func TestRescuePasswordHashLogsIn(t *testing.T) {
+	for _, pw := range []string{"s3cret", "a much longer rescue password than sixty-four characters, to cross a block", "ü"} {
+		h, err := shacrypt.Hash(pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fakeagent.RescueLogin(h, pw) || fakeagent.RescueLogin(h, pw+"!") {
+			t.Errorf("the rescue login does not accept exactly %q for the driver's hash %s", pw, h)
+		}
 	}
 }

@@ -266,6 +266,15 @@ func (m *Machine) bootDisk() {
 	m.printf("%s\n", images.Marker(h.ID, h.PayloadSHA256))
 }
 
+// ConsolePrintf prints on the machine's console (simulator.ConsoleWriter).
+func (m *Machine) ConsolePrintf(format string, a ...any) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.printf(format, a...)
+}
+
+var _ simulator.ConsoleWriter = (*Machine)(nil)
+
 func (m *Machine) printf(format string, a ...any) {
 	fmt.Fprintf(&m.console, format, a...)
 }

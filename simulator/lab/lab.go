@@ -97,6 +97,15 @@ type Node struct {
 	agent         *fakeagent.Agent
 	agentFaults   fakeagent.Faults  // every boot
 	pendingFaults *fakeagent.Faults // the next boot only
+	rescueHash    string            // the last rescue.finalize_rescue's password hash
+}
+
+// RescuePasswordHash is the crypt(3) hash the node's agent got with its
+// last rescue.finalize_rescue (the rescue user's password), "" if none.
+func (n *Node) RescuePasswordHash() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rescueHash
 }
 
 // SSHLogin is a login on the lab's SSH host, whose virsh finds the node's

@@ -176,5 +176,19 @@ func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machin
 		}
 		n.mu.Unlock()
 	}()
-	return a.Run(ctx)
+	err = a.Run(ctx)
+	if errors.Is(err, fakeagent.ErrRescued) {
+		// The rescue ramdisk stays up for the rescue user: the machine
+		// keeps running (its console says so) until it is powered off.
+		hash := a.State().RescuePasswordHash
+		n.mu.Lock()
+		n.rescueHash = hash
+		n.mu.Unlock()
+		if c, ok := m.(simulator.ConsoleWriter); ok {
+			c.ConsolePrintf("ironlab rescue: rescue mode ready; the rescue user's password hash is %s\n", hash)
+		}
+		<-ctx.Done()
+		return nil
+	}
+	return err
 }
