@@ -148,5 +148,13 @@ type VirtualMedia interface {
 	EjectMedia(ctx context.Context) error
 }
 
+// BootDeviceSupport is implemented by machines that boot only some of the
+// BootDevices (a VM has no firmware setup to stop in; a foreign libvirt
+// domain no CD drive of the lab's); a BMC offers those alone. A machine
+// without it boots all of them.
+type BootDeviceSupport interface {
+	SupportsBootDevice(BootDevice) bool
+}
+
 // ErrNoSuchMachine is returned when a lookup names a machine the lab lacks.
 var ErrNoSuchMachine = errors.New("no such machine")

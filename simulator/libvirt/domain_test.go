@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/ironlab/ironlab/simulator"
 )
 
 func testSpec() domainSpec {
@@ -235,5 +237,21 @@ func TestLoopbackURLAndISOCheck(t *testing.T) {
 	}
 	if err := checkISO(bad); err == nil {
 		t.Errorf("checkISO(text) accepted it")
+	}
+}
+
+func TestSupportsBootDevice(t *testing.T) {
+	managed, foreign := &Machine{managed: true, cdPath: "/s/n.cd.iso"}, &Machine{}
+	for _, c := range []struct {
+		m    *Machine
+		dev  simulator.BootDevice
+		want bool
+	}{
+		{managed, simulator.BootNetwork, true}, {managed, simulator.BootDisk, true}, {managed, simulator.BootCD, true},
+		{managed, simulator.BootSetup, false}, {foreign, simulator.BootCD, false}, {foreign, simulator.BootDisk, true},
+	} {
+		if got := c.m.SupportsBootDevice(c.dev); got != c.want {
+			t.Errorf("managed %v: SupportsBootDevice(%s) = %v", c.m.managed, c.dev, got)
+		}
 	}
 }

@@ -25,7 +25,22 @@ import (
 // guest (a media change). Booting simulator.BootCD starts the domain from
 // that drive (SeaBIOS, El Torito).
 
-var _ simulator.VirtualMedia = (*Machine)(nil)
+var (
+	_ simulator.VirtualMedia      = (*Machine)(nil)
+	_ simulator.BootDeviceSupport = (*Machine)(nil)
+)
+
+// SupportsBootDevice: network and disk always, the CD on managed domains,
+// never firmware setup (SeaBIOS has no setup to stop in).
+func (m *Machine) SupportsBootDevice(dev simulator.BootDevice) bool {
+	switch dev {
+	case simulator.BootNetwork, simulator.BootDisk:
+		return true
+	case simulator.BootCD:
+		return m.managed && m.cdPath != ""
+	}
+	return false
+}
 
 var errNotISO = errors.New("not an ISO 9660 image (no CD001 volume descriptor at sector 16)")
 

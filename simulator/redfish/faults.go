@@ -10,8 +10,8 @@ import (
 // Faults are a Redfish BMC's injected failures. Scenarios set them as data
 // (yaml or json) and may change them while the service runs. Faults of a
 // system apply to every request on its resources (Systems/{id},
-// Managers/{id}, Chassis/{id}, its tasks); the service's own faults apply
-// to every request.
+// Managers/{id}, Chassis/{id}) and fail_tasks to the updates that target
+// it; the service's own faults apply to every request.
 type Faults struct {
 	// Delay holds every answer this long (a slow BMC).
 	Delay bmc.Duration `json:"delay,omitempty" yaml:"delay,omitempty"`

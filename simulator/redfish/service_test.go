@@ -3,6 +3,8 @@ package redfish
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/bmc"
+	"github.com/ironlab/ironlab/simulator/fake"
 )
 
 func TestServiceRootIsPublicAndResourcesNeedCredentials(t *testing.T) {
@@ -195,6 +198,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"reset type missing", "POST", sys + "/Actions/ComputerSystem.Reset", map[string]any{}, nil, 400, "ActionParameterMissing"},
 		{"reset type unknown", "POST", sys + "/Actions/ComputerSystem.Reset", map[string]any{"ResetType": "Explode"}, nil, 400, "ActionParameterValueNotInList"},
 		{"reset type wrong type", "POST", sys + "/Actions/ComputerSystem.Reset", map[string]any{"ResetType": true}, nil, 400, "ActionParameterValueFormatError"},
+		{"reset type not allowed", "POST", sys + "/Actions/ComputerSystem.Reset", map[string]any{"ResetType": "Suspend"}, nil, 400, "ActionParameterValueNotInList"},
+		{"reset type null", "POST", sys + "/Actions/ComputerSystem.Reset", map[string]any{"ResetType": nil}, nil, 400, "ActionParameterValueNotInList"},
+		{"reset malformed json", "POST", sys + "/Actions/ComputerSystem.Reset", `{"ResetType": "On"`, nil, 400, "MalformedJSON"},
 		{"reset extra parameter", "POST", sys + "/Actions/ComputerSystem.Reset", map[string]any{"ResetType": "On", "Force": true}, nil, 400, "ActionParameterNotSupported"},
 		{"nmi while off", "POST", sys + "/Actions/ComputerSystem.Reset", map[string]any{"ResetType": "Nmi"}, nil, 409, "ActionNotSupported"},
 		{"bios unknown attribute", "PATCH", sys + "/Bios/Settings", map[string]any{"Attributes": map[string]any{"NoSuch": "x"}}, nil, 400, "PropertyUnknown"},
@@ -203,6 +209,15 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"insert no image", "POST", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia", map[string]any{}, nil, 400, "ActionParameterMissing"},
 		{"insert ftp image", "POST", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia", map[string]any{"Image": "ftp://127.0.0.1/x.iso"}, nil, 400, "ActionParameterValueFormatError"},
 		{"insert remote image", "POST", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia", map[string]any{"Image": "http://192.0.2.1/x.iso"}, nil, 400, "ActionParameterValueFormatError"},
+		{"insert image wrong type", "POST", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia", map[string]any{"Image": 3}, nil, 400, "ActionParameterValueFormatError"},
+		{"insert unknown parameter", "POST", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia", map[string]any{"Image": "http://127.0.0.1/x.iso", "Bogus": 1}, nil, 400, "ActionParameterNotSupported"},
+		{"media patch wrong type", "PATCH", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Cd", map[string]any{"Image": 3}, nil, 400, "PropertyValueTypeError"},
+		{"media patch unknown property", "PATCH", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Cd", map[string]any{"Foo": 3}, nil, 400, "PropertyUnknown"},
+		{"media patch wrong etag", "PATCH", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Cd", map[string]any{"Image": "http://127.0.0.1/x.iso"}, []string{"If-Match", `"0000"`}, 412, "PreconditionFailed"},
+		{"bios wrong etag", "PATCH", sys + "/Bios/Settings", map[string]any{"Attributes": map[string]any{"PxeRetry": 3}}, []string{"If-Match", `"0000"`}, 412, "PreconditionFailed"},
+		{"secure boot wrong etag", "PATCH", sys + "/SecureBoot", map[string]any{"SecureBootEnable": true}, []string{"If-Match", `"0000"`}, 412, "PreconditionFailed"},
+		{"login wrong type", "POST", sessionsPath, map[string]any{"UserName": 1, "Password": "p"}, nil, 400, "PropertyValueTypeError"},
+		{"delete a system", "DELETE", sys, nil, nil, 405, "OperationNotAllowed"},
 		{"no such drive", "GET", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Usb", nil, nil, 404, "ResourceMissingAtURI"},
 		{"update no uri", "POST", "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate", map[string]any{}, nil, 400, "ActionParameterMissing"},
 		{"update bad target", "POST", "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate", map[string]any{"ImageURI": "http://127.0.0.1/fw", "Targets": []string{"/redfish/v1/Systems/x"}}, nil, 400, "ActionParameterValueNotInList"},
@@ -418,6 +433,38 @@ func TestFaults(t *testing.T) {
 			t.Fatalf("task %v, version %q", task, l.machines[0].Hardware().BIOSVersion)
 		}
 	})
+	t.Run("delay", func(t *testing.T) {
+		const d = 150 * time.Millisecond
+		sys0.SetFaults(Faults{Delay: bmc.Duration(d)})
+		defer sys0.SetFaults(Faults{})
+		for _, p := range []string{l.sysPath(0), "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Cd"} {
+			t0 := time.Now()
+			l.must(t, 200, "GET", p, nil) // late, and still right
+			if took := time.Since(t0); took < d {
+				t.Errorf("GET %s with a %v delay answered in %v", p, d, took)
+			}
+		}
+		t0 := time.Now()
+		l.must(t, 204, "POST", l.sysPath(0)+"/Actions/ComputerSystem.Reset", map[string]any{"ResetType": "On"})
+		if took := time.Since(t0); took < d {
+			t.Errorf("a reset with a %v delay answered in %v", d, took)
+		}
+		if p := power(t, l.machines[0]); p != simulator.PowerOn {
+			t.Errorf("a delayed reset did not power on: %s", p)
+		}
+		l.must(t, 204, "POST", l.sysPath(0)+"/Actions/ComputerSystem.Reset", map[string]any{"ResetType": "ForceOff"})
+		// The service's own delay holds every answer, the public root too.
+		sys0.SetFaults(Faults{})
+		l.svc.SetFaults(Faults{Delay: bmc.Duration(d)})
+		defer l.svc.SetFaults(Faults{})
+		for _, p := range []string{"/redfish/v1/", l.sysPath(1)} {
+			t0 := time.Now()
+			l.must(t, 200, "GET", p, nil)
+			if took := time.Since(t0); took < d {
+				t.Errorf("GET %s with the service's %v delay answered in %v", p, d, took)
+			}
+		}
+	})
 	t.Run("bad fault", func(t *testing.T) {
 		if err := sys0.SetFaults(Faults{ServerError: 404}); err == nil {
 			t.Fatal("a 404 server error fault was accepted")
@@ -448,5 +495,57 @@ func TestListenRefusesNonLoopback(t *testing.T) {
 	defer svc.Close()
 	if err := svc.Start("0.0.0.0:0"); err == nil {
 		t.Fatal("listened on 0.0.0.0")
+	}
+}
+
+// noSetupMachine boots neither firmware setup nor a CD, as a foreign
+// libvirt domain (simulator.BootDeviceSupport).
+type noSetupMachine struct{ *fake.Machine }
+
+func (noSetupMachine) SupportsBootDevice(d simulator.BootDevice) bool {
+	return d == simulator.BootNetwork || d == simulator.BootDisk
+}
+
+// A machine that cannot boot a target is not offered it: the allowable
+// values leave it out and a PATCH of it is a 400 that changes nothing,
+// never the 500 of a machine refusing what its BMC allowed.
+func TestBootTargetsFollowTheMachine(t *testing.T) {
+	svc, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	fm, err := fake.New(fake.Options{Name: "vm-0", UUID: "8d4c2b1a-0000-4000-8000-0000000000aa", Hardware: testHardware(t.TempDir(), 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fm.Close()
+	sys, err := svc.Add(noSetupMachine{fm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, body string) (int, map[string]any) {
+		r := httptest.NewRequest(method, sys.Path(), strings.NewReader(body))
+		r.SetBasicAuth("admin", "password")
+		w := httptest.NewRecorder()
+		svc.ServeHTTP(w, r)
+		var out map[string]any
+		json.Unmarshal(w.Body.Bytes(), &out)
+		return w.Code, out
+	}
+	code, view := do("GET", "")
+	allowed, _ := view["Boot"].(map[string]any)["BootSourceOverrideTarget@Redfish.AllowableValues"].([]any)
+	if code != 200 || slices.Contains(allowed, any("BiosSetup")) || slices.Contains(allowed, any("Cd")) || !slices.Contains(allowed, any("Pxe")) {
+		t.Fatalf("GET: %d, allowable targets %v", code, allowed)
+	}
+	before := bootConfig(t, fm)
+	for _, target := range []string{"BiosSetup", "Cd"} {
+		code, out := do("PATCH", `{"Boot": {"BootSourceOverrideTarget": "`+target+`"}}`)
+		if code != 400 || (answer{body: out}).messageID() != baseRegistry+"PropertyValueNotInList" {
+			t.Errorf("PATCH %s: %d %v", target, code, out)
+		}
+	}
+	if after := bootConfig(t, fm); after != before {
+		t.Errorf("boot config changed from %+v to %+v", before, after)
 	}
 }

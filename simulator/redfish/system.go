@@ -152,15 +152,26 @@ func (sys *System) BIOSAttributes() map[string]any {
 
 func (sys *System) hasCD() bool {
 	_, ok := sys.m.(simulator.VirtualMedia)
-	return ok
+	return ok && sys.boots(simulator.BootCD)
 }
 
+// boots says whether the machine can boot dev (simulator.BootDeviceSupport).
+func (sys *System) boots(dev simulator.BootDevice) bool {
+	bs, ok := sys.m.(simulator.BootDeviceSupport)
+	return !ok || bs.SupportsBootDevice(dev)
+}
+
+// targets are the boot override targets the machine can honour.
 func (sys *System) targets() []string {
 	t := []string{targetNone, targetPxe, targetHdd}
 	if sys.hasCD() {
 		t = append(t, targetCd)
 	}
-	return append(t, targetUefiHttp, targetSetup)
+	t = append(t, targetUefiHttp)
+	if sys.boots(simulator.BootSetup) {
+		t = append(t, targetSetup)
+	}
+	return t
 }
 
 // bootView is the Boot object.
