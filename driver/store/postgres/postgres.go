@@ -117,9 +117,17 @@ var _ store.Store = (*Postgres)(nil)
 // Open connects to the database named by dsn (postgres://user@host/db) and
 // migrates it.
 func Open(ctx context.Context, dsn string) (*Postgres, error) {
+	return openWith(ctx, dsn, nil)
+}
+
+// openWith is Open with the pool's configuration adjusted (tests: a tracer).
+func openWith(ctx context.Context, dsn string, adjust func(*pgxpool.Config)) (*Postgres, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", Redact(dsn), err)
+	}
+	if adjust != nil {
+		adjust(cfg)
 	}
 	db, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
