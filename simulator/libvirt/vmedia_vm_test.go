@@ -45,7 +45,7 @@ func cdSource(t testing.TB, m *Machine, flags libvirt.DomainXMLFlags) string {
 // El Torito) is fetched over HTTP into the domain's CD drive; a one-time
 // boot from the CD runs ISOLINUX, the kernel and /init with the ISO's
 // command line, which reaches the host; after it the machine boots its
-// disk again. A failed fetch leaves the drive as it was; an eject while the
+// disk again (the image's marker on the console). A failed fetch leaves the drive as it was; an eject while the
 // guest runs empties the running guest's drive too.
 func TestVirtualMediaBootsISO(t *testing.T) {
 	c := connect(t)
@@ -60,6 +60,7 @@ func TestVirtualMediaBootsISO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	info := writeImage(t, m, "cd-then-disk")
 	r := testRamdisk(t)
 	iso := filepath.Join(vmDir(t), "agent.iso")
 	if err := ramdisk.BuildISO(ctx, r.Kernel, r.Initrd, "console=ttyS0 quiet panic=-1 ironlab.fetch="+host.URL+"/from-cd", iso); err != nil {
@@ -101,10 +102,15 @@ func TestVirtualMediaBootsISO(t *testing.T) {
 		t.Errorf("BootConfig after the one-time CD boot = %+v, want persistent disk", got)
 	}
 	waitPower(t, m, simulator.PowerOff, 30*time.Second)
-	// The empty disk boots nothing and the guest stays up: eject it live.
+	if strings.Contains(mustConsole(t, m), info.Marker()) {
+		t.Fatalf("disk marker on the console before the disk boot")
+	}
+	// The next boot is the disk, CD still in the drive; the image's boot
+	// sector prints its marker and halts, the guest stays up: eject live.
 	if err := m.SetPower(ctx, simulator.ActionOn); err != nil {
 		t.Fatal(err)
 	}
+	waitConsole(t, m, info.Marker(), 60*time.Second)
 	if cdSource(t, m, 0) == "" {
 		t.Fatalf("running guest's CD drive is empty before the eject")
 	}
