@@ -516,11 +516,19 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 	if vm := st.VirtualMedia; vm != nil {
 		check("virtual_media", true, vm.Nodes)
 		v.redfishOnly(p+".virtual_media", vm.Nodes, l)
+		sources := 0
+		for _, set := range []bool{vm.Image != "", vm.MissingImage, vm.AgentISO} {
+			if set {
+				sources++
+			}
+		}
 		switch {
-		case vm.Image != "" && vm.MissingImage:
-			v.at(p+".virtual_media", "set image or missing_image, not both")
-		case vm.Image == "" && !vm.MissingImage:
-			v.at(p+".virtual_media", "needs image (a lab image) or missing_image: true")
+		case sources > 1:
+			v.at(p+".virtual_media", "set one of image, missing_image and agent_iso")
+		case sources == 0:
+			v.at(p+".virtual_media", "needs image (a lab image), missing_image: true or agent_iso: true")
+		case vm.AgentISO && vm.ExpectFailure:
+			v.at(p+".virtual_media.expect_failure", "an agent_iso insert is expected to work; use image or missing_image with expect_failure")
 		case vm.Image != "" && !hasImage(l, vm.Image):
 			v.at(p+".virtual_media.image", "no image %q in lab.images", vm.Image)
 		}

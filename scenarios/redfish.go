@@ -68,11 +68,24 @@ func (r *runner) virtualMedia(ctx context.Context, label string, vm *VirtualMedi
 	nodes := r.selected(vm.Nodes)
 	url := r.lab.Images.FileURL("no-such-image.iso")
 	what := "a missing image (404)"
-	if vm.Image != "" {
+	// What the console shows when the CD booted (or failed to): the fake
+	// firmware's virtual CD line; for the agent ISO, the agent running.
+	verdict := "virtual CD"
+	switch {
+	case vm.Image != "":
 		url, what = r.lab.Images.URL(vm.Image), "image "+vm.Image
+	case vm.AgentISO:
+		what, verdict = "the agent ISO", "ironlab init: agent running"
 	}
 	r.printf("%s virtual media boot of %d nodes from %s\n", label, len(nodes), what)
 	return forEach(nodes, func(n *lab.Node) error {
+		url := url
+		if vm.AgentISO {
+			var err error
+			if url, err = r.lab.AgentISOURL(ctx, n); err != nil {
+				return err
+			}
+		}
 		cd := "/redfish/v1/Managers/" + n.Redfish.ID() + "/VirtualMedia/Cd"
 		insert := map[string]any{"Image": url, "Inserted": true, "WriteProtected": true}
 		if vm.ExpectFailure {
@@ -110,7 +123,7 @@ func (r *runner) virtualMedia(ctx context.Context, label string, vm *VirtualMedi
 		for {
 			log, _ := n.Machine.ConsoleLog()
 			if len(log) >= len(before) {
-				if i := strings.Index(log[len(before):], "virtual CD"); i >= 0 {
+				if i := strings.Index(log[len(before):], verdict); i >= 0 {
 					line := log[len(before)+i:]
 					if j := strings.IndexByte(line, '\n'); j >= 0 {
 						line = line[:j]
@@ -120,7 +133,7 @@ func (r *runner) virtualMedia(ctx context.Context, label string, vm *VirtualMedi
 				}
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("no virtual CD boot on the console after 2m; it ends with %q", consoleTail(log, 3))
+				return fmt.Errorf("no %q on the console 2m after the CD boot; it ends with %q", verdict, consoleTail(log, 3))
 			}
 			select {
 			case <-time.After(50 * time.Millisecond):

@@ -18,8 +18,10 @@ steps:
 func TestRedfishStepErrors(t *testing.T) {
 	tests := map[string]struct{ step, want string }{
 		"virtual media on IPMI":     {"  - virtual_media: {nodes: [ipmi], image: img}", "steps[0].virtual_media: group ipmi (agent_pyghmi) has no Redfish BMC"},
-		"virtual media, no image":   {"  - virtual_media: {nodes: [rf]}", "steps[0].virtual_media: needs image (a lab image) or missing_image: true"},
-		"virtual media, both":       {"  - virtual_media: {nodes: [rf], image: img, missing_image: true}", "set image or missing_image, not both"},
+		"virtual media, no image":   {"  - virtual_media: {nodes: [rf]}", "steps[0].virtual_media: needs image (a lab image), missing_image: true or agent_iso: true"},
+		"virtual media, both":       {"  - virtual_media: {nodes: [rf], image: img, missing_image: true}", "set one of image, missing_image and agent_iso"},
+		"virtual media, iso+image":  {"  - virtual_media: {nodes: [rf], image: img, agent_iso: true}", "set one of image, missing_image and agent_iso"},
+		"agent iso refused":         {"  - virtual_media: {nodes: [rf], agent_iso: true, expect_failure: true}", "steps[0].virtual_media.expect_failure: an agent_iso insert is expected to work"},
 		"virtual media, unknown":    {"  - virtual_media: {nodes: [rf], image: nope}", `steps[0].virtual_media.image: no image "nope"`},
 		"firmware, bad version":     {"  - firmware_update: {nodes: [rf], version: '2 0'}", `steps[0].firmware_update.version: want a version like 2.1.0, got "2 0"`},
 		"firmware, bad target":      {"  - firmware_update: {nodes: [rf], version: 2.0, target: nic}", `steps[0].firmware_update.target: must be bios or bmc, got "nic"`},

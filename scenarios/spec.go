@@ -214,6 +214,11 @@ type VirtualMedia struct {
 	// MissingImage inserts a URL the lab's image server answers 404 for:
 	// the boot fails, on the console.
 	MissingImage bool `yaml:"missing_image" json:"missing_image,omitempty"`
+	// AgentISO (libvirt backend) inserts the node's agent ISO, which the
+	// lab builds (ISOLINUX + the agent ramdisk, the node's agent command
+	// line): the VM boots it and the step waits for the agent on the
+	// console.
+	AgentISO bool `yaml:"agent_iso" json:"agent_iso,omitempty"`
 	// ExpectFailure: the BMC refuses the insert (a fault), and the step
 	// checks it did and left the drive as it was.
 	ExpectFailure bool `yaml:"expect_failure" json:"expect_failure,omitempty"`

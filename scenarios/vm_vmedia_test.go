@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -154,5 +155,55 @@ func TestVMRedfishVirtualMediaBootsAgent(t *testing.T) {
 	media, _ = mgrs[0].VirtualMedia()
 	if i := slices.IndexFunc(media, func(v *redfish.VirtualMedia) bool { return v.ID == "Cd" }); i < 0 || !media[i].Inserted || media[i].Image != isoURL {
 		t.Errorf("Cd drive after the boot: %+v", media)
+	}
+}
+
+const agentISOScenario = `name: %s
+lab:
+  backend: %s
+  heartbeat_timeout: 30s
+  groups: [{name: rf, count: 1, driver: agent_redfish, redfish_listen: per-node, disk_size: 64MiB}]
+steps:
+  - enroll: {}
+  - virtual_media: {agent_iso: true}
+  - expect: {console: ISOLINUX}
+`
+
+// The scenario step: virtual_media {agent_iso: true} boots a VM from the
+// agent ISO the lab builds, over the node's own Redfish listener, and
+// waits for the agent on the console.
+func TestVMScenarioVirtualMediaAgentISO(t *testing.T) {
+	vmTier(t)
+	if why := ramdisk.ISOTools(); why != "" {
+		labtest.Missing(t, "genisoimage and isolinux", why)
+	}
+	s, err := Parse("vm-agent-iso.yaml", []byte(fmt.Sprintf(agentISOScenario, "vm-agent-iso", "libvirt")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _, state, out := runVM(t, s, "")
+	if !res.Passed {
+		t.Fatalf("vm-agent-iso failed:\n%s", out)
+	}
+	if !strings.Contains(out, "ironlab init: agent running") {
+		t.Errorf("the step's output does not show the agent's console line:\n%s", out)
+	}
+	assertTornDown(t, s.Name, state)
+}
+
+// On the fake backend there is no agent ISO: the step fails saying so.
+func TestVirtualMediaAgentISONeedsVMs(t *testing.T) {
+	s, err := Parse("agent-iso.yaml", []byte(fmt.Sprintf(agentISOScenario, "agent-iso", "fake")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	res, err := Run(context.Background(), s, Options{ResultsDir: t.TempDir(), StateDir: t.TempDir(), StartDriver: builtinDriver,
+		FailOnMissingTools: labtest.CI(), DriverBinary: labtest.Binary(t), Out: &out})
+	if err == nil && res.Passed {
+		t.Fatalf("agent_iso on the fake backend passed:\n%s", out.String())
+	}
+	if err == nil || !strings.Contains(err.Error(), "node rf-0: the fake backend builds no agent ISO") {
+		t.Fatalf("error %v, want one naming the node and saying the fake backend has no agent ISO", err)
 	}
 }

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ironlab/ironlab/fakeagent"
@@ -43,7 +44,7 @@ type isoBackend interface {
 func (l *Lab) AgentISOURL(ctx context.Context, n *Node) (string, error) {
 	b, ok := l.backend.(isoBackend)
 	if !ok {
-		return "", fmt.Errorf("node %s: the fake backend builds no agent ISO: its machines boot an in-process agent from any virtual CD", n.Name)
+		return "", errors.New("the fake backend builds no agent ISO: its machines boot an in-process agent from any virtual CD (give virtual_media a lab image)")
 	}
 	path, err := b.agentISO(ctx, n)
 	if err != nil {
