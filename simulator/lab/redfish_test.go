@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/stmcginnis/gofish"
 	"github.com/stmcginnis/gofish/redfish"
 
+	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/simulator"
 )
 
@@ -114,5 +118,68 @@ func TestRedfishListenIsChecked(t *testing.T) {
 	s.Groups[1].RedfishListen = RedfishPerNode
 	if _, err := New(s); err == nil || !strings.Contains(err.Error(), "needs BMC redfish") {
 		t.Errorf("New with per-node on IPMI nodes: %v", err)
+	}
+}
+
+// sushyPerNode is what Ironic's redfish driver does with a node whose
+// driver_info has no redfish_system_id: sushy's get_system() takes the
+// service's one system. It prints the system's UUID and power, resets it
+// On when asked, and prints the power again.
+const sushyPerNode = `
+import json, sys, sushy
+url, user, password, ca, reset = sys.argv[1:6]
+root = sushy.Sushy(url, username=user, password=password, verify=ca)
+s = root.get_system()
+out = {"uuid": s.uuid, "power": str(s.power_state.value)}
+if reset == "on":
+    s.reset_system(sushy.ResetType.ON)
+    s.refresh()
+    out["after"] = str(s.power_state.value)
+print(json.dumps(out))
+`
+
+// Sushy (Debian's python3-sushy, Ironic's Redfish library) against two
+// per-node listeners, each node reached at its own address with its own
+// CA and no system id, as nodes.yaml without redfish_system_id would be.
+func TestRedfishPerNodeWithSushy(t *testing.T) {
+	py := labtest.Require(t, "/usr/bin/python3")
+	labtest.RequireFunc(t, "python3-sushy", "apt-get install python3-sushy", func() error {
+		if out, err := exec.Command(py, "-c", "import sushy").CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	l, err := New(redfishSpec(t, RedfishPerNode))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	run := func(n *Node, reset string) map[string]string {
+		t.Helper()
+		cmd := exec.Command(py, "-c", sushyPerNode, n.RedfishURL(), "admin", "secret", n.RedfishCA(), reset)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()} // no CA bundle variables overriding verify
+		out, err := cmd.Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			t.Fatalf("sushy against %s: %v\n%s", n.RedfishURL(), err, stderr)
+		}
+		var got map[string]string
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("sushy printed %q: %v", out, err)
+		}
+		return got
+	}
+	a, b := l.Nodes()[0], l.Nodes()[1]
+	if got := run(b, "on"); got["uuid"] != b.UUID || got["power"] != "Off" || got["after"] != "On" {
+		t.Errorf("node %s through sushy: %v", b.Name, got)
+	}
+	if p, _ := b.Machine.Power(context.Background()); p != simulator.PowerOn {
+		t.Errorf("node %s after sushy's reset On: machine %s", b.Name, p)
+	}
+	if got := run(a, ""); got["uuid"] != a.UUID || got["power"] != "Off" {
+		t.Errorf("node %s through sushy, after %s's reset: %v", a.Name, b.Name, got)
 	}
 }
