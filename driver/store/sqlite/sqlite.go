@@ -124,6 +124,10 @@ var migrations = []string{
 // SQLite is the default Store: one database file in WAL mode.
 type SQLite struct {
 	db *sql.DB
+	// stmts are the hot path's statements, prepared once at Open: SQLite
+	// parses and compiles a statement on every unprepared call, which was
+	// 40 % of a heartbeat's CPU.
+	stmts map[string]*sql.Stmt
 	// beforeEvent, when set (tests only), runs before each event insert; an
 	// error aborts the transaction as a crash at that point would.
 	beforeEvent func(e *store.Event) error
@@ -148,7 +152,7 @@ func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 }
 
 // addEvents inserts events inside tx.
-func (s *SQLite) addEvents(ctx context.Context, tx execer, events []*store.Event) error {
+func (s *SQLite) addEvents(ctx context.Context, tx *sql.Tx, events []*store.Event) error {
 	for _, e := range events {
 		if err := s.insertEvent(ctx, tx, e); err != nil {
 			return err
@@ -179,12 +183,34 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 	// One connection serialises writers inside the process, so SQLITE_BUSY
 	// only ever comes from another process (covered by busy_timeout).
 	db.SetMaxOpenConns(1)
-	s := &SQLite{db: db}
+	s := &SQLite{db: db, stmts: map[string]*sql.Stmt{}}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate store %s: %w", path, err)
 	}
+	for _, q := range preparedQueries {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open store %s: prepare %q: %w", path, q, err)
+		}
+		s.stmts[q] = st
+	}
 	return s, nil
+}
+
+// preparedQueries are prepared at Open (never later: inside a transaction
+// the one connection is taken, and a prepare on the pool would wait for it).
+var preparedQueries = []string{qNodeByUUID, qNodeByName, qHeartbeatRead, qHeartbeatWrite, qInsertEvent}
+
+// stmt is the prepared statement of q (one of preparedQueries), bound to tx
+// when tx is not nil.
+func (s *SQLite) stmt(ctx context.Context, tx *sql.Tx, q string) *sql.Stmt {
+	st := s.stmts[q]
+	if tx != nil {
+		return tx.StmtContext(ctx, st)
+	}
+	return st
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -221,7 +247,12 @@ func (s *SQLite) migrate(ctx context.Context) error {
 }
 
 // Close closes the database.
-func (s *SQLite) Close() error { return s.db.Close() }
+func (s *SQLite) Close() error {
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	return s.db.Close()
+}
 
 func ns(t time.Time) int64 {
 	if t.IsZero() {
@@ -370,8 +401,13 @@ func scanNode(r scanner) (*store.Node, error) {
 	return &n, nil
 }
 
-func (s *SQLite) getNode(ctx context.Context, col, v string) (*store.Node, error) {
-	n, err := scanNode(s.db.QueryRowContext(ctx, `SELECT `+nodeCols+` FROM nodes WHERE `+col+` = ?`, v))
+const (
+	qNodeByUUID = `SELECT ` + nodeCols + ` FROM nodes WHERE uuid = ?`
+	qNodeByName = `SELECT ` + nodeCols + ` FROM nodes WHERE name = ?`
+)
+
+func (s *SQLite) getNode(ctx context.Context, q, v string) (*store.Node, error) {
+	n, err := scanNode(s.stmt(ctx, nil, q).QueryRowContext(ctx, v))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("node %s: %w", v, store.ErrNotFound)
 	}
@@ -383,12 +419,12 @@ func (s *SQLite) getNode(ctx context.Context, col, v string) (*store.Node, error
 
 // GetNode reads a node by UUID.
 func (s *SQLite) GetNode(ctx context.Context, id string) (*store.Node, error) {
-	return s.getNode(ctx, "uuid", id)
+	return s.getNode(ctx, qNodeByUUID, id)
 }
 
 // GetNodeByName reads a node by name.
 func (s *SQLite) GetNodeByName(ctx context.Context, name string) (*store.Node, error) {
-	return s.getNode(ctx, "name", name)
+	return s.getNode(ctx, qNodeByName, name)
 }
 
 // ListNodes returns the nodes matching f, oldest first.
@@ -610,10 +646,14 @@ func (s *SQLite) DeletePort(ctx context.Context, id string) error {
 
 // AddEvent appends e, filling ID, UUID and Time when unset.
 func (s *SQLite) AddEvent(ctx context.Context, e *store.Event) error {
-	return s.insertEvent(ctx, s.db, e)
+	return s.insertEvent(ctx, nil, e)
 }
 
-func (s *SQLite) insertEvent(ctx context.Context, db execer, e *store.Event) error {
+const qInsertEvent = `INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event, message, detail)
+		VALUES (?,?,?,?,?,?,?,?,?)`
+
+// insertEvent inserts e inside tx, or on its own when tx is nil.
+func (s *SQLite) insertEvent(ctx context.Context, tx *sql.Tx, e *store.Event) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
@@ -629,8 +669,7 @@ func (s *SQLite) insertEvent(ctx context.Context, db execer, e *store.Event) err
 			return fmt.Errorf("add %s event for node %s: %w", e.Kind, e.NodeUUID, err)
 		}
 	}
-	res, err := db.ExecContext(ctx, `INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event, message, detail)
-		VALUES (?,?,?,?,?,?,?,?,?)`, e.UUID, e.NodeUUID, e.Time.UnixNano(), e.Kind, e.FromState, e.ToState, e.Event, e.Message, detail)
+	res, err := s.stmt(ctx, tx, qInsertEvent).ExecContext(ctx, e.UUID, e.NodeUUID, e.Time.UnixNano(), e.Kind, e.FromState, e.ToState, e.Event, e.Message, detail)
 	if err != nil {
 		return fmt.Errorf("add %s event for node %s: %w", e.Kind, e.NodeUUID, err)
 	}
@@ -663,14 +702,31 @@ func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]store.Event
 	return out, rows.Err()
 }
 
+const (
+	qHeartbeatRead = `SELECT agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect,
+		watchdog_reboots, watchdog_last_action, agent_verify_ca FROM nodes WHERE uuid = ?`
+	// The states whose provision_updated_at a heartbeat touches come as a
+	// JSON array, so that the statement's text, prepared once, never changes.
+	qHeartbeatWrite = `UPDATE nodes SET agent_url = ?, agent_last_heartbeat = ?,
+		agent_version = CASE WHEN ? = '' THEN agent_version ELSE ? END,
+		agent_verify_ca = CASE WHEN ? = '' THEN agent_verify_ca ELSE ? END, agent_dialect = ?,
+		watchdog_reboots = 0, watchdog_last_action = 0,
+		provision_updated_at = CASE WHEN provision_state IN (SELECT value FROM json_each(?))
+			THEN MAX(provision_updated_at, ?) ELSE provision_updated_at END
+		WHERE uuid = ?`
+)
+
 // RecordHeartbeat writes a heartbeat in one UPDATE; the SELECT before it,
 // in the same transaction, only reads what the agent fields were.
 func (s *SQLite) RecordHeartbeat(ctx context.Context, id string, hb store.Heartbeat) (store.Agent, error) {
 	var prev store.Agent
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	touch, err := json.Marshal(append([]string{}, hb.TouchStates...))
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", id, err)
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		var last, wd int64
-		err := tx.QueryRowContext(ctx, `SELECT agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect,
-			watchdog_reboots, watchdog_last_action, agent_verify_ca FROM nodes WHERE uuid = ?`, id).Scan(
+		err := s.stmt(ctx, tx, qHeartbeatRead).QueryRowContext(ctx, id).Scan(
 			&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd, &prev.VerifyCA)
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrNotFound
@@ -679,21 +735,8 @@ func (s *SQLite) RecordHeartbeat(ctx context.Context, id string, hb store.Heartb
 			return err
 		}
 		prev.LastHeartbeat, prev.WatchdogLastAction = fromNS(last), fromNS(wd)
-		touch := "0"
-		args := []any{hb.URL, ns(hb.At), hb.Version, hb.Version, hb.VerifyCA, hb.VerifyCA, hb.Dialect}
-		if len(hb.TouchStates) > 0 {
-			touch = "provision_state IN (?" + strings.Repeat(",?", len(hb.TouchStates)-1) + ")"
-			for _, st := range hb.TouchStates {
-				args = append(args, st)
-			}
-		}
-		args = append(args, ns(hb.At), id)
-		_, err = tx.ExecContext(ctx, `UPDATE nodes SET agent_url = ?, agent_last_heartbeat = ?,
-			agent_version = CASE WHEN ? = '' THEN agent_version ELSE ? END,
-			agent_verify_ca = CASE WHEN ? = '' THEN agent_verify_ca ELSE ? END, agent_dialect = ?,
-			watchdog_reboots = 0, watchdog_last_action = 0,
-			provision_updated_at = CASE WHEN `+touch+` THEN MAX(provision_updated_at, ?) ELSE provision_updated_at END
-			WHERE uuid = ?`, args...)
+		_, err = s.stmt(ctx, tx, qHeartbeatWrite).ExecContext(ctx, hb.URL, ns(hb.At), hb.Version, hb.Version,
+			hb.VerifyCA, hb.VerifyCA, hb.Dialect, string(touch), ns(hb.At), id)
 		return err
 	})
 	if err != nil {
