@@ -124,6 +124,10 @@ var migrations = []string{
 // SQLite is the default Store: one database file in WAL mode.
 type SQLite struct {
 	db *sql.DB
+	// rdb is a pool of read-only connections for reads outside a
+	// transaction: in WAL mode they read the last commit while the one
+	// writer (db) writes or checkpoints, instead of queueing behind it.
+	rdb *sql.DB
 	// stmts are the hot path's statements, prepared once at Open: SQLite
 	// parses and compiles a statement on every unprepared call, which was
 	// 40 % of a heartbeat's CPU.
@@ -188,8 +192,22 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("migrate store %s: %w", path, err)
 	}
+	q.Set("_txlock", "deferred")
+	q.Add("_pragma", "query_only(1)")
+	rdb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(readConns)
+	rdb.SetMaxIdleConns(readConns)
+	s.rdb = rdb
 	for _, q := range preparedQueries {
-		st, err := db.PrepareContext(ctx, q)
+		on := db
+		if readQueries[q] {
+			on = rdb
+		}
+		st, err := on.PrepareContext(ctx, q)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("open store %s: prepare %q: %w", path, q, err)
@@ -201,7 +219,20 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 
 // preparedQueries are prepared at Open (never later: inside a transaction
 // the one connection is taken, and a prepare on the pool would wait for it).
-var preparedQueries = []string{qNodeByUUID, qNodeByName, qHeartbeatRead, qHeartbeatWrite, qInsertEvent}
+var preparedQueries = []string{qNodeByUUID, qNodeByName, qHeartbeatRead, qHeartbeatWrite, qInsertEvent,
+	qUpdateNode, qReserve, qRelease, qPortsOfNode, qPortsByAddress}
+
+// The ListPorts queries of acquire (a node's ports) and lookup (by MAC).
+const (
+	qPortsOfNode    = `SELECT ` + portCols + ` FROM ports WHERE 1=1 AND node_uuid = ? ORDER BY created_at, uuid`
+	qPortsByAddress = `SELECT ` + portCols + ` FROM ports WHERE 1=1 AND address = ? ORDER BY created_at, uuid`
+)
+
+// readConns is the read pool's size.
+const readConns = 4
+
+// readQueries are the prepared queries that run on the read pool.
+var readQueries = map[string]bool{qNodeByUUID: true, qNodeByName: true, qPortsOfNode: true, qPortsByAddress: true}
 
 // stmt is the prepared statement of q (one of preparedQueries), bound to tx
 // when tx is not nil.
@@ -250,6 +281,9 @@ func (s *SQLite) migrate(ctx context.Context) error {
 func (s *SQLite) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
+	}
+	if s.rdb != nil {
+		s.rdb.Close()
 	}
 	return s.db.Close()
 }
@@ -443,7 +477,7 @@ func (s *SQLite) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.No
 		q += ` AND maintenance = ?`
 		args = append(args, *f.Maintenance)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, uuid`, args...)
+	rows, err := s.rdb.QueryContext(ctx, q+` ORDER BY created_at, uuid`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -462,14 +496,16 @@ func (s *SQLite) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.No
 // UpdateNode writes n back but for its agent fields, and sets n.UpdatedAt.
 // provision_updated_at never goes back: a heartbeat may have touched it
 // since n was read.
+const qUpdateNode = `UPDATE nodes SET name=?, driver=?, driver_info=?, driver_internal_info=?,
+		instance_info=?, properties=?, extra=?, provision_state=?, target_provision_state=?, power_state=?,
+		target_power_state=?, maintenance=?, maintenance_reason=?, fault=?, last_error=?, clean_step=?,
+		deploy_step=?, updated_at=?, provision_updated_at=MAX(provision_updated_at, ?), clean_plan=? WHERE uuid=?`
+
 func (s *SQLite) UpdateNode(ctx context.Context, n *store.Node, events ...*store.Event) error {
 	n.UpdatedAt = time.Now().UTC()
 	found := true
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE nodes SET name=?, driver=?, driver_info=?, driver_internal_info=?,
-		instance_info=?, properties=?, extra=?, provision_state=?, target_provision_state=?, power_state=?,
-		target_power_state=?, maintenance=?, maintenance_reason=?, fault=?, last_error=?, clean_step=?,
-		deploy_step=?, updated_at=?, provision_updated_at=MAX(provision_updated_at, ?), clean_plan=? WHERE uuid=?`,
+		res, err := s.stmt(ctx, tx, qUpdateNode).ExecContext(ctx,
 			nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
 			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
 			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encStep(n.CleanStep),
@@ -512,9 +548,14 @@ func (s *SQLite) DeleteNode(ctx context.Context, id string, events ...*store.Eve
 	return nil
 }
 
+const (
+	qReserve = `UPDATE nodes SET reservation = ? WHERE uuid = ? AND reservation = ''`
+	qRelease = `UPDATE nodes SET reservation = '' WHERE uuid = ? AND reservation = ?`
+)
+
 // Reserve takes the node's reservation for host.
 func (s *SQLite) Reserve(ctx context.Context, id, host string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET reservation = ? WHERE uuid = ? AND reservation = ''`, host, id)
+	res, err := s.stmt(ctx, nil, qReserve).ExecContext(ctx, host, id)
 	if err != nil {
 		return fmt.Errorf("reserve node %s: %w", id, err)
 	}
@@ -534,7 +575,7 @@ func (s *SQLite) Reserve(ctx context.Context, id, host string) error {
 
 // Release drops host's reservation of the node.
 func (s *SQLite) Release(ctx context.Context, id, host string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE nodes SET reservation = '' WHERE uuid = ? AND reservation = ?`, id, host)
+	_, err := s.stmt(ctx, nil, qRelease).ExecContext(ctx, id, host)
 	if err != nil {
 		return fmt.Errorf("release node %s: %w", id, err)
 	}
@@ -594,7 +635,7 @@ func scanPort(r scanner) (*store.Port, error) {
 
 // GetPort reads a port by UUID.
 func (s *SQLite) GetPort(ctx context.Context, id string) (*store.Port, error) {
-	p, err := scanPort(s.db.QueryRowContext(ctx, `SELECT `+portCols+` FROM ports WHERE uuid = ?`, id))
+	p, err := scanPort(s.rdb.QueryRowContext(ctx, `SELECT `+portCols+` FROM ports WHERE uuid = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("port %s: %w", id, store.ErrNotFound)
 	}
@@ -616,7 +657,14 @@ func (s *SQLite) ListPorts(ctx context.Context, f store.PortFilter) ([]*store.Po
 		q += ` AND address = ?`
 		args = append(args, store.NormalizeMAC(f.Address))
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, uuid`, args...)
+	q += ` ORDER BY created_at, uuid`
+	var rows *sql.Rows
+	var err error
+	if _, ok := s.stmts[q]; ok {
+		rows, err = s.stmt(ctx, nil, q).QueryContext(ctx, args...)
+	} else {
+		rows, err = s.rdb.QueryContext(ctx, q, args...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list ports: %w", err)
 	}
@@ -679,7 +727,7 @@ func (s *SQLite) insertEvent(ctx context.Context, tx *sql.Tx, e *store.Event) er
 
 // ListEvents returns a node's events in the order they were recorded.
 func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]store.Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, uuid, node_uuid, time, kind, from_state, to_state, event, message, detail
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, uuid, node_uuid, time, kind, from_state, to_state, event, message, detail
 		FROM events WHERE node_uuid = ? ORDER BY id`, nodeUUID)
 	if err != nil {
 		return nil, fmt.Errorf("list events of node %s: %w", nodeUUID, err)
