@@ -83,6 +83,7 @@ func benchCmd(args []string) int {
 	ipmiClients := fs.Int("ipmi-clients", 4, "workers of the closed IPMI loops against one BMC")
 	loadWindow := fs.Duration("load-window", 5*time.Second, "how long each closed loop runs (0: no loops)")
 	compare := fs.Bool("compare", false, "also play the closed loops against the peers: a real Ironic (scripts/ironic.sh) and pyghmi's BMC")
+	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles (pprof) into this folder: lab.cpu (this process: lab, BMCs, agents, runner) and driver.cpu (the driver process), each of the whole run")
 	ironicScript := fs.String("ironic-script", "scripts/ironic.sh", "scripts/ironic.sh of this repository, which --compare starts Ironic with")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab bench [flags]
@@ -154,6 +155,20 @@ Flags:
 		return 2
 	}
 
+	if *cpuProfile != "" {
+		if err := os.MkdirAll(*cpuProfile, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab bench: --cpuprofile:", err)
+			return 1
+		}
+		stopProfile, err := startCPUProfile(filepath.Join(*cpuProfile, "lab.cpu"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab bench:", err)
+			return 1
+		}
+		defer stopProfile()
+		// The runner starts the driver process with this environment.
+		os.Setenv(driverProfileEnv, filepath.Join(*cpuProfile, "driver.cpu"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	runID := time.Now().Format("20060102-150405")

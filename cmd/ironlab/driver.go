@@ -120,6 +120,7 @@ func driverCmd(args []string) int {
 	var df driverFlags
 	df.add(fs, ".state/ironlab.db")
 	verbose := fs.Bool("v", false, "debug logs")
+	cpuProfile := fs.String("cpuprofile", os.Getenv(driverProfileEnv), "write a CPU profile (pprof) of the whole run to this file (default: $"+driverProfileEnv+", which `ironlab bench --cpuprofile` sets)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab driver [flags]
 
@@ -137,6 +138,14 @@ Flags:
 	if err := df.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab driver:", err)
 		return 2
+	}
+	if *cpuProfile != "" {
+		stopProfile, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab driver:", err)
+			return 1
+		}
+		defer stopProfile()
 	}
 	level := slog.LevelInfo
 	if *verbose {
