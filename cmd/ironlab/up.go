@@ -221,7 +221,12 @@ Flags:
 		return 1
 	}
 	fmt.Printf("dashboard: %s\n", dashURL)
-	printLab(l, url, api.Version(), nodesFile, target)
+	isos, err := agentISOs(ctx, l)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 1
+	}
+	printLab(l, url, api.Version(), nodesFile, target, isos)
 	<-ctx.Done()
 	fmt.Println("\nshutting the lab down")
 	return 0
@@ -242,7 +247,7 @@ func countNodes(s lab.Spec) int {
 	return n
 }
 
-func printLab(l *lab.Lab, driverURL, apiVersion, nodesFile string, target enroll.Target) {
+func printLab(l *lab.Lab, driverURL, apiVersion, nodesFile string, target enroll.Target, isos map[string]string) {
 	fmt.Printf("\ndriver API:   %s\n", driverURL)
 	fmt.Printf("API version:  %s (the newest both the driver and ironlab know)\n", apiVersion)
 	for _, id := range l.ImageIDs() {
@@ -285,7 +290,49 @@ func printLab(l *lab.Lab, driverURL, apiVersion, nodesFile string, target enroll
 	if firstRF != nil {
 		fmt.Printf("\ntry:  %s\n", firstRF.RedfishCurl())
 	}
+	printAgentISOs(l, isos)
 	fmt.Println("\nthe lab runs until Ctrl-C (SIGINT) or SIGTERM")
+}
+
+// agentISOs builds, on the libvirt backend, each Redfish node's agent ISO
+// (Lab.AgentISOURL), so that a user can boot the agent from virtual media
+// by hand; by node name. Other backends have none.
+func agentISOs(ctx context.Context, l *lab.Lab) (map[string]string, error) {
+	if l.Accel() == "" {
+		return nil, nil
+	}
+	isos := map[string]string{}
+	for _, n := range l.Nodes() {
+		if n.Redfish == nil {
+			continue
+		}
+		u, err := l.AgentISOURL(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		isos[n.Name] = u
+	}
+	return isos, nil
+}
+
+// printAgentISOs shows the agent ISOs and the curl lines of a virtual
+// media boot of the first Redfish node: insert, boot override Cd, reset.
+func printAgentISOs(l *lab.Lab, isos map[string]string) {
+	for _, n := range l.Nodes() {
+		u, ok := isos[n.Name]
+		if !ok {
+			continue
+		}
+		fmt.Printf("\nagent ISO:    %s  (each Redfish node's: /files/agent-<node>.iso)\n", u)
+		base := strings.TrimSuffix(n.RedfishCurl(), n.RedfishURL()+n.Redfish.Path())
+		req := func(method, path, body string) string {
+			return fmt.Sprintf("%s-H 'Content-Type: application/json' -X %s %s%s -d '%s'", base, method, n.RedfishURL(), path, body)
+		}
+		fmt.Printf("boot it:      %s\n", req("POST", "/redfish/v1/Managers/"+n.Redfish.ID()+"/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia", `{"Image": "`+u+`"}`))
+		fmt.Printf("              %s\n", req("PATCH", n.Redfish.Path(), `{"Boot": {"BootSourceOverrideTarget": "Cd", "BootSourceOverrideEnabled": "Once"}}`))
+		fmt.Printf("              %s\n", req("POST", n.Redfish.Path()+"/Actions/ComputerSystem.Reset", `{"ResetType": "ForceRestart"}`))
+		return
+	}
 }
 
 // upTarget decides what nodes.yaml enrolls into: --target when given; the
