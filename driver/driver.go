@@ -54,6 +54,8 @@ type Config struct {
 	DeployCallbackTimeout time.Duration
 	CleanCallbackTimeout  time.Duration
 	RescueCallbackTimeout time.Duration
+	// RescuePasswordHash is "sha256" (default, as Ironic 21.4) or "sha512".
+	RescuePasswordHash string
 	// WatchdogAction for a powered-on, unprovisioned node whose agent missed
 	// HeartbeatTimeout: "reboot", "maintenance", or "" (off).
 	WatchdogAction string
@@ -205,8 +207,8 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		PowerRetries: cfg.PowerRetries, PowerRetryInterval: cfg.PowerRetryInterval, PowerTimeout: cfg.PowerTimeout,
 		AutomatedClean: cfg.AutomatedClean, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		DeployCallbackTimeout: cfg.DeployCallbackTimeout, CleanCallbackTimeout: cfg.CleanCallbackTimeout,
-		RescueCallbackTimeout: cfg.RescueCallbackTimeout,
-		WatchdogAction:        cfg.WatchdogAction, WatchdogMaxReboots: cfg.WatchdogMaxReboots,
+		RescueCallbackTimeout: cfg.RescueCallbackTimeout, RescuePasswordHash: cfg.RescuePasswordHash,
+		WatchdogAction: cfg.WatchdogAction, WatchdogMaxReboots: cfg.WatchdogMaxReboots,
 		AgentTokenRequired: cfg.AgentTokenRequired, RequireTLS: cfg.RequireTLS,
 		RestrictLookup: cfg.RestrictLookup, FastTrack: cfg.FastTrack,
 		PowerInterfaces: cfg.PowerInterfaces, DeployInterfaces: cfg.DeployInterfaces, Logger: cfg.Logger,

@@ -1,11 +1,14 @@
 package fakeagent
 
-// crypt(3)'s SHA-512 method, to check a rescue password against its hash.
+// crypt(3)'s SHA-256 and SHA-512 methods, to check a rescue password
+// against its hash.
 
 import (
+	"crypto/sha256"
 	"crypto/sha512"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
 )
@@ -20,13 +23,18 @@ const (
 
 const b64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-var errBadHash = errors.New("not a SHA-512 crypt hash")
+var errBadHash = errors.New("not a SHA-256 or SHA-512 crypt hash")
 
-// shaCrypt is crypt(password, setting) for a "$6$[rounds=N$]salt[$...]" setting
-// (a full hash works too: its salt is used).
+// shaCrypt is crypt(password, setting) for a "$5$" or "$6$[rounds=N$]salt[$...]"
+// setting (a full hash works too: its salt is used).
 func shaCrypt(password, setting string) (string, error) {
+	id, newHash := "", sha512.New
 	rest, ok := strings.CutPrefix(setting, "$6$")
-	if !ok {
+	if ok {
+		id = "$6$"
+	} else if rest, ok = strings.CutPrefix(setting, "$5$"); ok {
+		id, newHash = "$5$", sha256.New
+	} else {
 		return "", fmt.Errorf("setting %q: %w", setting, errBadHash)
 	}
 	rounds, custom := defaultRounds, false
@@ -42,31 +50,32 @@ func shaCrypt(password, setting string) (string, error) {
 	if len(salt) > maxSaltLen {
 		salt = salt[:maxSaltLen]
 	}
-	return sum([]byte(password), []byte(salt), rounds, custom), nil
+	return sum(id, newHash, []byte(password), []byte(salt), rounds, custom), nil
 }
 
 // RescueLogin reports whether password logs the rescue user in: hash is
-// what rescue.finalize_rescue stored (Ironic's SHA-512 crypt, "$6$"), as
-// the rescue ramdisk's /etc/shadow holds it. The driver's copy of the
-// algorithm (driver/shacrypt) makes the hashes; scenarios/contract checks
-// the two agree.
+// what rescue.finalize_rescue stored (Ironic's SHA-256 or SHA-512 crypt,
+// "$5$" or "$6$"), as the rescue ramdisk's /etc/shadow holds it. The
+// driver's copy of the algorithm (driver/shacrypt) makes the hashes;
+// scenarios/contract checks the two agree.
 func RescueLogin(hash, password string) bool {
 	got, err := shaCrypt(password, hash)
 	return err == nil && got == hash
 }
 
-func sum(pw, salt []byte, rounds int, custom bool) string {
-	b := sha512.New()
+func sum(id string, newHash func() hash.Hash, pw, salt []byte, rounds int, custom bool) string {
+	size := newHash().Size()
+	b := newHash()
 	b.Write(pw)
 	b.Write(salt)
 	b.Write(pw)
 	db := b.Sum(nil)
 
-	a := sha512.New()
+	a := newHash()
 	a.Write(pw)
 	a.Write(salt)
-	for i := len(pw); i > 0; i -= 64 {
-		a.Write(db[:min(i, 64)])
+	for i := len(pw); i > 0; i -= size {
+		a.Write(db[:min(i, size)])
 	}
 	for i := len(pw); i > 0; i >>= 1 {
 		if i&1 != 0 {
@@ -77,29 +86,29 @@ func sum(pw, salt []byte, rounds int, custom bool) string {
 	}
 	da := a.Sum(nil)
 
-	p := sha512.New()
+	p := newHash()
 	for range len(pw) {
 		p.Write(pw)
 	}
 	dp := p.Sum(nil)
 	ps := make([]byte, 0, len(pw))
-	for i := len(pw); i > 0; i -= 64 {
-		ps = append(ps, dp[:min(i, 64)]...)
+	for i := len(pw); i > 0; i -= size {
+		ps = append(ps, dp[:min(i, size)]...)
 	}
 
-	s := sha512.New()
+	s := newHash()
 	for range 16 + int(da[0]) {
 		s.Write(salt)
 	}
 	ds := s.Sum(nil)
 	ss := make([]byte, 0, len(salt))
-	for i := len(salt); i > 0; i -= 64 {
-		ss = append(ss, ds[:min(i, 64)]...)
+	for i := len(salt); i > 0; i -= size {
+		ss = append(ss, ds[:min(i, size)]...)
 	}
 
 	c := da
 	for i := range rounds {
-		h := sha512.New()
+		h := newHash()
 		if i&1 != 0 {
 			h.Write(ps)
 		} else {
@@ -120,7 +129,7 @@ func sum(pw, salt []byte, rounds int, custom bool) string {
 	}
 
 	var out strings.Builder
-	out.WriteString("$6$")
+	out.WriteString(id)
 	if custom {
 		fmt.Fprintf(&out, "rounds=%d$", rounds)
 	}
@@ -133,12 +142,22 @@ func sum(pw, salt []byte, rounds int, custom bool) string {
 			w >>= 6
 		}
 	}
-	// glibc's byte order: triples (i, i+21, i+42) rotated by i mod 3.
-	for i := range 21 {
-		t := [3]byte{c[i], c[i+21], c[i+42]}
-		r := i % 3
-		enc(t[r], t[(r+1)%3], t[(r+2)%3], 4)
+	// glibc's byte order: triples (i, i+n, i+2n) rotated by i mod 3, one
+	// way for SHA-512 and the other for SHA-256, then the bytes left.
+	if size == sha512.Size {
+		for i := range 21 {
+			t := [3]byte{c[i], c[i+21], c[i+42]}
+			r := i % 3
+			enc(t[r], t[(r+1)%3], t[(r+2)%3], 4)
+		}
+		enc(0, 0, c[63], 2)
+	} else {
+		for i := range 10 {
+			t := [3]byte{c[i], c[i+10], c[i+20]}
+			r := i % 3
+			enc(t[(3-r)%3], t[(4-r)%3], t[(5-r)%3], 4)
+		}
+		enc(0, c[31], c[30], 3)
 	}
-	enc(0, 0, c[63], 2)
 	return out.String()
 }

@@ -26,6 +26,7 @@ type driverFlags struct {
 	bootDir                              string
 	heartbeatTimeout, check              time.Duration
 	deployTimeout, cleanWait, rescueWait time.Duration
+	rescueHash                           string
 	ipmiInterval                         time.Duration
 	lockRetry, agentPoll                 time.Duration
 	powerOffPoll                         time.Duration
@@ -49,6 +50,7 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 	fs.DurationVar(&f.deployTimeout, "deploy-callback-timeout", d.DeployCallbackTimeout, "wait call-back longer than this -> deploy failed")
 	fs.DurationVar(&f.cleanWait, "clean-callback-timeout", d.CleanCallbackTimeout, "clean wait longer than this -> clean failed")
 	fs.DurationVar(&f.rescueWait, "rescue-callback-timeout", d.RescueCallbackTimeout, "rescue wait longer than this -> rescue failed")
+	fs.StringVar(&f.rescueHash, "rescue-password-hash-algorithm", "sha256", `crypt method of the rescue password sent to the agent: "sha256" (Ironic 21.4's default) or "sha512"`)
 	fs.StringVar(&f.watchdog, "watchdog-action", d.WatchdogAction, `missed heartbeat on a powered-on, unprovisioned node: "reboot", "maintenance" or "" (off)`)
 	fs.IntVar(&f.maxReboots, "watchdog-max-reboots", d.WatchdogMaxReboots, "watchdog reboots of one node before it goes to maintenance")
 	fs.DurationVar(&f.lockRetry, "lock-retry-interval", d.LockRetryInterval, "pause between the 3 tries to lock a busy node before 409")
@@ -75,6 +77,7 @@ func (f *driverFlags) config(logger *slog.Logger) driver.Config {
 	c.BootDir = f.bootDir
 	c.HeartbeatTimeout, c.CheckInterval = f.heartbeatTimeout, f.check
 	c.DeployCallbackTimeout, c.CleanCallbackTimeout, c.RescueCallbackTimeout = f.deployTimeout, f.cleanWait, f.rescueWait
+	c.RescuePasswordHash = f.rescueHash
 	c.WatchdogAction, c.AutomatedClean = f.watchdog, f.automatedClean
 	c.WatchdogMaxReboots, c.LockRetryInterval, c.AgentPollInterval = f.maxReboots, f.lockRetry, f.agentPoll
 	c.PowerOffPollInterval = f.powerOffPoll

@@ -19,6 +19,7 @@ import (
 	"github.com/ironlab/ironlab/driver/conductor/states"
 	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/power"
+	"github.com/ironlab/ironlab/driver/shacrypt"
 	"github.com/ironlab/ironlab/driver/store"
 )
 
@@ -65,6 +66,9 @@ type Config struct {
 	// RescueCallbackTimeout fails a node in "rescue wait" whose rescue
 	// ramdisk did not call back (rescue_callback_timeout, 1800 s; negative disables).
 	RescueCallbackTimeout time.Duration
+	// RescuePasswordHash is [conductor]rescue_password_hash_algorithm:
+	// "sha256" (Ironic 21.4's default) or "sha512".
+	RescuePasswordHash string
 	// WatchdogAction is "reboot", "maintenance" or "" (off) for nodes that are
 	// powered on, not provisioned, and whose agent missed HeartbeatTimeout.
 	WatchdogAction string
@@ -160,6 +164,9 @@ func (c *Config) defaults() {
 	}
 	if c.CleanCallbackTimeout == 0 {
 		c.CleanCallbackTimeout = 1800 * time.Second
+	}
+	if c.RescuePasswordHash == "" {
+		c.RescuePasswordHash = shacrypt.SHA256
 	}
 	if c.RescueCallbackTimeout == 0 {
 		c.RescueCallbackTimeout = 1800 * time.Second

@@ -15,7 +15,7 @@ import (
 // prepareRescue is the synchronous half of Ironic's do_node_rescue and
 // do_node_unrescue, on the locked node: a node in maintenance and a deploy
 // interface without rescue are refused; rescue keeps the password and its
-// SHA-512 crypt hash in instance_info (the API masks both) and validates;
+// crypt hash (rescue_password_hash_algorithm) in instance_info (the API masks both) and validates;
 // both forget the agent that ran before.
 func (c *Conductor) prepareRescue(ctx context.Context, t *task, ev, password string) error {
 	n := t.node
@@ -40,7 +40,7 @@ func (c *Conductor) prepareRescue(ctx context.Context, t *task, ev, password str
 			verb, inst, n.UUID, n.Driver, ErrInvalidParameter)
 	}
 	if ev == states.EvRescue {
-		hash, err := shacrypt.Hash(password)
+		hash, err := shacrypt.Hash(c.cfg.RescuePasswordHash, password)
 		if err != nil {
 			return err
 		}

@@ -161,16 +161,18 @@ func TestConductorBytesDetail(t *testing.T) {
 }
 
 // The driver hashes a rescue password (driver/shacrypt, as Ironic's
-// crypt.crypt with a SHA-512 salt); the rescue ramdisk's login checks it
+// crypt.crypt with a SHA-256 or SHA-512 salt); the rescue ramdisk's login checks it
 // (fakeagent.RescueLogin): both copies of the algorithm agree.
 func TestRescuePasswordHashLogsIn(t *testing.T) {
 	for _, pw := range []string{"s3cret", "a much longer rescue password than sixty-four characters, to cross a block", "ü"} {
-		h, err := shacrypt.Hash(pw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !fakeagent.RescueLogin(h, pw) || fakeagent.RescueLogin(h, pw+"!") {
-			t.Errorf("the rescue login does not accept exactly %q for the driver's hash %s", pw, h)
+		for _, method := range []string{shacrypt.SHA256, shacrypt.SHA512} {
+			h, err := shacrypt.Hash(method, pw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !fakeagent.RescueLogin(h, pw) || fakeagent.RescueLogin(h, pw+"!") {
+				t.Errorf("the rescue login does not accept exactly %q for the driver's %s hash %s", pw, method, h)
+			}
 		}
 	}
 }
