@@ -53,7 +53,13 @@ func (n Node) Power() string { return deref(n.PowerState) }
 func (n Node) Reason() string { return deref(n.MaintenanceReason) }
 
 // Settled says the node has no target provision state: nothing under way.
-func (n Node) Settled() bool { return deref(n.TargetProvisionState) == "" }
+//
+// A failed state is settled too: Ironic keeps the target of a timed-out or
+// failed rescue ("rescue failed" -> "rescue"; keep_target_state), though
+// no work goes on.
+func (n Node) Settled() bool {
+	return deref(n.TargetProvisionState) == "" || strings.HasSuffix(n.ProvisionState, " failed")
+}
 
 // LastHeartbeat is when the driver recorded the agent's last heartbeat
 // (driver_info.agent_last_heartbeat: Unix seconds or RFC 3339).

@@ -130,10 +130,12 @@ func HardwareTypeOf(bmc lab.BMC, deploy lab.Deploy) (HardwareType, error) {
 	switch bmc {
 	case lab.BMCIPMI:
 		return HardwareType{Driver: "ipmi", Interfaces: map[string]string{
-			"power_interface": "ipmitool", "management_interface": "ipmitool", "boot_interface": "pxe", "deploy_interface": "direct"}}, nil
+			"power_interface": "ipmitool", "management_interface": "ipmitool", "boot_interface": "pxe", "deploy_interface": "direct",
+			"rescue_interface": "agent"}}, nil
 	case lab.BMCRedfish:
 		return HardwareType{Driver: "redfish", Interfaces: map[string]string{
-			"power_interface": "redfish", "management_interface": "redfish", "boot_interface": "pxe", "deploy_interface": "direct"}}, nil
+			"power_interface": "redfish", "management_interface": "redfish", "boot_interface": "pxe", "deploy_interface": "direct",
+			"rescue_interface": "agent"}}, nil
 	case lab.BMCNone:
 		// FakePower: the agent runs from the start (the spec's long-running
 		// model). fake-hardware's fake management takes only PXE as a boot

@@ -29,6 +29,7 @@ type nodeEntry struct {
 	DeployInterface     string         `yaml:"deploy_interface,omitempty"`
 	ManagementInterface string         `yaml:"management_interface,omitempty"`
 	PowerInterface      string         `yaml:"power_interface,omitempty"`
+	RescueInterface     string         `yaml:"rescue_interface,omitempty"`
 	DriverInfo          map[string]any `yaml:"driver_info"`
 	Properties          map[string]any `yaml:"properties"`
 	Ports               []portEntry    `yaml:"ports"`
@@ -50,7 +51,8 @@ func WriteNodesYAML(l *lab.Lab, path string, target Target, driver string) error
 	for _, en := range es {
 		e := nodeEntry{Name: en.Name, UUID: en.UUID, Driver: en.Driver, DriverInfo: en.DriverInfo, Properties: en.Properties,
 			BootInterface: en.Interfaces["boot_interface"], DeployInterface: en.Interfaces["deploy_interface"],
-			ManagementInterface: en.Interfaces["management_interface"], PowerInterface: en.Interfaces["power_interface"]}
+			ManagementInterface: en.Interfaces["management_interface"], PowerInterface: en.Interfaces["power_interface"],
+			RescueInterface: en.Interfaces["rescue_interface"]}
 		if driver != "" {
 			e.Driver = driver
 		}

@@ -91,6 +91,12 @@ func For(l *lab.Lab, n *lab.Node, target Target) (Enrollment, error) {
 		k, r := l.DeployRamdiskURLs()
 		e.DriverInfo["deploy_kernel"] = k
 		e.DriverInfo["deploy_ramdisk"] = r
+		if ht.Interfaces["rescue_interface"] == "agent" {
+			// The agent is the rescue ramdisk too; the pxe boot interface
+			// wants it named (pxe_utils.parse_driver_info(mode='rescue')).
+			e.DriverInfo["rescue_kernel"] = k
+			e.DriverInfo["rescue_ramdisk"] = r
+		}
 	}
 	return e, nil
 }

@@ -26,14 +26,19 @@ func TestEnrollmentForIronic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"power_interface": "ipmitool", "management_interface": "ipmitool", "boot_interface": "pxe", "deploy_interface": "direct"}
+	want := map[string]string{"power_interface": "ipmitool", "management_interface": "ipmitool", "boot_interface": "pxe", "deploy_interface": "direct",
+		"rescue_interface": "agent"}
 	if e.Driver != "ipmi" || !cmp.Equal(e.Interfaces, want) {
 		t.Errorf("ip-0 enrolls as %s %v, want ipmi %v", e.Driver, e.Interfaces, want)
 	}
 	if e.DriverInfo["ipmi_port"] != int(ip.BMC.Addr().Port()) || e.Properties["capabilities"] != "boot_mode:uefi" {
 		t.Errorf("driver_info %v, properties %v", e.DriverInfo, e.Properties)
 	}
-	for _, k := range []string{"deploy_kernel", "deploy_ramdisk"} {
+	// The agent is the rescue ramdisk too: Ironic's pxe boot wants rescue_kernel/rescue_ramdisk.
+	if e.DriverInfo["rescue_kernel"] != e.DriverInfo["deploy_kernel"] || e.DriverInfo["rescue_ramdisk"] != e.DriverInfo["deploy_ramdisk"] {
+		t.Errorf("rescue_kernel/rescue_ramdisk %v/%v, want the deploy ramdisk's", e.DriverInfo["rescue_kernel"], e.DriverInfo["rescue_ramdisk"])
+	}
+	for _, k := range []string{"deploy_kernel", "deploy_ramdisk", "rescue_kernel", "rescue_ramdisk"} {
 		url, _ := e.DriverInfo[k].(string)
 		resp, err := http.Get(url)
 		if err != nil {
