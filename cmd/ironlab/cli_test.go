@@ -305,3 +305,51 @@ func TestUpRedfishPerNode(t *testing.T) {
 		t.Errorf("up after SIGTERM: %v", err)
 	}
 }
+
+// --redfish-http serves plain http: nodes.yaml's address is http, with no
+// CA to verify, and the printed curl line works without one.
+func TestUpRedfishHTTP(t *testing.T) {
+	curl := labtest.Require(t, "curl")
+	dir := t.TempDir()
+	cmd := exec.Command(labtest.Binary(t), "up", "--nodes", "1", "--bmc", "redfish", "--redfish-http", "--redfish-port", "0",
+		"--state-dir", dir, "--listen", "127.0.0.1:0")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	sc := bufio.NewScanner(stdout)
+	var try string
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "try:"); ok {
+			try = strings.TrimSpace(rest)
+		}
+		if strings.Contains(line, "the lab runs until") {
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	nodes := readFile(t, filepath.Join(dir, "nodes.yaml"))
+	if !strings.Contains(nodes, "redfish_address: http://127.0.0.1:") || strings.Contains(nodes, "redfish_verify_ca") {
+		t.Errorf("nodes.yaml:\n%s", nodes)
+	}
+	if !strings.HasPrefix(try, "curl -s -u admin:password http://127.0.0.1:") {
+		t.Fatalf("printed curl line %q", try)
+	}
+	out, err := exec.Command("sh", "-c", strings.Replace(try, "curl", curl, 1)).Output()
+	var sys struct{ PowerState string }
+	if err != nil || json.Unmarshal(out, &sys) != nil || sys.PowerState != "Off" {
+		t.Fatalf("pasted curl line %q: %v: %s", try, err, out)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("up after SIGTERM: %v", err)
+	}
+}
