@@ -118,10 +118,10 @@ func TestRealIronicRunsBuiltinScenarios(t *testing.T) {
 		t.Run(fmt.Sprintf("require_tls=%v", tls), func(t *testing.T) {
 			t.Parallel() // each has its own Ironic; both mostly wait for heartbeats
 			ir := startIronic(t, tls)
-			out := run(t, ir, "deploy", "erase", "missed-heartbeat")
+			out := run(t, ir, "deploy", "erase", "missed-heartbeat", "rescue")
 			for _, want := range []string{
 				"enrolled as ironic",
-				"\ndeploy PASSED", "\nerase PASSED", "\nerase-metadata PASSED",
+				"\ndeploy PASSED", "\nerase PASSED", "\nerase-metadata PASSED", "\nrescue PASSED", "\nrescue-failed PASSED",
 				"\nmissed-heartbeat NOT RUN: only for ironlab's driver",
 			} {
 				if !strings.Contains(out, want) {
