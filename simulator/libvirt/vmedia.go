@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 
 	"github.com/digitalocean/go-libvirt"
 
@@ -56,7 +57,13 @@ func (m *Machine) InsertMedia(ctx context.Context, imageURL string) error {
 	if err := loopbackURL(imageURL); err != nil {
 		return fmt.Errorf("insert virtual CD into %s: %w", m.dom.Name, err)
 	}
-	part := m.cdPath + ".part"
+	// A file of its own per insert: two inserts at once do not mix.
+	tmp, err := os.CreateTemp(filepath.Dir(m.cdPath), filepath.Base(m.cdPath)+".*.part")
+	if err != nil {
+		return fmt.Errorf("insert virtual CD into %s: %w", m.dom.Name, err)
+	}
+	part := tmp.Name()
+	tmp.Close()
 	defer os.Remove(part)
 	if err := fetchISO(ctx, imageURL, part); err != nil {
 		return fmt.Errorf("insert virtual CD into %s: %w", m.dom.Name, err)
@@ -157,6 +164,10 @@ func fetchISO(ctx context.Context, imageURL, path string) error {
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil { // libvirt's qemu user reads it
+		f.Close()
 		return err
 	}
 	n, err := io.Copy(f, io.LimitReader(resp.Body, maxISO+1))
