@@ -151,19 +151,24 @@ func startConductorBox(t *testing.T, pool *dockertest.Pool, repo, tag, dsn, name
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			var logs strings.Builder
-			_ = pool.Client.Logs(docker.LogsOptions{Container: res.Container.ID, OutputStream: &logs, ErrorStream: &logs, Stdout: true, Stderr: true})
 			state := ""
 			if c, err := pool.Client.InspectContainer(res.Container.ID); err == nil {
 				state = fmt.Sprintf("running %v, paused %v, exit code %d", c.State.Running, c.State.Paused, c.State.ExitCode)
 			}
-			t.Logf("conductor container %s (%s), last lines of its output:\n%s", name, state, minilab.LastLines(logs.String(), 60))
+			t.Logf("conductor container %s (%s), last lines of its output:\n%s", name, state, minilab.LastLines(containerLogs(pool, res), 60))
 		}
 		if err := pool.Purge(res); err != nil {
 			t.Errorf("remove conductor container %s: %v", name, err)
 		}
 	})
 	return &conductorBox{name: name, url: "http://" + addr, res: res}
+}
+
+// containerLogs is a container's output so far.
+func containerLogs(pool *dockertest.Pool, res *dockertest.Resource) string {
+	var logs strings.Builder
+	_ = pool.Client.Logs(docker.LogsOptions{Container: res.Container.ID, OutputStream: &logs, ErrorStream: &logs, Stdout: true, Stderr: true})
+	return logs.String()
 }
 
 // containerLab is a lab of fake nodes (IPMI BMCs, in-process agents, the
@@ -240,16 +245,17 @@ func writeImageRuns(a *fakeagent.Agent) (done, running int) {
 // a PostgreSQL on the host and deploy 18 nodes of a lab (IPMI BMCs and
 // no-BMC nodes, in-process agents that call back through c1's API). While
 // every node is in wait call-back with its image write running on the
-// agent (one of c3's nodes went on to its last deploy step, locked by c3),
-// c3 is killed (docker kill: SIGKILL) and c2 paused (docker pause: a hung
-// conductor that stops heartbeating); c2 is resumed after c1 took their
-// nodes over, then the writes finish. Checked as a user would: every
-// node ends active, or deploy failed with a reason naming the takeover (the
-// node c3 died in a deploy step of must); at least one of c2's and c3's
-// waiting nodes is carried on to active by a live conductor; no
-// reservation is left; every node has its history of events; each image was
-// written once (one write_image per node, one deploy boot, the image
-// server served each node's image once) and the disks hold it.
+// agent, and one node each of c2 and c3 is in its last deploy step under
+// its conductor's lock, c3 is killed (docker kill: SIGKILL) and c2 paused
+// (docker pause: a hung conductor that stops heartbeating); c2 is resumed
+// after c1 took their nodes over, then the writes finish. Checked as a user
+// would: every node ends active, or deploy failed with a reason naming the
+// takeover (the two locked nodes must); c2's late write of the node it hung
+// on is refused (the lock is no longer its); at least one of c2's and c3's
+// waiting nodes is carried on to active by a live conductor; no reservation
+// is left; every node's events end in its state without a gap; each image
+// was written once (one write_image and one deploy boot per node, the image
+// server served each image once) and the active nodes' disks hold it.
 func TestConductorContainersFailover(t *testing.T) {
 	pool := dockerPool(t)
 	srv := pgtest.Start(t)
@@ -327,26 +333,30 @@ func TestConductorContainersFailover(t *testing.T) {
 		eventually(t, n.Name+"'s agent runs write_image", func() bool { _, run := writeImageRuns(n.Agent()); return run == 1 })
 		agents[n.Name] = n.Agent()
 	}
-	// One of c3's nodes with a BMC goes on to the end of its deploy, where
-	// c3 holds its lock while the agent powers off (hung by the fault): c3
-	// dies in a deploy step there, and the takeover must fail that node.
-	var inStep *lab.Node
-	for _, name := range byOwner["c3"] {
-		if n, _ := lb.Node(name); n.BMC != nil {
-			inStep = n
-			break
+	// One node with a BMC of c3 and one of c2 go on to the end of their
+	// deploy, where their conductor holds the lock while the agent powers
+	// off (hung by the fault): c3 dies and c2 hangs in a deploy step there,
+	// and the takeover must fail those nodes; c2, resumed, must not undo it.
+	inStep := map[string]*lab.Node{}
+	for _, c := range []string{"c2", "c3"} {
+		for _, name := range byOwner[c] {
+			if n, _ := lb.Node(name); n.BMC != nil {
+				inStep[c] = n
+				break
+			}
 		}
+		n := inStep[c]
+		if n == nil {
+			t.Fatalf("%s owns no node with a BMC: %v", c, byOwner[c])
+		}
+		if err := n.SetAgentFaults(fakeagent.Faults{HangCommand: "power_off"}, true); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, n.Name+" in its last deploy step, locked by "+c, func() bool {
+			b := node(n.Name)
+			return b["provision_state"] == "deploying" && b["reservation"] == c
+		})
 	}
-	if inStep == nil {
-		t.Fatalf("c3 owns no node with a BMC: %v", byOwner["c3"])
-	}
-	if err := inStep.SetAgentFaults(fakeagent.Faults{HangCommand: "power_off"}, true); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, inStep.Name+" in its last deploy step, locked by c3", func() bool {
-		b := node(inStep.Name)
-		return b["provision_state"] == "deploying" && b["reservation"] == "c3"
-	})
 
 	if err := pool.Client.KillContainer(docker.KillContainerOptions{ID: box["c3"].res.Container.ID}); err != nil {
 		t.Fatalf("docker kill c3: %v", err)
@@ -377,9 +387,18 @@ func TestConductorContainersFailover(t *testing.T) {
 	for _, name := range names {
 		eventually(t, name+" active or deploy failed", func() bool { s := state(name); return s == "active" || s == "deploy failed" })
 	}
+	// Resumed, c2 goes on with the step it hung in (the agent's power off
+	// answers, it reboots the node) and tries to save its outcome: wait for
+	// its refusal in its log (store.ErrNotHeld), or for the node to change.
+	stale := inStep["c2"]
+	eventually(t, "c2's late write of "+stale.Name+" refused", func() bool {
+		return strings.Contains(containerLogs(pool, box["c2"].res), "node lock no longer held") || state(stale.Name) != "deploy failed"
+	})
 
-	if s := state(inStep.Name); s != "deploy failed" {
-		t.Errorf("%s, in a deploy step of the killed c3: %s, want deploy failed by the takeover", inStep.Name, s)
+	for c, n := range inStep {
+		if s := state(n.Name); s != "deploy failed" {
+			t.Errorf("%s, in a deploy step of %s when it died: %s, want deploy failed by the takeover", n.Name, c, s)
+		}
 	}
 	writes, carried := 0, 0
 	for _, n := range lb.Nodes() {

@@ -2,6 +2,7 @@ package conductor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -285,6 +286,11 @@ func (c *Conductor) startCleaning(ctx context.Context, t *task) {
 // node here.
 func (c *Conductor) drive(ctx context.Context, t *task, out deploy.Outcome, err error, onErr func(error)) {
 	for {
+		if errors.Is(err, store.ErrNotHeld) {
+			// Taken over while this conductor hung: the node is another's.
+			t.log.Warn("lost the node's lock to a takeover; stopping its work", "err", err)
+			return
+		}
 		if err != nil {
 			onErr(err)
 			return
@@ -337,6 +343,10 @@ func (c *Conductor) verify(ctx context.Context, t *task) {
 // process applies an event and logs a failure; it reports success.
 func (c *Conductor) process(ctx context.Context, t *task, ev string) bool {
 	if err := t.Process(ctx, ev); err != nil {
+		if errors.Is(err, store.ErrNotHeld) {
+			t.log.Warn("state change refused: the node was taken over", "event", ev, "err", err)
+			return false
+		}
 		t.log.Error("state change", "event", ev, "err", err)
 		return false
 	}

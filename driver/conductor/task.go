@@ -34,9 +34,11 @@ func (t *task) Save(ctx context.Context) error { return t.save(ctx) }
 
 // save persists the node and appends events in the same transaction. The
 // agent's fields are not part of the write (heartbeats own them), so
-// nothing needs merging back.
+// nothing needs merging back. It writes only while this conductor still
+// holds the node's lock (store.ErrNotHeld otherwise): a conductor that hung
+// while another took the node over must not undo the takeover.
 func (t *task) save(ctx context.Context, events ...*store.Event) error {
-	return t.c.store.UpdateNode(ctx, t.node, events...)
+	return t.c.store.UpdateNodeHeld(ctx, t.node, t.c.cfg.Host, events...)
 }
 
 // FastTrack is Ironic's is_fast_track: fast track is on, the node's agent

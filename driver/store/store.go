@@ -23,6 +23,9 @@ var (
 	ErrDuplicate = errors.New("already exists")
 	// ErrLocked: the node is reserved by a conductor.
 	ErrLocked = errors.New("node is locked")
+	// ErrNotHeld: a write by the holder of a node's lock found the lock
+	// held by another conductor, or by none (it was taken over).
+	ErrNotHeld = errors.New("node lock no longer held")
 )
 
 // Node is an Ironic node. JSON columns are plain maps (numbers decode as float64).
@@ -317,6 +320,11 @@ type Store interface {
 	// appends events, in one transaction: a provision state is never saved
 	// without the event that records it.
 	UpdateNode(ctx context.Context, n *Node, events ...*Event) error
+	// UpdateNodeHeld is UpdateNode by the holder of the node's lock: in the
+	// same statement it checks that host still holds the reservation, and
+	// if not it writes nothing and returns ErrNotHeld. A conductor that hung
+	// while another took its node over cannot undo the new owner's work.
+	UpdateNodeHeld(ctx context.Context, n *Node, host string, events ...*Event) error
 	// DeleteNode removes a node and its ports and appends events, in one
 	// transaction; the node's earlier events stay.
 	DeleteNode(ctx context.Context, uuid string, events ...*Event) error

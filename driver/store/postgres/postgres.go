@@ -409,21 +409,43 @@ func (s *Postgres) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.
 // its events, and sets n.UpdatedAt. provision_updated_at never goes back: a
 // heartbeat may have touched it since n was read.
 func (s *Postgres) UpdateNode(ctx context.Context, n *store.Node, events ...*store.Event) error {
+	return s.updateNode(ctx, n, "", events)
+}
+
+// UpdateNodeHeld is UpdateNode while host holds the node's reservation.
+func (s *Postgres) UpdateNodeHeld(ctx context.Context, n *store.Node, host string, events ...*store.Event) error {
+	if host == "" {
+		return fmt.Errorf("update node %s: no lock holder given", n.UUID)
+	}
+	return s.updateNode(ctx, n, host, events)
+}
+
+// updateNode writes n; a host other than "" must hold its reservation.
+func (s *Postgres) updateNode(ctx context.Context, n *store.Node, host string, events []*store.Event) error {
 	n.UpdatedAt = time.Now().UTC()
-	found := true
+	found, heldBy := true, ""
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		args := []any{nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
+			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
+			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encStep(n.CleanStep),
+			encStep(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), encPlan(n.CleanPlan), n.UUID}
+		held := ""
+		if host != "" {
+			held, args = ` AND reservation=$22`, append(args, host)
+		}
 		tag, err := tx.Exec(ctx, `UPDATE nodes SET name=$1, driver=$2, driver_info=$3, driver_internal_info=$4,
 		instance_info=$5, properties=$6, extra=$7, provision_state=$8, target_provision_state=$9, power_state=$10,
 		target_power_state=$11, maintenance=$12, maintenance_reason=$13, fault=$14, last_error=$15, clean_step=$16,
-		deploy_step=$17, updated_at=$18, provision_updated_at=GREATEST(provision_updated_at, $19), clean_plan=$20 WHERE uuid=$21`,
-			nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
-			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
-			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encStep(n.CleanStep),
-			encStep(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), encPlan(n.CleanPlan), n.UUID)
+		deploy_step=$17, updated_at=$18, provision_updated_at=GREATEST(provision_updated_at, $19), clean_plan=$20 WHERE uuid=$21`+held, args...)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
+			if host != "" {
+				if err := tx.QueryRow(ctx, `SELECT reservation FROM nodes WHERE uuid = $1`, n.UUID).Scan(&heldBy); err == nil {
+					return store.ErrNotHeld
+				}
+			}
 			found = false
 			return store.ErrNotFound
 		}
@@ -432,6 +454,8 @@ func (s *Postgres) UpdateNode(ctx context.Context, n *store.Node, events ...*sto
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, store.ErrNotHeld):
+		return fmt.Errorf("update node %s by %s: reserved by %q: %w", n.UUID, host, heldBy, store.ErrNotHeld)
 	case !found:
 		return fmt.Errorf("update node %s: %w", n.UUID, store.ErrNotFound)
 	case pgCode(err) == uniqueViolation:

@@ -220,7 +220,7 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 // preparedQueries are prepared at Open (never later: inside a transaction
 // the one connection is taken, and a prepare on the pool would wait for it).
 var preparedQueries = []string{qNodeByUUID, qNodeByName, qHeartbeatRead, qHeartbeatWrite, qInsertEvent,
-	qUpdateNode, qReserve, qRelease, qPortsOfNode, qPortsByAddress}
+	qUpdateNode, qUpdateNodeHeld, qReserve, qRelease, qPortsOfNode, qPortsByAddress}
 
 // The ListPorts queries of acquire (a node's ports) and lookup (by MAC).
 const (
@@ -501,19 +501,44 @@ const qUpdateNode = `UPDATE nodes SET name=?, driver=?, driver_info=?, driver_in
 		target_power_state=?, maintenance=?, maintenance_reason=?, fault=?, last_error=?, clean_step=?,
 		deploy_step=?, updated_at=?, provision_updated_at=MAX(provision_updated_at, ?), clean_plan=? WHERE uuid=?`
 
+// qUpdateNodeHeld is qUpdateNode while a host holds the reservation.
+const qUpdateNodeHeld = qUpdateNode + ` AND reservation=?`
+
+// UpdateNode writes n unconditionally (see qUpdateNode).
 func (s *SQLite) UpdateNode(ctx context.Context, n *store.Node, events ...*store.Event) error {
+	return s.updateNode(ctx, n, "", events)
+}
+
+// UpdateNodeHeld is UpdateNode while host holds the node's reservation.
+func (s *SQLite) UpdateNodeHeld(ctx context.Context, n *store.Node, host string, events ...*store.Event) error {
+	if host == "" {
+		return fmt.Errorf("update node %s: no lock holder given", n.UUID)
+	}
+	return s.updateNode(ctx, n, host, events)
+}
+
+// updateNode writes n; a host other than "" must hold its reservation.
+func (s *SQLite) updateNode(ctx context.Context, n *store.Node, host string, events []*store.Event) error {
 	n.UpdatedAt = time.Now().UTC()
-	found := true
+	found, heldBy := true, ""
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := s.stmt(ctx, tx, qUpdateNode).ExecContext(ctx,
-			nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
+		q, args := qUpdateNode, []any{nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
 			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
 			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encStep(n.CleanStep),
-			encStep(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), encPlan(n.CleanPlan), n.UUID)
+			encStep(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), encPlan(n.CleanPlan), n.UUID}
+		if host != "" {
+			q, args = qUpdateNodeHeld, append(args, host)
+		}
+		res, err := s.stmt(ctx, tx, q).ExecContext(ctx, args...)
 		if err != nil {
 			return err
 		}
 		if c, _ := res.RowsAffected(); c == 0 {
+			if host != "" {
+				if err := tx.QueryRowContext(ctx, `SELECT reservation FROM nodes WHERE uuid = ?`, n.UUID).Scan(&heldBy); err == nil {
+					return store.ErrNotHeld
+				}
+			}
 			found = false
 			return store.ErrNotFound
 		}
@@ -522,6 +547,8 @@ func (s *SQLite) UpdateNode(ctx context.Context, n *store.Node, events ...*store
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, store.ErrNotHeld):
+		return fmt.Errorf("update node %s by %s: reserved by %q: %w", n.UUID, host, heldBy, store.ErrNotHeld)
 	case !found:
 		return fmt.Errorf("update node %s: %w", n.UUID, store.ErrNotFound)
 	case isConstraint(err):

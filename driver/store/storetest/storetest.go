@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EventFailureRollsBack", eventFailureRollsBack},
 		{"ListNodesFilters", listNodes},
 		{"ReleaseByHolderOnly", release},
+		{"UpdateNodeHeldByTheHolderOnly", updateHeld},
 		{"PortsListAndDelete", portsListDelete},
 		{"Heartbeat", heartbeat},
 		{"AgentFieldsSurviveNodeSaves", agentSurvivesSave},
@@ -534,5 +535,55 @@ func portsListDelete(t *testing.T, s store.Store) {
 	}
 	if got := list("n2"); len(got) != 1 {
 		t.Errorf("ports of n2 = %v, want its one", got)
+	}
+}
+
+// updateHeld: UpdateNodeHeld writes (with its events) while the host holds
+// the lock, and writes nothing once it lost it (taken over: released, or
+// held by another conductor).
+func updateHeld(t *testing.T, s store.Store) {
+	create(t, s, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "wait call-back"})
+	ev := func(from, to, name string) *store.Event {
+		return &store.Event{NodeUUID: "n1", Kind: store.KindProvision, FromState: from, ToState: to, Event: name}
+	}
+	if err := s.Reserve(ctx, "n1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	n := get(t, s, "n1")
+	n.ProvisionState = "deploying"
+	if err := s.UpdateNodeHeld(ctx, n, "a", ev("wait call-back", "deploying", "resume")); err != nil {
+		t.Fatalf("write by the holder: %v", err)
+	}
+	if got := get(t, s, "n1"); got.ProvisionState != "deploying" || got.Reservation != "a" {
+		t.Errorf("after the holder's write: %s reserved by %q, want deploying reserved by a", got.ProvisionState, got.Reservation)
+	}
+	stale := get(t, s, "n1")
+	// Taken over: the new owner frees the lock and fails the node.
+	if err := s.Release(ctx, "n1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	failed := get(t, s, "n1")
+	failed.ProvisionState = "deploy failed"
+	if err := s.UpdateNode(ctx, failed, ev("deploying", "deploy failed", "fail")); err != nil {
+		t.Fatal(err)
+	}
+	stale.ProvisionState = "active"
+	if err := s.UpdateNodeHeld(ctx, stale, "a", ev("deploying", "active", "done")); !errors.Is(err, store.ErrNotHeld) {
+		t.Errorf("write by the former holder of a released lock: got %v, want ErrNotHeld", err)
+	}
+	if err := s.Reserve(ctx, "n1", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateNodeHeld(ctx, stale, "a", ev("deploying", "active", "done")); !errors.Is(err, store.ErrNotHeld) {
+		t.Errorf("write by a host while another holds the lock: got %v, want ErrNotHeld", err)
+	}
+	if got := get(t, s, "n1"); got.ProvisionState != "deploy failed" || got.Reservation != "b" {
+		t.Errorf("after the refused writes: %s reserved by %q, want deploy failed reserved by b", got.ProvisionState, got.Reservation)
+	}
+	if diff := cmp.Diff([]string{"wait call-back>deploying", "deploying>deploy failed"}, history(t, s, "n1")); diff != "" {
+		t.Errorf("history: a refused write must add no event (-want +got):\n%s", diff)
+	}
+	if err := s.UpdateNodeHeld(ctx, &store.Node{UUID: "nope", Driver: "x", ProvisionState: "enroll"}, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("held write of an unknown node: got %v, want ErrNotFound", err)
 	}
 }
