@@ -52,16 +52,28 @@ var ErrMismatch = errors.New("payload does not match the image header")
 type Spec struct {
 	ID   string // short name, [A-Za-z0-9._-], at most 63 bytes
 	Size int64  // total bytes, a multiple of 512, at least 1024
+	// Format is how the image is served: "raw" (or "") or "qcow2". The
+	// image is built raw either way; that is what a deployed disk holds.
+	Format string
 }
+
+// Served formats of a Spec.
+const (
+	FormatRaw   = "raw"
+	FormatQcow2 = "qcow2"
+)
 
 // Info describes a built image.
 type Info struct {
 	ID            string `json:"id"`
 	Size          int64  `json:"size"`
 	PayloadSHA256 string `json:"payload_sha256"`
-	// SHA256 and MD5 are of the whole file, as an image server publishes them.
+	// SHA256 and MD5 are of the whole file, as an image server publishes
+	// them: of the qcow2 file when Format is qcow2.
 	SHA256 string `json:"sha256"`
 	MD5    string `json:"md5"`
+	// Format is the served file's format, "raw" or "qcow2" (empty: raw).
+	Format string `json:"format,omitempty"`
 }
 
 // Marker is the line the image's boot sector prints on the serial console.
@@ -89,6 +101,11 @@ func (s Spec) validate() error {
 	}
 	if s.Size < 2*SectorSize || s.Size%SectorSize != 0 {
 		return fmt.Errorf("image %s: size %d must be a multiple of 512 and at least 1024", s.ID, s.Size)
+	}
+	switch s.Format {
+	case "", FormatRaw, FormatQcow2:
+	default:
+		return fmt.Errorf("image %s: format %q: want raw or qcow2", s.ID, s.Format)
 	}
 	return nil
 }

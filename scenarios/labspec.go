@@ -19,7 +19,7 @@ func LabSpec(s *Scenario) lab.Spec {
 		Libvirt: vmSpec(s),
 	}
 	for _, im := range s.Lab.Images {
-		spec.Images = append(spec.Images, images.Spec{ID: im.ID, Size: im.size})
+		spec.Images = append(spec.Images, images.Spec{ID: im.ID, Size: im.size, Format: im.Format})
 	}
 	for _, g := range s.Lab.Groups {
 		spec.Groups = append(spec.Groups, lab.GroupSpec{

@@ -328,6 +328,11 @@ func (v *validator) lab(l *Lab) {
 			}
 			im.size = n
 		}
+		switch im.Format {
+		case "", "raw", "qcow2":
+		default:
+			v.at(p+".format", "want raw or qcow2, got %q", im.Format)
+		}
 	}
 	if len(l.Groups) == 0 {
 		v.at("$.lab.groups", "a lab needs at least one group of nodes")

@@ -87,6 +87,9 @@ type Lab struct {
 type ImageSpec struct {
 	ID   string `yaml:"id" json:"id"`
 	Size string `yaml:"size" json:"size"` // "64MiB", "1GiB" or bytes
+	// Format is how the image server serves it: raw (default) or qcow2
+	// (the agent converts it to raw on the disk, as IPA does).
+	Format string `yaml:"format" json:"format,omitempty"`
 
 	size int64
 }

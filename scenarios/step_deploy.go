@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ironlab/ironlab/images"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
 
@@ -23,6 +24,11 @@ func (r *runner) deploy(ctx context.Context, label string, d *Deploy) error {
 		ops = append(ops,
 			map[string]any{"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
 			map[string]any{"op": "add", "path": "/instance_info/image_os_hash_value", "value": info.SHA256})
+	}
+	if info.Format == images.FormatQcow2 {
+		// Ironic's instance_info names a non-raw http image's format; the
+		// driver passes it to the agent as image_info's disk_format.
+		ops = append(ops, map[string]any{"op": "add", "path": "/instance_info/image_disk_format", "value": images.FormatQcow2})
 	}
 	return forEach(nodes, func(n *lab.Node) error {
 		// The image URL as whoever downloads it sees it (the conductor for PXE).

@@ -5,6 +5,9 @@ package imageserver
 
 import (
 	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/images/qcow2"
 )
 
 // Faults change how an image is served.
@@ -105,9 +109,10 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string) 
 	s.served.Add(int64(n))
 }
 
-// Path is where an image's file lives. The size is part of the name: the
-// folder is a cache shared by labs, and two labs may give the same id to
-// images of different sizes (same id and size means the same bytes).
+// Path is where an image's raw file lives: the bytes a deployed disk
+// holds. The size is part of the name: the folder is a cache shared by
+// labs, and two labs may give the same id to images of different sizes
+// (same id and size means the same bytes).
 func (s *Server) Path(id string) string {
 	s.mu.Lock()
 	info, ok := s.images[id]
@@ -118,20 +123,85 @@ func (s *Server) Path(id string) string {
 	return pathOf(s.dir, images.Spec{ID: info.ID, Size: info.Size})
 }
 
+// ServedPath is the file served at the image's URL: the raw file, or the
+// qcow2 file written beside it for a qcow2 image.
+func (s *Server) ServedPath(id string) string {
+	s.mu.Lock()
+	info, ok := s.images[id]
+	s.mu.Unlock()
+	if !ok {
+		return ""
+	}
+	return servedPathOf(s.dir, info)
+}
+
 func pathOf(dir string, spec images.Spec) string {
 	return filepath.Join(dir, fmt.Sprintf("%s-%d.raw", spec.ID, spec.Size))
 }
 
-// Build builds (or reuses) an image and serves it.
+func servedPathOf(dir string, info images.Info) string {
+	p := pathOf(dir, images.Spec{ID: info.ID, Size: info.Size})
+	if info.Format == images.FormatQcow2 {
+		return strings.TrimSuffix(p, ".raw") + ".qcow2"
+	}
+	return p
+}
+
+// ext is the served file's name ending, which says its format.
+func ext(info images.Info) string {
+	if info.Format == images.FormatQcow2 {
+		return ".qcow2"
+	}
+	return ".raw"
+}
+
+// Build builds (or reuses) an image and serves it. A qcow2 image is built
+// raw, then written as qcow2 beside the raw file; the served file's
+// checksums (Info.SHA256, Info.MD5) are then those of the qcow2 bytes, which
+// is what Ironic and the agent verify before they convert it.
 func (s *Server) Build(spec images.Spec) (images.Info, error) {
-	info, err := images.BuildFile(pathOf(s.dir, spec), spec)
+	raw := pathOf(s.dir, spec)
+	info, err := images.BuildFile(raw, spec)
 	if err != nil {
 		return info, err
+	}
+	if spec.Format == images.FormatQcow2 {
+		info.Format = images.FormatQcow2
+		if info.SHA256, info.MD5, err = writeQcow2(raw, servedPathOf(s.dir, info), info.Size); err != nil {
+			return images.Info{}, fmt.Errorf("image %s: %w", spec.ID, err)
+		}
 	}
 	s.mu.Lock()
 	s.images[spec.ID] = info
 	s.mu.Unlock()
 	return info, nil
+}
+
+// writeQcow2 writes the raw image at raw as qcow2 to path (through a
+// temporary file, as labs share the folder) and returns its sha256 and md5.
+func writeQcow2(raw, path string, size int64) (sha, md string, err error) {
+	src, err := os.Open(raw)
+	if err != nil {
+		return "", "", err
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".qcow2-*")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.Remove(tmp.Name())
+	hs, hm := sha256.New(), md5.New()
+	err = qcow2.Write(context.Background(), io.MultiWriter(tmp, hs, hm), src, size)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("write qcow2 %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", "", err
+	}
+	return hex.EncodeToString(hs.Sum(nil)), hex.EncodeToString(hm.Sum(nil)), nil
 }
 
 // Info returns a served image's description.
@@ -152,8 +222,12 @@ func (s *Server) SetFaults(id string, f Faults) {
 // BytesServed is how many image bytes the server has sent in all.
 func (s *Server) BytesServed() int64 { return s.served.Load() }
 
-// URL is an image's download URL.
-func (s *Server) URL(id string) string { return "http://" + s.addr + "/images/" + id + ".raw" }
+// URL is an image's download URL: /images/<id>.raw, or .qcow2 for a qcow2
+// image.
+func (s *Server) URL(id string) string {
+	info, _ := s.Info(id)
+	return "http://" + s.addr + "/images/" + id + ext(info)
+}
 
 // Addr is where the server listens.
 func (s *Server) Addr() string { return s.addr }
@@ -180,8 +254,8 @@ func (s *Server) Close() error {
 	return s.srv.Shutdown(ctx)
 }
 
-// ServeHTTP answers GET /images/<id>.raw, /images/<id>.raw.{sha256,md5} and
-// /files/<name>.
+// ServeHTTP answers GET /images/<id>.raw (or .qcow2),
+// /images/<id>.raw.{sha256,md5} and /files/<name>.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -197,8 +271,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, sum := range []string{".sha256", ".md5"} {
-		if id, ok := strings.CutSuffix(name, ".raw"+sum); ok {
-			info, found := s.Info(id)
+		if file, ok := strings.CutSuffix(name, sum); ok {
+			id, info, found := s.byFileName(file)
 			if !found {
 				http.NotFound(w, r)
 				return
@@ -207,20 +281,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if sum == ".md5" {
 				v = info.MD5
 			}
-			fmt.Fprintf(w, "%s  %s.raw\n", v, id)
+			fmt.Fprintf(w, "%s  %s%s\n", v, id, ext(info))
 			return
 		}
 	}
-	id, ok := strings.CutSuffix(name, ".raw")
+	id, info, found := s.byFileName(name)
 	s.mu.Lock()
-	_, found := s.images[id]
 	f := s.faults[id]
 	s.mu.Unlock()
-	if !ok || !found || f.NotFound {
+	if !found || f.NotFound {
 		http.NotFound(w, r)
 		return
 	}
-	file, err := os.Open(s.Path(id))
+	file, err := os.Open(servedPathOf(s.dir, info))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -245,6 +318,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Abort the response so the client sees a broken transfer, not EOF.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// byFileName finds the image served as name (<id>.raw or <id>.qcow2, the
+// ending its format's).
+func (s *Server) byFileName(name string) (string, images.Info, bool) {
+	for _, e := range []string{".raw", ".qcow2"} {
+		if id, ok := strings.CutSuffix(name, e); ok {
+			info, found := s.Info(id)
+			if found && ext(info) == e {
+				return id, info, true
+			}
+		}
+	}
+	return "", images.Info{}, false
 }
 
 var errDropped = errors.New("connection dropped by fault")

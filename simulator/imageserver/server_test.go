@@ -1,6 +1,7 @@
 package imageserver
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/images/qcow2"
 )
 
 func start(t *testing.T) (*Server, images.Info) {
@@ -140,5 +142,58 @@ func TestServesBootFiles(t *testing.T) {
 	}
 	if code, _, _ := get(t, s.FileURL("nope")); code != 404 {
 		t.Errorf("GET unknown file: %d, want 404", code)
+	}
+}
+
+// TestServesQcow2: a qcow2 image is served as qcow2 at <id>.qcow2 with the
+// checksums of those bytes, and converts back to the raw image the disk
+// expectation compares.
+func TestServesQcow2(t *testing.T) {
+	s := New(t.TempDir(), nil)
+	info, err := s.Build(images.Spec{ID: "q", Size: 1 << 20, Format: images.FormatQcow2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if !strings.HasSuffix(s.URL("q"), "/images/q.qcow2") || info.Format != "qcow2" {
+		t.Fatalf("URL %s format %q, want .../images/q.qcow2 and qcow2", s.URL("q"), info.Format)
+	}
+	code, body, err := get(t, s.URL("q"))
+	if err != nil || code != 200 {
+		t.Fatalf("GET image: %d %v", code, err)
+	}
+	if !qcow2.IsQcow2(body) || sum(body) != info.SHA256 {
+		t.Fatalf("served %d bytes (qcow2 magic %v) hashing %s, want qcow2 bytes hashing %s", len(body), qcow2.IsQcow2(body), sum(body), info.SHA256)
+	}
+	_, sha, _ := get(t, s.URL("q")+".sha256")
+	if string(sha) != info.SHA256+"  q.qcow2\n" {
+		t.Errorf(".sha256 = %q, want %s  q.qcow2", sha, info.SHA256)
+	}
+	im, err := qcow2.Open(bytes.NewReader(body), int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, im.Size())
+	if _, err := im.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(s.Path("q"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, raw) {
+		t.Fatal("the served qcow2 does not read back as the raw image")
+	}
+	if _, err := images.Verify(bytes.NewReader(got)); err != nil {
+		t.Errorf("the converted image does not verify: %v", err)
+	}
+	if code, _, _ := get(t, strings.TrimSuffix(s.URL("q"), ".qcow2")+".raw"); code != 404 {
+		t.Errorf("GET q.raw of a qcow2 image: %d, want 404", code)
+	}
+	if _, err := s.Build(images.Spec{ID: "v", Size: 1 << 20, Format: "vmdk"}); err == nil {
+		t.Error("a vmdk image spec was accepted")
 	}
 }
