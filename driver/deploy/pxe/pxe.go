@@ -16,6 +16,7 @@
 package pxe
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/md5"
@@ -152,6 +153,9 @@ func (d *Deploy) ValidateDeploy(n *store.Node) error {
 	}
 	if _, _, err := expectedSum(n); err != nil {
 		return err
+	}
+	if f := str(n.InstanceInfo, "image_disk_format"); f != "" && !strings.EqualFold(f, "raw") {
+		return fmt.Errorf("instance_info.image_disk_format is %s: the PXE deploy writes the image to the disk as it is downloaded, so only raw images; deploy %s images with an agent class (agent_*), whose agent converts them", f, f)
 	}
 	return nil
 }
@@ -437,6 +441,9 @@ func (d *Deploy) deployImage(ctx context.Context, t deploy.Task, address string)
 	return deploy.Next(states.EvDone, nil), nil
 }
 
+// qcow2Magic is the first four bytes of every qcow2 image ("QFI\xfb").
+var qcow2Magic = []byte{'Q', 'F', 'I', 0xfb}
+
 // stream downloads src and PUTs it to the ramdisk's disk, hashing on the way.
 func (d *Deploy) stream(ctx context.Context, src, address, key string, sink io.Writer) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
@@ -452,7 +459,13 @@ func (d *Deploy) stream(ctx context.Context, src, address, key string, sink io.W
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("download image %s: HTTP %d %s", src, resp.StatusCode, strings.TrimSpace(string(msg)))
 	}
-	put, err := http.NewRequestWithContext(ctx, http.MethodPut, strings.TrimRight(address, "/")+"/disk", io.TeeReader(resp.Body, sink))
+	// A qcow2 file written raw would be a disk no one can boot, with its
+	// checksum right: refuse it by its magic, whatever instance_info says.
+	body := bufio.NewReader(resp.Body)
+	if head, _ := body.Peek(len(qcow2Magic)); bytes.Equal(head, qcow2Magic) {
+		return fmt.Errorf("image %s is qcow2 (its first bytes are qcow2's magic): the PXE deploy writes images raw; convert it (qemu-img convert -O raw) or deploy it with an agent class (agent_*)", src)
+	}
+	put, err := http.NewRequestWithContext(ctx, http.MethodPut, strings.TrimRight(address, "/")+"/disk", io.TeeReader(body, sink))
 	if err != nil {
 		return fmt.Errorf("write image to %s: %w", address, err)
 	}

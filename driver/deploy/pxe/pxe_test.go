@@ -1,6 +1,7 @@
 package pxe_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -328,5 +329,51 @@ func TestCleaningErasesTheDiskThroughTheRamdisk(t *testing.T) {
 	}
 	if len(b) != 8<<20 {
 		t.Errorf("disk is %d bytes after cleaning", len(b))
+	}
+}
+
+// The PXE deploy writes what it downloads as it is: a qcow2 image is
+// refused with the reason, never written raw. Said in instance_info, the
+// deploy request itself is refused; unsaid, the image's magic is caught
+// before a byte reaches the disk.
+func TestQcow2IsRefused(t *testing.T) {
+	for name, said := range map[string]bool{"image_disk_format qcow2": true, "qcow2 unsaid": false} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, false)
+			info, err := e.images.Build(images.Spec{ID: "q", Size: 2 << 20, Format: images.FormatQcow2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.verb("provide")
+			e.waitState("available", "")
+			ii := `{"image_source": "` + e.images.URL("q") + `", "image_os_hash_algo": "sha256", "image_os_hash_value": "` + info.SHA256 + `"`
+			if said {
+				ii += `, "image_disk_format": "qcow2"`
+			}
+			e.call("PATCH", "/v1/nodes/"+e.uuid, `[{"op": "add", "path": "/instance_info", "value": `+ii+`}}]`, 200)
+			if said {
+				code, body := e.call("PUT", "/v1/nodes/"+e.uuid+"/states/provision", `{"target": "active"}`, 0)
+				msg, _ := body["error_message"].(string)
+				if code != 400 || !strings.Contains(msg, "image_disk_format is qcow2") || !strings.Contains(msg, "agent") {
+					t.Fatalf("deploy of a qcow2 image: %d %q, want 400 naming the format and the agent deploy", code, msg)
+				}
+				if n := e.node(); n["provision_state"] != "available" {
+					t.Errorf("a refused deploy moved the node to %v", n["provision_state"])
+				}
+			} else {
+				e.verb("active")
+				e.waitState("wait call-back", "")
+				_, stop := e.boot()
+				defer stop()
+				e.waitState("deploy failed", "is qcow2")
+			}
+			b, err := os.ReadFile(e.disk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := bytes.IndexFunc(b, func(r rune) bool { return r != 0 }); i >= 0 {
+				t.Errorf("the disk was written (byte %d is not zero)", i)
+			}
+		})
 	}
 }
