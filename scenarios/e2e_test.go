@@ -118,7 +118,7 @@ func TestDeployScenarioEndToEnd(t *testing.T) {
 }
 
 // Every built-in scenario of the fake backend passes: erase, faults, ...
-// (deploy, mixed and pxe-vs-agent are checked in more depth by their own
+// (deploy, qcow2, mixed and pxe-vs-agent are checked in more depth by their own
 // tests; VM scenarios have their own tier).
 func TestBuiltinScenariosPass(t *testing.T) {
 	for _, file := range Builtin() {
@@ -129,7 +129,7 @@ func TestBuiltinScenariosPass(t *testing.T) {
 		for _, s := range all {
 			// These have tests of their own that look deeper.
 			switch {
-			case s.Name == "deploy", file == "mixed", file == "pxe-vs-agent", s.Lab.Backend != "fake":
+			case s.Name == "deploy", s.Name == "qcow2", file == "mixed", file == "pxe-vs-agent", s.Lab.Backend != "fake":
 				continue
 			}
 			t.Run(s.Name, func(t *testing.T) {
