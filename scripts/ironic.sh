@@ -13,6 +13,8 @@
 #   --rpc-port N       json-rpc port on 127.0.0.1 (default 8089)
 #   --require-tls      [agent]require_tls = True (Ironic 2024.2's default): agents must call back over https
 #   --callback-timeout S  deploy/clean call-back timeout in seconds (default 120)
+#   --http-port N      port on 127.0.0.1 of the web server start runs for [deploy]http_root
+#                      (default 8087): redfish-virtual-media's boot ISOs are fetched from it
 # After start: export OS_AUTH_TYPE=none OS_ENDPOINT=http://127.0.0.1:<api-port>
 set -euo pipefail
 
@@ -22,7 +24,8 @@ cmd=${1:-}
 case "$cmd" in
 -h | --help | "") usage; [ -n "$cmd" ]; exit $? ;;
 install)
-	pkgs=(ironic-api ironic-conductor python3-ironicclient ipmitool)
+	# genisoimage, isolinux, syslinux-common: redfish-virtual-media builds its boot ISO with them.
+	pkgs=(ironic-api ironic-conductor python3-ironicclient ipmitool genisoimage isolinux syslinux-common)
 	missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
@@ -56,27 +59,34 @@ shift 2
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
-if [ "$cmd" = stop ]; then
-	for n in api conductor; do
+# stop_all stops what start started, by the PIDs it wrote: each was started
+# with setsid, so its PID is its process group's, which holds its workers too
+# (ironic-api forks some).
+stop_all() {
+	for n in api conductor http; do
 		f="$dir/$n.pid"
 		[ -f "$f" ] || continue
 		pid=$(cat "$f")
-		if kill "$pid" 2>/dev/null; then
-			for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-			kill -9 "$pid" 2>/dev/null || true
+		if kill -- "-$pid" 2>/dev/null; then
+			for _ in $(seq 1 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+			kill -9 -- "-$pid" 2>/dev/null || true
 		fi
 		rm -f "$f"
 	done
+}
+if [ "$cmd" = stop ]; then
+	stop_all
 	exit 0
 fi
 
-api_port=6388 rpc_port=8089 require_tls=False cb=120
+api_port=6388 rpc_port=8089 http_port=8087 require_tls=False cb=120
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--api-port) api_port=$2; shift ;;
 	--rpc-port) rpc_port=$2; shift ;;
 	--require-tls) require_tls=True ;;
 	--callback-timeout) cb=$2; shift ;;
+	--http-port) http_port=$2; shift ;;
 	*) echo "ironic.sh start: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -89,6 +99,9 @@ mkdir -p "$dir"/{certificates,tftpboot/master_images,httpboot,images,master_imag
 cat >"$dir/ironic.conf" <<CONF
 [DEFAULT]
 host = 127.0.0.1
+# Debian's isolinux package puts it here (Ironic looks in /usr/lib/syslinux);
+# ldlinux.c32 is found in syslinux-common's /usr/lib/syslinux/modules/bios.
+isolinux_bin = /usr/lib/ISOLINUX/isolinux.bin
 auth_strategy = noauth
 rpc_transport = json-rpc
 state_path = $dir
@@ -151,7 +164,9 @@ deploy_logs_collect = never
 
 [deploy]
 http_root = $dir/httpboot
-http_url = http://127.0.0.1:1/
+# redfish-virtual-media puts each node's boot ISO here; the web server start
+# runs serves it to the BMC (the lab's fake machine fetches it).
+http_url = http://127.0.0.1:$http_port
 default_boot_mode = bios
 fast_track = false
 shred_random_overwrite_iterations = 0
@@ -161,6 +176,10 @@ tftp_root = $dir/tftpboot
 tftp_master_path = $dir/tftpboot/master_images
 images_path = $dir/images
 instance_master_path = $dir/master_images
+
+[redfish]
+# No swift here: the boot ISOs are served from [deploy]http_root.
+use_swift = false
 
 [ipmi]
 min_command_interval = 1
@@ -174,6 +193,13 @@ if [ ! -f "$dir/ironic.sqlite" ]; then
 	# `upgrade` fails on SQLite; create_schema builds the current schema at once.
 	ironic-dbsync --config-file "$dir/ironic.conf" create_schema >"$dir/log/dbsync.log" 2>&1 || {
 		echo "ironic.sh: ironic-dbsync create_schema failed, see $dir/log/dbsync.log" >&2; tail -5 "$dir/log/dbsync.log" >&2; exit 1; }
+	# WAL: readers do not block the writer. API and conductor share the file,
+	# and eventlet's green threads wait for SQLite's lock inside one blocking
+	# call: with the default rollback journal, a green thread's open read
+	# blocks another's commit until "database is locked" (seen with
+	# redfish-virtual-media cleaning). WAL stays set in the file.
+	/usr/bin/python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL").fetchone()[0])' "$dir/ironic.sqlite" | grep -qx wal ||
+		{ echo "ironic.sh: could not set $dir/ironic.sqlite to WAL mode" >&2; exit 1; }
 fi
 
 start_one() { # name
@@ -185,19 +211,23 @@ start_one() { # name
 }
 start_one conductor
 start_one api
+# The web server of [deploy]http_root (Debian's Python, bound to loopback).
+setsid /usr/bin/python3 -m http.server --bind 127.0.0.1 --directory "$dir/httpboot" "$http_port" >"$dir/log/http.out" 2>&1 </dev/null &
+echo $! >"$dir/http.pid"
 
 # Wait for the API, and for the conductor to register (else enroll fails with
 # "No conductor service registered").
 ok=0
 for _ in $(seq 1 300); do
 	if curl -fsS "http://127.0.0.1:$api_port/v1/drivers" 2>/dev/null | grep -q '"ipmi"'; then ok=1; break; fi
-	for n in api conductor; do
-		kill -0 "$(cat "$dir/$n.pid")" 2>/dev/null || { echo "ironic.sh: ironic-$n exited, see $dir/log" >&2; tail -20 "$dir/log/$n.out" "$dir/log/ironic-$n.log" 2>/dev/null >&2; exit 1; }
+	for n in api conductor http; do
+		kill -0 "$(cat "$dir/$n.pid")" 2>/dev/null || { echo "ironic.sh: $n exited, see $dir/log" >&2; tail -20 "$dir/log/$n.out" "$dir/log/ironic-$n.log" 2>/dev/null >&2; stop_all; exit 1; }
 	done
 	sleep 0.2
 done
 if [ "$ok" != 1 ]; then
 	echo "ironic.sh: the API at 127.0.0.1:$api_port did not list the ipmi driver within 60 s, see $dir/log" >&2
+	stop_all
 	exit 1
 fi
-echo "ironic.sh: Ironic $(dpkg-query -W -f='${Version}' ironic-api 2>/dev/null) at http://127.0.0.1:$api_port (require_tls=$require_tls, state $dir)"
+echo "ironic.sh: Ironic $(dpkg-query -W -f='${Version}' ironic-api 2>/dev/null) at http://127.0.0.1:$api_port (require_tls=$require_tls, boot ISOs at http://127.0.0.1:$http_port, state $dir)"
