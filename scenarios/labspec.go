@@ -27,7 +27,7 @@ func LabSpec(s *Scenario) lab.Spec {
 			Hardware: lab.Hardware{BMC: lab.BMC(g.BMC), RedfishListen: lab.RedfishListen(g.RedfishListen), Firmware: g.BootMode, CPUs: g.CPUs, MemoryMB: g.MemoryMB,
 				DiskSize: g.diskSize, SecureErase: g.SecureErase, NICs: g.NICs, POSTTime: g.postTime},
 			BMCUser: g.BMCUser, BMCPassword: g.BMCPassword,
-			Enrollment: lab.Enrollment{Deploy: lab.Deploy(g.Deploy), Driver: g.Driver, Dialect: g.Dialect},
+			Enrollment: lab.Enrollment{Deploy: lab.Deploy(g.Deploy), Driver: g.Driver, Dialect: g.Dialect, Boot: g.Boot},
 		})
 	}
 	return spec

@@ -247,6 +247,11 @@ func (v *validator) scenario(s *Scenario) {
 		v.at("$.only", "must be builtin or ironic, got %q", s.Only)
 	}
 	v.lab(&s.Lab)
+	for i, g := range s.Lab.Groups {
+		if g.Boot == lab.BootVirtualMedia && s.Only != "ironic" {
+			v.at(fmt.Sprintf("$.lab.groups[%d].boot", i), "%s is a real Ironic's redfish-virtual-media boot, which ironlab's driver lacks: the scenario must say only: ironic", lab.BootVirtualMedia)
+		}
+	}
 	if len(s.Steps) == 0 {
 		v.at("$.steps", "a scenario needs at least one step")
 	}
@@ -357,6 +362,15 @@ func (v *validator) lab(l *Lab) {
 		case "v1", "legacy":
 		default:
 			v.at(p+".dialect", "must be v1 or legacy, got %q", g.Dialect)
+		}
+		switch g.Boot {
+		case "", lab.BootPXE:
+		case lab.BootVirtualMedia:
+			if g.BMC != string(lab.BMCRedfish) {
+				v.at(p+".boot", "%s needs a Redfish BMC (bmc: redfish or a *_redfish class), the group has %s", lab.BootVirtualMedia, orNone(g.BMC))
+			}
+		default:
+			v.at(p+".boot", "must be %s or %s, got %q", lab.BootPXE, lab.BootVirtualMedia, g.Boot)
 		}
 		switch g.BootMode {
 		case "":
@@ -752,3 +766,10 @@ func ParseSize(s string) (int64, error) {
 }
 
 func slicesSort(s []string) { sort.Strings(s) }
+
+func orNone(s string) string {
+	if s == "" {
+		return "none named"
+	}
+	return s
+}

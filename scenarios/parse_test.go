@@ -69,6 +69,18 @@ func TestParseErrorsNameFileLineColumn(t *testing.T) {
 			yaml: strings.Replace(good, "count: 2", "count: two", 1),
 			want: "t.yaml:5:",
 		},
+		"boot virtual-media without a Redfish BMC": {
+			yaml: "only: ironic\n" + strings.Replace(good, "driver: fake_agent}", "driver: agent_pyghmi, boot: virtual-media}", 1),
+			want: "t.yaml:6:55: lab.groups[0].boot: virtual-media needs a Redfish BMC",
+		},
+		"boot virtual-media without only: ironic": {
+			yaml: strings.Replace(good, "driver: fake_agent}", "driver: agent_redfish, boot: virtual-media}", 1),
+			want: "lab.groups[0].boot: virtual-media is a real Ironic's redfish-virtual-media boot, which ironlab's driver lacks: the scenario must say only: ironic",
+		},
+		"unknown boot": {
+			yaml: strings.Replace(good, "driver: fake_agent}", "driver: agent_redfish, boot: http}", 1),
+			want: `lab.groups[0].boot: must be pxe or virtual-media, got "http"`,
+		},
 		"unknown state": {
 			yaml: strings.Replace(good, "state: available", "state: avaliable", 1),
 			want: `t.yaml:8:19: steps[1].wait.state: unknown provision state "avaliable"`,

@@ -123,7 +123,12 @@ type Group struct {
 	Driver string `yaml:"driver" json:"driver"`
 	// Dialect is the agent's API: "v1" (lookup/heartbeat with tokens) or
 	// "legacy" (the spec's vendor_passthru).
-	Dialect  string `yaml:"dialect" json:"dialect,omitempty"`
+	Dialect string `yaml:"dialect" json:"dialect,omitempty"`
+	// Boot is how a real Ironic boots the agent: "pxe" (default) or
+	// "virtual-media" (Redfish groups: boot_interface
+	// redfish-virtual-media; scenarios with only: ironic, as ironlab's
+	// driver has no virtual media boot).
+	Boot     string `yaml:"boot" json:"boot,omitempty"`
 	CPUs     int    `yaml:"cpus" json:"cpus,omitempty"`
 	MemoryMB int    `yaml:"memory_mb" json:"memory_mb,omitempty"`
 	DiskSize string `yaml:"disk_size" json:"disk_size,omitempty"`

@@ -88,7 +88,17 @@ type Enrollment struct {
 	// Dialect is the agent's API: "v1" (lookup/heartbeat with tokens) or
 	// "legacy" (vendor_passthru).
 	Dialect string
+	// Boot is how a real Ironic boots the agent: "" or BootPXE (a network
+	// boot), or BootVirtualMedia (Redfish nodes: Ironic builds a boot ISO
+	// and inserts it as a virtual CD).
+	Boot string
 }
+
+// Boot interfaces a group's enrollment may ask a real Ironic for.
+const (
+	BootPXE          = "pxe"
+	BootVirtualMedia = "virtual-media"
+)
 
 func (g GroupSpec) check() error {
 	switch g.BMC {
@@ -109,6 +119,15 @@ func (g GroupSpec) check() error {
 	case DeployAgent, DeployPXE:
 	default:
 		return fmt.Errorf("group %s: deploy %q: want agent or pxe", g.Name, g.Enrollment.Deploy)
+	}
+	switch g.Enrollment.Boot {
+	case "", BootPXE:
+	case BootVirtualMedia:
+		if g.BMC != BMCRedfish {
+			return fmt.Errorf("group %s: boot %s needs a Redfish BMC, the group has %s", g.Name, BootVirtualMedia, g.BMC)
+		}
+	default:
+		return fmt.Errorf("group %s: boot %q: want %s or %s", g.Name, g.Enrollment.Boot, BootPXE, BootVirtualMedia)
 	}
 	if g.NICs < 0 {
 		return fmt.Errorf("group %s: %d NICs", g.Name, g.NICs)

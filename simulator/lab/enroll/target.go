@@ -2,6 +2,7 @@ package enroll
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -76,6 +77,9 @@ func (e Enrollment) Body() map[string]any {
 func For(l *lab.Lab, n *lab.Node, target Target) (Enrollment, error) {
 	e := Enrollment{Name: n.Name, UUID: n.UUID, Driver: n.Driver, DriverInfo: DriverInfo(n), Properties: Properties(n), Ports: append([]string(nil), n.MACs...)}
 	if target != TargetIronic {
+		if n.Boot == lab.BootVirtualMedia {
+			return e, fmt.Errorf("node %s (group %s): boot %s is a real Ironic's redfish-virtual-media; ironlab's driver boots the agent over the network only: enroll it into a real Ironic (--target ironic) or leave boot out", n.Name, n.Group, lab.BootVirtualMedia)
+		}
 		return e, nil
 	}
 	ht, err := HardwareTypeOf(n.Hardware.BMC, n.Deploy)
@@ -87,6 +91,16 @@ func For(l *lab.Lab, n *lab.Node, target Target) (Enrollment, error) {
 		return e, fmt.Errorf("node %s (group %s, class %s): a real Ironic has no equivalent of %s; enroll it into the built-in driver (--target builtin) or use an agent class with IPMI, Redfish or fake power", n.Name, n.Group, n.Driver, what)
 	}
 	e.Driver, e.Interfaces = ht.Driver, ht.Interfaces
+	if n.Boot == lab.BootVirtualMedia {
+		if n.Hardware.BMC != lab.BMCRedfish {
+			return e, fmt.Errorf("node %s (group %s): boot %s needs a Redfish BMC, the node has %s", n.Name, n.Group, lab.BootVirtualMedia, n.Hardware.BMC)
+		}
+		// Ironic builds an ISO of deploy_kernel and deploy_ramdisk
+		// (isolinux for BIOS), serves it from [deploy]http_url and inserts
+		// it into the BMC's virtual CD.
+		e.Interfaces = maps.Clone(e.Interfaces)
+		e.Interfaces["boot_interface"] = "redfish-virtual-media"
+	}
 	if ht.Interfaces["boot_interface"] != "fake" {
 		k, r := l.DeployRamdiskURLs()
 		e.DriverInfo["deploy_kernel"] = k

@@ -83,6 +83,40 @@ func TestEnrollmentForIronicRefusesMockPXE(t *testing.T) {
 	}
 }
 
+// A Redfish group with boot virtual-media enrolls into a real Ironic with
+// boot_interface redfish-virtual-media (deploy_kernel and deploy_ramdisk
+// still set: Ironic builds its ISO of them); ironlab's driver, which has no
+// virtual media boot, refuses it naming the node.
+func TestEnrollmentVirtualMedia(t *testing.T) {
+	vm := group("vm", 1, lab.BMCRedfish, "")
+	vm.Enrollment.Boot = lab.BootVirtualMedia
+	l := testLab(t, vm, group("rf", 1, lab.BMCRedfish, ""))
+	n, _ := l.Node("vm-0")
+	e, err := enroll.For(l, n, enroll.TargetIronic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"power_interface": "redfish", "management_interface": "redfish", "boot_interface": "redfish-virtual-media", "deploy_interface": "direct"}
+	if e.Driver != "redfish" || !cmp.Equal(e.Interfaces, want) || e.DriverInfo["deploy_kernel"] == nil || e.DriverInfo["redfish_system_id"] != n.Redfish.Path() {
+		t.Errorf("vm-0 enrolls as %s %v %v, want redfish %v with deploy_kernel and redfish_system_id", e.Driver, e.Interfaces, e.DriverInfo, want)
+	}
+	rf, _ := l.Node("rf-0")
+	if e, err := enroll.For(l, rf, enroll.TargetIronic); err != nil || e.Interfaces["boot_interface"] != "pxe" {
+		t.Errorf("rf-0 (no boot named) enrolls with boot %q (%v), want pxe", e.Interfaces["boot_interface"], err)
+	}
+	if _, err := enroll.For(l, n, enroll.TargetBuiltin); err == nil || !strings.Contains(err.Error(), "node vm-0") || !strings.Contains(err.Error(), "virtual-media") {
+		t.Errorf("vm-0 into the built-in driver: %v, want an error naming the node and virtual-media", err)
+	}
+	bad := group("ip", 1, lab.BMCIPMI, "")
+	bad.Enrollment.Boot = lab.BootVirtualMedia
+	if err := enroll.Complete(&bad); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.New(lab.Spec{Name: "t", StateDir: t.TempDir(), Groups: []lab.GroupSpec{bad}}); err == nil || !strings.Contains(err.Error(), "needs a Redfish BMC") {
+		t.Errorf("an IPMI group with boot virtual-media: %v, want an error saying it needs a Redfish BMC", err)
+	}
+}
+
 func TestTargetOfDriverList(t *testing.T) {
 	for _, c := range []struct {
 		drivers []string
