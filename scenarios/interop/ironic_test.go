@@ -2,12 +2,14 @@ package interop_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,11 +18,17 @@ import (
 
 func TestMain(m *testing.M) { labtest.Main(m) }
 
-// ironic is one running Ironic (API + conductor) of scripts/ironic.sh.
+// ironic is one running Ironic (API + conductor, and the web server of its
+// [deploy]http_root) of scripts/ironic.sh.
 type ironic struct {
 	URL string
 	dir string
 }
+
+// runLimit bounds one `ironlab run` of a subtest, so that it ends (and the
+// cleanups stop Ironic) well before go test's -timeout, whose panic would
+// skip them. Measured: the longest subtest takes about 3 minutes here.
+const runLimit = 8 * time.Minute
 
 func freeTCPPort(t *testing.T) int {
 	t.Helper()
@@ -45,7 +53,8 @@ func startIronic(t *testing.T, requireTLS bool) *ironic {
 	}
 	dir := t.TempDir()
 	port := freeTCPPort(t)
-	args := []string{script, "start", dir, "--api-port", fmt.Sprint(port), "--rpc-port", fmt.Sprint(freeTCPPort(t)), "--callback-timeout", "90"}
+	args := []string{script, "start", dir, "--api-port", fmt.Sprint(port), "--rpc-port", fmt.Sprint(freeTCPPort(t)),
+		"--http-port", fmt.Sprint(freeTCPPort(t)), "--callback-timeout", "90"}
 	if requireTLS {
 		args = append(args, "--require-tls")
 	}
@@ -67,14 +76,14 @@ func startIronic(t *testing.T, requireTLS bool) *ironic {
 // dumpErrors logs the conductor's ERROR and WARNING lines (the reasons a
 // node failed in Ironic's own words).
 func (ir *ironic) dumpErrors(t *testing.T) {
-	for _, name := range []string{"ironic-conductor.log", "ironic-api.log"} {
+	for _, name := range []string{"ironic-conductor.log", "ironic-api.log", "http.out"} {
 		b, err := os.ReadFile(filepath.Join(ir.dir, "log", name))
 		if err != nil {
 			continue
 		}
 		var keep []string
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, " ERROR ") || strings.Contains(l, " WARNING ") {
+			if strings.Contains(l, " ERROR ") || strings.Contains(l, " WARNING ") || strings.Contains(l, "code 404") {
 				if len(l) > 400 {
 					l = l[:400] + "..."
 				}
@@ -89,11 +98,17 @@ func (ir *ironic) dumpErrors(t *testing.T) {
 }
 
 // run plays built-in scenarios with `ironlab run --driver-url` against ir.
+// Past runLimit it is interrupted (SIGINT: it removes its nodes and stops
+// its lab), then killed.
 func run(t *testing.T, ir *ironic, scenarios ...string) string {
 	t.Helper()
 	results := t.TempDir()
 	args := append([]string{"run", "--driver-url", ir.URL, "--results", results}, scenarios...)
-	cmd := exec.Command(labtest.Binary(t), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), runLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, labtest.Binary(t), args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	cmd.WaitDelay = 20 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
@@ -113,21 +128,65 @@ func run(t *testing.T, ir *ironic, scenarios ...string) string {
 //
 // missed-heartbeat is the spec's watchdog, which Ironic does not have: the
 // scenario says so (only: builtin) and is reported as not run.
+//
+// qcow2 deploys a qcow2 image with a config drive: Ironic passes the image
+// on as disk_format qcow2 and builds the config-2 ISO from the deploy
+// request's meta_data and user_data; the disk holds the raw image and the
+// config drive reads back.
 func TestRealIronicRunsBuiltinScenarios(t *testing.T) {
 	for _, tls := range []bool{false, true} {
 		t.Run(fmt.Sprintf("require_tls=%v", tls), func(t *testing.T) {
-			t.Parallel() // each has its own Ironic; both mostly wait for heartbeats
+			t.Parallel() // each has its own Ironic; all mostly wait for heartbeats
 			ir := startIronic(t, tls)
-			out := run(t, ir, "deploy", "erase", "missed-heartbeat", "rescue")
+			out := run(t, ir, "deploy", "erase", "missed-heartbeat", "rescue", "qcow2")
 			for _, want := range []string{
 				"enrolled as ironic",
 				"\ndeploy PASSED", "\nerase PASSED", "\nerase-metadata PASSED", "\nrescue PASSED", "\nrescue-failed PASSED",
 				"\nmissed-heartbeat NOT RUN: only for ironlab's driver",
+				"\nqcow2 PASSED",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("ironlab run's output lacks %q", want)
 				}
 			}
+			// The agent, not Ironic, converted the image: Ironic handed
+			// it the qcow2 URL as such.
+			if log := ir.log(t, "ironic-conductor.log"); !strings.Contains(log, "'disk_format': 'qcow2'") || !strings.Contains(log, "/images/demo-os.qcow2") {
+				t.Errorf("the conductor's log shows no image_info with disk_format qcow2 and the .qcow2 URL")
+			}
 		})
 	}
+	// Redfish nodes enrolled as driver redfish (redfish_address, _system_id,
+	// _username, _password, _verify_ca): the redfish scenario's PXE boots
+	// through Redfish power and boot-override calls, with a late-power and
+	// a 503 BMC; virtual-media's nodes boot the agent from a virtual CD:
+	// Ironic builds the ISO (genisoimage, isolinux), serves it from its
+	// http_root and inserts it, for cleaning, the deploy and cleaning again.
+	t.Run("redfish", func(t *testing.T) {
+		t.Parallel()
+		ir := startIronic(t, true)
+		out := run(t, ir, "redfish", "virtual-media")
+		for _, want := range []string{"\nredfish PASSED", "\nvirtual-media PASSED"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("ironlab run's output lacks %q", want)
+			}
+		}
+		log := ir.log(t, "ironic-conductor.log")
+		if n := strings.Count(log, "Inserted boot media http://127.0.0.1:"); n < 6 {
+			t.Errorf("the conductor inserted boot media %d times, want 6 (2 nodes: clean, deploy, clean)", n)
+		}
+		if n := strings.Count(ir.log(t, "http.out"), `"GET /redfish/boot-`); n < 6 {
+			t.Errorf("the boot ISOs were fetched from Ironic's http_root %d times, want 6", n)
+		}
+	})
+}
+
+// log is one of ir's log files.
+func (ir *ironic) log(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(ir.dir, "log", name))
+	if err != nil {
+		t.Errorf("read Ironic's %s: %v", name, err)
+	}
+	return string(b)
 }
