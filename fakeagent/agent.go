@@ -103,7 +103,6 @@ type Agent struct {
 	byID           map[string]*command
 	partUUIDs      map[string]any
 	permitted      []string // the lookup's permitted_image_formats
-	bootEntries    []UEFIBootEntry
 	rescuePassword string
 	rescued        bool // finalize_rescue ran: the API answers nothing
 	events         eventRing

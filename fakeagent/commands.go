@@ -344,8 +344,9 @@ func argInfo(desc string, required bool) map[string]any {
 	return map[string]any{"description": desc, "required": required}
 }
 
-// The GenericHardwareManager's steps of IPA 9.x (the Ironic 21.4 era),
-// with their names, interfaces and priorities. Those that need what a lab
+// The GenericHardwareManager's steps of IPA 9.x (the Ironic 21.4 era,
+// 9.4), with their names, interfaces and priorities, and clean_uefi_nvram
+// of IPA 9.12 and later (priority 0: run only when asked). Those that need what a lab
 // machine does not have (mdadm software RAID, stress-ng and fio burn-in,
 // files injected into a filesystem) are offered under their real names and
 // fail when run, naming what is not emulated.
@@ -354,6 +355,7 @@ var genericCleanSteps = []stepDef{
 	{Step: "erase_devices_metadata", Priority: 99, Interface: "deploy", Abortable: true},
 	{Step: "erase_devices_express", Priority: 0, Interface: "deploy", Abortable: true},
 	{Step: "erase_pstore", Priority: 0, Interface: "deploy", Abortable: true},
+	{Step: "clean_uefi_nvram", Priority: 0, Interface: "deploy", Abortable: true, ArgsInfo: cleanUEFINVRAMArgsInfo},
 	{Step: "delete_configuration", Priority: 0, Interface: "raid", Abortable: true},
 	{Step: "create_configuration", Priority: 0, Interface: "raid", Abortable: true},
 	{Step: "burnin_cpu", Priority: 0, Interface: "deploy", Abortable: true},
@@ -385,6 +387,7 @@ var deploySteps = []stepDef{
 		"raid_config":     argInfo("The RAID configuration to apply.", true),
 		"delete_existing": argInfo("Setting this to 'True' indicates to delete existing RAID configuration prior to creating the new configuration. Default value is 'True'.", false),
 	}},
+	{Step: "clean_uefi_nvram", Priority: 0, Interface: "deploy", ArgsInfo: cleanUEFINVRAMArgsInfo},
 	{Step: "write_image", Priority: 0, Interface: "deploy", ArgsInfo: map[string]any{
 		"image_info":  argInfo("Information about the image to write", true),
 		"configdrive": argInfo("A URL or the contents of a configdrive", false),
@@ -427,6 +430,8 @@ func cmdExecuteCleanStep(ctx context.Context, a *Agent, p params) (any, error) {
 		res, err = a.eraseDevicesExpress(ctx)
 	case "erase_pstore":
 		a.event("erase_pstore: no pstore is mounted on this machine") // IPA: "No pstore found"
+	case "clean_uefi_nvram":
+		res, err = a.cleanUEFINVRAM(s.Args)
 	case "delete_configuration":
 		a.event("delete_configuration: no software RAID on this machine")
 	case "create_configuration":
@@ -491,6 +496,10 @@ func cmdExecuteDeployStep(ctx context.Context, a *Agent, p params) (any, error) 
 			return nil, notEmulated(s.Step, "software RAID (mdadm) is not emulated by the ironlab agent")
 		}
 		return nil, &CommandError{Type: "InvalidCommandParamsError", Code: 400, Message: "Invalid command parameters", Details: "apply_configuration needs args.raid_config"}
+	case "clean_uefi_nvram":
+		if res, err = a.cleanUEFINVRAM(s.Args); err != nil {
+			return nil, fmt.Errorf("deploy step %s: %w", s.Step, err)
+		}
 	case "inject_files":
 		return nil, notEmulated(s.Step, "injecting files into the image's filesystems is not emulated by the ironlab agent")
 	default:

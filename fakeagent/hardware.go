@@ -24,6 +24,10 @@ type Hardware struct {
 	BIOSVersion  string        `json:"bios_version"`
 	// BIOSSettings are firmware settings a clean step may change (e.g. "vt": "on").
 	BIOSSettings map[string]string `json:"bios_settings,omitempty"`
+	// UEFIBootEntries are the machine's UEFI NVRAM boot entries, kept by the
+	// machine across boots: install_bootloader adds one, clean_uefi_nvram
+	// removes those that match.
+	UEFIBootEntries []UEFIBootEntry `json:"uefi_boot_entries,omitempty"`
 }
 
 // NIC is one network interface.

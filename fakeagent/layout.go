@@ -562,20 +562,36 @@ func formatFAT16(d Disk, off, size int64, label string) error {
 	return err
 }
 
-// UEFIBootEntry is a boot entry install_bootloader registered in the
-// machine's UEFI NVRAM (IPA runs efibootmgr), as the agent emulates it.
+// UEFIBootEntry is a boot entry in the machine's UEFI NVRAM (IPA's
+// install_bootloader registers one with efibootmgr).
 type UEFIBootEntry struct {
 	Label    string `json:"label"`
 	Device   string `json:"device"`
 	PartUUID string `json:"partuuid"`
 	Loader   string `json:"loader"`
+	// Path is the device path of an entry that is not on a disk partition
+	// (a network boot: "PciRoot(0x0)/Pci(0x3,0x0)/MAC(525400123456,1)").
+	Path string `json:"path,omitempty"`
 }
 
-// UEFIBootEntries are the boot entries install_bootloader registered.
+// DevicePath is the entry's device path as efibootmgr -v shows it (what
+// clean_uefi_nvram's patterns match), e.g.
+// HD(1,GPT,5f2a...)/File(\EFI\BOOT\BOOTX64.EFI).
+func (e UEFIBootEntry) DevicePath() string {
+	if e.Path != "" {
+		return e.Path
+	}
+	n := strings.TrimLeft(e.Device, "/abcdefghijklmnopqrstuvwxyz")
+	kind := "MBR"
+	if strings.Count(e.PartUUID, "-") == 4 {
+		kind = "GPT"
+	}
+	return fmt.Sprintf("HD(%s,%s,%s)/File(%s)", n, kind, e.PartUUID, e.Loader)
+}
+
+// UEFIBootEntries are the boot entries in the machine's NVRAM.
 func (a *Agent) UEFIBootEntries() []UEFIBootEntry {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]UEFIBootEntry(nil), a.bootEntries...)
+	return a.cfg.Hardware.Hardware().UEFIBootEntries
 }
 
 // installBootloader is IPA's image.install_bootloader as far as it can be
@@ -646,9 +662,18 @@ func (a *Agent) installBootloaderOnce(rootUUID, espUUID, bootMode string) error 
 		return fail("the EFI system partition %s%d has no FAT filesystem", dev, esp.Number)
 	}
 	e := UEFIBootEntry{Label: "ironic1", Device: fmt.Sprintf("%s%d", dev, esp.Number), PartUUID: t.PartUUID(*esp), Loader: `\EFI\BOOT\BOOTX64.EFI`}
-	a.mu.Lock()
-	a.bootEntries = append(a.bootEntries[:0], e)
-	a.mu.Unlock()
+	// efibootmgr as IPA runs it: an entry of the same label goes first.
+	if err := a.cfg.Hardware.UpdateHardware(func(hw *Hardware) {
+		kept := hw.UEFIBootEntries[:0:0]
+		for _, old := range hw.UEFIBootEntries {
+			if old.Label != e.Label {
+				kept = append(kept, old)
+			}
+		}
+		hw.UEFIBootEntries = append(kept, e)
+	}); err != nil {
+		return fail("register the UEFI boot entry: %v", err)
+	}
 	a.event("UEFI boot entry registered", "label", e.Label, "device", e.Device, "partuuid", e.PartUUID, "loader", e.Loader)
 	return nil
 }

@@ -18,7 +18,7 @@ import (
 func TestIPAStepNamesAndPriorities(t *testing.T) {
 	want := map[string]string{
 		"erase_devices": "deploy 10", "erase_devices_metadata": "deploy 99", "erase_devices_express": "deploy 0",
-		"erase_pstore": "deploy 0", "delete_configuration": "raid 0", "create_configuration": "raid 0",
+		"erase_pstore": "deploy 0", "clean_uefi_nvram": "deploy 0", "delete_configuration": "raid 0", "create_configuration": "raid 0",
 		"burnin_cpu": "deploy 0", "burnin_disk": "deploy 0", "burnin_memory": "deploy 0", "burnin_network": "deploy 0",
 	}
 	got := map[string]string{}
@@ -41,7 +41,10 @@ func TestIPAStepNamesAndPriorities(t *testing.T) {
 			t.Errorf("unexpected lab step %s", s.Step)
 		}
 	}
-	dwant := map[string]string{"erase_devices_metadata": "deploy 0", "apply_configuration": "raid 0", "write_image": "deploy 0", "inject_files": "deploy 0"}
+	dwant := map[string]string{"erase_devices_metadata": "deploy 0", "apply_configuration": "raid 0", "clean_uefi_nvram": "deploy 0", "write_image": "deploy 0", "inject_files": "deploy 0"}
+	if len(deploySteps) != len(dwant) {
+		t.Errorf("%d deploy steps, want %d", len(deploySteps), len(dwant))
+	}
 	for _, s := range deploySteps {
 		if dwant[s.Step] != s.Interface+" "+strconv.Itoa(s.Priority) {
 			t.Errorf("deploy step %s = %s %d, want %s", s.Step, s.Interface, s.Priority, dwant[s.Step])
@@ -81,6 +84,47 @@ func TestNewCleanSteps(t *testing.T) {
 	mustFail(t, res, "software RAID (mdadm) is not emulated")
 	res = ta.runCommand(t, api, "clean.execute_clean_step", cleanStep("burnin_cpu", "deploy", nil))
 	mustFail(t, res, "burn-in (stress-ng, fio) is not emulated")
+}
+
+// clean_uefi_nvram removes the NVRAM boot entries whose device path
+// matches (IPA's defaults: every disk entry, shim and GRUB), keeps the
+// others, and refuses patterns that are not a list of regular expressions.
+func TestCleanUEFINVRAM(t *testing.T) {
+	api := newScriptedIronic(t, 99)
+	api.addNode(nodeA, true, macA)
+	hw := testHardware(t, macA)
+	hw.UEFIBootEntries = []UEFIBootEntry{
+		{Label: "ironic1", Device: "/dev/vda1", PartUUID: "5f2a0c1e-8b1d-4c3a-9e2f-0123456789ab", Loader: `\EFI\BOOT\BOOTX64.EFI`},
+		{Label: "UEFI PXEv4", Path: "PciRoot(0x0)/Pci(0x3,0x0)/MAC(525400123456,1)/IPv4(0.0.0.0)"},
+	}
+	ta := startAgent(t, api, hw, nil)
+	ta.waitLookedUp(t)
+	labels := func() []string {
+		var out []string
+		for _, e := range ta.UEFIBootEntries() {
+			out = append(out, e.Label)
+		}
+		return out
+	}
+	step := func(args map[string]any) map[string]any {
+		p := cleanStep("clean_uefi_nvram", "deploy", nil)
+		p["step"].(map[string]any)["args"] = args
+		return p
+	}
+	mustFail(t, ta.runCommand(t, api, "clean.execute_clean_step", step(map[string]any{"match_patterns": "grub"})), "must be a list of strings")
+	mustFail(t, ta.runCommand(t, api, "clean.execute_clean_step", step(map[string]any{"match_patterns": []any{"("}})), "must be a list of strings")
+	if got := labels(); len(got) != 2 {
+		t.Fatalf("a refused clean_uefi_nvram changed the NVRAM: %v", got)
+	}
+	res := ta.runCommand(t, api, "clean.execute_clean_step", step(map[string]any{}))
+	mustSucceed(t, res)
+	if got := labels(); len(got) != 1 || got[0] != "UEFI PXEv4" {
+		t.Errorf("NVRAM after clean_uefi_nvram with the default patterns: %v, want only the PXE entry left", got)
+	}
+	mustSucceed(t, ta.runCommand(t, api, "clean.execute_clean_step", step(map[string]any{"match_patterns": []any{"^hd\\("}})))
+	if got := labels(); len(got) != 1 {
+		t.Errorf("a pattern matching nothing removed %v", got)
+	}
 }
 
 func TestRunImageReboots(t *testing.T) {

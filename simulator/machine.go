@@ -81,6 +81,21 @@ type Hardware struct {
 	BIOSVersion  string `json:"bios_version"`
 	// BIOSSettings are firmware settings a clean step may change (e.g. "vt": "on").
 	BIOSSettings map[string]string `json:"bios_settings,omitempty"`
+	// UEFIBootEntries are the boot entries in the machine's UEFI NVRAM: the
+	// agent's install_bootloader adds one, clean_uefi_nvram removes them;
+	// they outlive every boot, as NVRAM does.
+	UEFIBootEntries []UEFIBootEntry `json:"uefi_boot_entries,omitempty"`
+}
+
+// UEFIBootEntry is one UEFI NVRAM boot entry (what efibootmgr lists).
+type UEFIBootEntry struct {
+	Label    string `json:"label"`
+	Device   string `json:"device"`
+	PartUUID string `json:"partuuid"`
+	Loader   string `json:"loader"`
+	// Path is the device path of an entry that is not on a disk partition
+	// (a network boot: "PciRoot(0x0)/Pci(0x3,0x0)/MAC(525400123456,1)").
+	Path string `json:"path,omitempty"`
 }
 
 // Machine is the narrow interface to one node's hardware.

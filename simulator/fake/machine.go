@@ -337,6 +337,7 @@ func (m *Machine) Hardware() simulator.Hardware {
 	hw := m.hw
 	hw.NICs = append([]simulator.NIC(nil), m.hw.NICs...)
 	hw.Disks = append([]simulator.Disk(nil), m.hw.Disks...)
+	hw.UEFIBootEntries = append([]simulator.UEFIBootEntry(nil), m.hw.UEFIBootEntries...)
 	if m.hw.BIOSSettings != nil {
 		hw.BIOSSettings = make(map[string]string, len(m.hw.BIOSSettings))
 		for k, v := range m.hw.BIOSSettings {

@@ -37,6 +37,9 @@ func toAgent(hw simulator.Hardware) fakeagent.Hardware {
 	for _, d := range hw.Disks {
 		a.Disks = append(a.Disks, fakeagent.BlockDevice(d))
 	}
+	for _, e := range hw.UEFIBootEntries {
+		a.UEFIBootEntries = append(a.UEFIBootEntries, fakeagent.UEFIBootEntry(e))
+	}
 	return a
 }
 
@@ -51,6 +54,9 @@ func fromAgent(a fakeagent.Hardware) simulator.Hardware {
 	}
 	for _, d := range a.Disks {
 		hw.Disks = append(hw.Disks, simulator.Disk(d))
+	}
+	for _, e := range a.UEFIBootEntries {
+		hw.UEFIBootEntries = append(hw.UEFIBootEntries, simulator.UEFIBootEntry(e))
 	}
 	return hw
 }
