@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -291,6 +292,64 @@ func TestPeriodicTasksRunOnlyOnTheOwner(t *testing.T) {
 		}
 		if n, _ := st.GetNode(ctx, theirs); n.ProvisionState != states.DeployFailed {
 			t.Errorf("c3's node after c3's check: %s, want deploy failed", n.ProvisionState)
+		}
+	})
+}
+
+// TestTwoTakeOversFailANodeOnce: two conductors whose rings briefly differ
+// both take over the same node of a dead conductor at once (each thinks it
+// owns it). One wins the lock: the node fails once, with one takeover event,
+// and no reservation is left; the dead conductor, had it only hung, could
+// save nothing more.
+func TestTwoTakeOversFailANodeOnce(t *testing.T) {
+	stores(t, func(t *testing.T, st shared) {
+		cs := conductors(t, st, time.Now().UTC(), "c1", "c2")
+		for round := range 10 {
+			id := fmt.Sprintf("00000000-0000-4000-8000-%012d", round)
+			if err := st.CreateNode(ctx, &store.Node{UUID: id, Driver: "fake_agent", ProvisionState: states.Deploying,
+				TargetProvisionState: states.Active}); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Reserve(ctx, id, "c9"); err != nil {
+				t.Fatal(err)
+			}
+			stale, _ := st.GetNode(ctx, id)
+			dead := map[string]bool{"c9": true}
+			freed := make(chan int, 2)
+			for _, h := range []string{"c1", "c2"} {
+				go func() {
+					n, err := cs[h].cond.TakeOver(ctx, dead, nil)
+					if err != nil {
+						t.Errorf("%s: take over: %v", h, err)
+					}
+					freed <- n
+				}()
+			}
+			total := 0
+			for range 2 {
+				select {
+				case n := <-freed:
+					total += n
+				case <-time.After(30 * time.Second):
+					t.Fatal("a takeover did not return within 30 s")
+				}
+			}
+			n, _ := st.GetNode(ctx, id)
+			evs, _ := st.ListEvents(ctx, id)
+			takeovers := 0
+			for _, e := range evs {
+				if e.Event == conductor.EventTakeover {
+					takeovers++
+				}
+			}
+			if total != 1 || takeovers != 1 || n.ProvisionState != states.DeployFailed || n.Reservation != "" {
+				t.Fatalf("round %d: freed %d, %d takeover events, node %s reserved by %q; want 1, 1, deploy failed, none",
+					round, total, takeovers, n.ProvisionState, n.Reservation)
+			}
+			stale.ProvisionState = states.Active
+			if err := st.UpdateNodeHeld(ctx, stale, "c9"); !errors.Is(err, store.ErrNotHeld) {
+				t.Errorf("round %d: the dead conductor's late save: got %v, want ErrNotHeld", round, err)
+			}
 		}
 	})
 }

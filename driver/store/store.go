@@ -334,6 +334,10 @@ type Store interface {
 	Release(ctx context.Context, uuid, host string) error
 	// ReleaseAll clears every reservation host holds (after a conductor restart).
 	ReleaseAll(ctx context.Context, host string) (int, error)
+	// StealReservation moves the node's reservation from (a dead conductor)
+	// to host in one statement, ErrNotHeld when from no longer holds it (it
+	// released it, or another conductor took the node over first).
+	StealReservation(ctx context.Context, uuid, from, host string) error
 
 	CreatePort(ctx context.Context, p *Port) error
 	GetPort(ctx context.Context, uuid string) (*Port, error)

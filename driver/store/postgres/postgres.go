@@ -502,6 +502,25 @@ func (s *Postgres) Reserve(ctx context.Context, id, host string) error {
 	return fmt.Errorf("node %s is locked by host %s: %w", id, holder, store.ErrLocked)
 }
 
+// StealReservation moves the reservation from a dead host to host.
+func (s *Postgres) StealReservation(ctx context.Context, id, from, host string) error {
+	if from == "" || host == "" {
+		return fmt.Errorf("take over node %s: empty host name (from %q, to %q)", id, from, host)
+	}
+	tag, err := s.db.Exec(ctx, `UPDATE nodes SET reservation = $1 WHERE uuid = $2 AND reservation = $3`, host, id, from)
+	if err != nil {
+		return fmt.Errorf("take over node %s from %s: %w", id, from, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var holder string
+	if err := s.db.QueryRow(ctx, `SELECT reservation FROM nodes WHERE uuid = $1`, id).Scan(&holder); errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("take over node %s: %w", id, store.ErrNotFound)
+	}
+	return fmt.Errorf("take over node %s from %s: reserved by %q: %w", id, from, holder, store.ErrNotHeld)
+}
+
 // Release drops host's reservation of the node.
 func (s *Postgres) Release(ctx context.Context, id, host string) error {
 	if _, err := s.db.Exec(ctx, `UPDATE nodes SET reservation = '' WHERE uuid = $1 AND reservation = $2`, id, host); err != nil {

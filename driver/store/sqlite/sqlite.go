@@ -600,6 +600,25 @@ func (s *SQLite) Reserve(ctx context.Context, id, host string) error {
 	return fmt.Errorf("node %s is locked by host %s: %w", id, holder, store.ErrLocked)
 }
 
+// StealReservation moves the reservation from a dead host to host.
+func (s *SQLite) StealReservation(ctx context.Context, id, from, host string) error {
+	if from == "" || host == "" {
+		return fmt.Errorf("take over node %s: empty host name (from %q, to %q)", id, from, host)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET reservation = ? WHERE uuid = ? AND reservation = ?`, host, id, from)
+	if err != nil {
+		return fmt.Errorf("take over node %s from %s: %w", id, from, err)
+	}
+	if c, _ := res.RowsAffected(); c == 1 {
+		return nil
+	}
+	var holder string
+	if err := s.db.QueryRowContext(ctx, `SELECT reservation FROM nodes WHERE uuid = ?`, id).Scan(&holder); errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("take over node %s: %w", id, store.ErrNotFound)
+	}
+	return fmt.Errorf("take over node %s from %s: reserved by %q: %w", id, from, holder, store.ErrNotHeld)
+}
+
 // Release drops host's reservation of the node.
 func (s *SQLite) Release(ctx context.Context, id, host string) error {
 	_, err := s.stmt(ctx, nil, qRelease).ExecContext(ctx, id, host)

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListNodesFilters", listNodes},
 		{"ReleaseByHolderOnly", release},
 		{"UpdateNodeHeldByTheHolderOnly", updateHeld},
+		{"StealReservationOnce", steal},
 		{"PortsListAndDelete", portsListDelete},
 		{"Heartbeat", heartbeat},
 		{"AgentFieldsSurviveNodeSaves", agentSurvivesSave},
@@ -585,5 +586,33 @@ func updateHeld(t *testing.T, s store.Store) {
 	}
 	if err := s.UpdateNodeHeld(ctx, &store.Node{UUID: "nope", Driver: "x", ProvisionState: "enroll"}, "a"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("held write of an unknown node: got %v, want ErrNotFound", err)
+	}
+}
+
+// steal: a dead host's reservation moves to one taker only; a free node or
+// one another host holds is not stolen.
+func steal(t *testing.T, s store.Store) {
+	create(t, s, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "deploying"})
+	if err := s.StealReservation(ctx, "n1", "dead", "b"); !errors.Is(err, store.ErrNotHeld) {
+		t.Errorf("steal of a free node: got %v, want ErrNotHeld", err)
+	}
+	if err := s.Reserve(ctx, "n1", "dead"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StealReservation(ctx, "n1", "dead", "b"); err != nil {
+		t.Fatalf("steal from the holder: %v", err)
+	}
+	if err := s.StealReservation(ctx, "n1", "dead", "c"); !errors.Is(err, store.ErrNotHeld) {
+		t.Errorf("second steal (b took it first): got %v, want ErrNotHeld", err)
+	}
+	if got := get(t, s, "n1").Reservation; got != "b" {
+		t.Errorf("reservation = %q, want b", got)
+	}
+	n := get(t, s, "n1")
+	if err := s.UpdateNodeHeld(ctx, n, "dead"); !errors.Is(err, store.ErrNotHeld) {
+		t.Errorf("write by the dead holder after the steal: got %v, want ErrNotHeld", err)
+	}
+	if err := s.StealReservation(ctx, "nope", "dead", "b"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("steal of an unknown node: got %v, want ErrNotFound", err)
 	}
 }
