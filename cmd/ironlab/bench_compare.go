@@ -305,15 +305,16 @@ func (r *benchReport) goals() []benchGoal {
 		ipmi.Status = judge(l.RequestsPerS >= 60000 && l.SessionsPerS >= 20000 && l.Errors == 0)
 	}
 	g = append(g, ipmi)
-	rss := benchGoal{Goal: "under 64 KiB of RSS per idle node (lab + driver)", Measured: fmt.Sprintf("%.1f KiB at %d nodes", r.RSSPerNodeKiB, r.Nodes)}
+	rss := benchGoal{Goal: "under 64 KiB of RSS per idle node (lab + driver, disks aside)",
+		Measured: fmt.Sprintf("%.1f KiB at %d nodes (enrolled, manageable, off)", r.RSSPerIdleNodeKiB, r.Nodes)}
 	switch {
-	case r.RSSPerNodeKiB == 0:
+	case r.RSSPerIdleNodeKiB == 0:
 		rss.Status = "not judged: memory not measured"
 	case r.Nodes < 1000:
 		// The processes' fixed costs dominate a small lab.
 		rss.Status = "not judged: needs --nodes 1000 or more"
 	default:
-		rss.Status = judge(r.RSSPerNodeKiB < 64)
+		rss.Status = judge(r.RSSPerIdleNodeKiB < 64)
 	}
 	return append(g, rss)
 }

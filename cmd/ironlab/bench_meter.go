@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,12 +32,18 @@ type benchMeter struct {
 
 	mu      sync.Mutex
 	latency []time.Duration
+	// errStatus counts the runner's answers that were not 2xx, by method
+	// and status ("PUT 409": the node was locked, the runner retries).
+	errStatus map[string]int
 
 	lab    *lab.Lab
 	api    *ironic.Client // the meter's own client, not timed
 	drvPid int
 
 	selfBefore, selfAfter, drvStart, drvAfter procStatus
+	// At the end of manage: every node enrolled, manageable, powered off,
+	// no agent running (idle).
+	selfIdle, drvIdle procStatus
 
 	phaseStart, phaseEnd map[string]time.Time
 	ipmiStart, ipmiEnd   map[string]bmc.Counters
@@ -92,6 +100,12 @@ func (t timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	d := time.Since(start)
 	t.m.mu.Lock()
 	t.m.latency = append(t.m.latency, d)
+	if err == nil && resp.StatusCode/100 != 2 {
+		if t.m.errStatus == nil {
+			t.m.errStatus = map[string]int{}
+		}
+		t.m.errStatus[fmt.Sprintf("%s %d", req.Method, resp.StatusCode)]++
+	}
 	t.m.mu.Unlock()
 	return resp, err
 }
@@ -172,6 +186,13 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	m.stepEnd[i] = now
 	m.phaseEnd[phase] = now
 	m.ipmiEnd[phase] = m.counters()
+	if phase == "manage" {
+		runtime.GC()
+		m.selfIdle = readProcStatus(os.Getpid())
+		if m.drvPid != 0 {
+			m.drvIdle = readProcStatus(m.drvPid)
+		}
+	}
 	if i == len(m.steps)-1 {
 		m.selfAfter = readProcStatus(os.Getpid())
 		if m.drvPid != 0 {
@@ -399,6 +420,8 @@ type benchReport struct {
 	APIRequests int     `json:"api_requests"`
 	APIP50Ms    float64 `json:"api_p50_ms"`
 	APIP99Ms    float64 `json:"api_p99_ms"`
+	// APIErrors counts the answers that were not 2xx by method and status.
+	APIErrors map[string]int `json:"api_errors,omitempty"`
 	// From the lab's BMC counters, over enroll to the end of undeploy.
 	IPMIRequests     uint64  `json:"ipmi_requests"`
 	IPMISessions     uint64  `json:"ipmi_sessions"`
@@ -407,12 +430,15 @@ type benchReport struct {
 	// Memory: RSS growth of the lab process (from before the lab is built)
 	// plus the driver process's (from its start) to all nodes idle, / N;
 	// peak is both processes' VmHWM.
-	RSSPerNodeKiB  float64 `json:"rss_per_node_kib"`
-	PeakRSSMiB     float64 `json:"peak_rss_mib"`
-	LabPeakRSSMiB  float64 `json:"lab_peak_rss_mib"`
-	DriverPeakMiB  float64 `json:"driver_peak_rss_mib"`
-	ConductorCPUS  float64 `json:"conductor_cpu_s"`
-	ConductorCPUPD float64 `json:"conductor_cpu_s_per_deploy"`
+	RSSPerNodeKiB float64 `json:"rss_per_node_kib"`
+	// RSSPerIdleNodeKiB is the same growth to the end of manage, when the
+	// nodes are enrolled, manageable and off, with no agent running.
+	RSSPerIdleNodeKiB float64 `json:"rss_per_idle_node_kib"`
+	PeakRSSMiB        float64 `json:"peak_rss_mib"`
+	LabPeakRSSMiB     float64 `json:"lab_peak_rss_mib"`
+	DriverPeakMiB     float64 `json:"driver_peak_rss_mib"`
+	ConductorCPUS     float64 `json:"conductor_cpu_s"`
+	ConductorCPUPD    float64 `json:"conductor_cpu_s_per_deploy"`
 	// The closed loops against the driver and one of the lab's BMCs.
 	HeartbeatLoad *HeartbeatLoad `json:"heartbeat_load,omitempty"`
 	IPMILoad      *IPMILoad      `json:"ipmi_load,omitempty"`
@@ -466,6 +492,9 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 	m.mu.Lock()
 	lat := append([]time.Duration(nil), m.latency...)
 	r.Warnings = append(r.Warnings, m.warnings...)
+	if len(m.errStatus) > 0 {
+		r.APIErrors = maps.Clone(m.errStatus)
+	}
 	m.mu.Unlock()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	r.APIRequests = len(lat)
@@ -495,6 +524,13 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 			grow += m.drvAfter.RSS - m.drvStart.RSS
 		}
 		r.RSSPerNodeKiB = round3(float64(grow) / float64(m.n))
+		if m.selfIdle.RSS > 0 {
+			idle := m.selfIdle.RSS - m.selfBefore.RSS
+			if m.drvIdle.RSS > 0 {
+				idle += m.drvIdle.RSS - m.drvStart.RSS
+			}
+			r.RSSPerIdleNodeKiB = round3(float64(idle) / float64(m.n))
+		}
 		r.LabPeakRSSMiB = round3(float64(m.selfAfter.HWM) / 1024)
 		r.DriverPeakMiB = round3(float64(m.drvAfter.HWM) / 1024)
 		r.PeakRSSMiB = round3(float64(m.selfAfter.HWM+m.drvAfter.HWM) / 1024)
@@ -533,9 +569,13 @@ func (r *benchReport) markdown() string {
 	row("API requests of the bench", "%d", r.APIRequests)
 	row("API latency p50", "%.2f ms", r.APIP50Ms)
 	row("API latency p99", "%.2f ms", r.APIP99Ms)
+	for _, k := range slices.Sorted(maps.Keys(r.APIErrors)) {
+		row("API answers "+k+" (retried)", "%d", r.APIErrors[k])
+	}
 	row("IPMI requests / s (all BMCs, whole run)", "%.1f", r.IPMIRequestsPerS)
 	row("IPMI sessions / s (all BMCs, whole run)", "%.1f", r.IPMISessionsPerS)
-	row("RSS per node (lab + driver growth / N)", "%.1f KiB", r.RSSPerNodeKiB)
+	row("RSS per node (lab + driver growth / N, agents running)", "%.1f KiB", r.RSSPerNodeKiB)
+	row("RSS per idle node (growth to the end of manage / N)", "%.1f KiB", r.RSSPerIdleNodeKiB)
 	row("peak RSS (lab + driver VmHWM)", "%.1f MiB", r.PeakRSSMiB)
 	row("conductor CPU per deploy", "%.4f s", r.ConductorCPUPD)
 	r.markdownLoads(&b)
