@@ -23,7 +23,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	echo "test-deps: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
+	# No package starts a service while it installs (policy-rc.d says 101,
+	# as in Debian's container images): docker.io's would be a dockerd with
+	# a bridge and iptables NAT. This script starts what the tests need.
+	policy=/usr/sbin/policy-rc.d
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# test-deps.sh: no service starts during its install\nexit 101\n' >"$policy"
+		chmod 0755 "$policy"
+		trap 'rm -f "$policy"' EXIT
+	fi
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	if grep -q '^# test-deps.sh:' "$policy" 2>/dev/null; then
+		rm -f "$policy"
+		trap - EXIT
+	fi
 fi
 
 # dockerd: this machine has no systemd (and fresh-check.sh stops dockerd to
