@@ -13,6 +13,13 @@ import (
 	"strings"
 )
 
+// RescueReadyLine is what a rescued machine prints on its console once
+// finalize_rescue ran: the rescue ramdisk is up, and the hash the rescue
+// user logs in with (a scenario's rescue_password expectation reads it).
+func RescueReadyLine(hash string) string {
+	return "ironlab rescue: rescue mode ready; the rescue user's password hash is " + hash + "\n"
+}
+
 // Rounds limits and the default, as in glibc.
 const (
 	defaultRounds = 5000

@@ -270,7 +270,12 @@ func runAgent(log *slog.Logger, cmdline string) error {
 	}
 	srv := &http.Server{Handler: a, ReadHeaderTimeout: 30 * time.Second}
 	log.Info("ironlab init: agent running", "api", cfg.APIURL, "advertise", a.AgentURL(), "listen", ListenAddr)
-	return fakeagent.ServeWhile(context.Background(), srv, l, a.Run)
+	err = fakeagent.ServeWhile(context.Background(), srv, l, a.Run)
+	if errors.Is(err, fakeagent.ErrRescued) {
+		// On the serial console, as the lab prints it for fake machines.
+		fmt.Fprint(os.Stderr, fakeagent.RescueReadyLine(a.State().RescuePasswordHash))
+	}
+	return err
 }
 
 // runDeployRamdisk runs the mock PXE driver's deploy ramdisk

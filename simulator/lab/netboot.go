@@ -185,7 +185,7 @@ func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machin
 		n.rescueHash = hash
 		n.mu.Unlock()
 		if c, ok := m.(simulator.ConsoleWriter); ok {
-			c.ConsolePrintf("ironlab rescue: rescue mode ready; the rescue user's password hash is %s\n", hash)
+			c.ConsolePrintf("%s", fakeagent.RescueReadyLine(hash))
 		}
 		<-ctx.Done()
 		return nil
