@@ -225,6 +225,12 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 			PartitionExponent: cfg.HashPartitionExponent, Replicas: cfg.HashDistributionReplicas,
 			TakeOver: cond.TakeOver, Logger: cfg.Logger})
 		d.cluster = cl
+		d.api.SetOwner(func(n *store.Node) string {
+			if o, ok := cl.Owner(n); ok {
+				return o.Hostname
+			}
+			return ""
+		})
 		d.handler = &forwarder{host: cond.Config().Host, cl: cl, reg: reg, cond: cond, local: d.api}
 	}
 	return d, nil

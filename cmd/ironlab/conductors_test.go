@@ -163,6 +163,12 @@ func TestConductorsTakeOverAfterKill(t *testing.T) {
 		owner[name] = r.conductor
 		byOwner[r.conductor] = append(byOwner[r.conductor], name)
 	}
+	// The node's conductor field (API 1.49) names the owner, from any API.
+	for _, name := range names {
+		if got := api(t, "GET", procs["c3"].url+"/v1/nodes/"+name, "").body["conductor"]; got != owner[name] {
+			t.Errorf("%s: conductor %v through c3, want %s (who handled its deploy)", name, got, owner[name])
+		}
+	}
 	if len(byOwner) < 2 {
 		t.Fatalf("30 deploys were all handled by %v: the ring did not spread them", byOwner)
 	}
@@ -209,6 +215,9 @@ func TestConductorsTakeOverAfterKill(t *testing.T) {
 		r := api(t, "GET", c1+"/v1/nodes/"+name, "")
 		if res, _ := r.body["reservation"].(string); res != "" {
 			t.Errorf("%s still reserved by %s after the takeover", name, res)
+		}
+		if c := r.body["conductor"]; c == victim || c == nil {
+			t.Errorf("%s: conductor %v after the kill of %s, want a live one", name, c, victim)
 		}
 		if name != mine[0] && r.body["provision_state"] != "wait call-back" {
 			t.Errorf("%s: %v, want wait call-back (carried on)", name, r.body["provision_state"])

@@ -20,6 +20,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/ironlab/ironlab/driver/conductor"
+	"github.com/ironlab/ironlab/driver/store"
 )
 
 // API versions served.
@@ -53,7 +54,14 @@ type Server struct {
 	c   *conductor.Conductor
 	log *slog.Logger
 	eng *gin.Engine
+	// owner names the conductor servicing a node ("" none alive); nil:
+	// this one (a single conductor).
+	owner func(*store.Node) string
 }
+
+// SetOwner tells the API who services a node (the node's conductor
+// field, API 1.49), for conductors that share the nodes on a hash ring.
+func (s *Server) SetOwner(owner func(*store.Node) string) { s.owner = owner }
 
 // New returns the API handler for c.
 func New(c *conductor.Conductor, log *slog.Logger) *Server {

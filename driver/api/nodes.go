@@ -69,6 +69,14 @@ func (s *Server) nodeDoc(c *gin.Context, n *store.Node, detail bool) map[string]
 		return d
 	}
 	cl, _ := conductor.ClassOf(n.Driver)
+	if ver(c).AtLeast(49) {
+		// Ironic 1.49's conductor field: who services the node (the
+		// owner on the hash ring, as the answering conductor sees it).
+		d["conductor"] = s.c.Config().Host
+		if s.owner != nil {
+			d["conductor"] = nullStr(s.owner(n))
+		}
+	}
 	for k, v := range map[string]any{
 		"driver":                 n.Driver,
 		"driver_info":            masked(n.DriverInfoView()),

@@ -30,17 +30,20 @@ type Client struct {
 
 // Node is the part of a node the lab reads.
 type Node struct {
-	UUID                 string         `json:"uuid"`
-	Name                 string         `json:"name"`
-	Driver               string         `json:"driver"`
-	ProvisionState       string         `json:"provision_state"`
-	TargetProvisionState *string        `json:"target_provision_state"`
-	PowerState           *string        `json:"power_state"`
-	Maintenance          bool           `json:"maintenance"`
-	MaintenanceReason    *string        `json:"maintenance_reason"`
-	LastError            *string        `json:"last_error"`
-	Reservation          *string        `json:"reservation"`
-	DriverInfo           map[string]any `json:"driver_info"`
+	UUID                 string  `json:"uuid"`
+	Name                 string  `json:"name"`
+	Driver               string  `json:"driver"`
+	ProvisionState       string  `json:"provision_state"`
+	TargetProvisionState *string `json:"target_provision_state"`
+	PowerState           *string `json:"power_state"`
+	Maintenance          bool    `json:"maintenance"`
+	MaintenanceReason    *string `json:"maintenance_reason"`
+	LastError            *string `json:"last_error"`
+	Reservation          *string `json:"reservation"`
+	// Conductor is who services the node (API 1.49+): its owner on the
+	// conductors' hash ring.
+	Conductor  *string        `json:"conductor"`
+	DriverInfo map[string]any `json:"driver_info"`
 }
 
 // Error is last_error, or "".
