@@ -116,6 +116,10 @@ type Config struct {
 	// BootDir is the lab's boot folder, where the PXE deploy writes per-MAC
 	// boot configs (e.g. <state>/boot). Empty: no "pxe" deploy interface.
 	BootDir string
+	// APIURL is the API the PXE deploy ramdisk is told to call back
+	// (Ironic's [conductor]api_url): with several conductors, an address
+	// in front of them all. Empty: this conductor's own.
+	APIURL string
 
 	Logger *slog.Logger
 }
@@ -185,7 +189,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 			PowerOffInterval: cfg.PowerOffPollInterval,
 		})}
 		if cfg.BootDir != "" {
-			cfg.DeployInterfaces["pxe"] = pxe.New(pxe.Config{BootDir: cfg.BootDir})
+			cfg.DeployInterfaces["pxe"] = pxe.New(pxe.Config{BootDir: cfg.BootDir, APIURL: cfg.APIURL})
 		}
 	}
 	st, err := OpenStore(ctx, cfg.DBPath)

@@ -17,6 +17,8 @@ func (r *runner) startDriver(ctx context.Context, stateDir string) (string, erro
 	}
 	cfg := r.driverConfig(stateDir)
 	switch {
+	case r.s.Lab.Store == "postgres":
+		return r.startConductors(ctx, stateDir, cfg)
 	case r.s.needsDriverProcess():
 		if r.opts.DriverBinary == "" {
 			return "", errors.New("this scenario runs the driver as a child process (lab.driver_process or a conductor fault): give the ironlab binary (ironlab run does)")
@@ -55,6 +57,7 @@ func (r *runner) driverConfig(stateDir string) DriverConfig {
 		IPMIRetryTimeout:    20 * time.Second,
 		Logger:              r.log,
 		CleanStepPriorities: r.opts.CleanStepPriorities,
+		ConductorTimeout:    l.conductorTimeout,
 	}
 	if l.AutomatedClean != nil {
 		cfg.AutomatedClean = *l.AutomatedClean

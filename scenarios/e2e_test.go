@@ -30,8 +30,14 @@ func runBuiltin(t *testing.T, name string, edit func(*Scenario)) (*Result, strin
 
 func runScenario(t *testing.T, s *Scenario) (*Result, string, string) {
 	t.Helper()
+	return runScenarioIn(t, s, t.TempDir())
+}
+
+// runScenarioIn plays s with its lab's state under state.
+func runScenarioIn(t *testing.T, s *Scenario, state string) (*Result, string, string) {
+	t.Helper()
 	name := s.Name
-	results, state := t.TempDir(), t.TempDir()
+	results := t.TempDir()
 	var out strings.Builder
 	res, err := Run(context.Background(), s, Options{
 		ResultsDir: results, StateDir: state, KeepState: true, ImageCache: filepath.Join(state, "images"),

@@ -16,6 +16,9 @@ import (
 func (r *runner) fault(ctx context.Context, label string, i int, f *Fault) error {
 	nodes := r.selected(f.Nodes)
 	what := faultSummary(f)
+	if f.Conductor != nil {
+		r.snapshotConductors(ctx)
+	}
 	// A fault that fails in the background fails the run, naming its step.
 	at := fmt.Sprintf("%s:%d: step %d: fault", r.s.File, r.s.Steps[i].line, i+1)
 	switch {
@@ -70,12 +73,23 @@ func faultSummary(f *Fault) string {
 	if f.Image != nil {
 		parts = append(parts, "image "+f.Image.ID)
 	}
-	if f.Conductor != nil {
-		if f.Conductor.KillAt != "" {
-			parts = append(parts, "conductor kill at "+f.Conductor.KillAt)
-		} else {
-			parts = append(parts, "conductor kill")
+	if c := f.Conductor; c != nil {
+		what := "conductor " + c.Name
+		if c.Name == "" {
+			what = "conductor"
 		}
+		switch {
+		case c.Join:
+			what += " join"
+		case c.pause > 0:
+			what += " pause " + c.pause.String()
+		default:
+			what += " kill"
+		}
+		if c.KillAt != "" {
+			what += " at " + c.KillAt
+		}
+		parts = append(parts, what)
 	}
 	return strings.Join(parts, "+")
 }
@@ -132,15 +146,15 @@ func (r *runner) applyFault(ctx context.Context, f *Fault, nodes []*lab.Node) er
 	}
 	if c := f.Conductor; c != nil {
 		if c.KillAt == "" {
-			return r.killConductor(ctx, c, "now")
+			return r.conductorFault(ctx, c, "now")
 		}
 		r.goBackground(func(ctx context.Context) {
 			// A scenario may end while the restarted conductor's
 			// readiness poll is still in flight (its steps already saw
 			// the API answer): that cancel is no failure.
 			if err := r.killWhen(ctx, c, nodes); err != nil && ctx.Err() == nil {
-				r.printf("   !! conductor kill failed: %v\n", err)
-				r.backgroundFailed(fmt.Errorf("conductor fault (kill at %s): %w", c.KillAt, err))
+				r.printf("   !! conductor fault failed: %v\n", err)
+				r.backgroundFailed(fmt.Errorf("conductor fault (%s at %s): %w", faultSummary(f), c.KillAt, err))
 			}
 		})
 	}
@@ -157,27 +171,45 @@ func (r *runner) killWhen(ctx context.Context, c *ConductorFault, nodes []*lab.N
 	}) != nil {
 		return nil // the scenario ended first
 	}
-	return r.killConductor(ctx, c, why)
+	return r.conductorFault(ctx, c, why)
 }
 
 // killReason says which node reached the kill_at state or recorded the
-// kill_at event, if one did.
+// kill_at event, if one did; for a named conductor (not joining), only
+// the nodes it services count.
 func (r *runner) killReason(ctx context.Context, c *ConductorFault, nodes []*lab.Node) string {
-	if all, err := r.api.Nodes(ctx); err == nil {
+	all, err := r.api.Nodes(ctx)
+	if err != nil {
+		return ""
+	}
+	serviced := func(name string) bool { return true }
+	whose := ""
+	if c.Name != "" && !c.Join {
+		owner := map[string]string{}
 		for _, an := range all {
-			if contains(nodes, an.Name) && an.ProvisionState == c.KillAt {
-				return an.Name + " reached " + c.KillAt
+			if an.Conductor != nil {
+				owner[an.Name] = *an.Conductor
 			}
+		}
+		serviced = func(name string) bool { return owner[name] == c.Name }
+		whose = " (serviced by " + c.Name + ")"
+	}
+	for _, an := range all {
+		if contains(nodes, an.Name) && serviced(an.Name) && an.ProvisionState == c.KillAt {
+			return an.Name + whose + " reached " + c.KillAt
 		}
 	}
 	if provision[c.KillAt] {
 		return ""
 	}
 	for _, n := range nodes {
+		if !serviced(n.Name) {
+			continue
+		}
 		evs, _ := r.api.Events(ctx, r.ident(n))
 		for _, ev := range evs {
 			if strings.Contains(string(ev), `"event":"`+c.KillAt+`"`) {
-				return n.Name + " recorded " + c.KillAt
+				return n.Name + whose + " recorded " + c.KillAt
 			}
 		}
 	}
@@ -309,20 +341,4 @@ func groupOf(s *Scenario, sel string) string {
 		}
 	}
 	return ""
-}
-
-func (r *runner) killConductor(ctx context.Context, c *ConductorFault, why string) error {
-	if r.proc == nil {
-		return fmt.Errorf("the conductor is not a child process of this run")
-	}
-	r.printf("   !! SIGKILL the conductor (%s); restart in %s\n", why, c.restartAfter)
-	r.proc.kill()
-	if err := sleep(ctx, c.restartAfter); err != nil {
-		return err
-	}
-	if err := r.proc.start(ctx); err != nil {
-		return err
-	}
-	r.printf("   !! conductor restarted\n")
-	return nil
 }

@@ -37,7 +37,15 @@ type DriverConfig struct {
 	IPMIRetryTimeout     time.Duration
 	// CleanStepPriorities: Options.CleanStepPriorities.
 	CleanStepPriorities map[string]int
-	Logger              *slog.Logger
+	// DB is the database (a PostgreSQL DSN; empty: StateDir/ironlab.db),
+	// Host the conductor's name; ConductorTimeout is when one without a
+	// heartbeat is dead (it heartbeats at a fifth of it). Set for a lab of
+	// named conductors (lab.store: postgres).
+	// APIURL is the API the PXE deploy ramdisk calls back (the front of
+	// several conductors; empty: the conductor's own).
+	DB, Host, APIURL string
+	ConductorTimeout time.Duration
+	Logger           *slog.Logger
 }
 
 // CheckInterval paces the periodic tasks to the heartbeat timeout, so a

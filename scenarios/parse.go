@@ -196,6 +196,9 @@ type validator struct {
 	file string
 	body ast.Node // the scenario's YAML document
 	errs []error
+	// conductors are the names a conductor fault may use so far: c1..cN
+	// of lab.conductors, then the ones earlier steps joined.
+	conductors map[string]bool
 }
 
 // at reports a problem with the value at a YAML path such as "$.steps[2].wait.state".
@@ -307,6 +310,7 @@ func (v *validator) lab(l *Lab) {
 			*p.d = d
 		}
 	}
+	v.conductorLab(l)
 	switch l.BMCAddressing {
 	case "":
 		l.BMCAddressing = "port"
@@ -490,6 +494,8 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 		switch {
 		case st.Wait.State != "" && st.Wait.Event != "":
 			v.at(p+".wait", "wait for a state or for an event, not both")
+		case st.Wait.Event != "" && st.Wait.AllowFailed:
+			v.at(p+".wait.allow_failed", "goes with a wait for a state")
 		case st.Wait.Event != "":
 		case !provision[st.Wait.State]:
 			v.at(p+".wait.state", "unknown provision state %q (one of %s)", st.Wait.State, keys(provision))
@@ -647,18 +653,106 @@ func (v *validator) fault(p string, f *Fault, l *Lab) {
 		v.at(p+".image.id", "no image %q in lab.images", f.Image.ID)
 	}
 	if c := f.Conductor; c != nil {
-		c.restartAfter = time.Second
-		if c.RestartAfter != "" {
-			d, err := ParseDuration(c.RestartAfter)
-			if err != nil || d < 0 {
-				v.at(p+".conductor.restart_after", "want a duration like 1s, got %q", c.RestartAfter)
-			}
-			c.restartAfter = d
+		v.conductorFault(p+".conductor", c, l)
+	}
+}
+
+// conductorLab checks lab.conductors, lab.store and lab.conductor_timeout,
+// and names the conductors c1..cN when they share a PostgreSQL.
+func (v *validator) conductorLab(l *Lab) {
+	v.conductors = map[string]bool{}
+	switch {
+	case l.Conductors < 0 || l.Conductors > 16:
+		v.at("$.lab.conductors", "must be 1 to 16 (0 means 1), got %d", l.Conductors)
+	case l.Conductors == 0:
+		l.Conductors = 1
+	}
+	switch l.Store {
+	case "":
+		l.Store = "sqlite"
+		if l.Conductors > 1 {
+			l.Store = "postgres"
 		}
-		if c.KillAt != "" && !provision[c.KillAt] && !strings.Contains(c.KillAt, ".") && !strings.Contains(c.KillAt, " ") {
-			v.at(p+".conductor.kill_at", "want a provision state (%s) or an event name such as deploy.execute_deploy_step, got %q", keys(provision), c.KillAt)
+	case "postgres":
+	case "sqlite":
+		if l.Conductors > 1 {
+			v.at("$.lab.store", "%d conductors share one database: want postgres (SQLite is one conductor's file), got sqlite", l.Conductors)
+		}
+	default:
+		v.at("$.lab.store", "must be sqlite or postgres, got %q", l.Store)
+	}
+	if l.Store == "postgres" {
+		for i := 1; i <= l.Conductors; i++ {
+			v.conductors[fmt.Sprintf("c%d", i)] = true
 		}
 	}
+	l.conductorTimeout = 3 * time.Second
+	if l.ConductorTimeout != "" {
+		d, err := ParseDuration(l.ConductorTimeout)
+		if err != nil || d < 500*time.Millisecond {
+			v.at("$.lab.conductor_timeout", "want a duration of at least 0.5s like 3s, got %q", l.ConductorTimeout)
+		}
+		l.conductorTimeout = d
+	}
+	if l.ConductorTimeout != "" && l.Store != "postgres" {
+		v.at("$.lab.conductor_timeout", "goes with store: postgres (conductors that heartbeat in a shared database)")
+	}
+}
+
+var conductorName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
+
+// conductorFault checks a conductor fault at path p: the conductor it
+// names exists (or, to join, does not yet), and kill, pause and restart go
+// together as they can.
+func (v *validator) conductorFault(p string, c *ConductorFault, l *Lab) {
+	named := l.Store == "postgres"
+	switch {
+	case c.Name == "" && named:
+		v.at(p+".name", "which conductor? the lab has %s", conductorList(v.conductors))
+	case c.Name != "" && !named:
+		v.at(p+".name", "conductor names go with lab.store: postgres (lab.conductors: N names them c1..cN)")
+	case c.Join && !conductorName.MatchString(c.Name):
+		v.at(p+".name", "a new conductor needs a name of lower-case letters, digits or dashes, got %q", c.Name)
+	case c.Join && v.conductors[c.Name]:
+		v.at(p+".name", "conductor %q is in the lab already; join starts a new one", c.Name)
+	case c.Join:
+		v.conductors[c.Name] = true
+	case named && !v.conductors[c.Name]:
+		v.at(p+".name", "no conductor %q in the lab (it has %s; a fault with join: true adds one)", c.Name, conductorList(v.conductors))
+	}
+	if c.Join && (c.Pause != "" || c.RestartAfter != "") {
+		v.at(p+".join", "a joining conductor starts; pause and restart_after are for one that runs")
+	}
+	if c.Pause != "" {
+		d, err := ParseDuration(c.Pause)
+		if err != nil || d <= 0 {
+			v.at(p+".pause", "want a positive duration like 10s, got %q", c.Pause)
+		}
+		c.pause = d
+		if c.RestartAfter != "" {
+			v.at(p+".restart_after", "a paused conductor goes on after the pause (SIGCONT); restart_after is for a killed one")
+		}
+	}
+	if !named {
+		c.restartAfter, c.restart = time.Second, true
+	}
+	if c.RestartAfter != "" {
+		d, err := ParseDuration(c.RestartAfter)
+		if err != nil || d < 0 {
+			v.at(p+".restart_after", "want a duration like 1s, got %q", c.RestartAfter)
+		}
+		c.restartAfter, c.restart = d, true
+	}
+	if c.KillAt != "" && !provision[c.KillAt] && !strings.Contains(c.KillAt, ".") && !strings.Contains(c.KillAt, " ") {
+		v.at(p+".kill_at", "want a provision state (%s) or an event name such as deploy.execute_deploy_step, got %q", keys(provision), c.KillAt)
+	}
+}
+
+func conductorList(m map[string]bool) string {
+	if len(m) == 0 {
+		return "no named conductors"
+	}
+	return keys(m)
 }
 
 // redfishOnly checks a selector picks only groups with a Redfish BMC.

@@ -19,6 +19,7 @@ import (
 // (`ironlab driver`), so that a conductor fault can SIGKILL it: nothing is
 // flushed, no lock released, exactly as when a real conductor dies.
 type driverProcess struct {
+	name   string // the conductor's --host, when the lab names its conductors
 	binary string
 	args   []string
 	url    string
@@ -37,10 +38,17 @@ func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*
 	addr := ln.Addr().String()
 	ln.Close()
 	watchdog := cfg.WatchdogAction
-	p := &driverProcess{binary: binary, url: "http://" + addr, log: filepath.Join(cfg.StateDir, "driver.log"), args: []string{
+	db, logName := filepath.Join(cfg.StateDir, "ironlab.db"), "driver.log"
+	if cfg.DB != "" {
+		db = cfg.DB
+	}
+	if cfg.Host != "" {
+		logName = "driver-" + cfg.Host + ".log"
+	}
+	p := &driverProcess{binary: binary, name: cfg.Host, url: "http://" + addr, log: filepath.Join(cfg.StateDir, logName), args: []string{
 		"driver", "-v",
 		"--listen", addr,
-		"--db", filepath.Join(cfg.StateDir, "ironlab.db"),
+		"--db", db,
 		// The lab's boot folder (lab.Lab.BootDir), where the PXE deploy writes.
 		"--boot-dir", filepath.Join(cfg.StateDir, "boot"),
 		"--heartbeat-timeout", cfg.HeartbeatTimeout.String(),
@@ -57,6 +65,14 @@ func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*
 		"--agent-poll-interval", cfg.AgentPollInterval.String(),
 		"--power-off-poll-interval", cfg.PowerOffPollInterval.String(),
 	}}
+	if cfg.APIURL != "" {
+		p.args = append(p.args, "--api-url", cfg.APIURL)
+	}
+	if cfg.Host != "" {
+		p.args = append(p.args, "--host", cfg.Host,
+			"--conductor-heartbeat-interval", (cfg.ConductorTimeout / 5).String(),
+			"--conductor-timeout", cfg.ConductorTimeout.String())
+	}
 	for _, step := range []string{"erase_devices", "erase_devices_metadata"} {
 		if prio, ok := cfg.CleanStepPriorities[step]; ok {
 			p.args = append(p.args, "--"+strings.ReplaceAll(step, "_", "-")+"-priority", strconv.Itoa(prio))
@@ -126,11 +142,39 @@ func (p *driverProcess) kill() error {
 	return nil
 }
 
-// stop ends the driver with SIGTERM (a clean shutdown), then SIGKILL.
+// signal sends sig to the running driver.
+func (p *driverProcess) signal(sig syscall.Signal) error {
+	if p.cmd == nil {
+		return errors.New("driver process not running")
+	}
+	select {
+	case <-p.exited:
+		return fmt.Errorf("driver process %d has exited", p.cmd.Process.Pid)
+	default:
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// running says whether the process is alive (it may be stopped).
+func (p *driverProcess) running() bool {
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop ends the driver with SIGTERM (a clean shutdown), then SIGKILL; a
+// stopped (paused) one is let go on first, or it could not stop.
 func (p *driverProcess) stop() error {
 	if p.cmd == nil {
 		return nil
 	}
+	p.cmd.Process.Signal(syscall.SIGCONT)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:

@@ -45,3 +45,24 @@ func TestReadmeDocumentsEveryExpectation(t *testing.T) {
 		}
 	}
 }
+
+// The README's example of several conductors parses.
+func TestReadmeConductorsExampleParses(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "name: my-conductors")
+	if i < 0 {
+		t.Fatal("README has no conductors example (name: my-conductors)")
+	}
+	j := strings.Index(s[i:], "```")
+	sc, err := Parse("README.md", []byte(s[i:i+j]))
+	if err != nil {
+		t.Fatalf("the README's conductors example does not parse: %v", err)
+	}
+	if sc.Lab.Conductors != 3 || sc.Lab.Store != "postgres" {
+		t.Errorf("example parsed oddly: %d conductors on %q", sc.Lab.Conductors, sc.Lab.Store)
+	}
+}

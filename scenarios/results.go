@@ -74,6 +74,8 @@ type Result struct {
 	// ConductorCPU is the driver process's CPU time per deploy (only when
 	// the driver runs as a child process).
 	ConductorCPU *ConductorCPU `json:"conductor_cpu,omitempty"`
+	// Conductors lists a lab's named conductors (lab.store: postgres).
+	Conductors []ConductorResult `json:"conductors,omitempty"`
 }
 
 // writeResults writes <results>/<scenario>/{result.json,events.jsonl,console/,report.html}.
@@ -103,6 +105,7 @@ func (r *runner) writeResults(ctx context.Context) error {
 			return err
 		}
 		r.lab.SaveConsoleLogs(filepath.Join(dir, "console"))
+		r.result.Conductors = r.conductorResults(ctx)
 		r.result.ImageBytesServed = r.lab.Images.BytesServed()
 	}
 	b, err := json.MarshalIndent(r.result, "", "  ")

@@ -40,6 +40,7 @@ type runner struct {
 
 	stopDriver  func() error
 	proc        *driverProcess
+	conds       *conductorSet // a lab of named conductors (lab.store: postgres)
 	cpuPhase    *cpuPhase
 	removeState string
 	background  sync.WaitGroup // faults applied later
@@ -49,6 +50,7 @@ type runner struct {
 	bgCtx       context.Context
 	bgCancel    context.CancelFunc
 	faults      faultLog // injected faults, for events.jsonl and the report
+	writes      *imageWrites
 }
 
 // Run plays a scenario against a fresh lab and writes its results under
@@ -66,7 +68,9 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 	if opts.PXE != "" {
 		s.Lab.PXE = opts.PXE
 	}
-	r := &runner{s: s, opts: opts, out: opts.Out, log: opts.Logger, uuids: map[string]string{}, skipped: map[string]bool{},
+	writes := &imageWrites{n: map[string]int{}}
+	r := &runner{s: s, opts: opts, out: opts.Out, log: slog.New(countImageWrites(opts.Logger.Handler(), writes)), writes: writes,
+		uuids: map[string]string{}, skipped: map[string]bool{},
 		result: &Result{Scenario: s.Name, File: s.File, Backend: s.Lab.Backend}}
 	r.bgCtx, r.bgCancel = context.WithCancel(ctx)
 	err := r.run(ctx)

@@ -63,9 +63,19 @@ type Lab struct {
 	RescueCallbackTimeout string `yaml:"rescue_callback_timeout" json:"rescue_callback_timeout,omitempty"`
 	// DriverProcess runs the built-in driver as a child process (implied by
 	// a conductor fault, which kills it with SIGKILL).
-	DriverProcess bool        `yaml:"driver_process" json:"driver_process,omitempty"`
-	Images        []ImageSpec `yaml:"images" json:"images"`
-	Groups        []Group     `yaml:"groups" json:"groups"`
+	DriverProcess bool `yaml:"driver_process" json:"driver_process,omitempty"`
+	// Conductors is how many conductors share the nodes (default 1): each
+	// an `ironlab driver` child process named c1..cN on one PostgreSQL
+	// (store: postgres, the default with more than one).
+	Conductors int `yaml:"conductors" json:"conductors,omitempty"`
+	// Store is the conductors' database: sqlite (a file; one conductor)
+	// or postgres (a PostgreSQL of the lab's own, on loopback).
+	Store string `yaml:"store" json:"store,omitempty"`
+	// ConductorTimeout is when a conductor without a heartbeat is dead
+	// (default 3s in runs; it heartbeats 5 times as often).
+	ConductorTimeout string      `yaml:"conductor_timeout" json:"conductor_timeout,omitempty"`
+	Images           []ImageSpec `yaml:"images" json:"images"`
+	Groups           []Group     `yaml:"groups" json:"groups"`
 
 	// The libvirt backend: Accel is auto (default), kvm or tcg; PXE is
 	// direct (default: direct kernel boot) or ipxe (real iPXE through
@@ -81,6 +91,7 @@ type Lab struct {
 	deployCallbackTimeout time.Duration
 	cleanCallbackTimeout  time.Duration
 	rescueCallbackTimeout time.Duration
+	conductorTimeout      time.Duration
 }
 
 // ImageSpec is a test disk image the lab builds and serves.
@@ -289,16 +300,31 @@ type ImageFault struct {
 	imageserver.Faults `yaml:",inline" json:",inline"`
 }
 
-// ConductorFault kills the conductor: now, or when a selected node reaches
-// a provision state or records an event of that name.
+// ConductorFault kills a conductor (SIGKILL), pauses it (SIGSTOP, then
+// SIGCONT: a hung process that stops heartbeating) or starts a new one
+// (join): now, or when a selected node reaches a provision state or
+// records an event of that name.
 type ConductorFault struct {
-	// KillAt is a provision state ("wait call-back") or an event name
-	// ("deploy.execute_deploy_step"); empty kills at once.
+	// Name is the conductor (c1..cN of lab.conductors, or one an earlier
+	// step joined); empty: the one conductor of a lab without names.
+	Name string `yaml:"name" json:"name,omitempty"`
+	// KillAt is when the fault fires: a provision state ("wait call-back")
+	// or an event name ("deploy.execute_deploy_step"); empty: at once.
+	// With a name, only nodes that conductor services count.
 	KillAt string `yaml:"kill_at" json:"kill_at,omitempty"`
-	// RestartAfter is how long the conductor stays dead (default 1s).
+	// Pause stops the conductor for this long (SIGSTOP) instead of
+	// killing it, then lets it go on (SIGCONT).
+	Pause string `yaml:"pause" json:"pause,omitempty"`
+	// RestartAfter is how long a killed conductor stays dead before it is
+	// started again on its port and database (default 1s for the one
+	// conductor of a lab; a named one stays dead unless it is set).
 	RestartAfter string `yaml:"restart_after" json:"restart_after,omitempty"`
+	// Join starts a new conductor of this name on the lab's PostgreSQL.
+	Join bool `yaml:"join" json:"join,omitempty"`
 
 	restartAfter time.Duration
+	restart      bool
+	pause        time.Duration
 }
 
 // Wait waits until every selected node is in State, or (with Event) has
@@ -308,6 +334,11 @@ type Wait struct {
 	State   string   `yaml:"state" json:"state,omitempty"`
 	Event   string   `yaml:"event" json:"event,omitempty"`
 	Timeout string   `yaml:"timeout" json:"timeout,omitempty"`
+	// AllowFailed (with state): a node settled in a failed state ends
+	// the wait as one in State does and is no failure of it, for runs
+	// where some nodes are meant to fail (a takeover) and expectations
+	// judge them.
+	AllowFailed bool `yaml:"allow_failed" json:"allow_failed,omitempty"`
 
 	timeout time.Duration
 }

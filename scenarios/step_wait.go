@@ -22,6 +22,9 @@ func (r *runner) waitState(ctx context.Context, label string, i int, st *Step) {
 	start := time.Now()
 	r.printf("%s wait for %d nodes to reach %q (timeout %s)\n", label, len(nodes), w.State, w.timeout)
 	check := Check{Name: fmt.Sprintf("step %d: wait for %s", i+1, w.State), Step: i + 1, Line: st.line}
+	if w.AllowFailed {
+		check.Name += " or a failed state"
+	}
 	lastLine := ""
 	var byName map[string]ironic.Node
 	poll(ctx, 200*time.Millisecond, w.timeout, func(ctx context.Context) bool {
@@ -54,7 +57,7 @@ func (r *runner) waitState(ctx context.Context, label string, i int, st *Step) {
 	})
 	for _, n := range nodes {
 		an := byName[n.Name]
-		if an.ProvisionState != w.State {
+		if an.ProvisionState != w.State && !(w.AllowFailed && failedStates[an.ProvisionState]) {
 			msg := fmt.Sprintf("%s: in %q, not %q", n.Name, an.ProvisionState, w.State)
 			if e := an.Error(); e != "" {
 				msg += ": last_error: " + e

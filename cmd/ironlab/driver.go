@@ -23,7 +23,7 @@ func init() {
 // driverFlags are the driver's settings, shared by `driver` and `up`.
 type driverFlags struct {
 	listen, db, watchdog                 string
-	bootDir                              string
+	bootDir, apiURL                      string
 	heartbeatTimeout, check              time.Duration
 	deployTimeout, cleanWait, rescueWait time.Duration
 	rescueHash                           string
@@ -45,6 +45,7 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 	fs.StringVar(&f.listen, "listen", d.Listen, "API address (loopback only unless you mean it)")
 	fs.StringVar(&f.db, "db", db, "SQLite database file, or a PostgreSQL DSN (postgres://user@host:port/db) that several conductors share")
 	fs.StringVar(&f.bootDir, "boot-dir", "", "the lab's boot folder, where the PXE deploy (pxe_* classes) writes per-MAC boot configs; empty: no PXE deploy (ironlab up: the lab's)")
+	fs.StringVar(&f.apiURL, "api-url", "", "the API the PXE deploy ramdisk calls back (Ironic's [conductor]api_url): with several conductors, an address in front of them all; empty: this conductor's own")
 	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", d.HeartbeatTimeout, "agent.heartbeat_timeout: sent to agents at lookup; the watchdog acts after it")
 	fs.DurationVar(&f.check, "check-interval", d.CheckInterval, "how often the periodic tasks (call-back timeouts, watchdog) run")
 	fs.DurationVar(&f.deployTimeout, "deploy-callback-timeout", d.DeployCallbackTimeout, "wait call-back longer than this -> deploy failed")
@@ -74,7 +75,7 @@ func (f *driverFlags) add(fs *flag.FlagSet, db string) {
 func (f *driverFlags) config(logger *slog.Logger) driver.Config {
 	c := driver.DefaultConfig()
 	c.Listen, c.DBPath, c.Logger = f.listen, f.db, logger
-	c.BootDir = f.bootDir
+	c.BootDir, c.APIURL = f.bootDir, f.apiURL
 	c.HeartbeatTimeout, c.CheckInterval = f.heartbeatTimeout, f.check
 	c.DeployCallbackTimeout, c.CleanCallbackTimeout, c.RescueCallbackTimeout = f.deployTimeout, f.cleanWait, f.rescueWait
 	c.RescuePasswordHash = f.rescueHash

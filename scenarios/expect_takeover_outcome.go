@@ -1,0 +1,63 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/ironlab/ironlab/scenarios/ironic"
+	"github.com/ironlab/ironlab/simulator/lab"
+)
+
+// `takeover_outcome: {state: active, disk_image: demo-os}`: the node
+// reached state (and its disk holds the image, when disk_image is set),
+// or it is in the failed state Ironic gives a node whose conductor died
+// in the middle of a step toward it (active: deploy failed; available:
+// clean failed; manageable: enroll) with last_error naming the takeover
+// and a "conductor takeover" event in its history. Which nodes a killed
+// conductor was acting on is up to the race; that each ends one of these
+// two ways is not.
+type expectTakeoverOutcome struct {
+	State     string `yaml:"state" json:"state"`
+	DiskImage string `yaml:"disk_image" json:"disk_image,omitempty"`
+}
+
+func init() {
+	registerExpectation("takeover_outcome", func() expectation { return new(expectTakeoverOutcome) })
+}
+
+// takeoverFailed is the state a takeover leaves a node in whose step
+// toward the key could not resume (conductor.TakeOver).
+var takeoverFailed = map[string]string{"active": "deploy failed", "available": "clean failed", "manageable": "enroll"}
+
+func (e *expectTakeoverOutcome) validate(v *validator, p string, l *Lab) {
+	if _, ok := takeoverFailed[e.State]; !ok {
+		v.at(p+".state", "want active, available or manageable (a state a takeover can fail a node on the way to), got %q", e.State)
+	}
+	if e.DiskImage != "" && !hasImage(l, e.DiskImage) {
+		v.at(p+".disk_image", "no image %q in lab.images", e.DiskImage)
+	}
+}
+
+func (e *expectTakeoverOutcome) name() string {
+	return fmt.Sprintf("%s, or %s by a takeover", e.State, takeoverFailed[e.State])
+}
+
+func (e *expectTakeoverOutcome) check(ctx context.Context, r *runner, n *lab.Node, an ironic.Node) string {
+	switch an.ProvisionState {
+	case e.State:
+		if e.DiskImage != "" {
+			return verifyDisk(n.DiskPath(), e.DiskImage)
+		}
+		return ""
+	case takeoverFailed[e.State]:
+		if !strings.Contains(an.Error(), "took the node over") {
+			return fmt.Sprintf("%s, but last_error %q names no takeover", an.ProvisionState, an.Error())
+		}
+		if !r.hasEvent(ctx, n, "conductor takeover") {
+			return fmt.Sprintf("%s by a takeover, but no \"conductor takeover\" event in the history", an.ProvisionState)
+		}
+		return ""
+	}
+	return fmt.Sprintf("state %q (last_error %q), want %s or %s by a takeover", an.ProvisionState, an.Error(), e.State, takeoverFailed[e.State])
+}
