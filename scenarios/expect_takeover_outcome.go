@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -14,7 +15,9 @@ import (
 // or it is in the failed state Ironic gives a node whose conductor died
 // in the middle of a step toward it (active: deploy failed; available:
 // clean failed; manageable: enroll) with last_error naming the takeover
-// and a "conductor takeover" event in its history. Which nodes a killed
+// and a "conductor takeover" event in its history; or failed by the
+// call-back timeout when the conductor that accepted its PXE ramdisk's
+// call-back died before acting on it (lostCallback). Which nodes a killed
 // conductor was acting on is up to the race; that each ends one of these
 // two ways is not.
 type expectTakeoverOutcome struct {
@@ -24,6 +27,39 @@ type expectTakeoverOutcome struct {
 
 func init() {
 	registerExpectation("takeover_outcome", func() expectation { return new(expectTakeoverOutcome) })
+}
+
+// lostCallback says why a node failed by its call-back timeout is not one
+// whose conductor died with its call-back, or "" when it is: its PXE
+// deploy ramdisk's pass_deploy_info was accepted (the ramdisk does not
+// call again) and the next state change was the timeout, as Ironic's
+// would end when the conductor that accepted the call-back dies before
+// it acts on it.
+func (r *runner) lostCallback(ctx context.Context, n *lab.Node) string {
+	evs, err := r.api.Events(ctx, r.ident(n))
+	if err != nil {
+		return "read the history: " + err.Error()
+	}
+	accepted := false
+	for _, raw := range evs {
+		var ev struct {
+			Kind  string `json:"kind"`
+			Event string `json:"event"`
+		}
+		if json.Unmarshal(raw, &ev) != nil {
+			continue
+		}
+		switch {
+		case ev.Event == "pass_deploy_info":
+			accepted = true
+		case ev.Kind == "provision" && accepted:
+			if ev.Event == "callback timeout" {
+				return ""
+			}
+			accepted = false
+		}
+	}
+	return "failed by the call-back timeout, but its history shows no accepted call-back that a conductor's death left unanswered"
 }
 
 // takeoverFailed is the state a takeover leaves a node in whose step
@@ -51,6 +87,9 @@ func (e *expectTakeoverOutcome) check(ctx context.Context, r *runner, n *lab.Nod
 		}
 		return ""
 	case takeoverFailed[e.State]:
+		if strings.Contains(an.Error(), "Timeout reached while waiting for callback") {
+			return r.lostCallback(ctx, n)
+		}
 		if !strings.Contains(an.Error(), "took the node over") {
 			return fmt.Sprintf("%s, but last_error %q names no takeover", an.ProvisionState, an.Error())
 		}
