@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -227,5 +230,75 @@ func TestConductorsTakeOverAfterKill(t *testing.T) {
 	r = api(t, "PUT", c1+"/v1/nodes/"+mine[1]+"/states/provision", `{"target": "deleted"}`)
 	if r.code != 202 || r.conductor == victim || r.conductor == "" {
 		t.Errorf("undeploy %s after the kill: %d handled by %q, want 202 by a live conductor", mine[1], r.code, r.conductor)
+	}
+}
+
+// TestUpConductors: `ironlab up --conductors 3` starts a PostgreSQL of the
+// lab's own and three conductors whose APIs it prints; any of them lists
+// all three alive and answers for every node, naming its conductor; on
+// SIGTERM up stops them and the PostgreSQL.
+func TestUpConductors(t *testing.T) {
+	pgtest.Require(t)
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} { // as root, PostgreSQL runs as postgres
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(labtest.Binary(t), "up", "--conductors", "3", "--nodes", "3", "--driver-class", "fake_agent",
+		"--state-dir", dir, "--listen", "127.0.0.1:0", "--conductor-heartbeat-interval", "200ms", "--conductor-timeout", "2s")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	deadline := time.AfterFunc(labtest.Patience, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	sc := bufio.NewScanner(stdout)
+	urls := map[string]string{}
+	pgPort := ""
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "PostgreSQL on 127.0.0.1:"); ok {
+			pgPort, _, _ = strings.Cut(rest, " ")
+		}
+		if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[0], "c") && strings.HasPrefix(f[1], "http://127.0.0.1:") {
+			urls[f[0]] = f[1]
+		}
+		if strings.HasPrefix(line, "try:  curl") && strings.Contains(line, "/v1/conductors") {
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	if len(urls) != 3 || pgPort == "" {
+		t.Fatalf("printed conductors %v, PostgreSQL port %q: want c1..c3 and the port", urls, pgPort)
+	}
+	eventually(t, "c2 sees 3 live conductors", func() bool {
+		a := alive(t, urls["c2"])
+		return a["c1"] && a["c2"] && a["c3"]
+	})
+	r := api(t, "POST", urls["c3"]+"/v1/nodes", `{"name": "extra", "driver": "fake_agent"}`)
+	if r.code != 201 {
+		t.Fatalf("create a node through c3: %d %v", r.code, r.body)
+	}
+	for name, u := range urls {
+		got := api(t, "GET", u+"/v1/nodes/extra", "").body["conductor"]
+		if c, _ := got.(string); urls[c] == "" {
+			t.Errorf("node extra through %s: conductor %v, want one of c1..c3", name, got)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		t.Errorf("up after SIGTERM: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+pgPort, time.Second); err == nil {
+		c.Close()
+		t.Errorf("PostgreSQL on port %s still answers after up stopped", pgPort)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,12 +14,14 @@ import (
 	"syscall"
 
 	"github.com/ironlab/ironlab/driver"
+	"github.com/ironlab/ironlab/driver/store/postgres"
 	"github.com/ironlab/ironlab/images"
 	"github.com/ironlab/ironlab/scenarios"
 	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/scenarios/report"
 	"github.com/ironlab/ironlab/simulator/lab"
 	"github.com/ironlab/ironlab/simulator/lab/enroll"
+	"github.com/ironlab/ironlab/simulator/pgserver"
 )
 
 func init() {
@@ -50,6 +53,8 @@ func upCmd(args []string) int {
 	targetFlag := fs.String("target", "", "what nodes.yaml enrolls into: builtin (the spec's classes, agent_ipmitool...) or ironic (hardware types and interfaces, deploy_kernel/deploy_ramdisk); default builtin, or with --driver-url what its driver list says (ironic if it does not answer)")
 	nodesDriver := fs.String("nodes-yaml-driver", "", "override the driver name written to nodes.yaml (default: what --target gives each node)")
 	uiAddr := fs.String("ui-addr", "127.0.0.1:0", "loopback address of the live dashboard (default: a free port)")
+	conductors := fs.Int("conductors", 1, "conductors c1..cN sharing the nodes on the hash ring (more than 1 needs --store postgres, the default then)")
+	storeKind := fs.String("store", "", "the conductors' database: sqlite (<state-dir>/ironlab.db; one conductor) or postgres (a PostgreSQL of the lab's own in <state-dir>/postgres on 127.0.0.1, or --db postgres://...); default sqlite, postgres with --conductors > 1")
 	var df driverFlags
 	df.add(fs, "")
 	fs.Usage = func() {
@@ -70,6 +75,10 @@ Flags:
 		return code
 	}
 	if err := df.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab up:", err)
+		return 2
+	}
+	if err := upStore(conductors, storeKind, df.db, *driverURL != ""); err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 2
 	}
@@ -171,6 +180,20 @@ Flags:
 	defer l.Close()
 
 	url := *driverURL
+	var apis []conductorAPI
+	if url == "" && *storeKind == "postgres" {
+		if df.bootDir == "" {
+			df.bootDir = l.BootDir()
+		}
+		var stopAll func()
+		apis, stopAll, err = startConductors(ctx, *stateDir, *conductors, &df, logger)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab up:", err)
+			return 1
+		}
+		defer stopAll()
+		url = apis[0].url
+	}
 	if url == "" {
 		if df.db == "" {
 			df.db = filepath.Join(*stateDir, "ironlab.db")
@@ -227,6 +250,13 @@ Flags:
 		return 1
 	}
 	printLab(l, url, api.Version(), nodesFile, target, isos)
+	if len(apis) > 0 {
+		fmt.Printf("conductors (PostgreSQL %s; any API takes every request, actions go to each node's conductor):\n", apis[0].db)
+		for _, a := range apis {
+			fmt.Printf("  %-4s %s\n", a.name, a.url)
+		}
+		fmt.Printf("try:  curl -s -H 'X-OpenStack-Ironic-API-Version: 1.78' %s/v1/conductors\n", url)
+	}
 	<-ctx.Done()
 	fmt.Println("\nshutting the lab down")
 	return 0
@@ -357,4 +387,106 @@ func targetName(t enroll.Target) string {
 		return "a real Ironic: hardware types (ipmi, redfish, manual-management), pxe boot, direct deploy"
 	}
 	return "ironlab's driver: the spec's classes"
+}
+
+// upStore settles --store from --conductors: postgres when several share
+// the nodes, sqlite for one; a postgres:// --db means postgres too.
+func upStore(conductors *int, store *string, db string, external bool) error {
+	if *conductors < 1 || *conductors > 16 {
+		return fmt.Errorf("--conductors must be 1 to 16, got %d", *conductors)
+	}
+	if *store == "" {
+		*store = "sqlite"
+		if *conductors > 1 || postgres.IsDSN(db) {
+			*store = "postgres"
+		}
+	}
+	switch *store {
+	case "sqlite":
+		if *conductors > 1 {
+			return fmt.Errorf("--conductors %d share one database: want --store postgres (SQLite is one conductor's file)", *conductors)
+		}
+		if postgres.IsDSN(db) {
+			return fmt.Errorf("--store sqlite with a PostgreSQL --db %s", postgres.Redact(db))
+		}
+	case "postgres":
+		if db != "" && !postgres.IsDSN(db) {
+			return fmt.Errorf("--store postgres: --db %q is not a postgres:// DSN (leave it out to start a PostgreSQL of the lab's own)", db)
+		}
+	default:
+		return fmt.Errorf("--store %q: want sqlite or postgres", *store)
+	}
+	if external && (*conductors > 1 || *store == "postgres") {
+		return errors.New("--driver-url starts no built-in driver: --conductors and --store postgres are for the built-in one")
+	}
+	return nil
+}
+
+// conductorAPI is one of up's conductors.
+type conductorAPI struct{ name, url, db string }
+
+// startConductors starts n built-in conductors c1..cn in this process on
+// one PostgreSQL: df.db when it is a DSN, else one of the lab's own in
+// stateDir/postgres. c1 listens on --listen, the others on free loopback
+// ports; the PXE ramdisks call c1 back (--api-url, unless given). stop
+// ends them, then the PostgreSQL started here.
+func startConductors(ctx context.Context, stateDir string, n int, df *driverFlags, logger *slog.Logger) ([]conductorAPI, func(), error) {
+	var pg *pgserver.Server
+	dsn := df.db
+	stops := []func(){}
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	if dsn == "" {
+		var err error
+		if pg, err = pgserver.Start(ctx, filepath.Join(stateDir, "postgres"), 0); err != nil {
+			return nil, nil, fmt.Errorf("--store postgres: %w", err)
+		}
+		stops = append(stops, func() {
+			if err := pg.Stop(); err != nil {
+				logger.Warn("stop PostgreSQL", "err", err)
+			}
+		})
+		if dsn, err = pg.CreateDatabase(ctx, "ironlab"); err != nil {
+			stop()
+			return nil, nil, err
+		}
+		fmt.Printf("PostgreSQL on 127.0.0.1:%d (data %s, log %s)\n", pg.Port, filepath.Join(pg.Dir, "data"), pg.Log)
+	}
+	var apis []conductorAPI
+	for i := 1; i <= n; i++ {
+		addr := df.listen
+		if i > 1 {
+			addr = "127.0.0.1:0"
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("conductor c%d API: %w", i, err)
+		}
+		if df.apiURL == "" {
+			df.apiURL = "http://" + ln.Addr().String()
+		}
+		cfg := df.config(logger)
+		cfg.DBPath, cfg.Host = dsn, fmt.Sprintf("c%d", i)
+		d, err := driver.New(ctx, cfg)
+		if err != nil {
+			ln.Close()
+			stop()
+			return nil, nil, fmt.Errorf("conductor %s: %w", cfg.Host, err)
+		}
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := d.Serve(sctx, ln); err != nil && !errors.Is(err, context.Canceled) {
+				logger.Error("conductor stopped", "conductor", cfg.Host, "err", err)
+			}
+		}()
+		stops = append(stops, func() { cancel(); <-done; d.Close() })
+		apis = append(apis, conductorAPI{name: cfg.Host, url: "http://" + ln.Addr().String(), db: postgres.Redact(dsn)})
+	}
+	return apis, stop, nil
 }
