@@ -136,10 +136,16 @@ func TestConductorsScenario(t *testing.T) {
 	if c2 := byName["c2"]; c2.Alive || c2.NodesBefore == 0 || c2.NodesAfter != 0 {
 		t.Errorf("c2 (killed) %+v: want dead, its nodes all gone to others", c2)
 	}
-	for _, n := range []string{"c1", "c3", "c4"} {
+	for _, n := range []string{"c1", "c4"} {
 		if c := byName[n]; !c.Alive || c.NodesAfter == 0 {
 			t.Errorf("%s %+v: want alive, servicing nodes", n, c)
 		}
+	}
+	// c3 is back from its pause (SIGCONT) near the end: alive, and it
+	// gets nodes again once the others' rings have it back, which may be
+	// after the run's last look.
+	if c3 := byName["c3"]; !c3.Alive {
+		t.Errorf("c3 (paused, resumed) %+v: want alive", c3)
 	}
 	if before != 60 || after != 60 {
 		t.Errorf("nodes serviced before %d, after %d: want 60 each (every node has one conductor)", before, after)

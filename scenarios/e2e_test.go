@@ -135,7 +135,7 @@ func TestBuiltinScenariosPass(t *testing.T) {
 		for _, s := range all {
 			// These have tests of their own that look deeper.
 			switch {
-			case s.Name == "deploy", s.Name == "qcow2", file == "mixed", file == "pxe-vs-agent", s.Lab.Backend != "fake":
+			case s.Name == "deploy", s.Name == "qcow2", file == "mixed", file == "pxe-vs-agent", file == "conductors", s.Lab.Backend != "fake":
 				continue
 			}
 			t.Run(s.Name, func(t *testing.T) {
