@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,7 +123,7 @@ func TestConductorsScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, _, state := runScenarioReachable(t, s)
+	res, results, state := runScenarioReachable(t, s)
 	byName := map[string]ConductorResult{}
 	before, after := 0, 0
 	for _, c := range res.Conductors {
@@ -146,6 +147,13 @@ func TestConductorsScenario(t *testing.T) {
 	// after the run's last look.
 	if c3 := byName["c3"]; !c3.Alive {
 		t.Errorf("c3 (paused, resumed) %+v: want alive", c3)
+	}
+	page, err := os.ReadFile(filepath.Join(results, "conductors", "report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2 := fmt.Sprintf("<th>conductor c2</th><td>%d nodes before the first conductor fault, 0 at the end · dead", byName["c2"].NodesBefore); !strings.Contains(string(page), c2) {
+		t.Errorf("report.html does not show %q", c2)
 	}
 	if before != 60 || after != 60 {
 		t.Errorf("nodes serviced before %d, after %d: want 60 each (every node has one conductor)", before, after)

@@ -43,6 +43,9 @@ func ReportData(res *Result, dir string) (*report.Data, error) {
 	d.Events = evs
 	d.Figures = report.Figures{ImageBytesServed: res.ImageBytesServed, ConductorImageBytes: res.ConductorImageBytes,
 		Deploy: report.DeployStats(d.Nodes)}
+	for _, c := range res.Conductors {
+		d.Figures.Conductors = append(d.Figures.Conductors, report.Conductor{Name: c.Name, NodesBefore: c.NodesBefore, NodesAfter: c.NodesAfter, Alive: c.Alive})
+	}
 	if c := res.ConductorCPU; c != nil {
 		d.Figures.CPUSecondsPerDeploy, d.Figures.CPUDeploys = c.CPUSecondsPerDeploy, c.Deploys
 	}

@@ -249,7 +249,6 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab up:", err)
 		return 1
 	}
-	printLab(l, url, api.Version(), nodesFile, target, isos)
 	if len(apis) > 0 {
 		fmt.Printf("conductors (PostgreSQL %s; any API takes every request, actions go to each node's conductor):\n", apis[0].db)
 		for _, a := range apis {
@@ -257,6 +256,7 @@ Flags:
 		}
 		fmt.Printf("try:  curl -s -H 'X-OpenStack-Ironic-API-Version: 1.78' %s/v1/conductors\n", url)
 	}
+	printLab(l, url, api.Version(), nodesFile, target, isos)
 	<-ctx.Done()
 	fmt.Println("\nshutting the lab down")
 	return 0

@@ -91,6 +91,17 @@ type Figures struct {
 	CPUDeploys          int
 	// Deploy summarises the nodes' deploy times (request to active).
 	Deploy Stats
+	// Conductors are a run's named conductors (result.json's conductors).
+	Conductors []Conductor
+}
+
+// Conductor is one conductor's part in a run: the nodes it serviced
+// before the first conductor fault and at the end, and whether it was
+// alive at the end.
+type Conductor struct {
+	Name                    string
+	NodesBefore, NodesAfter int
+	Alive                   bool
 }
 
 // Stats are min/median/max of a set of durations in seconds.
@@ -376,6 +387,10 @@ func Merge(title string, parts []*Data) *Data {
 		}
 		cpu += p.Figures.CPUSecondsPerDeploy * float64(p.Figures.CPUDeploys)
 		out.Figures.CPUDeploys += p.Figures.CPUDeploys
+		for _, c := range p.Figures.Conductors {
+			c.Name = pre + c.Name
+			out.Figures.Conductors = append(out.Figures.Conductors, c)
+		}
 	}
 	if out.Figures.CPUDeploys > 0 {
 		out.Figures.CPUSecondsPerDeploy = cpu / float64(out.Figures.CPUDeploys)
