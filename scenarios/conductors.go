@@ -3,9 +3,11 @@ package scenarios
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -321,6 +323,48 @@ func (r *runner) setDown(name string, down bool) {
 	}
 }
 
+// aliveViews asks every running conductor (not the front) whom it has
+// alive (GET /v1/conductors).
+func (cs *conductorSet) aliveViews(ctx context.Context) []map[string]bool {
+	cs.mu.Lock()
+	var urls []string
+	for _, n := range cs.order {
+		if p := cs.procs[n]; p.running() && !cs.down[n] {
+			urls = append(urls, p.url)
+		}
+	}
+	cs.mu.Unlock()
+	var views []map[string]bool
+	for _, u := range urls {
+		var list struct {
+			Conductors []struct {
+				Hostname string `json:"hostname"`
+				Alive    bool   `json:"alive"`
+			} `json:"conductors"`
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/v1/conductors", nil)
+		if err != nil {
+			continue
+		}
+		req.Header.Set("X-OpenStack-Ironic-API-Version", "1.49")
+		resp, err := frontTransport.RoundTrip(req)
+		if err != nil {
+			continue
+		}
+		err = json.NewDecoder(resp.Body).Decode(&list)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		v := map[string]bool{}
+		for _, c := range list.Conductors {
+			v[c.Hostname] = c.Alive
+		}
+		views = append(views, v)
+	}
+	return views
+}
+
 // conductorOf is who services each node now (the nodes' conductor field),
 // by node name.
 func (r *runner) conductorOf(ctx context.Context) (map[string]string, error) {
@@ -355,29 +399,41 @@ func (r *runner) snapshotConductors(ctx context.Context) {
 	r.conds.before = before
 }
 
-// conductorResults are result.json's conductors: every conductor that ran.
+// conductorResults are result.json's conductors: every conductor that
+// ran. A conductor the run just let go on (SIGCONT as the scenario ended)
+// or killed is still joining or leaving the others' rings: the figures
+// are read once the running conductors agree on who is alive and every
+// node has a live conductor, or after three conductor timeouts.
 func (r *runner) conductorResults(ctx context.Context) []ConductorResult {
 	if r.conds == nil || r.api == nil {
 		return nil
 	}
-	after := map[string]int{}
-	if owners, err := r.conductorOf(ctx); err == nil {
+	var alive map[string]bool
+	var after map[string]int
+	poll(ctx, 100*time.Millisecond, 3*r.s.Lab.conductorTimeout, func(ctx context.Context) bool {
+		alive, after = map[string]bool{}, map[string]int{}
+		views := r.conds.aliveViews(ctx)
+		if len(views) == 0 {
+			return false
+		}
+		agree := true
+		for i, v := range views {
+			if i == 0 {
+				alive = v
+				continue
+			}
+			agree = agree && maps.Equal(v, alive)
+		}
+		owners, err := r.conductorOf(ctx)
+		if err != nil {
+			return false
+		}
 		for _, c := range owners {
 			after[c]++
+			agree = agree && alive[c]
 		}
-	}
-	var list struct {
-		Conductors []struct {
-			Hostname string `json:"hostname"`
-			Alive    bool   `json:"alive"`
-		} `json:"conductors"`
-	}
-	alive := map[string]bool{}
-	if err := r.api.Do(ctx, http.MethodGet, "/v1/conductors", nil, &list); err == nil {
-		for _, c := range list.Conductors {
-			alive[c.Hostname] = c.Alive
-		}
-	}
+		return agree
+	})
 	r.conds.mu.Lock()
 	names := append([]string(nil), r.conds.order...)
 	r.conds.mu.Unlock()
