@@ -239,3 +239,33 @@ func TestRescueFailures(t *testing.T) {
 		wantState(t, l.node(t, n.UUID), states.RescueWait)
 	})
 }
+
+// abort in rescue wait is rescue failed with Ironic's words and no
+// password left; a rescued node can be undeployed (and is cleaned).
+func TestRescueAbortAndUndeploy(t *testing.T) {
+	l := newLab(t, nil)
+	n := deployed(t, l)
+	if err := l.rescue(t, n.UUID, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	l.act(t, n.UUID, "abort", nil)
+	got := l.node(t, n.UUID)
+	wantState(t, got, states.RescueFailed)
+	if got.LastError != "By request, the rescue operation was aborted." || got.InstanceInfo[deploy.HashedRescuePasswordKey] != nil {
+		t.Errorf("aborted rescue: last_error %q, instance_info %v", got.LastError, got.InstanceInfo)
+	}
+	if err := l.rescue(t, n.UUID, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	l.lookup(t)
+	l.heartbeat(t, n.UUID)
+	wantState(t, l.node(t, n.UUID), states.Rescue)
+	l.act(t, n.UUID, "deleted", nil)
+	got = l.node(t, n.UUID)
+	if got.ProvisionState != states.CleanWait && got.ProvisionState != states.Available {
+		t.Fatalf("undeploy of a rescued node: %q (last_error %q), want cleaning under way", got.ProvisionState, got.LastError)
+	}
+	if got.InstanceInfo["image_source"] != nil {
+		t.Errorf("undeploy kept the instance: %v", got.InstanceInfo)
+	}
+}
