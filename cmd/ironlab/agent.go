@@ -135,7 +135,7 @@ Flags:
 		logger.Info("powered off by standby.power_off")
 		return 0
 	case errors.Is(err, fakeagent.ErrRescued):
-		logger.Info("rescue finalized by rescue.finalize_rescue; the API is stopped")
+		logger.Info("rescue finalized by rescue.finalize_rescue; the API is stopped", "rescue_password_hash", a.State().RescuePasswordHash)
 		return 0
 	case errors.Is(err, fakeagent.ErrRebooted):
 		logger.Error("standby.run_image: this standalone agent cannot reboot its host")
