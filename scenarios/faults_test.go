@@ -20,6 +20,10 @@ seed: 3
 lab:
   automated_clean: true
   watchdog_action: "off"
+  # Heartbeats every 1-2 s: one whose call-back finds the node still
+  # locked is skipped (as in Ironic), and at the default 300 s the next
+  # would come after the wait's minute.
+  heartbeat_timeout: 4s
   images: [{id: img, size: 1MiB}]
   groups:
     - {name: cold, count: 1, driver: agent_pyghmi, disk_size: 8MiB}
