@@ -96,7 +96,9 @@ func TestEnrollmentVirtualMedia(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"power_interface": "redfish", "management_interface": "redfish", "boot_interface": "redfish-virtual-media", "deploy_interface": "direct"}
+	// Rescue too: redfish-virtual-media builds the rescue ISO of rescue_kernel/rescue_ramdisk.
+	want := map[string]string{"power_interface": "redfish", "management_interface": "redfish", "boot_interface": "redfish-virtual-media", "deploy_interface": "direct",
+		"rescue_interface": "agent"}
 	if e.Driver != "redfish" || !cmp.Equal(e.Interfaces, want) || e.DriverInfo["deploy_kernel"] == nil || e.DriverInfo["redfish_system_id"] != n.Redfish.Path() {
 		t.Errorf("vm-0 enrolls as %s %v %v, want redfish %v with deploy_kernel and redfish_system_id", e.Driver, e.Interfaces, e.DriverInfo, want)
 	}
