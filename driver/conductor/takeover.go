@@ -44,6 +44,12 @@ func (c *Conductor) TakeOver(ctx context.Context, dead map[string]bool, owns fun
 			if errors.Is(err, store.ErrNotHeld) || errors.Is(err, store.ErrNotFound) {
 				continue // released, taken over by another, or deleted meanwhile
 			}
+			if errors.Is(err, store.ErrLocked) {
+				// The dead one hung inside a transaction on the node: again
+				// at the next refresh, once the database ended its session.
+				c.log.Info("takeover of node postponed", "node", n.UUID, "dead_conductor", from, "err", err)
+				continue
+			}
 			return freed, fmt.Errorf("take over node %s from %s: %w", n.UUID, from, err)
 		}
 		err := c.failTakenOver(ctx, n.UUID, from)

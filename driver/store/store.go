@@ -336,7 +336,8 @@ type Store interface {
 	ReleaseAll(ctx context.Context, host string) (int, error)
 	// StealReservation moves the node's reservation from (a dead conductor)
 	// to host in one statement, ErrNotHeld when from no longer holds it (it
-	// released it, or another conductor took the node over first).
+	// released it, or another conductor took the node over first), ErrLocked
+	// when a transaction in progress holds the node's row (try again later).
 	StealReservation(ctx context.Context, uuid, from, host string) error
 
 	CreatePort(ctx context.Context, p *Port) error

@@ -126,6 +126,15 @@ func openWith(ctx context.Context, dsn string, adjust func(*pgxpool.Config)) (*P
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", Redact(dsn), err)
 	}
+	// A conductor that hangs (stopped, paused, starved) inside a transaction
+	// keeps its row locks, and other conductors' takeovers and heartbeats of
+	// those nodes wait on them: the server ends such a session after this
+	// long idle in a transaction (its transaction rolls back). Every
+	// transaction of the store is a few statements sent back to back. A
+	// DSN parameter idle_in_transaction_session_timeout=... overrides it.
+	if _, set := cfg.ConnConfig.RuntimeParams[idleInTxParam]; !set {
+		cfg.ConnConfig.RuntimeParams[idleInTxParam] = idleInTxTimeout
+	}
 	if adjust != nil {
 		adjust(cfg)
 	}
@@ -140,6 +149,13 @@ func openWith(ctx context.Context, dsn string, adjust func(*pgxpool.Config)) (*P
 	}
 	return s, nil
 }
+
+// idleInTxTimeout is the default idle_in_transaction_session_timeout of
+// the store's sessions (see openWith).
+const (
+	idleInTxParam   = "idle_in_transaction_session_timeout"
+	idleInTxTimeout = "10s"
+)
 
 // Redact is the DSN without its password, for messages.
 func Redact(dsn string) string {
@@ -507,7 +523,12 @@ func (s *Postgres) StealReservation(ctx context.Context, id, from, host string) 
 	if from == "" || host == "" {
 		return fmt.Errorf("take over node %s: empty host name (from %q, to %q)", id, from, host)
 	}
-	tag, err := s.db.Exec(ctx, `UPDATE nodes SET reservation = $1 WHERE uuid = $2 AND reservation = $3`, host, id, from)
+	// SKIP LOCKED: a conductor that hung inside a transaction on the row
+	// keeps it locked (until idle_in_transaction_session_timeout ends its
+	// session); the takeover does not wait for it but tries again at the
+	// next refresh.
+	tag, err := s.db.Exec(ctx, `UPDATE nodes SET reservation = $1 WHERE uuid =
+		(SELECT uuid FROM nodes WHERE uuid = $2 AND reservation = $3 FOR UPDATE SKIP LOCKED)`, host, id, from)
 	if err != nil {
 		return fmt.Errorf("take over node %s from %s: %w", id, from, err)
 	}
@@ -517,6 +538,9 @@ func (s *Postgres) StealReservation(ctx context.Context, id, from, host string) 
 	var holder string
 	if err := s.db.QueryRow(ctx, `SELECT reservation FROM nodes WHERE uuid = $1`, id).Scan(&holder); errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("take over node %s: %w", id, store.ErrNotFound)
+	}
+	if holder == from {
+		return fmt.Errorf("take over node %s from %s: its row is locked by a transaction in progress: %w", id, from, store.ErrLocked)
 	}
 	return fmt.Errorf("take over node %s from %s: reserved by %q: %w", id, from, holder, store.ErrNotHeld)
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ironlab/ironlab/driver/store"
 	"github.com/ironlab/ironlab/driver/store/storetest"
+	"github.com/ironlab/ironlab/scenarios/labtest"
 	"github.com/ironlab/ironlab/scenarios/labtest/pgtest"
 )
 
@@ -153,5 +155,72 @@ func TestHeartbeatsAreOneStatement(t *testing.T) {
 		if got := trace.take(); len(got) != 1 || !strings.HasPrefix(got[0], "UPDATE conductors ") {
 			t.Errorf("conductor heartbeat %d sent %d statements, want one UPDATE conductors: %q", i, len(got), got)
 		}
+	}
+}
+
+// TestAHungTransactionDoesNotStallTakeovers: a conductor that hangs inside
+// a transaction keeps its row locks. The store's sessions run with
+// idle_in_transaction_session_timeout (10 s unless the DSN says otherwise),
+// so the server ends such a session, and meanwhile a takeover does not wait
+// on the locked row: StealReservation says ErrLocked at once.
+func TestAHungTransactionDoesNotStallTakeovers(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var timeout string
+	if err := s.db.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout); err != nil || timeout != "10s" {
+		t.Errorf("idle_in_transaction_session_timeout = %q, %v; want 10s", timeout, err)
+	}
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "deploying"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, "n1", "c2"); err != nil {
+		t.Fatal(err)
+	}
+	// c2 hangs in a transaction that wrote the node; its session ends after
+	// 1 s idle (the DSN's override).
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	hung, err := pgx.Connect(ctx, dsn+sep+"idle_in_transaction_session_timeout=1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close(ctx)
+	tx, err := hung.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE nodes SET last_error = 'half-done' WHERE uuid = 'n1'`); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.StealReservation(sctx, "n1", "c2", "c1"); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("steal of a row a hung transaction locks: got %v, want ErrLocked at once", err)
+	}
+	// The server ends the hung session; the steal then goes through.
+	deadline := time.Now().Add(labtest.Patience)
+	for {
+		err := s.StealReservation(ctx, "n1", "c2", "c1")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrLocked) || time.Now().After(deadline) {
+			t.Fatalf("steal after the hung session's timeout: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := tx.Commit(ctx); err == nil {
+		t.Error("the hung transaction committed after the server ended its session")
+	}
+	if n, _ := s.GetNode(ctx, "n1"); n.Reservation != "c1" || n.LastError != "" {
+		t.Errorf("node after the takeover: reserved by %q, last_error %q; want c1 and the hung write rolled back", n.Reservation, n.LastError)
 	}
 }
