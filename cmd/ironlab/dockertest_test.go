@@ -118,22 +118,26 @@ type conductorBox struct {
 	res       *dockertest.Resource
 }
 
-// freeAddr is a free loopback TCP address.
-func freeAddr(t *testing.T) string {
+// holdAddr reserves a free loopback TCP port until the container that is
+// to listen there starts (startConductorBox closes it): the lab's own
+// listeners, opened meanwhile, cannot take it.
+func holdAddr(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }
 
 // startConductorBox runs `ironlab driver` on the store dsn in a container
-// with host networking, its API on addr; t.Cleanup removes the container,
+// with host networking, its API on held's address; t.Cleanup removes the container,
 // after logging its output if the test failed.
-func startConductorBox(t *testing.T, pool *dockertest.Pool, repo, tag, dsn, name, addr string) *conductorBox {
+func startConductorBox(t *testing.T, pool *dockertest.Pool, repo, tag, dsn, name string, held net.Listener) *conductorBox {
 	t.Helper()
+	addr := held.Addr().String()
+	held.Close()
 	res, err := pool.RunWithOptions(&dockertest.RunOptions{Repository: repo, Tag: tag,
 		Name:   fmt.Sprintf("ironlab-test-%d-%s", os.Getpid(), name),
 		Labels: map[string]string{labelTest: "conductor", labelPID: strconv.Itoa(os.Getpid())},
@@ -263,8 +267,8 @@ func TestConductorContainersFailover(t *testing.T) {
 	repo, tag := conductorImage(t, pool)
 	// The lab first, so that it closes last: the conductors stop talking
 	// to its agents before they go. Its agents look up through c1.
-	addrs := map[string]string{"c1": freeAddr(t), "c2": freeAddr(t), "c3": freeAddr(t)}
-	c1 := "http://" + addrs["c1"]
+	addrs := map[string]net.Listener{"c1": holdAddr(t), "c2": holdAddr(t), "c3": holdAddr(t)}
+	c1 := "http://" + addrs["c1"].Addr().String()
 	img := images.Spec{ID: "disk", Size: 1 << 20}
 	lb := containerLab(t, c1, []lab.GroupSpec{minilab.Class("ipmi", 12, "agent_pyghmi"), minilab.Class("nobmc", 6, "fake_agent")}, img)
 	box := map[string]*conductorBox{}
@@ -365,13 +369,25 @@ func TestConductorContainersFailover(t *testing.T) {
 		t.Fatalf("docker pause c2: %v", err)
 	}
 	eventually(t, "c1 sees the killed c3 and the paused c2 dead", func() bool { a := alive(t, c1); return !a["c2"] && !a["c3"] })
+	// Taken over: each node waits for its agent (carried on) or failed,
+	// and c2 and c3 hold no lock. (The new owner holds the lock of a node
+	// it takes over while it fails it: deploying, reserved by c1, for a
+	// moment.)
 	for _, name := range names {
-		eventually(t, name+" freed of the dead conductors' locks", func() bool {
-			res, _ := node(name)["reservation"].(string)
-			return res != "c2" && res != "c3"
-		})
-		if s := state(name); s != "wait call-back" && s != "deploy failed" {
-			t.Errorf("%s after the takeover: %s, want wait call-back (carried on) or deploy failed", name, s)
+		last := ""
+		deadline := time.Now().Add(labtest.Patience)
+		for {
+			b := node(name)
+			st, _ := b["provision_state"].(string)
+			res, _ := b["reservation"].(string)
+			if (st == "wait call-back" || st == "deploy failed") && res != "c2" && res != "c3" {
+				break
+			}
+			last = fmt.Sprintf("%s, reserved by %q", st, res)
+			if time.Now().After(deadline) {
+				t.Fatalf("%s after the takeover: %s; want wait call-back (carried on) or deploy failed, no lock of c2 or c3", name, last)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 
