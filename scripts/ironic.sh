@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ironic.sh runs Debian's OpenStack Ironic (ironic-api + ironic-conductor) as
-# a standalone peer for ironlab on loopback: noauth, SQLite, json-rpc, no DHCP,
+# a standalone peer for ironlab on loopback: noauth, PostgreSQL (or SQLite), json-rpc, no DHCP,
 # started by PID from a state folder of its own (never as a system service).
 #
 # Usage:
@@ -15,17 +15,21 @@
 #   --callback-timeout S  deploy/clean call-back timeout in seconds (default 120)
 #   --http-port N      port on 127.0.0.1 of the web server start runs for [deploy]http_root
 #                      (default 8087): redfish-virtual-media's boot ISOs are fetched from it
+#   --db postgresql|sqlite  Ironic's database (default postgresql: a throw-away cluster of
+#                      Debian's PostgreSQL on a unix socket, no TCP; sqlite: a file, which
+#                      API and conductor lock each other out of under load)
 # After start: export OS_AUTH_TYPE=none OS_ENDPOINT=http://127.0.0.1:<api-port>
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cmd=${1:-}
 case "$cmd" in
 -h | --help | "") usage; [ -n "$cmd" ]; exit $? ;;
 install)
 	# genisoimage, isolinux, syslinux-common: redfish-virtual-media builds its boot ISO with them.
-	pkgs=(ironic-api ironic-conductor python3-ironicclient ipmitool genisoimage isolinux syslinux-common)
+	# postgresql, python3-psycopg2: Ironic's database (--db postgresql).
+	pkgs=(ironic-api ironic-conductor python3-ironicclient ipmitool genisoimage isolinux syslinux-common postgresql python3-psycopg2)
 	missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
@@ -59,6 +63,8 @@ shift 2
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
 # stop_all stops what start started, by the PIDs it wrote: each was started
 # with setsid, so its PID is its process group's, which holds its workers too
 # (ironic-api forks some).
@@ -73,13 +79,22 @@ stop_all() {
 		fi
 		rm -f "$f"
 	done
+	# The PostgreSQL cluster (--db postgresql): pg_ctl stops it by its PID file.
+	if [ -f "$dir/pg.dir" ]; then
+		pg=$(cat "$dir/pg.dir")
+		if [ -d "$pg/data" ]; then
+			runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$pg/data" -m immediate -w stop >/dev/null 2>&1 || true
+		fi
+		case "$pg" in /tmp/ironic-pg.*) rm -rf "$pg" ;; esac
+		rm -f "$dir/pg.dir"
+	fi
 }
 if [ "$cmd" = stop ]; then
 	stop_all
 	exit 0
 fi
 
-api_port=6388 rpc_port=8089 http_port=8087 require_tls=False cb=120
+api_port=6388 rpc_port=8089 http_port=8087 require_tls=False cb=120 db=postgresql
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--api-port) api_port=$2; shift ;;
@@ -87,10 +102,15 @@ while [ $# -gt 0 ]; do
 	--require-tls) require_tls=True ;;
 	--callback-timeout) cb=$2; shift ;;
 	--http-port) http_port=$2; shift ;;
+	--db) db=$2; shift ;;
 	*) echo "ironic.sh start: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
 done
+case "$db" in
+postgresql | sqlite) ;;
+*) echo "ironic.sh start: --db $db: want postgresql or sqlite" >&2; exit 2 ;;
+esac
 for t in ironic-api ironic-conductor ironic-dbsync; do
 	command -v "$t" >/dev/null || { echo "ironic.sh: $t not found: run scripts/ironic.sh install" >&2; exit 1; }
 done
@@ -140,7 +160,7 @@ port = $rpc_port
 endpoint_override = http://127.0.0.1:$api_port
 
 [database]
-connection = sqlite:///$dir/ironic.sqlite
+connection = @CONNECTION@
 
 [dhcp]
 dhcp_provider = none
@@ -189,7 +209,30 @@ command_retry_timeout = 30
 lock_path = $dir/lock
 CONF
 
-if [ ! -f "$dir/ironic.sqlite" ]; then
+if [ "$db" = postgresql ]; then
+	# A cluster of its own, owned by the postgres user (PostgreSQL refuses to
+	# run as root) in a folder that user can reach, listening on a unix
+	# socket only; trust auth on it. stop_all stops and removes it.
+	[ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] && id postgres >/dev/null 2>&1 ||
+		{ echo "ironic.sh: PostgreSQL not found: run scripts/ironic.sh install (or --db sqlite)" >&2; exit 1; }
+	if [ -f "$dir/pg.dir" ]; then stop_all; fi
+	pg=$(mktemp -d /tmp/ironic-pg.XXXXXX)
+	echo "$pg" >"$dir/pg.dir"
+	chown postgres "$pg"
+	runuser -u postgres -- "$(pg_bin)/initdb" -D "$pg/data" -A trust -U postgres >"$dir/log/initdb.log" 2>&1 ||
+		{ echo "ironic.sh: initdb failed, see $dir/log/initdb.log" >&2; stop_all; exit 1; }
+	runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$pg/data" -l "$pg/postgres.log" -w -t 60 \
+		-o "-c listen_addresses='' -k $pg -c fsync=off -c synchronous_commit=off" start >"$dir/log/pg_ctl.log" 2>&1 ||
+		{ echo "ironic.sh: PostgreSQL did not start, see $pg/postgres.log" >&2; tail -5 "$pg/postgres.log" >&2; stop_all; exit 1; }
+	runuser -u postgres -- "$(pg_bin)/createdb" -h "$pg" ironic >>"$dir/log/pg_ctl.log" 2>&1 ||
+		{ echo "ironic.sh: createdb ironic failed, see $dir/log/pg_ctl.log" >&2; stop_all; exit 1; }
+	sed -i "s|@CONNECTION@|postgresql+psycopg2://postgres@/ironic?host=$pg|" "$dir/ironic.conf"
+	ironic-dbsync --config-file "$dir/ironic.conf" create_schema >"$dir/log/dbsync.log" 2>&1 || {
+		echo "ironic.sh: ironic-dbsync create_schema failed, see $dir/log/dbsync.log" >&2; tail -5 "$dir/log/dbsync.log" >&2; stop_all; exit 1; }
+else
+	sed -i "s|@CONNECTION@|sqlite:///$dir/ironic.sqlite|" "$dir/ironic.conf"
+fi
+if [ "$db" = sqlite ] && [ ! -f "$dir/ironic.sqlite" ]; then
 	# `upgrade` fails on SQLite; create_schema builds the current schema at once.
 	ironic-dbsync --config-file "$dir/ironic.conf" create_schema >"$dir/log/dbsync.log" 2>&1 || {
 		echo "ironic.sh: ironic-dbsync create_schema failed, see $dir/log/dbsync.log" >&2; tail -5 "$dir/log/dbsync.log" >&2; exit 1; }

@@ -26,6 +26,25 @@ type Client struct {
 	base    string
 	version string
 	http    *http.Client
+	// lockRetries and lockRetryInterval: a request refused because the node
+	// is locked (409 "... is locked by host ...") is sent again, as
+	// python-ironicclient does (5 tries, 2 s apart): Ironic's conductor keeps
+	// a node locked for a moment after a state change (a Redfish node's BIOS
+	// settings are cached after manage) and during periodic tasks.
+	lockRetries       int
+	lockRetryInterval time.Duration
+}
+
+// Defaults of python-ironicclient (ironicclient/common/http.py).
+const (
+	defaultLockRetries       = 5
+	defaultLockRetryInterval = 2 * time.Second
+)
+
+// SetLockRetries changes how often and how far apart a request refused for
+// a locked node is retried (tries 1: never).
+func (c *Client) SetLockRetries(tries int, interval time.Duration) {
+	c.lockRetries, c.lockRetryInterval = tries, interval
 }
 
 // Node is the part of a node the lab reads.
@@ -114,7 +133,8 @@ func New(ctx context.Context, base string, httpClient *http.Client) (*Client, er
 			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64},
 		}
 	}
-	c := &Client{base: strings.TrimRight(base, "/"), version: "1.1", http: httpClient}
+	c := &Client{base: strings.TrimRight(base, "/"), version: "1.1", http: httpClient,
+		lockRetries: defaultLockRetries, lockRetryInterval: defaultLockRetryInterval}
 	var root struct {
 		Default struct {
 			Version string `json:"version"`
@@ -134,7 +154,8 @@ func Dial(base, version string, httpClient *http.Client) *Client {
 	if httpClient == nil {
 		httpClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	}
-	return &Client{base: strings.TrimRight(base, "/"), version: version, http: httpClient}
+	return &Client{base: strings.TrimRight(base, "/"), version: version, http: httpClient,
+		lockRetries: defaultLockRetries, lockRetryInterval: defaultLockRetryInterval}
 }
 
 // URL is the API's base URL; Version the microversion the client sends.
@@ -163,6 +184,16 @@ func splitVersion(v string) [2]int {
 // (when not nil); another status is an *Error.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
 	status, b, err := c.Raw(ctx, method, path, body)
+	for try := 1; err == nil && try < c.lockRetries && isNodeLocked(status, b); try++ {
+		t := time.NewTimer(c.lockRetryInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s %s: %d %s (waiting to retry: %w)", method, path, status, ErrorMessage(b), ctx.Err())
+		case <-t.C:
+		}
+		status, b, err = c.Raw(ctx, method, path, body)
+	}
 	if err != nil {
 		return err
 	}
@@ -206,6 +237,12 @@ func (c *Client) Raw(ctx context.Context, method, path string, body any) (int, [
 		return 0, nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}
 	return resp.StatusCode, b, nil
+}
+
+// isNodeLocked says whether an answer is Ironic's NodeLocked refusal (409
+// "Node <uuid> is locked by host <host>, please retry ...").
+func isNodeLocked(status int, body []byte) bool {
+	return status == http.StatusConflict && strings.Contains(ErrorMessage(body), " is locked by host ")
 }
 
 // ErrorMessage digs the faultstring out of Ironic's error body, whose
