@@ -47,7 +47,7 @@ func runScenarioIn(t *testing.T, s *Scenario, state string) (*Result, string, st
 		t.Fatalf("run %s: %v\n%s", name, err, out.String())
 	}
 	if !res.Passed {
-		t.Fatalf("scenario %s failed:\n%s", name, out.String())
+		t.Fatalf("scenario %s failed:\n%s%s", name, out.String(), driverTrouble(filepath.Join(state, s.Name)))
 	}
 	reportSkipped(t, res)
 	return res, results, filepath.Join(state, s.Name)
@@ -198,4 +198,32 @@ steps:
 		t.Errorf("failed check %+v", failed)
 	}
 	PrintSummary(io.Discard, res)
+}
+
+// driverTrouble is the warnings and errors of the driver processes' logs
+// in a scenario's state folder (driver.log, driver-<conductor>.log), for
+// a failed run's message: the folder goes with the test.
+func driverTrouble(dir string) string {
+	logs, _ := filepath.Glob(filepath.Join(dir, "driver*.log"))
+	var b strings.Builder
+	for _, l := range logs {
+		data, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		n := 0
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+				if n++; n > 60 {
+					b.WriteString("    ...\n")
+					break
+				}
+				b.WriteString("    " + filepath.Base(l) + ": " + line + "\n")
+			}
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return "driver warnings and errors:\n" + b.String()
 }
