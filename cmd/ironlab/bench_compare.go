@@ -142,10 +142,16 @@ func compareIronic(ctx context.Context, script, dir string, load benchLoadOpts) 
 	if err != nil {
 		return skip("no free port: %v", err)
 	}
+	// The web server ironic.sh starts for [deploy]http_root (unused by the
+	// heartbeat load, but it must not collide with another Ironic's).
+	web, err := freePort("tcp")
+	if err != nil {
+		return skip("no free port: %v", err)
+	}
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(startCtx, "bash", script, "start", dir, "--api-port", strconv.Itoa(api),
-		"--rpc-port", strconv.Itoa(rpc), "--callback-timeout", "600").CombinedOutput()
+		"--rpc-port", strconv.Itoa(rpc), "--http-port", strconv.Itoa(web), "--callback-timeout", "600").CombinedOutput()
 	defer exec.Command("bash", script, "stop", dir).Run()
 	if err != nil {
 		return skip("%s start: %v: %s", script, err, lastLine(out))
