@@ -18,8 +18,8 @@ import (
 // TestRealIronicClientDeploysThroughUp drives `ironlab up` with the real
 // OpenStack client (python-ironicclient's `baremetal`, Debian's package),
 // as someone testing their tooling against the lab would: baremetal create
-// nodes.yaml, manage, provide, set instance_info, deploy --wait. The disk
-// on the lab host then holds the image.
+// nodes.yaml, manage, provide, set instance_info, deploy --wait, rescue
+// and unrescue. The disk on the lab host then holds the image.
 func TestRealIronicClientDeploysThroughUp(t *testing.T) {
 	bm := labtest.Require(t, "baremetal")
 	labtest.Require(t, "ipmitool")
@@ -77,6 +77,15 @@ func TestRealIronicClientDeploysThroughUp(t *testing.T) {
 	}
 	if got := run("port", "list", "--node", "node-0", "-f", "value", "-c", "Address"); !strings.HasPrefix(got, "52:54:00:") {
 		t.Errorf("ports of node-0: %q", got)
+	}
+	// Rescue and back, as the client's verbs send them (API 1.38+).
+	run("node", "rescue", "node-0", "--rescue-password", "lab rescue pw", "--wait", "120")
+	if got := run("node", "show", "node-0", "-f", "value", "-c", "provision_state"); got != "rescue" {
+		t.Fatalf("provision_state %q after rescue --wait", got)
+	}
+	run("node", "unrescue", "node-0", "--wait", "120")
+	if got := run("node", "show", "node-0", "-f", "value", "-c", "provision_state"); got != "active" {
+		t.Fatalf("provision_state %q after unrescue --wait", got)
 	}
 	f, err := os.Open(filepath.Join(dir, "disks", "node-0.raw"))
 	if err != nil {
