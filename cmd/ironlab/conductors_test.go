@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -239,14 +240,24 @@ func TestConductorsTakeOverAfterKill(t *testing.T) {
 // SIGTERM up stops them and the PostgreSQL.
 func TestUpConductors(t *testing.T) {
 	pgtest.Require(t)
+	t.Run("own PostgreSQL", func(t *testing.T) { upConductors(t, "") })
+	// --db: an existing PostgreSQL; up starts none.
+	t.Run("--db", func(t *testing.T) { upConductors(t, pgtest.Start(t).NewDatabase(t)) })
+}
+
+func upConductors(t *testing.T, dsn string) {
 	dir := t.TempDir()
 	for _, d := range []string{dir, filepath.Dir(dir)} { // as root, PostgreSQL runs as postgres
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(labtest.Binary(t), "up", "--conductors", "3", "--nodes", "3", "--driver-class", "fake_agent",
-		"--state-dir", dir, "--listen", "127.0.0.1:0", "--conductor-heartbeat-interval", "200ms", "--conductor-timeout", "2s")
+	args := []string{"up", "--conductors", "3", "--nodes", "3", "--driver-class", "fake_agent",
+		"--state-dir", dir, "--listen", "127.0.0.1:0", "--conductor-heartbeat-interval", "200ms", "--conductor-timeout", "2s"}
+	if dsn != "" {
+		args = append(args, "--db", dsn)
+	}
+	cmd := exec.Command(labtest.Binary(t), args...)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -276,8 +287,8 @@ func TestUpConductors(t *testing.T) {
 		for sc.Scan() {
 		}
 	}()
-	if len(urls) != 3 || pgPort == "" {
-		t.Fatalf("printed conductors %v, PostgreSQL port %q: want c1..c3 and the port", urls, pgPort)
+	if len(urls) != 3 || (pgPort == "") != (dsn != "") {
+		t.Fatalf("printed conductors %v, PostgreSQL port %q: want c1..c3, and the port of the lab's own PostgreSQL without --db", urls, pgPort)
 	}
 	eventually(t, "c2 sees 3 live conductors", func() bool {
 		a := alive(t, urls["c2"])
@@ -297,8 +308,32 @@ func TestUpConductors(t *testing.T) {
 	if err := <-exited; err != nil {
 		t.Errorf("up after SIGTERM: %v", err)
 	}
+	if pgPort == "" {
+		return
+	}
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+pgPort, time.Second); err == nil {
 		c.Close()
 		t.Errorf("PostgreSQL on port %s still answers after up stopped", pgPort)
+	}
+}
+
+// Bad --conductors/--store combinations are refused with the reason, exit 2.
+func TestUpConductorFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--conductors", "3", "--store", "sqlite"}, "--conductors 3 share one database: want --store postgres"},
+		{[]string{"--conductors", "0"}, "--conductors must be 1 to 16, got 0"},
+		{[]string{"--store", "mysql"}, `--store "mysql": want sqlite or postgres`},
+		{[]string{"--store", "postgres", "--db", "/tmp/x.db"}, `--db "/tmp/x.db" is not a postgres:// DSN`},
+		{[]string{"--conductors", "2", "--driver-url", "http://127.0.0.1:1"}, "--driver-url starts no built-in driver"},
+	} {
+		cmd := exec.Command(labtest.Binary(t), append([]string{"up", "--state-dir", t.TempDir()}, tc.args...)...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("up %v: %v\n%s\nwant exit 2 saying %q", tc.args, err, out, tc.want)
+		}
 	}
 }

@@ -65,7 +65,10 @@ virtual BMC per IPMI-powered node (or, with --bmc redfish, one Redfish
 service for the nodes), the image server, the in-process agents
 and (unless --driver-url) the built-in driver. Writes <state-dir>/nodes.yaml
 for 'baremetal create' and prints where everything listens, including the
-live dashboard (dashboard: http://127.0.0.1:<port>/).
+live dashboard (dashboard: http://127.0.0.1:<port>/). With --conductors N,
+N built-in conductors c1..cN share the nodes on one PostgreSQL (its own,
+started in <state-dir>/postgres on 127.0.0.1, or --db postgres://...); up
+prints each one's API, any of which takes every request.
 
 Flags:
 `)
