@@ -2,11 +2,13 @@ package ironic_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,5 +99,49 @@ func TestEventsFallBackToHistory(t *testing.T) {
 	evs, err := c.Events(context.Background(), "u-1")
 	if err != nil || len(evs) != 2 {
 		t.Fatalf("events: %s, %v", evs, err)
+	}
+}
+
+// A request Ironic refuses because the node is locked (409 NodeLocked) is
+// sent again, as python-ironicclient does; any other 409 is not.
+func TestNodeLockedIsRetried(t *testing.T) {
+	var calls atomic.Int32
+	var locked atomic.Int32
+	locked.Store(2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		switch {
+		case r.URL.Path == "/v1/nodes/n1/states/provision" && n <= locked.Load():
+			w.WriteHeader(http.StatusConflict)
+			w.Write([]byte(`{"error_message": "{\"faultstring\": \"Node n1 is locked by host 127.0.0.1, please retry after the current operation is completed.\"}"}`))
+		case r.URL.Path == "/v1/nodes/n2/states/provision":
+			w.WriteHeader(http.StatusConflict)
+			w.Write([]byte(`{"error_message": "{\"faultstring\": \"Node n2 can not be updated while a state transition is in progress.\"}"}`))
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c := ironic.Dial(srv.URL, "1.78", nil)
+	c.SetLockRetries(5, 10*time.Millisecond)
+	ctx := context.Background()
+	if err := c.Provision(ctx, "n1", map[string]any{"target": "provide"}); err != nil || calls.Load() != 3 {
+		t.Errorf("provide of a node locked twice: %v after %d calls, want success on the 3rd", err, calls.Load())
+	}
+	calls.Store(0)
+	if err := c.Provision(ctx, "n2", map[string]any{"target": "provide"}); !ironic.IsStatus(err, http.StatusConflict) || calls.Load() != 1 {
+		t.Errorf("a 409 that is not NodeLocked: %v after %d calls, want the 409 at once", err, calls.Load())
+	}
+	calls.Store(0)
+	locked.Store(100)
+	if err := c.Provision(ctx, "n1", map[string]any{"target": "provide"}); !ironic.IsStatus(err, http.StatusConflict) || calls.Load() != 5 {
+		t.Errorf("a node that stays locked: %v after %d calls, want the 409 after 5", err, calls.Load())
+	}
+	calls.Store(0)
+	c.SetLockRetries(5, time.Hour)
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := c.Provision(cctx, "n1", map[string]any{"target": "provide"}); err == nil || !strings.Contains(err.Error(), "is locked by host") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("locked, context ending while waiting to retry: %v, want the 409 and the deadline", err)
 	}
 }
