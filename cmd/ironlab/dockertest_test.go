@@ -337,10 +337,12 @@ func TestConductorContainersFailover(t *testing.T) {
 		eventually(t, n.Name+"'s agent runs write_image", func() bool { _, run := writeImageRuns(n.Agent()); return run == 1 })
 		agents[n.Name] = n.Agent()
 	}
-	// One node with a BMC of c3 and one of c2 go on to the end of their
-	// deploy, where their conductor holds the lock while the agent powers
-	// off (hung by the fault): c3 dies and c2 hangs in a deploy step there,
-	// and the takeover must fail those nodes; c2, resumed, must not undo it.
+	// One node with a BMC of c3 and one of c2 go on past their image write
+	// into the deploy's last step, where their conductor holds the lock
+	// while it waits for the agent's answer to get_partition_uuids (hung
+	// by the fault; the conductor waits up to its 60 s command timeout): c3
+	// dies and c2 hangs in that step, and the takeover must fail those
+	// nodes; c2, resumed, must not undo it.
 	inStep := map[string]*lab.Node{}
 	for _, c := range []string{"c2", "c3"} {
 		for _, name := range byOwner[c] {
@@ -353,9 +355,11 @@ func TestConductorContainersFailover(t *testing.T) {
 		if n == nil {
 			t.Fatalf("%s owns no node with a BMC: %v", c, byOwner[c])
 		}
-		if err := n.SetAgentFaults(fakeagent.Faults{HangCommand: "power_off"}, true); err != nil {
+		if err := n.SetAgentFaults(fakeagent.Faults{HangCommand: "get_partition_uuids"}, true); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for c, n := range inStep {
 		eventually(t, n.Name+" in its last deploy step, locked by "+c, func() bool {
 			b := node(n.Name)
 			return b["provision_state"] == "deploying" && b["reservation"] == c
