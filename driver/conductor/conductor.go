@@ -341,6 +341,15 @@ func (c *Conductor) lock(ctx context.Context, id string, retry bool) (func(), er
 			}
 			return release, nil
 		}
+		if !errors.Is(err, store.ErrLocked) && !errors.Is(err, store.ErrNotFound) {
+			// The reservation may be written even though Reserve failed (a
+			// request cancelled while PostgreSQL committed the UPDATE): undo
+			// it while this node's in-process lock still says no task of
+			// ours holds it, or this conductor would lock itself out.
+			if rerr := c.store.Release(context.WithoutCancel(ctx), id, c.cfg.Host); rerr != nil {
+				c.log.Error("release node lock after a failed reserve", "node", id, "err", rerr)
+			}
+		}
 		m.lock.Unlock()
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("node %s could not be found: %w", id, ErrNotFound)
