@@ -196,10 +196,19 @@ func compareIronic(ctx context.Context, script, dir string, load benchLoadOpts) 
 	p.HeartbeatLoad = &r
 	p.ProcessedAfterWindow = rec2 - rec1
 	p.SkippedLocked = lock2 - lock0
-	p.Measured = fmt.Sprintf("scripts/ironic.sh start (SQLite, json-rpc, noauth; state in %s); %d fake-hardware nodes "+
+	db := "its database"
+	if conf, err := os.ReadFile(filepath.Join(dir, "ironic.conf")); err == nil {
+		switch {
+		case bytes.Contains(conf, []byte("connection = postgresql")):
+			db = "PostgreSQL"
+		case bytes.Contains(conf, []byte("connection = sqlite")):
+			db = "SQLite"
+		}
+	}
+	p.Measured = fmt.Sprintf("scripts/ironic.sh start (%s, json-rpc, noauth; state in %s); %d fake-hardware nodes "+
 		"(deploy direct, driver_info fast_track) in enroll, each looked up for its agent token; the bench's closed "+
 		"heartbeat loop (%d clients, %s); persisted = the conductor's \"recorded to identify the node as on-line\" "+
-		"debug lines written in the window", dir, r.Nodes, r.Clients, load.window)
+		"debug lines written in the window", db, dir, r.Nodes, r.Clients, load.window)
 	fmt.Printf("   bench: compare: Ironic: %.1f heartbeats/s persisted, p50 %.2f ms, p99 %.2f ms (%d accepted, %d errors)\n",
 		r.HeartbeatsPerS, r.P50Ms, r.P99Ms, r.Accepted, r.Errors)
 	return p

@@ -54,6 +54,10 @@ type benchMeter struct {
 	// The closed loops, played after the steady-state window.
 	hbLoad   *HeartbeatLoad
 	ipmiLoad *IPMILoad
+	// compare, when set, plays the loops against the peers right after
+	// ours, while the lab still runs (the same machine load for both).
+	compare *compareOpts
+	cmp     *benchCompare
 
 	hbCancel context.CancelFunc
 	hbDone   chan hbCount
@@ -290,6 +294,17 @@ func (m *benchMeter) runLoads() {
 		break
 	}
 	m.endPhase("ipmi_load")
+	if m.compare != nil {
+		m.beginPhase("compare")
+		m.cmp = runCompare(ctx, m.compare.script, m.compare.dir, m.load, &benchReport{HeartbeatLoad: m.hbLoad, IPMILoad: m.ipmiLoad})
+		m.endPhase("compare")
+	}
+}
+
+// compareOpts says where the peers' runs find scripts/ironic.sh and keep
+// their state.
+type compareOpts struct {
+	script, dir string
 }
 
 func (m *benchMeter) beginPhase(p string) {
@@ -515,12 +530,15 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 		c0, c1 := m.ipmiStart[benchPhases[0]], m.ipmiEnd[benchPhases[len(benchPhases)-1]]
 		r.IPMIRequests, r.IPMISessions = c1.Requests-c0.Requests, c1.Sessions-c0.Sessions
 		w := last.Sub(first).Seconds()
-		// The IPMI load is not the provisioning's: leave it out.
-		if s, e := m.phaseStart["ipmi_load"], m.phaseEnd["ipmi_load"]; !s.IsZero() && !e.IsZero() {
-			l0, l1 := m.ipmiStart["ipmi_load"], m.ipmiEnd["ipmi_load"]
-			r.IPMIRequests -= l1.Requests - l0.Requests
-			r.IPMISessions -= l1.Sessions - l0.Sessions
-			w -= e.Sub(s).Seconds()
+		// The IPMI load and the peers' runs are not the provisioning's:
+		// leave them out.
+		for _, p := range []string{"ipmi_load", "compare"} {
+			if s, e := m.phaseStart[p], m.phaseEnd[p]; !s.IsZero() && !e.IsZero() {
+				l0, l1 := m.ipmiStart[p], m.ipmiEnd[p]
+				r.IPMIRequests -= l1.Requests - l0.Requests
+				r.IPMISessions -= l1.Sessions - l0.Sessions
+				w -= e.Sub(s).Seconds()
+			}
 		}
 		if w > 0 {
 			r.IPMIRequestsPerS = round3(float64(r.IPMIRequests) / w)
@@ -547,7 +565,7 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 	if c := res.ConductorCPU; c != nil {
 		r.ConductorCPUS, r.ConductorCPUPD = round3(c.CPUSeconds), round3(c.CPUSecondsPerDeploy)
 	}
-	r.HeartbeatLoad, r.IPMILoad = m.hbLoad, m.ipmiLoad
+	r.HeartbeatLoad, r.IPMILoad, r.Compare = m.hbLoad, m.ipmiLoad, m.cmp
 	r.Goals = r.goals()
 	return r
 }
