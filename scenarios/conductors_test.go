@@ -173,8 +173,14 @@ func TestConductorsScenario(t *testing.T) {
 				t.Errorf("%s: disk: %v (image %q)", n.Name, err, h.ID)
 			}
 		case "deploy failed":
-			if !strings.Contains(n.LastError, "took the node over") {
-				t.Errorf("%s: deploy failed with %q, want the takeover named", n.Name, n.LastError)
+			// A PXE node whose accepted call-back died with its conductor
+			// fails at the call-back timeout, as in Ironic; the scenario's
+			// takeover_outcome has already checked that such a call-back
+			// is in its history.
+			lost := (strings.HasPrefix(n.Name, "fp-") || strings.HasPrefix(n.Name, "pp-")) &&
+				strings.Contains(n.LastError, "Timeout reached while waiting for callback")
+			if !lost && !strings.Contains(n.LastError, "took the node over") {
+				t.Errorf("%s: deploy failed with %q, want the takeover named (or, for a PXE node, the call-back timeout)", n.Name, n.LastError)
 			}
 		default:
 			t.Errorf("%s: %s, want active or deploy failed", n.Name, n.FinalState)
