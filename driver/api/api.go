@@ -71,9 +71,17 @@ func New(c *conductor.Conductor, log *slog.Logger) *Server {
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{c: c, log: log, eng: gin.New()}
 	s.eng.HandleMethodNotAllowed = true
-	s.eng.Use(s.recover, s.version)
+	s.eng.Use(s.recover, urgent, s.version)
 	s.routes()
 	return s
+}
+
+// urgent marks the request's writes as ones a client waits on: on SQLite
+// they go before the background work's (store.Urgent). The work a request
+// starts runs on the conductor's context and is not urgent.
+func urgent(c *gin.Context) {
+	c.Request = c.Request.WithContext(store.Urgent(c.Request.Context()))
+	c.Next()
 }
 
 // ServeHTTP serves the API.

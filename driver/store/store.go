@@ -410,3 +410,18 @@ type Registry interface {
 	// ListConductors returns every registered conductor, by host name.
 	ListConductors(ctx context.Context) ([]ConductorRecord, error)
 }
+
+type urgentKey struct{}
+
+// Urgent marks ctx as a request a client waits on (the API's): a store
+// with one writer may let its writes go before those of background work
+// (call-backs, deploy steps), so that requests do not queue behind them.
+func Urgent(ctx context.Context) context.Context {
+	return context.WithValue(ctx, urgentKey{}, true)
+}
+
+// IsUrgent reports whether ctx was marked by Urgent.
+func IsUrgent(ctx context.Context) bool {
+	v, _ := ctx.Value(urgentKey{}).(bool)
+	return v
+}

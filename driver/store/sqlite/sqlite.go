@@ -128,6 +128,8 @@ type SQLite struct {
 	// transaction: in WAL mode they read the last commit while the one
 	// writer (db) writes or checkpoints, instead of queueing behind it.
 	rdb *sql.DB
+	// gate orders the writers of db: API requests first (see gate).
+	gate gate
 	// stmts are the hot path's statements, prepared once at Open: SQLite
 	// parses and compiles a statement on every unprepared call, which was
 	// 40 % of a heartbeat's CPU.
@@ -144,6 +146,11 @@ type execer interface {
 
 // inTx runs f in one transaction and commits it, or rolls back on error.
 func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
+	leave, err := s.gate.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer leave()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -582,6 +589,11 @@ const (
 
 // Reserve takes the node's reservation for host.
 func (s *SQLite) Reserve(ctx context.Context, id, host string) error {
+	leave, err := s.gate.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("reserve node %s: %w", id, err)
+	}
+	defer leave()
 	res, err := s.stmt(ctx, nil, qReserve).ExecContext(ctx, host, id)
 	if err != nil {
 		return fmt.Errorf("reserve node %s: %w", id, err)
@@ -621,7 +633,12 @@ func (s *SQLite) StealReservation(ctx context.Context, id, from, host string) er
 
 // Release drops host's reservation of the node.
 func (s *SQLite) Release(ctx context.Context, id, host string) error {
-	_, err := s.stmt(ctx, nil, qRelease).ExecContext(ctx, id, host)
+	leave, err := s.gate.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("release node %s: %w", id, err)
+	}
+	defer leave()
+	_, err = s.stmt(ctx, nil, qRelease).ExecContext(ctx, id, host)
 	if err != nil {
 		return fmt.Errorf("release node %s: %w", id, err)
 	}
@@ -740,6 +757,11 @@ func (s *SQLite) DeletePort(ctx context.Context, id string) error {
 
 // AddEvent appends e, filling ID, UUID and Time when unset.
 func (s *SQLite) AddEvent(ctx context.Context, e *store.Event) error {
+	leave, err := s.gate.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("add event of node %s: %w", e.NodeUUID, err)
+	}
+	defer leave()
 	return s.insertEvent(ctx, nil, e)
 }
 
@@ -861,27 +883,42 @@ func (s *SQLite) exists(ctx context.Context, id string) error {
 
 // IssueAgentToken sets the token unless one is set.
 func (s *SQLite) IssueAgentToken(ctx context.Context, id, token string) (bool, error) {
-	c, err := s.agentWrite(ctx, "issue agent token", id, `agent_token = ? WHERE agent_token = '' AND uuid = ?`, token)
-	if err != nil || c == 1 {
-		return c == 1, err
+	leave, err := s.gate.enter(ctx)
+	if err != nil {
+		return false, fmt.Errorf("issue agent token of node %s: %w", id, err)
+	}
+	defer leave()
+	c, werr := s.agentWrite(ctx, "issue agent token", id, `agent_token = ? WHERE agent_token = '' AND uuid = ?`, token)
+	if werr != nil || c == 1 {
+		return c == 1, werr
 	}
 	return false, s.exists(ctx, id)
 }
 
 // ClearAgent forgets the node's running agent.
 func (s *SQLite) ClearAgent(ctx context.Context, id string) error {
-	c, err := s.agentWrite(ctx, "clear agent", id, `agent_url = '', agent_token = '', agent_version = '', agent_last_heartbeat = 0, agent_verify_ca = '' WHERE uuid = ?`)
-	if err != nil || c == 1 {
-		return err
+	leave, err := s.gate.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("clear agent of node %s: %w", id, err)
+	}
+	defer leave()
+	c, werr := s.agentWrite(ctx, "clear agent", id, `agent_url = '', agent_token = '', agent_version = '', agent_last_heartbeat = 0, agent_verify_ca = '' WHERE uuid = ?`)
+	if werr != nil || c == 1 {
+		return werr
 	}
 	return s.exists(ctx, id)
 }
 
 // SetWatchdog records a watchdog action.
 func (s *SQLite) SetWatchdog(ctx context.Context, id string, reboots int, at time.Time) error {
-	c, err := s.agentWrite(ctx, "record watchdog action", id, `watchdog_reboots = ?, watchdog_last_action = ? WHERE uuid = ?`, reboots, ns(at))
-	if err != nil || c == 1 {
-		return err
+	leave, err := s.gate.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("record watchdog action of node %s: %w", id, err)
+	}
+	defer leave()
+	c, werr := s.agentWrite(ctx, "record watchdog action", id, `watchdog_reboots = ?, watchdog_last_action = ? WHERE uuid = ?`, reboots, ns(at))
+	if werr != nil || c == 1 {
+		return werr
 	}
 	return s.exists(ctx, id)
 }
