@@ -3,6 +3,7 @@ package interop_test
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -16,7 +17,20 @@ import (
 	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
-func TestMain(m *testing.M) { labtest.Main(m) }
+// TestMain lets the four Ironics of TestRealIronicRunsBuiltinScenarios run
+// at once: go test runs GOMAXPROCS parallel tests by default (2 here), and
+// these mostly wait for heartbeats. An explicit -parallel is kept.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		if err := flag.Set("test.parallel", "4"); err != nil {
+			panic(err)
+		}
+	}
+	labtest.Main(m)
+}
 
 // ironic is one running Ironic (API + conductor, and the web server of its
 // [deploy]http_root) of scripts/ironic.sh.
