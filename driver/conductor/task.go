@@ -190,10 +190,11 @@ func (t *task) SetPower(ctx context.Context, target power.State) error {
 		// The certificate goes too: the next agent makes a new one.
 		t.node.Agent.URL, t.node.Agent.Token, t.node.Agent.Version, t.node.Agent.LastHeartbeat, t.node.Agent.VerifyCA = "", "", "", time.Time{}, ""
 	}
-	if err := t.Save(ctx); err != nil {
+	// The new power state and its event in one write (they were two: the
+	// single SQLite writer is what deploys queue on).
+	if err := t.save(ctx, newEvent(t.node, store.KindPower, from, t.node.PowerState, verb, "", map[string]any{"interface": t.pw.Name(), "bmc": bmcAddress(t.node.DriverInfo)})); err != nil {
 		return err
 	}
-	t.c.record(ctx, t.node, store.KindPower, from, t.node.PowerState, verb, "", map[string]any{"interface": t.pw.Name(), "bmc": bmcAddress(t.node.DriverInfo)})
 	t.log.Info("power", "action", verb, "power_state", t.node.PowerState)
 	return nil
 }
