@@ -54,11 +54,16 @@ for p in libvirtd virtlogd virtlockd dockerd containerd ironic-api ironic-conduc
 done
 # PostgreSQL servers the tests started from their own data folders.
 pkill -f 'postgres .*-D' 2>/dev/null || true
-for _ in $(seq 1 50); do
-	pgrep -x libvirtd >/dev/null || break
+# Wait for them to exit (dockerd takes seconds to shut down; one still going
+# is not what a new machine has), then kill what is left.
+for _ in $(seq 1 150); do
+	pgrep -x 'libvirtd|virtlogd|virtlockd|dockerd|containerd|ironic-api|ironic-conductor' >/dev/null || break
 	sleep 0.1
 done
-pkill -9 -x libvirtd 2>/dev/null || true
+for p in libvirtd virtlogd virtlockd dockerd containerd ironic-api ironic-conductor; do
+	pkill -9 -x "$p" 2>/dev/null || true
+done
+rm -f /var/run/docker.sock
 rm -f /run/libvirt/libvirt-sock /run/libvirtd.pid
 if [ -e /dev/kvm ]; then
 	chown root:root /dev/kvm

@@ -45,21 +45,24 @@ fi
 # reachable (the tests build their images FROM scratch).
 docker_sock=/var/run/docker.sock
 docker_up() { timeout 5 /usr/bin/docker -H "unix://$docker_sock" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+log=/var/log/ironlab-dockerd.log
 if ! docker_up; then
-	if pgrep -x dockerd >/dev/null; then
-		echo "test-deps: dockerd is running but $docker_sock does not answer; waiting for it"
-	else
-		log=/var/log/ironlab-dockerd.log
-		echo "test-deps: starting dockerd (log: $log)"
-		setsid /usr/sbin/dockerd --bridge=none --iptables=false --ip6tables=false </dev/null >>"$log" 2>&1 &
-	fi
-	for _ in $(seq 1 60); do
+	# A dockerd that does not answer may be one still shutting down (as
+	# fresh-check.sh leaves it): wait, and start a new one once it is gone.
+	pgrep -x dockerd >/dev/null && echo "test-deps: dockerd is running but $docker_sock does not answer; waiting for it (or for it to exit)"
+	for _ in $(seq 1 90); do
 		docker_up && break
+		if ! pgrep -x dockerd >/dev/null; then
+			echo "test-deps: starting dockerd (log: $log)"
+			rm -f "$docker_sock"
+			setsid /usr/sbin/dockerd --bridge=none --iptables=false --ip6tables=false </dev/null >>"$log" 2>&1 &
+			sleep 0.5
+		fi
 		sleep 0.5
 	done
 	if ! docker_up; then
-		echo "test-deps: dockerd did not answer on $docker_sock within 30 s; its log:" >&2
-		tail -n 30 /var/log/ironlab-dockerd.log >&2 || true
+		echo "test-deps: dockerd did not answer on $docker_sock within 60 s; its log:" >&2
+		tail -n 30 "$log" >&2 || true
 		exit 1
 	fi
 fi
