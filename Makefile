@@ -13,7 +13,7 @@ build:
 	$(GO) build -o bin/ironlab ./cmd/ironlab
 
 lint:
-	@out=$$(gofmt -l cmd driver fakeagent images scenarios simulator); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l cmd driver fakeagent images internal scenarios simulator); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 deps:

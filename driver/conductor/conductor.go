@@ -19,8 +19,8 @@ import (
 	"github.com/ironlab/ironlab/driver/conductor/states"
 	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/power"
-	"github.com/ironlab/ironlab/driver/shacrypt"
 	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/internal/shacrypt"
 )
 
 // Sentinel errors; the API maps them to status codes.

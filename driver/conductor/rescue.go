@@ -8,8 +8,8 @@ import (
 	"github.com/ironlab/ironlab/driver/conductor/states"
 	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/power"
-	"github.com/ironlab/ironlab/driver/shacrypt"
 	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/internal/shacrypt"
 )
 
 // prepareRescue is the synchronous half of Ironic's do_node_rescue and

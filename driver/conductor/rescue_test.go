@@ -14,8 +14,8 @@ import (
 	"github.com/ironlab/ironlab/driver/conductor/states"
 	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/deploy/agent"
-	"github.com/ironlab/ironlab/driver/shacrypt"
 	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/internal/shacrypt"
 )
 
 // deployed takes a node to active through a scripted agent.

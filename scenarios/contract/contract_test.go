@@ -11,9 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ironlab/ironlab/driver/deploy/pxe"
-	"github.com/ironlab/ironlab/driver/shacrypt"
 	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
+	"github.com/ironlab/ironlab/internal/shacrypt"
 	"github.com/ironlab/ironlab/scenarios"
 	"github.com/ironlab/ironlab/simulator/bootfiles"
 )
@@ -160,9 +160,9 @@ func TestConductorBytesDetail(t *testing.T) {
 	}
 }
 
-// The driver hashes a rescue password (driver/shacrypt, as Ironic's
+// The driver hashes a rescue password (internal/shacrypt, as Ironic's
 // crypt.crypt with a SHA-256 or SHA-512 salt); the rescue ramdisk's login checks it
-// (fakeagent.RescueLogin): both copies of the algorithm agree.
+// (fakeagent.RescueLogin): a driver hash logs the rescue user in.
 func TestRescuePasswordHashLogsIn(t *testing.T) {
 	for _, pw := range []string{"s3cret", "a much longer rescue password than sixty-four characters, to cross a block", "ü"} {
 		for _, method := range []string{shacrypt.SHA256, shacrypt.SHA512} {
