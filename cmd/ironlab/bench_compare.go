@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	_ "embed"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,13 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// pyghmiBMC is the pyghmi BMC --compare runs (/usr/bin/python3, Debian's
-// python3-pyghmi).
-//
-//go:embed pyghmi_bmc.py
-var pyghmiBMC []byte
+	"github.com/ironlab/ironlab/simulator/bmc/pyghmipeer"
+)
 
 // benchCompare is bench.json's compare: the bench's closed loops against
 // the peers, in the same run.
@@ -236,8 +231,8 @@ func comparePyghmi(ctx context.Context, load benchLoadOpts) *pyghmiPeer {
 		return skip("temp folder: %v", err)
 	}
 	defer os.RemoveAll(tmp)
-	py := filepath.Join(tmp, "pyghmi_bmc.py")
-	if err := os.WriteFile(py, pyghmiBMC, 0o644); err != nil {
+	py, err := pyghmipeer.Write(tmp)
+	if err != nil {
 		return skip("write %s: %v", py, err)
 	}
 	port, err := freePort("udp")

@@ -16,12 +16,13 @@ import (
 	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ironlab/ironlab/simulator/bmc/bmctest"
+	"github.com/ironlab/ironlab/simulator/bmc/pyghmipeer"
 )
 
 // benchClients is how many sessions hit one BMC at once.
 const benchClients = 4
 
-// startPyghmiBMC runs testdata/pyghmi_bmc.py on a free loopback port.
+// startPyghmiBMC runs pyghmipeer's BMC on a free loopback port.
 func startPyghmiBMC(b *testing.B) netip.AddrPort {
 	b.Helper()
 	py := needPyghmi(b)
@@ -32,7 +33,12 @@ func startPyghmiBMC(b *testing.B) netip.AddrPort {
 	addr := l.LocalAddr().(*net.UDPAddr).AddrPort()
 	l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, py, "testdata/pyghmi_bmc.py", strconv.Itoa(int(addr.Port())))
+	script, err := pyghmipeer.Write(b.TempDir())
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, py, script, strconv.Itoa(int(addr.Port())))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)

@@ -1,5 +1,6 @@
 """A pyghmi BMC (the base of virtualbmc) with power and boot device in memory,
-for comparing throughput with ironlab's BMC. Usage: pyghmi_bmc.py PORT.
+for comparing throughput with ironlab's BMC (`ironlab bench --compare` and
+simulator/bmc's BenchmarkLanplus run it). Usage: pyghmi_bmc.py PORT.
 Listens on 127.0.0.1 only; user admin, password password."""
 import sys
 
