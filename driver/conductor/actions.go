@@ -354,7 +354,7 @@ func (c *Conductor) process(ctx context.Context, t *task, ev string) bool {
 }
 
 func (c *Conductor) fail(ctx context.Context, t *task, msg string) {
-	t.c.record(ctx, t.node, store.KindError, t.node.ProvisionState, t.node.ProvisionState, "fail", msg, nil)
+	t.record(ctx, store.KindError, t.node.ProvisionState, t.node.ProvisionState, "fail", msg, nil)
 	if err := t.Fail(ctx, msg); err != nil {
 		t.log.Error("fail node", "err", err)
 	}

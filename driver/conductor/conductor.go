@@ -312,7 +312,7 @@ func (c *Conductor) record(ctx context.Context, n *store.Node, kind, from, to, e
 
 // lock takes the node's lock: the in-process mutex, then the reservation.
 // With retry it tries LockRetries times, LockRetryInterval apart.
-func (c *Conductor) lock(ctx context.Context, id string, retry bool) (func(), error) {
+func (c *Conductor) lock(ctx context.Context, id string, retry bool) (func(events ...*store.Event), error) {
 	m := c.nodeMu(id)
 	attempts := 1
 	if retry {
@@ -333,8 +333,8 @@ func (c *Conductor) lock(ctx context.Context, id string, retry bool) (func(), er
 		}
 		err := c.store.Reserve(ctx, id, c.cfg.Host)
 		if err == nil {
-			release := func() {
-				if err := c.store.Release(context.WithoutCancel(ctx), id, c.cfg.Host); err != nil {
+			release := func(events ...*store.Event) {
+				if err := c.store.Release(context.WithoutCancel(ctx), id, c.cfg.Host, events...); err != nil {
 					c.log.Error("release node lock", "node", id, "err", err)
 				}
 				m.lock.Unlock()
@@ -378,8 +378,13 @@ func (c *Conductor) acquire(ctx context.Context, id string, retry bool) (*task, 
 		release()
 		return nil, err
 	}
-	t := &task{c: c, node: n, ports: ports, release: release,
+	t := &task{c: c, node: n, ports: ports,
 		log: c.log.With("node", n.UUID, "driver", n.Driver)}
+	t.release = func() {
+		events := t.pending
+		t.pending = nil
+		release(events...)
+	}
 	t.dep, t.pw, _ = c.interfaces(n.Driver)
 	return t, nil
 }

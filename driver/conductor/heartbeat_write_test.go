@@ -9,6 +9,7 @@ import (
 
 	"github.com/ironlab/ironlab/driver/conductor"
 	"github.com/ironlab/ironlab/driver/conductor/states"
+	"github.com/ironlab/ironlab/driver/deploy/agent"
 	"github.com/ironlab/ironlab/driver/store"
 )
 
@@ -65,12 +66,80 @@ func TestHeartbeatIsOneSmallWrite(t *testing.T) {
 		}
 	}
 	c.Wait()
-	want := []string{"IssueAgentToken", "AddEvent lookup", "RecordHeartbeat", "AddEvent heartbeat", "RecordHeartbeat", "RecordHeartbeat"}
+	want := []string{"Reserve", "IssueAgentToken", "Release", "AddEvent lookup", "RecordHeartbeat", "AddEvent heartbeat", "RecordHeartbeat", "RecordHeartbeat"}
 	if diff := cmp.Diff(want, wc.writes); diff != "" {
 		t.Errorf("writes (-want +got):\n%s", diff)
 	}
 	got := l.node(t, n.UUID)
 	if got.Agent.URL != l.url || got.Agent.Version != "10.0.0" || got.Agent.Token == "" {
 		t.Errorf("agent after the heartbeats: %+v", got.Agent)
+	}
+}
+
+func (s *writeCounter) UpdateNodeHeld(ctx context.Context, n *store.Node, host string, events ...*store.Event) error {
+	s.note("UpdateNodeHeld")
+	return s.Store.UpdateNodeHeld(ctx, n, host, events...)
+}
+
+func (s *writeCounter) Reserve(ctx context.Context, id, host string) error {
+	s.note("Reserve")
+	return s.Store.Reserve(ctx, id, host)
+}
+
+func (s *writeCounter) Release(ctx context.Context, id, host string, events ...*store.Event) error {
+	w := "Release"
+	for _, e := range events {
+		w += " " + e.Event
+	}
+	s.note(w)
+	return s.Store.Release(ctx, id, host, events...)
+}
+
+// TestNoChangeCallbackIsTwoWrites: a heartbeat of a deploying node whose
+// agent is still busy costs the heartbeat's write, the lock, and one
+// release that records the call-back (it was three writes behind the
+// heartbeat: lock, event, release); the history still has the call-back,
+// before the state changes of the call-back that finishes the deploy.
+func TestNoChangeCallbackIsTwoWrites(t *testing.T) {
+	l := newLab(t, nil)
+	n := l.enroll(t, states.Available)
+	l.act(t, n.UUID, "active", nil)
+	l.lookup(t)
+	l.heartbeat(t, n.UUID) // starts write_image
+	wantState(t, l.node(t, n.UUID), states.DeployWait)
+
+	wc := &writeCounter{Store: l.st}
+	c := conductor.New(wc, l.c.Config())
+	t.Cleanup(c.Close)
+	l.c = c
+	l.heartbeat(t, n.UUID) // write_image still RUNNING: nothing changes
+	want := []string{"RecordHeartbeat", "Reserve", "Release call-back"}
+	if diff := cmp.Diff(want, wc.writes); diff != "" {
+		t.Errorf("writes of a no-change call-back (-want +got):\n%s", diff)
+	}
+	wantState(t, l.node(t, n.UUID), states.DeployWait)
+	if got := l.node(t, n.UUID).Reservation; got != "" {
+		t.Errorf("reservation after the call-back = %q, want none", got)
+	}
+
+	l.agent.finish(agent.StatusSucceeded, "")
+	l.heartbeat(t, n.UUID)
+	wantState(t, l.node(t, n.UUID), states.Active)
+	evs, err := l.st.ListEvents(context.Background(), n.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq []string
+	for _, e := range evs {
+		if e.Event == "call-back" || (e.Kind == store.KindProvision && e.FromState != e.ToState) {
+			seq = append(seq, e.Event+":"+e.ToState)
+		}
+	}
+	wantSeq := []string{"create:" + states.Available, "deploy:" + states.Deploying, "wait:" + states.DeployWait,
+		"call-back:" + states.DeployWait, "resume:" + states.Deploying, "wait:" + states.DeployWait, // starts write_image
+		"call-back:" + states.DeployWait, // nothing changed
+		"call-back:" + states.DeployWait, "resume:" + states.Deploying, "done:" + states.Active}
+	if diff := cmp.Diff(wantSeq, seq); diff != "" {
+		t.Errorf("history (-want +got):\n%s", diff)
 	}
 }

@@ -21,6 +21,10 @@ type task struct {
 	pw      power.Interface
 	log     *slog.Logger
 	release func()
+	// pending are events recorded but not yet written: the next save
+	// writes them first, in its transaction, or the release does (so a
+	// call-back that changes nothing costs one write less).
+	pending []*store.Event
 }
 
 var _ deploy.Task = (*task)(nil)
@@ -38,7 +42,36 @@ func (t *task) Save(ctx context.Context) error { return t.save(ctx) }
 // holds the node's lock (store.ErrNotHeld otherwise): a conductor that hung
 // while another took the node over must not undo the takeover.
 func (t *task) save(ctx context.Context, events ...*store.Event) error {
-	return t.c.store.UpdateNodeHeld(ctx, t.node, t.c.cfg.Host, events...)
+	if len(t.pending) > 0 {
+		events = append(append([]*store.Event(nil), t.pending...), events...)
+	}
+	if err := t.c.store.UpdateNodeHeld(ctx, t.node, t.c.cfg.Host, events...); err != nil {
+		return err
+	}
+	t.pending = nil
+	return nil
+}
+
+// deferEvent records an event that the task's next save or its release writes
+// (history order is kept: every other event of the task writes it first).
+func (t *task) deferEvent(kind, event, message string, detail any) {
+	t.pending = append(t.pending, newEvent(t.node, kind, t.node.ProvisionState, t.node.ProvisionState, event, message, detail))
+}
+
+// record appends an event now, after the task's pending ones.
+func (t *task) record(ctx context.Context, kind, from, to, event, message string, detail any) {
+	t.flush(ctx)
+	t.c.record(ctx, t.node, kind, from, to, event, message, detail)
+}
+
+// flush writes the task's pending events.
+func (t *task) flush(ctx context.Context) {
+	for _, e := range t.pending {
+		if err := t.c.store.AddEvent(context.WithoutCancel(ctx), e); err != nil {
+			t.log.Error("record event", "event", e.Event, "err", err)
+		}
+	}
+	t.pending = nil
 }
 
 // FastTrack is Ironic's is_fast_track: fast track is on, the node's agent
@@ -99,7 +132,7 @@ func (t *task) Fail(ctx context.Context, msg string) error {
 }
 
 func (t *task) Record(ctx context.Context, kind, event, message string, detail any) {
-	t.c.record(ctx, t.node, kind, t.node.ProvisionState, t.node.ProvisionState, event, message, detail)
+	t.record(ctx, kind, t.node.ProvisionState, t.node.ProvisionState, event, message, detail)
 }
 
 // bmcAddress names the node's BMC for error messages.
@@ -171,7 +204,7 @@ func (t *task) SetPower(ctx context.Context, target power.State) error {
 		if serr := t.Save(ctx); serr != nil {
 			t.log.Error("save node", "err", serr)
 		}
-		t.c.record(ctx, t.node, store.KindPower, from, from, verb, msg, map[string]any{"error": err.Error(), "interface": t.pw.Name()})
+		t.record(ctx, store.KindPower, from, from, verb, msg, map[string]any{"error": err.Error(), "interface": t.pw.Name()})
 		return fmt.Errorf("%s", msg)
 	}
 	switch target {
@@ -221,9 +254,9 @@ func (t *task) SetBootDevice(ctx context.Context, dev power.Device, persistent b
 	if err != nil {
 		msg := fmt.Sprintf("set boot device %s of node %s via BMC %s: %v", dev, t.node.UUID, bmcAddress(t.node.DriverInfo), err)
 		detail["error"] = err.Error()
-		t.c.record(ctx, t.node, store.KindPower, "", "", "set boot device", msg, detail)
+		t.record(ctx, store.KindPower, "", "", "set boot device", msg, detail)
 		return fmt.Errorf("%s", msg)
 	}
-	t.c.record(ctx, t.node, store.KindPower, "", "", "set boot device", "", detail)
+	t.record(ctx, store.KindPower, "", "", "set boot device", "", detail)
 	return nil
 }

@@ -330,8 +330,10 @@ type Store interface {
 	DeleteNode(ctx context.Context, uuid string, events ...*Event) error
 	// Reserve sets the node's reservation to host if it is free (ErrLocked otherwise).
 	Reserve(ctx context.Context, uuid, host string) error
-	// Release clears the reservation if host holds it.
-	Release(ctx context.Context, uuid, host string) error
+	// Release clears the reservation if host holds it and appends events
+	// in the same transaction (the events are appended either way): a task
+	// that changed nothing records what it did and lets go in one write.
+	Release(ctx context.Context, uuid, host string, events ...*Event) error
 	// ReleaseAll clears every reservation host holds (after a conductor restart).
 	ReleaseAll(ctx context.Context, host string) (int, error)
 	// StealReservation moves the node's reservation from (a dead conductor)

@@ -546,7 +546,19 @@ func (s *Postgres) StealReservation(ctx context.Context, id, from, host string) 
 }
 
 // Release drops host's reservation of the node.
-func (s *Postgres) Release(ctx context.Context, id, host string) error {
+func (s *Postgres) Release(ctx context.Context, id, host string, events ...*store.Event) error {
+	if len(events) > 0 {
+		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `UPDATE nodes SET reservation = '' WHERE uuid = $1 AND reservation = $2`, id, host); err != nil {
+				return err
+			}
+			return s.addEvents(ctx, tx, events)
+		})
+		if err != nil {
+			return fmt.Errorf("release node %s: %w", id, err)
+		}
+		return nil
+	}
 	if _, err := s.db.Exec(ctx, `UPDATE nodes SET reservation = '' WHERE uuid = $1 AND reservation = $2`, id, host); err != nil {
 		return fmt.Errorf("release node %s: %w", id, err)
 	}

@@ -632,7 +632,19 @@ func (s *SQLite) StealReservation(ctx context.Context, id, from, host string) er
 }
 
 // Release drops host's reservation of the node.
-func (s *SQLite) Release(ctx context.Context, id, host string) error {
+func (s *SQLite) Release(ctx context.Context, id, host string, events ...*store.Event) error {
+	if len(events) > 0 {
+		err := s.inTx(ctx, func(tx *sql.Tx) error {
+			if _, err := s.stmt(ctx, tx, qRelease).ExecContext(ctx, id, host); err != nil {
+				return err
+			}
+			return s.addEvents(ctx, tx, events)
+		})
+		if err != nil {
+			return fmt.Errorf("release node %s: %w", id, err)
+		}
+		return nil
+	}
 	leave, err := s.gate.enter(ctx)
 	if err != nil {
 		return fmt.Errorf("release node %s: %w", id, err)

@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EventFailureRollsBack", eventFailureRollsBack},
 		{"ListNodesFilters", listNodes},
 		{"ReleaseByHolderOnly", release},
+		{"ReleaseCommitsWithItsEvents", releaseWithEvents},
 		{"UpdateNodeHeldByTheHolderOnly", updateHeld},
 		{"StealReservationOnce", steal},
 		{"PortsListAndDelete", portsListDelete},
@@ -459,6 +460,44 @@ func listNodes(t *testing.T, s store.Store) {
 		if diff := cmp.Diff(tc.want, got, cmpopts.EquateEmpty()); diff != "" {
 			t.Errorf("ListNodes(%+v) (-want +got):\n%s", tc.f, diff)
 		}
+	}
+}
+
+// releaseWithEvents: Release with events appends them and frees the lock
+// in one transaction; when the event insert fails, the lock stays held
+// and no event is written.
+func releaseWithEvents(t *testing.T, s store.Store) {
+	create(t, s, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "wait call-back"})
+	if err := s.Reserve(ctx, "n1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	ev := &store.Event{NodeUUID: "n1", Kind: store.KindHeartbeat, FromState: "wait call-back", ToState: "wait call-back", Event: "call-back"}
+	if f, ok := s.(EventFailer); ok {
+		boom := errors.New("killed before the event insert")
+		f.FailEvents(boom)
+		if err := s.Release(ctx, "n1", "a", ev); !errors.Is(err, boom) {
+			t.Fatalf("release with a failing event: got %v, want %v", err, boom)
+		}
+		f.FailEvents(nil)
+		if got := get(t, s, "n1").Reservation; got != "a" {
+			t.Errorf("reservation after the failed release = %q, want a (rolled back)", got)
+		}
+		if evs, err := s.ListEvents(ctx, "n1"); err != nil || len(evs) != 0 {
+			t.Errorf("events after the failed release = %+v, %v; want none", evs, err)
+		}
+	}
+	if err := s.Release(ctx, "n1", "a", ev); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, s, "n1").Reservation; got != "" {
+		t.Errorf("reservation after the holder's release = %q, want none", got)
+	}
+	evs, err := s.ListEvents(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Event != "call-back" || evs[0].Kind != store.KindHeartbeat || evs[0].FromState != "wait call-back" {
+		t.Errorf("events after the release = %+v, want the one call-back event", evs)
 	}
 }
 
