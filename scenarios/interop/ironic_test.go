@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -44,18 +45,42 @@ type ironic struct {
 // skip them. Measured: the longest subtest takes about 3 minutes here.
 const runLimit = 8 * time.Minute
 
+// freeTCPPort is a port on 127.0.0.1 that nothing listens on now.
 func freeTCPPort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range portSpan {
+		p := portBase + int(nextPort.Add(1))%portSpan
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free TCP port on 127.0.0.1 in %d-%d", portBase, portBase+portSpan-1)
+	return 0
 }
 
+// The ports handed to Ironic come from below Linux's ephemeral range
+// (32768-60999), one after another from a random start: a port taken from
+// ":0" is an ephemeral one, which an outgoing connection of any process may
+// take as its source port before Ironic binds it (a run failed on that:
+// "Could not bind to 127.0.0.1:33627: Address already in use").
+const (
+	portBase = 20000
+	portSpan = 12000
+)
+
+var nextPort = func() *atomic.Int64 {
+	var n atomic.Int64
+	n.Store(int64(os.Getpid()*7919) % portSpan)
+	return &n
+}()
+
 // startIronic starts a standalone Ironic in a temp folder; cleanup stops it
-// and, when the test failed, prints the conductor's errors.
+// and, when the test failed, prints the conductor's errors. A start that
+// fails because a port was taken in the meantime is tried again on other
+// ports (three tries).
 func startIronic(t *testing.T, requireTLS bool) *ironic {
 	t.Helper()
 	labtest.Require(t, "ironic-conductor")
@@ -65,26 +90,44 @@ func startIronic(t *testing.T, requireTLS bool) *ironic {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	port := freeTCPPort(t)
-	args := []string{script, "start", dir, "--api-port", fmt.Sprint(port), "--rpc-port", fmt.Sprint(freeTCPPort(t)),
-		"--http-port", fmt.Sprint(freeTCPPort(t)), "--callback-timeout", "90"}
-	if requireTLS {
-		args = append(args, "--require-tls")
-	}
-	ir := &ironic{URL: fmt.Sprintf("http://127.0.0.1:%d", port), dir: dir}
-	t.Cleanup(func() {
-		if t.Failed() {
-			ir.dumpErrors(t)
+	for try := 1; ; try++ {
+		dir := t.TempDir()
+		port := freeTCPPort(t)
+		args := []string{script, "start", dir, "--api-port", fmt.Sprint(port), "--rpc-port", fmt.Sprint(freeTCPPort(t)),
+			"--http-port", fmt.Sprint(freeTCPPort(t)), "--callback-timeout", "90"}
+		if requireTLS {
+			args = append(args, "--require-tls")
 		}
-		exec.Command("bash", script, "stop", dir).Run()
-	})
-	out, err := exec.Command("bash", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("scripts/ironic.sh start: %v\n%s", err, out)
+		ir := &ironic{URL: fmt.Sprintf("http://127.0.0.1:%d", port), dir: dir}
+		out, err := exec.Command("bash", args...).CombinedOutput()
+		if err != nil && try < 3 && ir.portTaken() {
+			exec.Command("bash", script, "stop", dir).Run()
+			t.Logf("scripts/ironic.sh start (try %d): a port was taken before Ironic bound it; trying other ports", try)
+			continue
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				ir.dumpErrors(t)
+			}
+			exec.Command("bash", script, "stop", dir).Run()
+		})
+		if err != nil {
+			t.Fatalf("scripts/ironic.sh start: %v\n%s", err, out)
+		}
+		t.Logf("%s", bytes.TrimSpace(out))
+		return ir
 	}
-	t.Logf("%s", bytes.TrimSpace(out))
-	return ir
+}
+
+// portTaken says whether Ironic's logs show it could not bind its port.
+func (ir *ironic) portTaken() bool {
+	for _, name := range []string{"ironic-conductor.log", "ironic-api.log", "http.out"} {
+		b, _ := os.ReadFile(filepath.Join(ir.dir, "log", name))
+		if bytes.Contains(b, []byte("Address already in use")) {
+			return true
+		}
+	}
+	return false
 }
 
 // dumpErrors logs the conductor's ERROR and WARNING lines (the reasons a
