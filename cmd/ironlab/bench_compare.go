@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -231,38 +230,17 @@ func comparePyghmi(ctx context.Context, load benchLoadOpts) *pyghmiPeer {
 		return skip("temp folder: %v", err)
 	}
 	defer os.RemoveAll(tmp)
-	py, err := pyghmipeer.Write(tmp)
-	if err != nil {
-		return skip("write %s: %v", py, err)
-	}
 	port, err := freePort("udp")
 	if err != nil {
 		return skip("no free port: %v", err)
 	}
 	runCtx, cancel := context.WithTimeout(ctx, 2*load.window+time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(runCtx, pyghmiPython, py, strconv.Itoa(port))
-	out, err := cmd.StdoutPipe()
+	stop, err := pyghmipeer.Start(runCtx, pyghmiPython, tmp, port)
 	if err != nil {
-		return skip("start pyghmi: %v", err)
+		return skip("%v", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return skip("start pyghmi: %v", err)
-	}
-	defer func() { cancel(); _ = cmd.Wait() }()
-	ready := make(chan bool, 1)
-	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		ready <- line == "ready\n"
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			return skip("pyghmi's BMC did not start")
-		}
-	case <-time.After(10 * time.Second):
-		return skip("pyghmi's BMC did not start in 10 s")
-	}
+	defer stop()
 	r := ipmiLoad(runCtx, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)), "admin", "password", load.ipmiClients, load.window)
 	p.IPMILoad = &r
 	p.Measured = fmt.Sprintf("pyghmi.ipmi.bmc.Bmc in %s (power and boot device in memory), one process; the bench's "+

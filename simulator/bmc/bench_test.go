@@ -1,13 +1,10 @@
 package bmc
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -32,34 +29,11 @@ func startPyghmiBMC(b *testing.B) netip.AddrPort {
 	}
 	addr := l.LocalAddr().(*net.UDPAddr).AddrPort()
 	l.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	script, err := pyghmipeer.Write(b.TempDir())
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, py, script, strconv.Itoa(int(addr.Port())))
-	out, err := cmd.StdoutPipe()
+	stop, err := pyghmipeer.Start(context.Background(), py, b.TempDir(), int(addr.Port()))
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cancel(); cmd.Wait() })
-	ready := make(chan bool, 1)
-	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		ready <- line == "ready\n"
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			b.Fatal("pyghmi BMC did not start")
-		}
-	case <-time.After(10 * time.Second):
-		b.Fatal("pyghmi BMC did not start in 10s")
-	}
+	b.Cleanup(stop)
 	return addr
 }
 
