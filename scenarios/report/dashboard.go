@@ -173,17 +173,6 @@ func (d *Dashboard) Run(ctx context.Context) {
 	}
 }
 
-type apiNode struct {
-	UUID                 string  `json:"uuid"`
-	Name                 string  `json:"name"`
-	Driver               string  `json:"driver"`
-	ProvisionState       string  `json:"provision_state"`
-	TargetProvisionState *string `json:"target_provision_state"`
-	PowerState           *string `json:"power_state"`
-	Maintenance          bool    `json:"maintenance"`
-	LastError            *string `json:"last_error"`
-}
-
 func str(p *string) string {
 	if p == nil {
 		return ""
@@ -198,10 +187,7 @@ func (d *Dashboard) poll(ctx context.Context) {
 	if t == nil {
 		return
 	}
-	var out struct {
-		Nodes []apiNode `json:"nodes"`
-	}
-	err := ironic.Dial(t.DriverURL, "latest", d.client).Do(ctx, http.MethodGet, "/v1/nodes/detail", nil, &out)
+	nodes, err := ironic.Dial(t.DriverURL, "latest", d.client).Nodes(ctx)
 	if err != nil {
 		err = fmt.Errorf("list nodes on %s: %w", t.DriverURL, err)
 	}
@@ -223,7 +209,7 @@ func (d *Dashboard) poll(ctx context.Context) {
 		labByUUID[n.UUID] = n
 	}
 	seen := map[string]bool{}
-	for _, an := range out.Nodes {
+	for _, an := range nodes {
 		name := an.Name
 		if name == "" {
 			name = an.UUID
