@@ -235,7 +235,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 			}
 			return ""
 		})
-		d.handler = &forwarder{host: cond.Config().Host, cl: cl, reg: reg, cond: cond, local: d.api}
+		d.handler = &forwarder{host: cond.Config().Host, cl: cl, reg: reg, cond: cond, local: d.api, timeout: cfg.ConductorTimeout}
 	}
 	return d, nil
 }

@@ -2,12 +2,17 @@ package driver
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ironlab/ironlab/driver/cluster"
@@ -37,6 +42,11 @@ type forwarder struct {
 	reg   store.Registry
 	cond  *conductor.Conductor
 	local http.Handler
+	// timeout is how long an owner that took a request has to answer
+	// (the conductors' dead time; 60 s when unset).
+	timeout time.Duration
+	once    sync.Once
+	rt      http.RoundTripper
 }
 
 // forwardedNode returns the node identity of an action that goes to the
@@ -90,6 +100,22 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	w.Header().Del(HeaderConductor) // the owner's answer names the owner
+	if !f.forward(w, r, owner.Hostname, target, body) {
+		w.Header().Set(HeaderConductor, f.host)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		f.local.ServeHTTP(w, r)
+	}
+}
+
+// forward sends the request to the owner at target and copies its answer.
+// It reports false when the owner could not be reached (nothing was
+// written then, and the caller handles the request here). An owner that
+// took the request but does not answer within f.timeout (a hung process)
+// gets a 504 in Ironic's error body: handling the request here as well
+// could act on the node twice once the owner resumes, as an Ironic API
+// answers an RPC that timed out with an error rather than redoing it.
+func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, owner string, target *url.URL, body []byte) bool {
 	reached := true
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -98,15 +124,51 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
 			pr.Out.ContentLength = int64(len(body))
 		},
-		ErrorHandler: func(http.ResponseWriter, *http.Request, error) { reached = false },
+		Transport: f.transport(),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() || errors.Is(err, errDial) {
+				reached = false
+				return
+			}
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			b, _ := json.Marshal(map[string]any{"faultcode": "Server", "debuginfo": nil,
+				"faultstring": fmt.Sprintf("conductor %s, which owns this node, took the request but did not answer within %s", owner, f.timeout)})
+			w.Header().Set(HeaderConductor, f.host)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusGatewayTimeout)
+			json.NewEncoder(w).Encode(map[string]string{"error_message": string(b)})
+		},
 	}
-	w.Header().Del(HeaderConductor) // the owner's answer names the owner
 	proxy.ServeHTTP(w, r)
-	if !reached {
-		w.Header().Set(HeaderConductor, f.host)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		f.local.ServeHTTP(w, r)
-	}
+	return reached
+}
+
+// errDial marks a failed or timed-out connect: the owner was not reached.
+var errDial = errors.New("connect to the owning conductor")
+
+// transport is the forwarding's HTTP transport: a connect gives up after
+// 2 s, an answer after f.timeout.
+func (f *forwarder) transport() http.RoundTripper {
+	f.once.Do(func() {
+		d := &net.Dialer{Timeout: 2 * time.Second}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, fmt.Errorf("%w %s: %w", errDial, addr, err)
+			}
+			return c, nil
+		}
+		if f.timeout <= 0 {
+			f.timeout = 60 * time.Second
+		}
+		t.ResponseHeaderTimeout = f.timeout
+		f.rt = t
+	})
+	return f.rt
 }
 
 // conductors answers GET /v1/conductors as Ironic does (API 1.49): every
