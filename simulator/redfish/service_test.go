@@ -221,6 +221,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"no such drive", "GET", "/redfish/v1/Managers/" + l.machines[0].UUID() + "/VirtualMedia/Usb", nil, nil, 404, "ResourceMissingAtURI"},
 		{"update no uri", "POST", "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate", map[string]any{}, nil, 400, "ActionParameterMissing"},
 		{"update bad target", "POST", "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate", map[string]any{"ImageURI": "http://127.0.0.1/fw", "Targets": []string{"/redfish/v1/Systems/x"}}, nil, 400, "ActionParameterValueNotInList"},
+		{"update from a host off loopback", "POST", "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate", map[string]any{"ImageURI": "http://192.0.2.10/fw.bin", "Targets": []string{"/redfish/v1/Managers/" + l.machines[0].UUID()}}, nil, 400, "ActionParameterValueError"},
 		{"huge body", "PATCH", sys, `{"Boot": "` + strings.Repeat("x", maxBody) + `"}`, nil, 413, "GeneralError"},
 	}
 	snapshot := func() string {

@@ -270,6 +270,12 @@ func (s *Service) simpleUpdate(c *call) (*result, *rfError) {
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return nil, paramFormat(action, "ImageURI", strconv.Quote(image))
 	}
+	if err := loopbackHost(u); err != nil {
+		// Refused here rather than in the task: the lab fetches from the
+		// host's loopback only, and a 400 tells the caller at once.
+		return nil, errorf(http.StatusBadRequest, "ActionParameterValueError", []string{"#/ImageURI"}, []string{"ImageURI", action},
+			"The value for the parameter ImageURI in the action %s is invalid: %v; the lab fetches firmware from loopback addresses only.", action, err)
+	}
 	for _, k := range []string{"Username", "Password"} {
 		if raw, ok := obj[k]; ok {
 			var v string
@@ -344,6 +350,18 @@ func (s *Service) runUpdate(t *task, sys *System, kind, image string, fail bool)
 	s.tasks.finish(t, "Completed", "Update.1.0.UpdateSuccessful", fmt.Sprintf("The %s firmware of %s is now %s.", kind, sys.m.Name(), version))
 }
 
+// loopbackHost accepts localhost and loopback addresses only.
+func loopbackHost(u *url.URL) error {
+	h := u.Hostname()
+	if h == "localhost" {
+		return nil
+	}
+	if a, err := netip.ParseAddr(h); err == nil && a.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("host %q is not a loopback address", h)
+}
+
 // fetchFirmware GETs a firmware image (loopback only: the lab sends nothing
 // elsewhere) and reads its version line.
 func fetchFirmware(ctx context.Context, image string) (string, error) {
@@ -351,11 +369,8 @@ func fetchFirmware(ctx context.Context, image string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if h := u.Hostname(); h != "localhost" {
-		a, err := netip.ParseAddr(h)
-		if err != nil || !a.IsLoopback() {
-			return "", fmt.Errorf("host %q is not a loopback address", h)
-		}
+	if err := loopbackHost(u); err != nil {
+		return "", err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, image, nil)
 	if err != nil {
