@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -134,44 +135,23 @@ type Heartbeat struct {
 // retries (ErrNodeLocked after them) as Ironic's vendor passthru did; modern
 // ones only try the lock in the background and skip the work if it is held.
 func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
-	n, err := c.GetNode(ctx, hb.Ident)
-	if err != nil {
-		return err
-	}
 	hb.AgentURL = strings.TrimRight(hb.AgentURL, "/")
 	if hb.Dialect == DialectLegacy {
+		n, err := c.GetNode(ctx, hb.Ident)
+		if err != nil {
+			return err
+		}
 		return c.legacyHeartbeat(ctx, n.UUID, hb)
 	}
-	if !strings.Contains(strings.SplitN(hb.AgentURL, "://", 2)[0], "http") || !strings.Contains(hb.AgentURL, "://") {
-		return fmt.Errorf("callback_url %q of node %s is not an http(s) URL: %w", hb.AgentURL, n.UUID, ErrInvalidParameter)
+	// The certificate is parsed before the write; the checks on the node run
+	// inside it (store.Heartbeat.Check), on the row the heartbeat writes:
+	// no read of the whole node (that read was as costly as the write).
+	caOK := hb.AgentVerifyCA == "" || x509.NewCertPool().AppendCertsFromPEM([]byte(hb.AgentVerifyCA))
+	check := func(stored *store.Node) error { return c.checkHeartbeat(stored, hb, caOK) }
+	n, first, err := c.recordHeartbeat(ctx, hb.Ident, nil, hb, check)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("node %s could not be found: %w", hb.Ident, ErrNotFound)
 	}
-	stored := n.Agent.Token
-	if hb.AgentToken == "" {
-		if c.cfg.AgentTokenRequired || stored != "" {
-			return fmt.Errorf("agent_token is required for heartbeats of node %s: %w", n.UUID, ErrInvalidAgentToken)
-		}
-	} else if hb.AgentToken != stored {
-		return fmt.Errorf("invalid or missing agent token received for node %s: %w", n.UUID, ErrInvalidAgentToken)
-	}
-	// Ironic's order and words: the token first, then [agent]require_tls,
-	// then a certificate that changed while the agent_url stayed.
-	if c.cfg.RequireTLS && !strings.HasPrefix(hb.AgentURL, "https://") {
-		c.log.Error("rejecting a callback_url that does not use TLS", "node", n.UUID, "callback_url", hb.AgentURL)
-		return fmt.Errorf("TLS is required by configuration: %w", ErrInvalidParameter)
-	}
-	if hb.AgentVerifyCA != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(hb.AgentVerifyCA)) {
-		return fmt.Errorf("agent_verify_ca of node %s is not a PEM certificate: %w", n.UUID, ErrInvalidParameter)
-	}
-	if ca := n.Agent.VerifyCA; ca != "" && hb.AgentVerifyCA != "" && strings.TrimSpace(ca) != strings.TrimSpace(hb.AgentVerifyCA) {
-		return fmt.Errorf("Detected change in ramdisk provided \"agent_verify_ca\": %w", ErrInvalidParameter)
-	}
-	if url := n.Agent.URL; url != "" && url != hb.AgentURL {
-		return fmt.Errorf("detected change in ramdisk provided \"callback_url\" for node %s (stored %s, got %s): %w", n.UUID, url, hb.AgentURL, ErrInvalidParameter)
-	}
-	if n.Reservation != "" && n.Agent.URL == "" {
-		return fmt.Errorf("node %s is locked by host %s and has no agent_url yet: %w", n.UUID, n.Reservation, ErrNodeLocked)
-	}
-	n, first, err := c.recordHeartbeat(ctx, n, hb)
 	if err != nil {
 		return err
 	}
@@ -194,6 +174,41 @@ func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	return nil
 }
 
+// checkHeartbeat is what a modern heartbeat must pass, in Ironic's order
+// and words: the callback_url's scheme, the token, [agent]require_tls, a
+// certificate that changed or a callback_url that changed, a node locked
+// before its agent registered.
+func (c *Conductor) checkHeartbeat(n *store.Node, hb Heartbeat, caOK bool) error {
+	if !strings.Contains(strings.SplitN(hb.AgentURL, "://", 2)[0], "http") || !strings.Contains(hb.AgentURL, "://") {
+		return fmt.Errorf("callback_url %q of node %s is not an http(s) URL: %w", hb.AgentURL, n.UUID, ErrInvalidParameter)
+	}
+	stored := n.Agent.Token
+	if hb.AgentToken == "" {
+		if c.cfg.AgentTokenRequired || stored != "" {
+			return fmt.Errorf("agent_token is required for heartbeats of node %s: %w", n.UUID, ErrInvalidAgentToken)
+		}
+	} else if hb.AgentToken != stored {
+		return fmt.Errorf("invalid or missing agent token received for node %s: %w", n.UUID, ErrInvalidAgentToken)
+	}
+	if c.cfg.RequireTLS && !strings.HasPrefix(hb.AgentURL, "https://") {
+		c.log.Error("rejecting a callback_url that does not use TLS", "node", n.UUID, "callback_url", hb.AgentURL)
+		return fmt.Errorf("TLS is required by configuration: %w", ErrInvalidParameter)
+	}
+	if !caOK {
+		return fmt.Errorf("agent_verify_ca of node %s is not a PEM certificate: %w", n.UUID, ErrInvalidParameter)
+	}
+	if ca := n.Agent.VerifyCA; ca != "" && hb.AgentVerifyCA != "" && strings.TrimSpace(ca) != strings.TrimSpace(hb.AgentVerifyCA) {
+		return fmt.Errorf("Detected change in ramdisk provided \"agent_verify_ca\": %w", ErrInvalidParameter)
+	}
+	if url := n.Agent.URL; url != "" && url != hb.AgentURL {
+		return fmt.Errorf("detected change in ramdisk provided \"callback_url\" for node %s (stored %s, got %s): %w", n.UUID, url, hb.AgentURL, ErrInvalidParameter)
+	}
+	if n.Reservation != "" && n.Agent.URL == "" {
+		return fmt.Errorf("node %s is locked by host %s and has no agent_url yet: %w", n.UUID, n.Reservation, ErrNodeLocked)
+	}
+	return nil
+}
+
 func wantsCallback(n *store.Node) bool {
 	switch n.ProvisionState {
 	case states.DeployWait, states.CleanWait, states.RescueWait:
@@ -207,7 +222,7 @@ func (c *Conductor) legacyHeartbeat(ctx context.Context, id string, hb Heartbeat
 	if err != nil {
 		return err
 	}
-	n, first, err := c.recordHeartbeat(ctx, t.node, hb)
+	n, first, err := c.recordHeartbeat(ctx, t.node.UUID, t.node, hb, nil)
 	if err != nil {
 		t.release()
 		return err
@@ -234,15 +249,27 @@ func (c *Conductor) legacyHeartbeat(ctx context.Context, id string, hb Heartbeat
 // returns n (read before the write) with what the write changed, without
 // reading the node again (that read was a third of a heartbeat's cost; the
 // call-back re-reads the node under its lock); first is true when the
-// agent_url is new.
-func (c *Conductor) recordHeartbeat(ctx context.Context, n *store.Node, hb Heartbeat) (*store.Node, bool, error) {
+// agent_url is new. Without n (nil), check must set n: it runs in the write
+// on the node as stored (store.Heartbeat.Check), its error returned as is.
+func (c *Conductor) recordHeartbeat(ctx context.Context, ident string, n *store.Node, hb Heartbeat, check func(*store.Node) error) (*store.Node, bool, error) {
 	url := strings.TrimRight(hb.AgentURL, "/")
 	at := time.Unix(time.Now().Unix(), 0).UTC()
 	touch := []string{states.DeployWait, states.CleanWait}
-	prev, err := c.store.RecordHeartbeat(ctx, n.UUID, store.Heartbeat{URL: url, Version: hb.AgentVersion, VerifyCA: hb.AgentVerifyCA, Dialect: hb.Dialect,
-		At: at, TouchStates: touch})
+	var stored *store.Node
+	var checkStored func(*store.Node) error
+	if check != nil {
+		checkStored = func(s *store.Node) error {
+			stored = s
+			return check(s)
+		}
+	}
+	prev, err := c.store.RecordHeartbeat(ctx, ident, store.Heartbeat{URL: url, Version: hb.AgentVersion, VerifyCA: hb.AgentVerifyCA, Dialect: hb.Dialect,
+		At: at, TouchStates: touch, Check: checkStored})
 	if err != nil {
 		return nil, false, err
+	}
+	if n == nil {
+		n = stored
 	}
 	first, reboots := prev.URL != url, prev.WatchdogReboots
 	cur := *n

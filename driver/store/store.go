@@ -132,6 +132,12 @@ type Heartbeat struct {
 	// TouchStates are the provision states in which the heartbeat also
 	// sets provision_updated_at (the call-back waits).
 	TouchStates []string
+	// Check, when set, runs inside the write on the node as stored (its
+	// scalar fields and Agent; no maps, steps or plan) before anything is
+	// written: an error leaves the node unwritten and RecordHeartbeat
+	// returns it as is. The agent's token and URL are checked against the
+	// row the heartbeat writes, and the heartbeat needs no read of its own.
+	Check func(n *Node) error
 }
 
 // DriverInfoView is driver_info as the API shows it: the stored map with
@@ -354,7 +360,8 @@ type Store interface {
 	// fields (URL, last heartbeat, dialect, version unless empty; the
 	// watchdog's count reset; provision_updated_at touched in
 	// hb.TouchStates) and returns the agent fields as they were before.
-	RecordHeartbeat(ctx context.Context, uuid string, hb Heartbeat) (prev Agent, err error)
+	// ident is the node's UUID or, when no node has that UUID, its name.
+	RecordHeartbeat(ctx context.Context, ident string, hb Heartbeat) (prev Agent, err error)
 	// IssueAgentToken sets the agent token unless one is set; it reports
 	// whether it did.
 	IssueAgentToken(ctx context.Context, uuid, token string) (bool, error)

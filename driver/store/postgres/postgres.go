@@ -731,38 +731,88 @@ func (s *Postgres) ListEvents(ctx context.Context, nodeUUID string) ([]store.Eve
 	return out, nil
 }
 
+// byIdent matches the node whose UUID is the parameter p or, when none has
+// it, the one named p.
+func byIdent(p string) string {
+	return `(uuid = ` + p + ` OR (name = ` + p + ` AND NOT EXISTS (SELECT 1 FROM nodes WHERE uuid = ` + p + `)))`
+}
+
 // heartbeatSQL is the whole heartbeat: one UPDATE that locks the node's row
 // (the sub-select FOR UPDATE), writes the agent columns and returns them as
 // they were.
-const heartbeatSQL = `UPDATE nodes n SET agent_url = $1, agent_last_heartbeat = $2,
+var heartbeatSQL = `UPDATE nodes n SET agent_url = $1, agent_last_heartbeat = $2,
 	agent_version = CASE WHEN $3 = '' THEN n.agent_version ELSE $3 END, agent_dialect = $4,
 	agent_verify_ca = CASE WHEN $7 = '' THEN n.agent_verify_ca ELSE $7 END,
 	watchdog_reboots = 0, watchdog_last_action = 0,
 	provision_updated_at = CASE WHEN n.provision_state = ANY($5) THEN GREATEST(n.provision_updated_at, $2) ELSE n.provision_updated_at END
 	FROM (SELECT uuid, agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, agent_verify_ca
-		FROM nodes WHERE uuid = $6 FOR UPDATE) old
+		FROM nodes WHERE ` + byIdent("$6") + ` FOR UPDATE) old
 	WHERE n.uuid = old.uuid
 	RETURNING old.agent_url, old.agent_token, old.agent_last_heartbeat, old.agent_version, old.agent_dialect,
 		old.watchdog_reboots, old.watchdog_last_action, old.agent_verify_ca`
 
+// heartbeatCheckSQL locks and reads what Heartbeat.Check looks at.
+var heartbeatCheckSQL = `SELECT uuid, name, driver, provision_state, maintenance, reservation, provision_updated_at,
+	agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, agent_verify_ca
+	FROM nodes WHERE ` + byIdent("$1") + ` FOR UPDATE`
+
 // RecordHeartbeat writes a heartbeat in one UPDATE and returns the agent
-// fields as they were before it.
-func (s *Postgres) RecordHeartbeat(ctx context.Context, id string, hb store.Heartbeat) (store.Agent, error) {
-	var prev store.Agent
-	var last, wd int64
+// fields as they were before it; with hb.Check, the node's row is locked
+// and checked first in the same transaction.
+func (s *Postgres) RecordHeartbeat(ctx context.Context, ident string, hb store.Heartbeat) (store.Agent, error) {
 	touch := hb.TouchStates
 	if touch == nil {
 		touch = []string{}
 	}
-	err := s.db.QueryRow(ctx, heartbeatSQL, hb.URL, ns(hb.At), hb.Version, hb.Dialect, touch, id, hb.VerifyCA).Scan(
-		&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd, &prev.VerifyCA)
+	var prev store.Agent
+	write := func(q pgx.Tx, id string) error {
+		var last, wd int64
+		var row pgx.Row
+		if q != nil {
+			row = q.QueryRow(ctx, heartbeatSQL, hb.URL, ns(hb.At), hb.Version, hb.Dialect, touch, id, hb.VerifyCA)
+		} else {
+			row = s.db.QueryRow(ctx, heartbeatSQL, hb.URL, ns(hb.At), hb.Version, hb.Dialect, touch, id, hb.VerifyCA)
+		}
+		if err := row.Scan(&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd, &prev.VerifyCA); err != nil {
+			return err
+		}
+		prev.LastHeartbeat, prev.WatchdogLastAction = fromNS(last), fromNS(wd)
+		return nil
+	}
+	var checkErr error
+	var err error
+	if hb.Check == nil {
+		err = write(nil, ident)
+	} else {
+		err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+			n := &store.Node{}
+			var name *string
+			var p, last, wd int64
+			a := &n.Agent
+			if err := tx.QueryRow(ctx, heartbeatCheckSQL, ident).Scan(
+				&n.UUID, &name, &n.Driver, &n.ProvisionState, &n.Maintenance, &n.Reservation, &p,
+				&a.URL, &a.Token, &last, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd, &a.VerifyCA); err != nil {
+				return err
+			}
+			if name != nil {
+				n.Name = *name
+			}
+			n.ProvisionUpdatedAt, a.LastHeartbeat, a.WatchdogLastAction = fromNS(p), fromNS(last), fromNS(wd)
+			if checkErr = hb.Check(n); checkErr != nil {
+				return checkErr
+			}
+			return write(tx, n.UUID)
+		})
+	}
+	if checkErr != nil {
+		return store.Agent{}, checkErr
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", id, store.ErrNotFound)
+		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", ident, store.ErrNotFound)
 	}
 	if err != nil {
-		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", id, err)
+		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", ident, err)
 	}
-	prev.LastHeartbeat, prev.WatchdogLastAction = fromNS(last), fromNS(wd)
 	return prev, nil
 }
 

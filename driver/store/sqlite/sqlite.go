@@ -226,7 +226,7 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 
 // preparedQueries are prepared at Open (never later: inside a transaction
 // the one connection is taken, and a prepare on the pool would wait for it).
-var preparedQueries = []string{qNodeByUUID, qNodeByName, qHeartbeatRead, qHeartbeatWrite, qInsertEvent,
+var preparedQueries = []string{qNodeByUUID, qNodeByName, qHeartbeatRead, qHeartbeatReadByName, qHeartbeatWrite, qInsertEvent,
 	qUpdateNode, qUpdateNodeHeld, qReserve, qRelease, qPortsOfNode, qPortsByAddress}
 
 // The ListPorts queries of acquire (a node's ports) and lookup (by MAC).
@@ -828,49 +828,6 @@ func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]store.Event
 		out = append(out, e)
 	}
 	return out, rows.Err()
-}
-
-const (
-	qHeartbeatRead = `SELECT agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect,
-		watchdog_reboots, watchdog_last_action, agent_verify_ca FROM nodes WHERE uuid = ?`
-	// The states whose provision_updated_at a heartbeat touches come as a
-	// JSON array, so that the statement's text, prepared once, never changes.
-	qHeartbeatWrite = `UPDATE nodes SET agent_url = ?, agent_last_heartbeat = ?,
-		agent_version = CASE WHEN ? = '' THEN agent_version ELSE ? END,
-		agent_verify_ca = CASE WHEN ? = '' THEN agent_verify_ca ELSE ? END, agent_dialect = ?,
-		watchdog_reboots = 0, watchdog_last_action = 0,
-		provision_updated_at = CASE WHEN provision_state IN (SELECT value FROM json_each(?))
-			THEN MAX(provision_updated_at, ?) ELSE provision_updated_at END
-		WHERE uuid = ?`
-)
-
-// RecordHeartbeat writes a heartbeat in one UPDATE; the SELECT before it,
-// in the same transaction, only reads what the agent fields were.
-func (s *SQLite) RecordHeartbeat(ctx context.Context, id string, hb store.Heartbeat) (store.Agent, error) {
-	var prev store.Agent
-	touch, err := json.Marshal(append([]string{}, hb.TouchStates...))
-	if err != nil {
-		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", id, err)
-	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		var last, wd int64
-		err := s.stmt(ctx, tx, qHeartbeatRead).QueryRowContext(ctx, id).Scan(
-			&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd, &prev.VerifyCA)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		prev.LastHeartbeat, prev.WatchdogLastAction = fromNS(last), fromNS(wd)
-		_, err = s.stmt(ctx, tx, qHeartbeatWrite).ExecContext(ctx, hb.URL, ns(hb.At), hb.Version, hb.Version,
-			hb.VerifyCA, hb.VerifyCA, hb.Dialect, string(touch), ns(hb.At), id)
-		return err
-	})
-	if err != nil {
-		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", id, err)
-	}
-	return prev, nil
 }
 
 // agentWrite runs one UPDATE of a node's agent columns; none matched is

@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"StealReservationOnce", steal},
 		{"PortsListAndDelete", portsListDelete},
 		{"Heartbeat", heartbeat},
+		{"HeartbeatCheckedInItsWrite", heartbeatCheck},
 		{"AgentFieldsSurviveNodeSaves", agentSurvivesSave},
 		{"AgentToken", agentToken},
 		{"ClearAgentAndWatchdog", clearAndWatchdog},
@@ -260,6 +261,37 @@ func heartbeat(t *testing.T, s store.Store) {
 	}
 	if _, err := s.RecordHeartbeat(ctx, "nope", store.Heartbeat{URL: "http://x", At: at}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("heartbeat of an unknown node: got %v, want ErrNotFound", err)
+	}
+}
+
+// heartbeatCheck: a heartbeat's Check sees the node as stored (found by
+// UUID or name); its error is returned as is and nothing is written.
+func heartbeatCheck(t *testing.T, s store.Store) {
+	create(t, s, &store.Node{UUID: "n1", Name: "node-1", Driver: "fake_agent", ProvisionState: "clean wait", Reservation: "host-a",
+		Agent: store.Agent{Token: "tok"}})
+	at := time.Unix(1700000000, 0).UTC()
+	refused := errors.New("refused by the check")
+	var seen *store.Node
+	_, err := s.RecordHeartbeat(ctx, "node-1", store.Heartbeat{URL: "http://127.0.0.1:9999", Dialect: "v1", At: at, TouchStates: []string{"clean wait"},
+		Check: func(n *store.Node) error { seen = n; return refused }})
+	if err != refused {
+		t.Fatalf("heartbeat refused by its check: got %v, want the check's error as is", err)
+	}
+	if seen == nil || seen.UUID != "n1" || seen.Name != "node-1" || seen.ProvisionState != "clean wait" || seen.Reservation != "host-a" || seen.Agent.Token != "tok" {
+		t.Errorf("the check saw %+v, want node n1 (by its name) as stored", seen)
+	}
+	if n := get(t, s, "n1"); n.Agent.URL != "" || !n.Agent.LastHeartbeat.IsZero() || !n.ProvisionUpdatedAt.IsZero() {
+		t.Errorf("a refused heartbeat wrote: agent %+v, provision_updated_at %v", n.Agent, n.ProvisionUpdatedAt)
+	}
+	if _, err := s.RecordHeartbeat(ctx, "node-1", store.Heartbeat{URL: "http://127.0.0.1:9999", Dialect: "v1", At: at, TouchStates: []string{"clean wait"},
+		Check: func(n *store.Node) error { return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	if n := get(t, s, "n1"); n.Agent.URL != "http://127.0.0.1:9999" || !n.Agent.LastHeartbeat.Equal(at) || !n.ProvisionUpdatedAt.Equal(at) || n.Agent.Token != "tok" {
+		t.Errorf("after a heartbeat by name: agent %+v, provision_updated_at %v", n.Agent, n.ProvisionUpdatedAt)
+	}
+	if _, err := s.RecordHeartbeat(ctx, "nope", store.Heartbeat{URL: "http://x", At: at, Check: func(*store.Node) error { return nil }}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("checked heartbeat of an unknown node: got %v, want ErrNotFound", err)
 	}
 }
 
