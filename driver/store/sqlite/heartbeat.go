@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/ironlab/ironlab/driver/store"
 )
@@ -40,23 +41,174 @@ func scanHeartbeatNode(r scanner) (*store.Node, error) {
 }
 
 // RecordHeartbeat reads the node's heartbeat fields (by UUID, else by
-// name), runs hb.Check on them and writes the heartbeat in one UPDATE, all
-// in one transaction.
+// name), runs hb.Check on them and writes the heartbeat in one UPDATE. The
+// heartbeats that wait for the writer meanwhile are written together, in
+// one transaction (a group commit): each is its own read, check and UPDATE,
+// and each returns only after that transaction committed.
 func (s *SQLite) RecordHeartbeat(ctx context.Context, ident string, hb store.Heartbeat) (store.Agent, error) {
-	var prev store.Agent
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		var err error
-		prev, err = s.heartbeatInTx(ctx, tx, ident, &hb)
-		return err
-	})
-	if err != nil {
+	r := &hbRequest{ident: ident, hb: &hb, turn: make(chan struct{}), done: make(chan struct{})}
+	lead := s.hbq.join(r)
+	for !lead {
+		select {
+		case <-r.done:
+		case <-r.turn:
+			lead = true
+			continue
+		case <-ctx.Done():
+			if s.hbq.abandon(r) {
+				return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", ident, ctx.Err())
+			}
+			continue // taken into a batch or made the leader meanwhile
+		}
+		break
+	}
+	if lead {
+		s.writeHeartbeats(ctx)
+	}
+	<-r.done
+	if r.err != nil {
 		var ce checkError
-		if errors.As(err, &ce) {
+		if errors.As(r.err, &ce) {
 			return store.Agent{}, ce.err
 		}
-		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", ident, err)
+		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", ident, r.err)
 	}
-	return prev, nil
+	return r.prev, nil
+}
+
+// hbRequest is one heartbeat waiting for its batch: turn is closed when it
+// is to write the queue (it is the first queued then), done when it was
+// written (prev and err are set).
+type hbRequest struct {
+	ident string
+	hb    *store.Heartbeat
+	turn  chan struct{}
+	done  chan struct{}
+	taken bool // in a batch or leading: no longer abandoned
+	prev  store.Agent
+	err   error
+}
+
+// heartbeatQueue holds the heartbeats that wait for the writer. One of
+// them at a time (the leader) writes the queue; while it waits for the
+// writer and writes, newcomers queue for the next batch, which the
+// leader hands to the first of them.
+type heartbeatQueue struct {
+	mu      sync.Mutex
+	queue   []*hbRequest
+	leading bool
+}
+
+// maxHeartbeatBatch bounds one transaction's heartbeats.
+const maxHeartbeatBatch = 128
+
+// join queues r and reports whether its caller leads (writes the queue).
+func (q *heartbeatQueue) join(r *hbRequest) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.queue = append(q.queue, r)
+	if q.leading {
+		return false
+	}
+	q.leading = true
+	return true
+}
+
+// abandon takes r out of the queue unless a batch took it already or it
+// was made the leader (then it leads all the same).
+func (q *heartbeatQueue) abandon(r *hbRequest) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if r.taken {
+		return false
+	}
+	for i, x := range q.queue {
+		if x == r {
+			q.queue = append(q.queue[:i], q.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// take removes up to maxHeartbeatBatch queued requests.
+func (q *heartbeatQueue) take() []*hbRequest {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := min(len(q.queue), maxHeartbeatBatch)
+	batch := append([]*hbRequest(nil), q.queue[:n]...)
+	for _, r := range batch {
+		r.taken = true
+	}
+	q.queue = append(q.queue[:0], q.queue[n:]...)
+	return batch
+}
+
+// handOver makes the first queued request the leader, or ends leading.
+func (q *heartbeatQueue) handOver() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.queue) == 0 {
+		q.leading = false
+		return
+	}
+	next := q.queue[0]
+	next.taken = true
+	close(next.turn)
+}
+
+// writeHeartbeats writes one batch of the queue (the leader's own request
+// is in it) and hands the rest to the next leader. The statements run
+// without the request's cancellation (a batch is other requests' writes
+// too), and without a Done channel modernc's driver watches no context
+// per statement.
+func (s *SQLite) writeHeartbeats(ctx context.Context) {
+	wctx := context.WithoutCancel(ctx)
+	leave, err := s.gate.enter(wctx)
+	batch := s.hbq.take()
+	if err == nil {
+		err = s.writeBatch(wctx, batch)
+		leave()
+		if err != nil {
+			// A statement or the commit failed and nothing was kept: each
+			// heartbeat alone, so that one's failure is not the others'.
+			for _, r := range batch {
+				var prev store.Agent
+				r.err = s.inTx(wctx, func(tx *sql.Tx) error {
+					var err error
+					prev, err = s.heartbeatInTx(wctx, tx, r.ident, r.hb)
+					return err
+				})
+				r.prev = prev
+			}
+		}
+	} else {
+		for _, r := range batch {
+			r.err = err
+		}
+	}
+	s.hbq.handOver()
+	for _, r := range batch {
+		close(r.done)
+	}
+}
+
+// writeBatch runs batch in one transaction; a heartbeat refused by its
+// check or of an unknown node writes nothing and the others go on.
+func (s *SQLite) writeBatch(ctx context.Context, batch []*hbRequest) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for _, r := range batch {
+		r.prev, r.err = s.heartbeatInTx(ctx, tx, r.ident, r.hb)
+		var ce checkError
+		if r.err != nil && !errors.Is(r.err, store.ErrNotFound) && !errors.As(r.err, &ce) {
+			tx.Rollback()
+			return r.err
+		}
+	}
+	return tx.Commit()
 }
 
 // checkError carries an error of Heartbeat.Check out of the transaction,

@@ -130,6 +130,8 @@ type SQLite struct {
 	rdb *sql.DB
 	// gate orders the writers of db: API requests first (see gate).
 	gate gate
+	// hbq batches the heartbeats that wait for the writer (a group commit).
+	hbq heartbeatQueue
 	// stmts are the hot path's statements, prepared once at Open: SQLite
 	// parses and compiles a statement on every unprepared call, which was
 	// 40 % of a heartbeat's CPU.
