@@ -80,7 +80,7 @@ func benchCmd(args []string) int {
 	results := fs.String("results", "results", "results folder")
 	loadNodes := fs.Int("load-nodes", 100, "nodes the closed heartbeat loop enrolls (in enroll, fast track) and heartbeats")
 	loadClients := fs.Int("load-clients", 16, "workers of the closed heartbeat loop (at most --load-nodes: one heartbeat per node at a time)")
-	ipmiClients := fs.Int("ipmi-clients", 4, "workers of the closed IPMI loops against one BMC")
+	ipmiClients := fs.Int("ipmi-clients", 8, "sessions in flight in the closed IPMI loops against one BMC, each from its own client port")
 	loadWindow := fs.Duration("load-window", 5*time.Second, "how long each closed loop runs (0: no loops)")
 	compare := fs.Bool("compare", false, "also play the closed loops against the peers: a real Ironic (scripts/ironic.sh) and pyghmi's BMC")
 	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles (pprof) into this folder: lab.cpu (this process: lab, BMCs, agents, runner) and driver.cpu (the driver process), each of the whole run")

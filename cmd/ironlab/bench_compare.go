@@ -244,7 +244,8 @@ func comparePyghmi(ctx context.Context, load benchLoadOpts) *pyghmiPeer {
 	r := ipmiLoad(runCtx, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)), "admin", "password", load.ipmiClients, load.window)
 	p.IPMILoad = &r
 	p.Measured = fmt.Sprintf("pyghmi.ipmi.bmc.Bmc in %s (power and boot device in memory), one process; the bench's "+
-		"closed IPMI loops (go-ipmi client, lanplus cipher suite 3, %d clients, %s each): whole sessions, then Get "+
+		"closed IPMI loops, as against ours (the lean lanplus client simulator/bmc/ipmiload, cipher suite 3, %d sessions "+
+		"in flight, each from its own client port, %s each): whole sessions (Open Session, RAKP 1-4, Close Session), then Get "+
 		"Chassis Status in open sessions", pyghmiPython, r.Clients, load.window)
 	fmt.Printf("   bench: compare: pyghmi: %.0f sessions/s, %.0f requests/s (%d errors)\n", r.SessionsPerS, r.RequestsPerS, r.Errors)
 	return p

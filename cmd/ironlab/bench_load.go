@@ -13,8 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bougou/go-ipmi/pkg/client"
-	"github.com/bougou/go-ipmi/pkg/types"
+	"github.com/ironlab/ironlab/simulator/bmc/ipmiload"
 )
 
 // The closed loops of the bench: the same load is played against the
@@ -214,11 +213,12 @@ func percentiles(d []time.Duration) (p50, p99 float64) {
 	return round3(ms(d[(len(d)-1)*50/100])), round3(ms(d[(len(d)-1)*99/100]))
 }
 
-// IPMILoad is a closed-loop IPMI run against one BMC (lanplus, cipher suite
-// 3, as BenchmarkLanplus): whole sessions (Get Channel Auth Capabilities,
-// Open Session, RAKP 1-4, Set Session Privilege, Get Chassis Status, Close
-// Session) for Seconds, then Get Chassis Status in Clients open sessions
-// for Seconds.
+// IPMILoad is the closed IPMI loops against one BMC, with the lean lanplus
+// client (simulator/bmc/ipmiload: cipher suite 3, every answer checked):
+// Clients sessions in flight, each from its own client port (as separate
+// ipmitool runs; pyghmi's BMC needs it), for Seconds: first whole sessions
+// (Open Session, RAKP 1-4, Close Session), then Get Chassis Status in
+// Clients open sessions.
 type IPMILoad struct {
 	Clients      int     `json:"clients"`
 	Seconds      float64 `json:"seconds"`
@@ -230,81 +230,28 @@ type IPMILoad struct {
 	FirstError   string  `json:"first_error,omitempty"`
 }
 
-func ipmiClient(ctx context.Context, addr netip.AddrPort, user, pass string) (*client.Client, error) {
-	c, err := client.NewClient(addr.Addr().String(), int(addr.Port()), user, pass)
-	if err != nil {
-		return nil, err
-	}
-	c.WithTimeout(2 * time.Second).WithRetry(2).WithCipherSuiteID(types.CipherSuiteID3)
-	if err := c.Connect(ctx); err != nil {
-		return nil, fmt.Errorf("lanplus session to %s: %w", addr, err)
-	}
-	return c, nil
-}
-
 // ipmiLoad plays both loops against addr, each for window.
 func ipmiLoad(ctx context.Context, addr netip.AddrPort, user, pass string, clients int, window time.Duration) IPMILoad {
 	res := IPMILoad{Clients: clients, Seconds: window.Seconds()}
 	ctx, cancel := context.WithTimeout(ctx, 2*window+30*time.Second)
 	defer cancel()
-	var mu sync.Mutex
-	fail := func(err error) {
-		mu.Lock()
-		res.Errors++
+	o := ipmiload.LoadOptions{Options: ipmiload.Options{Username: user, Password: pass, Suite: ipmiload.Suite3},
+		InFlight: clients, SocketPerSession: true, Window: window}
+	add := func(r ipmiload.Result, err error) {
+		res.Errors += r.Errors
 		if res.FirstError == "" {
+			res.FirstError = r.FirstError
+		}
+		if err != nil && res.FirstError == "" {
 			res.FirstError = err.Error()
+			res.Errors++
 		}
-		mu.Unlock()
 	}
-	loop := func(op func(w int) error) (int, float64) {
-		var wg sync.WaitGroup
-		var total int
-		start := time.Now()
-		deadline := start.Add(window)
-		for w := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				n := 0
-				for time.Now().Before(deadline) && ctx.Err() == nil {
-					if err := op(w); err != nil {
-						fail(err)
-						return
-					}
-					n++
-				}
-				mu.Lock()
-				total += n
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-		return total, time.Since(start).Seconds()
-	}
-	n, sec := loop(func(int) error {
-		c, err := ipmiClient(ctx, addr, user, pass)
-		if err != nil {
-			return err
-		}
-		defer c.Close(ctx)
-		_, err = c.GetChassisStatus(ctx)
-		return err
-	})
-	res.Sessions, res.SessionsPerS = n, round3(float64(n)/sec)
-	cs := make([]*client.Client, clients)
-	for w := range cs {
-		c, err := ipmiClient(ctx, addr, user, pass)
-		if err != nil {
-			fail(err)
-			return res
-		}
-		defer c.Close(ctx)
-		cs[w] = c
-	}
-	n, sec = loop(func(w int) error {
-		_, err := cs[w].GetChassisStatus(ctx)
-		return err
-	})
-	res.Requests, res.RequestsPerS = n, round3(float64(n)/sec)
+	r, err := ipmiload.RunSessions(ctx, addr, o)
+	add(r, err)
+	res.Sessions, res.SessionsPerS = r.Ops, round3(r.PerS)
+	r, err = ipmiload.RunRequests(ctx, addr, o)
+	add(r, err)
+	res.Requests, res.RequestsPerS = r.Ops, round3(r.PerS)
 	return res
 }
