@@ -97,6 +97,9 @@ type heartbeatQueue struct {
 	mu      sync.Mutex
 	queue   []*hbRequest
 	leading bool
+	// raw are the batch's statements on the writer's driver connection;
+	// only the leader (holding the gate) and Close use them.
+	raw *hbStmts
 }
 
 // maxHeartbeatBatch bounds one transaction's heartbeats.
@@ -193,9 +196,9 @@ func (s *SQLite) writeHeartbeats(ctx context.Context) {
 	}
 }
 
-// writeBatch runs batch in one transaction; a heartbeat refused by its
-// check or of an unknown node writes nothing and the others go on.
-func (s *SQLite) writeBatch(ctx context.Context, batch []*hbRequest) error {
+// writeBatchTx is writeBatch through database/sql (one heartbeat per
+// transaction when a batch failed uses inTx and heartbeatInTx).
+func (s *SQLite) writeBatchTx(ctx context.Context, batch []*hbRequest) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -234,17 +237,23 @@ func (s *SQLite) heartbeatInTx(ctx context.Context, tx *sql.Tx, ident string, hb
 			return store.Agent{}, checkError{err}
 		}
 	}
-	prev := n.Agent
+	_, err = s.stmt(ctx, tx, qHeartbeatWrite).ExecContext(ctx, heartbeatWriteArgs(n, hb)...)
+	return n.Agent, err
+}
+
+// heartbeatWriteArgs are qHeartbeatWrite's arguments for hb on node n as
+// read: an empty version or certificate keeps the stored one, and
+// provision_updated_at moves only forward, in hb.TouchStates.
+func heartbeatWriteArgs(n *store.Node, hb *store.Heartbeat) []any {
 	version, ca, touched := hb.Version, hb.VerifyCA, n.ProvisionUpdatedAt
 	if version == "" {
-		version = prev.Version
+		version = n.Agent.Version
 	}
 	if ca == "" {
-		ca = prev.VerifyCA
+		ca = n.Agent.VerifyCA
 	}
 	if slices.Contains(hb.TouchStates, n.ProvisionState) && hb.At.After(touched) {
 		touched = hb.At
 	}
-	_, err = s.stmt(ctx, tx, qHeartbeatWrite).ExecContext(ctx, hb.URL, ns(hb.At), version, ca, hb.Dialect, ns(touched), n.UUID)
-	return prev, err
+	return []any{hb.URL, ns(hb.At), version, ca, hb.Dialect, ns(touched), n.UUID}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,5 +167,57 @@ func waitHeartbeatsQueued(t *testing.T, s *SQLite, n int) {
 			t.Fatalf("%d heartbeats queued, want %d", q, n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHeartbeatBatchFailureIsOneHeartbeats: a heartbeat whose UPDATE fails
+// (here a trigger refuses it) fails alone; the ones batched with it are
+// written again each on its own and succeed.
+func TestHeartbeatBatchFailureIsOneHeartbeats(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if err := s.CreateNode(ctx, &store.Node{UUID: id, Driver: "fake_agent", ProvisionState: states.Available}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.db.ExecContext(ctx, `CREATE TRIGGER refuse BEFORE UPDATE OF agent_url ON nodes WHEN NEW.agent_url = 'http://refused'
+		BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END`); err != nil {
+		t.Fatal(err)
+	}
+	leave, err := s.gate.enter(ctx) // all three queue, then go as one batch
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1700000000, 0).UTC()
+	urls := map[string]string{"n1": "http://127.0.0.1:9/1", "n2": "http://refused", "n3": "http://127.0.0.1:9/3"}
+	results := make(map[string]chan error)
+	for i, id := range []string{"n1", "n2", "n3"} {
+		results[id] = make(chan error, 1)
+		go func() {
+			_, err := s.RecordHeartbeat(ctx, id, store.Heartbeat{URL: urls[id], Dialect: "v1", At: at})
+			results[id] <- err
+		}()
+		waitHeartbeatsQueued(t, s, i+1)
+	}
+	leave()
+	for _, id := range []string{"n1", "n2", "n3"} {
+		select {
+		case err := <-results[id]:
+			if id == "n2" {
+				if err == nil || !strings.Contains(err.Error(), "refused by the test trigger") {
+					t.Errorf("heartbeat of %s: got %v, want the trigger's error", id, err)
+				}
+			} else if err != nil {
+				t.Errorf("heartbeat of %s batched with a failing one: %v", id, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("heartbeat of %s never answered", id)
+		}
+	}
+	for id, want := range map[string]string{"n1": urls["n1"], "n2": "", "n3": urls["n3"]} {
+		if n, _ := s.GetNode(ctx, id); n.Agent.URL != want {
+			t.Errorf("%s's agent_url = %q, want %q", id, n.Agent.URL, want)
+		}
 	}
 }

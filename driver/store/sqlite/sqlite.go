@@ -288,6 +288,7 @@ func (s *SQLite) migrate(ctx context.Context) error {
 
 // Close closes the database.
 func (s *SQLite) Close() error {
+	s.closeHeartbeatStmts(context.Background())
 	for _, st := range s.stmts {
 		st.Close()
 	}
