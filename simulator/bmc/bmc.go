@@ -103,6 +103,7 @@ type BMC struct {
 	// inline serves the session set-up and quick commands in the read
 	// loop; made on first use (an idle BMC of 10,000 does without).
 	inline atomic.Pointer[inline]
+	call   atomic.Pointer[machineCall]
 
 	faults atomic.Pointer[Faults]
 
