@@ -3,6 +3,8 @@ package ipmitool
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -201,5 +203,60 @@ func TestMinCommandInterval(t *testing.T) {
 		if gap := starts[i].Sub(starts[i-1]); gap < 300*time.Millisecond {
 			t.Errorf("commands %d and %d to one BMC %s apart, want >= 300ms", i-1, i, gap)
 		}
+	}
+}
+
+// TestSmallRegistry: ipmitool runs with a HOME whose IANA registry is one
+// entry (it loads that instead of the system's 4.7 MB), and with the
+// caller's HOME under FullRegistry.
+func TestSmallRegistry(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "ipmitool")
+	script := `#!/bin/sh
+f="$HOME/.local/usr/share/misc/enterprise-numbers.txt"
+if [ -f "$f" ] && [ "$(wc -c < "$f")" -lt 100 ]; then echo "Chassis Power is on"; else echo "Chassis Power is off"; fi
+`
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	info := power.DriverInfo{"ipmi_address": "127.0.0.1", "ipmi_port": float64(6230), "ipmi_username": "admin", "ipmi_password": "password"}
+	t.Setenv("HOME", dir) // the caller's: no registry there
+	for _, tc := range []struct {
+		full bool
+		want power.State
+	}{{false, power.On}, {true, power.Off}} {
+		cfg := fast
+		cfg.Binary, cfg.FullRegistry = fake, tc.full
+		st, err := New(cfg).GetPowerState(context.Background(), info)
+		if err != nil || st != tc.want {
+			t.Errorf("FullRegistry %v: power %q, %v; want %q (%q: a small registry in HOME)", tc.full, st, err, tc.want, power.On)
+		}
+	}
+}
+
+// BenchmarkGetPowerState is one "power status" through the interface (a
+// whole real ipmitool run) against one BMC, with the small registry and
+// with ipmitool's whole one.
+func BenchmarkGetPowerState(b *testing.B) {
+	labtest.Require(b, "ipmitool")
+	for _, full := range []bool{false, true} {
+		b.Run(map[bool]string{false: "small-registry", true: "full-registry"}[full], func(b *testing.B) {
+			br, err := bmc.New(bmctest.New("node-1"), "127.0.0.1:0", bmc.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			br.Start(context.Background())
+			defer br.Close()
+			cfg := fast
+			cfg.MinCommandInterval, cfg.FullRegistry = time.Nanosecond, full
+			p := New(cfg)
+			info := infoFor(br, nil)
+			b.ResetTimer()
+			for range b.N {
+				if st, err := p.GetPowerState(context.Background(), info); err != nil || st != power.Off {
+					b.Fatalf("power %q, %v", st, err)
+				}
+			}
+		})
 	}
 }
