@@ -202,7 +202,7 @@ Flags:
 	rep := m.report(res)
 	if *compare && rep.Compare == nil {
 		// The lab failed before its loops: the peers are still measured.
-		rep.Compare = runCompare(ctx, *ironicScript, dir, load, rep)
+		rep.Compare = runCompare(ctx, *ironicScript, dir, load, rep, nil)
 	}
 	if werr := writeBench(dir, rep); werr != nil {
 		fmt.Fprintln(os.Stderr, "ironlab bench:", werr)

@@ -54,6 +54,8 @@ type benchMeter struct {
 	// The closed loops, played after the steady-state window.
 	hbLoad   *HeartbeatLoad
 	ipmiLoad *IPMILoad
+	// ipmiTarget is the BMC of ipmiLoad; compare loads it again as pyghmi's.
+	ipmiTarget *ipmiTarget
 	// compare, when set, plays the loops against the peers right after
 	// ours, while the lab still runs (the same machine load for both).
 	compare *compareOpts
@@ -287,8 +289,9 @@ func (m *benchMeter) runLoads() {
 		if n.BMC == nil {
 			continue
 		}
-		r := ipmiLoad(ctx, n.BMC.Addr(), n.BMCCreds.Username, n.BMCCreds.Password, m.load.ipmiClients, m.load.window)
+		r := ipmiLoad(ctx, n.BMC.Addr(), n.BMCCreds.Username, n.BMCCreds.Password, m.load.ipmiClients, m.load.window, false)
 		m.ipmiLoad = &r
+		m.ipmiTarget = &ipmiTarget{addr: n.BMC.Addr(), user: n.BMCCreds.Username, pass: n.BMCCreds.Password}
 		fmt.Printf("   bench: IPMI load on one BMC: %.0f sessions/s, %.0f requests/s (%d clients, %d errors)\n",
 			r.SessionsPerS, r.RequestsPerS, r.Clients, r.Errors)
 		break
@@ -296,7 +299,7 @@ func (m *benchMeter) runLoads() {
 	m.endPhase("ipmi_load")
 	if m.compare != nil {
 		m.beginPhase("compare")
-		m.cmp = runCompare(ctx, m.compare.script, m.compare.dir, m.load, &benchReport{HeartbeatLoad: m.hbLoad, IPMILoad: m.ipmiLoad})
+		m.cmp = runCompare(ctx, m.compare.script, m.compare.dir, m.load, &benchReport{HeartbeatLoad: m.hbLoad, IPMILoad: m.ipmiLoad}, m.ipmiTarget)
 		m.endPhase("compare")
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,6 +219,17 @@ func TestBenchCompareMeasuresThePeers(t *testing.T) {
 	check("pyghmi", b.Compare.Pyghmi, "1.5", "sessions_per_s", "requests_per_s", "ratio", "sessions_ratio")
 	if e, _ := b.Compare.Pyghmi["errors"].(float64); e != 0 {
 		t.Errorf("compare.pyghmi.errors = %v: %v", e, b.Compare.Pyghmi["first_error"])
+	}
+	// The ratio is against our BMC on the very same loops.
+	if ours, _ := b.Compare.Pyghmi["ours_same_client"].(map[string]any); ours == nil {
+		t.Errorf("compare.pyghmi has no ours_same_client:\n%s", raw)
+	} else {
+		o, _ := ours["requests_per_s"].(float64)
+		p, _ := b.Compare.Pyghmi["requests_per_s"].(float64)
+		r, _ := b.Compare.Pyghmi["ratio"].(float64)
+		if same, _ := ours["port_per_session"].(bool); !same || p <= 0 || math.Abs(r-o/p) > 0.01*r {
+			t.Errorf("compare.pyghmi.ratio = %v, ours on the same loops %v (port per session %v), pyghmi %v", r, o, ours["port_per_session"], p)
+		}
 	}
 	md, err := os.ReadFile(filepath.Join(filepath.Dir(files[0]), "bench.md"))
 	if err != nil {
