@@ -238,7 +238,7 @@ var (
 )
 
 // MaxNodes bounds a lab so that a typo cannot exhaust the machine.
-const MaxNodes = 5000
+const MaxNodes = 10000
 
 func (v *validator) scenario(s *Scenario) {
 	if !nameRe.MatchString(s.Name) {

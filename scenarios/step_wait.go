@@ -28,7 +28,7 @@ func (r *runner) waitState(ctx context.Context, label string, i int, st *Step) {
 	lastLine := ""
 	var byName map[string]ironic.Node
 	poll(ctx, 200*time.Millisecond, w.timeout, func(ctx context.Context) bool {
-		if all, err := r.api.Nodes(ctx); err == nil {
+		if all, err := r.api.NodeStates(ctx); err == nil {
 			byName = map[string]ironic.Node{}
 			for _, n := range all {
 				byName[n.Name] = n

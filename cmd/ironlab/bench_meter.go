@@ -216,7 +216,7 @@ func (m *benchMeter) waitPowerOff() {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		nodes, err := m.api.Nodes(ctx)
+		nodes, err := m.api.NodeStates(ctx)
 		on := 0
 		for _, n := range nodes {
 			if n.Power() != "power off" {

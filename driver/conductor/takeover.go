@@ -26,7 +26,7 @@ func (c *Conductor) TakeOver(ctx context.Context, dead map[string]bool, owns fun
 	if len(dead) == 0 {
 		return 0, nil
 	}
-	nodes, err := c.store.ListNodes(ctx, store.NodeFilter{})
+	nodes, err := c.store.ListNodes(ctx, store.NodeFilter{ColumnsOnly: true})
 	if err != nil {
 		return 0, fmt.Errorf("take over from dead conductors: %w", err)
 	}

@@ -306,6 +306,11 @@ type NodeFilter struct {
 	ProvisionState string
 	Driver         string
 	Maintenance    *bool
+	// ColumnsOnly lets a store leave the JSON columns out (driver_info,
+	// driver_internal_info, instance_info, properties, extra, the steps and
+	// the clean plan stay nil): a list that needs only the states reads
+	// 1000s of nodes for a fraction of the cost. A store may ignore it.
+	ColumnsOnly bool
 }
 
 // PortFilter selects ports in ListPorts; zero fields match everything.

@@ -365,6 +365,30 @@ func scanNode(r pgx.Row) (*store.Node, error) {
 	return &n, nil
 }
 
+// stateCols are the columns of a NodeFilter.ColumnsOnly list: no JSON.
+const stateCols = `uuid, name, driver, provision_state, target_provision_state, power_state, target_power_state,
+	maintenance, maintenance_reason, fault, last_error, reservation, created_at, updated_at, provision_updated_at,
+	agent_url, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action`
+
+func scanNodeState(r pgx.Row) (*store.Node, error) {
+	var n store.Node
+	var name *string
+	var c, u, p, hb, wd int64
+	a := &n.Agent
+	err := r.Scan(&n.UUID, &name, &n.Driver, &n.ProvisionState, &n.TargetProvisionState, &n.PowerState, &n.TargetPowerState,
+		&n.Maintenance, &n.MaintenanceReason, &n.Fault, &n.LastError, &n.Reservation, &c, &u, &p,
+		&a.URL, &hb, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd)
+	if err != nil {
+		return nil, err
+	}
+	if name != nil {
+		n.Name = *name
+	}
+	n.CreatedAt, n.UpdatedAt, n.ProvisionUpdatedAt = fromNS(c), fromNS(u), fromNS(p)
+	a.LastHeartbeat, a.WatchdogLastAction = fromNS(hb), fromNS(wd)
+	return &n, nil
+}
+
 func (s *Postgres) getNode(ctx context.Context, col, v string) (*store.Node, error) {
 	n, err := scanNode(s.db.QueryRow(ctx, `SELECT `+nodeCols+` FROM nodes WHERE `+col+` = $1`, v))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -388,7 +412,11 @@ func (s *Postgres) GetNodeByName(ctx context.Context, name string) (*store.Node,
 
 // ListNodes returns the nodes matching f, oldest first.
 func (s *Postgres) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.Node, error) {
-	q := `SELECT ` + nodeCols + ` FROM nodes WHERE TRUE`
+	cols, scan := nodeCols, scanNode
+	if f.ColumnsOnly {
+		cols, scan = stateCols, scanNodeState
+	}
+	q := `SELECT ` + cols + ` FROM nodes WHERE TRUE`
 	var args []any
 	if f.ProvisionState != "" {
 		args = append(args, f.ProvisionState)
@@ -409,7 +437,7 @@ func (s *Postgres) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.
 	defer rows.Close()
 	var out []*store.Node
 	for rows.Next() {
-		n, err := scanNode(rows)
+		n, err := scan(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}

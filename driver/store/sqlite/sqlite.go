@@ -473,7 +473,11 @@ func (s *SQLite) GetNodeByName(ctx context.Context, name string) (*store.Node, e
 
 // ListNodes returns the nodes matching f, oldest first.
 func (s *SQLite) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.Node, error) {
-	q := `SELECT ` + nodeCols + ` FROM nodes WHERE 1=1`
+	cols, scan := nodeCols, scanNode
+	if f.ColumnsOnly {
+		cols, scan = stateCols, scanNodeState
+	}
+	q := `SELECT ` + cols + ` FROM nodes WHERE 1=1`
 	var args []any
 	if f.ProvisionState != "" {
 		q += ` AND provision_state = ?`
@@ -494,13 +498,35 @@ func (s *SQLite) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.No
 	defer rows.Close()
 	var out []*store.Node
 	for rows.Next() {
-		n, err := scanNode(rows)
+		n, err := scan(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
 		out = append(out, n)
 	}
 	return out, rows.Err()
+}
+
+// stateCols are the columns of a NodeFilter.ColumnsOnly list: no JSON.
+const stateCols = `uuid, name, driver, provision_state, target_provision_state, power_state, target_power_state,
+	maintenance, maintenance_reason, fault, last_error, reservation, created_at, updated_at, provision_updated_at,
+	agent_url, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action`
+
+func scanNodeState(r scanner) (*store.Node, error) {
+	var n store.Node
+	var name sql.NullString
+	var c, u, p, hb, wd int64
+	a := &n.Agent
+	err := r.Scan(&n.UUID, &name, &n.Driver, &n.ProvisionState, &n.TargetProvisionState, &n.PowerState, &n.TargetPowerState,
+		&n.Maintenance, &n.MaintenanceReason, &n.Fault, &n.LastError, &n.Reservation, &c, &u, &p,
+		&a.URL, &hb, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd)
+	if err != nil {
+		return nil, err
+	}
+	n.Name = name.String
+	n.CreatedAt, n.UpdatedAt, n.ProvisionUpdatedAt = fromNS(c), fromNS(u), fromNS(p)
+	a.LastHeartbeat, a.WatchdogLastAction = fromNS(hb), fromNS(wd)
+	return &n, nil
 }
 
 // UpdateNode writes n back but for its agent fields, and sets n.UpdatedAt.

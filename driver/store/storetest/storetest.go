@@ -493,6 +493,42 @@ func listNodes(t *testing.T, s store.Store) {
 			t.Errorf("ListNodes(%+v) (-want +got):\n%s", tc.f, diff)
 		}
 	}
+	// ColumnsOnly: the same nodes with the same columns, but the JSON ones
+	// (a store may fill those too).
+	n := get(t, s, "n1")
+	n.DriverInfo, n.Extra, n.LastError, n.PowerState = map[string]any{"ipmi_address": "127.0.0.1"}, map[string]any{"k": "v"}, "boom", "power on"
+	n.Agent = store.Agent{}
+	if err := s.UpdateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(time.Now().Unix(), 0).UTC()
+	if _, err := s.RecordHeartbeat(ctx, "n1", store.Heartbeat{URL: "http://127.0.0.1:9999", Dialect: "v1", At: at}); err != nil {
+		t.Fatal(err)
+	}
+	full, err := s.ListNodes(ctx, store.NodeFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols, err := s.ListNodes(ctx, store.NodeFilter{ColumnsOnly: true, Maintenance: &no})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cols) != 2 || cols[0].UUID != "n1" || cols[1].UUID != "n3" {
+		t.Fatalf("ColumnsOnly with maintenance false: %d nodes, want n1 and n3", len(cols))
+	}
+	strip := func(n *store.Node) store.Node {
+		c := *n
+		c.DriverInfo, c.DriverInternalInfo, c.InstanceInfo, c.Properties, c.Extra = nil, nil, nil, nil, nil
+		c.CleanStep, c.DeployStep, c.CleanPlan = nil, nil, nil
+		c.Agent.Token, c.Agent.VerifyCA = "", ""
+		return c
+	}
+	if diff := cmp.Diff(strip(full[0]), strip(cols[0])); diff != "" {
+		t.Errorf("ColumnsOnly node n1 differs from the full one in its columns (-full +columns):\n%s", diff)
+	}
+	if cols[0].Agent.URL != "http://127.0.0.1:9999" || !cols[0].Agent.LastHeartbeat.Equal(at) {
+		t.Errorf("ColumnsOnly node n1: agent %+v, want the heartbeat's URL and time %s", cols[0].Agent, at)
+	}
 }
 
 // releaseWithEvents: Release with events appends them and frees the lock
