@@ -137,6 +137,8 @@ type Heartbeat struct {
 	// written: an error leaves the node unwritten and RecordHeartbeat
 	// returns it as is. The agent's token and URL are checked against the
 	// row the heartbeat writes, and the heartbeat needs no read of its own.
+	// Check must not use the store: it runs while the write holds the
+	// writer (SQLite) or the node's row lock (PostgreSQL).
 	Check func(n *Node) error
 }
 
