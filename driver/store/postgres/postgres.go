@@ -765,75 +765,82 @@ func byIdent(p string) string {
 	return `(uuid = ` + p + ` OR (name = ` + p + ` AND NOT EXISTS (SELECT 1 FROM nodes WHERE uuid = ` + p + `)))`
 }
 
-// heartbeatSQL is the whole heartbeat: one UPDATE that locks the node's row
-// (the sub-select FOR UPDATE), writes the agent columns and returns them as
-// they were.
-var heartbeatSQL = `UPDATE nodes n SET agent_url = $1, agent_last_heartbeat = $2,
+// heartbeatUpdate is the whole heartbeat: one UPDATE that locks the row
+// where picks (the sub-select FOR UPDATE), writes the agent columns and
+// returns them as they were.
+func heartbeatUpdate(where string) string {
+	return `UPDATE nodes n SET agent_url = $1, agent_last_heartbeat = $2,
 	agent_version = CASE WHEN $3 = '' THEN n.agent_version ELSE $3 END, agent_dialect = $4,
 	agent_verify_ca = CASE WHEN $7 = '' THEN n.agent_verify_ca ELSE $7 END,
 	watchdog_reboots = 0, watchdog_last_action = 0,
 	provision_updated_at = CASE WHEN n.provision_state = ANY($5) THEN GREATEST(n.provision_updated_at, $2) ELSE n.provision_updated_at END
 	FROM (SELECT uuid, agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, agent_verify_ca
-		FROM nodes WHERE ` + byIdent("$6") + ` FOR UPDATE) old
+		FROM nodes WHERE ` + where + ` FOR UPDATE) old
 	WHERE n.uuid = old.uuid
 	RETURNING old.agent_url, old.agent_token, old.agent_last_heartbeat, old.agent_version, old.agent_dialect,
 		old.watchdog_reboots, old.watchdog_last_action, old.agent_verify_ca`
+}
 
-// heartbeatCheckSQL locks and reads what Heartbeat.Check looks at.
-var heartbeatCheckSQL = `SELECT uuid, name, driver, provision_state, maintenance, reservation, provision_updated_at,
+var (
+	// heartbeatSQL writes the heartbeat of the node $6 (UUID or name).
+	heartbeatSQL = heartbeatUpdate(byIdent("$6"))
+	// heartbeatCheckedSQL writes it only if the row is still as
+	// Heartbeat.Check saw it ($6, $8-$21: every column heartbeatReadSQL read).
+	heartbeatCheckedSQL = heartbeatUpdate(`uuid = $6 AND name IS NOT DISTINCT FROM $8 AND driver = $9 AND provision_state = $10
+		AND maintenance = $11 AND reservation = $12 AND provision_updated_at = $13 AND agent_url = $14 AND agent_token = $15
+		AND agent_last_heartbeat = $16 AND agent_version = $17 AND agent_dialect = $18 AND watchdog_reboots = $19
+		AND watchdog_last_action = $20 AND agent_verify_ca = $21`)
+	// heartbeatReadSQL reads what Heartbeat.Check looks at.
+	heartbeatReadSQL = `SELECT uuid, name, driver, provision_state, maintenance, reservation, provision_updated_at,
 	agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect, watchdog_reboots, watchdog_last_action, agent_verify_ca
-	FROM nodes WHERE ` + byIdent("$1") + ` FOR UPDATE`
+	FROM nodes WHERE ` + byIdent("$1")
+)
+
+// heartbeatRetries bounds the reads of a checked heartbeat whose row
+// changed between its read and its write.
+const heartbeatRetries = 8
 
 // RecordHeartbeat writes a heartbeat in one UPDATE and returns the agent
-// fields as they were before it; with hb.Check, the node's row is locked
-// and checked first in the same transaction.
+// fields as they were before it. With hb.Check, the row is read and
+// checked first, and the UPDATE applies only if the row is still as read
+// (else it is read and checked again): two statements, as a read of the
+// node and the write were before, instead of a transaction of four.
 func (s *Postgres) RecordHeartbeat(ctx context.Context, ident string, hb store.Heartbeat) (store.Agent, error) {
 	touch := hb.TouchStates
 	if touch == nil {
 		touch = []string{}
 	}
 	var prev store.Agent
-	write := func(q pgx.Tx, id string) error {
+	write := func(q string, args ...any) error {
 		var last, wd int64
-		var row pgx.Row
-		if q != nil {
-			row = q.QueryRow(ctx, heartbeatSQL, hb.URL, ns(hb.At), hb.Version, hb.Dialect, touch, id, hb.VerifyCA)
-		} else {
-			row = s.db.QueryRow(ctx, heartbeatSQL, hb.URL, ns(hb.At), hb.Version, hb.Dialect, touch, id, hb.VerifyCA)
-		}
-		if err := row.Scan(&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect, &prev.WatchdogReboots, &wd, &prev.VerifyCA); err != nil {
+		args = append([]any{hb.URL, ns(hb.At), hb.Version, hb.Dialect, touch, args[0], hb.VerifyCA}, args[1:]...)
+		if err := s.db.QueryRow(ctx, q, args...).Scan(&prev.URL, &prev.Token, &last, &prev.Version, &prev.Dialect,
+			&prev.WatchdogReboots, &wd, &prev.VerifyCA); err != nil {
 			return err
 		}
 		prev.LastHeartbeat, prev.WatchdogLastAction = fromNS(last), fromNS(wd)
 		return nil
 	}
-	var checkErr error
 	var err error
 	if hb.Check == nil {
-		err = write(nil, ident)
+		err = write(heartbeatSQL, ident)
 	} else {
-		err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-			n := &store.Node{}
-			var name *string
-			var p, last, wd int64
-			a := &n.Agent
-			if err := tx.QueryRow(ctx, heartbeatCheckSQL, ident).Scan(
-				&n.UUID, &name, &n.Driver, &n.ProvisionState, &n.Maintenance, &n.Reservation, &p,
-				&a.URL, &a.Token, &last, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd, &a.VerifyCA); err != nil {
-				return err
+		err = errHeartbeatRaced
+		for i := 0; i < heartbeatRetries && errors.Is(err, errHeartbeatRaced); i++ {
+			var n *store.Node
+			var row []any
+			n, row, err = s.readHeartbeatNode(ctx, ident)
+			if err != nil {
+				break
 			}
-			if name != nil {
-				n.Name = *name
+			if cerr := hb.Check(n); cerr != nil {
+				return store.Agent{}, cerr
 			}
-			n.ProvisionUpdatedAt, a.LastHeartbeat, a.WatchdogLastAction = fromNS(p), fromNS(last), fromNS(wd)
-			if checkErr = hb.Check(n); checkErr != nil {
-				return checkErr
+			err = write(heartbeatCheckedSQL, row...)
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = errHeartbeatRaced // changed (or deleted) since the read: read again
 			}
-			return write(tx, n.UUID)
-		})
-	}
-	if checkErr != nil {
-		return store.Agent{}, checkErr
+		}
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", ident, store.ErrNotFound)
@@ -842,6 +849,28 @@ func (s *Postgres) RecordHeartbeat(ctx context.Context, ident string, hb store.H
 		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", ident, err)
 	}
 	return prev, nil
+}
+
+var errHeartbeatRaced = fmt.Errorf("the node changed between the heartbeat's read and its write %d times in a row", heartbeatRetries)
+
+// readHeartbeatNode reads the node's heartbeat fields, and them as the
+// UUID and guard arguments of heartbeatCheckedSQL.
+func (s *Postgres) readHeartbeatNode(ctx context.Context, ident string) (*store.Node, []any, error) {
+	n := &store.Node{}
+	var name *string
+	var p, last, wd int64
+	a := &n.Agent
+	if err := s.db.QueryRow(ctx, heartbeatReadSQL, ident).Scan(&n.UUID, &name, &n.Driver, &n.ProvisionState, &n.Maintenance,
+		&n.Reservation, &p, &a.URL, &a.Token, &last, &a.Version, &a.Dialect, &a.WatchdogReboots, &wd, &a.VerifyCA); err != nil {
+		return nil, nil, err
+	}
+	if name != nil {
+		n.Name = *name
+	}
+	n.ProvisionUpdatedAt, a.LastHeartbeat, a.WatchdogLastAction = fromNS(p), fromNS(last), fromNS(wd)
+	row := []any{n.UUID, name, n.Driver, n.ProvisionState, n.Maintenance, n.Reservation, p,
+		a.URL, a.Token, last, a.Version, a.Dialect, a.WatchdogReboots, wd, a.VerifyCA}
+	return n, row, nil
 }
 
 // agentWrite runs one UPDATE of a node's agent columns; none matched and

@@ -224,3 +224,42 @@ func TestAHungTransactionDoesNotStallTakeovers(t *testing.T) {
 		t.Errorf("node after the takeover: reserved by %q, last_error %q; want c1 and the hung write rolled back", n.Reservation, n.LastError)
 	}
 }
+
+// TestCheckedHeartbeatRereadsAChangedRow: a heartbeat's write applies only
+// to the row as its check saw it; when the row changed in between (here a
+// new agent token, written by another connection), the heartbeat reads and
+// checks it again, and what it writes and returns follows the new row.
+func TestCheckedHeartbeatRereadsAChangedRow(t *testing.T) {
+	srv := pgtest.Start(t)
+	s := open(t, srv)
+	ctx := context.Background()
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Name: "node-1", Driver: "fake_agent", ProvisionState: "available",
+		Agent: store.Agent{Token: "old"}}); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	at := time.Unix(1700000000, 0).UTC()
+	prev, err := s.RecordHeartbeat(ctx, "node-1", store.Heartbeat{URL: "http://127.0.0.1:9", Version: "10", Dialect: "v1", At: at,
+		Check: func(n *store.Node) error {
+			seen = append(seen, n.Agent.Token)
+			if len(seen) == 1 {
+				if _, err := s.db.Exec(ctx, `UPDATE nodes SET agent_token = 'new' WHERE uuid = 'n1'`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(seen, ",") != "old,new" || prev.Token != "new" {
+		t.Errorf("checks saw tokens %v, the write returned %q; want old then new, new", seen, prev.Token)
+	}
+	n, err := s.GetNode(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Agent.URL != "http://127.0.0.1:9" || n.Agent.Token != "new" || !n.Agent.LastHeartbeat.Equal(at) {
+		t.Errorf("agent after the heartbeat: %+v", n.Agent)
+	}
+}
