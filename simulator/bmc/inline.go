@@ -48,6 +48,9 @@ type sessionCrypto struct {
 	mac    hash.Hash
 	macLen int
 	block  cipher.Block
+	// blk and iv are scratch (a local array handed to the cipher's
+	// interface methods escapes: an allocation per packet).
+	blk, iv [16]byte
 }
 
 // inline is the BMC's read-loop server state; only the read loop uses
@@ -56,7 +59,11 @@ type inline struct {
 	rng *rand.ChaCha8
 	out []byte
 	dec []byte
+	msg []byte
 	sum [64]byte
+	// hctx is the one handler context, filled for each request (one on the
+	// heap per request otherwise).
+	hctx handlers.HandlerContext
 
 	mu     sync.Mutex
 	crypto map[uint32]*sessionCrypto
@@ -175,13 +182,26 @@ func (b *BMC) serveInSession(h packetHeader, pkt []byte, addr net.Addr) bool {
 	sess.SetAddr(addr)
 	b.core.Sessions.Touch(sess.BMCID)
 	ch, _ := b.core.Channels.Get(sess.Channel)
-	hctx := &handlers.HandlerContext{BMC: b.core, Session: sess, Channel: ch, User: sess.User}
-	respData, cc, _ := b.reg.Dispatch(context.Background(), hctx, netFn, cmd, data)
-	msg := protocol.BuildIPMIResponse(netFn, cmd, seq, uint8(cc), respData)
+	in.hctx = handlers.HandlerContext{BMC: b.core, Session: sess, Channel: ch, User: sess.User}
+	respData, cc, _ := b.reg.Dispatch(context.Background(), &in.hctx, netFn, cmd, data)
+	msg := appendIPMIResponse(in.msg[:0], netFn, cmd, seq, uint8(cc), respData)
+	in.msg = msg[:0]
 	out := c.seal(in.out[:0], sess, msg, in.rng, in.sum[:0])
 	in.out = out[:0]
 	_, _ = b.conn.WriteTo(out, addr)
 	return true
+}
+
+// appendIPMIResponse is protocol.BuildIPMIResponse into dst: rqSA (0x20,
+// as the library sends it), netFn/LUN, checksum, rsSA, rqSeq, cmd,
+// completion code, data, checksum.
+func appendIPMIResponse(dst []byte, netFn, cmd, seq, cc uint8, data []byte) []byte {
+	at := len(dst)
+	dst = append(dst, protocol.RemoteConsoleAddr, (netFn|1)<<2)
+	dst = append(dst, protocol.Checksum(dst[at:at+2]))
+	dst = append(dst, protocol.BMCAddr, seq<<2, cmd, cc)
+	dst = append(dst, data...)
+	return append(dst, protocol.Checksum(dst[at+3:]))
 }
 
 // decrypt is AES-CBC-128 of an IV and whole blocks, without the
@@ -190,14 +210,14 @@ func (c *sessionCrypto) decrypt(p, dst []byte) ([]byte, bool) {
 	if len(p) < 32 || len(p)%16 != 0 {
 		return nil, false
 	}
-	var blk [16]byte
+	blk := c.blk[:]
 	prev := p[:16]
 	for off := 16; off < len(p); off += 16 {
-		c.block.Decrypt(blk[:], p[off:off+16])
+		c.block.Decrypt(blk, p[off:off+16])
 		for i := range blk {
 			blk[i] ^= prev[i]
 		}
-		dst = append(dst, blk[:]...)
+		dst = append(dst, blk...)
 		prev = p[off : off+16]
 	}
 	pad := int(dst[len(dst)-1])
@@ -238,11 +258,10 @@ func (c *sessionCrypto) seal(dst []byte, sess *gobmc.Session, msg []byte, rng *r
 	dst = binary.LittleEndian.AppendUint32(dst, sess.ConsoleID)
 	dst = binary.LittleEndian.AppendUint32(dst, sess.NextOutboundSeq())
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(n))
-	var iv [16]byte
-	rng.Read(iv[:])
-	dst = append(dst, iv[:]...)
-	var blk [16]byte
-	prev := iv
+	rng.Read(c.iv[:])
+	dst = append(dst, c.iv[:]...)
+	blk := c.blk[:]
+	prev := c.iv
 	for off := 0; off < len(msg)+pad+1; off += 16 {
 		for i := range blk {
 			var x byte
@@ -256,9 +275,9 @@ func (c *sessionCrypto) seal(dst []byte, sess *gobmc.Session, msg []byte, rng *r
 			}
 			blk[i] = x ^ prev[i]
 		}
-		c.block.Encrypt(blk[:], blk[:])
-		dst = append(dst, blk[:]...)
-		prev = blk
+		c.block.Encrypt(blk, blk)
+		dst = append(dst, blk...)
+		copy(prev[:], blk)
 	}
 	padLen := types.IntegrityPadLen(12, n)
 	for range padLen {
