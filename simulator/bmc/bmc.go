@@ -367,6 +367,34 @@ type gateConn struct {
 	// Session).
 	requests atomic.Uint64
 	sessions atomic.Uint64
+	// peers are the client addresses seen last, as net.Addr (which the
+	// library wants): one allocation per new client instead of two per
+	// datagram. Only the read loop uses them; made on the first datagram.
+	peers *peerCache
+}
+
+type peerCache struct {
+	seen [4]struct {
+		ap   netip.AddrPort
+		addr *net.UDPAddr
+	}
+	next int
+}
+
+func (c *gateConn) addrOf(ap netip.AddrPort) net.Addr {
+	if c.peers == nil {
+		c.peers = &peerCache{}
+	}
+	pc := c.peers
+	for i := range pc.seen {
+		if p := &pc.seen[i]; p.addr != nil && p.ap == ap {
+			return p.addr
+		}
+	}
+	p := &pc.seen[pc.next]
+	pc.next = (pc.next + 1) % len(pc.seen)
+	p.ap, p.addr = ap, net.UDPAddrFromAddrPort(ap)
+	return p.addr
 }
 
 // Counters are what one BMC has served since it was built.
@@ -400,10 +428,11 @@ func opensSession(h packetHeader) bool {
 
 func (c *gateConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.UDPConn.ReadFrom(buf)
+		n, ap, err := c.UDPConn.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			return n, addr, err
+			return n, nil, err
 		}
+		addr := c.addrOf(ap)
 		if c.b.faults.Load().NoAnswer {
 			continue
 		}
