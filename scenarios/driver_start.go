@@ -53,7 +53,7 @@ func (r *runner) driverConfig(stateDir string) DriverConfig {
 		DeployCallbackTimeout: l.deployCallbackTimeout, CleanCallbackTimeout: l.cleanCallbackTimeout,
 		RescueCallbackTimeout: l.rescueCallbackTimeout,
 		LockRetryInterval:     200 * time.Millisecond, AgentPollInterval: 200 * time.Millisecond,
-		PowerOffPollInterval: 500 * time.Millisecond, PowerPollInterval: 200 * time.Millisecond,
+		PowerOffPollInterval: 250 * time.Millisecond, PowerPollInterval: 200 * time.Millisecond,
 		IPMIRetryTimeout:    20 * time.Second,
 		Logger:              r.log,
 		CleanStepPriorities: r.opts.CleanStepPriorities,
