@@ -149,6 +149,7 @@ func TestDomainShape(t *testing.T) {
 	for _, want := range []string{
 		`<domain type="qemu"`, `<tb-cache unit="MiB">32</tb-cache>`, `append="on"`,
 		`<controller type="usb" model="none"`, `<memballoon model="none"`, `<on_poweroff>destroy</on_poweroff>`,
+		`<model fallback="forbid">qemu64</model>`, `<feature policy="require" name="rdrand">`,
 	} {
 		if !strings.Contains(x, want) {
 			t.Errorf("domain XML lacks %s:\n%s", want, x)
