@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,10 +19,18 @@ import (
 	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
-// TestInitramfsLayout writes an initramfs from stand-in files and reads it
-// back: every header is newc (070701, no checksum variant), /init is
-// executable, modules come with their load order.
+// TestInitramfsLayout writes an initramfs from stand-in files, gzip and
+// LZ4, and reads it back: every header is newc (070701, no checksum
+// variant), /init is executable, modules come with their load order.
 func TestInitramfsLayout(t *testing.T) {
+	t.Run("gzip", func(t *testing.T) { testInitramfsLayout(t, false) })
+	t.Run("lz4", func(t *testing.T) {
+		labtest.Require(t, "lz4")
+		testInitramfsLayout(t, true)
+	})
+}
+
+func testInitramfsLayout(t *testing.T, lz4 bool) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "ironlab")
 	os.WriteFile(bin, []byte("\x7fELF-not-really"), 0o755)
@@ -31,16 +40,30 @@ func TestInitramfsLayout(t *testing.T) {
 		os.WriteFile(p, []byte("module "+n), 0o644)
 		mods = append(mods, Module{Name: n, Path: p})
 	}
-	out := filepath.Join(dir, "initramfs.gz")
-	if err := writeInitramfs(out, bin, mods, "release=test\n"); err != nil {
+	out := filepath.Join(dir, InitrdName)
+	if err := writeInitramfs(context.Background(), out, bin, mods, "release=test\n", lz4); err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := os.ReadFile(out)
-	zr, err := gzip.NewReader(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
+	var plain []byte
+	if lz4 {
+		// The legacy frame: the only LZ4 format the kernel unpacks.
+		if !bytes.HasPrefix(raw, lz4Legacy) {
+			t.Fatalf("initramfs starts % x, want the LZ4 legacy magic % x", raw[:min(4, len(raw))], lz4Legacy)
+		}
+		cmd := exec.Command("lz4", "-dc")
+		cmd.Stdin = bytes.NewReader(raw)
+		var err error
+		if plain, err = cmd.Output(); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, _ = io.ReadAll(zr)
 	}
-	plain, _ := io.ReadAll(zr)
 	if n, m := bytes.Count(plain, []byte("070701")), bytes.Count(plain, []byte("070702")); m != 0 || n < 12 {
 		t.Fatalf("headers: %d newc, %d crc; want all newc", n, m)
 	}
@@ -78,8 +101,8 @@ func TestInitramfsLayout(t *testing.T) {
 		}
 	}
 	// Same inputs, same bytes: the cache can key on input hashes.
-	out2 := filepath.Join(dir, "again.gz")
-	writeInitramfs(out2, bin, mods, "release=test\n")
+	out2 := filepath.Join(dir, "again.img")
+	writeInitramfs(context.Background(), out2, bin, mods, "release=test\n", lz4)
 	raw2, _ := os.ReadFile(out2)
 	if !bytes.Equal(raw, raw2) {
 		t.Error("initramfs is not reproducible")

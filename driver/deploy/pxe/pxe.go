@@ -65,7 +65,7 @@ type Config struct {
 	// empty, SetAPIURL fills it in once the API listens.
 	APIURL string
 	// Kernel and Ramdisk name the deploy kernel and initramfs under BootDir
-	// ("agent/vmlinuz", "agent/initramfs.gz": the agent's ramdisk, started
+	// ("agent/vmlinuz", "agent/initramfs.img": the agent's ramdisk, started
 	// in PXE-deploy mode by its command line).
 	Kernel, Ramdisk string
 	// ExtraCmdline is prepended to the kernel command line ("console=ttyS0").
@@ -95,7 +95,7 @@ func New(cfg Config) *Deploy {
 		cfg.Kernel = "agent/vmlinuz"
 	}
 	if cfg.Ramdisk == "" {
-		cfg.Ramdisk = "agent/initramfs.gz"
+		cfg.Ramdisk = "agent/initramfs.img"
 	}
 	if cfg.ExtraCmdline == "" {
 		cfg.ExtraCmdline = "console=ttyS0"

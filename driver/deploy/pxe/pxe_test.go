@@ -225,7 +225,7 @@ func TestDeployStreamsTheImageThroughTheConductor(t *testing.T) {
 					t.Errorf("boot config command line %q lacks %q", entry.Cmdline, w)
 				}
 			}
-			if entry.Kernel != "agent/vmlinuz" || entry.Initrd != "agent/initramfs.gz" {
+			if entry.Kernel != "agent/vmlinuz" || entry.Initrd != "agent/initramfs.img" {
 				t.Errorf("boot config names %s + %s", entry.Kernel, entry.Initrd)
 			}
 			n := e.waitState("active", "")
