@@ -331,7 +331,9 @@ func (p *Power) execOnce(ctx context.Context, bi Info, cmd []string) (string, st
 		if err := os.WriteFile(filepath.Join(reg, "enterprise-numbers.txt"), smallRegistry, 0o600); err != nil {
 			return "", "", fmt.Errorf("ipmitool registry: %w", err)
 		}
-		env = append(os.Environ(), "HOME="+dir)
+		// ipmitool needs nothing else from an environment (the password
+		// comes in a file), so the run gets only its HOME.
+		env = []string{"HOME=" + dir}
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.CommandTimeout)
