@@ -175,12 +175,18 @@ func devPath(name string) string {
 }
 
 // sharedClient serves every in-process agent: thousands of agents share its
-// connection pool to the one driver API instead of one pool each.
+// connection pool to the one driver API instead of one pool each. At most
+// MaxConnsPerHost requests to one host (the driver API, the image server)
+// are on the wire at once, the others wait for a connection: each one is
+// two descriptors of the lab process (both ends) and a download a third
+// (the image file), and 10,000 agents deploying at once ran the lab out of
+// its 20,000 (the image server answered 500 to a quarter of the deploys).
 var sharedClient = &http.Client{Transport: &http.Transport{
 	Proxy:                 nil, // the lab is loopback only; never go through a proxy
 	DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 	MaxIdleConns:          512,
 	MaxIdleConnsPerHost:   128,
+	MaxConnsPerHost:       256,
 	IdleConnTimeout:       90 * time.Second,
 	ResponseHeaderTimeout: 60 * time.Second,
 }}

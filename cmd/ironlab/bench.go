@@ -156,6 +156,9 @@ Flags:
 		return 2
 	}
 
+	if _, err := raiseFDLimit(*nodes); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlab bench: warning:", err)
+	}
 	if *cpuProfile != "" {
 		if err := os.MkdirAll(*cpuProfile, 0o755); err != nil {
 			fmt.Fprintln(os.Stderr, "ironlab bench: --cpuprofile:", err)

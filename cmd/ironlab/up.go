@@ -149,6 +149,9 @@ Flags:
 			fmt.Fprintf(os.Stderr, "ironlab up: --nodes must be 1 to %d\n", scenarios.MaxNodes)
 			return 2
 		}
+		if _, err := raiseFDLimit(*nodes); err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab up: warning:", err)
+		}
 		g := lab.GroupSpec{Name: "node", Count: *nodes,
 			Hardware: lab.Hardware{Firmware: "bios", CPUs: 2, MemoryMB: 2048, DiskSize: disk, RedfishListen: listen},
 			BMCUser:  *user, BMCPassword: *password,
