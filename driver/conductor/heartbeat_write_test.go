@@ -66,7 +66,7 @@ func TestHeartbeatIsOneSmallWrite(t *testing.T) {
 		}
 	}
 	c.Wait()
-	want := []string{"Reserve", "IssueAgentToken", "Release", "AddEvent lookup", "RecordHeartbeat", "AddEvent heartbeat", "RecordHeartbeat", "RecordHeartbeat"}
+	want := []string{"IssueAgentToken", "AddEvent lookup", "RecordHeartbeat", "AddEvent heartbeat", "RecordHeartbeat", "RecordHeartbeat"}
 	if diff := cmp.Diff(want, wc.writes); diff != "" {
 		t.Errorf("writes (-want +got):\n%s", diff)
 	}
@@ -141,5 +141,41 @@ func TestNoChangeCallbackIsTwoWrites(t *testing.T) {
 		"call-back:" + states.DeployWait, "resume:" + states.Deploying, "done:" + states.Active}
 	if diff := cmp.Diff(wantSeq, seq); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)
+	}
+}
+
+// TestTaskEventsRideWithItsWrites: the call-back that starts write_image
+// writes its history (the call-back, the agent commands) with its state
+// changes, no event on its own; the history keeps the order things
+// happened in.
+func TestTaskEventsRideWithItsWrites(t *testing.T) {
+	l := newLab(t, nil)
+	n := l.enroll(t, states.Available)
+	l.act(t, n.UUID, "active", nil)
+	l.lookup(t)
+	wc := &writeCounter{Store: l.st}
+	c := conductor.New(wc, l.c.Config())
+	t.Cleanup(c.Close)
+	l.c = c
+	l.heartbeat(t, n.UUID) // get_deploy_steps, then execute_deploy_step
+	want := []string{"RecordHeartbeat", "AddEvent heartbeat", "Reserve", "UpdateNodeHeld", "UpdateNodeHeld", "Release"}
+	if diff := cmp.Diff(want, wc.writes); diff != "" {
+		t.Errorf("writes of the call-back that starts write_image (-want +got):\n%s", diff)
+	}
+	wantState(t, l.node(t, n.UUID), states.DeployWait)
+	evs, err := l.st.ListEvents(context.Background(), n.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq []string
+	for i, e := range evs {
+		if i > 0 && e.Time.Before(evs[i-1].Time) {
+			t.Errorf("event %d (%s) at %s is before event %d (%s) at %s", i, e.Event, e.Time, i-1, evs[i-1].Event, evs[i-1].Time)
+		}
+		seq = append(seq, e.Event)
+	}
+	tail := []string{"call-back", "deploy.get_deploy_steps", "resume", "deploy.execute_deploy_step", "wait"}
+	if len(seq) < len(tail) || !cmp.Equal(tail, seq[len(seq)-len(tail):]) {
+		t.Errorf("history %v does not end with %v", seq, tail)
 	}
 }

@@ -88,9 +88,12 @@ func (c *Conductor) Lookup(ctx context.Context, q LookupQuery) (*store.Node, str
 		if n.Agent.Token != "" {
 			token = MaskedToken
 		} else {
-			release, err := c.lock(ctx, n.UUID, false)
-			if err != nil {
-				return nil, "", err
+			// Not while a task of this conductor holds the node (it may be
+			// about to power it off and forget the agent); another
+			// conductor's reservation the store checks in the same write.
+			m := c.nodeMu(n.UUID)
+			if !m.lock.TryLock() {
+				return nil, "", fmt.Errorf("node %s is locked by host %s, please retry after the current operation is completed: %w", n.UUID, c.cfg.Host, ErrNodeLocked)
 			}
 			token = newToken()
 			issued, err := c.store.IssueAgentToken(ctx, n.UUID, token)
@@ -100,7 +103,10 @@ func (c *Conductor) Lookup(ctx context.Context, q LookupQuery) (*store.Node, str
 				}
 				n, err = c.store.GetNode(ctx, n.UUID)
 			}
-			release()
+			m.lock.Unlock()
+			if errors.Is(err, store.ErrLocked) {
+				return nil, "", fmt.Errorf("%v, please retry after the current operation is completed: %w", err, ErrNodeLocked)
+			}
 			if err != nil {
 				return nil, "", err
 			}

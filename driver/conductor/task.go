@@ -22,8 +22,11 @@ type task struct {
 	log     *slog.Logger
 	release func()
 	// pending are events recorded but not yet written: the next save
-	// writes them first, in its transaction, or the release does (so a
-	// call-back that changes nothing costs one write less).
+	// writes them first, in its transaction, or the release does. A task's
+	// events (agent commands, boot device, clean plan...) were each a write
+	// of their own on the one SQLite writer that deploys queue on; now they
+	// ride with the state change or the release that follows them, each
+	// with the time it happened.
 	pending []*store.Event
 }
 
@@ -55,23 +58,15 @@ func (t *task) save(ctx context.Context, events ...*store.Event) error {
 // deferEvent records an event that the task's next save or its release writes
 // (history order is kept: every other event of the task writes it first).
 func (t *task) deferEvent(kind, event, message string, detail any) {
-	t.pending = append(t.pending, newEvent(t.node, kind, t.node.ProvisionState, t.node.ProvisionState, event, message, detail))
+	t.record(context.Background(), kind, t.node.ProvisionState, t.node.ProvisionState, event, message, detail)
 }
 
-// record appends an event now, after the task's pending ones.
-func (t *task) record(ctx context.Context, kind, from, to, event, message string, detail any) {
-	t.flush(ctx)
-	t.c.record(ctx, t.node, kind, from, to, event, message, detail)
-}
-
-// flush writes the task's pending events.
-func (t *task) flush(ctx context.Context) {
-	for _, e := range t.pending {
-		if err := t.c.store.AddEvent(context.WithoutCancel(ctx), e); err != nil {
-			t.log.Error("record event", "event", e.Event, "err", err)
-		}
-	}
-	t.pending = nil
+// record appends an event to the task's history: its next save writes it,
+// in that save's transaction, or its release does.
+func (t *task) record(_ context.Context, kind, from, to, event, message string, detail any) {
+	e := newEvent(t.node, kind, from, to, event, message, detail)
+	e.Time = time.Now().UTC()
+	t.pending = append(t.pending, e)
 }
 
 // FastTrack is Ironic's is_fast_track: fast track is on, the node's agent

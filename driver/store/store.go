@@ -370,7 +370,10 @@ type Store interface {
 	// ident is the node's UUID or, when no node has that UUID, its name.
 	RecordHeartbeat(ctx context.Context, ident string, hb Heartbeat) (prev Agent, err error)
 	// IssueAgentToken sets the agent token unless one is set; it reports
-	// whether it did.
+	// whether it did. A node a conductor holds (its reservation) gets no
+	// token: ErrLocked, the check and the write in one statement, so the
+	// lookup needs no lock of its own (it was three writes: reserve,
+	// token, release).
 	IssueAgentToken(ctx context.Context, uuid, token string) (bool, error)
 	// ClearAgent forgets the running agent (URL, token, version, last
 	// heartbeat, certificate; the dialect and the watchdog's count stay), after a power

@@ -893,7 +893,24 @@ func (s *Postgres) agentWrite(ctx context.Context, what, id, set string, args ..
 
 // IssueAgentToken sets the token unless one is set.
 func (s *Postgres) IssueAgentToken(ctx context.Context, id, token string) (bool, error) {
-	return s.agentWrite(ctx, "issue agent token", id, `agent_token = $1 WHERE agent_token = '' AND uuid = $2`, token)
+	tag, err := s.db.Exec(ctx, `UPDATE nodes SET agent_token = $1 WHERE agent_token = '' AND reservation = '' AND uuid = $2`, token, id)
+	if err != nil {
+		return false, fmt.Errorf("issue agent token of node %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return true, nil
+	}
+	var have, holder string
+	err = s.db.QueryRow(ctx, `SELECT agent_token, reservation FROM nodes WHERE uuid = $1`, id).Scan(&have, &holder)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, fmt.Errorf("issue agent token: node %s: %w", id, store.ErrNotFound)
+	case err != nil:
+		return false, fmt.Errorf("issue agent token of node %s: %w", id, err)
+	case have == "" && holder != "":
+		return false, fmt.Errorf("issue agent token: node %s is locked by host %s: %w", id, holder, store.ErrLocked)
+	}
+	return false, nil
 }
 
 // ClearAgent forgets the node's running agent.

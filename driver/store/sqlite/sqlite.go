@@ -886,11 +886,21 @@ func (s *SQLite) IssueAgentToken(ctx context.Context, id, token string) (bool, e
 		return false, fmt.Errorf("issue agent token of node %s: %w", id, err)
 	}
 	defer leave()
-	c, werr := s.agentWrite(ctx, "issue agent token", id, `agent_token = ? WHERE agent_token = '' AND uuid = ?`, token)
+	c, werr := s.agentWrite(ctx, "issue agent token", id, `agent_token = ? WHERE agent_token = '' AND reservation = '' AND uuid = ?`, token)
 	if werr != nil || c == 1 {
 		return c == 1, werr
 	}
-	return false, s.exists(ctx, id)
+	var have, holder string
+	err = s.db.QueryRowContext(ctx, `SELECT agent_token, reservation FROM nodes WHERE uuid = ?`, id).Scan(&have, &holder)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, fmt.Errorf("issue agent token: node %s: %w", id, store.ErrNotFound)
+	case err != nil:
+		return false, fmt.Errorf("issue agent token of node %s: %w", id, err)
+	case have == "" && holder != "":
+		return false, fmt.Errorf("issue agent token: node %s is locked by host %s: %w", id, holder, store.ErrLocked)
+	}
+	return false, nil
 }
 
 // ClearAgent forgets the node's running agent.

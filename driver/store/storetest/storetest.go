@@ -331,6 +331,23 @@ func agentToken(t *testing.T, s store.Store) {
 	if _, err := s.IssueAgentToken(ctx, "nope", "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("token of an unknown node: got %v, want ErrNotFound", err)
 	}
+	// A node a conductor holds gets no token until it is released.
+	create(t, s, &store.Node{UUID: "n2", Driver: "fake_agent", ProvisionState: "deploying"})
+	if err := s.Reserve(ctx, "n2", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.IssueAgentToken(ctx, "n2", "held"); ok || !errors.Is(err, store.ErrLocked) {
+		t.Errorf("token of a reserved node: %v, %v; want ErrLocked", ok, err)
+	}
+	if got := get(t, s, "n2").Agent.Token; got != "" {
+		t.Errorf("token of the reserved node = %q, want none", got)
+	}
+	if err := s.Release(ctx, "n2", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.IssueAgentToken(ctx, "n2", "free"); err != nil || !ok {
+		t.Errorf("token once released: %v, %v; want issued", ok, err)
+	}
 }
 
 func clearAndWatchdog(t *testing.T, s store.Store) {
