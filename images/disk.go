@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"crypto/md5"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -68,9 +69,11 @@ type Info struct {
 	ID            string `json:"id"`
 	Size          int64  `json:"size"`
 	PayloadSHA256 string `json:"payload_sha256"`
-	// SHA256 and MD5 are of the whole file, as an image server publishes
-	// them: of the qcow2 file when Format is qcow2.
+	// SHA256, SHA512 and MD5 are of the whole file, as an image server
+	// publishes them: of the qcow2 file when Format is qcow2. SHA512 is
+	// what Glance computes for os_hash_value by default.
 	SHA256 string `json:"sha256"`
+	SHA512 string `json:"sha512"`
 	MD5    string `json:"md5"`
 	// Format is the served file's format, "raw" or "qcow2" (empty: raw).
 	Format string `json:"format,omitempty"`
@@ -133,8 +136,8 @@ func Build(w io.Writer, spec Spec) (Info, error) {
 	info := Info{ID: spec.ID, Size: spec.Size, PayloadSHA256: hex.EncodeToString(ph.Sum(nil))}
 	sector := FirstSector(info)
 
-	fs, fm := sha256.New(), md5.New()
-	mw := io.MultiWriter(w, fs, fm)
+	fs, f5, fm := sha256.New(), sha512.New(), md5.New()
+	mw := io.MultiWriter(w, fs, f5, fm)
 	if _, err := mw.Write(sector); err != nil {
 		return Info{}, fmt.Errorf("write image %s: %w", spec.ID, err)
 	}
@@ -142,6 +145,7 @@ func Build(w io.Writer, spec Spec) (Info, error) {
 		return Info{}, fmt.Errorf("write image %s: %w", spec.ID, err)
 	}
 	info.SHA256 = hex.EncodeToString(fs.Sum(nil))
+	info.SHA512 = hex.EncodeToString(f5.Sum(nil))
 	info.MD5 = hex.EncodeToString(fm.Sum(nil))
 	return info, nil
 }
@@ -259,7 +263,7 @@ func BuildFile(path string, spec Spec) (Info, error) {
 
 // sums are kept next to the image so a cached image is not hashed again.
 func writeSums(path string, info Info) error {
-	s := fmt.Sprintf("%s %d %s %s %s\n", info.ID, info.Size, info.PayloadSHA256, info.SHA256, info.MD5)
+	s := fmt.Sprintf("%s %d %s %s %s %s\n", info.ID, info.Size, info.PayloadSHA256, info.SHA256, info.MD5, info.SHA512)
 	return os.WriteFile(path+".sums", []byte(s), 0o644)
 }
 
@@ -269,7 +273,8 @@ func cached(path string, spec Spec) (Info, bool) {
 		return Info{}, false
 	}
 	var info Info
-	if _, err := fmt.Sscanf(string(b), "%s %d %s %s %s", &info.ID, &info.Size, &info.PayloadSHA256, &info.SHA256, &info.MD5); err != nil {
+	// Sums from before SHA512 have 5 fields: such an image is built again.
+	if _, err := fmt.Sscanf(string(b), "%s %d %s %s %s %s", &info.ID, &info.Size, &info.PayloadSHA256, &info.SHA256, &info.MD5, &info.SHA512); err != nil {
 		return Info{}, false
 	}
 	st, err := os.Stat(path)

@@ -483,10 +483,10 @@ func (v *validator) step(p string, st *Step, l *Lab) {
 		}
 		switch st.Deploy.Checksum {
 		case "":
-			st.Deploy.Checksum = "sha256"
-		case "sha256", "md5":
+			st.Deploy.Checksum = "sha512"
+		case "sha512", "sha256", "md5":
 		default:
-			v.at(p+".deploy.checksum", "must be sha256 or md5, got %q", st.Deploy.Checksum)
+			v.at(p+".deploy.checksum", "must be sha512, sha256 or md5, got %q", st.Deploy.Checksum)
 		}
 	}
 	if st.Wait != nil {

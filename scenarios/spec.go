@@ -200,7 +200,8 @@ type Deploy struct {
 	Nodes []string `yaml:"nodes" json:"nodes,omitempty"`
 	Image string   `yaml:"image" json:"image"`
 	// Checksum is how the driver tells the agent the image's checksum:
-	// "sha256" (os_hash_algo/os_hash_value, the default) or "md5" (image_checksum).
+	// "sha512" (os_hash_algo/os_hash_value, the default, as Glance computes
+	// os_hash_value), "sha256" (the same fields) or "md5" (image_checksum).
 	Checksum string `yaml:"checksum" json:"checksum,omitempty"`
 	// Configdrive is sent with the deploy request, as `baremetal node
 	// deploy --config-drive` does: meta_data, user_data, network_data and

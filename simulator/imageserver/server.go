@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -157,7 +158,7 @@ func ext(info images.Info) string {
 
 // Build builds (or reuses) an image and serves it. A qcow2 image is built
 // raw, then written as qcow2 beside the raw file; the served file's
-// checksums (Info.SHA256, Info.MD5) are then those of the qcow2 bytes, which
+// checksums (Info.SHA256, SHA512, MD5) are then those of the qcow2 bytes, which
 // is what Ironic and the agent verify before they convert it.
 func (s *Server) Build(spec images.Spec) (images.Info, error) {
 	raw := pathOf(s.dir, spec)
@@ -167,7 +168,7 @@ func (s *Server) Build(spec images.Spec) (images.Info, error) {
 	}
 	if spec.Format == images.FormatQcow2 {
 		info.Format = images.FormatQcow2
-		if info.SHA256, info.MD5, err = writeQcow2(raw, servedPathOf(s.dir, info), info.Size); err != nil {
+		if info.SHA256, info.SHA512, info.MD5, err = writeQcow2(raw, servedPathOf(s.dir, info), info.Size); err != nil {
 			return images.Info{}, fmt.Errorf("image %s: %w", spec.ID, err)
 		}
 	}
@@ -178,30 +179,31 @@ func (s *Server) Build(spec images.Spec) (images.Info, error) {
 }
 
 // writeQcow2 writes the raw image at raw as qcow2 to path (through a
-// temporary file, as labs share the folder) and returns its sha256 and md5.
-func writeQcow2(raw, path string, size int64) (sha, md string, err error) {
+// temporary file, as labs share the folder) and returns its sha256, sha512
+// and md5.
+func writeQcow2(raw, path string, size int64) (sha, sha5, md string, err error) {
 	src, err := os.Open(raw)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	defer src.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".qcow2-*")
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	defer os.Remove(tmp.Name())
-	hs, hm := sha256.New(), md5.New()
-	err = qcow2.Write(context.Background(), io.MultiWriter(tmp, hs, hm), src, size)
+	hs, h5, hm := sha256.New(), sha512.New(), md5.New()
+	err = qcow2.Write(context.Background(), io.MultiWriter(tmp, hs, h5, hm), src, size)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("write qcow2 %s: %w", path, err)
+		return "", "", "", fmt.Errorf("write qcow2 %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	return hex.EncodeToString(hs.Sum(nil)), hex.EncodeToString(hm.Sum(nil)), nil
+	return hex.EncodeToString(hs.Sum(nil)), hex.EncodeToString(h5.Sum(nil)), hex.EncodeToString(hm.Sum(nil)), nil
 }
 
 // Info returns a served image's description.
@@ -270,17 +272,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	for _, sum := range []string{".sha256", ".md5"} {
+	for _, sum := range []string{".sha256", ".sha512", ".md5"} {
 		if file, ok := strings.CutSuffix(name, sum); ok {
 			id, info, found := s.byFileName(file)
 			if !found {
 				http.NotFound(w, r)
 				return
 			}
-			v := info.SHA256
-			if sum == ".md5" {
-				v = info.MD5
-			}
+			v := map[string]string{".sha256": info.SHA256, ".sha512": info.SHA512, ".md5": info.MD5}[sum]
 			fmt.Fprintf(w, "%s  %s%s\n", v, id, ext(info))
 			return
 		}

@@ -3,6 +3,7 @@ package imageserver
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"io"
 	"net/http"
@@ -54,6 +55,13 @@ func TestServesImageAndChecksums(t *testing.T) {
 	_, sha, _ := get(t, s.URL("img")+".sha256")
 	if !strings.HasPrefix(string(sha), info.SHA256) {
 		t.Errorf(".sha256 = %q, want %s", sha, info.SHA256)
+	}
+	if s512 := sha512.Sum512(body); info.SHA512 != hex.EncodeToString(s512[:]) {
+		t.Errorf("info's sha512 %s is not the served bytes' %x", info.SHA512, s512)
+	}
+	_, sha5, _ := get(t, s.URL("img")+".sha512")
+	if !strings.HasPrefix(string(sha5), info.SHA512) {
+		t.Errorf(".sha512 = %q, want %s", sha5, info.SHA512)
 	}
 	_, md5, _ := get(t, s.URL("img")+".md5")
 	if !strings.HasPrefix(string(md5), info.MD5) {
