@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"time"
+	"unsafe"
 )
 
 // Disk is where the agent writes: a sparse file in the fake backend, the
@@ -36,9 +37,22 @@ type dataFinder interface {
 type FileDisk struct {
 	f    *os.File
 	size int64
+	// direct is the block device opened again with O_DIRECT (nil for
+	// files, or where the kernel refuses): WriteAt sends aligned writes
+	// through it, past the guest's page cache.
+	direct *os.File
 }
 
-// OpenFileDisk opens path (a file or a block device) read-write.
+// DirectAlign is the alignment (memory, offset and length) of the writes
+// FileDisk sends with O_DIRECT; a multiple of every logical block size.
+const DirectAlign = 4096
+
+// OpenFileDisk opens path (a file or a block device) read-write. A block
+// device is opened a second time with O_DIRECT for aligned writes: in a VM
+// under TCG, 64 MiB written through the page cache took 0.45-1.6 s of
+// guest CPU (copies, page cache bookkeeping, writeback) and 0.12-0.4 s
+// direct, where QEMU copies from the guest's buffer itself. Regular files
+// (the fake backend's sparse disks on the host) keep the page cache.
 func OpenFileDisk(path string) (*FileDisk, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -51,7 +65,24 @@ func OpenFileDisk(path string) (*FileDisk, error) {
 		f.Close()
 		return nil, fmt.Errorf("size of disk %s: %w", path, err)
 	}
-	return &FileDisk{f: f, size: size}, nil
+	d := &FileDisk{f: f, size: size}
+	if st, err := f.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
+		d.direct = openDirect(path)
+	}
+	return d, nil
+}
+
+// aligned says whether a write of p at off can go through O_DIRECT.
+func aligned(p []byte, off int64) bool {
+	return len(p) > 0 && len(p)%DirectAlign == 0 && off%DirectAlign == 0 &&
+		uintptr(unsafe.Pointer(&p[0]))%DirectAlign == 0
+}
+
+// AlignedBuffer is a buffer of n bytes whose start is DirectAlign-aligned.
+func AlignedBuffer(n int) []byte {
+	b := make([]byte, n+DirectAlign)
+	skip := (DirectAlign - int(uintptr(unsafe.Pointer(&b[0]))%DirectAlign)) % DirectAlign
+	return b[skip : skip+n : skip+n]
 }
 
 // Name is the path the disk was opened from.
@@ -65,17 +96,27 @@ func (d *FileDisk) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off > d.size || int64(len(p)) > d.size-off { // no off+len: it may overflow
 		return 0, fmt.Errorf("write %d bytes at offset %d of disk %s: beyond its size %d bytes", len(p), off, d.f.Name(), d.size)
 	}
+	if d.direct != nil && aligned(p, off) {
+		return d.direct.WriteAt(p, off)
+	}
 	return d.f.WriteAt(p, off)
 }
 
 // Size is the disk's size in bytes.
 func (d *FileDisk) Size() int64 { return d.size }
 
-// Sync flushes the disk.
+// Sync flushes the disk: the page cache's writes and, for a block device,
+// its write cache, which holds the direct writes too (fsync of a block
+// device ends in a cache flush).
 func (d *FileDisk) Sync() error { return d.f.Sync() }
 
 // Close closes the disk.
-func (d *FileDisk) Close() error { return d.f.Close() }
+func (d *FileDisk) Close() error {
+	if d.direct != nil {
+		d.direct.Close()
+	}
+	return d.f.Close()
+}
 
 // throttledWriterAt limits the write rate to bps bytes per second (the slow
 // disk fault), sleeping after each write by the time it "should" have taken.

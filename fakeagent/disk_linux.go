@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"syscall"
 )
 
@@ -15,6 +16,15 @@ const (
 	seekData        = 3    // SEEK_DATA
 	seekHole        = 4    // SEEK_HOLE
 )
+
+// openDirect opens a block device for O_DIRECT writes; nil if it cannot.
+func openDirect(path string) *os.File {
+	f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return nil
+	}
+	return f
+}
 
 // PunchHole deallocates [off, off+length): the range then reads as zeros.
 // Block devices and some filesystems refuse; the caller falls back to

@@ -289,12 +289,14 @@ func (a *Agent) download(ctx context.Context, url, algo string, w io.WriterAt, l
 	})
 	defer idle.Stop()
 
-	buf := make([]byte, 1<<20)
+	// Whole aligned chunks (the last one aside): a block device writes
+	// them with O_DIRECT (FileDisk).
+	buf := AlignedBuffer(1 << 20)
+	body := &idleReader{r: resp.Body, idle: idle}
 	var n int64
 	for {
-		m, rerr := resp.Body.Read(buf)
+		m, rerr := fill(body, buf)
 		if m > 0 {
-			idle.Reset(DownloadIdleTimeout)
 			if n+int64(m) > limit {
 				return "", n, fmt.Errorf("image at %s is larger than %s (%d bytes)", url, dev, limit)
 			}
@@ -321,6 +323,36 @@ func (a *Agent) download(ctx context.Context, url, algo string, w io.WriterAt, l
 		return "", n, fmt.Errorf("short read from %s: expected %d bytes, got %d", url, expected, n)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// fill reads into buf until it is full or the reader fails (io.EOF at the
+// end), as io.ReadFull does but keeping the reader's own error: a
+// truncated body must not pass for the end of the image.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// idleReader restarts the download's idle timer at every read that
+// returns data.
+type idleReader struct {
+	r    io.Reader
+	idle *time.Timer
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.idle.Reset(DownloadIdleTimeout)
+	}
+	return n, err
 }
 
 // fetchChecksum reads a checksum file (sha256sum format, or a lone hash) and
