@@ -173,7 +173,7 @@ func compareIronic(ctx context.Context, script, dir string, load benchLoadOpts) 
 			bytes.Count(b, []byte("currently locked, skipping heartbeat processing"))
 	}
 	rec0, lock0 := count()
-	r := heartbeatLoad(runCtx, hc, base, targets, load.clients, load.window)
+	r := heartbeatLoad(runCtx, base, targets, load.clients, load.window)
 	rec1, _ := count()
 	// Ironic answers 202 and records in a conductor worker: wait (bounded)
 	// for the backlog, counted apart.

@@ -254,7 +254,7 @@ func (m *benchMeter) runLoads() {
 		m.warn("heartbeat load: %v", err)
 	} else {
 		start := time.Now().Truncate(time.Second)
-		r := heartbeatLoad(ctx, hc, m.url, targets, m.load.clients, m.load.window)
+		r := heartbeatLoad(ctx, m.url, targets, m.load.clients, m.load.window)
 		// Each 202 is written before it is sent: check every node shows one
 		// from the window, and count the accepted ones as persisted.
 		stale := 0
