@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ironlab/ironlab/simulator/bmc/ipmiload"
 	"github.com/ironlab/ironlab/simulator/bmc/pyghmipeer"
 )
 
@@ -254,8 +255,9 @@ func comparePyghmi(ctx context.Context, load benchLoadOpts, ourBMC *ipmiTarget) 
 	p.IPMILoad = &r
 	p.Measured = fmt.Sprintf("pyghmi.ipmi.bmc.Bmc in %s (power and boot device in memory), one process; the bench's "+
 		"closed IPMI loops (the lean lanplus client simulator/bmc/ipmiload, cipher suite 3, %d sessions "+
-		"in flight, each from its own client port, as pyghmi needs, %s each): whole sessions (Open Session, RAKP 1-4, Close Session), then Get "+
-		"Chassis Status in open sessions; ratio against ours on the same loops right before", pyghmiPython, r.Clients, load.window)
+		"in flight, each from its own client port, as pyghmi needs, %s each): whole sessions (Open Session, RAKP 1-4, Close Session; at most %d, "+
+		"as pyghmi never answers a client port twice), then Get Chassis Status in open sessions; ratio against ours on the same loops right before",
+		pyghmiPython, r.Clients, load.window, ipmiload.FreshPorts*2/3)
 	fmt.Printf("   bench: compare: pyghmi: %.0f sessions/s, %.0f requests/s (%d errors)\n", r.SessionsPerS, r.RequestsPerS, r.Errors)
 	return p
 }

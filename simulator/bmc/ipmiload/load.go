@@ -450,6 +450,12 @@ var nextPort atomic.Uint32
 
 const portLow, portHigh = 10000, 32000 // below Linux's ephemeral range (32768-60999)
 
+// FreshPorts is how many sessions with SocketPerSession this process opens
+// before a local port comes round again: a load against a BMC that never
+// forgets a client address (pyghmi's) must stay under it, counting every
+// load played against that BMC.
+const FreshPorts = portHigh - portLow
+
 // dialFresh dials addr from a local port this process has not used
 // lately: ports go round a range of 22,000, so a BMC that never forgets a
 // client address (pyghmi keeps every session it ever opened, keyed by the
