@@ -49,20 +49,32 @@ if command -v virsh >/dev/null && pgrep -x libvirtd >/dev/null; then
 			timeout 20 virsh -q -c qemu:///system undefine "$d" >/dev/null 2>&1 || true
 	done
 fi
-for p in libvirtd virtlogd virtlockd dockerd containerd ironic-api ironic-conductor; do
+# pgrep/pkill -x match at most 15 characters of a process name, so
+# ironic-conductor goes by its command line.
+daemons="libvirtd virtlogd virtlockd dockerd containerd ironic-api"
+for p in $daemons; do
 	pkill -x "$p" 2>/dev/null || true
 done
+pkill -f 'bin/ironic-conductor' 2>/dev/null || true
 # PostgreSQL servers the tests started from their own data folders.
 pkill -f 'postgres .*-D' 2>/dev/null || true
 # Wait for them to exit (dockerd takes seconds to shut down; one still going
 # is not what a new machine has), then kill what is left.
 for _ in $(seq 1 150); do
-	pgrep -x 'libvirtd|virtlogd|virtlockd|dockerd|containerd|ironic-api|ironic-conductor' >/dev/null || break
+	left=0
+	for p in $daemons; do
+		# One name at a time: an alternation of all of them is longer
+		# than 15 characters, and pgrep matched nothing.
+		pgrep -x "$p" >/dev/null && left=1
+	done
+	pgrep -f 'bin/ironic-conductor' >/dev/null && left=1
+	[ "$left" = 1 ] || break
 	sleep 0.1
 done
-for p in libvirtd virtlogd virtlockd dockerd containerd ironic-api ironic-conductor; do
+for p in $daemons; do
 	pkill -9 -x "$p" 2>/dev/null || true
 done
+pkill -9 -f 'bin/ironic-conductor' 2>/dev/null || true
 rm -f /var/run/docker.sock
 rm -f /run/libvirt/libvirt-sock /run/libvirtd.pid
 if [ -e /dev/kvm ]; then
