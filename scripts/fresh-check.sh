@@ -86,7 +86,10 @@ rm -rf "${HOME:-/root}/.cache/ironlab"
 
 if [ "$purge" = 1 ]; then
 	echo "fresh-check: purging the test tiers' packages"
+	# Every package test-deps.sh, vm-deps.sh and ironic.sh install.
 	DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq ipmitool python3-pyghmi python3-ironicclient \
+		python3-sushy redfishtool chromium postgresql genisoimage python3-pycdlib python3-openstacksdk docker.io \
+		ironic-api ironic-conductor python3-psycopg2 isolinux syslinux-common \
 		libvirt-daemon-system qemu-system-x86 qemu-utils ipxe-qemu lz4 >/dev/null || true
 	DEBIAN_FRONTEND=noninteractive apt-get autoremove -y -qq >/dev/null || true
 fi

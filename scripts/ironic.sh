@@ -51,7 +51,7 @@ install)
 	[ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
 	# Debian's packages may still have started something: stop it, we run our own.
 	pkill -x ironic-api 2>/dev/null || true
-	pkill -x ironic-conductor 2>/dev/null || true
+	pkill -f 'bin/ironic-conductor' 2>/dev/null || true # -x sees 15 characters of a name
 	exit "$rc"
 	;;
 start | stop) ;;

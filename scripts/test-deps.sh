@@ -9,7 +9,9 @@
 # genisoimage, pycdlib and openstacksdk for the config drive tests (what
 # Ironic builds config drives with), Debian's docker.io and a running dockerd
 # for the container matrix (conductors in containers, cmd/ironlab's
-# dockertest tests), and the VM tier's libvirt + QEMU (scripts/vm-deps.sh).
+# dockertest tests), Debian's Ironic 21.4 for `ironlab bench --compare`'s
+# test (scripts/ironic.sh install; the interop tier uses the same), and the
+# VM tier's libvirt + QEMU (scripts/vm-deps.sh).
 # Idempotent: installs only what is missing, starts only what is not running.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -67,5 +69,8 @@ if ! docker_up; then
 	fi
 fi
 echo "test-deps: docker engine $(/usr/bin/docker -H "unix://$docker_sock" version --format '{{.Server.Version}}') ready"
+
+# cmd/ironlab's TestBenchCompareMeasuresThePeers runs a real Ironic.
+bash ./ironic.sh install
 
 bash ./vm-deps.sh
