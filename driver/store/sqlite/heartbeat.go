@@ -196,24 +196,6 @@ func (s *SQLite) writeHeartbeats(ctx context.Context) {
 	}
 }
 
-// writeBatchTx is writeBatch through database/sql (one heartbeat per
-// transaction when a batch failed uses inTx and heartbeatInTx).
-func (s *SQLite) writeBatchTx(ctx context.Context, batch []*hbRequest) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	for _, r := range batch {
-		r.prev, r.err = s.heartbeatInTx(ctx, tx, r.ident, r.hb)
-		var ce checkError
-		if r.err != nil && !errors.Is(r.err, store.ErrNotFound) && !errors.As(r.err, &ce) {
-			tx.Rollback()
-			return r.err
-		}
-	}
-	return tx.Commit()
-}
-
 // checkError carries an error of Heartbeat.Check out of the transaction,
 // to be returned as is.
 type checkError struct{ err error }
