@@ -307,7 +307,7 @@ func (c *Conductor) callback(ctx context.Context, t *task) {
 	state := t.node.ProvisionState
 	// Written with the release when Continue changes nothing (the common
 	// heartbeat: the agent is still busy), else before the first write.
-	t.deferEvent(store.KindHeartbeat, "call-back", "heartbeat continues the "+state+" node", nil)
+	t.Record(ctx, store.KindHeartbeat, "call-back", "heartbeat continues the "+state+" node", nil)
 	out, err := t.dep.Continue(ctx, t)
 	c.drive(ctx, t, out, err, func(err error) {
 		if state == states.RescueWait {

@@ -55,12 +55,6 @@ func (t *task) save(ctx context.Context, events ...*store.Event) error {
 	return nil
 }
 
-// deferEvent records an event that the task's next save or its release writes
-// (history order is kept: every other event of the task writes it first).
-func (t *task) deferEvent(kind, event, message string, detail any) {
-	t.record(context.Background(), kind, t.node.ProvisionState, t.node.ProvisionState, event, message, detail)
-}
-
 // record appends an event to the task's history: its next save writes it,
 // in that save's transaction, or its release does.
 func (t *task) record(_ context.Context, kind, from, to, event, message string, detail any) {
