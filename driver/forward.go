@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ironlab/ironlab/driver/api"
 	"github.com/ironlab/ironlab/driver/cluster"
 	"github.com/ironlab/ironlab/driver/conductor"
 	"github.com/ironlab/ironlab/driver/store"
@@ -134,12 +135,11 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, owner string
 			if r.Context().Err() != nil {
 				return // the client went away
 			}
-			b, _ := json.Marshal(map[string]any{"faultcode": "Server", "debuginfo": nil,
-				"faultstring": fmt.Sprintf("conductor %s, which owns this node, took the request but did not answer within %s", owner, f.timeout)})
+			msg := fmt.Sprintf("conductor %s, which owns this node, took the request but did not answer within %s", owner, f.timeout)
 			w.Header().Set(HeaderConductor, f.host)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusGatewayTimeout)
-			json.NewEncoder(w).Encode(map[string]string{"error_message": string(b)})
+			json.NewEncoder(w).Encode(map[string]string{"error_message": api.ErrorMessage(http.StatusGatewayTimeout, msg)})
 		},
 	}
 	proxy.ServeHTTP(w, r)

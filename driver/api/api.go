@@ -145,12 +145,18 @@ func (s *Server) routes() {
 
 // fail writes Ironic's error body: {"error_message": "<JSON string>"}.
 func fail(c *gin.Context, code int, msg string) {
+	c.AbortWithStatusJSON(code, gin.H{"error_message": ErrorMessage(code, msg)})
+}
+
+// ErrorMessage is the error_message of Ironic's error body for an answer
+// with status code: msg as faultstring, in a JSON string.
+func ErrorMessage(code int, msg string) string {
 	fc := "Client"
 	if code >= 500 {
 		fc = "Server"
 	}
 	b, _ := json.Marshal(map[string]any{"faultstring": msg, "faultcode": fc, "debuginfo": nil})
-	c.AbortWithStatusJSON(code, gin.H{"error_message": string(b)})
+	return string(b)
 }
 
 // failErr maps conductor errors to status codes.
