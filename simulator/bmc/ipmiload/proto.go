@@ -26,6 +26,9 @@ import (
 	"fmt"
 	"hash"
 	"math/rand/v2"
+
+	"github.com/bougou/go-ipmi/pkg/protocol"
+	"github.com/bougou/go-ipmi/pkg/types"
 )
 
 // Suite is an RMCP+ cipher suite the client speaks.
@@ -352,10 +355,10 @@ func (s *session) appendRequest(dst []byte, netFn, cmd uint8, data []byte, rng *
 	// The IPMI message: rsAddr, netFn/LUN, checksum, rqAddr, rqSeq/LUN, cmd, data, checksum.
 	var msg [64]byte
 	m := append(msg[:0], 0x20, netFn<<2)
-	m = append(m, checksum(m))
+	m = append(m, protocol.Checksum(m))
 	m = append(m, 0x81, s.rqSeq<<2, cmd)
 	m = append(m, data...)
-	m = append(m, checksum(m[3:]))
+	m = append(m, protocol.Checksum(m[3:]))
 	// AES-CBC-128: IV, then the message with its confidentiality trailer
 	// (pad bytes 1, 2, ..., then the pad length) in whole blocks.
 	pad := (16 - (len(m)+1)%16) % 16
@@ -385,11 +388,11 @@ func (s *session) appendRequest(dst []byte, netFn, cmd uint8, data []byte, rng *
 // and whose payload starts at dst[body].
 func (s *session) sign(dst []byte, start, body int) []byte {
 	// Pad so that auth type .. next header is a multiple of 4 bytes.
-	n := len(dst) - (start + 4) + 2
-	for range (4 - n%4) % 4 {
+	padLen := types.IntegrityPadLen(12, len(dst)-body)
+	for range padLen {
 		dst = append(dst, 0xff)
 	}
-	dst = append(dst, byte((4-n%4)%4), 0x07)
+	dst = append(dst, byte(padLen), 0x07)
 	s.k1.Reset()
 	s.k1.Write(dst[start+4:])
 	return append(dst, s.k1.Sum(s.sum[:0])[:s.c.a.authCodeLen]...)
@@ -451,7 +454,7 @@ func ipmiResponse(m []byte, netFn, cmd, rqSeq uint8) (uint8, []byte, error) {
 	if len(m) < 8 {
 		return 0, nil, protoErr("IPMI response of %d bytes", len(m))
 	}
-	if checksum(m[:2]) != m[2] || checksum(m[3:len(m)-1]) != m[len(m)-1] {
+	if protocol.Checksum(m[:2]) != m[2] || protocol.Checksum(m[3:len(m)-1]) != m[len(m)-1] {
 		return 0, nil, protoErr("IPMI response checksum")
 	}
 	if m[1]>>2 != netFn|1 || m[5] != cmd || m[4]>>2 != rqSeq {
@@ -459,15 +462,6 @@ func ipmiResponse(m []byte, netFn, cmd, rqSeq uint8) (uint8, []byte, error) {
 			m[1]>>2, m[5], m[4]>>2, netFn|1, cmd, rqSeq)
 	}
 	return m[6], m[7 : len(m)-1], nil
-}
-
-// checksum is the IPMI two's complement checksum.
-func checksum(b []byte) uint8 {
-	var s uint8
-	for _, c := range b {
-		s += c
-	}
-	return -s
 }
 
 // newRNG is a ChaCha8 stream (a CSPRNG) seeded from crypto/rand: IVs and
