@@ -146,19 +146,19 @@ func (c *Client) Raw(ctx context.Context, netFn, cmd uint8, data []byte) ([]byte
 func (c *Client) RawCC(ctx context.Context, netFn, cmd uint8, data []byte) (uint8, []byte, error) {
 	s := &c.s
 	req := s.appendRequest(c.out[:0], netFn, cmd, data, c.rng)
-	pkt, err := c.roundTrip(ctx, req, func(p []byte) bool {
+	// The answer roundTrip accepts was checked and decrypted once, here.
+	var cc uint8
+	var resp []byte
+	_, err := c.roundTrip(ctx, req, func(p []byte) bool {
 		// Answers of this session only; a late answer to an earlier
 		// request (resent) fails its sequence check and is skipped.
 		if len(p) < 16 || binary.LittleEndian.Uint32(p[6:]) != s.consoleID {
 			return false
 		}
-		_, _, err := s.response(p, c.dec, netFn, cmd)
+		var err error
+		cc, resp, err = s.response(p, c.dec, netFn, cmd)
 		return err == nil
 	})
-	if err != nil {
-		return 0, nil, err
-	}
-	cc, resp, err := s.response(pkt, c.dec, netFn, cmd)
 	if err != nil {
 		return 0, nil, err
 	}
