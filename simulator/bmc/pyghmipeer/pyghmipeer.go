@@ -20,10 +20,10 @@ import (
 //go:embed pyghmi_bmc.py
 var script []byte
 
-// Write writes the script into dir and returns its path; run it as
+// write writes the script into dir and returns its path; run it as
 // `/usr/bin/python3 PATH PORT`: it prints "ready" once it listens on
 // 127.0.0.1:PORT (user admin, password password).
-func Write(dir string) (string, error) {
+func write(dir string) (string, error) {
 	p := filepath.Join(dir, "pyghmi_bmc.py")
 	return p, os.WriteFile(p, script, 0o644)
 }
@@ -32,7 +32,7 @@ func Write(dir string) (string, error) {
 // 127.0.0.1:port, returning once it says it listens (at most 10 s). The BMC
 // runs until ctx ends or stop is called; stop waits for it to exit.
 func Start(ctx context.Context, python, dir string, port int) (stop func(), err error) {
-	script, err := Write(dir)
+	script, err := write(dir)
 	if err != nil {
 		return nil, err
 	}
