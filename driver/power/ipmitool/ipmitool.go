@@ -79,7 +79,7 @@ type bmcSlot struct {
 
 // smallRegistry is the IANA registry ipmitool gets unless FullRegistry
 // (in the file's format; ipmitool refuses an empty one).
-var smallRegistry = []byte("0\n  Reserved\n")
+const smallRegistry = "0\n  Reserved\n"
 
 // ErrCommand is wrapped by every error ipmitool itself reports.
 var ErrCommand = errors.New("ipmitool failed")
@@ -328,7 +328,7 @@ func (p *Power) execOnce(ctx context.Context, bi Info, cmd []string) (string, st
 		if err := os.MkdirAll(reg, 0o700); err != nil {
 			return "", "", fmt.Errorf("ipmitool registry: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(reg, "enterprise-numbers.txt"), smallRegistry, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(reg, "enterprise-numbers.txt"), []byte(smallRegistry), 0o600); err != nil {
 			return "", "", fmt.Errorf("ipmitool registry: %w", err)
 		}
 		// ipmitool needs nothing else from an environment (the password
