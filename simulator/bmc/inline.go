@@ -54,7 +54,8 @@ type sessionCrypto struct {
 }
 
 // inline is the BMC's read-loop server state; only the read loop uses
-// rng and buf, crypto is also pruned by the session store's remove hook.
+// its scratch (rng, out, dec, msg, sum, hctx), crypto is also pruned by
+// the session store's remove hook.
 type inline struct {
 	rng *rand.ChaCha8
 	out []byte
