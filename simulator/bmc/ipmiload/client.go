@@ -71,21 +71,21 @@ func Open(ctx context.Context, addr netip.AddrPort, opts Options) (*Client, erro
 
 func (c *Client) handshake(ctx context.Context) error {
 	s := &c.s
-	pkt, err := c.roundTrip(ctx, s.appendOpen(c.out[:0], 1), func(p []byte) bool { return len(p) > 5 && p[5]&0x3f == ptOpenResp })
+	pkt, err := c.roundTrip(ctx, s.appendOpen(c.out[:0], 1), ofType(ptOpenResp))
 	if err != nil {
 		return fmt.Errorf("Open Session: %w", err)
 	}
 	if err := s.openResp(pkt); err != nil {
 		return err
 	}
-	pkt, err = c.roundTrip(ctx, s.appendRAKP1(c.out[:0], 2, c.rng), func(p []byte) bool { return len(p) > 5 && p[5]&0x3f == ptRAKP2 })
+	pkt, err = c.roundTrip(ctx, s.appendRAKP1(c.out[:0], 2, c.rng), ofType(ptRAKP2))
 	if err != nil {
 		return fmt.Errorf("RAKP 1: %w", err)
 	}
 	if err := s.rakp2(pkt); err != nil {
 		return err
 	}
-	pkt, err = c.roundTrip(ctx, s.appendRAKP3(c.out[:0], 3), func(p []byte) bool { return len(p) > 5 && p[5]&0x3f == ptRAKP4 })
+	pkt, err = c.roundTrip(ctx, s.appendRAKP3(c.out[:0], 3), ofType(ptRAKP4))
 	if err != nil {
 		return fmt.Errorf("RAKP 3: %w", err)
 	}
@@ -96,6 +96,11 @@ func (c *Client) handshake(ctx context.Context) error {
 		return fmt.Errorf("Set Session Privilege Level: %w", err)
 	}
 	return nil
+}
+
+// ofType accepts the RMCP+ datagrams of payload type pt.
+func ofType(pt uint8) func([]byte) bool {
+	return func(p []byte) bool { return len(p) > 5 && p[5]&0x3f == pt }
 }
 
 // roundTrip sends req and returns the first datagram ok accepts, sending
