@@ -211,6 +211,7 @@ func writeInitramfs(ctx context.Context, path, bin string, mods []Module, info s
 		return err
 	}
 	defer os.Remove(tmp.Name())
+	defer tmp.Close() // every error return; after the explicit Close below, a no-op
 	var plain bytes.Buffer
 	cw := cpio.NewWriter(&plain)
 	epoch := time.Unix(0, 0) // fixed mtimes: the same inputs give the same bytes
@@ -274,22 +275,18 @@ func writeInitramfs(ctx context.Context, path, bin string, mods []Module, info s
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Run(); err != nil {
-			tmp.Close()
 			return fmt.Errorf("initramfs: lz4 -l: %w: %s", err, strings.TrimSpace(stderr.String()))
 		}
 	} else {
 		bw := bufio.NewWriterSize(tmp, 1<<20)
 		gz, _ := gzip.NewWriterLevel(bw, gzip.BestCompression)
 		if _, err := plain.WriteTo(gz); err != nil {
-			tmp.Close()
 			return err
 		}
 		if err := gz.Close(); err != nil {
-			tmp.Close()
 			return err
 		}
 		if err := bw.Flush(); err != nil {
-			tmp.Close()
 			return err
 		}
 	}
