@@ -206,6 +206,17 @@ func writeQcow2(raw, path string, size int64) (sha, sha5, md string, err error) 
 	return hex.EncodeToString(hs.Sum(nil)), hex.EncodeToString(h5.Sum(nil)), hex.EncodeToString(hm.Sum(nil)), nil
 }
 
+// checksumFiles are the checksum files served beside each image: the
+// suffix after its file name, and the sum the file holds.
+var checksumFiles = []struct {
+	suffix string
+	of     func(images.Info) string
+}{
+	{".sha256", func(i images.Info) string { return i.SHA256 }},
+	{".sha512", func(i images.Info) string { return i.SHA512 }},
+	{".md5", func(i images.Info) string { return i.MD5 }},
+}
+
 // Info returns a served image's description.
 func (s *Server) Info(id string) (images.Info, bool) {
 	s.mu.Lock()
@@ -272,15 +283,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	for _, sum := range []string{".sha256", ".sha512", ".md5"} {
-		if file, ok := strings.CutSuffix(name, sum); ok {
+	for _, sum := range checksumFiles {
+		if file, ok := strings.CutSuffix(name, sum.suffix); ok {
 			id, info, found := s.byFileName(file)
 			if !found {
 				http.NotFound(w, r)
 				return
 			}
-			v := map[string]string{".sha256": info.SHA256, ".sha512": info.SHA512, ".md5": info.MD5}[sum]
-			fmt.Fprintf(w, "%s  %s%s\n", v, id, ext(info))
+			fmt.Fprintf(w, "%s  %s%s\n", sum.of(info), id, ext(info))
 			return
 		}
 	}
