@@ -127,9 +127,9 @@ func Build(ctx context.Context, o Options) (Ramdisk, error) {
 		fmt.Fprintf(h, "module %s %s\n", m.Name, fileHash(m.Path))
 	}
 	fmt.Fprintf(h, "binary %s\n", fileHash(bin))
+	// lz4 makes both the ELF kernel and an LZ4 initramfs: one input.
 	elfKernel := lz4Available()
 	fmt.Fprintf(h, "elf kernel %v\n", elfKernel)
-	fmt.Fprintf(h, "lz4 initramfs %v\n", elfKernel)
 	sum := hex.EncodeToString(h.Sum(nil))
 
 	r := Ramdisk{KernelPackage: k.Package, KernelVersion: k.Version, KernelRelease: k.Release, InputHash: sum}
