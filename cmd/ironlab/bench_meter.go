@@ -289,9 +289,9 @@ func (m *benchMeter) runLoads() {
 		if n.BMC == nil {
 			continue
 		}
-		r := ipmiLoad(ctx, n.BMC.Addr(), n.BMCCreds.Username, n.BMCCreds.Password, m.load.ipmiClients, m.load.window, false)
-		m.ipmiLoad = &r
-		m.ipmiTarget = &ipmiTarget{addr: n.BMC.Addr(), user: n.BMCCreds.Username, pass: n.BMCCreds.Password}
+		t := &ipmiTarget{addr: n.BMC.Addr(), user: n.BMCCreds.Username, pass: n.BMCCreds.Password}
+		r := ipmiLoad(ctx, t.addr, t.user, t.pass, m.load.ipmiClients, m.load.window, false)
+		m.ipmiLoad, m.ipmiTarget = &r, t
 		fmt.Printf("   bench: IPMI load on one BMC: %.0f sessions/s, %.0f requests/s (%d clients, %d errors)\n",
 			r.SessionsPerS, r.RequestsPerS, r.Clients, r.Errors)
 		break
@@ -299,7 +299,7 @@ func (m *benchMeter) runLoads() {
 	m.endPhase("ipmi_load")
 	if m.compare != nil {
 		m.beginPhase("compare")
-		m.cmp = runCompare(ctx, m.compare.script, m.compare.dir, m.load, &benchReport{HeartbeatLoad: m.hbLoad, IPMILoad: m.ipmiLoad}, m.ipmiTarget)
+		m.cmp = runCompare(ctx, m.compare.script, m.compare.dir, m.load, &benchReport{HeartbeatLoad: m.hbLoad}, m.ipmiTarget)
 		m.endPhase("compare")
 	}
 }
