@@ -136,18 +136,40 @@ func Build(w io.Writer, spec Spec) (Info, error) {
 	info := Info{ID: spec.ID, Size: spec.Size, PayloadSHA256: hex.EncodeToString(ph.Sum(nil))}
 	sector := FirstSector(info)
 
-	fs, f5, fm := sha256.New(), sha512.New(), md5.New()
-	mw := io.MultiWriter(w, fs, f5, fm)
+	sums := NewFileSums()
+	mw := io.MultiWriter(w, sums)
 	if _, err := mw.Write(sector); err != nil {
 		return Info{}, fmt.Errorf("write image %s: %w", spec.ID, err)
 	}
 	if _, err := io.CopyBuffer(mw, payload(spec.ID, n), make([]byte, 1<<20)); err != nil {
 		return Info{}, fmt.Errorf("write image %s: %w", spec.ID, err)
 	}
-	info.SHA256 = hex.EncodeToString(fs.Sum(nil))
-	info.SHA512 = hex.EncodeToString(f5.Sum(nil))
-	info.MD5 = hex.EncodeToString(fm.Sum(nil))
+	sums.Fill(&info)
 	return info, nil
+}
+
+// FileSums hashes a served file into the sums Info publishes for it
+// (SHA256, SHA512, MD5): Build's for a raw image, the image server's for
+// the qcow2 file it writes. Write never fails.
+type FileSums struct{ sha256, sha512, md5 hash.Hash }
+
+// NewFileSums starts the sums of an empty file.
+func NewFileSums() *FileSums {
+	return &FileSums{sha256: sha256.New(), sha512: sha512.New(), md5: md5.New()}
+}
+
+func (s *FileSums) Write(p []byte) (int, error) {
+	s.sha256.Write(p)
+	s.sha512.Write(p)
+	s.md5.Write(p)
+	return len(p), nil
+}
+
+// Fill sets info's SHA256, SHA512 and MD5 to the sums of what was written.
+func (s *FileSums) Fill(info *Info) {
+	info.SHA256 = hex.EncodeToString(s.sha256.Sum(nil))
+	info.SHA512 = hex.EncodeToString(s.sha512.Sum(nil))
+	info.MD5 = hex.EncodeToString(s.md5.Sum(nil))
 }
 
 // FirstSector is the image's sector 0: boot code, marker line and header.

@@ -5,10 +5,6 @@ package imageserver
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -168,7 +164,7 @@ func (s *Server) Build(spec images.Spec) (images.Info, error) {
 	}
 	if spec.Format == images.FormatQcow2 {
 		info.Format = images.FormatQcow2
-		if info.SHA256, info.SHA512, info.MD5, err = writeQcow2(raw, servedPathOf(s.dir, info), info.Size); err != nil {
+		if err := writeQcow2(raw, servedPathOf(s.dir, info), &info); err != nil {
 			return images.Info{}, fmt.Errorf("image %s: %w", spec.ID, err)
 		}
 	}
@@ -178,32 +174,33 @@ func (s *Server) Build(spec images.Spec) (images.Info, error) {
 	return info, nil
 }
 
-// writeQcow2 writes the raw image at raw as qcow2 to path (through a
-// temporary file, as labs share the folder) and returns its sha256, sha512
-// and md5.
-func writeQcow2(raw, path string, size int64) (sha, sha5, md string, err error) {
+// writeQcow2 writes the raw image at raw (info.Size bytes) as qcow2 to
+// path (through a temporary file, as labs share the folder) and sets info's
+// sums to the qcow2 file's.
+func writeQcow2(raw, path string, info *images.Info) error {
 	src, err := os.Open(raw)
 	if err != nil {
-		return "", "", "", err
+		return err
 	}
 	defer src.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".qcow2-*")
 	if err != nil {
-		return "", "", "", err
+		return err
 	}
 	defer os.Remove(tmp.Name())
-	hs, h5, hm := sha256.New(), sha512.New(), md5.New()
-	err = qcow2.Write(context.Background(), io.MultiWriter(tmp, hs, h5, hm), src, size)
+	sums := images.NewFileSums()
+	err = qcow2.Write(context.Background(), io.MultiWriter(tmp, sums), src, info.Size)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return "", "", "", fmt.Errorf("write qcow2 %s: %w", path, err)
+		return fmt.Errorf("write qcow2 %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", "", "", err
+		return err
 	}
-	return hex.EncodeToString(hs.Sum(nil)), hex.EncodeToString(h5.Sum(nil)), hex.EncodeToString(hm.Sum(nil)), nil
+	sums.Fill(info)
+	return nil
 }
 
 // checksumFiles are the checksum files served beside each image: the
