@@ -245,9 +245,11 @@ func ipmiLoad(ctx context.Context, addr netip.AddrPort, user, pass string, clien
 		if res.FirstError == "" {
 			res.FirstError = r.FirstError
 		}
-		if err != nil && res.FirstError == "" {
-			res.FirstError = err.Error()
+		if err != nil { // the load itself failed: one more error, whatever came before
 			res.Errors++
+			if res.FirstError == "" {
+				res.FirstError = err.Error()
+			}
 		}
 	}
 	if portPerSession {
