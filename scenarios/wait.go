@@ -13,7 +13,11 @@ var errTimedOut = errors.New("timed out")
 // interval (counted from the end of the previous call, so a slow API is not
 // hammered) until done says true (nil), the timeout passes (errTimedOut,
 // after one last call) or ctx ends (ctx.Err()). A timeout of 0 waits for
-// ctx alone.
+// ctx alone. A call that takes long stretches the pause after it to
+// pollCostFactor times its own time (at most maxPollPause): a wait on
+// 10,000 nodes reads them all each time, ~70 ms of runner and driver CPU
+// under load, and at a fixed 200 ms its polls were ~40 of the bench's CPU
+// seconds, taken from the nodes it waits for.
 func poll(ctx context.Context, interval, timeout time.Duration, done func(ctx context.Context) bool) error {
 	var expired <-chan time.Time
 	if timeout > 0 {
@@ -24,10 +28,11 @@ func poll(ctx context.Context, interval, timeout time.Duration, done func(ctx co
 	next := time.NewTimer(interval)
 	defer next.Stop()
 	for {
+		began := time.Now()
 		if done(ctx) {
 			return nil
 		}
-		next.Reset(interval)
+		next.Reset(pollPause(interval, time.Since(began)))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -39,6 +44,20 @@ func poll(ctx context.Context, interval, timeout time.Duration, done func(ctx co
 		case <-next.C:
 		}
 	}
+}
+
+// pollCostFactor and maxPollPause bound how much of the machine a poll
+// takes: at most about 1/(1+pollCostFactor) of the wall clock.
+const (
+	pollCostFactor = 9
+	maxPollPause   = 2 * time.Second
+)
+
+// pollPause is the pause after a poll that took took: interval, or
+// pollCostFactor times took when that is longer (at most maxPollPause, and
+// never less than interval).
+func pollPause(interval, took time.Duration) time.Duration {
+	return max(interval, min(pollCostFactor*took, maxPollPause))
 }
 
 // sleep waits for d or until ctx ends.

@@ -102,7 +102,7 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	if b.Nodes != n || !b.Passed {
 		t.Errorf("nodes = %d, passed = %v; want %d, true", b.Nodes, b.Passed, n)
 	}
-	want := []string{"enroll", "manage", "provide", "heartbeats", "heartbeat_load", "ipmi_load", "power_off", "deploy", "undeploy"}
+	want := []string{"enroll", "manage", "provide", "heartbeats", "heartbeat_load", "ipmi_load", "power_off", "deploy", "deploy_verify", "undeploy", "undeploy_verify"}
 	if len(b.Phases) != len(want) {
 		t.Fatalf("phases = %+v, want %v", b.Phases, want)
 	}
