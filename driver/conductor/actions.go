@@ -36,11 +36,7 @@ func (c *Conductor) CreateNode(ctx context.Context, n *store.Node, initial strin
 
 // UpdateNode applies f to the locked node and saves it (PATCH).
 func (c *Conductor) UpdateNode(ctx context.Context, ident string, f func(n *store.Node) error) (*store.Node, error) {
-	n, err := c.GetNode(ctx, ident)
-	if err != nil {
-		return nil, err
-	}
-	t, err := c.acquire(ctx, n.UUID, true)
+	t, err := c.acquireIdent(ctx, ident, true)
 	if err != nil {
 		return nil, err
 	}
@@ -62,15 +58,12 @@ func (c *Conductor) UpdateNode(ctx context.Context, ident string, f func(n *stor
 
 // DeleteNode removes a node in a state that allows it (or in maintenance).
 func (c *Conductor) DeleteNode(ctx context.Context, ident string) error {
-	n, err := c.GetNode(ctx, ident)
-	if err != nil {
-		return err
-	}
-	t, err := c.acquire(ctx, n.UUID, true)
+	t, err := c.acquireIdent(ctx, ident, true)
 	if err != nil {
 		return err
 	}
 	defer t.release()
+	n := t.node
 	switch t.node.ProvisionState {
 	case states.Enroll, states.Manageable, states.Available, states.DeployFailed, states.CleanFailed, states.Error:
 	default:
@@ -131,15 +124,11 @@ func (c *Conductor) Provision(ctx context.Context, ident, target string, args Pr
 			}
 		}
 	}
-	n, err := c.GetNode(ctx, ident)
+	t, err := c.acquireIdent(ctx, ident, true)
 	if err != nil {
 		return err
 	}
-	t, err := c.acquire(ctx, n.UUID, true)
-	if err != nil {
-		return err
-	}
-	n = t.node
+	n := t.node
 	from := n.ProvisionState
 	if _, err := states.NextByUser(from, ev); err != nil {
 		t.release()
@@ -378,17 +367,13 @@ func (c *Conductor) PowerAction(ctx context.Context, ident, target string) error
 	if !ok {
 		return fmt.Errorf("invalid power target %q (want \"power on\", \"power off\", \"rebooting\" or \"soft power off\"): %w", target, ErrInvalidParameter)
 	}
-	n, err := c.GetNode(ctx, ident)
-	if err != nil {
-		return err
-	}
-	t, err := c.acquire(ctx, n.UUID, true)
+	t, err := c.acquireIdent(ctx, ident, true)
 	if err != nil {
 		return err
 	}
 	if t.pw == nil {
 		t.release()
-		return c.CheckDriver(n.Driver)
+		return c.CheckDriver(t.node.Driver)
 	}
 	t.node.TargetPowerState = string(st)
 	if err := t.Save(ctx); err != nil {
@@ -406,11 +391,7 @@ func (c *Conductor) PowerAction(ctx context.Context, ident, target string) error
 
 // SetMaintenance turns maintenance on (with reason) or off.
 func (c *Conductor) SetMaintenance(ctx context.Context, ident string, on bool, reason string) error {
-	n, err := c.GetNode(ctx, ident)
-	if err != nil {
-		return err
-	}
-	t, err := c.acquire(ctx, n.UUID, true)
+	t, err := c.acquireIdent(ctx, ident, true)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/ironlab/ironlab/driver/conductor/states"
 	"github.com/ironlab/ironlab/driver/deploy"
 	"github.com/ironlab/ironlab/driver/power"
@@ -387,6 +389,24 @@ func (c *Conductor) acquire(ctx context.Context, id string, retry bool) (*task, 
 	}
 	t.dep, t.pw, _ = c.interfaces(n.Driver)
 	return t, nil
+}
+
+// acquireIdent locks the node ident names (its UUID, else its name, as
+// GetNode resolves it) and loads it into a task. A UUID is locked and read
+// once: resolving it first (a whole-node read) and reading it again under
+// the lock read every API request's node twice. A name is resolved first.
+func (c *Conductor) acquireIdent(ctx context.Context, ident string, retry bool) (*task, error) {
+	if uuid.Validate(ident) == nil {
+		t, err := c.acquire(ctx, ident, retry)
+		if !errors.Is(err, store.ErrNotFound) {
+			return t, err
+		}
+	}
+	n, err := c.GetNode(ctx, ident)
+	if err != nil {
+		return nil, err
+	}
+	return c.acquire(ctx, n.UUID, retry)
 }
 
 // Events returns a node's full history.

@@ -97,10 +97,14 @@ func (c *Conductor) Lookup(ctx context.Context, q LookupQuery) (*store.Node, str
 			}
 			token = newToken()
 			issued, err := c.store.IssueAgentToken(ctx, n.UUID, token)
-			if err == nil {
-				if !issued {
-					token = MaskedToken
-				}
+			switch {
+			case err == nil && issued:
+				// The write changed the token only (where none was): the
+				// node as read has it now, without a second read.
+				n.Agent.Token = token
+			case err == nil:
+				// Another lookup issued one first: read the node as it is.
+				token = MaskedToken
 				n, err = c.store.GetNode(ctx, n.UUID)
 			}
 			m.lock.Unlock()
