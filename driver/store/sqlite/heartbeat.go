@@ -177,7 +177,7 @@ func (s *SQLite) writeHeartbeats(ctx context.Context) {
 			// heartbeat alone, so that one's failure is not the others'.
 			for _, r := range batch {
 				var prev store.Agent
-				r.err = s.inTx(wctx, func(tx *sql.Tx) error {
+				r.err = s.inTx(wctx, func(wctx context.Context, tx *sql.Tx) error {
 					var err error
 					prev, err = s.heartbeatInTx(wctx, tx, r.ident, r.hb)
 					return err

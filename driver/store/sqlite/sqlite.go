@@ -130,8 +130,10 @@ type SQLite struct {
 	rdb *sql.DB
 	// gate orders the writers of db: API requests first (see gate).
 	gate gate
-	// hbq batches the heartbeats that wait for the writer (a group commit).
+	// hbq batches the heartbeats that wait for the writer (a group commit),
+	// wq the other writes (see inTx).
 	hbq heartbeatQueue
+	wq  writeQueue
 	// stmts are the hot path's statements, prepared once at Open: SQLite
 	// parses and compiles a statement on every unprepared call, which was
 	// 40 % of a heartbeat's CPU.
@@ -144,24 +146,6 @@ type SQLite struct {
 // execer is what *sql.DB and *sql.Tx share.
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-// inTx runs f in one transaction and commits it, or rolls back on error.
-func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
-	leave, err := s.gate.enter(ctx)
-	if err != nil {
-		return err
-	}
-	defer leave()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := f(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
 }
 
 // addEvents inserts events inside tx.
@@ -229,7 +213,7 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 // preparedQueries are prepared at Open (never later: inside a transaction
 // the one connection is taken, and a prepare on the pool would wait for it).
 var preparedQueries = []string{qNodeByUUID, qNodeByName, qHeartbeatRead, qHeartbeatReadByName, qHeartbeatWrite, qInsertEvent,
-	qUpdateNode, qUpdateNodeHeld, qReserve, qRelease, qPortsOfNode, qPortsByAddress}
+	qUpdateNode, qUpdateNodeHeld, qReserve, qRelease, qPortsOfNode, qPortsByAddress, qSavepoint, qRollbackTo, qReleaseSP}
 
 // The ListPorts queries of acquire (a node's ports) and lookup (by MAC).
 const (
@@ -394,7 +378,7 @@ func (s *SQLite) CreateNode(ctx context.Context, n *store.Node, events ...*store
 		n.CreatedAt = now
 	}
 	n.UpdatedAt = n.CreatedAt
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.insertNode(ctx, tx, n); err != nil {
 			return err
 		}
@@ -557,7 +541,7 @@ func (s *SQLite) UpdateNodeHeld(ctx context.Context, n *store.Node, host string,
 func (s *SQLite) updateNode(ctx context.Context, n *store.Node, host string, events []*store.Event) error {
 	n.UpdatedAt = time.Now().UTC()
 	found, heldBy := true, ""
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		q, args := qUpdateNode, []any{nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
 			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
 			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encStep(n.CleanStep),
@@ -595,7 +579,7 @@ func (s *SQLite) updateNode(ctx context.Context, n *store.Node, host string, eve
 
 // DeleteNode removes a node and its ports.
 func (s *SQLite) DeleteNode(ctx context.Context, id string, events ...*store.Event) error {
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE uuid = ?`, id)
 		if err != nil {
 			return err
@@ -618,27 +602,31 @@ const (
 
 // Reserve takes the node's reservation for host.
 func (s *SQLite) Reserve(ctx context.Context, id, host string) error {
-	leave, err := s.gate.enter(ctx)
-	if err != nil {
-		return fmt.Errorf("reserve node %s: %w", id, err)
-	}
-	defer leave()
-	res, err := s.stmt(ctx, nil, qReserve).ExecContext(ctx, host, id)
-	if err != nil {
-		return fmt.Errorf("reserve node %s: %w", id, err)
-	}
-	if c, _ := res.RowsAffected(); c == 1 {
-		return nil
-	}
 	var holder string
-	err = s.db.QueryRowContext(ctx, `SELECT reservation FROM nodes WHERE uuid = ?`, id).Scan(&holder)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("reserve node %s: %w", id, store.ErrNotFound)
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := s.stmt(ctx, tx, qReserve).ExecContext(ctx, host, id)
+		if err != nil {
+			return err
+		}
+		if c, _ := res.RowsAffected(); c == 1 {
+			return nil
+		}
+		err = tx.QueryRowContext(ctx, `SELECT reservation FROM nodes WHERE uuid = ?`, id).Scan(&holder)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return store.ErrLocked
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrLocked):
+		return fmt.Errorf("node %s is locked by host %s: %w", id, holder, store.ErrLocked)
 	}
-	if err != nil {
-		return fmt.Errorf("reserve node %s: %w", id, err)
-	}
-	return fmt.Errorf("node %s is locked by host %s: %w", id, holder, store.ErrLocked)
+	return fmt.Errorf("reserve node %s: %w", id, err)
 }
 
 // StealReservation moves the reservation from a dead host to host.
@@ -662,24 +650,12 @@ func (s *SQLite) StealReservation(ctx context.Context, id, from, host string) er
 
 // Release drops host's reservation of the node.
 func (s *SQLite) Release(ctx context.Context, id, host string, events ...*store.Event) error {
-	if len(events) > 0 {
-		err := s.inTx(ctx, func(tx *sql.Tx) error {
-			if _, err := s.stmt(ctx, tx, qRelease).ExecContext(ctx, id, host); err != nil {
-				return err
-			}
-			return s.addEvents(ctx, tx, events)
-		})
-		if err != nil {
-			return fmt.Errorf("release node %s: %w", id, err)
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := s.stmt(ctx, tx, qRelease).ExecContext(ctx, id, host); err != nil {
+			return err
 		}
-		return nil
-	}
-	leave, err := s.gate.enter(ctx)
-	if err != nil {
-		return fmt.Errorf("release node %s: %w", id, err)
-	}
-	defer leave()
-	_, err = s.stmt(ctx, nil, qRelease).ExecContext(ctx, id, host)
+		return s.addEvents(ctx, tx, events)
+	})
 	if err != nil {
 		return fmt.Errorf("release node %s: %w", id, err)
 	}
@@ -798,12 +774,15 @@ func (s *SQLite) DeletePort(ctx context.Context, id string) error {
 
 // AddEvent appends e, filling ID, UUID and Time when unset.
 func (s *SQLite) AddEvent(ctx context.Context, e *store.Event) error {
-	leave, err := s.gate.enter(ctx)
-	if err != nil {
+	var ierr error // insertEvent's own, which names the event
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		ierr = s.insertEvent(ctx, tx, e)
+		return ierr
+	})
+	if err != nil && ierr == nil {
 		return fmt.Errorf("add event of node %s: %w", e.NodeUUID, err)
 	}
-	defer leave()
-	return s.insertEvent(ctx, nil, e)
+	return err
 }
 
 const qInsertEvent = `INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event, message, detail)
@@ -861,8 +840,8 @@ func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]store.Event
 
 // agentWrite runs one UPDATE of a node's agent columns; none matched is
 // ErrNotFound.
-func (s *SQLite) agentWrite(ctx context.Context, what, id, set string, args ...any) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET `+set, append(args, id)...)
+func (s *SQLite) agentWrite(ctx context.Context, tx *sql.Tx, what, id, set string, args ...any) (int64, error) {
+	res, err := tx.ExecContext(ctx, `UPDATE nodes SET `+set, append(args, id)...)
 	if err != nil {
 		return 0, fmt.Errorf("%s of node %s: %w", what, id, err)
 	}
@@ -870,9 +849,9 @@ func (s *SQLite) agentWrite(ctx context.Context, what, id, set string, args ...a
 	return c, nil
 }
 
-func (s *SQLite) exists(ctx context.Context, id string) error {
+func (s *SQLite) exists(ctx context.Context, tx *sql.Tx, id string) error {
 	var one int
-	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM nodes WHERE uuid = ?`, id).Scan(&one)
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM nodes WHERE uuid = ?`, id).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("node %s: %w", id, store.ErrNotFound)
 	}
@@ -881,18 +860,23 @@ func (s *SQLite) exists(ctx context.Context, id string) error {
 
 // IssueAgentToken sets the token unless one is set.
 func (s *SQLite) IssueAgentToken(ctx context.Context, id, token string) (bool, error) {
-	leave, err := s.gate.enter(ctx)
-	if err != nil {
-		return false, fmt.Errorf("issue agent token of node %s: %w", id, err)
-	}
-	defer leave()
-	c, werr := s.agentWrite(ctx, "issue agent token", id, `agent_token = ? WHERE agent_token = '' AND reservation = '' AND uuid = ?`, token)
-	if werr != nil || c == 1 {
-		return c == 1, werr
-	}
+	var issued bool
 	var have, holder string
-	err = s.db.QueryRowContext(ctx, `SELECT agent_token, reservation FROM nodes WHERE uuid = ?`, id).Scan(&have, &holder)
+	var werr error
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		c, err := s.agentWrite(ctx, tx, "issue agent token", id, `agent_token = ? WHERE agent_token = '' AND reservation = '' AND uuid = ?`, token)
+		if err != nil || c == 1 {
+			issued, werr = c == 1, err
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT agent_token, reservation FROM nodes WHERE uuid = ?`, id).Scan(&have, &holder)
+	})
+	if werr != nil {
+		return false, werr
+	}
 	switch {
+	case err == nil && issued:
+		return true, nil
 	case errors.Is(err, sql.ErrNoRows):
 		return false, fmt.Errorf("issue agent token: node %s: %w", id, store.ErrNotFound)
 	case err != nil:
@@ -905,30 +889,37 @@ func (s *SQLite) IssueAgentToken(ctx context.Context, id, token string) (bool, e
 
 // ClearAgent forgets the node's running agent.
 func (s *SQLite) ClearAgent(ctx context.Context, id string) error {
-	leave, err := s.gate.enter(ctx)
-	if err != nil {
-		return fmt.Errorf("clear agent of node %s: %w", id, err)
-	}
-	defer leave()
-	c, werr := s.agentWrite(ctx, "clear agent", id, `agent_url = '', agent_token = '', agent_version = '', agent_last_heartbeat = 0, agent_verify_ca = '' WHERE uuid = ?`)
-	if werr != nil || c == 1 {
+	return s.agentUpdate(ctx, "clear agent", id, `agent_url = '', agent_token = '', agent_version = '', agent_last_heartbeat = 0, agent_verify_ca = '' WHERE uuid = ?`)
+}
+
+// agentUpdate runs agentWrite in a transaction of its own; a node that is
+// not there is ErrNotFound.
+func (s *SQLite) agentUpdate(ctx context.Context, what, id, set string, args ...any) error {
+	var werr error
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		c, err := s.agentWrite(ctx, tx, what, id, set, args...)
+		if err != nil {
+			werr = err
+			return err
+		}
+		if c == 1 {
+			return nil
+		}
+		werr = s.exists(ctx, tx, id)
+		return werr
+	})
+	if werr != nil {
 		return werr
 	}
-	return s.exists(ctx, id)
+	if err != nil {
+		return fmt.Errorf("%s of node %s: %w", what, id, err)
+	}
+	return nil
 }
 
 // SetWatchdog records a watchdog action.
 func (s *SQLite) SetWatchdog(ctx context.Context, id string, reboots int, at time.Time) error {
-	leave, err := s.gate.enter(ctx)
-	if err != nil {
-		return fmt.Errorf("record watchdog action of node %s: %w", id, err)
-	}
-	defer leave()
-	c, werr := s.agentWrite(ctx, "record watchdog action", id, `watchdog_reboots = ?, watchdog_last_action = ? WHERE uuid = ?`, reboots, ns(at))
-	if werr != nil || c == 1 {
-		return werr
-	}
-	return s.exists(ctx, id)
+	return s.agentUpdate(ctx, "record watchdog action", id, `watchdog_reboots = ?, watchdog_last_action = ? WHERE uuid = ?`, reboots, ns(at))
 }
 
 var _ store.Registry = (*SQLite)(nil)
