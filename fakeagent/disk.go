@@ -26,6 +26,14 @@ type holePuncher interface {
 	PunchHole(off, length int64) error
 }
 
+// zeroer is implemented by disks that can make a range read as zeros
+// without writing the zeros: a hole punched in a sparse file, BLKZEROOUT on
+// a block device. An error wrapping errors.ErrUnsupported means this disk
+// cannot (the file system, the device or the range refuses): write zeros.
+type zeroer interface {
+	ZeroRange(off, length int64) error
+}
+
 // dataFinder is implemented by disks that know where their data lives
 // (SEEK_DATA/SEEK_HOLE on sparse files); holes already read as zeros.
 type dataFinder interface {
@@ -41,6 +49,9 @@ type FileDisk struct {
 	// files, or where the kernel refuses): WriteAt sends aligned writes
 	// through it, past the guest's page cache.
 	direct *os.File
+	// blockDev: the path is a block device (zeroed with BLKZEROOUT, not
+	// a punched hole).
+	blockDev bool
 }
 
 // DirectAlign is the alignment (memory, offset and length) of the writes
@@ -67,6 +78,7 @@ func OpenFileDisk(path string) (*FileDisk, error) {
 	}
 	d := &FileDisk{f: f, size: size}
 	if st, err := f.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
+		d.blockDev = st.Mode()&os.ModeCharDevice == 0
 		d.direct = openDirect(path)
 	}
 	return d, nil
@@ -130,23 +142,32 @@ type throttledWriterAt struct {
 
 func (t *throttledWriterAt) WriteAt(p []byte, off int64) (int, error) {
 	n, err := t.w.WriteAt(p, off)
-	bps := t.bps()
-	if bps <= 0 || err != nil {
+	if err != nil {
 		return n, err
+	}
+	return n, t.account(int64(n))
+}
+
+// account counts n more bytes as written (by WriteAt, or zeroed without a
+// write) and sleeps until a disk of bps bytes per second would be done.
+func (t *throttledWriterAt) account(n int64) error {
+	bps := t.bps()
+	if bps <= 0 {
+		return nil
 	}
 	if t.start.IsZero() {
 		t.start = time.Now()
 	}
-	t.done += int64(n)
+	t.done += n
 	due := t.start.Add(time.Duration(float64(t.done) / float64(bps) * float64(time.Second)))
 	if wait := time.Until(due); wait > 0 {
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		select {
 		case <-t.ctx.Done():
-			return n, t.ctx.Err()
+			return t.ctx.Err()
 		case <-timer.C:
 		}
 	}
-	return n, nil
+	return nil
 }

@@ -8,6 +8,9 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -34,6 +37,50 @@ func (d *FileDisk) PunchHole(off, length int64) error {
 		return fmt.Errorf("punch hole in %s at %d+%d: %w", d.f.Name(), off, length, err)
 	}
 	return nil
+}
+
+// ZeroRange makes [off, off+length) read as zeros without writing them: on
+// a regular file a punched hole (FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE,
+// the size stays), on a block device BLKZEROOUT (the device's write-zeroes,
+// or the kernel writes its zero page; either way no buffer of ours is
+// copied). A file system, device or range that refuses gives an error
+// wrapping errors.ErrUnsupported.
+func (d *FileDisk) ZeroRange(off, length int64) error {
+	if off < 0 || length < 0 || off > d.size || length > d.size-off {
+		return fmt.Errorf("zero %d bytes at offset %d of disk %s: beyond its size %d bytes", length, off, d.f.Name(), d.size)
+	}
+	if length == 0 {
+		return nil
+	}
+	var err error
+	how := "punch hole"
+	if d.blockDev {
+		how = "BLKZEROOUT"
+		rng := [2]uint64{uint64(off), uint64(length)}
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, d.f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&rng))); errno != 0 {
+			err = errno
+		}
+	} else {
+		err = unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+	}
+	if err == nil {
+		return nil
+	}
+	if unsupported(err) {
+		return fmt.Errorf("zero %d bytes at %d of %s (%s): %w: %w", length, off, d.f.Name(), how, errors.ErrUnsupported, err)
+	}
+	return fmt.Errorf("zero %d bytes at %d of %s (%s): %w", length, off, d.f.Name(), how, err)
+}
+
+// unsupported says whether a fallocate or ioctl error means "not here"
+// (file system, device type, alignment) rather than a failing disk.
+func unsupported(err error) bool {
+	for _, e := range []error{unix.EOPNOTSUPP, unix.ENOTTY, unix.EINVAL, unix.ENOSYS, unix.ENODEV} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // NextData finds the next data extent with SEEK_DATA/SEEK_HOLE. Where

@@ -4,6 +4,7 @@ package fakeagent
 
 import (
 	"errors"
+	"fmt"
 	"os"
 )
 
@@ -21,4 +22,9 @@ func (d *FileDisk) NextData(off int64) (start, end int64, ok bool, err error) {
 		return 0, 0, false, nil
 	}
 	return off, d.size, true, nil
+}
+
+// ZeroRange is unsupported here: the caller writes zeros.
+func (d *FileDisk) ZeroRange(off, length int64) error {
+	return fmt.Errorf("zero %d bytes at %d of %s: %w", length, off, d.f.Name(), errors.ErrUnsupported)
 }

@@ -65,14 +65,9 @@ func (w window) ReadAt(p []byte, off int64) (int, error) {
 	return w.d.ReadAt(p, w.off+off)
 }
 
-// zero makes [off, off+n) of the window read as zeros: a hole where the
-// disk can punch one (a sparse file), zeros written otherwise.
+// zero makes [off, off+n) of the window read as zeros (Agent.zero: a hole
+// where the disk can punch one, zeros written otherwise).
 func (w window) zero(ctx context.Context, a *Agent, off, n int64) error {
-	if p, ok := w.d.(holePuncher); ok && a.Faults().DiskWriteBytesPerSecond == 0 {
-		if err := p.PunchHole(w.off+off, n); err == nil {
-			return nil
-		}
-	}
 	return a.zero(ctx, w.d, w.off+off, n)
 }
 
