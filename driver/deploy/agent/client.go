@@ -138,9 +138,13 @@ func (c *Client) ForCA(caPEM string) (*Client, error) {
 			timeout = c.HTTP.Timeout
 		}
 		hc = &http.Client{Timeout: timeout, Transport: &http.Transport{
-			Proxy:                 nil,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+			Proxy:       nil,
+			DialContext: (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			// A new connection resumes a TLS session (no certificate to
+			// parse and verify again; still this certificate's: the cache
+			// is this client's).
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12,
+				ClientSessionCache: tls.NewLRUClientSessionCache(64)},
 			TLSHandshakeTimeout:   10 * time.Second,
 			MaxIdleConns:          agentIdleConns,
 			MaxIdleConnsPerHost:   agentConnsPerHost,
