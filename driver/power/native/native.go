@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,13 +32,29 @@ type Config struct {
 	PowerStateTimeout time.Duration
 	// PollInterval is the pause between status polls after a change (default 1 s).
 	PollInterval time.Duration
+	// SessionLinger is how long a session stays open after a call, for the
+	// next call to the same BMC with the same credentials (default 2 s;
+	// negative: every call opens and closes its own session). A deploy's
+	// power calls come in runs (boot device, power state, power on): one
+	// session instead of three, as ipmitool's shell or pyghmi's kept
+	// sessions do; far below any BMC's session inactivity timeout (60 s in
+	// the IPMI 2.0 spec).
+	SessionLinger time.Duration
 }
 
 // Power is the native IPMI power and management interface.
 type Power struct {
 	cfg   Config
 	mu    sync.Mutex
-	slots map[string]chan struct{}
+	slots map[string]chan *openSession
+}
+
+// openSession is a BMC's session kept open between calls: its client, the
+// driver_info it was opened with, the timer that closes it.
+type openSession struct {
+	c     *client.Client
+	info  ipmitool.Info
+	timer *time.Timer
 }
 
 // ErrIPMI is wrapped by every failed exchange with a BMC.
@@ -57,7 +74,10 @@ func New(cfg Config) *Power {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
-	return &Power{cfg: cfg, slots: map[string]chan struct{}{}}
+	if cfg.SessionLinger == 0 {
+		cfg.SessionLinger = 2 * time.Second
+	}
+	return &Power{cfg: cfg, slots: map[string]chan *openSession{}}
 }
 
 // Name is the interface's name in the API.
@@ -167,8 +187,12 @@ func (p *Power) SetBootDevice(ctx context.Context, info power.DriverInfo, dev po
 	})
 }
 
-// session opens one IPMI session to the node's BMC, runs fn in it and closes
-// it. Sessions to one BMC take turns: BMCs have few session slots.
+// session runs fn in an IPMI session with the node's BMC: the one still
+// open from the call before (SessionLinger), else a new one. Sessions to one
+// BMC take turns: BMCs have few session slots. A call the BMC did not answer
+// in a session kept open runs once more in a new one (the BMC may have
+// dropped the session meanwhile: a reset); a session a call failed in is
+// closed.
 func (p *Power) session(ctx context.Context, info power.DriverInfo, what string, fn func(context.Context, *client.Client) error) error {
 	bi, err := ipmitool.ParseInfo(info)
 	if err != nil {
@@ -178,16 +202,62 @@ func (p *Power) session(ctx context.Context, info power.DriverInfo, what string,
 		return fmt.Errorf("%s via BMC %s: %w: %w", what, bi.Addr(), ErrIPMI, err)
 	}
 	slot := p.slot(bi.Addr())
+	var kept *openSession
 	select {
-	case <-slot:
+	case kept = <-slot:
 	case <-ctx.Done():
 		return fail(ctx.Err())
 	}
-	defer func() { slot <- struct{}{} }()
+	if kept != nil {
+		kept.timer.Stop() // its close, if it fires, finds the session taken
+		if kept.info == bi {
+			err := fn(ctx, kept.c)
+			if err == nil {
+				p.keep(ctx, slot, kept.c, bi)
+				return nil
+			}
+			if !unanswered(err) || ctx.Err() != nil {
+				p.closeClient(ctx, kept.c)
+				slot <- nil
+				return fail(err)
+			}
+			// No answer in the kept session: the BMC may have dropped it
+			// (a reset); a new session tells. The old one's socket closes
+			// without waiting for an answer to Close Session.
+			gone, cancel := context.WithCancel(ctx)
+			cancel()
+			_ = kept.c.Close(gone)
+		} else {
+			p.closeClient(ctx, kept.c)
+		}
+	}
+	c, err := p.open(ctx, bi)
+	if err == nil {
+		if err = fn(ctx, c); err != nil {
+			p.closeClient(ctx, c)
+		}
+	}
+	if err != nil {
+		slot <- nil
+		return fail(err)
+	}
+	p.keep(ctx, slot, c, bi)
+	return nil
+}
 
+// unanswered reports whether err is go-ipmi's "no answer from the BMC" (its
+// LAN exchange's wording: a read deadline passed without a matching
+// response), what a BMC does with a session it no longer knows.
+func unanswered(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "IPMI LAN: ") && (strings.Contains(msg, "read deadline") || strings.Contains(msg, "timed out"))
+}
+
+// open connects a new session.
+func (p *Power) open(ctx context.Context, bi ipmitool.Info) (*client.Client, error) {
 	c, err := client.NewClient(bi.Address, bi.Port, bi.Username, bi.Password)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	c.WithTimeout(p.cfg.Timeout).WithRetry(p.cfg.Retries).WithMaxPrivilegeLevel(types.PrivilegeLevelAdministrator)
 	if bi.ProtocolVersion == "1.5" {
@@ -198,26 +268,45 @@ func (p *Power) session(ctx context.Context, info power.DriverInfo, what string,
 		c.WithCipherSuiteID(types.CipherSuiteID(n))
 	}
 	if err := c.Connect(ctx); err != nil {
-		return fail(err)
+		return nil, err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Timeout)
-		defer cancel()
-		_ = c.Close(cctx)
-	}()
-	if err := fn(ctx, c); err != nil {
-		return fail(err)
-	}
-	return nil
+	return c, nil
 }
 
-func (p *Power) slot(addr string) chan struct{} {
+// keep hands the session back to its BMC's slot, open for SessionLinger
+// (closed now without it).
+func (p *Power) keep(ctx context.Context, slot chan *openSession, c *client.Client, bi ipmitool.Info) {
+	if p.cfg.SessionLinger < 0 {
+		p.closeClient(ctx, c)
+		slot <- nil
+		return
+	}
+	s := &openSession{c: c, info: bi}
+	s.timer = time.AfterFunc(p.cfg.SessionLinger, func() {
+		kept := <-slot
+		if kept == s {
+			p.closeClient(context.Background(), c)
+			kept = nil
+		}
+		slot <- kept // a call took s meanwhile: not ours to close
+	})
+	slot <- s
+}
+
+// closeClient closes a session (Close Session), bounded by the request timeout.
+func (p *Power) closeClient(ctx context.Context, c *client.Client) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Timeout)
+	defer cancel()
+	_ = c.Close(cctx)
+}
+
+func (p *Power) slot(addr string) chan *openSession {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s, ok := p.slots[addr]
 	if !ok {
-		s = make(chan struct{}, 1)
-		s <- struct{}{}
+		s = make(chan *openSession, 1)
+		s <- nil
 		p.slots[addr] = s
 	}
 	return s

@@ -138,3 +138,114 @@ func TestNativeDeadBMC(t *testing.T) {
 		t.Fatal("took the whole context deadline")
 	}
 }
+
+// TestNativeKeepsSessionBetweenCalls: a run of calls to one BMC (boot
+// device, power state, power on: a deploy's boot) is one session; after
+// SessionLinger the next call opens its own; a BMC that lost the session
+// meanwhile (restarted) gets a new one and the call succeeds; a negative
+// SessionLinger opens a session per call.
+func TestNativeKeepsSessionBetweenCalls(t *testing.T) {
+	ctx := context.Background()
+	m := bmctest.New("node-1")
+	b := startBMC(t, m)
+	info := infoFor(b, nil)
+	cfg := fast
+	cfg.Timeout, cfg.Retries, cfg.SessionLinger = 300*time.Millisecond, 1, 300*time.Millisecond
+	p := New(cfg)
+	run := func() {
+		t.Helper()
+		if err := p.SetBootDevice(ctx, info, power.PXE, power.BootOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := p.GetPowerState(ctx, info); err != nil || st != power.Off {
+			t.Fatalf("power state: %q, %v; want off", st, err)
+		}
+		if err := p.SetPowerState(ctx, info, power.On); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.SetPowerState(ctx, info, power.Off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	if got := b.Counters().Sessions; got != 1 {
+		t.Errorf("a run of 4 calls opened %d sessions, want 1", got)
+	}
+	if p0, boot, _ := m.State(); p0 != simulator.PowerOff || boot.Device != simulator.BootNetwork {
+		t.Errorf("machine: %s, boots %+v; want off, from the network", p0, boot)
+	}
+	time.Sleep(2 * cfg.SessionLinger) // the kept session closes
+	if _, err := p.GetPowerState(ctx, info); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Counters().Sessions; got != 2 {
+		t.Errorf("a call after the linger: %d sessions in all, want 2", got)
+	}
+
+	// The BMC restarts while the driver keeps a session: it answers none
+	// of that session's requests; the call goes on in a new session.
+	addr := b.Addr()
+	b.Close()
+	b2, err := bmc.New(m, addr.String(), bmc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2.Start(ctx)
+	defer b2.Close()
+	if st, err := p.GetPowerState(ctx, info); err != nil || st != power.Off {
+		t.Fatalf("after the BMC restarted: %q, %v; want off", st, err)
+	}
+	if got := b2.Counters().Sessions; got != 1 {
+		t.Errorf("the restarted BMC counted %d sessions, want 1", got)
+	}
+
+	cfg.SessionLinger = -1
+	p = New(cfg)
+	b3 := startBMC(t, m)
+	info = infoFor(b3, nil)
+	run()
+	if got := b3.Counters().Sessions; got != 4 {
+		t.Errorf("without linger, 4 calls opened %d sessions, want 4", got)
+	}
+}
+
+// BenchmarkBootCalls is a deploy's run of power calls to one BMC (boot
+// device, power state, power on, power off), with sessions kept between
+// calls (kept) and one session per call (per-call, as before
+// SessionLinger). The BMC runs in the same process.
+func BenchmarkBootCalls(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		linger time.Duration
+	}{{"kept", 0}, {"per-call", -1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			ctx := context.Background()
+			bm, err := bmc.New(bmctest.New("node-1"), "127.0.0.1:0", bmc.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			bm.Start(ctx)
+			defer bm.Close()
+			info := infoFor(bm, nil)
+			cfg := fast
+			cfg.SessionLinger = bc.linger
+			p := New(cfg)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := p.SetBootDevice(ctx, info, power.PXE, power.BootOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := p.GetPowerState(ctx, info); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.SetPowerState(ctx, info, power.On); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.SetPowerState(ctx, info, power.Off); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(bm.Counters().Sessions)/float64(b.N), "sessions/op")
+		})
+	}
+}
