@@ -365,7 +365,10 @@ func TestModernLookupAndHeartbeat(t *testing.T) {
 // on each store: SQLite and PostgreSQL (a server of its own on loopback;
 // without PostgreSQL /postgres skips, as tests do, and fails under CI).
 func BenchmarkHeartbeat(b *testing.B) {
-	b.Run("sqlite", func(b *testing.B) { benchmarkHeartbeat(b, "") })
+	b.Run("sqlite", func(b *testing.B) { benchmarkHeartbeat(b, "", "") })
+	// An auto-TLS agent (IPA with agent_verify_ca) sends its certificate
+	// with every heartbeat.
+	b.Run("sqlite-verify-ca", func(b *testing.B) { benchmarkHeartbeat(b, "", selfSigned(b)) })
 	// One server for every round of /postgres (a sub-benchmark function runs
 	// once per b.N tried, with its cleanups after each); each round gets an
 	// empty database of its own.
@@ -377,11 +380,11 @@ func BenchmarkHeartbeat(b *testing.B) {
 		if srv == nil {
 			pgtest.Require(b)
 		}
-		benchmarkHeartbeat(b, srv.NewDatabase(b))
+		benchmarkHeartbeat(b, srv.NewDatabase(b), "")
 	})
 }
 
-func benchmarkHeartbeat(b *testing.B, dsn string) {
+func benchmarkHeartbeat(b *testing.B, dsn, ca string) {
 	s := newServer(b, func(c *driver.Config) {
 		c.FastTrack = true
 		if dsn != "" {
@@ -395,6 +398,10 @@ func benchmarkHeartbeat(b *testing.B, dsn string) {
 	token := r.json["config"].(map[string]any)["agent_token"].(string)
 	h := s.d.Handler()
 	body := `{"callback_url": "http://127.0.0.1:9999", "agent_token": "` + token + `", "agent_version": "10.0.0"}`
+	if ca != "" {
+		caJSON, _ := json.Marshal(ca)
+		body = `{"callback_url": "https://127.0.0.1:9999", "agent_token": "` + token + `", "agent_version": "10.0.0", "agent_verify_ca": ` + string(caJSON) + `}`
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		req := httptest.NewRequest("POST", "/v1/heartbeat/"+id, strings.NewReader(body))

@@ -16,7 +16,7 @@ import (
 	"github.com/ironlab/ironlab/driver"
 )
 
-func selfSigned(t *testing.T) string {
+func selfSigned(t testing.TB) string {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

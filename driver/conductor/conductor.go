@@ -196,6 +196,10 @@ type Conductor struct {
 	mu    sync.Mutex
 	nodes map[string]*nodeMu
 
+	// cas are the agent certificates (PEM) heartbeats sent that parsed.
+	caMu sync.Mutex
+	cas  map[string]bool
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -212,7 +216,7 @@ type nodeMu struct {
 func New(s store.Store, cfg Config) *Conductor {
 	cfg.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Conductor{cfg: cfg, store: s, log: cfg.Logger, nodes: map[string]*nodeMu{}, ctx: ctx, cancel: cancel}
+	return &Conductor{cfg: cfg, store: s, log: cfg.Logger, nodes: map[string]*nodeMu{}, cas: map[string]bool{}, ctx: ctx, cancel: cancel}
 }
 
 // Config returns the effective configuration (defaults filled in).

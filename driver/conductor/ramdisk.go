@@ -156,7 +156,7 @@ func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	// The certificate is parsed before the write; the checks on the node run
 	// inside it (store.Heartbeat.Check), on the row the heartbeat writes:
 	// no read of the whole node (that read was as costly as the write).
-	caOK := hb.AgentVerifyCA == "" || x509.NewCertPool().AppendCertsFromPEM([]byte(hb.AgentVerifyCA))
+	caOK := hb.AgentVerifyCA == "" || c.validCA(hb.AgentVerifyCA)
 	check := func(stored *store.Node) error { return c.checkHeartbeat(stored, hb, caOK) }
 	n, first, err := c.recordHeartbeat(ctx, hb.Ident, nil, hb, check)
 	if errors.Is(err, store.ErrNotFound) {
@@ -183,6 +183,32 @@ func (c *Conductor) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	})
 	return nil
 }
+
+// validCA reports whether pem holds a certificate. An agent sends its
+// certificate with every heartbeat (and the lab's agents share one): the
+// ones that parsed are remembered (up to maxCAs, then forgotten all at
+// once), so a heartbeat parses only a certificate it has not seen.
+func (c *Conductor) validCA(pem string) bool {
+	c.caMu.Lock()
+	ok := c.cas[pem]
+	c.caMu.Unlock()
+	if ok {
+		return true
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM([]byte(pem)) {
+		return false
+	}
+	c.caMu.Lock()
+	if len(c.cas) >= maxCAs {
+		clear(c.cas)
+	}
+	c.cas[pem] = true
+	c.caMu.Unlock()
+	return true
+}
+
+// maxCAs bounds the certificates validCA remembers.
+const maxCAs = 4096
 
 // checkHeartbeat is what a modern heartbeat must pass, in Ironic's order
 // and words: the callback_url's scheme, the token, [agent]require_tls, a
