@@ -297,8 +297,8 @@ func fromNS(v int64) time.Time {
 }
 
 func encMap(m map[string]any) string {
-	if m == nil {
-		return "{}"
+	if len(m) == 0 {
+		return "{}" // most nodes' driver_internal_info and extra
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -309,7 +309,7 @@ func encMap(m map[string]any) string {
 
 func decMap(s string) map[string]any {
 	m := map[string]any{}
-	if s != "" {
+	if s != "" && s != "{}" {
 		_ = json.Unmarshal([]byte(s), &m)
 	}
 	return m
@@ -325,7 +325,7 @@ func encStep(s *store.Step) string {
 
 func decStep(v string) *store.Step {
 	var s store.Step
-	if v == "" || json.Unmarshal([]byte(v), &s) != nil || (s.Step == "" && s.Interface == "") {
+	if v == "" || v == "{}" || json.Unmarshal([]byte(v), &s) != nil || (s.Step == "" && s.Interface == "") {
 		return nil
 	}
 	return &s
