@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 	"unsafe"
 )
@@ -95,6 +96,18 @@ func AlignedBuffer(n int) []byte {
 	b := make([]byte, n+DirectAlign)
 	skip := (DirectAlign - int(uintptr(unsafe.Pointer(&b[0]))%DirectAlign)) % DirectAlign
 	return b[skip : skip+n : skip+n]
+}
+
+// alignedMiBs holds DirectAlign-aligned 1 MiB buffers for the image
+// writes (download, copyFile): one per write, every node writing at once.
+var alignedMiBs = sync.Pool{New: func() any { b := AlignedBuffer(mib); return &b }}
+
+// alignedMiB is a pooled aligned 1 MiB buffer; give it back with
+// alignedMiBs.Put(p) once nothing holds buf any more (the writes through
+// FileDisk and the hashes are synchronous).
+func alignedMiB() (buf []byte, p *[]byte) {
+	p = alignedMiBs.Get().(*[]byte)
+	return *p, p
 }
 
 // Name is the path the disk was opened from.

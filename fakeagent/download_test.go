@@ -100,3 +100,22 @@ func TestAlignedBuffer(t *testing.T) {
 		t.Error("misaligned writes taken for aligned ones")
 	}
 }
+
+// The pooled image-write buffers stay aligned whole MiBs through reuse, so
+// a block device keeps getting O_DIRECT writes.
+func TestPooledAlignedBuffers(t *testing.T) {
+	var held []*[]byte
+	for range 4 {
+		for range 3 {
+			b, p := alignedMiB()
+			if len(b) != mib || !aligned(b, 0) {
+				t.Fatalf("pooled buffer: len %d, aligned %v; want an aligned MiB", len(b), aligned(b, 0))
+			}
+			held = append(held, p)
+		}
+		for _, p := range held {
+			alignedMiBs.Put(p)
+		}
+		held = held[:0]
+	}
+}

@@ -291,7 +291,8 @@ func (a *Agent) download(ctx context.Context, url, algo string, w io.WriterAt, l
 
 	// Whole aligned chunks (the last one aside): a block device writes
 	// them with O_DIRECT (FileDisk).
-	buf := AlignedBuffer(1 << 20)
+	buf, pooled := alignedMiB()
+	defer alignedMiBs.Put(pooled)
 	body := &idleReader{r: resp.Body, idle: idle}
 	var n int64
 	for {

@@ -248,7 +248,8 @@ func (f fileWriterAt) WriteAt(p []byte, off int64) (int, error) { return f.f.Wri
 
 func copyFile(ctx context.Context, a *Agent, f *os.File, n int64, target window) error {
 	tw := &throttledWriterAt{ctx: ctx, w: target, bps: func() int64 { return a.Faults().DiskWriteBytesPerSecond }}
-	buf := make([]byte, 1<<20)
+	buf, pooled := alignedMiB()
+	defer alignedMiBs.Put(pooled)
 	for off := int64(0); off < n; {
 		m, err := f.ReadAt(buf[:min(int64(len(buf)), n-off)], off)
 		if m > 0 {

@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 const (
@@ -239,9 +240,15 @@ func Verify(r io.ReaderAt) (Header, error) {
 	return hd, nil
 }
 
+// hashBufs holds hashRange's read buffers: every node's disk is verified,
+// many at once, and a fresh MiB per verify was garbage the GC chased.
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
 func hashRange(h hash.Hash, r io.ReaderAt, off, n int64) error {
 	sr := io.NewSectionReader(r, off, n)
-	got, err := io.CopyBuffer(h, sr, make([]byte, 1<<20))
+	bp := hashBufs.Get().(*[]byte)
+	defer hashBufs.Put(bp)
+	got, err := io.CopyBuffer(h, sr, *bp)
 	if err != nil {
 		return err
 	}

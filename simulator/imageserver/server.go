@@ -342,8 +342,16 @@ func (s *Server) byFileName(name string) (string, images.Info, bool) {
 
 var errDropped = errors.New("connection dropped by fault")
 
+// copyBufs holds copy's buffers: one per image download, and every node
+// of a deploy downloads at once.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
 func (s *Server) copy(ctx context.Context, w io.Writer, r io.Reader, f Faults) (int64, error) {
-	buf := make([]byte, 256<<10)
+	// The buffer goes back when copy returns: Read and Write are done with
+	// it by then (a ResponseWriter copies what it is given).
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	if f.BytesPerSecond > 0 && int64(len(buf)) > f.BytesPerSecond/10+1 {
 		buf = buf[:f.BytesPerSecond/10+1]
 	}
