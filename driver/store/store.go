@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -313,6 +314,79 @@ type NodeFilter struct {
 	// the clean plan stay nil): a list that needs only the states reads
 	// 1000s of nodes for a fraction of the cost. A store may ignore it.
 	ColumnsOnly bool
+	// Due, when set, keeps only the nodes due for the periodic check (see
+	// Due): the store selects them in its query, so a check reads the due
+	// nodes (and the stores' indexes narrow the search to the nodes in the
+	// states it names), not every node.
+	Due *Due
+}
+
+// Due selects the nodes the conductor's periodic check has to act on as of
+// Now: unreserved, not in maintenance, and either
+//   - in a state of CallbackTimeouts, unchanged (provision_updated_at) for
+//     more than that state's timeout: its call-back timed out; or
+//   - powered on (PowerState is WatchdogPower) in one of WatchdogStates,
+//     with its agent silent for more than HeartbeatTimeout since its last
+//     heartbeat or the watchdog's last action, whichever is later (a node
+//     with neither is not due): the watchdog's.
+//
+// "More than" is strict, as the conductor counts it (now.Sub(t) > timeout):
+// a node exactly at its timeout is not due yet.
+type Due struct {
+	Now time.Time
+	// CallbackTimeouts maps a provision state to its call-back timeout;
+	// timeouts <= 0 are off.
+	CallbackTimeouts map[string]time.Duration
+	// WatchdogStates empty or HeartbeatTimeout <= 0: no watchdog.
+	WatchdogStates   []string
+	WatchdogPower    string
+	HeartbeatTimeout time.Duration
+}
+
+// States are the provision states a due node can be in: those of
+// CallbackTimeouts with a timeout on and, with the watchdog on, the
+// watched ones; sorted, so a store's query text stays the same from one
+// check to the next. A store's query takes each state once (one index
+// search per state, each node read once).
+func (d *Due) States() []string {
+	var out []string
+	for st, limit := range d.CallbackTimeouts {
+		if limit > 0 {
+			out = append(out, st)
+		}
+	}
+	if d.Watchdog() {
+		out = append(out, d.WatchdogStates...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Watchdog reports whether the watchdog part of the selection is on.
+func (d *Due) Watchdog() bool { return len(d.WatchdogStates) > 0 && d.HeartbeatTimeout > 0 }
+
+// Watched reports whether the watchdog is on for nodes in state.
+func (d *Due) Watched(state string) bool {
+	return d.Watchdog() && slices.Contains(d.WatchdogStates, state)
+}
+
+// Matches is the selection in Go, over a node as read (the reference the
+// stores' queries are tested against).
+func (d *Due) Matches(n *Node) bool {
+	if n.Reservation != "" || n.Maintenance {
+		return false
+	}
+	if limit := d.CallbackTimeouts[n.ProvisionState]; limit > 0 && d.Now.Sub(n.ProvisionUpdatedAt) > limit {
+		return true
+	}
+	if !d.Watched(n.ProvisionState) || n.PowerState != d.WatchdogPower {
+		return false
+	}
+	last := n.Agent.LastHeartbeat
+	if n.Agent.WatchdogLastAction.After(last) {
+		last = n.Agent.WatchdogLastAction
+	}
+	return !last.IsZero() && d.Now.Sub(last) > d.HeartbeatTimeout
 }
 
 // PortFilter selects ports in ListPorts; zero fields match everything.

@@ -98,6 +98,14 @@ var migrations = []string{
 	);`,
 	// 3: the agent's auto-TLS certificate (agent_verify_ca) is an agent field.
 	`ALTER TABLE nodes ADD COLUMN agent_verify_ca TEXT NOT NULL DEFAULT '';`,
+	// 4: the index of provision states gets the power state, so the
+	// periodic check's watchdog selection (store.Due: powered on, in a
+	// watched state) reads only the nodes it may act on. It stays off the
+	// heartbeat's columns (agent_last_heartbeat, watchdog_last_action,
+	// provision_updated_at): a heartbeat changes no indexed column, so it
+	// can stay a HOT update (no index writes).
+	`DROP INDEX nodes_provision_state;
+	CREATE INDEX nodes_provision_power ON nodes(provision_state, power_state);`,
 }
 
 // migrationLock is the advisory lock key conductors starting at once take
@@ -430,6 +438,11 @@ func (s *Postgres) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.
 		args = append(args, *f.Maintenance)
 		q += fmt.Sprintf(` AND maintenance = $%d`, len(args))
 	}
+	if f.Due != nil {
+		var w string
+		w, args = dueWhere(f.Due, args)
+		q += w
+	}
 	rows, err := s.db.Query(ctx, q+` ORDER BY created_at, uuid`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
@@ -447,6 +460,37 @@ func (s *Postgres) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
 	return out, nil
+}
+
+// dueWhere is the condition of a NodeFilter.Due (store.Due), its arguments
+// appended to args: one term per provision state, each a scan of the
+// index of (provision_state, power_state) (migration 4). Times are Unix
+// nanoseconds, 0 for never: "older than the timeout" is a column below Now
+// minus the timeout, and the watchdog's "a heartbeat or an action at all"
+// is the later of the two above 0.
+func dueWhere(d *store.Due, args []any) (string, []any) {
+	now := d.Now.UnixNano()
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	var or []string
+	for _, st := range d.States() {
+		term := `(provision_state = ` + arg(st) + ` AND (`
+		var either []string
+		if limit := d.CallbackTimeouts[st]; limit > 0 {
+			either = append(either, `provision_updated_at < `+arg(now-limit.Nanoseconds()))
+		}
+		if d.Watched(st) {
+			either = append(either, `(power_state = `+arg(d.WatchdogPower)+` AND GREATEST(agent_last_heartbeat, watchdog_last_action) > 0
+				AND GREATEST(agent_last_heartbeat, watchdog_last_action) < `+arg(now-d.HeartbeatTimeout.Nanoseconds())+`)`)
+		}
+		or = append(or, term+strings.Join(either, ` OR `)+`))`)
+	}
+	if len(or) == 0 {
+		return ` AND FALSE`, args
+	}
+	return ` AND reservation = '' AND NOT maintenance AND (` + strings.Join(or, ` OR `) + `)`, args
 }
 
 // UpdateNode writes n back but for its agent fields and reservation, with

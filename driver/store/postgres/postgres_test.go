@@ -263,3 +263,14 @@ func TestCheckedHeartbeatRereadsAChangedRow(t *testing.T) {
 		t.Errorf("agent after the heartbeat: %+v", n.Agent)
 	}
 }
+
+// BenchmarkDueNodes: storetest.BenchDueNodes on PostgreSQL.
+func BenchmarkDueNodes(b *testing.B) {
+	srv := pgtest.Start(b)
+	s, err := Open(context.Background(), srv.NewDatabase(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchDueNodes(b, s)
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ironlab/ironlab/driver/conductor/states"
 	"github.com/ironlab/ironlab/driver/store"
+	"github.com/ironlab/ironlab/driver/store/storetest"
 )
 
 // BenchmarkTransition measures one persisted state transition: the state
@@ -51,4 +52,10 @@ func BenchmarkHeartbeatWrite(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkDueNodes: storetest.BenchDueNodes on SQLite.
+func BenchmarkDueNodes(b *testing.B) {
+	s, _ := open(b)
+	storetest.BenchDueNodes(b, s)
 }

@@ -119,6 +119,16 @@ var migrations = []string{
 	`ALTER TABLE nodes ADD COLUMN agent_verify_ca TEXT NOT NULL DEFAULT '';
 	UPDATE nodes SET agent_verify_ca = COALESCE(json_extract(driver_internal_info, '$.agent_verify_ca'), ''),
 		driver_internal_info = json_remove(driver_internal_info, '$.agent_verify_ca');`,
+	// 6: the index of provision states gets the power state, so the
+	// periodic check's watchdog selection (store.Due: powered on, in a
+	// watched state) reads only the nodes it may act on. It stays off the
+	// heartbeat's columns (agent_last_heartbeat, watchdog_last_action,
+	// provision_updated_at): SQLite rewrites a row's entry in every index
+	// holding a column an UPDATE sets, changed or not (EXPLAIN of the
+	// heartbeat's UPDATE shows an IdxDelete and IdxInsert for each), and
+	// the heartbeat's write sets neither of these two.
+	`DROP INDEX nodes_provision_state;
+	CREATE INDEX nodes_provision_power ON nodes(provision_state, power_state);`,
 }
 
 // SQLite is the default Store: one database file in WAL mode.
@@ -475,6 +485,11 @@ func (s *SQLite) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.No
 		q += ` AND maintenance = ?`
 		args = append(args, *f.Maintenance)
 	}
+	if f.Due != nil {
+		w, a := dueWhere(f.Due)
+		q += w
+		args = append(args, a...)
+	}
 	rows, err := s.rdb.QueryContext(ctx, q+` ORDER BY created_at, uuid`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
@@ -489,6 +504,36 @@ func (s *SQLite) ListNodes(ctx context.Context, f store.NodeFilter) ([]*store.No
 		out = append(out, n)
 	}
 	return out, rows.Err()
+}
+
+// dueWhere is the condition of a NodeFilter.Due (store.Due): one term per
+// provision state, each a search of the index of (provision_state,
+// power_state) (migration 6). Times are Unix nanoseconds, 0 for never:
+// "older than the timeout" is a column below Now minus the timeout, and
+// the watchdog's "a heartbeat or an action at all" is the later of the two
+// above 0.
+func dueWhere(d *store.Due) (string, []any) {
+	now := d.Now.UnixNano()
+	var or []string
+	var args []any
+	for _, st := range d.States() {
+		var either []string
+		args = append(args, st)
+		if limit := d.CallbackTimeouts[st]; limit > 0 {
+			either = append(either, `provision_updated_at < ?`)
+			args = append(args, now-limit.Nanoseconds())
+		}
+		if d.Watched(st) {
+			either = append(either, `(power_state = ? AND MAX(agent_last_heartbeat, watchdog_last_action) > 0
+				AND MAX(agent_last_heartbeat, watchdog_last_action) < ?)`)
+			args = append(args, d.WatchdogPower, now-d.HeartbeatTimeout.Nanoseconds())
+		}
+		or = append(or, `(provision_state = ? AND (`+strings.Join(either, ` OR `)+`))`)
+	}
+	if len(or) == 0 {
+		return ` AND 0`, nil
+	}
+	return ` AND reservation = '' AND maintenance = 0 AND (` + strings.Join(or, ` OR `) + `)`, args
 }
 
 // stateCols are the columns of a NodeFilter.ColumnsOnly list: no JSON.

@@ -7,6 +7,8 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -37,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"StateCommitsWithItsEvent", stateWithEvent},
 		{"EventFailureRollsBack", eventFailureRollsBack},
 		{"ListNodesFilters", listNodes},
+		{"ListNodesDue", listDue},
 		{"ReleaseByHolderOnly", release},
 		{"ReleaseCommitsWithItsEvents", releaseWithEvents},
 		{"UpdateNodeHeldByTheHolderOnly", updateHeld},
@@ -738,5 +741,194 @@ func steal(t *testing.T, s store.Store) {
 	}
 	if err := s.StealReservation(ctx, "nope", "dead", "b"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("steal of an unknown node: got %v, want ErrNotFound", err)
+	}
+}
+
+// listDue: NodeFilter.Due returns exactly the due nodes, each timeout
+// taken on both sides of its boundary (stores keep nanoseconds: one
+// nanosecond over is due, exactly at it is not), and store.Due.Matches
+// agrees with the store on every node, under the selection and under
+// variants of it (watchdog off, a call-back timeout off, nothing on).
+func listDue(t *testing.T, s store.Store) {
+	now := time.Unix(1_800_000_000, 0).UTC()
+	const (
+		deployWait, cleanWait, rescueWait = "wait call-back", "clean wait", "rescue wait"
+		on, off                           = "power on", "power off"
+	)
+	due := store.Due{Now: now,
+		CallbackTimeouts: map[string]time.Duration{deployWait: 1800 * time.Second, cleanWait: 600 * time.Second, rescueWait: 900 * time.Second},
+		WatchdogStates:   []string{"available", "manageable", deployWait, cleanWait}, WatchdogPower: on, HeartbeatTimeout: 300 * time.Second}
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	const ns = time.Nanosecond
+	fresh := ago(time.Second)
+	for _, tc := range []struct {
+		name        string
+		state       string
+		power       string
+		updated     time.Time // provision_updated_at
+		hb, wd      time.Time // last heartbeat, watchdog's last action
+		reserved    bool
+		maintenance bool
+		due         bool
+	}{
+		{name: "deploy-wait-over", state: deployWait, updated: ago(1800*time.Second + ns), due: true},
+		{name: "deploy-wait-at", state: deployWait, updated: ago(1800 * time.Second)},
+		{name: "deploy-wait-fresh", state: deployWait, power: on, updated: fresh, hb: fresh},
+		{name: "deploy-wait-never-touched", state: deployWait, due: true},
+		{name: "clean-wait-over", state: cleanWait, updated: ago(600*time.Second + ns), due: true},
+		{name: "clean-wait-at", state: cleanWait, updated: ago(600 * time.Second)},
+		{name: "rescue-wait-over", state: rescueWait, updated: ago(900*time.Second + ns), due: true},
+		{name: "rescue-wait-at", state: rescueWait, updated: ago(900 * time.Second)},
+		{name: "deploy-wait-over-reserved", state: deployWait, updated: ago(time.Hour), reserved: true},
+		{name: "deploy-wait-over-maintenance", state: deployWait, updated: ago(time.Hour), maintenance: true},
+		{name: "deploying-old", state: "deploying", power: on, updated: ago(time.Hour), hb: ago(time.Hour)},
+		{name: "active-old", state: "active", power: on, updated: ago(time.Hour), hb: ago(time.Hour)},
+		{name: "available-silent-over", state: "available", power: on, hb: ago(300*time.Second + ns), due: true},
+		{name: "available-silent-at", state: "available", power: on, hb: ago(300 * time.Second)},
+		{name: "manageable-silent", state: "manageable", power: on, hb: ago(time.Hour), due: true},
+		{name: "deploy-wait-silent", state: deployWait, power: on, updated: fresh, hb: ago(300*time.Second + ns), due: true},
+		{name: "clean-wait-silent", state: cleanWait, power: on, updated: fresh, hb: ago(time.Hour), due: true},
+		{name: "rescue-wait-silent", state: rescueWait, power: on, updated: fresh, hb: ago(time.Hour)},
+		{name: "available-silent-power-off", state: "available", power: off, hb: ago(time.Hour)},
+		{name: "available-silent-no-power", state: "available", hb: ago(time.Hour)},
+		{name: "available-never-heartbeated", state: "available", power: on},
+		{name: "available-watchdog-acted-newer", state: "available", power: on, hb: ago(time.Hour), wd: ago(10 * time.Second)},
+		{name: "available-watchdog-acted-over", state: "available", power: on, hb: ago(time.Hour), wd: ago(300*time.Second + ns), due: true},
+		{name: "available-watchdog-acted-at", state: "available", power: on, wd: ago(300 * time.Second)},
+		{name: "available-watchdog-acted-only", state: "available", power: on, wd: ago(time.Hour), due: true},
+		{name: "available-heartbeat-newer-than-action", state: "available", power: on, hb: fresh, wd: ago(time.Hour)},
+		{name: "available-silent-reserved", state: "available", power: on, hb: ago(time.Hour), reserved: true},
+		{name: "available-silent-maintenance", state: "available", power: on, hb: ago(time.Hour), maintenance: true},
+	} {
+		n := &store.Node{UUID: tc.name, Driver: "fake_agent", ProvisionState: tc.state, PowerState: tc.power,
+			ProvisionUpdatedAt: tc.updated, Maintenance: tc.maintenance,
+			Agent: store.Agent{LastHeartbeat: tc.hb, WatchdogLastAction: tc.wd}}
+		create(t, s, n)
+		if tc.reserved {
+			if err := s.Reserve(ctx, n.UUID, "other-conductor"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stored := get(t, s, n.UUID)
+		if got := due.Matches(stored); got != tc.due {
+			t.Errorf("node %s as stored: Due.Matches = %v, want %v", n.UUID, got, tc.due)
+		}
+	}
+	all, err := s.ListNodes(ctx, store.NodeFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noWatchdog, noRescue, nothing := due, due, store.Due{Now: now}
+	noWatchdog.HeartbeatTimeout = 0
+	noRescue.CallbackTimeouts = map[string]time.Duration{deployWait: 1800 * time.Second, cleanWait: 600 * time.Second, rescueWait: -1}
+	for _, tc := range []struct {
+		name string
+		due  store.Due
+		cols bool
+	}{
+		{"all on", due, true}, {"all on, full nodes", due, false}, {"watchdog off", noWatchdog, true},
+		{"rescue call-back timeout off", noRescue, true}, {"nothing on", nothing, true},
+	} {
+		d := tc.due
+		var want []string
+		for _, n := range all {
+			if d.Matches(n) {
+				want = append(want, n.UUID)
+			}
+		}
+		got, err := s.ListNodes(ctx, store.NodeFilter{Due: &d, ColumnsOnly: tc.cols})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var ids []string
+		for _, n := range got {
+			ids = append(ids, n.UUID)
+			if !d.Matches(n) {
+				t.Errorf("%s: node %s returned as read does not match (state %q, power %q, agent %+v)", tc.name, n.UUID, n.ProvisionState, n.PowerState, n.Agent)
+			}
+		}
+		slices.Sort(want)
+		slices.Sort(ids)
+		if diff := cmp.Diff(want, ids, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("ListNodes(Due: %s) (-want +got):\n%s", tc.name, diff)
+		}
+	}
+	// Due narrows the other filters' selection.
+	got, err := s.ListNodes(ctx, store.NodeFilter{Due: &due, ProvisionState: cleanWait, ColumnsOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, n := range got {
+		ids = append(ids, n.UUID)
+	}
+	slices.Sort(ids)
+	if want := []string{"clean-wait-over", "clean-wait-silent"}; !slices.Equal(ids, want) {
+		t.Errorf("ListNodes(Due, clean wait) = %v, want %v", ids, want)
+	}
+}
+
+// BenchDueNodes is the periodic check's read over 10,000 nodes, of which
+// none or 10 are due, two ways: select=go reads every node's columns and
+// filters them in Go (the check before the store selected them),
+// select=store has the store select them (NodeFilter.Due) and checks what
+// it returns in Go, as the conductor does. The fleet: 70 % active and
+// powered on, 20 % available and powered off, 10 % waiting for a call-back
+// with their agents heartbeating; the 10 due ones are 5 whose call-back
+// timed out and 5 available, powered on, whose agents fell silent.
+func BenchDueNodes(b *testing.B, s store.Store) {
+	const fleet, special = 10_000, 10
+	base := time.Unix(1_800_000_000, 0).UTC()
+	due := store.Due{Now: base,
+		CallbackTimeouts: map[string]time.Duration{"wait call-back": 1800 * time.Second, "clean wait": 1800 * time.Second, "rescue wait": 1800 * time.Second},
+		WatchdogStates:   []string{"available", "manageable", "wait call-back", "clean wait"}, WatchdogPower: "power on", HeartbeatTimeout: 300 * time.Second}
+	for i := range fleet {
+		n := &store.Node{UUID: fmt.Sprintf("node-%05d", i), Driver: "fake_agent", ProvisionUpdatedAt: base,
+			Agent: store.Agent{URL: "http://127.0.0.1:9999", LastHeartbeat: base}}
+		switch {
+		case i < special/2:
+			n.ProvisionState, n.PowerState, n.ProvisionUpdatedAt = "wait call-back", "power on", base.Add(-1801*time.Second)
+		case i < special:
+			n.ProvisionState, n.PowerState, n.Agent.LastHeartbeat = "available", "power on", base.Add(-301*time.Second)
+		case i%10 < 7:
+			n.ProvisionState, n.PowerState = "active", "power on"
+		case i%10 < 9:
+			n.ProvisionState, n.PowerState, n.Agent = "available", "power off", store.Agent{}
+		default:
+			n.ProvisionState, n.PowerState = "wait call-back", "power on"
+		}
+		if err := s.CreateNode(ctx, n); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		due int
+		now time.Time
+	}{{0, base.Add(-2 * time.Second)}, {special, base}} {
+		d := due
+		d.Now = c.now
+		for _, sel := range []string{"go", "store"} {
+			b.Run(fmt.Sprintf("due=%d/select=%s", c.due, sel), func(b *testing.B) {
+				f := store.NodeFilter{ColumnsOnly: true}
+				if sel == "store" {
+					f.Due = &d
+				}
+				for range b.N {
+					nodes, err := s.ListNodes(ctx, f)
+					if err != nil {
+						b.Fatal(err)
+					}
+					found := 0
+					for _, n := range nodes {
+						if d.Matches(n) {
+							found++
+						}
+					}
+					if found != c.due {
+						b.Fatalf("%d nodes due, want %d", found, c.due)
+					}
+				}
+			})
+		}
 	}
 }
