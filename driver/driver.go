@@ -328,8 +328,14 @@ func (d *Driver) ListenAndServe(ctx context.Context) error {
 	return d.Serve(ctx, ln)
 }
 
-// Close stops background work (waiting for it) and closes the store.
+// Close stops background work (waiting for it), closes what the power
+// interfaces keep open (native IPMI's sessions) and closes the store.
 func (d *Driver) Close() error {
 	d.cond.Close()
+	for _, pw := range d.cfg.PowerInterfaces {
+		if c, ok := pw.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+	}
 	return d.store.Close()
 }

@@ -293,6 +293,34 @@ func (p *Power) keep(ctx context.Context, slot chan *openSession, c *client.Clie
 	slot <- s
 }
 
+// Close closes the sessions kept open (Close Session to each BMC, at once,
+// each bounded by the request timeout); a call after it opens a new one.
+func (p *Power) Close() error {
+	p.mu.Lock()
+	slots := make([]chan *openSession, 0, len(p.slots))
+	for _, s := range p.slots {
+		slots = append(slots, s)
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, slot := range slots {
+		s := <-slot // after the call in progress, if any
+		if s == nil {
+			slot <- nil
+			continue
+		}
+		s.timer.Stop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.closeClient(context.Background(), s.c)
+			slot <- nil
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
 // closeClient closes a session (Close Session), bounded by the request timeout.
 func (p *Power) closeClient(ctx context.Context, c *client.Client) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Timeout)

@@ -142,8 +142,8 @@ func TestNativeDeadBMC(t *testing.T) {
 // TestNativeKeepsSessionBetweenCalls: a run of calls to one BMC (boot
 // device, power state, power on: a deploy's boot) is one session; after
 // SessionLinger the next call opens its own; a BMC that lost the session
-// meanwhile (restarted) gets a new one and the call succeeds; a negative
-// SessionLinger opens a session per call.
+// meanwhile (restarted) gets a new one and the call succeeds; Close ends
+// the kept session; a negative SessionLinger opens a session per call.
 func TestNativeKeepsSessionBetweenCalls(t *testing.T) {
 	ctx := context.Background()
 	m := bmctest.New("node-1")
@@ -197,6 +197,16 @@ func TestNativeKeepsSessionBetweenCalls(t *testing.T) {
 	}
 	if got := b2.Counters().Sessions; got != 1 {
 		t.Errorf("the restarted BMC counted %d sessions, want 1", got)
+	}
+	// Close ends the kept session: the next call opens another.
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.GetPowerState(ctx, info); err != nil {
+		t.Fatalf("a call after Close: %v", err)
+	}
+	if got := b2.Counters().Sessions; got != 2 {
+		t.Errorf("a call after Close: the BMC counted %d sessions in all, want 2", got)
 	}
 
 	cfg.SessionLinger = -1
