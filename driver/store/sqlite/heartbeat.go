@@ -190,10 +190,10 @@ func (s *SQLite) writeHeartbeats(ctx context.Context) {
 			r.err = err
 		}
 	}
-	s.hbq.handOver()
 	for _, r := range batch {
 		close(r.done)
 	}
+	s.hbq.handOver() // last, as writeQueued does
 }
 
 // checkError carries an error of Heartbeat.Check out of the transaction,

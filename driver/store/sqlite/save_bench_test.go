@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -48,4 +49,54 @@ func BenchmarkTaskWritesContended(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkUrgentWriteUnderLoad is an API request's two writes (reserve,
+// then release) while 128 goroutines write tasks on other nodes: ns/op is
+// the request's latency.
+func BenchmarkUrgentWriteUnderLoad(b *testing.B) {
+	ctx := context.Background()
+	s, _ := open(b)
+	const nodes = 2000
+	for i := range nodes + 1 {
+		if err := s.CreateNode(ctx, &store.Node{UUID: fmt.Sprintf("n%d", i), Driver: "fake_agent", ProvisionState: states.Available,
+			DriverInfo: map[string]any{"ipmi_address": "127.0.0.1", "ipmi_port": 6230 + i}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	bctx, stop := context.WithCancel(ctx)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 128 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for bctx.Err() == nil {
+				id := fmt.Sprintf("n%d", next.Add(1)%nodes)
+				host := "c" + id
+				if s.Reserve(bctx, id, host) != nil {
+					continue
+				}
+				if n, err := s.GetNode(bctx, id); err == nil {
+					n.ProvisionState = states.CleanWait
+					s.UpdateNodeHeld(bctx, n, host, &store.Event{NodeUUID: id, Kind: store.KindProvision, Event: "wait", Message: "bench"})
+				}
+				s.Release(context.WithoutCancel(bctx), id, host)
+			}
+		}()
+	}
+	uctx := store.Urgent(ctx)
+	id := fmt.Sprintf("n%d", nodes)
+	b.ResetTimer()
+	for range b.N {
+		if err := s.Reserve(uctx, id, "api"); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Release(uctx, id, "api"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	stop()
+	wg.Wait()
 }

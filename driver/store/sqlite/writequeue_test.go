@@ -178,42 +178,64 @@ func TestQueuedWriteCancelled(t *testing.T) {
 	}
 }
 
-// The urgent writes (API requests) of a queue go into the batch first.
+// While urgent writes (API requests) are queued, a batch holds the leader
+// and urgent writes only, in arrival order; then background writes go, up
+// to maxWriteBatch a batch.
 func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 	var q writeQueue
 	leader := &writeReq{turn: make(chan struct{}), done: make(chan struct{})}
 	if !q.join(leader) {
 		t.Fatal("the first write does not lead")
 	}
-	var queued []*writeReq
-	for i := range maxWriteBatch + 10 {
-		r := &writeReq{urgent: i%3 == 0, turn: make(chan struct{}), done: make(chan struct{})}
+	var urgent, background []*writeReq
+	for i := range 8 * maxWriteBatch { // 2 * maxWriteBatch urgent
+		r := &writeReq{urgent: i%4 == 0, turn: make(chan struct{}), done: make(chan struct{})}
 		if q.join(r) {
 			t.Fatal("a second leader")
 		}
-		queued = append(queued, r)
+		if r.urgent {
+			urgent = append(urgent, r)
+		} else {
+			background = append(background, r)
+		}
 	}
 	batch := q.take(leader)
-	if len(batch) != maxWriteBatch || batch[0] != leader {
+	if batch[0] != leader || len(batch) != maxWriteBatch {
 		t.Fatalf("batch of %d, first is the leader: %v; want %d, true", len(batch), batch[0] == leader, maxWriteBatch)
 	}
-	urgent := 0
-	for _, r := range queued {
-		if r.urgent {
-			urgent++
+	for i, r := range batch[1:] {
+		if r != urgent[i] {
+			t.Fatalf("batch write %d is not urgent write %d (urgent %v)", i+1, i, r.urgent)
 		}
 	}
-	for i, r := range batch[1 : urgent+1] {
+	// The next leader (the first still queued) takes the urgent rest only.
+	next := q.queue[0]
+	batch = q.take(next)
+	for _, r := range batch[1:] {
 		if !r.urgent {
-			t.Fatalf("batch write %d is not urgent, %d urgent ones queued", i+1, urgent)
+			t.Fatal("a background write in a batch while urgent ones wait")
 		}
 	}
-	if len(q.queue) != len(queued)+1-maxWriteBatch {
-		t.Fatalf("%d left queued, want %d", len(q.queue), len(queued)+1-maxWriteBatch)
+	if len(batch) != maxWriteBatch {
+		t.Fatalf("second batch of %d, want %d", len(batch), maxWriteBatch)
+	}
+	batch = q.take(q.queue[0])
+	if got, want := len(batch), 1+len(urgent)-2*(maxWriteBatch-1); got != want {
+		t.Fatalf("third batch of %d, want %d (the last urgent ones)", got, want)
+	}
+	// Then the background ones, maxWriteBatch at a time.
+	batch = q.take(q.queue[0])
+	if len(batch) != maxWriteBatch {
+		t.Fatalf("fourth batch of %d, want %d", len(batch), maxWriteBatch)
+	}
+	for _, r := range batch {
+		if r.urgent {
+			t.Fatal("an urgent write left for the background batch")
+		}
 	}
 	for _, r := range q.queue {
-		if r.urgent || r.taken {
-			t.Fatalf("left queued: urgent %v, taken %v; want the last background writes", r.urgent, r.taken)
+		if r.taken {
+			t.Fatal("a taken write left in the queue")
 		}
 	}
 }
