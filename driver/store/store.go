@@ -489,6 +489,15 @@ type ConductorRecord struct {
 	Online    bool      `json:"online"`
 }
 
+// AgentReader is a store that reads a node's agent fields alone (no JSON
+// columns): the fast-track check reads them fresh under the node's lock,
+// where a whole-node read (GetNode) decoded every map to keep one struct.
+type AgentReader interface {
+	// GetAgent returns the node's Agent as GetNode would (ErrNotFound
+	// for no such node).
+	GetAgent(ctx context.Context, uuid string) (Agent, error)
+}
+
 // Registry is the conductors table of a store several conductors share
 // (both stores implement it; one conductor on SQLite registers too).
 type Registry interface {

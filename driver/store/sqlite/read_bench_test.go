@@ -55,3 +55,20 @@ func BenchmarkSave(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGetAgent is the fast-track check's read of the node's agent
+// fields (GetAgent), where it read the whole node (BenchmarkGetNode).
+func BenchmarkGetAgent(b *testing.B) {
+	ctx := context.Background()
+	s, _ := open(b)
+	n := deployNode()
+	if err := s.CreateNode(ctx, n); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.GetAgent(ctx, n.UUID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

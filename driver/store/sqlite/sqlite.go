@@ -222,7 +222,7 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 
 // preparedQueries are prepared at Open (never later: inside a transaction
 // the one connection is taken, and a prepare on the pool would wait for it).
-var preparedQueries = []string{qNodeByUUID, qNodeByName, qHeartbeatRead, qHeartbeatReadByName, qHeartbeatWrite, qInsertEvent,
+var preparedQueries = []string{qNodeByUUID, qAgentOf, qNodeByName, qHeartbeatRead, qHeartbeatReadByName, qHeartbeatWrite, qInsertEvent,
 	qUpdateNode, qUpdateNodeHeld, qReserve, qRelease, qPortsOfNode, qPortsByAddress, qSavepoint, qRollbackTo, qReleaseSP}
 
 // The ListPorts queries of acquire (a node's ports) and lookup (by MAC).
@@ -235,7 +235,7 @@ const (
 const readConns = 4
 
 // readQueries are the prepared queries that run on the read pool.
-var readQueries = map[string]bool{qNodeByUUID: true, qNodeByName: true, qPortsOfNode: true, qPortsByAddress: true}
+var readQueries = map[string]bool{qNodeByUUID: true, qNodeByName: true, qPortsOfNode: true, qPortsByAddress: true, qAgentOf: true}
 
 // stmt is the prepared statement of q (one of preparedQueries), bound to tx
 // when tx is not nil.
@@ -458,6 +458,28 @@ func (s *SQLite) getNode(ctx context.Context, q, v string) (*store.Node, error) 
 // GetNode reads a node by UUID.
 func (s *SQLite) GetNode(ctx context.Context, id string) (*store.Node, error) {
 	return s.getNode(ctx, qNodeByUUID, id)
+}
+
+var _ store.AgentReader = (*SQLite)(nil)
+
+// qAgentOf reads a node's agent fields.
+const qAgentOf = `SELECT agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect,
+	watchdog_reboots, watchdog_last_action, agent_verify_ca FROM nodes WHERE uuid = ?`
+
+// GetAgent reads the node's agent fields only.
+func (s *SQLite) GetAgent(ctx context.Context, id string) (store.Agent, error) {
+	var a store.Agent
+	var hb, wd int64
+	err := s.stmt(ctx, nil, qAgentOf).QueryRowContext(ctx, id).Scan(&a.URL, &a.Token, &hb, &a.Version, &a.Dialect,
+		&a.WatchdogReboots, &wd, &a.VerifyCA)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Agent{}, fmt.Errorf("node %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("get agent of node %s: %w", id, err)
+	}
+	a.LastHeartbeat, a.WatchdogLastAction = fromNS(hb), fromNS(wd)
+	return a, nil
 }
 
 // GetNodeByName reads a node by name.
