@@ -436,7 +436,7 @@ type benchReport struct {
 	// DeployWallS: the first deploy request to the last node active.
 	DeployWallS float64 `json:"deploy_wall_s"`
 	// DeployRequestsS is how long the runner took to send every deploy
-	// request (the deploy step itself, 16 nodes at a time): the part of the
+	// request (the deploy step itself, 64 nodes at a time): the part of the
 	// deploy wall that grew faster than N.
 	DeployRequestsS float64 `json:"deploy_requests_s"`
 	// EnrollToActiveS is the provisioning path without the bench's own
