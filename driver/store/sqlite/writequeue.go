@@ -41,18 +41,36 @@ type writeQueue struct {
 	mu      sync.Mutex
 	queue   []*writeReq
 	leading bool
+	urgent  int // urgent writes in queue (so a batch need not scan for none)
 }
 
 func (q *writeQueue) join(r *writeReq) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.queue = append(q.queue, r)
+	if r.urgent {
+		q.urgent++
+	}
 	if q.leading {
 		return false
 	}
 	q.leading = true
 	r.taken = true
 	return true
+}
+
+// dropTaken removes the taken writes from the queue (under mu).
+func (q *writeQueue) dropTaken() {
+	rest := q.queue[:0]
+	for _, r := range q.queue {
+		if !r.taken {
+			rest = append(rest, r)
+		} else if r.urgent {
+			q.urgent--
+		}
+	}
+	clear(q.queue[len(rest):])
+	q.queue = rest
 }
 
 // abandon takes r out of the queue unless a batch took it already or it
@@ -66,6 +84,9 @@ func (q *writeQueue) abandon(r *writeReq) bool {
 	for i, x := range q.queue {
 		if x == r {
 			q.queue = append(q.queue[:i], q.queue[i+1:]...)
+			if r.urgent {
+				q.urgent--
+			}
 			return true
 		}
 	}
@@ -81,10 +102,7 @@ func (q *writeQueue) take(leader *writeReq) []*writeReq {
 	defer q.mu.Unlock()
 	batch := []*writeReq{leader}
 	leader.taken = true
-	urgentOnly := false
-	for _, r := range q.queue {
-		urgentOnly = urgentOnly || (r.urgent && !r.taken)
-	}
+	urgentOnly := q.urgent > 0 && !(leader.urgent && q.urgent == 1)
 	for _, r := range q.queue {
 		if len(batch) == maxWriteBatch {
 			break
@@ -94,14 +112,7 @@ func (q *writeQueue) take(leader *writeReq) []*writeReq {
 			batch = append(batch, r)
 		}
 	}
-	rest := q.queue[:0]
-	for _, r := range q.queue {
-		if !r.taken {
-			rest = append(rest, r)
-		}
-	}
-	clear(q.queue[len(rest):])
-	q.queue = rest
+	q.dropTaken()
 	return batch
 }
 
@@ -110,6 +121,9 @@ func (q *writeQueue) take(leader *writeReq) []*writeReq {
 func (q *writeQueue) takeUrgent(max int) []*writeReq {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.urgent == 0 {
+		return nil
+	}
 	var out []*writeReq
 	for _, r := range q.queue {
 		if len(out) == max {
@@ -120,17 +134,9 @@ func (q *writeQueue) takeUrgent(max int) []*writeReq {
 			out = append(out, r)
 		}
 	}
-	if len(out) == 0 {
-		return nil
+	if len(out) > 0 {
+		q.dropTaken()
 	}
-	rest := q.queue[:0]
-	for _, r := range q.queue {
-		if !r.taken {
-			rest = append(rest, r)
-		}
-	}
-	clear(q.queue[len(rest):])
-	q.queue = rest
 	return out
 }
 
@@ -144,6 +150,9 @@ func (q *writeQueue) putBack(rs []*writeReq) {
 	defer q.mu.Unlock()
 	for _, r := range rs {
 		r.taken = false
+		if r.urgent {
+			q.urgent++
+		}
 	}
 	q.queue = append(append(make([]*writeReq, 0, len(rs)+len(q.queue)), rs...), q.queue...)
 }

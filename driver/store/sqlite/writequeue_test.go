@@ -233,9 +233,16 @@ func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 			t.Fatal("an urgent write left for the background batch")
 		}
 	}
+	left := 0
 	for _, r := range q.queue {
 		if r.taken {
 			t.Fatal("a taken write left in the queue")
 		}
+		if r.urgent {
+			left++
+		}
+	}
+	if q.urgent != left {
+		t.Fatalf("the queue counts %d urgent writes, holds %d", q.urgent, left)
 	}
 }
