@@ -32,7 +32,7 @@ func poll(ctx context.Context, interval, timeout time.Duration, done func(ctx co
 		if done(ctx) {
 			return nil
 		}
-		next.Reset(pollPause(interval, time.Since(began)))
+		next.Reset(PollPause(interval, time.Since(began)))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -53,10 +53,10 @@ const (
 	maxPollPause   = 2 * time.Second
 )
 
-// pollPause is the pause after a poll that took took: interval, or
+// PollPause is the pause after a poll that took took: interval, or
 // pollCostFactor times took when that is longer (at most maxPollPause, and
-// never less than interval).
-func pollPause(interval, took time.Duration) time.Duration {
+// never less than interval). The bench's own waits pause by it too.
+func PollPause(interval, took time.Duration) time.Duration {
 	return max(interval, min(pollCostFactor*took, maxPollPause))
 }
 

@@ -16,8 +16,8 @@ func TestPollPauseGrowsWithTheCostOfAPoll(t *testing.T) {
 		{200 * time.Millisecond, time.Second, maxPollPause},
 		{5 * time.Second, time.Second, 5 * time.Second},
 	} {
-		if got := pollPause(tc.interval, tc.took); got != tc.want {
-			t.Errorf("pollPause(%s, %s) = %s, want %s", tc.interval, tc.took, got, tc.want)
+		if got := PollPause(tc.interval, tc.took); got != tc.want {
+			t.Errorf("PollPause(%s, %s) = %s, want %s", tc.interval, tc.took, got, tc.want)
 		}
 	}
 }

@@ -213,14 +213,13 @@ func (m *benchMeter) waitPowerOff() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
 	defer cancel()
-	// Each read of every node's states pauses 9 times its own time after it
-	// (at least 100 ms), as the runner's waits do.
+	// Each read of every node's states pauses as the runner's waits do.
 	t := time.NewTimer(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		began := time.Now()
 		nodes, err := m.api.NodeStates(ctx)
-		t.Reset(max(100*time.Millisecond, min(9*time.Since(began), 2*time.Second)))
+		t.Reset(scenarios.PollPause(100*time.Millisecond, time.Since(began)))
 		on := 0
 		for _, n := range nodes {
 			if n.Power() != "power off" {
