@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -103,16 +105,94 @@ const (
 
 // caClients keeps one HTTP client per agent certificate, so that the
 // thousands of agents behind one lab listener (one certificate) share a
-// connection pool.
+// connection pool and a TLS session cache. A VM's agent makes a new
+// certificate each boot, so the cache keeps only the maxCAClients last used
+// (as requests' pools are urllib3's ten most recently used for Ironic's
+// client): an evicted client's idle connections are closed, and its
+// certificate, seen again, gets a new client.
 type caClients struct {
-	mu sync.Mutex
-	m  map[string]*http.Client
+	mu    sync.Mutex
+	max   int
+	m     map[string]*list.Element // of *caClient
+	order list.List                // most recently used first
+	// front is order's first client, read without the lock: the lab's
+	// agents all send one certificate, and every agent call looks it up.
+	front atomic.Pointer[caClient]
+}
+
+type caClient struct {
+	pem string
+	hc  *http.Client
+}
+
+// maxCAClients bounds the agent certificates whose clients are kept. Each
+// holds its parsed certificate, TLS sessions and idle connections.
+const maxCAClients = 256
+
+func newCAClients(max int) *caClients {
+	return &caClients{max: max, m: map[string]*list.Element{}}
+}
+
+// get returns caPEM's client (nil: none), now the most recently used.
+func (cc *caClients) get(caPEM string) *http.Client {
+	if f := cc.front.Load(); f != nil && f.pem == caPEM {
+		return f.hc // already the most recently used
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	e := cc.m[caPEM]
+	if e == nil {
+		return nil
+	}
+	return cc.use(e).hc
+}
+
+// use makes e the most recently used client; cc.mu is held.
+func (cc *caClients) use(e *list.Element) *caClient {
+	cc.order.MoveToFront(e)
+	f := e.Value.(*caClient)
+	cc.front.Store(f)
+	return f
+}
+
+// add keeps hc as caPEM's client, unless another caller kept one first:
+// the kept one is returned. The least recently used client beyond max is
+// dropped and its idle connections closed (one still in use finishes its
+// request; its connection then idles out).
+func (cc *caClients) add(caPEM string, hc *http.Client) *http.Client {
+	cc.mu.Lock()
+	if e := cc.m[caPEM]; e != nil {
+		hc = cc.use(e).hc
+		cc.mu.Unlock()
+		return hc
+	}
+	e := cc.order.PushFront(&caClient{pem: caPEM, hc: hc})
+	cc.m[caPEM] = e
+	cc.use(e)
+	var evicted *http.Client
+	if cc.order.Len() > cc.max {
+		old := cc.order.Remove(cc.order.Back()).(*caClient)
+		delete(cc.m, old.pem)
+		evicted = old.hc
+	}
+	cc.mu.Unlock()
+	if evicted != nil {
+		evicted.CloseIdleConnections()
+	}
+	return hc
+}
+
+// len is how many clients are kept.
+func (cc *caClients) len() int {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return len(cc.m)
 }
 
 // NewClient returns a Client with Ironic's defaults.
 func NewClient() *Client {
 	return &Client{HTTP: &http.Client{Timeout: 60 * time.Second}, Retries: 3, RetryInterval: time.Second,
-		cas: &caClients{m: map[string]*http.Client{}}}
+		cas: newCAClients(maxCAClients)}
 }
 
 // ForCA returns a Client that verifies https agents against the PEM
@@ -124,9 +204,7 @@ func (c *Client) ForCA(caPEM string) (*Client, error) {
 	}
 	var hc *http.Client
 	if c.cas != nil {
-		c.cas.mu.Lock()
-		hc = c.cas.m[caPEM]
-		c.cas.mu.Unlock()
+		hc = c.cas.get(caPEM)
 	}
 	if hc == nil {
 		pool := x509.NewCertPool()
@@ -153,13 +231,7 @@ func (c *Client) ForCA(caPEM string) (*Client, error) {
 			ResponseHeaderTimeout: timeout,
 		}}
 		if c.cas != nil {
-			c.cas.mu.Lock()
-			if prev, ok := c.cas.m[caPEM]; ok {
-				hc = prev
-			} else {
-				c.cas.m[caPEM] = hc
-			}
-			c.cas.mu.Unlock()
+			hc = c.cas.add(caPEM, hc)
 		}
 	}
 	cp := *c
