@@ -70,14 +70,9 @@ func (t *task) FastTrack(ctx context.Context) bool {
 	if !t.c.cfg.FastTrack {
 		return false
 	}
-	// Heartbeats write the agent's fields without the lock: read them fresh
-	// (those alone where the store can).
-	if ar, ok := t.c.store.(store.AgentReader); ok {
-		if cur, err := ar.GetAgent(ctx, t.node.UUID); err == nil {
-			t.node.Agent = cur
-		}
-	} else if cur, err := t.c.store.GetNode(ctx, t.node.UUID); err == nil {
-		t.node.Agent = cur.Agent
+	// Heartbeats write the agent's fields without the lock: read them fresh.
+	if cur, err := t.c.store.GetAgent(ctx, t.node.UUID); err == nil {
+		t.node.Agent = cur
 	}
 	if t.node.Agent.URL == "" {
 		return false

@@ -401,6 +401,11 @@ type Store interface {
 	// transaction: a crash leaves both or neither.
 	CreateNode(ctx context.Context, n *Node, events ...*Event) error
 	GetNode(ctx context.Context, uuid string) (*Node, error)
+	// GetAgent returns the node's Agent as GetNode would (ErrNotFound for
+	// no such node), reading the agent's columns alone: the fast-track
+	// check reads them fresh under the node's lock, where a whole-node read
+	// decoded every JSON column to keep one struct.
+	GetAgent(ctx context.Context, uuid string) (Agent, error)
 	GetNodeByName(ctx context.Context, name string) (*Node, error)
 	ListNodes(ctx context.Context, f NodeFilter) ([]*Node, error)
 	// UpdateNode writes every column but reservation and created_at, and
@@ -487,15 +492,6 @@ type ConductorRecord struct {
 	URL       string    `json:"url"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Online    bool      `json:"online"`
-}
-
-// AgentReader is a store that reads a node's agent fields alone (no JSON
-// columns): the fast-track check reads them fresh under the node's lock,
-// where a whole-node read (GetNode) decoded every map to keep one struct.
-type AgentReader interface {
-	// GetAgent returns the node's Agent as GetNode would (ErrNotFound
-	// for no such node).
-	GetAgent(ctx context.Context, uuid string) (Agent, error)
 }
 
 // Registry is the conductors table of a store several conductors share

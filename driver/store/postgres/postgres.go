@@ -413,6 +413,26 @@ func (s *Postgres) GetNode(ctx context.Context, id string) (*store.Node, error) 
 	return s.getNode(ctx, "uuid", id)
 }
 
+// qAgentOf reads a node's agent fields.
+const qAgentOf = `SELECT agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect,
+	watchdog_reboots, watchdog_last_action, agent_verify_ca FROM nodes WHERE uuid = $1`
+
+// GetAgent reads the node's agent fields only.
+func (s *Postgres) GetAgent(ctx context.Context, id string) (store.Agent, error) {
+	var a store.Agent
+	var hb, wd int64
+	err := s.db.QueryRow(ctx, qAgentOf, id).Scan(&a.URL, &a.Token, &hb, &a.Version, &a.Dialect,
+		&a.WatchdogReboots, &wd, &a.VerifyCA)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Agent{}, fmt.Errorf("node %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("get agent of node %s: %w", id, err)
+	}
+	a.LastHeartbeat, a.WatchdogLastAction = fromNS(hb), fromNS(wd)
+	return a, nil
+}
+
 // GetNodeByName reads a node by name.
 func (s *Postgres) GetNodeByName(ctx context.Context, name string) (*store.Node, error) {
 	return s.getNode(ctx, "name", name)

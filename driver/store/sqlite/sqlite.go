@@ -460,8 +460,6 @@ func (s *SQLite) GetNode(ctx context.Context, id string) (*store.Node, error) {
 	return s.getNode(ctx, qNodeByUUID, id)
 }
 
-var _ store.AgentReader = (*SQLite)(nil)
-
 // qAgentOf reads a node's agent fields.
 const qAgentOf = `SELECT agent_url, agent_token, agent_last_heartbeat, agent_version, agent_dialect,
 	watchdog_reboots, watchdog_last_action, agent_verify_ca FROM nodes WHERE uuid = ?`

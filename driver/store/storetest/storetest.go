@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Heartbeat", heartbeat},
 		{"HeartbeatCheckedInItsWrite", heartbeatCheck},
 		{"AgentFieldsSurviveNodeSaves", agentSurvivesSave},
+		{"GetAgentIsGetNodesAgent", getAgent},
 		{"AgentToken", agentToken},
 		{"ClearAgentAndWatchdog", clearAndWatchdog},
 		{"Conductors", conductors},
@@ -317,6 +318,48 @@ func agentSurvivesSave(t *testing.T, s store.Store) {
 	}
 	if !n.ProvisionUpdatedAt.Equal(at) || n.LastError == "" {
 		t.Errorf("after the save: provision_updated_at %v (want %v), last_error %q", n.ProvisionUpdatedAt, at, n.LastError)
+	}
+}
+
+// getAgent: GetAgent reads the agent's fields as GetNode has them, each
+// written by its own write (heartbeat, token, watchdog, clear).
+func getAgent(t *testing.T, s store.Store) {
+	create(t, s, &store.Node{UUID: "n1", Driver: "fake_agent", ProvisionState: "available"})
+	check := func(when string) store.Agent {
+		t.Helper()
+		n := get(t, s, "n1")
+		a, err := s.GetAgent(ctx, "n1")
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		if d := cmp.Diff(n.Agent, a); d != "" {
+			t.Errorf("%s: GetAgent (-GetNode's +GetAgent):\n%s", when, d)
+		}
+		return a
+	}
+	check("no agent")
+	at := time.Unix(1700000000, 0).UTC()
+	if _, err := s.RecordHeartbeat(ctx, "n1", store.Heartbeat{URL: "https://127.0.0.1:9/n1", Version: "10.0.0", VerifyCA: "PEM", Dialect: "v1", At: at}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.IssueAgentToken(ctx, "n1", "token"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetWatchdog(ctx, "n1", 2, at.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	a := check("after a heartbeat, a token and a watchdog action")
+	want := store.Agent{URL: "https://127.0.0.1:9/n1", Token: "token", LastHeartbeat: at, Version: "10.0.0", Dialect: "v1",
+		WatchdogReboots: 2, WatchdogLastAction: at.Add(time.Minute), VerifyCA: "PEM"}
+	if d := cmp.Diff(want, a, cmpopts.EquateApproxTime(0)); d != "" {
+		t.Errorf("agent after its writes (-want +got):\n%s", d)
+	}
+	if err := s.ClearAgent(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	check("after ClearAgent")
+	if _, err := s.GetAgent(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("agent of no node: %v, want ErrNotFound", err)
 	}
 }
 
