@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +20,6 @@ import (
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/store"
-	"github.com/ironlab/ironlab/driver/store/sqlite"
 )
 
 // scriptedAgent answers /v1/commands like the reference IPA. Async commands
@@ -143,12 +141,7 @@ type lab struct {
 
 func newLab(t *testing.T, mutate func(*conductor.Config, *agent.Config)) *lab {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ironlab.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openStore(t)
 	acfg := agent.Config{PollInterval: time.Millisecond}
 	cfg := conductor.Config{Host: "test-conductor", LockRetryInterval: time.Millisecond, PowerRetryInterval: time.Millisecond,
 		AutomatedClean: true, AgentTokenRequired: true, RestrictLookup: true,
@@ -157,8 +150,7 @@ func newLab(t *testing.T, mutate func(*conductor.Config, *agent.Config)) *lab {
 		mutate(&cfg, &acfg)
 	}
 	cfg.DeployInterfaces = map[string]deploy.Interface{"agent": agent.New(acfg)}
-	c := conductor.New(st, cfg)
-	t.Cleanup(c.Close)
+	c := newConductor(t, st, cfg)
 	a, srv := newAgent(t)
 	return &lab{c: c, st: st, agent: a, url: srv.URL}
 }

@@ -54,8 +54,7 @@ func TestHeartbeatIsOneSmallWrite(t *testing.T) {
 	l := newLab(t, nil)
 	n := l.enroll(t, states.Available)
 	wc := &writeCounter{Store: l.st}
-	c := conductor.New(wc, l.c.Config())
-	t.Cleanup(c.Close)
+	c := newConductor(t, wc, l.c.Config())
 	_, token, err := c.Lookup(ctx, conductor.LookupQuery{NodeUUID: n.UUID, Dialect: conductor.DialectV1, IssueToken: true})
 	if err != nil {
 		t.Fatal(err)
@@ -109,8 +108,7 @@ func TestNoChangeCallbackIsTwoWrites(t *testing.T) {
 	wantState(t, l.node(t, n.UUID), states.DeployWait)
 
 	wc := &writeCounter{Store: l.st}
-	c := conductor.New(wc, l.c.Config())
-	t.Cleanup(c.Close)
+	c := newConductor(t, wc, l.c.Config())
 	l.c = c
 	l.heartbeat(t, n.UUID) // write_image still RUNNING: nothing changes
 	want := []string{"RecordHeartbeat", "Reserve", "Release call-back"}
@@ -154,8 +152,7 @@ func TestTaskEventsRideWithItsWrites(t *testing.T) {
 	l.act(t, n.UUID, "active", nil)
 	l.lookup(t)
 	wc := &writeCounter{Store: l.st}
-	c := conductor.New(wc, l.c.Config())
-	t.Cleanup(c.Close)
+	c := newConductor(t, wc, l.c.Config())
 	l.c = c
 	l.heartbeat(t, n.UUID) // get_deploy_steps, then execute_deploy_step
 	want := []string{"RecordHeartbeat", "AddEvent heartbeat", "Reserve", "UpdateNodeHeld", "UpdateNodeHeld", "Release"}

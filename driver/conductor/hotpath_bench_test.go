@@ -2,31 +2,18 @@ package conductor_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/ironlab/ironlab/driver/conductor"
 	"github.com/ironlab/ironlab/driver/conductor/states"
-	"github.com/ironlab/ironlab/driver/deploy"
-	"github.com/ironlab/ironlab/driver/deploy/agent"
-	"github.com/ironlab/ironlab/driver/power"
-	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/store"
-	"github.com/ironlab/ironlab/driver/store/sqlite"
 )
 
 func benchConductor(b *testing.B) (*conductor.Conductor, store.Store, *store.Node) {
 	b.Helper()
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "ironlab.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
-	c := conductor.New(s, conductor.Config{Host: "c1",
-		PowerInterfaces:  map[string]power.Interface{"fake": fake.New()},
-		DeployInterfaces: map[string]deploy.Interface{"agent": agent.New(agent.Config{})}})
-	b.Cleanup(c.Close)
+	s := openStore(b)
+	c := newConductor(b, s, conductor.Config{Host: "c1"})
 	n := &store.Node{Name: "node-0", Driver: "fake_agent",
 		DriverInfo:   map[string]any{"ipmi_address": "127.0.0.1", "ipmi_port": 6230, "ipmi_username": "admin", "ipmi_password": "password"},
 		InstanceInfo: map[string]any{"image_source": "http://127.0.0.1:8080/bench-os.img", "image_checksum": "0123456789abcdef0123456789abcdef", "root_gb": 1},

@@ -3,7 +3,6 @@ package conductor_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,12 +10,7 @@ import (
 
 	"github.com/ironlab/ironlab/driver/conductor"
 	"github.com/ironlab/ironlab/driver/conductor/states"
-	"github.com/ironlab/ironlab/driver/deploy"
-	"github.com/ironlab/ironlab/driver/deploy/agent"
-	"github.com/ironlab/ironlab/driver/power"
-	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/store"
-	"github.com/ironlab/ironlab/driver/store/sqlite"
 )
 
 // countingStore counts whole-node reads.
@@ -37,17 +31,8 @@ func (s *countingStore) GetNodeByName(ctx context.Context, name string) (*store.
 
 func newCounting(t *testing.T) (*conductor.Conductor, *countingStore) {
 	t.Helper()
-	ctx := context.Background()
-	inner, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ironlab.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inner.Close() })
-	st := &countingStore{Store: inner}
-	c := conductor.New(st, conductor.Config{Host: "c1", LockRetryInterval: time.Millisecond, FastTrack: true,
-		PowerInterfaces:  map[string]power.Interface{"fake": fake.New()},
-		DeployInterfaces: map[string]deploy.Interface{"agent": agent.New(agent.Config{})}})
-	t.Cleanup(c.Close)
+	st := &countingStore{Store: openStore(t)}
+	c := newConductor(t, st, conductor.Config{Host: "c1", LockRetryInterval: time.Millisecond, FastTrack: true})
 	return c, st
 }
 

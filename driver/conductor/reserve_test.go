@@ -3,18 +3,12 @@ package conductor_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/ironlab/ironlab/driver/conductor"
 	"github.com/ironlab/ironlab/driver/conductor/states"
-	"github.com/ironlab/ironlab/driver/deploy"
-	"github.com/ironlab/ironlab/driver/deploy/agent"
-	"github.com/ironlab/ironlab/driver/power"
-	"github.com/ironlab/ironlab/driver/power/fake"
 	"github.com/ironlab/ironlab/driver/store"
-	"github.com/ironlab/ironlab/driver/store/sqlite"
 )
 
 // committedThenCancelled is a store whose next Reserve writes the
@@ -38,16 +32,9 @@ func (s *committedThenCancelled) Reserve(ctx context.Context, id, host string) e
 // conductor's next action on it is not refused by its own stale lock.
 func TestFailedReserveLeavesNoLock(t *testing.T) {
 	ctx := context.Background()
-	inner, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ironlab.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inner.Close()
+	inner := openStore(t)
 	st := &committedThenCancelled{Store: inner}
-	c := conductor.New(st, conductor.Config{Host: "c1", LockRetryInterval: time.Millisecond,
-		PowerInterfaces:  map[string]power.Interface{"fake": fake.New()},
-		DeployInterfaces: map[string]deploy.Interface{"agent": agent.New(agent.Config{})}})
-	defer c.Close()
+	c := newConductor(t, st, conductor.Config{Host: "c1", LockRetryInterval: time.Millisecond})
 	n := &store.Node{Name: "node-0", Driver: "fake_agent"}
 	if err := c.CreateNode(ctx, n, states.Manageable); err != nil {
 		t.Fatal(err)

@@ -3,18 +3,14 @@ package conductor_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ironlab/ironlab/driver/conductor"
 	"github.com/ironlab/ironlab/driver/conductor/states"
-	"github.com/ironlab/ironlab/driver/deploy"
-	"github.com/ironlab/ironlab/driver/deploy/agent"
 	"github.com/ironlab/ironlab/driver/power"
 	"github.com/ironlab/ironlab/driver/store"
-	"github.com/ironlab/ironlab/driver/store/sqlite"
 )
 
 // deadBMC is a power interface whose BMC for driver_info bmc=dead never
@@ -69,17 +65,11 @@ func (p *deadBMC) SetBootDevice(ctx context.Context, info power.DriverInfo, dev 
 // the sweep ends once the dead node's time is up.
 func TestDeadBMCDoesNotStallSweep(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ironlab.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	pw := &deadBMC{entered: make(chan struct{}), rebooted: make(chan string, 4)}
-	c := conductor.New(st, conductor.Config{Host: "test-conductor", PowerRetries: 1, PowerTimeout: time.Hour,
+	c := newConductor(t, st, conductor.Config{Host: "test-conductor", PowerRetries: 1, PowerTimeout: time.Hour,
 		HeartbeatTimeout: time.Second, WatchdogAction: conductor.WatchdogReboot, PeriodicNodeTimeout: 300 * time.Millisecond,
-		PowerInterfaces:  map[string]power.Interface{"fake": pw},
-		DeployInterfaces: map[string]deploy.Interface{"agent": agent.New(agent.Config{})}})
-	defer c.Close()
+		PowerInterfaces: map[string]power.Interface{"fake": pw}})
 	var ids []string
 	for _, bmc := range []string{"dead", "alive"} {
 		n := &store.Node{Name: "node-" + bmc, Driver: "fake_agent", DriverInfo: map[string]any{"bmc": bmc}}
