@@ -358,6 +358,14 @@ func (r *benchReport) markdownLoads(b *strings.Builder) {
 			}
 			b.WriteString("\n")
 		}
+		// own is a row of ours alone.
+		own := func(name string, v float64, unit string) {
+			fmt.Fprintf(b, "| %s | %.1f%s |", name, v, unit)
+			if r.Compare != nil {
+				b.WriteString(" | |")
+			}
+			b.WriteString("\n")
+		}
 		var ir *ironicPeer
 		var py *pyghmiPeer
 		if r.Compare != nil {
@@ -372,18 +380,15 @@ func (r *benchReport) markdownLoads(b *strings.Builder) {
 			row(fmt.Sprintf("heartbeats persisted / s (%d nodes, %d clients)", l.Nodes, l.Clients), l.HeartbeatsPerS, "", v, ratio)
 			row("heartbeat latency p50", l.P50Ms, " ms", p50, 0)
 			row("heartbeat latency p99", l.P99Ms, " ms", p99, 0)
+			if l.DriverCPUUs > 0 {
+				own("CPU per heartbeat, driver process", l.DriverCPUUs, " us")
+				own("CPU per heartbeat, bench process (load client, lab idling)", l.ClientCPUUs, " us")
+			}
 		}
 		if l := r.IPMILoad; l != nil {
 			// The peer's figures are on the loops pyghmi can take (below).
-			own := func(name string, v float64) {
-				fmt.Fprintf(b, "| %s | %.1f |", name, v)
-				if r.Compare != nil {
-					b.WriteString(" | |")
-				}
-				b.WriteString("\n")
-			}
-			own(fmt.Sprintf("IPMI whole sessions / s, one BMC (%d in flight)", l.Clients), l.SessionsPerS)
-			own("IPMI requests / s in open sessions, one BMC", l.RequestsPerS)
+			own(fmt.Sprintf("IPMI whole sessions / s, one BMC (%d in flight)", l.Clients), l.SessionsPerS, "")
+			own("IPMI requests / s in open sessions, one BMC", l.RequestsPerS, "")
 		}
 		if py != nil && py.IPMILoad != nil && py.Ours != nil {
 			row(fmt.Sprintf("IPMI whole sessions / s, each from its own port (%d in flight)", py.Ours.Clients), py.Ours.SessionsPerS, "", &py.SessionsPerS, py.SessionsRatio)

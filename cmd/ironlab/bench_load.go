@@ -48,6 +48,13 @@ type HeartbeatLoad struct {
 	HeartbeatsPerS float64 `json:"heartbeats_per_s"`
 	P50Ms          float64 `json:"p50_ms"`
 	P99Ms          float64 `json:"p99_ms"`
+	// DriverCPUUs and ClientCPUUs are the CPU time (user and system) per
+	// request of the loop in the window: the driver process's (ours only,
+	// from GET /v1/lab/process) and the bench process's (the load client,
+	// with the lab idling beside it). Both share the machine's cores, so
+	// they set the rate, and they move less than it with the others' load.
+	DriverCPUUs float64 `json:"driver_cpu_us_per_heartbeat,omitempty"`
+	ClientCPUUs float64 `json:"client_cpu_us_per_heartbeat,omitempty"`
 }
 
 // loadClient is an HTTP client for the loops, with enough idle connections

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ironlab/ironlab/scenarios"
@@ -257,7 +258,16 @@ func (m *benchMeter) runLoads() {
 		m.warn("heartbeat load: %v", err)
 	} else {
 		start := time.Now().Truncate(time.Second)
+		drv0, drvErr := m.driverCPU(ctx)
+		self0 := selfCPU()
 		r := heartbeatLoad(ctx, m.url, targets, m.load.clients, m.load.window)
+		self1 := selfCPU()
+		if drv1, err := m.driverCPU(ctx); err == nil && drvErr == nil && r.Requests > 0 {
+			r.DriverCPUUs = round3((drv1 - drv0).Seconds() * 1e6 / float64(r.Requests))
+		}
+		if r.Requests > 0 {
+			r.ClientCPUUs = round3((self1 - self0).Seconds() * 1e6 / float64(r.Requests))
+		}
 		// Each 202 is written before it is sent: check every node shows one
 		// from the window, and count the accepted ones as persisted.
 		stale := 0
@@ -280,8 +290,8 @@ func (m *benchMeter) runLoads() {
 			r.HeartbeatsPerS = round3(float64(r.Persisted) / r.Seconds)
 		}
 		m.hbLoad = &r
-		fmt.Printf("   bench: heartbeat load: %.0f/s persisted, p50 %.2f ms, p99 %.2f ms (%d nodes, %d clients, %d errors)\n",
-			r.HeartbeatsPerS, r.P50Ms, r.P99Ms, r.Nodes, r.Clients, r.Errors)
+		fmt.Printf("   bench: heartbeat load: %.0f/s persisted, p50 %.2f ms, p99 %.2f ms, CPU per heartbeat %.1f us driver, %.1f us bench (%d nodes, %d clients, %d errors)\n",
+			r.HeartbeatsPerS, r.P50Ms, r.P99Ms, r.DriverCPUUs, r.ClientCPUUs, r.Nodes, r.Clients, r.Errors)
 	}
 	if err := deleteLoadNodes(ctx, hc, m.url, targets); err != nil {
 		m.warn("heartbeat load: delete its nodes: %v", err)
@@ -629,4 +639,22 @@ func (r *benchReport) markdown() string {
 		fmt.Fprintf(&b, "\nwarning: %s\n", w)
 	}
 	return b.String()
+}
+
+// driverCPU is the driver process's CPU time so far (GET /v1/lab/process).
+func (m *benchMeter) driverCPU(ctx context.Context) (time.Duration, error) {
+	if m.api == nil {
+		return 0, fmt.Errorf("no meter API client")
+	}
+	_, s, err := m.api.Process(ctx)
+	return time.Duration(s * float64(time.Second)), err
+}
+
+// selfCPU is this process's CPU time (user and system) so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -61,6 +61,8 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 			PerS                               float64 `json:"heartbeats_per_s"`
 			P50                                float64 `json:"p50_ms"`
 			P99                                float64 `json:"p99_ms"`
+			DriverCPU                          float64 `json:"driver_cpu_us_per_heartbeat"`
+			ClientCPU                          float64 `json:"client_cpu_us_per_heartbeat"`
 		} `json:"heartbeat_load"`
 		IPMILoad *struct {
 			Sessions, Requests, Errors int
@@ -85,8 +87,9 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	}
 	// The closed loops ran, and every heartbeat the driver accepted was
 	// found recorded.
-	if l := b.HeartbeatLoad; l == nil || l.Nodes != 100 || l.Accepted == 0 || l.Persisted != l.Accepted || l.Errors != 0 || l.PerS <= 0 || l.P50 > l.P99 {
-		t.Errorf("heartbeat_load = %+v, want 100 nodes, every accepted heartbeat persisted, no errors", l)
+	if l := b.HeartbeatLoad; l == nil || l.Nodes != 100 || l.Accepted == 0 || l.Persisted != l.Accepted || l.Errors != 0 || l.PerS <= 0 || l.P50 > l.P99 ||
+		l.DriverCPU <= 0 || l.ClientCPU <= 0 {
+		t.Errorf("heartbeat_load = %+v, want 100 nodes, every accepted heartbeat persisted, no errors, the CPU per heartbeat of both processes", l)
 	}
 	if l := b.IPMILoad; l == nil || l.Sessions == 0 || l.Requests == 0 || l.Errors != 0 {
 		t.Errorf("ipmi_load = %+v, want sessions and requests, no errors", l)
@@ -128,7 +131,7 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range append(want, "| deploy wall", "p99", "IPMI requests / s", "| heartbeats persisted / s", "| goal") {
+	for _, s := range append(want, "| deploy wall", "p99", "IPMI requests / s", "| heartbeats persisted / s", "| CPU per heartbeat, driver process", "| goal") {
 		if !strings.Contains(string(md), s) {
 			t.Errorf("bench.md lacks %q:\n%s", s, md)
 		}
