@@ -2,6 +2,10 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +56,68 @@ func BenchmarkHeartbeatWrite(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkHeartbeatWriteContended is the store's half of the bench's
+// closed heartbeat loop: 16 goroutines each heartbeating its share of 100
+// nodes, one heartbeat per node at a time, each with a check (as the
+// conductor's modern heartbeat has). It reports the CPU per heartbeat
+// (the process's user and system time) and the heartbeats per transaction
+// of the group commit.
+func BenchmarkHeartbeatWriteContended(b *testing.B) {
+	const nodes, workers = 100, 16
+	ctx := context.Background()
+	s, _ := open(b)
+	ids := make([]string, nodes)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("n%d", i)
+		if err := s.CreateNode(ctx, &store.Node{UUID: ids[i], Driver: "fake_agent", ProvisionState: states.Available}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var next atomic.Int64
+	s.hbq.mu.Lock()
+	batches0 := s.hbq.batches
+	s.hbq.mu.Unlock()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := w; next.Add(1) <= int64(b.N); k += workers {
+				id := ids[k%nodes]
+				if _, err := s.RecordHeartbeat(ctx, id, store.Heartbeat{URL: "http://127.0.0.1:9999/" + id, Version: "10", Dialect: "v1",
+					At: time.Unix(time.Now().Unix(), 0).UTC(), Check: func(n *store.Node) error {
+						if n.UUID != id {
+							return fmt.Errorf("check got node %s, want %s", n.UUID, id)
+						}
+						return nil
+					}}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	cpu := cpuTime() - cpu0
+	b.StopTimer()
+	s.hbq.mu.Lock()
+	batches := s.hbq.batches - batches0
+	s.hbq.mu.Unlock()
+	b.ReportMetric(float64(cpu)/float64(time.Microsecond)/float64(b.N), "cpu-us/heartbeat")
+	b.ReportMetric(float64(b.N)/float64(max(batches, 1)), "heartbeats/tx")
+}
+
+// cpuTime is the process's CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkDueNodes: storetest.BenchDueNodes on SQLite.
