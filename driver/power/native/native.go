@@ -42,6 +42,9 @@ type Config struct {
 	SessionLinger time.Duration
 }
 
+// DefaultSessionLinger is Config.SessionLinger's default.
+const DefaultSessionLinger = 2 * time.Second
+
 // Power is the native IPMI power and management interface.
 type Power struct {
 	cfg   Config
@@ -75,7 +78,7 @@ func New(cfg Config) *Power {
 		cfg.PollInterval = time.Second
 	}
 	if cfg.SessionLinger == 0 {
-		cfg.SessionLinger = 2 * time.Second
+		cfg.SessionLinger = DefaultSessionLinger
 	}
 	return &Power{cfg: cfg, slots: map[string]chan *openSession{}}
 }
