@@ -184,7 +184,7 @@ func (b *BMC) serveInSession(h packetHeader, pkt []byte, addr net.Addr) bool {
 	b.core.Sessions.Touch(sess.BMCID)
 	ch, _ := b.core.Channels.Get(sess.Channel)
 	in.hctx = handlers.HandlerContext{BMC: b.core, Session: sess, Channel: ch, User: sess.User}
-	respData, cc, _ := b.reg.Dispatch(context.Background(), &in.hctx, netFn, cmd, data)
+	respData, cc, _ := fleetRegistry().Dispatch(context.Background(), &in.hctx, netFn, cmd, data)
 	msg := appendIPMIResponse(in.msg[:0], netFn, cmd, seq, uint8(cc), respData)
 	in.msg = msg[:0]
 	out := c.seal(in.out[:0], sess, msg, in.rng, in.sum[:0])
