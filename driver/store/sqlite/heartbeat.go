@@ -20,6 +20,8 @@ const hbCols = `uuid, name, driver, provision_state, maintenance, reservation, p
 const (
 	qHeartbeatRead       = `SELECT ` + hbCols + ` FROM nodes WHERE uuid = ?`
 	qHeartbeatReadByName = `SELECT ` + hbCols + ` FROM nodes WHERE name = ?`
+	// The nodes of a batch by UUID, the UUIDs a JSON array.
+	qHeartbeatReadMany = `SELECT ` + hbCols + ` FROM nodes WHERE uuid IN (SELECT value FROM json_each(?))`
 	// What is kept (an empty version or certificate, a provision_updated_at
 	// that would go back) is decided on the row read in the same
 	// transaction, so the statement is plain assignments.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,8 +20,8 @@ import (
 
 // hbStmts are the batch's statements on the driver connection dc.
 type hbStmts struct {
-	dc                                               any
-	begin, commit, rollback, read, readByName, write driver.Stmt
+	dc                                                         any
+	begin, commit, rollback, read, readByName, readMany, write driver.Stmt
 }
 
 // writeBatch runs batch in one transaction; a heartbeat refused by its
@@ -40,11 +41,30 @@ func (s *SQLite) writeBatch(ctx context.Context, batch []*hbRequest) error {
 		if err := rawExec(ctx, st.begin); err != nil {
 			return err
 		}
+		read, err := readBatchNodes(ctx, st, batch)
+		if err != nil {
+			return rawRollback(ctx, st, err)
+		}
+		// written are the nodes a heartbeat of the batch wrote: a node read
+		// before that write is read again.
+		var written map[string]bool
 		for _, r := range batch {
-			r.prev, r.err = heartbeatRaw(ctx, st, r.ident, r.hb)
+			n := read[r.ident]
+			delete(read, r.ident) // a second heartbeat of the same ident reads again
+			if n != nil && written[n.UUID] {
+				n = nil
+			}
+			var uuid string
+			uuid, r.prev, r.err = heartbeatRaw(ctx, st, r.ident, r.hb, n)
 			var ce checkError
 			if r.err != nil && !errors.Is(r.err, store.ErrNotFound) && !errors.As(r.err, &ce) {
 				return rawRollback(ctx, st, r.err)
+			}
+			if r.err == nil && len(batch) > 1 {
+				if written == nil {
+					written = make(map[string]bool, len(batch))
+				}
+				written[uuid] = true
 			}
 		}
 		if err := rawExec(ctx, st.commit); err != nil {
@@ -84,7 +104,8 @@ func (q *heartbeatQueue) statements(ctx context.Context, dc any) (*hbStmts, erro
 		to *driver.Stmt
 		q  string
 	}{{&st.begin, "BEGIN IMMEDIATE"}, {&st.commit, "COMMIT"}, {&st.rollback, "ROLLBACK"},
-		{&st.read, qHeartbeatRead}, {&st.readByName, qHeartbeatReadByName}, {&st.write, qHeartbeatWrite}} {
+		{&st.read, qHeartbeatRead}, {&st.readByName, qHeartbeatReadByName}, {&st.readMany, qHeartbeatReadMany},
+		{&st.write, qHeartbeatWrite}} {
 		var err error
 		if *p.to, err = pc.PrepareContext(ctx, p.q); err != nil {
 			st.close()
@@ -96,7 +117,7 @@ func (q *heartbeatQueue) statements(ctx context.Context, dc any) (*hbStmts, erro
 }
 
 func (st *hbStmts) close() {
-	for _, s := range []driver.Stmt{st.begin, st.commit, st.rollback, st.read, st.readByName, st.write} {
+	for _, s := range []driver.Stmt{st.begin, st.commit, st.rollback, st.read, st.readByName, st.readMany, st.write} {
 		if s != nil {
 			s.Close()
 		}
@@ -136,24 +157,68 @@ func named(args []any) []driver.NamedValue {
 	return nv
 }
 
-// heartbeatRaw is heartbeatInTx on the driver connection.
-func heartbeatRaw(ctx context.Context, st *hbStmts, ident string, hb *store.Heartbeat) (store.Agent, error) {
-	n, err := readHeartbeatNode(ctx, st.read, ident)
-	if errors.Is(err, io.EOF) {
-		n, err = readHeartbeatNode(ctx, st.readByName, ident)
+// heartbeatRaw is heartbeatInTx on the driver connection, on node n as
+// read in this transaction (nil: read it now). It returns the UUID of the
+// node it wrote.
+func heartbeatRaw(ctx context.Context, st *hbStmts, ident string, hb *store.Heartbeat, n *store.Node) (string, store.Agent, error) {
+	var err error
+	if n == nil {
+		n, err = readHeartbeatNode(ctx, st.read, ident)
+		if errors.Is(err, io.EOF) {
+			n, err = readHeartbeatNode(ctx, st.readByName, ident)
+		}
 	}
 	if errors.Is(err, io.EOF) {
-		return store.Agent{}, store.ErrNotFound
+		return "", store.Agent{}, store.ErrNotFound
 	}
 	if err != nil {
-		return store.Agent{}, err
+		return "", store.Agent{}, err
 	}
 	if hb.Check != nil {
 		if err := hb.Check(n); err != nil {
-			return store.Agent{}, checkError{err}
+			return "", store.Agent{}, checkError{err}
 		}
 	}
-	return n.Agent, rawExec(ctx, st.write, heartbeatWriteArgs(n, hb)...)
+	return n.UUID, n.Agent, rawExec(ctx, st.write, heartbeatWriteArgs(n, hb)...)
+}
+
+// readBatchNodes reads the nodes of a batch of more than one heartbeat in
+// one query, by UUID (the agents' way: an ident that is a name is read
+// on its own, in its turn): a statement's set-up (its columns' names and
+// types, the bindings, a run of the VM) was half a heartbeat's read.
+func readBatchNodes(ctx context.Context, st *hbStmts, batch []*hbRequest) (map[string]*store.Node, error) {
+	if len(batch) < 2 {
+		return nil, nil
+	}
+	idents := make([]string, len(batch))
+	for i, r := range batch {
+		idents[i] = r.ident
+	}
+	list, err := json.Marshal(idents)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.readMany.(driver.StmtQueryContext).QueryContext(ctx, named([]any{string(list)}))
+	if err != nil {
+		return nil, fmt.Errorf("read the batch's nodes: %w", err)
+	}
+	defer rows.Close()
+	nodes := make(map[string]*store.Node, len(batch))
+	var v [15]driver.Value
+	for {
+		err := rows.Next(v[:])
+		if errors.Is(err, io.EOF) {
+			return nodes, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the batch's nodes: %w", err)
+		}
+		n, err := heartbeatNodeOf(&v)
+		if err != nil {
+			return nil, fmt.Errorf("read heartbeat fields of node %v: %w", v[0], err)
+		}
+		nodes[n.UUID] = n
+	}
 }
 
 // readHeartbeatNode reads hbCols of the node by q; none is io.EOF.
@@ -167,6 +232,15 @@ func readHeartbeatNode(ctx context.Context, q driver.Stmt, ident string) (*store
 	if err := rows.Next(v[:]); err != nil {
 		return nil, err
 	}
+	n, err := heartbeatNodeOf(&v)
+	if err != nil {
+		return nil, fmt.Errorf("read heartbeat fields of node %s: %w", ident, err)
+	}
+	return n, nil
+}
+
+// heartbeatNodeOf is the node of one row of hbCols.
+func heartbeatNodeOf(v *[15]driver.Value) (*store.Node, error) {
 	n := &store.Node{}
 	a := &n.Agent
 	var p, hb, wd, maint, reboots int64
@@ -189,7 +263,7 @@ func readHeartbeatNode(ctx context.Context, q driver.Stmt, ident string) (*store
 	d.int(v[13], &wd)
 	d.str(v[14], &a.VerifyCA)
 	if d.err != nil {
-		return nil, fmt.Errorf("read heartbeat fields of node %s: %w", ident, d.err)
+		return nil, d.err
 	}
 	n.Maintenance, a.WatchdogReboots = maint != 0, int(reboots)
 	n.ProvisionUpdatedAt, a.LastHeartbeat, a.WatchdogLastAction = fromNS(p), fromNS(hb), fromNS(wd)

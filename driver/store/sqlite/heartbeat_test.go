@@ -221,3 +221,101 @@ func TestHeartbeatBatchFailureIsOneHeartbeats(t *testing.T) {
 		}
 	}
 }
+
+// TestHeartbeatBatchSeesEarlierWrites: the nodes of a batch are read
+// together before its writes, but a heartbeat after another one of the
+// same node in the batch (by UUID or by name) checks and answers the
+// agent as that one wrote it; a refused heartbeat writes nothing for the
+// next, and an unknown node fails alone.
+func TestHeartbeatBatchSeesEarlierWrites(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	for i := 1; i <= 3; i++ {
+		if err := s.CreateNode(ctx, &store.Node{UUID: fmt.Sprintf("n%d", i), Name: fmt.Sprintf("node-%d", i), Driver: "fake_agent",
+			ProvisionState: states.Available}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := errors.New("refused")
+	type beat struct {
+		ident, version string
+		refuse         bool
+		// The node and agent version the check must see, and the answer.
+		wantUUID, wantSeen string
+		wantErr            error
+	}
+	beats := []beat{
+		{ident: "n1", version: "1", wantUUID: "n1", wantSeen: ""},
+		{ident: "node-1", version: "2", wantUUID: "n1", wantSeen: "1"},
+		{ident: "n1", version: "3", wantUUID: "n1", wantSeen: "2"},
+		{ident: "n2", version: "bad", refuse: true, wantUUID: "n2", wantSeen: "", wantErr: refused},
+		{ident: "n2", version: "5", wantUUID: "n2", wantSeen: ""},
+		{ident: "ghost", version: "6", wantErr: store.ErrNotFound},
+		{ident: "n3", version: "7", wantUUID: "n3", wantSeen: ""},
+	}
+	leave, err := s.gate.enter(ctx) // all queue, then go as one batch
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1700000000, 0).UTC()
+	type answer struct {
+		seen *store.Node
+		prev store.Agent
+		err  error
+	}
+	answers := make([]chan answer, len(beats))
+	for i, b := range beats {
+		answers[i] = make(chan answer, 1)
+		go func() {
+			var seen *store.Node
+			prev, err := s.RecordHeartbeat(ctx, b.ident, store.Heartbeat{URL: "http://127.0.0.1:9/" + b.wantUUID, Version: b.version,
+				Dialect: "v1", At: at, Check: func(n *store.Node) error {
+					seen = n
+					if b.refuse {
+						return refused
+					}
+					return nil
+				}})
+			answers[i] <- answer{seen, prev, err}
+		}()
+		waitHeartbeatsQueued(t, s, i+1)
+	}
+	s.hbq.mu.Lock()
+	batches0 := s.hbq.batches
+	s.hbq.mu.Unlock()
+	leave()
+	for i, b := range beats {
+		var a answer
+		select {
+		case a = <-answers[i]:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("heartbeat %d (%s) never answered", i, b.ident)
+		}
+		if !errors.Is(a.err, b.wantErr) {
+			t.Errorf("heartbeat %d (%s): got %v, want %v", i, b.ident, a.err, b.wantErr)
+		}
+		if b.wantUUID == "" {
+			continue
+		}
+		if a.seen == nil || a.seen.UUID != b.wantUUID || a.seen.Agent.Version != b.wantSeen {
+			t.Errorf("heartbeat %d (%s): check saw %+v, want node %s with agent version %q", i, b.ident, a.seen, b.wantUUID, b.wantSeen)
+		}
+		if a.err == nil && a.prev.Version != b.wantSeen {
+			t.Errorf("heartbeat %d (%s): agent before it %+v, want version %q", i, b.ident, a.prev, b.wantSeen)
+		}
+	}
+	s.hbq.mu.Lock()
+	if got := s.hbq.batches - batches0; got != 1 {
+		t.Errorf("%d batches, want the 7 heartbeats in one", got)
+	}
+	s.hbq.mu.Unlock()
+	for id, want := range map[string]string{"n1": "3", "n2": "5", "n3": "7"} {
+		n, err := s.GetNode(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Agent.Version != want || n.Agent.URL != "http://127.0.0.1:9/"+id || !n.Agent.LastHeartbeat.Equal(at) {
+			t.Errorf("%s's agent = %+v, want version %s, its URL, the heartbeat's time", id, n.Agent, want)
+		}
+	}
+}
