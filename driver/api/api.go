@@ -208,6 +208,17 @@ var (
 		}
 		return t
 	}()
+	// The version headers' values, shared by every answer (a header's
+	// value is replaced, never written in place): three slices less per
+	// request.
+	minVersionValue, maxVersionValue = []string{MinVersion}, []string{MaxVersion}
+	versionValues                    = func() [][]string {
+		v := make([][]string, len(versionTexts))
+		for m, t := range versionTexts {
+			v[m] = []string{t}
+		}
+		return v
+	}()
 )
 
 // parseVersion parses "MAJOR.MINOR", both decimal digits only.
@@ -238,8 +249,8 @@ func digits(s string) (int, bool) {
 // anything outside [min, max] is 406.
 func (s *Server) version(c *gin.Context) {
 	h := c.Writer.Header()
-	h[minVersionKey] = []string{MinVersion}
-	h[maxVersionKey] = []string{MaxVersion}
+	h[minVersionKey] = minVersionValue
+	h[maxVersionKey] = maxVersionValue
 	raw := strings.TrimSpace(c.GetHeader(versionHeader))
 	v := minV
 	switch {
@@ -257,14 +268,18 @@ func (s *Server) version(c *gin.Context) {
 			return
 		}
 	}
-	h[versionKey] = []string{versionTexts[v.Minor]}
-	c.Set("version", v)
+	h[versionKey] = versionValues[v.Minor]
 	c.Next()
 }
 
+// ver is the request's negotiated version, as the version middleware
+// answers it (X-OpenStack-Ironic-API-Version of the answer): kept in gin's
+// key map, it cost a map per request.
 func ver(c *gin.Context) Version {
-	if v, ok := c.Get("version"); ok {
-		return v.(Version)
+	if h := c.Writer.Header()[versionKey]; len(h) == 1 {
+		if v, ok := parseVersion(h[0]); ok {
+			return v
+		}
 	}
 	return minV
 }
