@@ -95,6 +95,7 @@ type Agent struct {
 	md5Allowed     bool
 	hbTimeout      time.Duration
 	lookups        int
+	hbSinceLookup  int // heartbeats accepted since the last lookup
 	hbSent         int
 	hbErrors       int
 	lastHB         time.Time
@@ -313,14 +314,19 @@ func ErrorBackoff(base time.Duration, r float64) time.Duration {
 	return time.Duration(float64(base) * (1 + r))
 }
 
+// lookupWarnEvery is how often a lookup that keeps failing is a warning.
+const lookupWarnEvery = 10 * time.Second
+
 // errNeedLookup means the driver no longer knows this agent.
 var errNeedLookup = errors.New("driver forgot the agent; looking up again")
 
 func (a *Agent) lookupLoop(ctx context.Context) error {
 	a.setPhase(PhaseLookup)
 	a.mu.Lock()
-	a.lookedUp = false
+	a.lookedUp, a.hbSinceLookup = false, 0
 	a.mu.Unlock()
+	var failed int
+	var lastWarn time.Time
 	for {
 		res, err := a.lookupOnce(ctx)
 		a.mu.Lock()
@@ -354,7 +360,17 @@ func (a *Agent) lookupLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		a.logger().Debug("lookup failed; retrying", "err", err, "retry_in", a.cfg.LookupInterval.String())
+		// IPA logs every failed lookup; at a lab's pace (0.2 s) that floods
+		// a VM's console, so the first failure and then one every
+		// lookupWarnEvery are warnings (with the count), the rest debug. An
+		// agent that never gets through is then plain on its console.
+		failed++
+		if lastWarn.IsZero() || time.Since(lastWarn) >= lookupWarnEvery {
+			lastWarn = time.Now()
+			a.logger().Warn("lookup failed; retrying", "err", err, "failures", failed, "retry_in", a.cfg.LookupInterval.String())
+		} else {
+			a.logger().Debug("lookup failed; retrying", "err", err, "failures", failed, "retry_in", a.cfg.LookupInterval.String())
+		}
 		if !sleepCtx(ctx, a.cfg.LookupInterval) {
 			return ctx.Err()
 		}
@@ -411,9 +427,15 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			a.hbSent++
 			a.hbSinceFaults++
 			a.lastHB = time.Now()
-			timeout := a.hbTimeout
+			timeout, n := a.hbTimeout, a.hbSinceLookup
+			a.hbSinceLookup++
 			a.mu.Unlock()
-			a.logger().Debug("heartbeat sent", "forced", forced)
+			if n == 0 {
+				// On a VM's console: the agent got through (or not).
+				a.logger().Info("first heartbeat since lookup accepted", "forced", forced)
+			} else {
+				a.logger().Debug("heartbeat sent", "forced", forced)
+			}
 			resetTimer(timer, HeartbeatInterval(timeout, rand.Float64()))
 		case errors.Is(err, errNeedLookup):
 			a.event("heartbeat refused; looking up again", "err", err.Error())

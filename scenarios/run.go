@@ -69,11 +69,20 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 		s.Lab.PXE = opts.PXE
 	}
 	writes := &imageWrites{n: map[string]int{}}
-	r := &runner{s: s, opts: opts, out: opts.Out, log: slog.New(countImageWrites(opts.Logger.Handler(), writes)), writes: writes,
+	handler := opts.Logger.Handler()
+	labLog, fileHandler, err := openLabLog(opts, s)
+	if err != nil {
+		return nil, err
+	}
+	if labLog != nil {
+		defer labLog.Close()
+		handler = slog.NewMultiHandler(handler, fileHandler)
+	}
+	r := &runner{s: s, opts: opts, out: opts.Out, log: slog.New(countImageWrites(handler, writes)), writes: writes,
 		uuids: map[string]string{}, skipped: map[string]bool{},
 		result: &Result{Scenario: s.Name, File: s.File, Backend: s.Lab.Backend}}
 	r.bgCtx, r.bgCancel = context.WithCancel(ctx)
-	err := r.run(ctx)
+	err = r.run(ctx)
 	r.bgCancel()
 	r.background.Wait()
 	if err == nil {
@@ -89,6 +98,11 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 	}
 	if werr := r.writeResults(ctx); werr != nil && err == nil {
 		err = werr
+	}
+	if !r.result.Passed && r.opts.ResultsDir != "" {
+		r.outMu.Lock()
+		printFailure(r.out, filepath.Join(r.opts.ResultsDir, r.s.Name), r.result)
+		r.outMu.Unlock()
 	}
 	r.cleanup()
 	return r.result, err

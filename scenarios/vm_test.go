@@ -56,6 +56,7 @@ func vmState(t testing.TB) string {
 func runVM(t testing.TB, s *Scenario, pxe string) (*Result, string, string, string) {
 	t.Helper()
 	results, state := t.TempDir(), vmState(t)
+	keepOnFailure(t, s.Name, results, state)
 	var out strings.Builder
 	res, err := Run(context.Background(), s, Options{
 		ResultsDir: results, StateDir: state, KeepState: true, ImageCache: filepath.Join(state, "images"),
@@ -267,6 +268,7 @@ steps:
 	}
 	state := vmState(b)
 	results := b.TempDir()
+	keepOnFailure(b, s.Name, results, state)
 	// The serial logs carry no host time: watch them for the marker.
 	markers := &markerWatch{seen: map[string]time.Time{}}
 	stop := make(chan struct{})

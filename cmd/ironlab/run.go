@@ -47,8 +47,9 @@ Runs each scenario: builds its lab, starts the built-in driver (unless
 YAML file or the name of a built-in scenario (%s).
 
 Results go to <results>/<run-id>/: junit.xml, report.html (open it in a
-browser), and per scenario result.json, events.jsonl, console/<node>.log and
-report.html.
+browser), and per scenario result.json, events.jsonl, console/<node>.log,
+report.html and, on the libvirt backend, lab.log (the lab's and driver's log).
+A failed scenario prints the end of the consoles of the nodes it names.
 
 Output: progress lines and a summary per scenario; --quiet prints only the
 verdicts and failed checks; --json prints one JSON object a line (for CI).
