@@ -80,22 +80,25 @@ type Agent struct {
 	lastForced time.Time
 	muxUUID    string // where the Mux has us; guarded by the Mux's lock
 
-	mu             sync.Mutex
-	phase          Phase
-	faults         Faults
-	faultsChanged  chan struct{} // closed and replaced by SetFaults
-	hbSinceFaults  int
-	silentUntil    time.Time // while silent; zero = until faults change
-	silent         bool
-	silenceDone    bool
-	crashed        bool
-	nodeUUID       string
-	token          string
-	lookedUp       bool
-	md5Allowed     bool
-	hbTimeout      time.Duration
-	lookups        int
-	hbSinceLookup  int // heartbeats accepted since the last lookup
+	mu            sync.Mutex
+	phase         Phase
+	faults        Faults
+	faultsChanged chan struct{} // closed and replaced by SetFaults
+	hbSinceFaults int
+	silentUntil   time.Time // while silent; zero = until faults change
+	silent        bool
+	silenceDone   bool
+	crashed       bool
+	nodeUUID      string
+	token         string
+	lookedUp      bool
+	md5Allowed    bool
+	hbTimeout     time.Duration
+	lookups       int
+	hbSinceLookup int // heartbeats accepted since the last lookup
+	// afterSilence, set by tests before Run, runs right after each
+	// stop_heartbeats decision of the heartbeat loop.
+	afterSilence   func(silent bool)
 	hbSent         int
 	hbErrors       int
 	lastHB         time.Time
@@ -382,15 +385,23 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 	timer := time.NewTimer(0) // the first heartbeat goes out at once
 	defer timer.Stop()
 	parked := false // silent until the faults change; no timer armed
+	// changed is the faults' channel as of the last look at them: read
+	// with the silence decision (under the same lock), so faults set right
+	// after the loop parked still wake it. Read afresh at the top of each
+	// round, a SetFaults between the decision to park and that read was
+	// lost, and the agent stayed silent for good.
+	a.mu.Lock()
+	var changed <-chan struct{} = a.faultsChanged
+	a.mu.Unlock()
 	for {
-		a.mu.Lock()
-		changed := a.faultsChanged
-		a.mu.Unlock()
 		forced := false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-changed:
+			a.mu.Lock()
+			changed = a.faultsChanged
+			a.mu.Unlock()
 			if parked {
 				parked = false
 				resetTimer(timer, 0) // re-evaluate silence with the new faults
@@ -409,7 +420,12 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		if wait, silent := a.silence(); silent {
+		wait, silent, ch := a.silence()
+		changed = ch
+		if a.afterSilence != nil {
+			a.afterSilence(silent)
+		}
+		if silent {
 			if wait > 0 {
 				resetTimer(timer, wait)
 			} else {
@@ -454,10 +470,17 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 }
 
 // silence applies the stop_heartbeats fault: it reports whether to skip this
-// heartbeat and how long until the silence ends (0 = until faults change).
-func (a *Agent) silence() (time.Duration, bool) {
+// heartbeat and how long until the silence ends (0 = until faults change),
+// with the channel SetFaults closes when the faults it judged by change.
+func (a *Agent) silence() (time.Duration, bool, <-chan struct{}) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	ch := a.faultsChanged
+	wait, silent := a.silenceLocked()
+	return wait, silent, ch
+}
+
+func (a *Agent) silenceLocked() (time.Duration, bool) {
 	stop := a.faults.StopHeartbeats
 	if stop == nil || a.silenceDone {
 		return 0, false

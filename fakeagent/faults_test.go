@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,6 +58,32 @@ func TestStopHeartbeatsFault(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Faults set right after the heartbeat loop decided to stay silent until
+// they change wake it: the loop waits on the faults' channel it judged by.
+// It read the channel afresh at the top of each round, so a SetFaults
+// between the decision and that read was lost and the agent never
+// heartbeated again (seen once under -race, as TestStopHeartbeatsFault's
+// "until faults change" timing out).
+func TestFaultsSetAsTheLoopParksWakeIt(t *testing.T) {
+	api := newScriptedIronic(t, 99)
+	api.timeout = 0.05
+	api.addNode(nodeA, true, macA)
+	stop := HeartbeatStop{After: 1}
+	var once sync.Once
+	ta := startAgentHooked(t, api, testHardware(t, macA), func(c *Config) { c.Faults = Faults{StopHeartbeats: &stop} }, func(a *Agent) {
+		a.afterSilence = func(silent bool) {
+			if silent {
+				once.Do(func() {
+					if err := a.SetFaults(Faults{}); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+		}
+	})
+	waitFor(t, "heartbeats after the faults were cleared", func() bool { return ta.State().HeartbeatsSent > 1 })
 }
 
 func TestFailCommandFault(t *testing.T) {

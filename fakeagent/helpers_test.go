@@ -74,6 +74,13 @@ func quietLogger() *slog.Logger {
 // config before New.
 func startAgent(t *testing.T, api *scriptedIronic, hw Hardware, mod func(*Config)) *testAgent {
 	t.Helper()
+	return startAgentHooked(t, api, hw, mod, nil)
+}
+
+// startAgentHooked is startAgent with hook run on the agent before Run (to
+// set its test hooks).
+func startAgentHooked(t *testing.T, api *scriptedIronic, hw Hardware, mod func(*Config), hook func(*Agent)) *testAgent {
+	t.Helper()
 	ta := &testAgent{hw: NewMemHardware(hw), done: make(chan error, 1)}
 	var h http.Handler
 	proxy := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) })
@@ -96,6 +103,9 @@ func startAgent(t *testing.T, api *scriptedIronic, hw Hardware, mod func(*Config
 		t.Fatal(err)
 	}
 	ta.Agent = a
+	if hook != nil {
+		hook(a)
+	}
 	h = a
 	ctx, cancel := context.WithCancel(context.Background())
 	ta.cancel = cancel
