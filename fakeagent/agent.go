@@ -96,6 +96,9 @@ type Agent struct {
 	hbTimeout     time.Duration
 	lookups       int
 	hbSinceLookup int // heartbeats accepted since the last lookup
+	// dueBy is when the lookup or heartbeat loop's next attempt should be
+	// done (Unix ns; 0: no deadline); see Overdue.
+	dueBy atomic.Int64
 	// afterSilence, set by tests before Run, runs right after each
 	// stop_heartbeats decision of the heartbeat loop.
 	afterSilence   func(silent bool)
@@ -261,6 +264,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) run(ctx context.Context) error {
 	defer func() {
+		a.expectNothing()
 		a.cancel()
 		if a.cfg.Mux != nil {
 			a.cfg.Mux.unregister(a)
@@ -290,6 +294,7 @@ func (a *Agent) run(ctx context.Context) error {
 		}
 		// The driver forgot us. Pause before looking up again so that an
 		// agent whose lookup hands out no usable token cannot spin.
+		a.expect(a.cfg.LookupInterval)
 		if !sleepCtx(ctx, a.cfg.LookupInterval) {
 			return a.exitErr()
 		}
@@ -331,6 +336,7 @@ func (a *Agent) lookupLoop(ctx context.Context) error {
 	var failed int
 	var lastWarn time.Time
 	for {
+		a.expect(a.cfg.LookupInterval)
 		res, err := a.lookupOnce(ctx)
 		a.mu.Lock()
 		a.lookups++
@@ -383,6 +389,7 @@ func (a *Agent) lookupLoop(ctx context.Context) error {
 func (a *Agent) heartbeatLoop(ctx context.Context) error {
 	a.setPhase(PhaseHeartbeat)
 	timer := time.NewTimer(0) // the first heartbeat goes out at once
+	a.expect(0)
 	defer timer.Stop()
 	parked := false // silent until the faults change; no timer armed
 	// changed is the faults' channel as of the last look at them: read
@@ -404,19 +411,20 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			a.mu.Unlock()
 			if parked {
 				parked = false
-				resetTimer(timer, 0) // re-evaluate silence with the new faults
+				a.arm(timer, 0) // re-evaluate silence with the new faults
 			}
 			continue
 		case <-timer.C:
 		case <-a.kick:
 			// A finished command forces a heartbeat, at most once per gap.
 			if wait := time.Until(a.lastForced.Add(a.cfg.ForcedHeartbeatGap)); wait > 0 {
-				resetTimer(timer, wait)
+				a.arm(timer, wait)
 				continue
 			}
 			forced = true
 		}
 		if a.isCrashed() {
+			a.expectNothing()
 			<-ctx.Done()
 			return ctx.Err()
 		}
@@ -427,9 +435,10 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		}
 		if silent {
 			if wait > 0 {
-				resetTimer(timer, wait)
+				a.arm(timer, wait)
 			} else {
 				parked = true
+				a.expectNothing()
 			}
 			continue
 		}
@@ -452,7 +461,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			} else {
 				a.logger().Debug("heartbeat sent", "forced", forced)
 			}
-			resetTimer(timer, HeartbeatInterval(timeout, rand.Float64()))
+			a.arm(timer, HeartbeatInterval(timeout, rand.Float64()))
 		case errors.Is(err, errNeedLookup):
 			a.event("heartbeat refused; looking up again", "err", err.Error())
 			return nil
@@ -464,7 +473,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			a.mu.Unlock()
 			backoff := ErrorBackoff(a.cfg.HeartbeatErrorBackoff, rand.Float64())
 			a.logger().Warn("heartbeat failed", "err", err, "retry_in", backoff.String())
-			resetTimer(timer, backoff)
+			a.arm(timer, backoff)
 		}
 	}
 }
@@ -562,6 +571,38 @@ func (a *Agent) end(why error, msg string, action func(ctx context.Context) erro
 		a.stopErr = why
 		close(a.powerOff)
 	})
+}
+
+// arm sets the heartbeat loop's timer and says when the loop is due.
+func (a *Agent) arm(t *time.Timer, d time.Duration) {
+	resetTimer(t, d)
+	a.expect(d)
+}
+
+// expect records that the loop (lookup or heartbeat) makes its next
+// attempt within d, which that attempt's request may exceed by at most
+// RequestTimeout: Overdue measures against it.
+func (a *Agent) expect(d time.Duration) {
+	a.dueBy.Store(time.Now().Add(d + a.cfg.RequestTimeout).UnixNano())
+}
+
+// expectNothing: the loop waits with no deadline (silent until the faults
+// change, crashed by a fault, or stopped).
+func (a *Agent) expectNothing() { a.dueBy.Store(0) }
+
+// Overdue reports how long the agent's lookup or heartbeat loop is past
+// the time its next attempt (and that attempt's request) should have been
+// done by; 0 while it keeps time or waits with no deadline (silent until
+// its faults change, crashed by a fault, stopped). It reads one atomic, so
+// it answers even when the agent is stuck on its own lock: a ramdisk's
+// watchdog asks it (fakeagent/ramdisk prints every goroutine's stack on
+// the console when it grows).
+func (a *Agent) Overdue(now time.Time) time.Duration {
+	due := a.dueBy.Load()
+	if due == 0 || now.UnixNano() <= due {
+		return 0
+	}
+	return now.Sub(time.Unix(0, due))
 }
 
 func resetTimer(t *time.Timer, d time.Duration) {

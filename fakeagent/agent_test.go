@@ -167,3 +167,28 @@ func TestPresetTokenFromVirtualMedia(t *testing.T) {
 		t.Fatalf("heartbeat token %q, want the preset one", hb.Token)
 	}
 }
+
+// Overdue stays 0 while the agent heartbeats and while a stop_heartbeats
+// fault parks it, and grows when the loop is stuck (here on the agent's
+// own lock, as a deadlock would hold it); it reads no lock to say so.
+func TestOverdueMeasuresAStuckLoop(t *testing.T) {
+	api := newScriptedIronic(t, 99)
+	api.timeout = 0.05 // heartbeats 15-30 ms apart
+	api.addNode(nodeA, true, macA)
+	ta := startAgent(t, api, testHardware(t, macA), func(c *Config) { c.RequestTimeout = 50 * time.Millisecond })
+	labtest.Recv(t, api.hbCh, "a heartbeat")
+	if d := ta.Overdue(time.Now()); d != 0 {
+		t.Errorf("overdue %s while heartbeating", d)
+	}
+	ta.mu.Lock()
+	waitFor(t, "the stuck loop to be overdue", func() bool { return ta.Overdue(time.Now()) > 0 })
+	ta.mu.Unlock()
+	waitFor(t, "the loop to keep time again", func() bool { return ta.Overdue(time.Now()) == 0 })
+
+	if err := ta.SetFaults(Faults{StopHeartbeats: &HeartbeatStop{}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "silence", func() bool { return ta.State().Phase == PhaseSilent })
+	// Parked with no deadline: not overdue even an hour on.
+	waitFor(t, "no deadline while silent until the faults change", func() bool { return ta.Overdue(time.Now().Add(time.Hour)) == 0 })
+}

@@ -270,12 +270,53 @@ func runAgent(log *slog.Logger, cmdline string) error {
 	}
 	srv := &http.Server{Handler: a, ReadHeaderTimeout: 30 * time.Second}
 	log.Info("ironlab init: agent running", "api", cfg.APIURL, "advertise", a.AgentURL(), "listen", ListenAddr)
+	wctx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go watchAgent(wctx, a, os.Stderr, time.Now, 5*time.Second)
 	err = fakeagent.ServeWhile(context.Background(), srv, l, a.Run)
 	if errors.Is(err, fakeagent.ErrRescued) {
 		// On the serial console, as the lab prints it for fake machines.
 		fmt.Fprint(os.Stderr, fakeagent.RescueReadyLine(a.State().RescuePasswordHash))
 	}
 	return err
+}
+
+// StallMarker starts the console line above the goroutine dump of an agent
+// whose lookup or heartbeat loop is overdue by StallGrace.
+const StallMarker = "IRONLAB-AGENT-STALL"
+
+// StallGrace is how far past its due time the agent's loop may be before
+// the watchdog dumps the goroutines (a lookup may be two requests of
+// RequestTimeout each).
+const StallGrace = 60 * time.Second
+
+// watchAgent prints every goroutine's stack on w once each time the
+// agent's lookup or heartbeat loop becomes overdue by StallGrace: in a VM
+// there is no other way to see where an agent that stopped calling the
+// driver hangs (its lock, a request, the guest). It reads the agent's
+// Overdue only, which takes no lock.
+func watchAgent(ctx context.Context, a *fakeagent.Agent, w io.Writer, now func() time.Time, every time.Duration) {
+	tk := time.NewTicker(every)
+	defer tk.Stop()
+	dumped := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		late := a.Overdue(now())
+		switch {
+		case late < StallGrace:
+			dumped = false
+		case !dumped:
+			dumped = true
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			fmt.Fprintf(w, "%s: the agent's lookup/heartbeat loop is %s overdue; goroutines:\n%s\n%s end of goroutines\n",
+				StallMarker, late.Round(time.Second), buf, StallMarker)
+		}
+	}
 }
 
 // runDeployRamdisk runs the mock PXE driver's deploy ramdisk

@@ -1,12 +1,20 @@
 package ramdisk
 
 import (
+	"context"
 	"encoding/binary"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/ironlab/ironlab/fakeagent"
+	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
 func TestOptions(t *testing.T) {
@@ -44,4 +52,55 @@ func TestRouteMessage(t *testing.T) {
 	if oif := binary.NativeEndian.Uint32(msg[36+4:]); oif != 2 {
 		t.Errorf("oif attr %d", oif)
 	}
+}
+
+// An agent whose loop is overdue by StallGrace gets its goroutines dumped
+// on the console once, with the marker; one that keeps time gets nothing.
+func TestWatchAgentDumpsAStalledAgent(t *testing.T) {
+	a, err := fakeagent.New(fakeagent.Config{APIURL: "http://127.0.0.1:1", AdvertiseURL: "http://127.0.0.1:2",
+		Hardware: fakeagent.NewMemHardware(fakeagent.Hardware{}), LookupInterval: 10 * time.Millisecond,
+		RequestTimeout: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }() // looks up against a closed port, forever
+	defer func() {
+		cancel()
+		labtest.Recv(t, done, "the agent to stop")
+	}()
+	watch := func(skew time.Duration) string {
+		var buf syncBuffer
+		wctx, stop := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer stop()
+		watchAgent(wctx, a, &buf, func() time.Time { return time.Now().Add(skew) }, 20*time.Millisecond)
+		return buf.String()
+	}
+	if out := watch(0); out != "" {
+		t.Errorf("an agent that keeps time was dumped:\n%s", out)
+	}
+	// As if the loop had made no attempt for 10 minutes.
+	out := watch(10 * time.Minute)
+	if strings.Count(out, StallMarker+": the agent's lookup/heartbeat loop is") != 1 || !strings.Contains(out, "goroutine ") ||
+		!strings.Contains(out, "fakeagent.(*Agent).lookupLoop") {
+		t.Errorf("a stalled agent's dump (once, with its goroutines):\n%s", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
