@@ -370,11 +370,14 @@ func (a *Agent) lookupLoop(ctx context.Context) error {
 			return ctx.Err()
 		}
 		// IPA logs every failed lookup; at a lab's pace (0.2 s) that floods
-		// a VM's console, so the first failure and then one every
-		// lookupWarnEvery are warnings (with the count), the rest debug. An
-		// agent that never gets through is then plain on its console.
+		// a VM's console, so a standalone agent (a VM's ramdisk, `ironlab
+		// agent`: its log is the machine's console) warns at the first
+		// failure and then once every lookupWarnEvery (with the count), the
+		// rest debug. An agent that never gets through is then plain on its
+		// console. The Mux's agents (thousands in one process, looking up
+		// before `ironlab up`'s user enrolls them) keep it debug.
 		failed++
-		if lastWarn.IsZero() || time.Since(lastWarn) >= lookupWarnEvery {
+		if a.cfg.Mux == nil && (lastWarn.IsZero() || time.Since(lastWarn) >= lookupWarnEvery) {
 			lastWarn = time.Now()
 			a.logger().Warn("lookup failed; retrying", "err", err, "failures", failed, "retry_in", a.cfg.LookupInterval.String())
 		} else {
@@ -455,7 +458,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			timeout, n := a.hbTimeout, a.hbSinceLookup
 			a.hbSinceLookup++
 			a.mu.Unlock()
-			if n == 0 {
+			if n == 0 && a.cfg.Mux == nil {
 				// On a VM's console: the agent got through (or not).
 				a.logger().Info("first heartbeat since lookup accepted", "forced", forced)
 			} else {
