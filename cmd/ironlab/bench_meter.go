@@ -49,7 +49,9 @@ type benchMeter struct {
 
 	phaseStart, phaseEnd map[string]time.Time
 	ipmiStart, ipmiEnd   map[string]bmc.Counters
-	stepStart, stepEnd   []time.Time
+	// cpuStart, cpuEnd are both processes' CPU time at each phase's ends.
+	cpuStart, cpuEnd   map[string]procCPU
+	stepStart, stepEnd []time.Time
 
 	url  string // the driver's API
 	load benchLoadOpts
@@ -85,6 +87,7 @@ func newBenchMeter(n int, class string, steps []benchStep, timeout time.Duration
 	return &benchMeter{n: n, class: class, steps: steps, timeout: timeout, load: load,
 		phaseStart: map[string]time.Time{}, phaseEnd: map[string]time.Time{},
 		ipmiStart: map[string]bmc.Counters{}, ipmiEnd: map[string]bmc.Counters{},
+		cpuStart: map[string]procCPU{}, cpuEnd: map[string]procCPU{},
 		stepStart: make([]time.Time, len(steps)), stepEnd: make([]time.Time, len(steps))}
 }
 
@@ -171,6 +174,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 		if _, ok := m.phaseStart[phase]; !ok {
 			m.phaseStart[phase] = start
 			m.ipmiStart[phase] = m.counters()
+			m.cpuStart[phase] = m.cpu()
 			fmt.Printf("   bench: phase %s\n", phase)
 		}
 		if phase == "heartbeats" {
@@ -183,6 +187,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 		m.stopHeartbeats()
 		m.phaseEnd[phase] = time.Now()
 		m.ipmiEnd[phase] = m.counters()
+		m.cpuEnd[phase] = m.cpu()
 		m.runLoads()
 		m.stepEnd[i] = time.Now()
 		return
@@ -194,6 +199,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	m.stepEnd[i] = now
 	m.phaseEnd[phase] = now
 	m.ipmiEnd[phase] = m.counters()
+	m.cpuEnd[phase] = m.cpu()
 	if phase == "manage" && (i+1 == len(m.steps) || m.steps[i+1].phase != phase) {
 		if m.class == "agent_pyghmi" {
 			// The driver keeps each node's last IPMI session open for
@@ -335,11 +341,13 @@ func (m *benchMeter) beginPhase(p string) {
 	fmt.Printf("   bench: phase %s\n", p)
 	m.phaseStart[p] = time.Now()
 	m.ipmiStart[p] = m.counters()
+	m.cpuStart[p] = m.cpu()
 }
 
 func (m *benchMeter) endPhase(p string) {
 	m.phaseEnd[p] = time.Now()
 	m.ipmiEnd[p] = m.counters()
+	m.cpuEnd[p] = m.cpu()
 }
 
 // startHeartbeats polls the nodes' agent_last_heartbeat (Unix seconds, as
@@ -396,6 +404,50 @@ func (m *benchMeter) stopHeartbeats() {
 	m.hb = <-m.hbDone
 }
 
+// procCPU is the CPU time (user + system) of the lab process and of the
+// driver process, in seconds.
+type procCPU struct {
+	lab, driver float64
+}
+
+// cpu reads both processes' CPU time now.
+func (m *benchMeter) cpu() procCPU {
+	c := procCPU{lab: readProcCPU(os.Getpid())}
+	if m.drvPid != 0 {
+		c.driver = readProcCPU(m.drvPid)
+	}
+	return c
+}
+
+// clockTicks is the unit of /proc/<pid>/stat's utime and stime
+// (sysconf(_SC_CLK_TCK), 100 on Linux).
+const clockTicks = 100
+
+// readProcCPU is the user + system time of pid from /proc/<pid>/stat, in
+// seconds (0 when it cannot be read).
+func readProcCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count from its ")".
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0
+	}
+	u, err1 := strconv.ParseFloat(f[11], 64)
+	s, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return (u + s) / clockTicks
+}
+
 // procStatus is a process's memory from /proc/<pid>/status, in KiB.
 type procStatus struct {
 	RSS, HWM int64
@@ -439,6 +491,12 @@ type benchPhase struct {
 	NodesPerS    float64 `json:"nodes_per_s"`
 	IPMIRequests uint64  `json:"ipmi_requests"`
 	IPMISessions uint64  `json:"ipmi_sessions"`
+	// LabCPUS and DriverCPUS are the CPU seconds (user + system) the lab
+	// process (BMCs, machines, agents, runner) and the driver process
+	// spent in the phase: unlike seconds, little moved by other load on
+	// the machine.
+	LabCPUS    float64 `json:"lab_cpu_s"`
+	DriverCPUS float64 `json:"driver_cpu_s"`
 }
 
 // benchReport is bench.json.
@@ -514,7 +572,9 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 		sec := e.Sub(s).Seconds()
 		bp := benchPhase{Name: p, Seconds: round3(sec),
 			IPMIRequests: m.ipmiEnd[p].Requests - m.ipmiStart[p].Requests,
-			IPMISessions: m.ipmiEnd[p].Sessions - m.ipmiStart[p].Sessions}
+			IPMISessions: m.ipmiEnd[p].Sessions - m.ipmiStart[p].Sessions,
+			LabCPUS:      round3(m.cpuEnd[p].lab - m.cpuStart[p].lab),
+			DriverCPUS:   round3(m.cpuEnd[p].driver - m.cpuStart[p].driver)}
 		if sec > 0 {
 			bp.NodesPerS = round3(float64(m.n) / sec)
 		}
@@ -621,9 +681,9 @@ func (r *benchReport) markdown() string {
 	}
 	fmt.Fprintf(&b, "# ironlab bench: %d %s nodes (%s)\n\n", r.Nodes, r.Driver, verdict)
 	fmt.Fprintf(&b, "Measured %s on %s.\n\n", r.MeasuredAt, r.Host)
-	b.WriteString("| phase | seconds | nodes/s | IPMI requests | IPMI sessions |\n|---|---:|---:|---:|---:|\n")
+	b.WriteString("| phase | seconds | nodes/s | lab CPU s | driver CPU s | IPMI requests | IPMI sessions |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range r.Phases {
-		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %d | %d |\n", p.Name, p.Seconds, p.NodesPerS, p.IPMIRequests, p.IPMISessions)
+		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %.2f | %.2f | %d | %d |\n", p.Name, p.Seconds, p.NodesPerS, p.LabCPUS, p.DriverCPUS, p.IPMIRequests, p.IPMISessions)
 	}
 	b.WriteString("\n| figure | value |\n|---|---:|\n")
 	row := func(k, f string, v any) { fmt.Fprintf(&b, "| %s | "+f+" |\n", k, v) }

@@ -40,9 +40,11 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 		Nodes  int  `json:"nodes"`
 		Passed bool `json:"passed"`
 		Phases []struct {
-			Name      string  `json:"name"`
-			Seconds   float64 `json:"seconds"`
-			NodesPerS float64 `json:"nodes_per_s"`
+			Name       string  `json:"name"`
+			Seconds    float64 `json:"seconds"`
+			NodesPerS  float64 `json:"nodes_per_s"`
+			LabCPUS    float64 `json:"lab_cpu_s"`
+			DriverCPUS float64 `json:"driver_cpu_s"`
 		} `json:"phases"`
 		DeployWallS      *float64 `json:"deploy_wall_s"`
 		DeployRequestsS  *float64 `json:"deploy_requests_s"`
@@ -113,6 +115,14 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 		if p.Name != want[i] || p.Seconds <= 0 || p.NodesPerS <= 0 {
 			t.Errorf("phase %d = %+v, want %s with seconds and nodes/s > 0", i, p, want[i])
 		}
+		if p.LabCPUS < 0 || p.DriverCPUS < 0 {
+			t.Errorf("phase %s: lab_cpu_s %v, driver_cpu_s %v, want >= 0", p.Name, p.LabCPUS, p.DriverCPUS)
+		}
+		// Both processes work in the deploy: power on over IPMI, the
+		// agents' image writes, the driver's steps.
+		if p.Name == "deploy" && (p.LabCPUS <= 0 || p.DriverCPUS <= 0) {
+			t.Errorf("deploy phase: lab_cpu_s %v, driver_cpu_s %v, want both > 0", p.LabCPUS, p.DriverCPUS)
+		}
 	}
 	if *b.APIP50 > *b.APIP99 {
 		t.Errorf("api_p50_ms %v > api_p99_ms %v", *b.APIP50, *b.APIP99)
@@ -131,7 +141,7 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range append(want, "| deploy wall", "p99", "IPMI requests / s", "| heartbeats persisted / s", "| CPU per heartbeat, driver process", "| goal") {
+	for _, s := range append(want, "| deploy wall", "p99", "IPMI requests / s", "| heartbeats persisted / s", "| CPU per heartbeat, driver process", "| goal", "| lab CPU s | driver CPU s |") {
 		if !strings.Contains(string(md), s) {
 			t.Errorf("bench.md lacks %q:\n%s", s, md)
 		}
