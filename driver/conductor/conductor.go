@@ -51,6 +51,13 @@ type Config struct {
 	// locked node before ErrNodeLocked (3 x 1 s).
 	LockRetries       int
 	LockRetryInterval time.Duration
+	// LookupLockWait is how long an agent's lookup that issues its token
+	// waits for a task of this conductor to release the node (default 2 s:
+	// Ironic's get_node_with_token upgrades its lock with 3 attempts, 1 s
+	// apart). Not LockRetries x LockRetryInterval: those a lab shortens for
+	// the API's callers, and a lookup refused sooner only waits out the
+	// agent's own retry interval (1 s) instead.
+	LookupLockWait time.Duration
 	// PowerRetries, PowerRetryInterval, PowerTimeout bound every power call
 	// (3 attempts, 1 s apart, 30 s each).
 	PowerRetries       int
@@ -149,6 +156,9 @@ func (c *Config) defaults() {
 	if c.LockRetryInterval <= 0 {
 		c.LockRetryInterval = time.Second
 	}
+	if c.LookupLockWait <= 0 {
+		c.LookupLockWait = 2 * time.Second
+	}
 	if c.PowerRetries <= 0 {
 		c.PowerRetries = 3
 	}
@@ -206,10 +216,43 @@ type Conductor struct {
 }
 
 // nodeMu is the in-process half of a node's lock (the other half is the
-// reservation column).
+// reservation column): a one-slot channel, so that a caller can wait for it
+// a bounded time and take it the moment the task holding it releases it.
 type nodeMu struct {
-	lock sync.Mutex
+	held chan struct{}
 }
+
+// tryLock takes the lock if it is free.
+func (m *nodeMu) tryLock() bool {
+	select {
+	case m.held <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// lockWithin takes the lock, waiting for it at most d (or until ctx ends).
+func (m *nodeMu) lockWithin(ctx context.Context, d time.Duration) bool {
+	if m.tryLock() {
+		return true
+	}
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case m.held <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (m *nodeMu) unlock() { <-m.held }
 
 // New returns a Conductor over s. It does not recover or start periodic
 // tasks; call Recover and RunPeriodic.
@@ -239,7 +282,7 @@ func (c *Conductor) nodeMu(id string) *nodeMu {
 	defer c.mu.Unlock()
 	m := c.nodes[id]
 	if m == nil {
-		m = &nodeMu{}
+		m = &nodeMu{held: make(chan struct{}, 1)}
 		c.nodes[id] = m
 	}
 	return m
@@ -317,7 +360,9 @@ func (c *Conductor) record(ctx context.Context, n *store.Node, kind, from, to, e
 }
 
 // lock takes the node's lock: the in-process mutex, then the reservation.
-// With retry it tries LockRetries times, LockRetryInterval apart.
+// With retry it tries LockRetries times, LockRetryInterval apart; held by a
+// task of this conductor, the node is taken as that task releases it
+// (within the pause), not only when the pause ends.
 func (c *Conductor) lock(ctx context.Context, id string, retry bool) (func(events ...*store.Event), error) {
 	m := c.nodeMu(id)
 	attempts := 1
@@ -325,15 +370,28 @@ func (c *Conductor) lock(ctx context.Context, id string, retry bool) (func(event
 		attempts = c.cfg.LockRetries
 	}
 	var last error
+	inProcess := false // the last attempt found a task of ours on the node
 	for i := 0; i < attempts; i++ {
-		if i > 0 {
+		locked := false
+		if i == 0 {
+			locked = m.tryLock()
+		} else if inProcess {
+			// A task of this conductor holds the node: take the lock the
+			// moment it ends, within the pause, instead of after it.
+			if locked = m.lockWithin(ctx, c.cfg.LockRetryInterval); !locked && ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		} else {
+			// Another conductor's reservation: look again after the pause.
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			case <-time.After(c.cfg.LockRetryInterval):
 			}
+			locked = m.tryLock()
 		}
-		if !m.lock.TryLock() {
+		inProcess = !locked
+		if !locked {
 			last = fmt.Errorf("node %s is locked by host %s, please retry after the current operation is completed: %w", id, c.cfg.Host, ErrNodeLocked)
 			continue
 		}
@@ -343,7 +401,7 @@ func (c *Conductor) lock(ctx context.Context, id string, retry bool) (func(event
 				if err := c.store.Release(context.WithoutCancel(ctx), id, c.cfg.Host, events...); err != nil {
 					c.log.Error("release node lock", "node", id, "err", err)
 				}
-				m.lock.Unlock()
+				m.unlock()
 			}
 			return release, nil
 		}
@@ -356,7 +414,7 @@ func (c *Conductor) lock(ctx context.Context, id string, retry bool) (func(event
 				c.log.Error("release node lock after a failed reserve", "node", id, "err", rerr)
 			}
 		}
-		m.lock.Unlock()
+		m.unlock()
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("node %s could not be found: %w", id, ErrNotFound)
 		}

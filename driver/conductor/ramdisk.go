@@ -88,36 +88,69 @@ func (c *Conductor) Lookup(ctx context.Context, q LookupQuery) (*store.Node, str
 		if n.Agent.Token != "" {
 			token = MaskedToken
 		} else {
-			// Not while a task of this conductor holds the node (it may be
-			// about to power it off and forget the agent); another
-			// conductor's reservation the store checks in the same write.
-			m := c.nodeMu(n.UUID)
-			if !m.lock.TryLock() {
-				return nil, "", fmt.Errorf("node %s is locked by host %s, please retry after the current operation is completed: %w", n.UUID, c.cfg.Host, ErrNodeLocked)
-			}
-			token = newToken()
-			issued, err := c.store.IssueAgentToken(ctx, n.UUID, token)
-			switch {
-			case err == nil && issued:
-				// The write changed the token only (where none was): the
-				// node as read has it now, without a second read.
-				n.Agent.Token = token
-			case err == nil:
-				// Another lookup issued one first: read the node as it is.
-				token = MaskedToken
-				n, err = c.store.GetNode(ctx, n.UUID)
-			}
-			m.lock.Unlock()
-			if errors.Is(err, store.ErrLocked) {
-				return nil, "", fmt.Errorf("%v, please retry after the current operation is completed: %w", err, ErrNodeLocked)
-			}
-			if err != nil {
+			var err error
+			if n, token, err = c.issueToken(ctx, q, n); err != nil {
 				return nil, "", err
 			}
 		}
 	}
 	c.record(ctx, n, store.KindLookup, n.ProvisionState, n.ProvisionState, "lookup", "",
 		map[string]any{"dialect": q.Dialect, "addresses": q.MACs, "node_uuid": q.NodeUUID, "token_issued": token != "" && token != MaskedToken})
+	return n, token, nil
+}
+
+// issueToken gives the agent of n (read without the lock, no token) its
+// token. Not while a task of this conductor holds the node (it may be about
+// to power it off and forget the agent); another conductor's reservation
+// the store checks in the same write. As Ironic's get_node_with_token
+// (upgrade_lock: 3 attempts, 1 s apart), a held node is waited for
+// (LookupLockWait), and taken as its task ends: an agent that boots while
+// the task that powered it on still holds the node (a lab machine boots at
+// once) looks up once, not again after its lookup interval. It returns the node as the token
+// left it, and the token (MaskedToken when another lookup issued one).
+func (c *Conductor) issueToken(ctx context.Context, q LookupQuery, n *store.Node) (*store.Node, string, error) {
+	m := c.nodeMu(n.UUID)
+	if !m.tryLock() {
+		if !m.lockWithin(ctx, c.cfg.LookupLockWait) {
+			if err := ctx.Err(); err != nil {
+				return nil, "", err
+			}
+			return nil, "", fmt.Errorf("node %s is locked by host %s, please retry after the current operation is completed: %w", n.UUID, c.cfg.Host, ErrNodeLocked)
+		}
+		defer m.unlock()
+		// The task changed the node: look at it as it is now.
+		fresh, err := c.store.GetNode(ctx, n.UUID)
+		if err != nil {
+			return nil, "", err
+		}
+		n = fresh
+		if q.Restrict && c.cfg.RestrictLookup && !lookupStates[n.ProvisionState] && !(c.cfg.FastTrack && fastTrackStates[n.ProvisionState]) {
+			return nil, "", fmt.Errorf("node %s is in state %q where lookup is not allowed: %w", n.UUID, n.ProvisionState, ErrNotFound)
+		}
+		if n.Agent.Token != "" {
+			return n, MaskedToken, nil
+		}
+	} else {
+		defer m.unlock()
+	}
+	token := newToken()
+	issued, err := c.store.IssueAgentToken(ctx, n.UUID, token)
+	switch {
+	case err == nil && issued:
+		// The write changed the token only (where none was): the node as
+		// read has it now, without a second read.
+		n.Agent.Token = token
+	case err == nil:
+		// Another lookup issued one first: read the node as it is.
+		token = MaskedToken
+		n, err = c.store.GetNode(ctx, n.UUID)
+	}
+	if errors.Is(err, store.ErrLocked) {
+		return nil, "", fmt.Errorf("%v, please retry after the current operation is completed: %w", err, ErrNodeLocked)
+	}
+	if err != nil {
+		return nil, "", err
+	}
 	return n, token, nil
 }
 
