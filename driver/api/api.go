@@ -287,11 +287,22 @@ func ver(c *gin.Context) Version {
 // decode reads a JSON body strictly: malformed JSON, unknown fields, wrong
 // types and trailing data are 400s naming what is wrong.
 func decode(c *gin.Context, v any, optional bool) bool {
+	body, ok := readBody(c)
+	return ok && decodeBody(c, body, v, optional)
+}
+
+// readBody reads the request body (at most maxBody).
+func readBody(c *gin.Context) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBody))
 	if err != nil {
 		fail(c, http.StatusBadRequest, "Could not read the request body: "+err.Error())
-		return false
+		return nil, false
 	}
+	return body, true
+}
+
+// decodeBody is decode's check and decoding of a body read.
+func decodeBody(c *gin.Context, body []byte, v any, optional bool) bool {
 	if len(bytes.TrimSpace(body)) == 0 {
 		if optional {
 			return true
