@@ -60,6 +60,7 @@ FUZZ_TARGETS = \
 	./scenarios:FuzzParseAll \
 	./cmd/ironlab:FuzzBMCFile \
 	./driver/api:FuzzAPIBody \
+	./driver/api:FuzzHeartbeatBody \
 	./fakeagent:FuzzConfigFromCmdline \
 	./fakeagent:FuzzCommand \
 	./fakeagent/pxedeploy:FuzzConfigFromCmdline \
