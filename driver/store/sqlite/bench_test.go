@@ -111,6 +111,27 @@ func BenchmarkHeartbeatWriteContended(b *testing.B) {
 	b.ReportMetric(float64(b.N)/float64(max(batches, 1)), "heartbeats/tx")
 }
 
+// queueCounts is a snapshot of a leader queue's batches and the requests
+// they took.
+type queueCounts struct{ batches, requests int64 }
+
+func countsOf[R queued](q *leaderQueue[R]) queueCounts {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return queueCounts{q.batches, q.requests}
+}
+
+// reportWrites reports the CPU per op since cpu0 and the writes per
+// transaction of the write queue since c0.
+func reportWrites(b *testing.B, s *SQLite, c0 queueCounts, cpu0 time.Duration) {
+	cpu := cpuTime() - cpu0
+	c := countsOf(&s.wq)
+	b.ReportMetric(float64(cpu)/float64(time.Microsecond)/float64(b.N), "cpu-us/op")
+	if n := c.batches - c0.batches; n > 0 {
+		b.ReportMetric(float64(c.requests-c0.requests)/float64(n), "writes/tx")
+	}
+}
+
 // cpuTime is the process's CPU time so far.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage

@@ -27,6 +27,7 @@ func BenchmarkSmallWritesContended(b *testing.B) {
 	var next atomic.Int64
 	b.SetParallelism(16) // 32 goroutines on 2 CPUs
 	b.ResetTimer()
+	c0, h0, cpu0 := countsOf(&s.wq), countsOf(&s.hbq.leaderQueue), cpuTime()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := next.Add(1)
@@ -45,4 +46,9 @@ func BenchmarkSmallWritesContended(b *testing.B) {
 			}
 		}
 	})
+	b.StopTimer()
+	reportWrites(b, s, c0, cpu0)
+	if h := countsOf(&s.hbq.leaderQueue); h.batches > h0.batches {
+		b.ReportMetric(float64(h.requests-h0.requests)/float64(h.batches-h0.batches), "heartbeats/tx")
+	}
 }

@@ -5,9 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
-	"sync"
 
 	"github.com/ironlab/ironlab/driver/store"
 )
@@ -49,24 +47,13 @@ func scanHeartbeatNode(r scanner) (*store.Node, error) {
 // one transaction (a group commit): each is its own read, check and UPDATE,
 // and each returns only after that transaction committed.
 func (s *SQLite) RecordHeartbeat(ctx context.Context, ident string, hb store.Heartbeat) (store.Agent, error) {
-	r := &hbRequest{ident: ident, hb: &hb, turn: make(chan struct{}), done: make(chan struct{})}
-	lead := s.hbq.join(r)
-	for !lead {
-		select {
-		case <-r.done:
-		case <-r.turn:
-			lead = true
-			continue
-		case <-ctx.Done():
-			if s.hbq.abandon(r) {
-				return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", ident, ctx.Err())
-			}
-			continue // taken into a batch or made the leader meanwhile
-		}
-		break
+	r := &hbRequest{ticket: newTicket(false), ident: ident, hb: &hb}
+	lead, err := s.hbq.await(ctx, r)
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("record heartbeat of node %s: %w", ident, err)
 	}
 	if lead {
-		s.writeHeartbeats(ctx)
+		s.writeHeartbeats(ctx, r)
 	}
 	<-r.done
 	if r.err != nil {
@@ -79,111 +66,43 @@ func (s *SQLite) RecordHeartbeat(ctx context.Context, ident string, hb store.Hea
 	return r.prev, nil
 }
 
-// hbRequest is one heartbeat waiting for its batch: turn is closed when it
-// is to write the queue (it is the first queued then), done when it was
-// written (prev and err are set).
+// hbRequest is one heartbeat waiting for its batch in heartbeatQueue (prev
+// and err are set when it is done).
 type hbRequest struct {
+	ticket
 	ident string
 	hb    *store.Heartbeat
-	turn  chan struct{}
-	done  chan struct{}
-	taken bool // in a batch or leading: no longer abandoned
 	prev  store.Agent
 	err   error
 }
 
-// heartbeatQueue holds the heartbeats that wait for the writer. One of
-// them at a time (the leader) writes the queue; while it waits for the
-// writer and writes, newcomers queue for the next batch, which the
-// leader hands to the first of them.
+// heartbeatQueue holds the heartbeats that wait for the writer (none of
+// them urgent: their batch goes to the gate as a background write).
 type heartbeatQueue struct {
-	mu      sync.Mutex
-	queue   []*hbRequest
-	leading bool
+	leaderQueue[*hbRequest]
 	// raw are the batch's statements on the writer's driver connection;
 	// only the leader (holding the gate) and Close use them.
 	raw *hbStmts
-	// batches counts the batches taken (benchmarks report heartbeats per
-	// transaction with it).
-	batches int64
 }
 
 // maxHeartbeatBatch bounds one transaction's heartbeats.
 const maxHeartbeatBatch = 128
 
-// join queues r and reports whether its caller leads (writes the queue).
-func (q *heartbeatQueue) join(r *hbRequest) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.queue = append(q.queue, r)
-	if q.leading {
-		return false
-	}
-	q.leading = true
-	return true
-}
-
-// abandon takes r out of the queue unless a batch took it already or it
-// was made the leader (then it leads all the same).
-func (q *heartbeatQueue) abandon(r *hbRequest) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if r.taken {
-		return false
-	}
-	for i, x := range q.queue {
-		if x == r {
-			q.queue = append(q.queue[:i], q.queue[i+1:]...)
-			return true
-		}
-	}
-	return false
-}
-
-// take removes up to maxHeartbeatBatch queued requests.
-func (q *heartbeatQueue) take() []*hbRequest {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n := min(len(q.queue), maxHeartbeatBatch)
-	q.batches++
-	batch := append([]*hbRequest(nil), q.queue[:n]...)
-	for _, r := range batch {
-		r.taken = true
-	}
-	q.queue = append(q.queue[:0], q.queue[n:]...)
-	return batch
-}
-
-// handOver makes the first queued request the leader, or ends leading.
-func (q *heartbeatQueue) handOver() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.queue) == 0 {
-		q.leading = false
-		return
-	}
-	next := q.queue[0]
-	next.taken = true
-	close(next.turn)
-}
-
-// writeHeartbeats writes one batch of the queue (the leader's own request
-// is in it) and hands the rest to the next leader. The statements run
-// without the request's cancellation (a batch is other requests' writes
-// too), and without a Done channel modernc's driver watches no context
-// per statement.
-func (s *SQLite) writeHeartbeats(ctx context.Context) {
+// writeHeartbeats writes one batch of the queue, led by leader, and hands
+// the rest to the next leader. The statements run without the request's
+// cancellation (a batch is other requests' writes too), and without a Done
+// channel modernc's driver watches no context per statement.
+func (s *SQLite) writeHeartbeats(ctx context.Context, leader *hbRequest) {
 	wctx := context.WithoutCancel(ctx)
-	// The heartbeats that are runnable now (requests a few microseconds
-	// from RecordHeartbeat, or woken by the last batch) join this batch
-	// first: without it, on 2 busy cores the leader took the queue before
-	// any of them ran, batches averaged 1.2 heartbeats, and each paid its
+	// Without the yield batches averaged 1.2 heartbeats, each paying its
 	// own BEGIN, COMMIT, WAL locks and hand-off (bench heartbeat_load: 64
 	// us of driver CPU per heartbeat, 50 with it). The gate is not held
-	// meanwhile: other writes go on.
-	runtime.Gosched()
+	// meanwhile: other writes go on. The batch is taken once the gate is
+	// passed, so the heartbeats that queue while the leader waits for it
+	// join too.
+	s.hbq.letJoin()
 	leave, err := s.gate.enter(wctx)
-	batch := s.hbq.take()
+	batch := s.hbq.take(leader, maxHeartbeatBatch)
 	if err == nil {
 		err = s.writeBatch(wctx, batch)
 		leave()
@@ -205,10 +124,7 @@ func (s *SQLite) writeHeartbeats(ctx context.Context) {
 			r.err = err
 		}
 	}
-	for _, r := range batch {
-		close(r.done)
-	}
-	s.hbq.handOver() // last, as writeQueued does
+	s.hbq.finish(batch)
 }
 
 // checkError carries an error of Heartbeat.Check out of the transaction,

@@ -28,6 +28,7 @@ func BenchmarkTaskWritesContended(b *testing.B) {
 	var next atomic.Int64
 	b.SetParallelism(128)
 	b.ResetTimer()
+	c0, cpu0 := countsOf(&s.wq), cpuTime()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := fmt.Sprintf("n%d", next.Add(1)%nodes)
@@ -49,6 +50,8 @@ func BenchmarkTaskWritesContended(b *testing.B) {
 			}
 		}
 	})
+	b.StopTimer()
+	reportWrites(b, s, c0, cpu0)
 }
 
 // BenchmarkUrgentWriteUnderLoad is an API request's two writes (reserve,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"sync"
 
 	"github.com/ironlab/ironlab/driver/store"
 )
@@ -22,153 +21,18 @@ import (
 // each, took 0.4 s apiece; 32 keeps nearly all of the commits saved.
 const maxWriteBatch = 32
 
-// writeReq is one write waiting for its batch: turn is closed when it is to
-// write the queue, done when its batch committed or failed (err is set).
+// writeReq is one write waiting for its batch in writeQueue (err is set
+// when it is done).
 type writeReq struct {
-	ctx    context.Context
-	f      func(ctx context.Context, tx *sql.Tx) error
-	urgent bool
-	turn   chan struct{}
-	done   chan struct{}
-	taken  bool // in a batch or leading: no longer abandoned (under mu)
-	err    error
+	ticket
+	ctx context.Context
+	f   func(ctx context.Context, tx *sql.Tx) error
+	err error
 }
 
-// writeQueue holds the writes that wait for the writer. One of them at a
-// time (the leader) writes a batch, itself first; it then hands the queue
-// to the first write still waiting.
-type writeQueue struct {
-	mu      sync.Mutex
-	queue   []*writeReq
-	leading bool
-	urgent  int // urgent writes in queue (so a batch need not scan for none)
-}
-
-func (q *writeQueue) join(r *writeReq) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.queue = append(q.queue, r)
-	if r.urgent {
-		q.urgent++
-	}
-	if q.leading {
-		return false
-	}
-	q.leading = true
-	r.taken = true
-	return true
-}
-
-// dropTaken removes the taken writes from the queue (under mu).
-func (q *writeQueue) dropTaken() {
-	rest := q.queue[:0]
-	for _, r := range q.queue {
-		if !r.taken {
-			rest = append(rest, r)
-		} else if r.urgent {
-			q.urgent--
-		}
-	}
-	clear(q.queue[len(rest):])
-	q.queue = rest
-}
-
-// abandon takes r out of the queue unless a batch took it already or it
-// was made the leader (then it leads all the same).
-func (q *writeQueue) abandon(r *writeReq) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if r.taken {
-		return false
-	}
-	for i, x := range q.queue {
-		if x == r {
-			q.queue = append(q.queue[:i], q.queue[i+1:]...)
-			if r.urgent {
-				q.urgent--
-			}
-			return true
-		}
-	}
-	return false
-}
-
-// take removes the leader and up to maxWriteBatch-1 other queued writes
-// from the queue, in arrival order; the leader's own write comes first.
-// While urgent writes (API requests) wait, the batch is theirs alone (with
-// the leader's): a request's write then waits for no background one.
-func (q *writeQueue) take(leader *writeReq) []*writeReq {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	batch := []*writeReq{leader}
-	leader.taken = true
-	urgentOnly := q.urgent > 0 && !(leader.urgent && q.urgent == 1)
-	for _, r := range q.queue {
-		if len(batch) == maxWriteBatch {
-			break
-		}
-		if !r.taken && (r.urgent || !urgentOnly) {
-			r.taken = true
-			batch = append(batch, r)
-		}
-	}
-	q.dropTaken()
-	return batch
-}
-
-// takeUrgent removes up to max queued urgent writes (in arrival order),
-// for the batch that is running.
-func (q *writeQueue) takeUrgent(max int) []*writeReq {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.urgent == 0 {
-		return nil
-	}
-	var out []*writeReq
-	for _, r := range q.queue {
-		if len(out) == max {
-			break
-		}
-		if r.urgent && !r.taken {
-			r.taken = true
-			out = append(out, r)
-		}
-	}
-	if len(out) > 0 {
-		q.dropTaken()
-	}
-	return out
-}
-
-// putBack returns writes a batch took but did not run to the head of the
-// queue, in their order.
-func (q *writeQueue) putBack(rs []*writeReq) {
-	if len(rs) == 0 {
-		return
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for _, r := range rs {
-		r.taken = false
-		if r.urgent {
-			q.urgent++
-		}
-	}
-	q.queue = append(append(make([]*writeReq, 0, len(rs)+len(q.queue)), rs...), q.queue...)
-}
-
-// handOver makes the first queued write the leader, or ends leading.
-func (q *writeQueue) handOver() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.queue) == 0 {
-		q.leading = false
-		return
-	}
-	next := q.queue[0]
-	next.taken = true
-	close(next.turn)
-}
+// writeQueue holds the writes that wait for the writer; urgent ones (API
+// requests, store.Urgent) go before the others.
+type writeQueue = leaderQueue[*writeReq]
 
 // inTx runs f in a transaction with the other writes queued meanwhile, as
 // its own savepoint: an error of f rolls back f's statements only. f runs
@@ -176,27 +40,14 @@ func (q *writeQueue) handOver() {
 // would roll back the whole batch, other callers' writes too), so it runs
 // to the end; ctx ending before that gives up the write (ctx.Err()).
 func (s *SQLite) inTx(ctx context.Context, f func(ctx context.Context, tx *sql.Tx) error) error {
-	r := &writeReq{ctx: ctx, f: f, urgent: store.IsUrgent(ctx), turn: make(chan struct{}), done: make(chan struct{})}
-	if s.wq.join(r) {
+	r := &writeReq{ticket: newTicket(store.IsUrgent(ctx)), ctx: ctx, f: f}
+	lead, err := s.wq.await(ctx, r)
+	if err != nil {
+		return err
+	}
+	if lead {
 		s.writeQueued(r)
-		return r.err
 	}
-	select {
-	case <-r.done:
-		return r.err
-	case <-r.turn:
-	case <-ctx.Done():
-		if s.wq.abandon(r) {
-			return ctx.Err()
-		}
-		// Taken into a batch, or made the leader meanwhile.
-		select {
-		case <-r.done:
-			return r.err
-		case <-r.turn:
-		}
-	}
-	s.writeQueued(r)
 	return r.err
 }
 
@@ -210,7 +61,7 @@ const (
 // writeQueued writes a batch led by leader, hands the queue on and tells
 // every write of the batch how it went.
 func (s *SQLite) writeQueued(leader *writeReq) {
-	batch := s.wq.take(leader)
+	batch := s.wq.take(leader, maxWriteBatch)
 	gctx := context.WithoutCancel(leader.ctx)
 	for _, r := range batch {
 		if r.urgent {
@@ -226,13 +77,7 @@ func (s *SQLite) writeQueued(leader *writeReq) {
 		batch = s.runBatch(gctx, batch)
 		leave()
 	}
-	for _, r := range batch {
-		close(r.done)
-	}
-	// Last: the goroutine made ready last runs next on this P (runnext);
-	// handed over first, the next leader was pushed back behind every
-	// write of the batch woken after it, a wait of its own under load.
-	s.wq.handOver()
+	s.wq.finish(batch)
 }
 
 // maxUrgentJoins bounds the urgent writes a running batch takes in.

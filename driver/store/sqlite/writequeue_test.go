@@ -183,13 +183,13 @@ func TestQueuedWriteCancelled(t *testing.T) {
 // to maxWriteBatch a batch.
 func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 	var q writeQueue
-	leader := &writeReq{turn: make(chan struct{}), done: make(chan struct{})}
+	leader := &writeReq{ticket: newTicket(false)}
 	if !q.join(leader) {
 		t.Fatal("the first write does not lead")
 	}
 	var urgent, background []*writeReq
 	for i := range 8 * maxWriteBatch { // 2 * maxWriteBatch urgent
-		r := &writeReq{urgent: i%4 == 0, turn: make(chan struct{}), done: make(chan struct{})}
+		r := &writeReq{ticket: newTicket(i%4 == 0)}
 		if q.join(r) {
 			t.Fatal("a second leader")
 		}
@@ -199,7 +199,7 @@ func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 			background = append(background, r)
 		}
 	}
-	batch := q.take(leader)
+	batch := q.take(leader, maxWriteBatch)
 	if batch[0] != leader || len(batch) != maxWriteBatch {
 		t.Fatalf("batch of %d, first is the leader: %v; want %d, true", len(batch), batch[0] == leader, maxWriteBatch)
 	}
@@ -210,7 +210,7 @@ func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 	}
 	// The next leader (the first still queued) takes the urgent rest only.
 	next := q.queue[0]
-	batch = q.take(next)
+	batch = q.take(next, maxWriteBatch)
 	for _, r := range batch[1:] {
 		if !r.urgent {
 			t.Fatal("a background write in a batch while urgent ones wait")
@@ -219,12 +219,12 @@ func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 	if len(batch) != maxWriteBatch {
 		t.Fatalf("second batch of %d, want %d", len(batch), maxWriteBatch)
 	}
-	batch = q.take(q.queue[0])
+	batch = q.take(q.queue[0], maxWriteBatch)
 	if got, want := len(batch), 1+len(urgent)-2*(maxWriteBatch-1); got != want {
 		t.Fatalf("third batch of %d, want %d (the last urgent ones)", got, want)
 	}
 	// Then the background ones, maxWriteBatch at a time.
-	batch = q.take(q.queue[0])
+	batch = q.take(q.queue[0], maxWriteBatch)
 	if len(batch) != maxWriteBatch {
 		t.Fatalf("fourth batch of %d, want %d", len(batch), maxWriteBatch)
 	}
