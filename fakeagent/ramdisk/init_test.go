@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,7 +70,7 @@ func TestWatchAgentDumpsAStalledAgent(t *testing.T) {
 		labtest.Recv(t, done, "the agent to stop")
 	}()
 	watch := func(skew time.Duration) string {
-		var buf syncBuffer
+		var buf labtest.SyncBuffer
 		wctx, stop := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer stop()
 		watchAgent(wctx, a, &buf, func() time.Time { return time.Now().Add(skew) }, 20*time.Millisecond)
@@ -86,21 +85,4 @@ func TestWatchAgentDumpsAStalledAgent(t *testing.T) {
 		!strings.Contains(out, "fakeagent.(*Agent).lookupLoop") {
 		t.Errorf("a stalled agent's dump (once, with its goroutines):\n%s", out)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -15,6 +15,7 @@
 package labtest
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -230,4 +231,24 @@ func Recv[T any](t testing.TB, ch <-chan T, what string) T {
 		var zero T
 		return zero
 	}
+}
+
+// SyncBuffer is a log sink many goroutines write to (a slog handler's, a
+// process's output) while the test reads what was written so far.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String is what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

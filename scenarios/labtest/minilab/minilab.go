@@ -15,7 +15,6 @@
 package minilab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -28,7 +27,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -72,9 +70,9 @@ type Lab struct {
 	t    testing.TB
 	opts Options
 	addr string
-	logs *syncBuffer    // the lab's (and the in-process driver's) log
-	proc *process       // Process mode
-	api  *ironic.Client // the project's one Ironic client, at "latest"
+	logs *labtest.SyncBuffer // the lab's (and the in-process driver's) log
+	proc *process            // Process mode
+	api  *ironic.Client      // the project's one Ironic client, at "latest"
 }
 
 // Class is a group of count nodes enrolled with a driver class, of the
@@ -117,7 +115,7 @@ func Start(t testing.TB, o Options) *Lab {
 		o.HeartbeatTimeout = 2 * time.Second
 	}
 	dir := t.TempDir()
-	l := &Lab{t: t, opts: o, logs: &syncBuffer{}}
+	l := &Lab{t: t, opts: o, logs: &labtest.SyncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -519,22 +517,4 @@ func LastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// syncBuffer is a log sink many goroutines write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
