@@ -56,6 +56,8 @@ type Server struct {
 	// owner names the conductor servicing a node ("" none alive); nil:
 	// this one (a single conductor).
 	owner func(*store.Node) string
+	// refused logs the agents' heartbeats and lookups refused.
+	refused *refusalLog
 }
 
 // SetOwner tells the API who services a node (the node's conductor
@@ -68,9 +70,9 @@ func New(c *conductor.Conductor, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{c: c, log: log, eng: gin.New()}
+	s := &Server{c: c, log: log, eng: gin.New(), refused: &refusalLog{log: log}}
 	s.eng.HandleMethodNotAllowed = true
-	s.eng.Use(s.recover, urgent, s.version)
+	s.eng.Use(s.recover, s.refusals, urgent, s.version)
 	s.routes()
 	return s
 }
@@ -145,6 +147,7 @@ func (s *Server) routes() {
 
 // fail writes Ironic's error body: {"error_message": "<JSON string>"}.
 func fail(c *gin.Context, code int, msg string) {
+	c.Set(refusalReason, msg) // for the refusal log (refusals.go)
 	c.AbortWithStatusJSON(code, gin.H{"error_message": ErrorMessage(code, msg)})
 }
 

@@ -76,6 +76,11 @@ func (s *Server) driverPassthru(c *gin.Context) {
 	if req.NodeUUID != nil {
 		q.NodeUUID = *req.NodeUUID
 	}
+	if q.NodeUUID != "" {
+		c.Set(refusalNode, q.NodeUUID)
+	} else {
+		c.Set(refusalNode, strings.Join(macs, ","))
+	}
 	if q.NodeUUID == "" && len(macs) == 0 {
 		fail(c, http.StatusNotFound, "No node could be found: the inventory has no valid MAC address")
 		return
