@@ -13,20 +13,21 @@ import (
 )
 
 // waitWrites waits until a batch's leader waits at the gate (held by the
-// test) and n more writes wait in s's write queue for the next batch.
-func waitWrites(t *testing.T, s *SQLite, n int) {
+// test) and n more writes than the leader wait, in its batch or in the
+// queue for the next, since c0 (the write queue's counts before them).
+func waitWrites(t *testing.T, s *SQLite, c0 queueCounts, n int) {
 	t.Helper()
 	waitQueued(t, &s.gate, 1)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s.wq.mu.Lock()
-		q := len(s.wq.queue)
+		q := int(s.wq.requests-c0.requests) + len(s.wq.queue)
 		s.wq.mu.Unlock()
-		if q == n {
+		if q == n+1 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d writes queued, want %d", q, n)
+			t.Fatalf("%d writes taken or queued, want %d", q, n+1)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -59,7 +60,9 @@ func TestBatchedWritesEachAnswered(t *testing.T) {
 		}
 		return nil
 	}
-	// Hold the writer so that every write below queues for one batch.
+	// Hold the writer so that every write below queues for one batch
+	// (or two: the first leader's and the next).
+	c0 := countsOf(&s.wq)
 	leave, err := s.gate.enter(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +93,7 @@ func TestBatchedWritesEachAnswered(t *testing.T) {
 	}
 	lockedErr := make(chan error, 1)
 	go func() { lockedErr <- s.Reserve(ctx, "n0", "c2") }()
-	waitWrites(t, s, nodes)
+	waitWrites(t, s, c0, nodes)
 	leave()
 	wg.Wait()
 	if err := <-lockedErr; !errors.Is(err, store.ErrLocked) {
@@ -138,17 +141,18 @@ func TestQueuedWriteCancelled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	c0 := countsOf(&s.wq)
 	leave, err := s.gate.enter(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := make(chan error, 1)
 	go func() { first <- s.Reserve(ctx, "a", "c1") }() // leads: waits at the gate
-	waitWrites(t, s, 0)
+	waitWrites(t, s, c0, 0)
 	cctx, cancel := context.WithCancel(ctx)
 	second := make(chan error, 1)
 	go func() { second <- s.Reserve(cctx, "b", "c1") }()
-	waitWrites(t, s, 1)
+	waitWrites(t, s, c0, 1)
 	cancel()
 	select {
 	case err := <-second:
