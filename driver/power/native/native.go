@@ -256,13 +256,45 @@ func unanswered(err error) bool {
 	return strings.Contains(msg, "IPMI LAN: ") && (strings.Contains(msg, "read deadline") || strings.Contains(msg, "timed out"))
 }
 
-// open connects a new session.
+// open connects a new session. A BMC that answers later than Timeout (an
+// overloaded one) must not fail the set-up: go-ipmi's client takes the
+// first datagram that comes as the answer to a session-setup message (Open
+// Session, RAKP 1 and 3 carry no sequence number it checks), so a late
+// answer to a resent message was read as the answer to the next one
+// ("unpacked data is too short (36/40)", RAKP 4 integrity check mismatches:
+// 60 of 10,000 deploys failed so on a loaded machine). So the set-up sends
+// every message once and waits for its answer; an attempt that got no
+// answer, or a garbled one, is given up with its socket (late answers go
+// to a closed port), and the next attempt, on a new socket, waits twice as
+// long: Timeout, 2x, 4x..., 1 + Retries attempts, as a TCP connect backs
+// off. Once the session is up, requests are resent Retries times on no
+// answer: go-ipmi matches their answers by sequence number and command.
 func (p *Power) open(ctx context.Context, bi ipmitool.Info) (*client.Client, error) {
+	var errs []error
+	timeout := p.cfg.Timeout
+	for attempt := 0; attempt <= p.cfg.Retries; attempt++ {
+		c, err := p.connect(ctx, bi, timeout)
+		if err == nil {
+			c.WithTimeout(p.cfg.Timeout).WithRetry(p.cfg.Retries)
+			return c, nil
+		}
+		errs = append(errs, fmt.Errorf("attempt %d (%s): %w", attempt+1, timeout, err))
+		if ctx.Err() != nil || !retryableSetup(err) {
+			break
+		}
+		timeout *= 2
+	}
+	return nil, errors.Join(errs...)
+}
+
+// connect is one session set-up on a socket of its own, every message sent
+// once and waited for timeout.
+func (p *Power) connect(ctx context.Context, bi ipmitool.Info, timeout time.Duration) (*client.Client, error) {
 	c, err := client.NewClient(bi.Address, bi.Port, bi.Username, bi.Password)
 	if err != nil {
 		return nil, err
 	}
-	c.WithTimeout(p.cfg.Timeout).WithRetry(p.cfg.Retries).WithMaxPrivilegeLevel(types.PrivilegeLevelAdministrator)
+	c.WithTimeout(timeout).WithRetry(0).WithMaxPrivilegeLevel(types.PrivilegeLevelAdministrator)
 	if bi.ProtocolVersion == "1.5" {
 		c.WithInterface(client.InterfaceLan)
 	}
@@ -271,9 +303,31 @@ func (p *Power) open(ctx context.Context, bi ipmitool.Info) (*client.Client, err
 		c.WithCipherSuiteID(types.CipherSuiteID(n))
 	}
 	if err := c.Connect(ctx); err != nil {
+		// The socket closes without a Close Session: there is no
+		// session, or one the BMC will time out.
+		gone, cancel := context.WithCancel(ctx)
+		cancel()
+		_ = c.Close(gone)
 		return nil, err
 	}
 	return c, nil
+}
+
+// retryableSetup reports whether a failed set-up may succeed on a new
+// socket: an answer did not come in time, or what came was not the answer
+// waited for (too short, an integrity check that fails, a status no BMC
+// sends). A BMC that refused the login answered in time and said so
+// (RAKP 2's code does not match the password; IPMI 1.5's Activate
+// Session): asking again changes nothing, and BMCs lock accounts out after
+// failed logins.
+func retryableSetup(err error) bool {
+	msg := err.Error()
+	for _, late := range []string{"timeout", "deadline", "timed out", "no datagram matched", "too short", "integrity check value does not match", ": Unknown"} {
+		if strings.Contains(msg, late) {
+			return true
+		}
+	}
+	return false
 }
 
 // keep hands the session back to its BMC's slot, open for SessionLinger
