@@ -52,6 +52,10 @@ type Config struct {
 	AdvertiseURL string
 	// Mux, when set, serves this agent under /<node-uuid> and gives its URL.
 	Mux *Mux
+	// Totals, when set, counts this agent's lookups and heartbeats with
+	// those of every other agent given the same Totals (a lab's agents,
+	// over every boot).
+	Totals *Totals
 	// NodeUUID, when known (ipa-node-uuid), is sent with the lookup.
 	NodeUUID string
 	// AgentToken, when known before lookup (ipa-agent-token: Ironic puts it

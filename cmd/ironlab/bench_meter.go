@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ironlab/ironlab/driver/power/native"
+	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/scenarios"
 	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/bmc"
@@ -50,8 +51,10 @@ type benchMeter struct {
 	phaseStart, phaseEnd map[string]time.Time
 	ipmiStart, ipmiEnd   map[string]bmc.Counters
 	// cpuStart, cpuEnd are both processes' CPU time at each phase's ends.
-	cpuStart, cpuEnd   map[string]procCPU
-	stepStart, stepEnd []time.Time
+	cpuStart, cpuEnd map[string]procCPU
+	// agentStart, agentEnd are the lab's agents' lookups and heartbeats.
+	agentStart, agentEnd map[string]fakeagent.TotalsSnapshot
+	stepStart, stepEnd   []time.Time
 
 	url  string // the driver's API
 	load benchLoadOpts
@@ -87,6 +90,7 @@ func newBenchMeter(n int, class string, steps []benchStep, timeout time.Duration
 	return &benchMeter{n: n, class: class, steps: steps, timeout: timeout, load: load,
 		phaseStart: map[string]time.Time{}, phaseEnd: map[string]time.Time{},
 		ipmiStart: map[string]bmc.Counters{}, ipmiEnd: map[string]bmc.Counters{},
+		agentStart: map[string]fakeagent.TotalsSnapshot{}, agentEnd: map[string]fakeagent.TotalsSnapshot{},
 		cpuStart: map[string]procCPU{}, cpuEnd: map[string]procCPU{},
 		stepStart: make([]time.Time, len(steps)), stepEnd: make([]time.Time, len(steps))}
 }
@@ -163,6 +167,14 @@ func (m *benchMeter) counters() bmc.Counters {
 	return c
 }
 
+// agents is what the lab's agents sent so far.
+func (m *benchMeter) agents() fakeagent.TotalsSnapshot {
+	if m.lab == nil {
+		return fakeagent.TotalsSnapshot{}
+	}
+	return m.lab.AgentTotals()
+}
+
 // step is the runner's StepHook: end is zero as step i starts.
 func (m *benchMeter) step(i int, start, end time.Time) {
 	if i >= len(m.steps) {
@@ -175,6 +187,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 			m.phaseStart[phase] = start
 			m.ipmiStart[phase] = m.counters()
 			m.cpuStart[phase] = m.cpu()
+			m.agentStart[phase] = m.agents()
 			fmt.Printf("   bench: phase %s\n", phase)
 		}
 		if phase == "heartbeats" {
@@ -188,6 +201,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 		m.phaseEnd[phase] = time.Now()
 		m.ipmiEnd[phase] = m.counters()
 		m.cpuEnd[phase] = m.cpu()
+		m.agentEnd[phase] = m.agents()
 		m.runLoads()
 		m.stepEnd[i] = time.Now()
 		return
@@ -200,6 +214,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	m.phaseEnd[phase] = now
 	m.ipmiEnd[phase] = m.counters()
 	m.cpuEnd[phase] = m.cpu()
+	m.agentEnd[phase] = m.agents()
 	if phase == "manage" && (i+1 == len(m.steps) || m.steps[i+1].phase != phase) {
 		if m.class == "agent_pyghmi" {
 			// The driver keeps each node's last IPMI session open for
@@ -342,12 +357,14 @@ func (m *benchMeter) beginPhase(p string) {
 	m.phaseStart[p] = time.Now()
 	m.ipmiStart[p] = m.counters()
 	m.cpuStart[p] = m.cpu()
+	m.agentStart[p] = m.agents()
 }
 
 func (m *benchMeter) endPhase(p string) {
 	m.phaseEnd[p] = time.Now()
 	m.ipmiEnd[p] = m.counters()
 	m.cpuEnd[p] = m.cpu()
+	m.agentEnd[p] = m.agents()
 }
 
 // startHeartbeats polls the nodes' agent_last_heartbeat (Unix seconds, as
@@ -497,6 +514,12 @@ type benchPhase struct {
 	// the machine.
 	LabCPUS    float64 `json:"lab_cpu_s"`
 	DriverCPUS float64 `json:"driver_cpu_s"`
+	// Lookups (tried, answered or not) and Heartbeats (accepted) are
+	// what the lab's agents sent the driver in the phase, over every node:
+	// idle agents heartbeat all along (fast track), so a phase that lasts
+	// longer costs heartbeats in proportion.
+	Lookups    uint64 `json:"lookups"`
+	Heartbeats uint64 `json:"heartbeats"`
 }
 
 // benchReport is bench.json.
@@ -574,7 +597,9 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 			IPMIRequests: m.ipmiEnd[p].Requests - m.ipmiStart[p].Requests,
 			IPMISessions: m.ipmiEnd[p].Sessions - m.ipmiStart[p].Sessions,
 			LabCPUS:      round3(m.cpuEnd[p].lab - m.cpuStart[p].lab),
-			DriverCPUS:   round3(m.cpuEnd[p].driver - m.cpuStart[p].driver)}
+			DriverCPUS:   round3(m.cpuEnd[p].driver - m.cpuStart[p].driver),
+			Lookups:      m.agentEnd[p].Lookups - m.agentStart[p].Lookups,
+			Heartbeats:   m.agentEnd[p].Heartbeats - m.agentStart[p].Heartbeats}
 		if sec > 0 {
 			bp.NodesPerS = round3(float64(m.n) / sec)
 		}
@@ -681,9 +706,9 @@ func (r *benchReport) markdown() string {
 	}
 	fmt.Fprintf(&b, "# ironlab bench: %d %s nodes (%s)\n\n", r.Nodes, r.Driver, verdict)
 	fmt.Fprintf(&b, "Measured %s on %s.\n\n", r.MeasuredAt, r.Host)
-	b.WriteString("| phase | seconds | nodes/s | lab CPU s | driver CPU s | IPMI requests | IPMI sessions |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| phase | seconds | nodes/s | lab CPU s | driver CPU s | IPMI requests | IPMI sessions | lookups | heartbeats |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range r.Phases {
-		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %.2f | %.2f | %d | %d |\n", p.Name, p.Seconds, p.NodesPerS, p.LabCPUS, p.DriverCPUS, p.IPMIRequests, p.IPMISessions)
+		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %.2f | %.2f | %d | %d | %d | %d |\n", p.Name, p.Seconds, p.NodesPerS, p.LabCPUS, p.DriverCPUS, p.IPMIRequests, p.IPMISessions, p.Lookups, p.Heartbeats)
 	}
 	b.WriteString("\n| figure | value |\n|---|---:|\n")
 	row := func(k, f string, v any) { fmt.Fprintf(&b, "| %s | "+f+" |\n", k, v) }

@@ -45,6 +45,8 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 			NodesPerS  float64 `json:"nodes_per_s"`
 			LabCPUS    float64 `json:"lab_cpu_s"`
 			DriverCPUS float64 `json:"driver_cpu_s"`
+			Lookups    uint64  `json:"lookups"`
+			Heartbeats uint64  `json:"heartbeats"`
 		} `json:"phases"`
 		DeployWallS      *float64 `json:"deploy_wall_s"`
 		DeployRequestsS  *float64 `json:"deploy_requests_s"`
@@ -122,6 +124,14 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 		// agents' image writes, the driver's steps.
 		if p.Name == "deploy" && (p.LabCPUS <= 0 || p.DriverCPUS <= 0) {
 			t.Errorf("deploy phase: lab_cpu_s %v, driver_cpu_s %v, want both > 0", p.LabCPUS, p.DriverCPUS)
+		}
+		// Provide boots every node's agent (a lookup each) and cleans on
+		// its heartbeats; the deploy (fast track) goes on heartbeats too.
+		if p.Name == "provide" && (p.Lookups < uint64(n) || p.Heartbeats < uint64(n)) {
+			t.Errorf("provide phase: %d lookups, %d heartbeats; want at least one of each per node (%d)", p.Lookups, p.Heartbeats, n)
+		}
+		if p.Name == "deploy" && p.Heartbeats < uint64(n) {
+			t.Errorf("deploy phase: %d heartbeats; want at least one per node (%d)", p.Heartbeats, n)
 		}
 	}
 	if *b.APIP50 > *b.APIP99 {

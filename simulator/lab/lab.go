@@ -199,6 +199,8 @@ type Lab struct {
 	agentServed chan error
 	agentAddr   string
 	driverURL   string
+	// agentTotals counts the in-process agents' lookups and heartbeats.
+	agentTotals fakeagent.Totals
 
 	hosts   hosts                      // deploy ramdisks' Mux, SSH host
 	redfish map[string]*redfishService // by group
@@ -415,6 +417,10 @@ func (l *Lab) Start(ctx context.Context, driverURL string) error {
 
 // AgentAddr is where the in-process agents' API listens.
 func (l *Lab) AgentAddr() string { return l.agentAddr }
+
+// AgentTotals is what the lab's in-process agents sent the driver so far,
+// over every boot: lookups tried, heartbeats accepted, heartbeats failed.
+func (l *Lab) AgentTotals() fakeagent.TotalsSnapshot { return l.agentTotals.Snapshot() }
 
 // Close stops every machine, BMC, agent and server of the lab.
 func (l *Lab) Close() error {

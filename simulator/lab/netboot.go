@@ -144,6 +144,7 @@ func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machin
 		Dialect:               fakeagent.Dialect(n.Dialect),
 		Driver:                n.Driver,
 		Mux:                   l.mux,
+		Totals:                &l.agentTotals,
 		Hardware:              agentHardware{m: m, fw: fw},
 		BootMode:              n.Hardware.Firmware,
 		Hostname:              n.Name,
