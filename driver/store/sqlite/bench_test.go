@@ -146,3 +146,9 @@ func BenchmarkDueNodes(b *testing.B) {
 	s, _ := open(b)
 	storetest.BenchDueNodes(b, s)
 }
+
+// BenchmarkDueFastTrack: storetest.BenchDueFastTrack on SQLite.
+func BenchmarkDueFastTrack(b *testing.B) {
+	s, _ := open(b)
+	storetest.BenchDueFastTrack(b, s)
+}
