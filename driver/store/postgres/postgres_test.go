@@ -274,3 +274,14 @@ func BenchmarkDueNodes(b *testing.B) {
 	defer s.Close()
 	storetest.BenchDueNodes(b, s)
 }
+
+// BenchmarkDueFastTrack: storetest.BenchDueFastTrack on PostgreSQL.
+func BenchmarkDueFastTrack(b *testing.B) {
+	srv := pgtest.Start(b)
+	s, err := Open(context.Background(), srv.NewDatabase(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchDueFastTrack(b, s)
+}
