@@ -208,8 +208,8 @@ func compareIronic(ctx context.Context, script, dir string, load benchLoadOpts) 
 		"(deploy direct, driver_info fast_track) in enroll, each looked up for its agent token; the bench's closed "+
 		"heartbeat loop (%d clients, %s); persisted = the conductor's \"recorded to identify the node as on-line\" "+
 		"debug lines written in the window", db, dir, r.Nodes, r.Clients, load.window)
-	fmt.Printf("   bench: compare: Ironic: %.1f heartbeats/s persisted, p50 %.2f ms, p99 %.2f ms (%d accepted, %d errors)\n",
-		r.HeartbeatsPerS, r.P50Ms, r.P99Ms, r.Accepted, r.Errors)
+	fmt.Printf("   bench: compare: Ironic: %.1f heartbeats/s persisted, p50 %.2f ms, p99 %.2f ms (%d accepted, %d busy, %d errors)\n",
+		r.HeartbeatsPerS, r.P50Ms, r.P99Ms, r.Accepted, r.Busy, r.Errors)
 	return p
 }
 
@@ -407,8 +407,8 @@ func (r *benchReport) markdownLoads(b *strings.Builder) {
 		if c.Ironic != nil {
 			peer("Ironic", c.Ironic.peerSkip, c.Ironic.Version, c.Ironic.Measured)
 			if c.Ironic.HeartbeatLoad != nil {
-				fmt.Fprintf(b, "  (%d heartbeats accepted, %d persisted in the window, %d after it, %d skipped as locked, %d errors)\n",
-					c.Ironic.Accepted, c.Ironic.Persisted, c.Ironic.ProcessedAfterWindow, c.Ironic.SkippedLocked, c.Ironic.Errors)
+				fmt.Fprintf(b, "  (%d heartbeats accepted, %d persisted in the window, %d after it, %d skipped as locked, %d answered 503 busy: no free conductor worker, %d errors)\n",
+					c.Ironic.Accepted, c.Ironic.Persisted, c.Ironic.ProcessedAfterWindow, c.Ironic.SkippedLocked, c.Ironic.Busy, c.Ironic.Errors)
 			}
 		}
 		if c.Pyghmi != nil {

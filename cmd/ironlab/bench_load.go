@@ -37,8 +37,13 @@ type HeartbeatLoad struct {
 	Clients  int     `json:"clients"`
 	Seconds  float64 `json:"seconds"`
 	Requests int     `json:"requests"`
-	// Accepted are the 202 answers; Errors the rest (FirstError says one).
+	// Accepted are the 202 answers; Busy the 503s (the target had no
+	// worker free to take the heartbeat: real Ironic's
+	// NoFreeConductorWorker when a closed loop outruns its conductor's
+	// pool, an answer of the peer, not a fault of the client); Errors the
+	// rest (FirstError says one).
 	Accepted   int    `json:"accepted"`
+	Busy       int    `json:"busy"`
 	Errors     int    `json:"errors"`
 	FirstError string `json:"first_error,omitempty"`
 	// Persisted are the heartbeats the target recorded (ours: each 202 is
@@ -170,7 +175,7 @@ func heartbeatLoad(ctx context.Context, base string, targets []hbTarget, clients
 			c := &hbConn{addr: addr, deadline: connDeadline}
 			defer c.close()
 			mine := make([]time.Duration, 0, 4096)
-			accepted, errs, first := 0, 0, ""
+			accepted, busy, errs, first := 0, 0, 0, ""
 			for k := w; time.Now().Before(deadline); k += clients {
 				i := k % len(targets)
 				t0 := time.Now()
@@ -184,6 +189,8 @@ func heartbeatLoad(ctx context.Context, base string, targets []hbTarget, clients
 					}
 				case status == http.StatusAccepted:
 					accepted++
+				case status == http.StatusServiceUnavailable:
+					busy++
 				default:
 					errs++
 					if first == "" {
@@ -197,6 +204,7 @@ func heartbeatLoad(ctx context.Context, base string, targets []hbTarget, clients
 			mu.Lock()
 			lat = append(lat, mine...)
 			res.Accepted += accepted
+			res.Busy += busy
 			res.Errors += errs
 			if res.FirstError == "" {
 				res.FirstError = first
