@@ -103,6 +103,10 @@ type BMC struct {
 	// loop; made on first use (an idle BMC of 10,000 does without).
 	inline atomic.Pointer[inline]
 	call   atomic.Pointer[machineCall]
+	// sweep evicts the BMC's idle sessions, with every other BMC's of its
+	// clock (sweep.go); sweepIdx is the BMC's place in it.
+	sweep    *sweeper
+	sweepIdx int
 
 	faults atomic.Pointer[Faults]
 
@@ -159,7 +163,7 @@ func New(m simulator.Machine, addr string, opts Options) (*BMC, error) {
 	b.conn = &gateConn{UDPConn: uc, b: b}
 
 	b.core = gobmc.New(deviceInfo, guidOf(m.UUID()), &labHAL{HAL: mock.New(), b: b},
-		gobmc.WithClock(opts.Clock),
+		gobmc.WithClock(libClock{opts.Clock}),
 		gobmc.WithCipherSuites([]types.CipherSuiteID{types.CipherSuiteID3, types.CipherSuiteID17}),
 	)
 	b.core.Sessions = gobmc.NewSessionStoreWithOptions(opts.Clock,
@@ -200,6 +204,7 @@ func (b *BMC) Start(ctx context.Context) {
 		// No goroutine waits for ctx: 10,000 BMCs in one process each
 		// had one, 2-8 KiB of stack apiece.
 		stop := context.AfterFunc(ctx, func() { b.Close() })
+		joinSweep(b)
 		go func() {
 			defer close(b.done)
 			defer stop()
@@ -216,6 +221,7 @@ func (b *BMC) Close() error {
 		b.closeErr = b.srv.Close()
 		b.startOnce.Do(func() { close(b.done) }) // never started
 		<-b.done
+		leaveSweep(b)
 		b.workMu.Lock()
 		b.workDone = true
 		b.workMu.Unlock()
