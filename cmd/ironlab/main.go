@@ -3,11 +3,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"sort"
+
+	"github.com/ironlab/ironlab/internal/memrelease"
 )
 
 // command is one subcommand; each lives in its own file and registers itself.
@@ -52,6 +55,9 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	// Every command that runs long (the driver, the lab, the bench) gives
+	// its free heap back once it goes quiet after a burst of work.
+	go memrelease.Watch(context.Background(), memrelease.Options{})
 	os.Exit(c.run(os.Args[2:]))
 }
 
