@@ -50,12 +50,9 @@ type benchMeter struct {
 	selfIdle, drvIdle procStatus
 
 	phaseStart, phaseEnd map[string]time.Time
-	ipmiStart, ipmiEnd   map[string]bmc.Counters
-	// cpuStart, cpuEnd are both processes' CPU time at each phase's ends.
-	cpuStart, cpuEnd map[string]procCPU
-	// agentStart, agentEnd are the lab's agents' lookups and heartbeats.
-	agentStart, agentEnd map[string]fakeagent.TotalsSnapshot
-	stepStart, stepEnd   []time.Time
+	// markStart, markEnd are the counters at each phase's ends.
+	markStart, markEnd map[string]phaseMark
+	stepStart, stepEnd []time.Time
 
 	url  string // the driver's API
 	load benchLoadOpts
@@ -90,9 +87,7 @@ type benchLoadOpts struct {
 func newBenchMeter(n int, class string, steps []benchStep, timeout time.Duration, load benchLoadOpts) *benchMeter {
 	return &benchMeter{n: n, class: class, steps: steps, timeout: timeout, load: load,
 		phaseStart: map[string]time.Time{}, phaseEnd: map[string]time.Time{},
-		ipmiStart: map[string]bmc.Counters{}, ipmiEnd: map[string]bmc.Counters{},
-		agentStart: map[string]fakeagent.TotalsSnapshot{}, agentEnd: map[string]fakeagent.TotalsSnapshot{},
-		cpuStart: map[string]procCPU{}, cpuEnd: map[string]procCPU{},
+		markStart: map[string]phaseMark{}, markEnd: map[string]phaseMark{},
 		stepStart: make([]time.Time, len(steps)), stepEnd: make([]time.Time, len(steps))}
 }
 
@@ -168,12 +163,22 @@ func (m *benchMeter) counters() bmc.Counters {
 	return c
 }
 
-// agents is what the lab's agents sent so far.
-func (m *benchMeter) agents() fakeagent.TotalsSnapshot {
-	if m.lab == nil {
-		return fakeagent.TotalsSnapshot{}
+// phaseMark is what a phase is measured by, read at each of its ends: the
+// BMCs' counters, both processes' CPU time, the lab's agents' lookups and
+// heartbeats.
+type phaseMark struct {
+	ipmi   bmc.Counters
+	cpu    procCPU
+	agents fakeagent.TotalsSnapshot
+}
+
+// mark reads them now.
+func (m *benchMeter) mark() phaseMark {
+	pm := phaseMark{ipmi: m.counters(), cpu: m.cpu()}
+	if m.lab != nil {
+		pm.agents = m.lab.AgentTotals()
 	}
-	return m.lab.AgentTotals()
+	return pm
 }
 
 // step is the runner's StepHook: end is zero as step i starts.
@@ -186,9 +191,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 		m.stepStart[i] = start
 		if _, ok := m.phaseStart[phase]; !ok {
 			m.phaseStart[phase] = start
-			m.ipmiStart[phase] = m.counters()
-			m.cpuStart[phase] = m.cpu()
-			m.agentStart[phase] = m.agents()
+			m.markStart[phase] = m.mark()
 			fmt.Printf("   bench: phase %s\n", phase)
 		}
 		if phase == "heartbeats" {
@@ -200,9 +203,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	case "heartbeats":
 		m.stopHeartbeats()
 		m.phaseEnd[phase] = time.Now()
-		m.ipmiEnd[phase] = m.counters()
-		m.cpuEnd[phase] = m.cpu()
-		m.agentEnd[phase] = m.agents()
+		m.markEnd[phase] = m.mark()
 		m.runLoads()
 		m.stepEnd[i] = time.Now()
 		return
@@ -213,9 +214,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	now := time.Now()
 	m.stepEnd[i] = now
 	m.phaseEnd[phase] = now
-	m.ipmiEnd[phase] = m.counters()
-	m.cpuEnd[phase] = m.cpu()
-	m.agentEnd[phase] = m.agents()
+	m.markEnd[phase] = m.mark()
 	if phase == "manage" && (i+1 == len(m.steps) || m.steps[i+1].phase != phase) {
 		// Both processes give their free heap back once quiet
 		// (memrelease: within memrelease.Settle), as in ironlab up; the
@@ -360,16 +359,12 @@ type compareOpts struct {
 func (m *benchMeter) beginPhase(p string) {
 	fmt.Printf("   bench: phase %s\n", p)
 	m.phaseStart[p] = time.Now()
-	m.ipmiStart[p] = m.counters()
-	m.cpuStart[p] = m.cpu()
-	m.agentStart[p] = m.agents()
+	m.markStart[p] = m.mark()
 }
 
 func (m *benchMeter) endPhase(p string) {
 	m.phaseEnd[p] = time.Now()
-	m.ipmiEnd[p] = m.counters()
-	m.cpuEnd[p] = m.cpu()
-	m.agentEnd[p] = m.agents()
+	m.markEnd[p] = m.mark()
 }
 
 // startHeartbeats polls the nodes' agent_last_heartbeat (Unix seconds, as
@@ -598,13 +593,14 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 		}
 		last = e
 		sec := e.Sub(s).Seconds()
+		m0, m1 := m.markStart[p], m.markEnd[p]
 		bp := benchPhase{Name: p, Seconds: round3(sec),
-			IPMIRequests: m.ipmiEnd[p].Requests - m.ipmiStart[p].Requests,
-			IPMISessions: m.ipmiEnd[p].Sessions - m.ipmiStart[p].Sessions,
-			LabCPUS:      round3(m.cpuEnd[p].lab - m.cpuStart[p].lab),
-			DriverCPUS:   round3(m.cpuEnd[p].driver - m.cpuStart[p].driver),
-			Lookups:      m.agentEnd[p].Lookups - m.agentStart[p].Lookups,
-			Heartbeats:   m.agentEnd[p].Heartbeats - m.agentStart[p].Heartbeats}
+			IPMIRequests: m1.ipmi.Requests - m0.ipmi.Requests,
+			IPMISessions: m1.ipmi.Sessions - m0.ipmi.Sessions,
+			LabCPUS:      round3(m1.cpu.lab - m0.cpu.lab),
+			DriverCPUS:   round3(m1.cpu.driver - m0.cpu.driver),
+			Lookups:      m1.agents.Lookups - m0.agents.Lookups,
+			Heartbeats:   m1.agents.Heartbeats - m0.agents.Heartbeats}
 		if sec > 0 {
 			bp.NodesPerS = round3(float64(m.n) / sec)
 		}
@@ -653,14 +649,14 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 		r.APIP99Ms = round3(ms(lat[(len(lat)-1)*99/100]))
 	}
 	if !first.IsZero() {
-		c0, c1 := m.ipmiStart[benchPhases[0]], m.ipmiEnd[benchPhases[len(benchPhases)-1]]
+		c0, c1 := m.markStart[benchPhases[0]].ipmi, m.markEnd[benchPhases[len(benchPhases)-1]].ipmi
 		r.IPMIRequests, r.IPMISessions = c1.Requests-c0.Requests, c1.Sessions-c0.Sessions
 		w := last.Sub(first).Seconds()
 		// The IPMI load and the peers' runs are not the provisioning's:
 		// leave them out.
 		for _, p := range []string{"ipmi_load", "compare"} {
 			if s, e := m.phaseStart[p], m.phaseEnd[p]; !s.IsZero() && !e.IsZero() {
-				l0, l1 := m.ipmiStart[p], m.ipmiEnd[p]
+				l0, l1 := m.markStart[p].ipmi, m.markEnd[p].ipmi
 				r.IPMIRequests -= l1.Requests - l0.Requests
 				r.IPMISessions -= l1.Sessions - l0.Sessions
 				w -= e.Sub(s).Seconds()
