@@ -341,7 +341,7 @@ func (a *Agent) lookupLoop(ctx context.Context) error {
 		a.mu.Lock()
 		a.lookups++
 		a.mu.Unlock()
-		a.cfg.Totals.count(countLookup)
+		a.cfg.Totals.Lookups.Add(1)
 		if err == nil {
 			a.mu.Lock()
 			if a.nodeUUID != res.uuid {
@@ -452,7 +452,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		err := a.heartbeatOnce(ctx)
 		switch {
 		case err == nil:
-			a.cfg.Totals.count(countHeartbeat)
+			a.cfg.Totals.Heartbeats.Add(1)
 			a.mu.Lock()
 			a.hbSent++
 			a.hbSinceFaults++
@@ -473,7 +473,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		default:
-			a.cfg.Totals.count(countHeartbeatError)
+			a.cfg.Totals.HeartbeatErrors.Add(1)
 			a.mu.Lock()
 			a.hbErrors++
 			a.mu.Unlock()

@@ -54,7 +54,7 @@ type Config struct {
 	Mux *Mux
 	// Totals, when set, counts this agent's lookups and heartbeats with
 	// those of every other agent given the same Totals (a lab's agents,
-	// over every boot).
+	// over every boot); unset, the agent counts into its own.
 	Totals *Totals
 	// NodeUUID, when known (ipa-node-uuid), is sent with the lookup.
 	NodeUUID string
@@ -109,6 +109,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
+	if c.Totals == nil {
+		c.Totals = new(Totals)
+	}
 	if c.APIURL == "" {
 		return errors.New("fakeagent: config: APIURL is required")
 	}

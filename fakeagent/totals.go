@@ -16,33 +16,7 @@ type TotalsSnapshot struct {
 	Lookups, Heartbeats, HeartbeatErrors uint64
 }
 
-// Snapshot reads t (zero for a nil t).
+// Snapshot reads t.
 func (t *Totals) Snapshot() TotalsSnapshot {
-	if t == nil {
-		return TotalsSnapshot{}
-	}
 	return TotalsSnapshot{Lookups: t.Lookups.Load(), Heartbeats: t.Heartbeats.Load(), HeartbeatErrors: t.HeartbeatErrors.Load()}
-}
-
-type counted int
-
-const (
-	countLookup counted = iota
-	countHeartbeat
-	countHeartbeatError
-)
-
-// count counts one of what; nothing when t is nil (an agent on its own).
-func (t *Totals) count(what counted) {
-	if t == nil {
-		return
-	}
-	switch what {
-	case countLookup:
-		t.Lookups.Add(1)
-	case countHeartbeat:
-		t.Heartbeats.Add(1)
-	case countHeartbeatError:
-		t.HeartbeatErrors.Add(1)
-	}
 }

@@ -227,11 +227,8 @@ func (p *Power) session(ctx context.Context, info power.DriverInfo, what string,
 				return fail(err)
 			}
 			// No answer in the kept session: the BMC may have dropped it
-			// (a reset); a new session tells. The old one's socket closes
-			// without waiting for an answer to Close Session.
-			gone, cancel := context.WithCancel(ctx)
-			cancel()
-			_ = kept.c.Close(gone)
+			// (a reset); a new session tells.
+			dropClient(ctx, kept.c)
 		} else {
 			p.closeClient(ctx, kept.c)
 		}
@@ -305,11 +302,7 @@ func (p *Power) connect(ctx context.Context, bi ipmitool.Info, timeout time.Dura
 		c.WithCipherSuiteID(types.CipherSuiteID(n))
 	}
 	if err := c.Connect(ctx); err != nil {
-		// The socket closes without a Close Session: there is no
-		// session, or one the BMC will time out.
-		gone, cancel := context.WithCancel(ctx)
-		cancel()
-		_ = c.Close(gone)
+		dropClient(ctx, c) // no session, or one the BMC will time out
 		return nil, err
 	}
 	return c, nil
@@ -378,6 +371,14 @@ func (p *Power) Close() error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// dropClient closes c's socket without waiting for an answer to Close
+// Session (its context is over before it is sent).
+func dropClient(ctx context.Context, c *client.Client) {
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = c.Close(gone)
 }
 
 // closeClient closes a session (Close Session), bounded by the request timeout.
