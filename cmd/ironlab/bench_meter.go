@@ -33,6 +33,8 @@ type benchMeter struct {
 	class   string
 	steps   []benchStep
 	timeout time.Duration
+	// clean: provide and undeploy run automated clean (benchCleans).
+	clean bool
 
 	mu      sync.Mutex
 	latency []time.Duration
@@ -330,19 +332,20 @@ func (m *benchMeter) runLoads() {
 		m.warn("heartbeat load: delete its nodes: %v", err)
 	}
 	m.endPhase("heartbeat_load")
-	m.beginPhase("ipmi_load")
+	// Against the first BMC; fake_agent nodes have none, and no phase.
 	for _, n := range m.lab.Nodes() {
 		if n.BMC == nil {
 			continue
 		}
+		m.beginPhase("ipmi_load")
 		t := &ipmiTarget{addr: n.BMC.Addr(), user: n.BMCCreds.Username, pass: n.BMCCreds.Password}
 		r := ipmiLoad(ctx, t.addr, t.user, t.pass, m.load.ipmiClients, m.load.window, false)
 		m.ipmiLoad, m.ipmiTarget = &r, t
 		fmt.Printf("   bench: IPMI load on one BMC: %.0f sessions/s, %.0f requests/s (%d clients, %d errors)\n",
 			r.SessionsPerS, r.RequestsPerS, r.Clients, r.Errors)
+		m.endPhase("ipmi_load")
 		break
 	}
-	m.endPhase("ipmi_load")
 	if m.compare != nil {
 		m.beginPhase("compare")
 		m.cmp = runCompare(ctx, m.compare.script, m.compare.dir, m.load, &benchReport{HeartbeatLoad: m.hbLoad}, m.ipmiTarget)
@@ -524,8 +527,10 @@ type benchPhase struct {
 
 // benchReport is bench.json.
 type benchReport struct {
-	Nodes      int          `json:"nodes"`
-	Driver     string       `json:"driver"`
+	Nodes  int    `json:"nodes"`
+	Driver string `json:"driver"`
+	// Cleaning is the automated clean of provide and undeploy.
+	Cleaning   string       `json:"cleaning"`
 	Passed     bool         `json:"passed"`
 	Error      string       `json:"error,omitempty"`
 	MeasuredAt string       `json:"measured_at"`
@@ -582,6 +587,10 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 	r := &benchReport{Nodes: m.n, Driver: m.class, Passed: res.Passed, Error: res.Error,
 		MeasuredAt: time.Now().UTC().Format(time.RFC3339),
 		Host:       fmt.Sprintf("%s, %d CPUs, %s", host, runtime.NumCPU(), runtime.Version())}
+	r.Cleaning = "erase_devices_metadata on provide and undeploy"
+	if !m.clean {
+		r.Cleaning = "none (FakePower never powers the machine on again after the deploy: no agent would run the erase)"
+	}
 	var first, last time.Time
 	for _, p := range benchPhases {
 		s, e := m.phaseStart[p], m.phaseEnd[p]
@@ -706,7 +715,7 @@ func (r *benchReport) markdown() string {
 		verdict = "FAILED"
 	}
 	fmt.Fprintf(&b, "# ironlab bench: %d %s nodes (%s)\n\n", r.Nodes, r.Driver, verdict)
-	fmt.Fprintf(&b, "Measured %s on %s.\n\n", r.MeasuredAt, r.Host)
+	fmt.Fprintf(&b, "Measured %s on %s. Cleaning: %s.\n\n", r.MeasuredAt, r.Host, r.Cleaning)
 	b.WriteString("| phase | seconds | nodes/s | lab CPU s | driver CPU s | IPMI requests | IPMI sessions | lookups | heartbeats |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range r.Phases {
 		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %.2f | %.2f | %d | %d | %d | %d |\n", p.Name, p.Seconds, p.NodesPerS, p.LabCPUS, p.DriverCPUS, p.IPMIRequests, p.IPMISessions, p.Lookups, p.Heartbeats)

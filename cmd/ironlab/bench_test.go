@@ -162,11 +162,83 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	}
 }
 
+// `ironlab bench --power fake` measures fake_agent nodes (no BMC, no IPMI):
+// every node deploys its image byte for byte and comes back available, no
+// IPMI is counted or loaded, and bench.json says the nodes were not cleaned
+// and why.
+func TestBenchFakePower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 10-node lab (~15 s)")
+	}
+	dir := t.TempDir()
+	out, code := ironlab(t, dir, "bench", "--nodes", "10", "--power", "fake", "--load-window", "0",
+		"--heartbeat-window", "2s", "--timeout", "2m", "--results", filepath.Join(dir, "res"))
+	if code != 0 {
+		t.Fatalf("ironlab bench --power fake exited %d:\n%s", code, out)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "res", "*", "bench.json"))
+	if len(files) != 1 {
+		t.Fatalf("bench.json files: %v, want one\n%s", files, out)
+	}
+	raw, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b struct {
+		Nodes    int    `json:"nodes"`
+		Driver   string `json:"driver"`
+		Passed   bool   `json:"passed"`
+		Cleaning string `json:"cleaning"`
+		Phases   []struct {
+			Name         string `json:"name"`
+			IPMIRequests uint64 `json:"ipmi_requests"`
+			Heartbeats   uint64 `json:"heartbeats"`
+		} `json:"phases"`
+		IPMIRequests uint64                          `json:"ipmi_requests"`
+		DeployWallS  float64                         `json:"deploy_wall_s"`
+		Goals        []struct{ Goal, Status string } `json:"goals"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatalf("bench.json: %v\n%s", err, raw)
+	}
+	if b.Nodes != 10 || b.Driver != "fake_agent" || !b.Passed {
+		t.Errorf("bench.json: %d %s nodes, passed %v: want 10 fake_agent nodes, passed", b.Nodes, b.Driver, b.Passed)
+	}
+	if !strings.HasPrefix(b.Cleaning, "none (FakePower") {
+		t.Errorf("cleaning %q: want none, with FakePower's reason", b.Cleaning)
+	}
+	var names []string
+	for _, p := range b.Phases {
+		names = append(names, p.Name)
+		if p.IPMIRequests != 0 {
+			t.Errorf("phase %s counts %d IPMI requests: fake_agent nodes have no BMC", p.Name, p.IPMIRequests)
+		}
+		if p.Name == "deploy" && p.Heartbeats == 0 {
+			t.Error("the deploy phase counts no heartbeats: the agents deployed without one?")
+		}
+	}
+	if want := "enroll manage provide heartbeats power_off deploy deploy_verify undeploy undeploy_verify"; strings.Join(names, " ") != want {
+		t.Errorf("phases %v, want %s", names, want)
+	}
+	if b.IPMIRequests != 0 || b.DeployWallS <= 0 {
+		t.Errorf("ipmi_requests %d (want 0), deploy_wall_s %v (want > 0)", b.IPMIRequests, b.DeployWallS)
+	}
+	for _, g := range b.Goals {
+		if strings.Contains(g.Goal, "IPMI") && g.Status != "not judged: the goal is for IPMI nodes" && g.Status != "not judged: fake_agent nodes have no BMC" {
+			t.Errorf("goal %q: %q, want not judged for fake_agent", g.Goal, g.Status)
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(filepath.Dir(files[0]), "bench.md"))
+	if err != nil || !strings.Contains(string(md), "Cleaning: none (FakePower") {
+		t.Errorf("bench.md does not say the nodes were not cleaned (%v):\n%s", err, md)
+	}
+}
+
 // Bad flags are refused before anything starts.
 func TestBenchRefusesBadFlags(t *testing.T) {
 	dir := t.TempDir()
 	for _, args := range [][]string{
-		{"--power", "smoke"}, {"--power", "fake"}, {"--bmc", "redfish", "--power", "ipmitool"}, {"--bmc", "serial"},
+		{"--power", "smoke"}, {"--bmc", "redfish", "--power", "fake"}, {"--bmc", "redfish", "--power", "ipmitool"}, {"--bmc", "serial"},
 		{"--nodes", "0"}, {"--heartbeat-window", "0s"},
 	} {
 		out, code := ironlab(t, dir, append([]string{"bench"}, args...)...)
