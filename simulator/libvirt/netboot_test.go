@@ -31,7 +31,9 @@ var (
 func testRamdisk(t testing.TB) ramdisk.Ramdisk {
 	t.Helper()
 	ramdiskOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		// A bound for a cold build cache on a loaded 2-core machine (the
+		// static binary, the kernel package, the cpio), not a target.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		o := ramdisk.Options{Binary: os.Getenv("IRONLAB_AGENT_BINARY"), Progress: testWriter{t}}
 		if o.Binary == "" {
