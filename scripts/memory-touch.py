@@ -24,9 +24,15 @@ def cpu():
 
 
 def main():
-    gib = int(sys.argv[1]) if len(sys.argv) > 1 else 8
-    if gib < 1:
-        sys.exit("memory-touch: GIB must be at least 1")
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        return
+    try:
+        gib = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    except ValueError:
+        sys.exit(f"memory-touch: GIB must be a whole number of GiB, not {sys.argv[1]!r}")
+    if gib < 1 or len(sys.argv) > 2:
+        sys.exit("memory-touch: usage: scripts/memory-touch.py [GIB] (GIB at least 1)")
     kept, page = [], mmap.PAGESIZE
     for g in range(gib):
         c0 = cpu()
