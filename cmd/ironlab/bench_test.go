@@ -21,21 +21,9 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 20-node lab (~20 s)")
 	}
-	dir := t.TempDir()
 	const n = 20
-	out, code := ironlab(t, dir, "bench", "--nodes", "20", "--power", "native",
-		"--heartbeat-window", "4s", "--timeout", "2m", "--results", filepath.Join(dir, "res"))
-	if code != 0 {
-		t.Fatalf("ironlab bench exited %d:\n%s", code, out)
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "res", "*", "bench.json"))
-	if len(files) != 1 {
-		t.Fatalf("bench.json files: %v, want one\n%s", files, out)
-	}
-	raw, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, res, raw := runBench(t, "--nodes", "20", "--power", "native",
+		"--heartbeat-window", "4s", "--timeout", "2m")
 	var b struct {
 		Nodes  int  `json:"nodes"`
 		Passed bool `json:"passed"`
@@ -147,7 +135,7 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	if *b.DeployWallS > deployPhase || *b.DeployRequestsS > *b.DeployWallS {
 		t.Errorf("deploy_requests_s %v, deploy_wall_s %v, deploy phase %v: want each within the next", *b.DeployRequestsS, *b.DeployWallS, deployPhase)
 	}
-	md, err := os.ReadFile(filepath.Join(filepath.Dir(files[0]), "bench.md"))
+	md, err := os.ReadFile(filepath.Join(res, "bench.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +144,7 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 			t.Errorf("bench.md lacks %q:\n%s", s, md)
 		}
 	}
-	report := filepath.Join(filepath.Dir(files[0]), "bench", "report.html")
+	report := filepath.Join(res, "bench", "report.html")
 	if _, err := os.Stat(report); err != nil || !strings.Contains(out, "open "+report) {
 		t.Errorf("no report.html, or the output does not say where it is (%v):\n%s", err, out)
 	}
@@ -170,20 +158,8 @@ func TestBenchFakePower(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 10-node lab (~15 s)")
 	}
-	dir := t.TempDir()
-	out, code := ironlab(t, dir, "bench", "--nodes", "10", "--power", "fake", "--load-window", "0",
-		"--heartbeat-window", "2s", "--timeout", "2m", "--results", filepath.Join(dir, "res"))
-	if code != 0 {
-		t.Fatalf("ironlab bench --power fake exited %d:\n%s", code, out)
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "res", "*", "bench.json"))
-	if len(files) != 1 {
-		t.Fatalf("bench.json files: %v, want one\n%s", files, out)
-	}
-	raw, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, res, raw := runBench(t, "--nodes", "10", "--power", "fake", "--load-window", "0",
+		"--heartbeat-window", "2s", "--timeout", "2m")
 	var b struct {
 		Nodes    int    `json:"nodes"`
 		Driver   string `json:"driver"`
@@ -228,10 +204,31 @@ func TestBenchFakePower(t *testing.T) {
 			t.Errorf("goal %q: %q, want not judged for fake_agent", g.Goal, g.Status)
 		}
 	}
-	md, err := os.ReadFile(filepath.Join(filepath.Dir(files[0]), "bench.md"))
+	md, err := os.ReadFile(filepath.Join(res, "bench.md"))
 	if err != nil || !strings.Contains(string(md), "Cleaning: none (FakePower") {
 		t.Errorf("bench.md does not say the nodes were not cleaned (%v):\n%s", err, md)
 	}
+}
+
+// runBench runs `ironlab bench args...` with its own results folder, fails
+// the test unless it exits 0 with one bench.json, and returns its output,
+// the run's results folder and bench.json.
+func runBench(t *testing.T, args ...string) (out, res string, raw []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	out, code := ironlab(t, dir, append(append([]string{"bench"}, args...), "--results", filepath.Join(dir, "res"))...)
+	if code != 0 {
+		t.Fatalf("ironlab bench %s exited %d:\n%s", strings.Join(args, " "), code, out)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "res", "*", "bench.json"))
+	if len(files) != 1 {
+		t.Fatalf("bench.json files: %v, want one\n%s", files, out)
+	}
+	raw, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, filepath.Dir(files[0]), raw
 }
 
 // Bad flags are refused before anything starts.
@@ -267,21 +264,9 @@ func TestBenchCompareMeasuresThePeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	out, code := ironlab(t, dir, "bench", "--nodes", "4", "--heartbeat-window", "1s", "--load-window", "3s",
+	_, res, raw := runBench(t, "--nodes", "4", "--heartbeat-window", "1s", "--load-window", "3s",
 		"--load-nodes", "20", "--load-clients", "8", "--compare", "--ironic-script", script,
-		"--timeout", "2m", "--results", filepath.Join(dir, "res"))
-	if code != 0 {
-		t.Fatalf("ironlab bench --compare exited %d:\n%s", code, out)
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "res", "*", "bench.json"))
-	if len(files) != 1 {
-		t.Fatalf("bench.json files: %v, want one\n%s", files, out)
-	}
-	raw, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+		"--timeout", "2m")
 	var b struct {
 		Compare *struct {
 			Ironic map[string]any `json:"ironic"`
@@ -344,7 +329,7 @@ func TestBenchCompareMeasuresThePeers(t *testing.T) {
 			t.Errorf("compare.pyghmi.ratio = %v, ours on the same loops %v (port per session %v), pyghmi %v", r, o, ours["port_per_session"], p)
 		}
 	}
-	md, err := os.ReadFile(filepath.Join(filepath.Dir(files[0]), "bench.md"))
+	md, err := os.ReadFile(filepath.Join(res, "bench.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
