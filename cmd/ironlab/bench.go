@@ -269,9 +269,8 @@ func benchClass(power, bmcKind string) (string, error) {
 // FakePower reaches no machine, so once the deploy's standby.power_off has
 // powered the machine off nothing turns it back on, and an undeploy's clean
 // would wait for an agent that never comes (as scenarios/mixed.yaml leaves
-// its fake_agent nodes out of the erase). Their provide is not cleaned
-// either, so that the two clean phases of the other drivers are not half
-// there.
+// its fake_agent nodes out of the erase). automated_clean is one setting
+// for provide and undeploy alike, so their provide is not cleaned either.
 func benchCleans(class string) bool { return class != "fake_agent" }
 
 // writeBench writes bench.json and bench.md into dir.
