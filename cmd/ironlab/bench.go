@@ -191,7 +191,6 @@ Flags:
 	dir := filepath.Join(*results, runID)
 	load := benchLoadOpts{nodes: *loadNodes, clients: min(*loadClients, *loadNodes), ipmiClients: *ipmiClients, window: *loadWindow}
 	m := newBenchMeter(*nodes, class, steps, *timeout, load)
-	m.clean = clean
 	if *compare {
 		m.compare = &compareOpts{script: *ironicScript, dir: dir}
 	}

@@ -33,8 +33,6 @@ type benchMeter struct {
 	class   string
 	steps   []benchStep
 	timeout time.Duration
-	// clean: provide and undeploy run automated clean (benchCleans).
-	clean bool
 
 	mu      sync.Mutex
 	latency []time.Duration
@@ -588,7 +586,7 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 		MeasuredAt: time.Now().UTC().Format(time.RFC3339),
 		Host:       fmt.Sprintf("%s, %d CPUs, %s", host, runtime.NumCPU(), runtime.Version())}
 	r.Cleaning = "erase_devices_metadata on provide and undeploy"
-	if !m.clean {
+	if !benchCleans(m.class) {
 		r.Cleaning = "none (FakePower never powers the machine on again after the deploy: no agent would run the erase)"
 	}
 	var first, last time.Time
