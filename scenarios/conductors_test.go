@@ -175,8 +175,8 @@ func TestConductorsScenario(t *testing.T) {
 		case "deploy failed":
 			// A PXE node whose accepted call-back died with its conductor
 			// fails at the call-back timeout, as in Ironic; the scenario's
-			// takeover_outcome has already checked that such a call-back
-			// is in its history.
+			// takeover_outcome has already checked that its ramdisk's
+			// console shows such a call-back, which the history lacks.
 			lost := (strings.HasPrefix(n.Name, "fp-") || strings.HasPrefix(n.Name, "pp-")) &&
 				strings.Contains(n.LastError, "Timeout reached while waiting for callback")
 			if !lost && !strings.Contains(n.LastError, "took the node over") {

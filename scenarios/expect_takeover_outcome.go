@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
 	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
 )
@@ -30,17 +31,19 @@ func init() {
 }
 
 // lostCallback says why a node failed by its call-back timeout is not one
-// whose conductor died with its call-back, or "" when it is: its PXE
-// deploy ramdisk's pass_deploy_info was accepted (the ramdisk does not
-// call again) and the next state change was the timeout, as Ironic's
-// would end when the conductor that accepted the call-back dies before
-// it acts on it.
+// whose conductor died with its call-back, or "" when it is. The built-in
+// driver saves an accepted pass_deploy_info (its event) together with the
+// move to deploying, so a conductor killed between its 202 and that save
+// leaves no trace in the history; the ramdisk, which never calls again
+// after a 202, printed pxedeploy.AcceptedLine on the console. One more
+// accepted call-back there than the history holds, and a call-back
+// timeout in the history, is Ironic's end for such a node.
 func (r *runner) lostCallback(ctx context.Context, n *lab.Node) string {
 	evs, err := r.api.Events(ctx, r.ident(n))
 	if err != nil {
 		return "read the history: " + err.Error()
 	}
-	accepted := false
+	recorded, timedOut := 0, false
 	for _, raw := range evs {
 		var ev struct {
 			Kind  string `json:"kind"`
@@ -51,15 +54,22 @@ func (r *runner) lostCallback(ctx context.Context, n *lab.Node) string {
 		}
 		switch {
 		case ev.Event == "pass_deploy_info":
-			accepted = true
-		case ev.Kind == "provision" && accepted:
-			if ev.Event == "callback timeout" {
-				return ""
-			}
-			accepted = false
+			recorded++
+		case ev.Kind == "provision" && ev.Event == "callback timeout":
+			timedOut = true
 		}
 	}
-	return "failed by the call-back timeout, but its history shows no accepted call-back that a conductor's death left unanswered"
+	if !timedOut {
+		return "last_error names the call-back timeout, but the history has no \"callback timeout\" event"
+	}
+	log, err := n.Machine.ConsoleLog()
+	if err != nil {
+		return "read the console: " + err.Error()
+	}
+	if onConsole := strings.Count(log, pxedeploy.AcceptedMarker); onConsole <= recorded {
+		return fmt.Sprintf("failed by the call-back timeout, but no call-back was left unanswered by a conductor's death: the ramdisk's console shows %d accepted, the history %d", onConsole, recorded)
+	}
+	return ""
 }
 
 // takeoverFailed is the state a takeover leaves a node in whose step

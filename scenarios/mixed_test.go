@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
 	"github.com/ironlab/ironlab/images"
 	"github.com/ironlab/ironlab/scenarios/labtest"
 )
@@ -65,12 +66,21 @@ steps:
 		marker = images.Marker(h.ID, h.PayloadSHA256)
 	}
 	for _, n := range res.Nodes {
-		if strings.HasPrefix(n.Driver, "fake_") {
-			continue // FakePower never power-cycles the machine
-		}
 		log, err := os.ReadFile(filepath.Join(results, "pxe-ssh", "console", n.Name+".log"))
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The deploy ramdisk prints its accepted call-back, the one trace
+		// of it when its conductor dies before recording it.
+		want := 0
+		if strings.Contains(n.Driver, "pxe") {
+			want = 1
+		}
+		if got := strings.Count(string(log), pxedeploy.AcceptedMarker); got != want {
+			t.Errorf("%s (%s): %d %q lines on the console, want %d:\n%s", n.Name, n.Driver, got, pxedeploy.AcceptedMarker, want, log)
+		}
+		if strings.HasPrefix(n.Driver, "fake_") {
+			continue // FakePower never power-cycles the machine
 		}
 		if !strings.Contains(lastBoot(string(log)), marker) || !strings.Contains(lastBoot(string(log)), "from disk") {
 			t.Errorf("%s (%s): the last boot did not boot the image from disk:\n%s", n.Name, n.Driver, log)

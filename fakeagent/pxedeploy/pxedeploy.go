@@ -96,6 +96,20 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives the ramdisk's logs (slog.Default()).
 	Logger *slog.Logger
+	// Console, when set, gets AcceptedLine once the conductor accepts the
+	// call-back, as a real ramdisk prints its milestones on the machine's
+	// console: the one trace of an accepted call-back whose conductor died
+	// before recording it.
+	Console io.Writer
+}
+
+// AcceptedMarker starts AcceptedLine.
+const AcceptedMarker = "ironlab deploy ramdisk: pass_deploy_info accepted"
+
+// AcceptedLine is the console line of a call-back the conductor accepted
+// (202) on the given attempt; the ramdisk never calls again after it.
+func AcceptedLine(attempt int) string {
+	return fmt.Sprintf("%s (attempt %d)\n", AcceptedMarker, attempt)
 }
 
 // ConfigFromCmdline parses a kernel command line: ironlab.mode (must be
@@ -194,6 +208,9 @@ func (r *Ramdisk) Run(ctx context.Context) error {
 		err := r.callBack(ctx)
 		if err == nil {
 			r.log.Info("pass_deploy_info accepted", "address", r.cfg.AdvertiseURL, "attempt", attempt)
+			if r.cfg.Console != nil {
+				io.WriteString(r.cfg.Console, AcceptedLine(attempt))
+			}
 			break
 		}
 		if errors.Is(err, ErrRefused) {

@@ -89,8 +89,9 @@ func TestRamdiskCallsBackAndServesItsDisk(t *testing.T) {
 	mux := NewMux("http://127.0.0.1:1/pxe")
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
+	var console bytes.Buffer // written by Run, read once it has returned
 	rd, err := New(Config{APIURL: api.URL, NodeUUID: "u-1", DeployKey: "K", Disk: disk, AdvertiseURL: mux.URL("u-1"),
-		RetryInterval: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+		RetryInterval: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler), Console: &console})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,6 +158,9 @@ func TestRamdiskCallsBackAndServesItsDisk(t *testing.T) {
 	if n := calls.Load(); n != 2 {
 		t.Errorf("%d call-backs, want 2 (one 409, then accepted)", n)
 	}
+	if want := "ironlab deploy ramdisk: pass_deploy_info accepted (attempt 2)\n"; console.String() != want {
+		t.Errorf("console %q, want %q: the accepted call-back, once", console.String(), want)
+	}
 }
 
 func TestRefusedCallBackEndsRun(t *testing.T) {
@@ -170,13 +174,17 @@ func TestRefusedCallBackEndsRun(t *testing.T) {
 		t.Skip("no /dev/null")
 	}
 	defer disk.Close()
+	var console bytes.Buffer
 	rd, err := New(Config{APIURL: api.URL, NodeUUID: "u", DeployKey: "k", Disk: disk, AdvertiseURL: "http://127.0.0.1:1/u",
-		RetryInterval: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+		RetryInterval: time.Millisecond, Logger: slog.New(slog.DiscardHandler), Console: &console})
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = rd.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "deploy key does not match") {
 		t.Errorf("Run: %v, want the refusal", err)
+	}
+	if console.Len() != 0 {
+		t.Errorf("console %q after a refused call-back, want nothing", console.String())
 	}
 }

@@ -341,7 +341,7 @@ func runDeployRamdisk(log *slog.Logger, cmdline string) error {
 		return err
 	}
 	defer disk.Close()
-	cfg.Disk, cfg.Logger = disk, log
+	cfg.Disk, cfg.Logger, cfg.Console = disk, log, os.Stderr
 	log.Info("ironlab init: deploy ramdisk running", "api", cfg.APIURL, "advertise", cfg.AdvertiseURL, "listen", ListenAddr, "disk_bytes", disk.Size())
 	return pxedeploy.ListenAndRun(context.Background(), cfg)
 }

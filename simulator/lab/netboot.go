@@ -111,6 +111,9 @@ func (l *Lab) runDeployRamdisk(ctx context.Context, n *Node, e bootfiles.Entry) 
 	cfg.AdvertiseURL = mux.URL(cfg.NodeUUID)
 	cfg.RetryInterval = l.spec.LookupInterval
 	cfg.Logger = l.log.With("node", n.Name)
+	if c, ok := n.Machine.(simulator.ConsoleWriter); ok {
+		cfg.Console = consoleWriter{c}
+	}
 	rd, err := pxedeploy.New(cfg)
 	if err != nil {
 		return fmt.Errorf("node %s: deploy ramdisk: %w", n.Name, err)
@@ -192,4 +195,12 @@ func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machin
 		return nil
 	}
 	return err
+}
+
+// consoleWriter writes on an in-process machine's console.
+type consoleWriter struct{ c simulator.ConsoleWriter }
+
+func (w consoleWriter) Write(p []byte) (int, error) {
+	w.c.ConsolePrintf("%s", p)
+	return len(p), nil
 }
