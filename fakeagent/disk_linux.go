@@ -29,6 +29,42 @@ func openDirect(path string) *os.File {
 	return f
 }
 
+// directToggle reads f's status flags and checks the file system takes
+// O_DIRECT on it (tmpfs before Linux 6.6 and some FUSE ones refuse): nil
+// if it does not, and f's writes stay buffered.
+func directToggle(f *os.File) *directFlags {
+	var flags int
+	var ferr error
+	rc, err := f.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { flags, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+	}
+	if err != nil || ferr != nil {
+		return nil
+	}
+	t := &directFlags{off: flags &^ unix.O_DIRECT, on: flags | unix.O_DIRECT}
+	if setDirect(f, t.on) != nil {
+		return nil
+	}
+	if setDirect(f, t.off) != nil {
+		return nil
+	}
+	return t
+}
+
+// setDirect sets f's status flags (F_SETFL) to flags.
+func setDirect(f *os.File, flags int) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { _, serr = unix.FcntlInt(fd, unix.F_SETFL, flags) }); err != nil {
+		return err
+	}
+	return serr
+}
+
 // PunchHole deallocates [off, off+length): the range then reads as zeros.
 // Block devices and some filesystems refuse; the caller falls back to
 // writing zeros.

@@ -11,6 +11,10 @@ import (
 // openDirect: O_DIRECT is Linux's; elsewhere every write is buffered.
 func openDirect(string) *os.File { return nil }
 
+func directToggle(*os.File) *directFlags { return nil }
+
+func setDirect(*os.File, int) error { return errors.ErrUnsupported }
+
 // PunchHole is unsupported here; the caller falls back to writing zeros.
 func (d *FileDisk) PunchHole(off, length int64) error {
 	return errors.New("punching holes is only supported on Linux")
