@@ -61,9 +61,11 @@ type FileDisk struct {
 	// cache, as IPA's qemu-img -t directsync writes them. A second
 	// descriptor per disk would do the same at twice the descriptors, and
 	// a 10,000-node lab runs close to its limit. mu keeps every other read
-	// and write off f while O_DIRECT is on.
-	toggle *directFlags
-	mu     sync.Mutex
+	// and write off f while O_DIRECT is on; buffered (under mu) is set
+	// once a direct write failed in a way the next would too.
+	toggle   *directFlags
+	mu       sync.Mutex
+	buffered bool
 }
 
 // directFlags are a file's status flags without and with O_DIRECT.
@@ -158,13 +160,13 @@ func (d *FileDisk) WriteAt(p []byte, off int64) (int, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !aligned(p, off) || setDirect(d.f, d.toggle.on) != nil {
+	if d.buffered || !aligned(p, off) || setDirect(d.f, d.toggle.on) != nil {
 		return d.f.WriteAt(p, off)
 	}
 	n, err := d.f.WriteAt(p, off)
 	if rerr := setDirect(d.f, d.toggle.off); rerr != nil {
-		// Unaligned I/O would fail from now on: a disk error, said as one.
-		d.toggle = nil
+		// Unaligned I/O may fail from now on: a disk error, said as one.
+		d.buffered = true
 		if err == nil {
 			err = fmt.Errorf("turn O_DIRECT off again on disk %s: %w", d.f.Name(), rerr)
 		}
@@ -173,7 +175,7 @@ func (d *FileDisk) WriteAt(p []byte, off int64) (int, error) {
 	if errors.Is(err, syscall.EINVAL) {
 		// A file system that took the flag but not this write (a larger
 		// block size, a FUSE one): buffered from now on.
-		d.toggle = nil
+		d.buffered = true
 		return d.f.WriteAt(p, off)
 	}
 	return n, err
