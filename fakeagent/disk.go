@@ -48,19 +48,15 @@ type dataFinder interface {
 type FileDisk struct {
 	f    *os.File
 	size int64
-	// direct is the block device opened again with O_DIRECT (nil for
-	// files, or where the kernel refuses): WriteAt sends aligned writes
-	// through it, past the guest's page cache.
-	direct *os.File
 	// blockDev: the path is a block device (zeroed with BLKZEROOUT, not
 	// a punched hole).
 	blockDev bool
-	// toggle (regular files where the file system takes O_DIRECT) holds
-	// f's status flags: an aligned write turns O_DIRECT on around itself
-	// (setDirect), so image bytes go to the file without filling the page
-	// cache, as IPA's qemu-img -t directsync writes them. A second
-	// descriptor per disk would do the same at twice the descriptors, and
-	// a 10,000-node lab runs close to its limit. mu keeps every other read
+	// toggle (nil where the kernel or the file system refuses O_DIRECT)
+	// holds f's status flags: an aligned write turns O_DIRECT on around
+	// itself (setDirect), so image bytes go to the disk without filling
+	// the page cache, as IPA's qemu-img -t directsync writes them. A
+	// second descriptor per disk would do the same at twice the
+	// descriptors, and a 10,000-node lab runs close to its limit. mu keeps every other read
 	// and write off f while O_DIRECT is on; buffered (under mu) is set
 	// once a direct write failed in a way the next would too.
 	toggle   *directFlags
@@ -75,16 +71,15 @@ type directFlags struct{ off, on int }
 // FileDisk sends with O_DIRECT; a multiple of every logical block size.
 const DirectAlign = 4096
 
-// OpenFileDisk opens path (a file or a block device) read-write. A block
-// device is opened a second time with O_DIRECT for aligned writes: in a VM
-// under TCG, 64 MiB written through the page cache took 0.45-1.6 s of
-// guest CPU (copies, page cache bookkeeping, writeback) and 0.12-0.4 s
-// direct, where QEMU copies from the guest's buffer itself. A regular file
-// (the fake backend's sparse disks on the host) sends its aligned writes
-// with O_DIRECT too, toggled on its one descriptor: 10,000 nodes' images
-// would otherwise take 10 GiB of page cache that nothing reads again
-// soon, and on a VM whose host backs memory lazily each new page of it
-// costs several times what the copy does.
+// OpenFileDisk opens path (a file or a block device) read-write. Aligned
+// writes go with O_DIRECT, toggled on its one descriptor. In a VM under
+// TCG, 64 MiB written to the block device through the page cache took
+// 0.45-1.6 s of guest CPU (copies, page cache bookkeeping, writeback) and
+// 0.12-0.4 s direct, where QEMU copies from the guest's buffer itself. On
+// the fake backend's sparse files, 10,000 nodes' images would otherwise
+// take 10 GiB of page cache that nothing reads again soon, and on a VM
+// whose host backs memory lazily each new page of it costs several times
+// what the copy does.
 func OpenFileDisk(path string) (*FileDisk, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -98,15 +93,10 @@ func OpenFileDisk(path string) (*FileDisk, error) {
 		return nil, fmt.Errorf("size of disk %s: %w", path, err)
 	}
 	d := &FileDisk{f: f, size: size}
-	st, err := f.Stat()
-	switch {
-	case err != nil:
-	case st.Mode()&os.ModeDevice != 0:
-		d.blockDev = st.Mode()&os.ModeCharDevice == 0
-		d.direct = openDirect(path)
-	case st.Mode().IsRegular():
-		d.toggle = directToggle(f)
+	if st, err := f.Stat(); err == nil {
+		d.blockDev = st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
 	}
+	d.toggle = directToggle(f)
 	return d, nil
 }
 
@@ -152,9 +142,6 @@ func (d *FileDisk) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off > d.size || int64(len(p)) > d.size-off { // no off+len: it may overflow
 		return 0, fmt.Errorf("write %d bytes at offset %d of disk %s: beyond its size %d bytes", len(p), off, d.f.Name(), d.size)
 	}
-	if d.direct != nil && aligned(p, off) {
-		return d.direct.WriteAt(p, off)
-	}
 	if d.toggle == nil {
 		return d.f.WriteAt(p, off)
 	}
@@ -190,12 +177,7 @@ func (d *FileDisk) Size() int64 { return d.size }
 func (d *FileDisk) Sync() error { return d.f.Sync() }
 
 // Close closes the disk.
-func (d *FileDisk) Close() error {
-	if d.direct != nil {
-		d.direct.Close()
-	}
-	return d.f.Close()
-}
+func (d *FileDisk) Close() error { return d.f.Close() }
 
 // throttledWriterAt limits the write rate to bps bytes per second (the slow
 // disk fault), sleeping after each write by the time it "should" have taken.

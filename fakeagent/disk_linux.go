@@ -20,15 +20,6 @@ const (
 	seekHole        = 4    // SEEK_HOLE
 )
 
-// openDirect opens a block device for O_DIRECT writes; nil if it cannot.
-func openDirect(path string) *os.File {
-	f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_DIRECT, 0)
-	if err != nil {
-		return nil
-	}
-	return f
-}
-
 // directToggle reads f's status flags and checks the file system takes
 // O_DIRECT on it (tmpfs before Linux 6.6 and some FUSE ones refuse): nil
 // if it does not, and f's writes stay buffered.

@@ -8,9 +8,7 @@ import (
 	"os"
 )
 
-// openDirect: O_DIRECT is Linux's; elsewhere every write is buffered.
-func openDirect(string) *os.File { return nil }
-
+// directToggle: O_DIRECT is Linux's; elsewhere every write is buffered.
 func directToggle(*os.File) *directFlags { return nil }
 
 func setDirect(*os.File, int) error { return errors.ErrUnsupported }

@@ -289,8 +289,8 @@ func (a *Agent) download(ctx context.Context, url, algo string, w io.WriterAt, l
 	})
 	defer idle.Stop()
 
-	// Whole aligned chunks (the last one aside): a block device writes
-	// them with O_DIRECT (FileDisk).
+	// Whole aligned chunks (the last one aside): FileDisk writes them
+	// with O_DIRECT.
 	buf, pooled := alignedMiB()
 	defer alignedMiBs.Put(pooled)
 	body := &idleReader{r: resp.Body, idle: idle}
