@@ -31,6 +31,7 @@ import (
 	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
 	imgramdisk "github.com/ironlab/ironlab/images/ramdisk"
+	"github.com/ironlab/ironlab/internal/memrelease"
 )
 
 // Kernel command line options of /init itself (the agent's own are parsed
@@ -391,21 +392,7 @@ func sysfs(p string) string {
 	return strings.TrimSpace(string(b))
 }
 
-func memMB() int {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return kb / 1024
-		}
-	}
-	return 0
-}
+func memMB() int { return int(memrelease.MemTotal() >> 20) }
 
 func cpuModel() string {
 	f, err := os.Open("/proc/cpuinfo")

@@ -28,14 +28,14 @@ func TuneGC() {
 		debug.SetGCPercent(GCPercent)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		if total := memTotal(); total > 0 {
+		if total := MemTotal(); total > 0 {
 			debug.SetMemoryLimit(total / 4)
 		}
 	}
 }
 
-// memTotal is MemTotal of /proc/meminfo in bytes, 0 where unknown.
-func memTotal() int64 {
+// MemTotal is MemTotal of /proc/meminfo in bytes, 0 where unknown.
+func MemTotal() int64 {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0

@@ -20,7 +20,7 @@ func TestTuneGC(t *testing.T) {
 		printGC()
 		return
 	}
-	total := memTotal()
+	total := MemTotal()
 	if total <= 0 {
 		t.Skip("no MemTotal in /proc/meminfo")
 	}
