@@ -158,7 +158,7 @@ func waitHeartbeatsQueued(t *testing.T, s *SQLite, n int) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s.hbq.mu.Lock()
-		q := len(s.hbq.queue)
+		q := s.hbq.pending
 		s.hbq.mu.Unlock()
 		if q >= n {
 			return

@@ -21,7 +21,7 @@ func waitWrites(t *testing.T, s *SQLite, c0 queueCounts, n int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s.wq.mu.Lock()
-		q := int(s.wq.requests-c0.requests) + len(s.wq.queue)
+		q := int(s.wq.requests-c0.requests) + s.wq.pending
 		s.wq.mu.Unlock()
 		if q == n+1 {
 			return
@@ -213,8 +213,7 @@ func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 		}
 	}
 	// The next leader (the first still queued) takes the urgent rest only.
-	next := q.queue[0]
-	batch = q.take(next, maxWriteBatch)
+	batch = q.take(handOver(t, &q), maxWriteBatch)
 	for _, r := range batch[1:] {
 		if !r.urgent {
 			t.Fatal("a background write in a batch while urgent ones wait")
@@ -223,12 +222,12 @@ func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 	if len(batch) != maxWriteBatch {
 		t.Fatalf("second batch of %d, want %d", len(batch), maxWriteBatch)
 	}
-	batch = q.take(q.queue[0], maxWriteBatch)
+	batch = q.take(handOver(t, &q), maxWriteBatch)
 	if got, want := len(batch), 1+len(urgent)-2*(maxWriteBatch-1); got != want {
 		t.Fatalf("third batch of %d, want %d (the last urgent ones)", got, want)
 	}
 	// Then the background ones, maxWriteBatch at a time.
-	batch = q.take(q.queue[0], maxWriteBatch)
+	batch = q.take(handOver(t, &q), maxWriteBatch)
 	if len(batch) != maxWriteBatch {
 		t.Fatalf("fourth batch of %d, want %d", len(batch), maxWriteBatch)
 	}
@@ -237,16 +236,33 @@ func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 			t.Fatal("an urgent write left for the background batch")
 		}
 	}
-	left := 0
-	for _, r := range q.queue {
-		if r.taken {
-			t.Fatal("a taken write left in the queue")
+	// What is left: the background writes after the fourth batch's (the
+	// first three led the second to fourth batches, maxWriteBatch-1 more
+	// joined the fourth), in order, each led in its turn.
+	rest := background[3+maxWriteBatch-1:]
+	if q.pending != len(rest) || q.urgentQ.waiting != 0 || q.otherQ.waiting != len(rest) {
+		t.Fatalf("%d pending (%d urgent, %d other waiting), want %d background", q.pending, q.urgentQ.waiting, q.otherQ.waiting, len(rest))
+	}
+	for i, want := range rest {
+		if got := handOver(t, &q); got != want {
+			t.Fatalf("leader %d after the batches is not background write %d", i, len(background)-len(rest)+i)
 		}
-		if r.urgent {
-			left++
+		if batch := q.take(want, 1); len(batch) != 1 {
+			t.Fatalf("batch of %d, want 1", len(batch))
 		}
 	}
-	if q.urgent != left {
-		t.Fatalf("the queue counts %d urgent writes, holds %d", q.urgent, left)
+	if _, ok := q.handOver(); ok || q.leading || q.pending != 0 {
+		t.Fatalf("a leader from an empty queue (leading %v, %d pending)", q.leading, q.pending)
 	}
+}
+
+// handOver makes the first waiting request of q the leader, as the end of
+// a batch does.
+func handOver[R queued](t *testing.T, q *leaderQueue[R]) R {
+	t.Helper()
+	next, ok := q.handOver()
+	if !ok {
+		t.Fatal("no request waits to lead")
+	}
+	return next
 }
