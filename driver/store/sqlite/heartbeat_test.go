@@ -157,8 +157,13 @@ func waitHeartbeatsQueued(t *testing.T, s *SQLite, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		// The test holds the gate: a leader waits at it, its batch not
+		// taken yet, and counts as queued.
 		s.hbq.mu.Lock()
-		q := s.hbq.pending
+		q := waiting(&s.hbq.leaderQueue)
+		if s.hbq.leading {
+			q++
+		}
 		s.hbq.mu.Unlock()
 		if q >= n {
 			return

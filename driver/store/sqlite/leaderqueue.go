@@ -46,9 +46,6 @@ type leaderQueue[R queued] struct {
 	urgentQ fifo[R] // waiting urgent requests, in arrival order
 	otherQ  fifo[R] // waiting other requests, in arrival order
 	leading bool
-	// pending counts the requests queued and not yet in a batch nor given
-	// up: the waiting ones and a leader that has not taken its batch yet.
-	pending int
 	seq     uint64
 	// batches counts the batches taken, requests the requests they took
 	// (benchmarks report requests per transaction with them).
@@ -90,7 +87,6 @@ func (q *leaderQueue[R]) join(r R) bool {
 	t := r.tk()
 	q.seq++
 	t.seq = q.seq
-	q.pending++
 	if q.leading {
 		q.fifoOf(t).push(r)
 		return false
@@ -118,8 +114,6 @@ func (q *leaderQueue[R]) abandon(r R) bool {
 		return false
 	}
 	t.taken = true
-	q.fifoOf(t).waiting--
-	q.pending--
 	return true
 }
 
@@ -138,11 +132,9 @@ func (q *leaderQueue[R]) take(leader R, max int) []R {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.batches++
-	leader.tk().taken = true
-	q.pending--
 	batch := []R{leader}
 	from := &q.otherQ
-	if q.urgentQ.waiting > 0 {
+	if _, ok := q.urgentQ.front(); ok {
 		from = &q.urgentQ
 	}
 	batch = q.takeFrom(from, batch, max)
@@ -157,7 +149,6 @@ func (q *leaderQueue[R]) takeFrom(f *fifo[R], batch []R, max int) []R {
 		if !ok {
 			break
 		}
-		q.pending--
 		batch = append(batch, r)
 	}
 	return batch
@@ -168,9 +159,6 @@ func (q *leaderQueue[R]) takeFrom(f *fifo[R], batch []R, max int) []R {
 func (q *leaderQueue[R]) takeUrgent(max int) []R {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.urgentQ.waiting == 0 {
-		return nil
-	}
 	out := q.takeFrom(&q.urgentQ, nil, max)
 	q.requests += int64(len(out))
 	return out
@@ -196,7 +184,6 @@ func (q *leaderQueue[R]) putBack(rs []R) {
 	}
 	q.urgentQ.pushFront(urgent)
 	q.otherQ.pushFront(other)
-	q.pending += len(rs)
 	q.requests -= int64(len(rs))
 }
 
@@ -236,9 +223,8 @@ func (q *leaderQueue[R]) handOver() (next R, ok bool) {
 // leaves it at the head: taken (pop), or given up (marked taken by
 // abandon, dropped when it reaches the head).
 type fifo[R queued] struct {
-	items   []R
-	head    int
-	waiting int // requests in items not taken
+	items []R
+	head  int
 }
 
 func (f *fifo[R]) push(r R) {
@@ -248,7 +234,6 @@ func (f *fifo[R]) push(r R) {
 		f.items, f.head = f.items[:n], 0
 	}
 	f.items = append(f.items, r)
-	f.waiting++
 }
 
 // front drops the given-up requests at the head and returns the first
@@ -273,7 +258,6 @@ func (f *fifo[R]) pop() (R, bool) {
 		var zero R
 		f.items[f.head] = zero
 		f.head++
-		f.waiting--
 		r.tk().taken = true
 	}
 	return r, ok
@@ -285,7 +269,6 @@ func (f *fifo[R]) pushFront(rs []R) {
 	if len(rs) == 0 {
 		return
 	}
-	f.waiting += len(rs)
 	if f.head >= len(rs) {
 		f.head -= len(rs)
 		copy(f.items[f.head:], rs)

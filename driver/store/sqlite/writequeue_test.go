@@ -21,7 +21,7 @@ func waitWrites(t *testing.T, s *SQLite, c0 queueCounts, n int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s.wq.mu.Lock()
-		q := int(s.wq.requests-c0.requests) + s.wq.pending
+		q := int(s.wq.requests-c0.requests) + waiting(&s.wq)
 		s.wq.mu.Unlock()
 		if q == n+1 {
 			return
@@ -240,8 +240,8 @@ func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 	// first three led the second to fourth batches, maxWriteBatch-1 more
 	// joined the fourth), in order, each led in its turn.
 	rest := background[3+maxWriteBatch-1:]
-	if q.pending != len(rest) || q.urgentQ.waiting != 0 || q.otherQ.waiting != len(rest) {
-		t.Fatalf("%d pending (%d urgent, %d other waiting), want %d background", q.pending, q.urgentQ.waiting, q.otherQ.waiting, len(rest))
+	if u, o := waitingIn(&q.urgentQ), waitingIn(&q.otherQ); u != 0 || o != len(rest) {
+		t.Fatalf("%d urgent and %d other waiting, want 0 and %d background", u, o, len(rest))
 	}
 	for i, want := range rest {
 		if got := handOver(t, &q); got != want {
@@ -251,8 +251,8 @@ func TestWriteQueueTakesUrgentFirst(t *testing.T) {
 			t.Fatalf("batch of %d, want 1", len(batch))
 		}
 	}
-	if _, ok := q.handOver(); ok || q.leading || q.pending != 0 {
-		t.Fatalf("a leader from an empty queue (leading %v, %d pending)", q.leading, q.pending)
+	if _, ok := q.handOver(); ok || q.leading || waiting(&q) != 0 {
+		t.Fatalf("a leader from an empty queue (leading %v, %d waiting)", q.leading, waiting(&q))
 	}
 }
 
