@@ -41,7 +41,7 @@ var benchPhases = []string{"enroll", "manage", "provide", "heartbeats", "heartbe
 // reached its state, and are no part of the lab's time to get there.
 // Without clean (FakePower: see benchCleans) undeploy's check is of the state
 // alone.
-func benchSteps(image string, window, timeout time.Duration, clean bool) []benchStep {
+func benchSteps(image, checksum string, window, timeout time.Duration, clean bool) []benchStep {
 	t := timeout.String()
 	erased := ""
 	if clean {
@@ -55,7 +55,7 @@ func benchSteps(image string, window, timeout time.Duration, clean bool) []bench
 		{`wait: {state: available, timeout: ` + t + `}`, "provide"},
 		{`sleep: ` + window.String(), "heartbeats"},
 		{`power: {target: power off}`, "power_off"},
-		{`deploy: {image: ` + image + `}`, "deploy"},
+		{`deploy: {image: ` + image + `, checksum: ` + checksum + `}`, "deploy"},
 		{`wait: {state: active, timeout: ` + t + `}`, "deploy"},
 		{`expect: {state: active, last_error: "", disk_image: ` + image + `}`, "deploy_verify"},
 		{`undeploy: {}`, "undeploy"},
@@ -83,6 +83,7 @@ func benchCmd(args []string) int {
 	power := fs.String("power", "native", "power path: native (agent_pyghmi: the driver's own IPMI client), ipmitool (agent_ipmitool) or fake (fake_agent: no BMC)")
 	bmcKind := fs.String("bmc", "ipmi", "BMC kind: ipmi, or redfish (agent_redfish; --power must be native)")
 	image := fs.String("image-size", "1MiB", "image size (disks are sparse files of twice that, at least 2 MiB)")
+	checksum := fs.String("checksum", "sha256", "the image checksum the deploy sends and every agent verifies as it writes: sha256, sha512 (Glance's default os_hash_algo) or md5; all agents hash on the lab's cores, where sha256 is ~4x faster")
 	hb := fs.Duration("heartbeat-timeout", 4*time.Second, "agent.heartbeat_timeout (agents heartbeat every 0.3-0.6 of it; keep it over 3.4s: the driver records heartbeats in whole seconds)")
 	window := fs.Duration("heartbeat-window", 10*time.Second, "how long the steady-state heartbeat phase lasts")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up on a phase after this long")
@@ -156,7 +157,13 @@ Flags:
 		return 1
 	}
 	clean := benchCleans(class)
-	steps := benchSteps("bench-os", *window, *timeout, clean)
+	switch *checksum {
+	case "sha256", "sha512", "md5":
+	default:
+		fmt.Fprintf(os.Stderr, "ironlab bench: --checksum must be sha256, sha512 or md5, got %q\n", *checksum)
+		return 2
+	}
+	steps := benchSteps("bench-os", *checksum, *window, *timeout, clean)
 	var text strings.Builder
 	fmt.Fprintf(&text, benchLab, *nodes, class, hb.String(), *image, max(size*2, 2<<20), clean)
 	for _, st := range steps {
@@ -191,11 +198,12 @@ Flags:
 	dir := filepath.Join(*results, runID)
 	load := benchLoadOpts{nodes: *loadNodes, clients: min(*loadClients, *loadNodes), ipmiClients: *ipmiClients, window: *loadWindow}
 	m := newBenchMeter(*nodes, class, steps, *timeout, load)
+	m.image = *image + ", " + *checksum
 	if *compare {
 		m.compare = &compareOpts{script: *ironicScript, dir: dir}
 	}
 	m.selfBefore = readProcStatus(os.Getpid())
-	fmt.Printf("bench: %d %s nodes (image %s, heartbeat window %s) ...\n", *nodes, class, *image, *window)
+	fmt.Printf("bench: %d %s nodes (image %s, %s, heartbeat window %s) ...\n", *nodes, class, *image, *checksum, *window)
 	res, err := scenarios.Run(ctx, s, scenarios.Options{
 		ResultsDir: dir, ImageCache: defaultCache("images"), DriverBinary: self,
 		Out: os.Stdout, Logger: slog.New(slog.DiscardHandler),

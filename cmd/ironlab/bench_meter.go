@@ -33,6 +33,9 @@ type benchMeter struct {
 	class   string
 	steps   []benchStep
 	timeout time.Duration
+	// image is the deployed image's size and the checksum every agent
+	// verifies ("1MiB, sha256").
+	image string
 
 	mu      sync.Mutex
 	latency []time.Duration
@@ -527,6 +530,9 @@ type benchPhase struct {
 type benchReport struct {
 	Nodes  int    `json:"nodes"`
 	Driver string `json:"driver"`
+	// Image is the deployed image's size and the checksum each agent
+	// verifies as it writes ("1MiB, sha256").
+	Image string `json:"image"`
 	// Cleaning is the automated clean of provide and undeploy.
 	Cleaning   string       `json:"cleaning"`
 	Passed     bool         `json:"passed"`
@@ -582,7 +588,7 @@ type benchReport struct {
 
 func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 	host, _ := os.Hostname()
-	r := &benchReport{Nodes: m.n, Driver: m.class, Passed: res.Passed, Error: res.Error,
+	r := &benchReport{Nodes: m.n, Driver: m.class, Image: m.image, Passed: res.Passed, Error: res.Error,
 		MeasuredAt: time.Now().UTC().Format(time.RFC3339),
 		Host:       fmt.Sprintf("%s, %d CPUs, %s", host, runtime.NumCPU(), runtime.Version())}
 	r.Cleaning = "erase_devices_metadata on provide and undeploy"
@@ -713,7 +719,7 @@ func (r *benchReport) markdown() string {
 		verdict = "FAILED"
 	}
 	fmt.Fprintf(&b, "# ironlab bench: %d %s nodes (%s)\n\n", r.Nodes, r.Driver, verdict)
-	fmt.Fprintf(&b, "Measured %s on %s. Cleaning: %s.\n\n", r.MeasuredAt, r.Host, r.Cleaning)
+	fmt.Fprintf(&b, "Measured %s on %s. Image: %s. Cleaning: %s.\n\n", r.MeasuredAt, r.Host, r.Image, r.Cleaning)
 	b.WriteString("| phase | seconds | nodes/s | lab CPU s | driver CPU s | IPMI requests | IPMI sessions | lookups | heartbeats |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range r.Phases {
 		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %.2f | %.2f | %d | %d | %d | %d |\n", p.Name, p.Seconds, p.NodesPerS, p.LabCPUS, p.DriverCPUS, p.IPMIRequests, p.IPMISessions, p.Lookups, p.Heartbeats)

@@ -25,8 +25,9 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	out, res, raw := runBench(t, "--nodes", "20", "--power", "native",
 		"--heartbeat-window", "4s", "--timeout", "2m")
 	var b struct {
-		Nodes  int  `json:"nodes"`
-		Passed bool `json:"passed"`
+		Nodes  int    `json:"nodes"`
+		Passed bool   `json:"passed"`
+		Image  string `json:"image"`
 		Phases []struct {
 			Name       string  `json:"name"`
 			Seconds    float64 `json:"seconds"`
@@ -73,6 +74,9 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 		} else if *v <= 0 && !strings.HasPrefix(name, "rss_per_") {
 			t.Errorf("bench.json %s = %v, want > 0", name, *v)
 		}
+	}
+	if b.Image != "1MiB, sha256" {
+		t.Errorf("bench.json image %q, want the default 1MiB, sha256", b.Image)
 	}
 	if t.Failed() {
 		return
@@ -159,10 +163,11 @@ func TestBenchFakePower(t *testing.T) {
 		t.Skip("a 10-node lab (~15 s)")
 	}
 	_, res, raw := runBench(t, "--nodes", "10", "--power", "fake", "--load-window", "0",
-		"--heartbeat-window", "2s", "--timeout", "2m")
+		"--heartbeat-window", "2s", "--timeout", "2m", "--checksum", "sha512")
 	var b struct {
 		Nodes    int    `json:"nodes"`
 		Driver   string `json:"driver"`
+		Image    string `json:"image"`
 		Passed   bool   `json:"passed"`
 		Cleaning string `json:"cleaning"`
 		Phases   []struct {
@@ -179,6 +184,9 @@ func TestBenchFakePower(t *testing.T) {
 	}
 	if b.Nodes != 10 || b.Driver != "fake_agent" || !b.Passed {
 		t.Errorf("bench.json: %d %s nodes, passed %v: want 10 fake_agent nodes, passed", b.Nodes, b.Driver, b.Passed)
+	}
+	if b.Image != "1MiB, sha512" {
+		t.Errorf("bench.json image %q, want 1MiB, sha512 (--checksum sha512)", b.Image)
 	}
 	if !strings.HasPrefix(b.Cleaning, "none (FakePower") {
 		t.Errorf("cleaning %q: want none, with FakePower's reason", b.Cleaning)
@@ -236,7 +244,7 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 	dir := t.TempDir()
 	for _, args := range [][]string{
 		{"--power", "smoke"}, {"--bmc", "redfish", "--power", "fake"}, {"--bmc", "redfish", "--power", "ipmitool"}, {"--bmc", "serial"},
-		{"--nodes", "0"}, {"--heartbeat-window", "0s"},
+		{"--nodes", "0"}, {"--heartbeat-window", "0s"}, {"--checksum", "sha1"},
 	} {
 		out, code := ironlab(t, dir, append([]string{"bench"}, args...)...)
 		if code != 2 || !strings.Contains(out, "ironlab bench:") {
