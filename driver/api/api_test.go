@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ironlab/ironlab/driver"
+	"github.com/ironlab/ironlab/driver/api"
+	"github.com/ironlab/ironlab/driver/store"
 	"github.com/ironlab/ironlab/scenarios/labtest/pgtest"
 )
 
@@ -518,4 +520,41 @@ func TestListNodesFields(t *testing.T) {
 		{"no field named", "GET", "/v1/nodes?fields=", "latest", "", 400, "fields"},
 		{"filter and fields", "GET", "/v1/nodes?provision_state=enroll&fields=name", "latest", "", 200, `{"nodes":[{"name":"node-b"}]}`},
 	})
+}
+
+// TestColumnsJSON: the list of column fields written by hand is what
+// encoding/json writes for the same maps, strings that need escapes
+// included, and a field asked for twice is answered once.
+func TestColumnsJSON(t *testing.T) {
+	for _, s := range []string{"", "node-1", `a"b`, `back\slash`, "tab\there", "<b>&</b>", "ünïcode", "bad\xffutf8", "\u2028"} {
+		want, _ := json.Marshal(s)
+		if got := api.AppendJSONString(nil, s); string(got) != string(want) {
+			t.Errorf("api.AppendJSONString(%q) = %s, encoding/json writes %s", s, got, want)
+		}
+	}
+	nodes := []*store.Node{
+		{UUID: "u-1", Name: "n-1", ProvisionState: "active", PowerState: "power on", Maintenance: true, LastError: `failed: "x" <y>`},
+		{UUID: "u-2", ProvisionState: "enroll"},
+	}
+	fields := []string{"uuid", "name", "provision_state", "target_provision_state", "power_state", "maintenance", "last_error", "name"}
+	var got, want any
+	if err := json.Unmarshal(api.ColumnsJSON(nodes, fields), &got); err != nil {
+		t.Fatalf("columnsJSON is not JSON: %v", err)
+	}
+	var list []map[string]any
+	for _, n := range nodes {
+		d := map[string]any{}
+		for _, f := range fields {
+			d[f] = api.ColumnFields[f](n)
+		}
+		list = append(list, d)
+	}
+	b, _ := json.Marshal(map[string]any{"nodes": list})
+	_ = json.Unmarshal(b, &want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("columnsJSON differs from encoding/json (-want +got):\n%s", diff)
+	}
+	if n := strings.Count(string(api.ColumnsJSON(nodes[:1], fields)), `"name":`); n != 1 {
+		t.Errorf("a field asked for twice is written %d times, want once", n)
+	}
 }

@@ -9,3 +9,10 @@ func SetRefusalClock(now func() time.Time) (restore func()) {
 	refusalNow = now
 	return func() { refusalNow = old }
 }
+
+// The hand-written list of column fields, for TestColumnsJSON.
+var (
+	ColumnsJSON      = columnsJSON
+	AppendJSONString = appendJSONString
+	ColumnFields     = columnFields
+)

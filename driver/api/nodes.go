@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -243,6 +244,72 @@ var columnFields = map[string]func(n *store.Node) any{
 	"provision_updated_at":   func(n *store.Node) any { return ts(n.ProvisionUpdatedAt) },
 }
 
+// columnsJSON is the answer of a list whose fields are all columnFields
+// (what every wait polls), written into one buffer: a map per node through
+// encoding/json (reflection, its keys sorted) was a third of such a poll's
+// cost in the driver. Each field is written once, in the order asked.
+func columnsJSON(nodes []*store.Node, fields []string) []byte {
+	var keys [][]byte
+	var gets []func(*store.Node) any
+	for i, name := range fields {
+		if slices.Contains(fields[:i], name) {
+			continue
+		}
+		keys = append(keys, append(appendJSONString(nil, name), ':'))
+		gets = append(gets, columnFields[name])
+	}
+	b := make([]byte, 0, 16+len(nodes)*len(keys)*40)
+	b = append(b, `{"nodes":[`...)
+	for i, n := range nodes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '{')
+		for j, get := range gets {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, keys[j]...)
+			b = appendJSONValue(b, get(n))
+		}
+		b = append(b, '}')
+	}
+	return append(b, "]}"...)
+}
+
+// appendJSONValue appends a columnFields value (nil, bool or string) as
+// encoding/json writes it.
+func appendJSONValue(b []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case bool:
+		return strconv.AppendBool(b, v)
+	case string:
+		return appendJSONString(b, v)
+	}
+	j, err := json.Marshal(v)
+	if err != nil {
+		return append(b, "null"...)
+	}
+	return append(b, j...)
+}
+
+// appendJSONString appends s quoted: as is when every byte is printable
+// ASCII that encoding/json leaves alone, else as encoding/json quotes it
+// (escapes, HTML-safe, invalid UTF-8 replaced).
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			j, _ := json.Marshal(s)
+			return append(b, j...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // listNodesAs lists the nodes matching the query's filters: every field
 // (detail), the short form, or only fields (Ironic's ?fields=, API 1.8).
 func (s *Server) listNodesAs(c *gin.Context, detail bool, fields []string) {
@@ -271,6 +338,10 @@ func (s *Server) listNodesAs(c *gin.Context, detail bool, fields []string) {
 	nodes, err := s.c.Store().ListNodes(c.Request.Context(), f)
 	if err != nil {
 		failErr(c, err)
+		return
+	}
+	if f.ColumnsOnly {
+		c.Data(http.StatusOK, "application/json; charset=utf-8", columnsJSON(nodes, fields))
 		return
 	}
 	out := make([]any, 0, len(nodes))
