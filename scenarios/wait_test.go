@@ -12,7 +12,7 @@ func TestPollPauseGrowsWithTheCostOfAPoll(t *testing.T) {
 	}{
 		{200 * time.Millisecond, 0, 200 * time.Millisecond},
 		{200 * time.Millisecond, 10 * time.Millisecond, 200 * time.Millisecond},
-		{200 * time.Millisecond, 70 * time.Millisecond, 630 * time.Millisecond},
+		{200 * time.Millisecond, 70 * time.Millisecond, 1330 * time.Millisecond},
 		{200 * time.Millisecond, time.Second, maxPollPause},
 		{5 * time.Second, time.Second, 5 * time.Second},
 	} {
