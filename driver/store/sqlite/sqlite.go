@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -182,6 +183,13 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
+	rq := url.Values{"_pragma": slices.Clone(q["_pragma"])}
+	// The writer's page cache holds the rows every write reads and
+	// rewrites (a node, its indexes, the events' last pages): SQLite's
+	// default of 2 MiB is 1,400 nodes' rows, so at 10,000 nodes writes read
+	// pages back from the OS (pread was 3.8 % of the driver's CPU). Pages
+	// are allocated as used: a small lab pays only for what it holds.
+	q.Add("_pragma", "cache_size(-16384)")
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
@@ -195,9 +203,11 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("migrate store %s: %w", path, err)
 	}
-	q.Set("_txlock", "deferred")
-	q.Add("_pragma", "query_only(1)")
-	rdb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// The readers keep SQLite's default cache: a reader's cache is dropped
+	// whenever another connection has written since its last read.
+	rq.Set("_txlock", "deferred")
+	rq.Add("_pragma", "query_only(1)")
+	rdb, err := sql.Open("sqlite", "file:"+path+"?"+rq.Encode())
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)

@@ -133,3 +133,28 @@ func TestMigratesAgentFieldsOutOfJSON(t *testing.T) {
 		t.Errorf("node without an agent after migration: %+v, %v", n2, err)
 	}
 }
+
+// TestWriterCacheIsLarger: the writer connection keeps a 16 MiB page cache
+// (the rows every write reads and rewrites, at 10,000 nodes), the readers
+// SQLite's default.
+func TestWriterCacheIsLarger(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "ironlab.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, c := range []struct {
+		name string
+		db   *sql.DB
+		want int
+	}{{"writer", s.db, -16384}, {"reader", s.rdb, -2000}} {
+		var got int
+		if err := c.db.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&got); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got != c.want {
+			t.Errorf("%s connection: cache_size %d, want %d", c.name, got, c.want)
+		}
+	}
+}
