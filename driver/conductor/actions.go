@@ -382,7 +382,7 @@ func (c *Conductor) PowerAction(ctx context.Context, ident, target string) error
 	}
 	c.goWork(func(ctx context.Context) {
 		defer t.release()
-		if err := t.SetPower(ctx, st); err != nil {
+		if err := t.setPower(ctx, st, true); err != nil {
 			t.log.Error("power action", "target", target, "err", err)
 		}
 	})

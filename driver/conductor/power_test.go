@@ -21,6 +21,8 @@ type bmcPower struct {
 	state map[string]power.State
 	err   error
 	calls int
+	// during, when set, runs inside each SetPowerState (without mu).
+	during func(uuid string)
 }
 
 func (p *bmcPower) Name() string                    { return "ipmitool" }
@@ -37,6 +39,12 @@ func (p *bmcPower) GetPowerState(_ context.Context, info power.DriverInfo) (powe
 	return power.Off, nil
 }
 func (p *bmcPower) SetPowerState(_ context.Context, info power.DriverInfo, s power.State) error {
+	p.mu.Lock()
+	during := p.during
+	p.mu.Unlock()
+	if during != nil {
+		during(info[power.NodeUUIDKey].(string))
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.calls++
@@ -85,6 +93,42 @@ func TestRealPowerInterface(t *testing.T) {
 		if _, ok := got.DriverInternalInfo["agent_url"]; ok {
 			t.Errorf("agent_url kept after a real reboot: %v", got.DriverInternalInfo)
 		}
+	})
+
+	t.Run("target persisted while the BMC works", func(t *testing.T) {
+		var seen []string
+		bmc.mu.Lock()
+		bmc.during = func(id string) {
+			got, err := l.st.GetNode(ctx, id)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			seen = append(seen, got.TargetPowerState)
+		}
+		bmc.mu.Unlock()
+		if err := l.c.PowerAction(ctx, n.UUID, "power off"); err != nil {
+			t.Fatal(err)
+		}
+		// The API answers once the target is stored.
+		if got := l.node(t, n.UUID); got.TargetPowerState != "power off" && got.PowerState != "power off" {
+			t.Errorf("after PowerAction: target %q, power %q: want the target stored", got.TargetPowerState, got.PowerState)
+		}
+		l.c.Wait()
+		got := l.node(t, n.UUID)
+		if len(seen) != 1 || seen[0] != "power off" {
+			t.Errorf("stored target_power_state during the BMC call: %q, want [power off]", seen)
+		}
+		if got.PowerState != "power off" || got.TargetPowerState != "" {
+			t.Errorf("after: power %q target %q, want power off and no target", got.PowerState, got.TargetPowerState)
+		}
+		bmc.mu.Lock()
+		bmc.during = nil
+		bmc.mu.Unlock()
+		if err := l.c.PowerAction(ctx, n.UUID, "power on"); err != nil { // as the next subtest expects
+			t.Fatal(err)
+		}
+		l.c.Wait()
 	})
 
 	t.Run("power error names the BMC", func(t *testing.T) {

@@ -174,15 +174,26 @@ func (t *task) withRetries(ctx context.Context, f func(ctx context.Context) erro
 	return err
 }
 
+// SetPower changes the node's power through its power interface, with
+// target_power_state persisted while the change is under way.
 func (t *task) SetPower(ctx context.Context, target power.State) error {
+	return t.setPower(ctx, target, false)
+}
+
+// setPower is SetPower; targetSaved says the caller has persisted
+// target_power_state already (the power API, before it answers 202), which
+// spares the single writer a second write of the same row.
+func (t *task) setPower(ctx context.Context, target power.State, targetSaved bool) error {
 	verb, ok := powerVerbs[target]
 	if !ok {
 		return fmt.Errorf("power %q node %s: %w", target, t.node.UUID, ErrInvalidParameter)
 	}
 	from := t.node.PowerState
-	t.node.TargetPowerState = string(target)
-	if err := t.Save(ctx); err != nil {
-		return err
+	if !targetSaved || t.node.TargetPowerState != string(target) {
+		t.node.TargetPowerState = string(target)
+		if err := t.Save(ctx); err != nil {
+			return err
+		}
 	}
 	info := t.powerInfo()
 	err := t.withRetries(ctx, func(ctx context.Context) error { return t.pw.SetPowerState(ctx, info, target) })
