@@ -42,7 +42,7 @@ BENCHCOUNT ?= 6
 BENCHOUT ?= bench.txt
 bench:
 	@: > $(BENCHOUT)
-	$(GO) test -run '^$$' -bench '^Benchmark(Heartbeat|HeartbeatLoad)$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./driver/api | tee -a $(BENCHOUT)
+	$(GO) test -run '^$$' -bench '^Benchmark(Heartbeat|HeartbeatLoad|ColumnsJSON)$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./driver/api | tee -a $(BENCHOUT)
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./driver/store/sqlite | tee -a $(BENCHOUT)
 	$(GO) test -run '^$$' -bench 'DecodePacket|Serve' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./simulator/bmc | tee -a $(BENCHOUT)
 	$(GO) test -run '^$$' -bench ImageWrite -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./fakeagent | tee -a $(BENCHOUT)
