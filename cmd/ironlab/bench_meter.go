@@ -250,9 +250,11 @@ func (m *benchMeter) waitPowerOff() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
 	defer cancel()
-	// Each read of every node's states pauses as the runner's waits do.
+	// Each read of every node's states pauses as the runner's waits do,
+	// and says how many are off when that changed, as the waits do.
 	t := time.NewTimer(100 * time.Millisecond)
 	defer t.Stop()
+	start, last := time.Now(), -1
 	for {
 		began := time.Now()
 		nodes, err := m.api.NodeStates(ctx)
@@ -262,6 +264,10 @@ func (m *benchMeter) waitPowerOff() {
 			if n.Power() != "power off" {
 				on++
 			}
+		}
+		if off := len(nodes) - on; err == nil && off != last {
+			fmt.Printf("   bench: power off: %d/%d nodes off  %.1fs\n", off, len(nodes), time.Since(start).Seconds())
+			last = off
 		}
 		if err == nil && on == 0 && len(nodes) > 0 {
 			return

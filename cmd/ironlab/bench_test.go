@@ -149,6 +149,9 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 		}
 	}
 	report := filepath.Join(res, "bench", "report.html")
+	if !strings.Contains(out, "bench: power off: 20/20 nodes off") {
+		t.Errorf("the power off's wait shows no progress to 20/20 nodes off:\n%s", out)
+	}
 	if _, err := os.Stat(report); err != nil || !strings.Contains(out, "open "+report) {
 		t.Errorf("no report.html, or the output does not say where it is (%v):\n%s", err, out)
 	}
