@@ -247,7 +247,7 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 	dir := t.TempDir()
 	for _, args := range [][]string{
 		{"--power", "smoke"}, {"--bmc", "redfish", "--power", "fake"}, {"--bmc", "redfish", "--power", "ipmitool"}, {"--bmc", "serial"},
-		{"--nodes", "0"}, {"--heartbeat-window", "0s"}, {"--checksum", "sha1"},
+		{"--nodes", "0"}, {"--heartbeat-window", "0s"}, {"--checksum", "sha1"}, {"--checksum", "md5"},
 	} {
 		out, code := ironlab(t, dir, append([]string{"bench"}, args...)...)
 		if code != 2 || !strings.Contains(out, "ironlab bench:") {
