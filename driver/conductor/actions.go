@@ -375,14 +375,13 @@ func (c *Conductor) PowerAction(ctx context.Context, ident, target string) error
 		t.release()
 		return c.CheckDriver(t.node.Driver)
 	}
-	t.node.TargetPowerState = string(st)
-	if err := t.Save(ctx); err != nil {
+	if err := t.beginPower(ctx, st); err != nil {
 		t.release()
 		return err
 	}
 	c.goWork(func(ctx context.Context) {
 		defer t.release()
-		if err := t.setPower(ctx, st, true); err != nil {
+		if err := t.applyPower(ctx, st); err != nil {
 			t.log.Error("power action", "target", target, "err", err)
 		}
 	})

@@ -177,24 +177,27 @@ func (t *task) withRetries(ctx context.Context, f func(ctx context.Context) erro
 // SetPower changes the node's power through its power interface, with
 // target_power_state persisted while the change is under way.
 func (t *task) SetPower(ctx context.Context, target power.State) error {
-	return t.setPower(ctx, target, false)
+	if err := t.beginPower(ctx, target); err != nil {
+		return err
+	}
+	return t.applyPower(ctx, target)
 }
 
-// setPower is SetPower; targetSaved says the caller has persisted
-// target_power_state already (the power API, before it answers 202), which
-// spares the single writer a second write of the same row.
-func (t *task) setPower(ctx context.Context, target power.State, targetSaved bool) error {
-	verb, ok := powerVerbs[target]
-	if !ok {
+// beginPower persists target as target_power_state. The power API does this
+// before it answers 202 and leaves applyPower to the background.
+func (t *task) beginPower(ctx context.Context, target power.State) error {
+	if _, ok := powerVerbs[target]; !ok {
 		return fmt.Errorf("power %q node %s: %w", target, t.node.UUID, ErrInvalidParameter)
 	}
+	t.node.TargetPowerState = string(target)
+	return t.Save(ctx)
+}
+
+// applyPower is SetPower after beginPower: the power interface's call, then
+// the new power state (or the error) with its event.
+func (t *task) applyPower(ctx context.Context, target power.State) error {
+	verb := powerVerbs[target]
 	from := t.node.PowerState
-	if !targetSaved || t.node.TargetPowerState != string(target) {
-		t.node.TargetPowerState = string(target)
-		if err := t.Save(ctx); err != nil {
-			return err
-		}
-	}
 	info := t.powerInfo()
 	err := t.withRetries(ctx, func(ctx context.Context) error { return t.pw.SetPowerState(ctx, info, target) })
 	t.node.TargetPowerState = ""
