@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -178,20 +177,19 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 			return nil, fmt.Errorf("open store %s: %w", path, err)
 		}
 	}
-	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	rq := url.Values{"_pragma": slices.Clone(q["_pragma"])}
+	// dsn is path's data source name with the pragmas every connection
+	// has, extra and the transaction lock.
+	dsn := func(txlock string, extra ...string) string {
+		q := url.Values{"_txlock": {txlock}, "_pragma": append([]string{
+			"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"}, extra...)}
+		return "file:" + path + "?" + q.Encode()
+	}
 	// The writer's page cache holds the rows every write reads and
 	// rewrites (a node, its indexes, the events' last pages): SQLite's
 	// default of 2 MiB is 1,400 nodes' rows, so at 10,000 nodes writes read
 	// pages back from the OS (pread was 3.8 % of the driver's CPU). Pages
 	// are allocated as used: a small lab pays only for what it holds.
-	q.Add("_pragma", "cache_size(-16384)")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := sql.Open("sqlite", dsn("immediate", "cache_size(-16384)"))
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -205,9 +203,7 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 	}
 	// The readers keep SQLite's default cache: a reader's cache is dropped
 	// whenever another connection has written since its last read.
-	rq.Set("_txlock", "deferred")
-	rq.Add("_pragma", "query_only(1)")
-	rdb, err := sql.Open("sqlite", "file:"+path+"?"+rq.Encode())
+	rdb, err := sql.Open("sqlite", dsn("deferred", "query_only(1)"))
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
