@@ -146,6 +146,16 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab bench: --heartbeat-window, --heartbeat-timeout and --timeout must be positive")
 		return 2
 	}
+	switch *checksum {
+	case "sha256", "sha512":
+	case "md5":
+		// The agents refuse md5 unless the driver allows it, as IPA does.
+		fmt.Fprintln(os.Stderr, "ironlab bench: --checksum md5: the driver disables md5 image checksums by default (the agents would refuse them), so every deploy would fail; use sha256 or sha512")
+		return 2
+	default:
+		fmt.Fprintf(os.Stderr, "ironlab bench: --checksum must be sha256 or sha512, got %q\n", *checksum)
+		return 2
+	}
 	size, err := scenarios.ParseSize(*image)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab bench: --image-size:", err)
@@ -157,16 +167,6 @@ Flags:
 		return 1
 	}
 	clean := benchCleans(class)
-	switch *checksum {
-	case "sha256", "sha512":
-	case "md5":
-		// The agents refuse md5 unless the driver allows it, as IPA does.
-		fmt.Fprintln(os.Stderr, "ironlab bench: --checksum md5: the driver disables md5 image checksums by default (the agents would refuse them), so every deploy would fail; use sha256 or sha512")
-		return 2
-	default:
-		fmt.Fprintf(os.Stderr, "ironlab bench: --checksum must be sha256 or sha512, got %q\n", *checksum)
-		return 2
-	}
 	steps := benchSteps("bench-os", *checksum, *window, *timeout, clean)
 	var text strings.Builder
 	fmt.Fprintf(&text, benchLab, *nodes, class, hb.String(), *image, max(size*2, 2<<20), clean)
