@@ -3,6 +3,7 @@ package fakeagent
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -322,6 +323,16 @@ func ErrorBackoff(base time.Duration, r float64) time.Duration {
 	return time.Duration(float64(base) * (1 + r))
 }
 
+// MaskedTokenMarker starts MaskedTokenLine.
+const MaskedTokenMarker = "ironlab agent: the agent token has already been retrieved"
+
+// MaskedTokenLine is the console line of a lookup answered with the token
+// masked ("******": handed out already) while the agent holds none, as
+// when the answer that carried it was lost. IPA warns the same way and
+// goes on; the driver then refuses its heartbeats, and the deploy fails at
+// its call-back timeout.
+const MaskedTokenLine = MaskedTokenMarker + " (lookup answered ******) and this agent holds none; its heartbeats will be refused\n"
+
 // lookupWarnEvery is how often a lookup that keeps failing is a warning.
 const lookupWarnEvery = 10 * time.Second
 
@@ -352,6 +363,9 @@ func (a *Agent) lookupLoop(ctx context.Context) error {
 				a.token = res.token
 			} else if a.cfg.Dialect == DialectV1 && res.token == "******" {
 				a.logger().Warn("the driver says the agent token was already handed out; keeping the one we have", "have_token", a.token != "")
+				if a.token == "" && a.cfg.Console != nil {
+					io.WriteString(a.cfg.Console, MaskedTokenLine)
+				}
 			}
 			if res.timeout > 0 {
 				a.hbTimeout = res.timeout

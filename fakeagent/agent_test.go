@@ -2,6 +2,8 @@ package fakeagent
 
 import (
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,6 +168,55 @@ func TestPresetTokenFromVirtualMedia(t *testing.T) {
 	if hb.Token != "from-the-iso" {
 		t.Fatalf("heartbeat token %q, want the preset one", hb.Token)
 	}
+}
+
+// A lookup answered "******" to an agent that holds no token (the answer
+// that carried it was lost, as when its conductor died answering): the
+// agent goes on as IPA does, and says so on the console. One booted with
+// the token prints nothing.
+func TestMaskedTokenWithoutOneIsOnTheConsole(t *testing.T) {
+	for _, preset := range []string{"", "from-the-iso"} {
+		api := newScriptedIronic(t, 99)
+		api.addNode(nodeA, true, macA)
+		api.mu.Lock()
+		api.nodes[nodeA].token = "handed-out-before"
+		if preset != "" {
+			api.nodes[nodeA].token = preset
+		}
+		api.mu.Unlock()
+		console := new(lockedBuffer)
+		ta := startAgent(t, api, testHardware(t, macA), func(c *Config) { c.AgentToken, c.Console = preset, console })
+		waitFor(t, "the lookup", func() bool { return ta.State().Phase == PhaseHeartbeat })
+		if preset != "" {
+			labtest.Recv(t, api.hbCh, "a heartbeat with the preset token")
+			if got := console.String(); got != "" {
+				t.Errorf("booted with the token: console %q, want nothing", got)
+			}
+			continue
+		}
+		waitFor(t, "the console line", func() bool { return console.String() == MaskedTokenLine })
+		if ta.State().Phase != PhaseHeartbeat {
+			t.Errorf("phase %s after a masked token, want heartbeating (as IPA goes on)", ta.State().Phase)
+		}
+	}
+}
+
+// lockedBuffer is a console written by the agent's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // Overdue stays 0 while the agent heartbeats and while a stop_heartbeats

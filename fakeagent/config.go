@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -106,6 +107,10 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives the agent's logs (default slog.Default()).
 	Logger *slog.Logger
+	// Console, when set, is the machine's console: it gets MaskedTokenLine
+	// when a lookup finds the agent token handed out already and the agent
+	// holds none (IPA's warning on a real ramdisk's console).
+	Console io.Writer
 }
 
 func (c *Config) setDefaults() error {

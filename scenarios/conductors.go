@@ -13,7 +13,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -41,6 +43,56 @@ type conductorSet struct {
 	down   map[string]bool // killed or paused
 	next   int
 	before map[string]int // nodes each serviced before the first conductor fault
+	lost   []lostLookup
+}
+
+// lostLookup is an agent's lookup that a conductor got but may not have
+// answered: it died or hung during the request. Such a conductor may have
+// handed out the node's agent token in its answer; the next lookup then
+// finds it handed out already (Ironic's "******"), and the agent, with no
+// token, is refused at every heartbeat.
+type lostLookup struct {
+	conductor string
+	nodeUUID  string
+	addresses []string
+	err       string
+}
+
+// noteLostLookup records a lookup that reached target and got no answer.
+func (cs *conductorSet) noteLostLookup(req *http.Request, target string, err error) {
+	q := req.URL.Query()
+	l := lostLookup{nodeUUID: q.Get("node_uuid"), err: err.Error()}
+	for _, a := range strings.Split(q.Get("addresses"), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			l.addresses = append(l.addresses, strings.ToLower(a))
+		}
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	l.conductor = target
+	for name, p := range cs.procs {
+		if strings.Contains(p.url, "//"+target) {
+			l.conductor = name
+		}
+	}
+	cs.lost = append(cs.lost, l)
+}
+
+// lostLookupOf is a lost lookup of node uuid or of one of its MACs.
+func (cs *conductorSet) lostLookupOf(uuid string, macs []string) (lostLookup, bool) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, l := range cs.lost {
+		if uuid != "" && l.nodeUUID == uuid {
+			return l, true
+		}
+		for _, m := range macs {
+			if slices.Contains(l.addresses, strings.ToLower(m)) {
+				return l, true
+			}
+		}
+	}
+	return lostLookup{}, false
 }
 
 // ConductorResult is one conductor's part in a run (result.json's
@@ -172,7 +224,9 @@ var frontTransport = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 3
 // dial), or dies during a request that may be repeated (GET, HEAD, PUT,
 // DELETE), the next one gets it, as a load balancer's retry to the next
 // upstream; a POST or PATCH that may have reached a dying conductor
-// answers 502, for the client to decide.
+// answers 502, for the client to decide. A lookup (a GET, so repeated)
+// that a conductor got and did not answer in full is noted: that
+// conductor may have handed out the agent token (lostLookup).
 func (cs *conductorSet) serveFront(w http.ResponseWriter, req *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(req.Body, 64<<20))
 	if err != nil {
@@ -192,6 +246,9 @@ func (cs *conductorSet) serveFront(w http.ResponseWriter, req *http.Request) {
 		resp, err := frontTransport.RoundTrip(out)
 		if err != nil {
 			lastErr = fmt.Errorf("conductor at %s: %w", target.Host, err)
+			if req.URL.Path == "/v1/lookup" && !errors.Is(err, syscall.ECONNREFUSED) {
+				cs.noteLostLookup(req, target.Host, err)
+			}
 			if errors.Is(err, syscall.ECONNREFUSED) || req.Method == http.MethodGet || req.Method == http.MethodHead ||
 				req.Method == http.MethodPut || req.Method == http.MethodDelete {
 				continue
@@ -202,7 +259,9 @@ func (cs *conductorSet) serveFront(w http.ResponseWriter, req *http.Request) {
 			w.Header()[k] = vs
 		}
 		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		if _, err := io.Copy(w, resp.Body); err != nil && req.URL.Path == "/v1/lookup" {
+			cs.noteLostLookup(req, target.Host, err) // cut short: the agent cannot read the token
+		}
 		resp.Body.Close()
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
 	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/lab"
@@ -18,7 +19,9 @@ import (
 // clean failed; manageable: enroll) with last_error naming the takeover
 // and a "conductor takeover" event in its history; or failed by the
 // call-back timeout when the conductor that accepted its PXE ramdisk's
-// call-back died before acting on it (lostCallback). Which nodes a killed
+// call-back died before acting on it (lostCallback), or when the one that
+// handed out its agent's token died before the answer got out
+// (lostLookup). Which nodes a killed
 // conductor was acting on is up to the race; that each ends one of these
 // two ways is not.
 type expectTakeoverOutcome struct {
@@ -37,7 +40,8 @@ func init() {
 // leaves no trace in the history; the ramdisk, which never calls again
 // after a 202, printed pxedeploy.AcceptedLine on the console. One more
 // accepted call-back there than the history holds, and a call-back
-// timeout in the history, is Ironic's end for such a node.
+// timeout in the history, is Ironic's end for such a node. An agent node
+// whose console says its token was handed out already is lostLookup's.
 func (r *runner) lostCallback(ctx context.Context, n *lab.Node) string {
 	evs, err := r.api.Events(ctx, r.ident(n))
 	if err != nil {
@@ -66,8 +70,30 @@ func (r *runner) lostCallback(ctx context.Context, n *lab.Node) string {
 	if err != nil {
 		return "read the console: " + err.Error()
 	}
+	if strings.Contains(log, fakeagent.MaskedTokenMarker) {
+		return r.lostLookup(n)
+	}
 	if onConsole := strings.Count(log, pxedeploy.AcceptedMarker); onConsole <= recorded {
 		return fmt.Sprintf("failed by the call-back timeout, but no call-back was left unanswered by a conductor's death: the ramdisk's console shows %d accepted, the history %d", onConsole, recorded)
+	}
+	return ""
+}
+
+// lostLookup says why an agent node failed by its call-back timeout, whose
+// agent found its token handed out already (fakeagent.MaskedTokenLine on
+// the console), is not one whose lookup answer a conductor fault lost, or
+// "" when it is: the lab's front saw a lookup of the node that its
+// conductor got and did not answer (killed, or hung past the agent's
+// patience). That conductor had handed out the token; the agent's next
+// lookup, through another, got "******", and the driver refused every
+// heartbeat without a token until the call-back timeout, as Ironic does.
+func (r *runner) lostLookup(n *lab.Node) string {
+	const masked = "its agent's lookup found the agent token handed out already (the console says so)"
+	if r.conds == nil {
+		return masked + ", but the lab has no front whose conductor could have lost a lookup's answer"
+	}
+	if _, ok := r.conds.lostLookupOf(n.UUID, n.MACs); !ok {
+		return masked + ", but no lookup of it was cut short by a conductor's death or pause"
 	}
 	return ""
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/fakeagent/pxedeploy"
 	"github.com/ironlab/ironlab/scenarios/ironic"
 	"github.com/ironlab/ironlab/simulator/fake"
@@ -22,11 +23,36 @@ import (
 // accepted call-back in the history.
 func TestLostCallback(t *testing.T) {
 	accepted := pxedeploy.AcceptedLine(1)
+	timedOut := []string{"provision/deploy", "provision/wait", "provision/callback timeout", "error/fail", "provision/fail"}
+	lost := lostLookup{conductor: "c2", addresses: []string{"52:54:00:00:00:01"}, err: "EOF"}
 	tests := map[string]struct {
 		events  []string // kind/event
 		console string
-		want    string // "" passes, else a part of the failure
+		lost    []lostLookup // the front's; nil: a lab without one
+		want    string       // "" passes, else a part of the failure
 	}{
+		"agent's token handed out in a lookup answer its conductor's death lost": {
+			events: timedOut, console: fakeagent.MaskedTokenLine,
+			lost: []lostLookup{{conductor: "c1", addresses: []string{"52:54:00:00:00:09"}}, lost},
+		},
+		"the same, the lost lookup naming the node by UUID": {
+			events: timedOut, console: fakeagent.MaskedTokenLine,
+			lost: []lostLookup{{conductor: "c2", nodeUUID: "uuid-fp-0"}},
+		},
+		"token handed out already, no lookup of the node lost": {
+			events: timedOut, console: fakeagent.MaskedTokenLine,
+			lost: []lostLookup{{conductor: "c1", addresses: []string{"52:54:00:00:00:09"}}},
+			want: "no lookup of it was cut short",
+		},
+		"token handed out already in a lab without a front": {
+			events: timedOut, console: fakeagent.MaskedTokenLine,
+			want: "no front",
+		},
+		"lookup lost, but no timeout in the history": {
+			events: []string{"provision/deploy", "provision/wait", "error/fail", "provision/fail"}, console: fakeagent.MaskedTokenLine,
+			lost: []lostLookup{lost},
+			want: `no "callback timeout" event`,
+		},
 		"accepted, conductor killed before recording it": {
 			events:  []string{"provision/deploy", "provision/wait", "provision/callback timeout", "error/fail", "provision/fail"},
 			console: "ironlab fake BIOS: boot #1 from network\n" + accepted,
@@ -68,7 +94,11 @@ func TestLostCallback(t *testing.T) {
 			}
 			m.ConsolePrintf("%s", tc.console)
 			r := &runner{api: ironic.Dial(srv.URL, "1.78", nil)}
-			got := r.lostCallback(context.Background(), &lab.Node{Name: "fp-0", Machine: m})
+			if tc.lost != nil {
+				r.conds = &conductorSet{lost: tc.lost}
+			}
+			n := &lab.Node{Name: "fp-0", UUID: "uuid-fp-0", MACs: []string{"52:54:00:00:00:0A", "52:54:00:00:00:01"}, Machine: m}
+			got := r.lostCallback(context.Background(), n)
 			switch {
 			case tc.want == "" && got != "":
 				t.Errorf("lostCallback: %q, want it to pass", got)

@@ -111,6 +111,7 @@ Flags:
 		HeartbeatErrorBackoff: *errBackoff,
 		Faults:                faults,
 		Logger:                logger,
+		Console:               os.Stderr, // a VM's serial console, as the log is
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ironlab agent: %v\n", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/ironlab/ironlab/fakeagent"
@@ -138,6 +139,10 @@ func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machin
 	if !ok {
 		return fmt.Errorf("machine %s: its hardware cannot be tracked by the agent", m.Name())
 	}
+	var console io.Writer
+	if c, ok := m.(simulator.ConsoleWriter); ok {
+		console = consoleWriter{c}
+	}
 	// The agent takes its boot's faults and becomes the node's running
 	// agent in one step, so faults set meanwhile reach it or the next boot.
 	n.mu.Lock()
@@ -166,6 +171,7 @@ func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machin
 			return m.SetPower(context.Background(), simulator.ActionReset)
 		},
 		AgentToken: token,
+		Console:    console,
 	})
 	if err != nil {
 		n.mu.Unlock()
