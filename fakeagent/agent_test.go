@@ -2,8 +2,6 @@ package fakeagent
 
 import (
 	"math/rand/v2"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -184,7 +182,7 @@ func TestMaskedTokenWithoutOneIsOnTheConsole(t *testing.T) {
 			api.nodes[nodeA].token = preset
 		}
 		api.mu.Unlock()
-		console := new(lockedBuffer)
+		console := new(labtest.SyncBuffer)
 		ta := startAgent(t, api, testHardware(t, macA), func(c *Config) { c.AgentToken, c.Console = preset, console })
 		waitFor(t, "the lookup", func() bool { return ta.State().Phase == PhaseHeartbeat })
 		if preset != "" {
@@ -199,24 +197,6 @@ func TestMaskedTokenWithoutOneIsOnTheConsole(t *testing.T) {
 			t.Errorf("phase %s after a masked token, want heartbeating (as IPA goes on)", ta.State().Phase)
 		}
 	}
-}
-
-// lockedBuffer is a console written by the agent's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // Overdue stays 0 while the agent heartbeats and while a stop_heartbeats
