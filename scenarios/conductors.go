@@ -71,7 +71,7 @@ func (cs *conductorSet) noteLostLookup(req *http.Request, target string, err err
 	defer cs.mu.Unlock()
 	l.conductor = target
 	for name, p := range cs.procs {
-		if strings.Contains(p.url, "//"+target) {
+		if u, err := url.Parse(p.url); err == nil && u.Host == target {
 			l.conductor = name
 		}
 	}

@@ -21,9 +21,8 @@ import (
 // call-back timeout when the conductor that accepted its PXE ramdisk's
 // call-back died before acting on it (lostCallback), or when the one that
 // handed out its agent's token died before the answer got out
-// (lostLookup). Which nodes a killed
-// conductor was acting on is up to the race; that each ends one of these
-// two ways is not.
+// (lostLookup). Which nodes a killed conductor was acting on is up to
+// the race; that each ends one of these ways is not.
 type expectTakeoverOutcome struct {
 	State     string `yaml:"state" json:"state"`
 	DiskImage string `yaml:"disk_image" json:"disk_image,omitempty"`

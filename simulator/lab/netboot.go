@@ -194,8 +194,8 @@ func (l *Lab) runAgentWithToken(ctx context.Context, n *Node, m simulator.Machin
 		n.mu.Lock()
 		n.rescueHash = hash
 		n.mu.Unlock()
-		if c, ok := m.(simulator.ConsoleWriter); ok {
-			c.ConsolePrintf("%s", fakeagent.RescueReadyLine(hash))
+		if console != nil {
+			io.WriteString(console, fakeagent.RescueReadyLine(hash))
 		}
 		<-ctx.Done()
 		return nil
