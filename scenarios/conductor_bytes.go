@@ -1,6 +1,8 @@
 package scenarios
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -16,13 +18,17 @@ const ConductorBytesDetail = "conductor_image_bytes"
 // countConductorBytes adds a node's image bytes that went through the
 // conductor (the PXE deploy's "image streamed" events) to the result under
 // its driver class; every class gets an entry, so agent classes show 0.
-func (r *runner) countConductorBytes(driver string, events []map[string]any) {
+func (r *runner) countConductorBytes(driver string, events []eventFields) {
 	if r.result.ConductorImageBytes == nil {
 		r.result.ConductorImageBytes = map[string]int64{}
 	}
 	var n int64
 	for _, ev := range events {
-		if d, ok := ev["detail"].(map[string]any); ok {
+		if !bytes.Contains(ev.Detail, []byte(ConductorBytesDetail)) {
+			continue
+		}
+		var d map[string]any
+		if json.Unmarshal(ev.Detail, &d) == nil {
 			if v, ok := d[ConductorBytesDetail].(float64); ok {
 				n += int64(v)
 			}

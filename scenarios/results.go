@@ -104,7 +104,7 @@ func (r *runner) writeResults(ctx context.Context) error {
 		if err := r.writeEvents(ctx, filepath.Join(dir, "events.jsonl")); err != nil {
 			return err
 		}
-		r.lab.SaveConsoleLogs(filepath.Join(dir, "console"))
+		r.stage("consoles", func() error { return r.lab.SaveConsoleLogs(filepath.Join(dir, "console")) })
 		r.result.Conductors = r.conductorResults(ctx)
 		r.result.ImageBytesServed = r.lab.Images.BytesServed()
 	}
@@ -115,85 +115,18 @@ func (r *runner) writeResults(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(dir, "result.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	return writeReport(r.result, dir)
+	return r.stage("report.html", func() error { return writeReport(r.result, dir) })
 }
 
-// writeEvents writes every node's events, one JSON object a line, each
-// tagged with the node's name, in time order, and fills in each node's
-// deploy timing from them.
-func (r *runner) writeEvents(ctx context.Context, path string) error {
-	type tagged struct {
-		time string
-		line []byte
-	}
-	var lines []tagged
-	for i := range r.result.Nodes {
-		nr := &r.result.Nodes[i]
-		uuid, ok := r.enrolled(nr.Name)
-		if !ok {
-			continue
-		}
-		evs, err := r.api.Events(ctx, uuid)
-		if err != nil {
-			continue
-		}
-		var parsed []map[string]any
-		for _, ev := range evs {
-			var m map[string]any
-			if json.Unmarshal(ev, &m) != nil {
-				continue
-			}
-			parsed = append(parsed, m)
-			m["node"] = nr.Name
-			b, _ := json.Marshal(m)
-			t, _ := m["time"].(string)
-			if t == "" {
-				t, _ = m["created_at"].(string)
-			}
-			lines = append(lines, tagged{t, b})
-		}
-		nr.DeploySeconds, nr.FastTrack = deployTiming(parsed)
-		r.countConductorBytes(nr.Driver, parsed)
-	}
-	for _, m := range r.faults.events() {
-		b, _ := json.Marshal(m)
-		lines = append(lines, tagged{m["time"].(string), b})
-	}
-	sort.SliceStable(lines, func(i, j int) bool { return lines[i].time < lines[j].time })
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for _, l := range lines {
-		f.Write(append(l.line, '\n'))
-	}
-	r.result.FastTrack = fastTrackReport(r.result.Nodes)
-	return nil
-}
-
-// deployTiming is the time from the node's last deploy request (available
-// -> deploying) to active, and whether that deploy used the running agent.
-func deployTiming(evs []map[string]any) (float64, bool) {
-	var start time.Time
-	fast := false
-	secs := 0.0
-	for _, ev := range evs {
-		t, err := time.Parse(time.RFC3339Nano, fmt.Sprint(ev["time"]))
-		if err != nil {
-			continue
-		}
-		switch {
-		case ev["event"] == "deploy" && ev["to_state"] == "deploying":
-			start, fast = t, false
-		case ev["event"] == "fast track" && !start.IsZero():
-			fast = true
-		case ev["to_state"] == "active" && ev["from_state"] != "active" && !start.IsZero():
-			secs = t.Sub(start).Seconds()
-			start = time.Time{}
-		}
-	}
-	return secs, fast
+// stage runs one stage of the results, saying how long it has taken
+// every progressEvery while it goes (slowProgress).
+func (r *runner) stage(what string, f func() error) error {
+	start := time.Now()
+	stop := r.slowProgress(func() string {
+		return fmt.Sprintf("   results: %s  %.1fs\n", what, time.Since(start).Seconds())
+	})
+	defer stop()
+	return f()
 }
 
 // FastTrackReport compares deploys that used a running agent (the spec's

@@ -1,0 +1,116 @@
+package scenarios
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ironlab/ironlab/scenarios/ironic"
+	"github.com/ironlab/ironlab/scenarios/labtest"
+)
+
+// events.jsonl holds every enrolled node's history in time order, each
+// event tagged with its node's name, the injected faults among them; the
+// results take each node's deploy timing and the conductor's image bytes
+// from the same events. A node whose history cannot be read, or that was
+// never enrolled, adds nothing. A fetch slower than progressEvery says
+// how far it got.
+func TestWriteEventsTagsSortsAndReports(t *testing.T) {
+	histories := map[string]string{
+		"uuid-a": `[{"event":"deploy","from_state":"available","to_state":"deploying","time":"2026-01-01T00:00:01Z","kind":"provision"},
+			{"event":"image streamed","detail":{"conductor_image_bytes":4096},"time":"2026-01-01T00:00:03Z","kind":"pxe"},
+			{"event":"done","from_state":"deploying","to_state":"active","time":"2026-01-01T00:00:05.5Z","kind":"provision"}]`,
+		"uuid-b": `[{"event":"deploy","from_state":"available","to_state":"deploying","time":"2026-01-01T00:00:02Z","kind":"provision"},
+			{"event":"fast track","time":"2026-01-01T00:00:02.5Z","kind":"provision"},
+			{"event":"done","from_state":"deploying","to_state":"active","time":"2026-01-01T00:00:04Z","kind":"provision"},
+			{"node":"stale","event":"odd","created_at":"2026-01-01T00:00:00Z"},
+			{}]`,
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(150 * time.Millisecond)
+		id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/nodes/"), "/events")
+		h, ok := histories[id]
+		if !ok {
+			http.Error(w, `{"error_message":"no such node"}`, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"events":` + h + `}`))
+	}))
+	defer srv.Close()
+	old := progressEvery
+	progressEvery = 10 * time.Millisecond
+	defer func() { progressEvery = old }()
+
+	out := new(labtest.SyncBuffer)
+	r := &runner{api: ironic.Dial(srv.URL, "1.78", nil), out: out,
+		uuids: map[string]string{"a": "uuid-a", "b": "uuid-b", "gone": "uuid-gone"}, result: &Result{}}
+	r.result.Nodes = []NodeResult{{Name: "a", Driver: "pxe_ipmitool"}, {Name: "b", Driver: "fake_agent"}, {Name: "gone", Driver: "fake_agent"}, {Name: "never"}}
+	r.faults.evs = []map[string]any{{"node": "a", "time": "2026-01-01T00:00:04.5Z", "kind": "fault", "event": "fault agent"}}
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	if err := r.writeEvents(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		ev, _ := m["event"].(string)
+		got = append(got, m["node"].(string)+" "+ev)
+	}
+	// {} has no time: it sorts first, as an event without one always did.
+	want := []string{"b ", "b odd", "a deploy", "b deploy", "b fast track", "a image streamed", "b done", "a fault agent", "a done"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("events.jsonl (node event, in order), -want +got:\n%s", d)
+	}
+	if !strings.Contains(string(raw), `"detail":{"conductor_image_bytes":4096}`) {
+		t.Errorf("an event's detail did not come through as the driver wrote it:\n%s", raw)
+	}
+	a, b := r.result.Nodes[0], r.result.Nodes[1]
+	if a.DeploySeconds != 4.5 || a.FastTrack || b.DeploySeconds != 2 || !b.FastTrack {
+		t.Errorf("deploy timing: a %.1fs fast %v, b %.1fs fast %v; want a 4.5s cold, b 2.0s fast", a.DeploySeconds, a.FastTrack, b.DeploySeconds, b.FastTrack)
+	}
+	if d := cmp.Diff(map[string]int64{"pxe_ipmitool": 4096, "fake_agent": 0}, r.result.ConductorImageBytes); d != "" {
+		t.Errorf("conductor image bytes, -want +got:\n%s", d)
+	}
+	if r.result.FastTrack == nil || r.result.FastTrack.WarmNodes != 1 || r.result.FastTrack.ColdNodes != 1 {
+		t.Errorf("fast track report %+v, want one warm node and one cold", r.result.FastTrack)
+	}
+	printed := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if last := printed[len(printed)-1]; len(printed) < 2 || !strings.HasPrefix(last, "   results: events of 4/4 nodes  ") {
+		t.Errorf("progress of a slow fetch:\n%s\nwant lines as it goes, the last of 4/4 nodes", out.String())
+	}
+}
+
+// withNode puts the node's name first in an event object; an event with a
+// "node" of its own has it replaced.
+func TestWithNode(t *testing.T) {
+	for _, tc := range []struct{ ev, want string }{
+		{`{"event":"x","node_uuid":"u"}`, `{"node":"n-1","event":"x","node_uuid":"u"}`},
+		{` { "event" : "x" } `, `{"node":"n-1","event" : "x" }`},
+		{`{}`, `{"node":"n-1"}`},
+		{`{"event":"x","node":"old"}`, `{"event":"x","node":"n-1"}`},
+	} {
+		got := string(withNode(json.RawMessage(tc.ev), []byte(`"n-1"`)))
+		if got != tc.want {
+			t.Errorf("withNode(%s) = %s, want %s", tc.ev, got, tc.want)
+		}
+		if !json.Valid([]byte(got)) {
+			t.Errorf("withNode(%s) = %s: not JSON", tc.ev, got)
+		}
+	}
+}
