@@ -66,7 +66,11 @@ func (r *runner) writeEvents(ctx context.Context, path string) error {
 		})
 	}
 	wg.Wait()
-	var all []taggedEvent
+	total := 0
+	for _, h := range got {
+		total += len(h.lines)
+	}
+	all := make([]taggedEvent, 0, total)
 	for i, h := range got {
 		if !h.read {
 			continue
