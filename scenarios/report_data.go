@@ -2,8 +2,10 @@ package scenarios
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +54,34 @@ func ReportData(res *Result, dir string) (*report.Data, error) {
 	return d, nil
 }
 
+// parseEventTime reads an event's time: RFC 3339 (the built-in driver's),
+// or Ironic's created_at, which has no zone: it is UTC.
+func parseEventTime(ts string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		t, err = time.Parse("2006-01-02T15:04:05.999999", strings.TrimSuffix(ts, "Z"))
+	}
+	return t, err
+}
+
+// countLines counts f's lines from where it is and goes back there.
+func countLines(f *os.File) (int, error) {
+	buf := make([]byte, 1<<20)
+	n := 0
+	for {
+		k, err := f.Read(buf)
+		n += bytes.Count(buf[:k], []byte{'\n'})
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	_, err := f.Seek(0, io.SeekStart)
+	return n + 1, err
+}
+
 // readEvents reads events.jsonl: the built-in driver's events, or a real
 // Ironic's node history (created_at, event_type, event), each with "node".
 func readEvents(path string) ([]report.Event, error) {
@@ -63,7 +93,13 @@ func readEvents(path string) ([]report.Event, error) {
 		return nil, err
 	}
 	defer f.Close()
-	var out []report.Event
+	// One slice of the right size: at 10,000 nodes the file has 600,000
+	// lines, and growing the slice took half the read.
+	lines, err := countLines(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	out := make([]report.Event, 0, lines)
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	line := 0
@@ -87,12 +123,9 @@ func readEvents(path string) ([]report.Event, error) {
 		if ts == "" {
 			ts = m.CreatedAt
 		}
-		t, err := time.Parse(time.RFC3339Nano, ts)
+		t, err := parseEventTime(ts)
 		if err != nil {
-			// Ironic's created_at has no zone: it is UTC.
-			if t, err = time.Parse("2006-01-02T15:04:05.999999", strings.TrimSuffix(ts, "Z")); err != nil {
-				continue
-			}
+			continue
 		}
 		kind := m.Kind
 		if kind == "" {

@@ -29,11 +29,12 @@ type taggedEvent struct {
 	line []byte
 }
 
-// eventTime is an event's time for sorting: its RFC 3339 text parsed, as
-// the text alone misorders (RFC3339Nano drops trailing zeros: "05Z" sorts
-// after "05.5Z"); none, or one unparsed, sorts first.
+// eventTime is an event's time for sorting: its text parsed
+// (parseEventTime), as the text alone misorders (RFC3339Nano drops
+// trailing zeros: "05Z" sorts after "05.5Z"); none, or one unparsed, sorts
+// first.
 func eventTime(s string) time.Time {
-	t, _ := time.Parse(time.RFC3339Nano, s)
+	t, _ := parseEventTime(s)
 	return t
 }
 

@@ -114,3 +114,46 @@ func TestWithNode(t *testing.T) {
 		}
 	}
 }
+
+// Events sort by their parsed time, whichever way it is written: the
+// built-in driver's RFC 3339 and a real Ironic's zoneless created_at (UTC).
+func TestEventTimeReadsBothFormats(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		want time.Time
+	}{
+		{"2026-01-01T00:00:02Z", time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)},
+		{"2026-01-01T00:00:02.5Z", time.Date(2026, 1, 1, 0, 0, 2, 5e8, time.UTC)},
+		{"2026-01-01T00:00:01.250000", time.Date(2026, 1, 1, 0, 0, 1, 25e7, time.UTC)},
+		{"2026-01-01T00:00:03", time.Date(2026, 1, 1, 0, 0, 3, 0, time.UTC)},
+		{"", time.Time{}},
+		{"yesterday", time.Time{}},
+	} {
+		if got := eventTime(tc.s); !got.Equal(tc.want) {
+			t.Errorf("eventTime(%q) = %s, want %s", tc.s, got, tc.want)
+		}
+	}
+}
+
+// readEvents sizes its slice by the file's lines, with or without a last
+// newline, and reads every event.
+func TestReadEventsCountsLines(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"newline":    "{\"node\":\"a\",\"time\":\"2026-01-01T00:00:01Z\",\"kind\":\"provision\"}\n{\"node\":\"b\",\"created_at\":\"2026-01-01T00:00:02.5\",\"event_type\":\"provision\"}\n",
+		"no newline": "{\"node\":\"a\",\"time\":\"2026-01-01T00:00:01Z\",\"kind\":\"provision\"}\n{\"node\":\"b\",\"created_at\":\"2026-01-01T00:00:02.5\",\"event_type\":\"provision\"}",
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		evs, err := readEvents(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 2 || evs[0].Node != "a" || evs[1].Node != "b" || evs[1].Kind != "provision" ||
+			!evs[1].Time.Equal(time.Date(2026, 1, 1, 0, 0, 2, 5e8, time.UTC)) {
+			t.Errorf("%s: %+v, want a then b (Ironic's created_at read as UTC)", name, evs)
+		}
+	}
+}
