@@ -114,8 +114,10 @@ func (r *runner) nodeEvents(ctx context.Context, name string) nodeHistory {
 	quoted, _ := json.Marshal(name)
 	h := nodeHistory{lines: make([]taggedEvent, 0, len(evs)), fields: make([]eventFields, 0, len(evs)), read: true}
 	for _, ev := range evs {
+		// An event is an object: a null, which decodes into no fields
+		// without an error, is not one.
 		var f eventFields
-		if json.Unmarshal(ev, &f) != nil {
+		if obj := bytes.TrimSpace(ev); len(obj) == 0 || obj[0] != '{' || json.Unmarshal(obj, &f) != nil {
 			continue
 		}
 		t := f.Time
@@ -128,26 +130,27 @@ func (r *runner) nodeEvents(ctx context.Context, name string) nodeHistory {
 	return h
 }
 
-// withNode is the event object ev with "node" (quoted: the name as JSON)
-// first. An event that has a "node" of its own gets it replaced, as a
-// decoded and re-encoded one would.
+// withNode is the event object ev (nodeEvents passes objects only) with
+// "node" (quoted: the name as JSON) first. An event that has a "node" of
+// its own gets it replaced, as a decoded and re-encoded one would.
 func withNode(ev json.RawMessage, quoted []byte) []byte {
 	ev = bytes.TrimSpace(ev)
-	if rest := bytes.TrimSpace(ev[min(1, len(ev)):]); len(ev) >= 2 && ev[0] == '{' && len(rest) > 0 && !bytes.Contains(ev, []byte(`"node"`)) {
-		line := make([]byte, 0, len(ev)+len(quoted)+9)
-		line = append(append(line, `{"node":`...), quoted...)
-		if rest[0] != '}' {
-			line = append(line, ',')
+	if bytes.Contains(ev, []byte(`"node"`)) {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(ev, &m) != nil || m == nil {
+			return ev
 		}
-		return append(line, rest...)
+		m["node"] = quoted
+		b, _ := json.Marshal(m)
+		return b
 	}
-	var m map[string]any
-	if json.Unmarshal(ev, &m) != nil {
-		return ev
+	rest := bytes.TrimSpace(ev[1:])
+	line := append(make([]byte, 0, len(ev)+len(quoted)+9), `{"node":`...)
+	line = append(line, quoted...)
+	if rest[0] != '}' {
+		line = append(line, ',')
 	}
-	m["node"] = json.RawMessage(quoted)
-	b, _ := json.Marshal(m)
-	return b
+	return append(line, rest...)
 }
 
 func writeLines(path string, lines []taggedEvent) error {

@@ -157,3 +157,18 @@ func TestReadEventsCountsLines(t *testing.T) {
 		}
 	}
 }
+
+// A history with a null or a non-object among its events (a malformed
+// answer) loses those and keeps the rest; nothing panics.
+func TestNodeEventsSkipsWhatIsNotAnEvent(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"events":[null,"x",7,[],{"event":"deploy","time":"2026-01-01T00:00:01Z"}]}`))
+	}))
+	defer srv.Close()
+	r := &runner{api: ironic.Dial(srv.URL, "1.78", nil), uuids: map[string]string{"a": "uuid-a"}}
+	h := r.nodeEvents(context.Background(), "a")
+	if !h.read || len(h.lines) != 1 || string(h.lines[0].line) != `{"node":"a","event":"deploy","time":"2026-01-01T00:00:01Z"}` {
+		t.Errorf("history of null, \"x\", 7, [] and one event: %+v, want the one event, tagged", h)
+	}
+}
