@@ -2,10 +2,8 @@ package scenarios
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,24 +62,6 @@ func parseEventTime(ts string) (time.Time, error) {
 	return t, err
 }
 
-// countLines counts f's lines from where it is and goes back there.
-func countLines(f *os.File) (int, error) {
-	buf := make([]byte, 1<<20)
-	n := 0
-	for {
-		k, err := f.Read(buf)
-		n += bytes.Count(buf[:k], []byte{'\n'})
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
-	_, err := f.Seek(0, io.SeekStart)
-	return n + 1, err
-}
-
 // readEvents reads events.jsonl: the built-in driver's events, or a real
 // Ironic's node history (created_at, event_type, event), each with "node".
 func readEvents(path string) ([]report.Event, error) {
@@ -93,13 +73,7 @@ func readEvents(path string) ([]report.Event, error) {
 		return nil, err
 	}
 	defer f.Close()
-	// One slice of the right size: at 10,000 nodes the file has 600,000
-	// lines, and growing the slice took half the read.
-	lines, err := countLines(f)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	out := make([]report.Event, 0, lines)
+	var out []report.Event
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	line := 0

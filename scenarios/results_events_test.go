@@ -135,9 +135,9 @@ func TestEventTimeReadsBothFormats(t *testing.T) {
 	}
 }
 
-// readEvents sizes its slice by the file's lines, with or without a last
-// newline, and reads every event.
-func TestReadEventsCountsLines(t *testing.T) {
+// readEvents reads every event, with or without a last newline, a real
+// Ironic's zoneless created_at as UTC.
+func TestReadEventsReadsEveryLine(t *testing.T) {
 	dir := t.TempDir()
 	for name, body := range map[string]string{
 		"newline":    "{\"node\":\"a\",\"time\":\"2026-01-01T00:00:01Z\",\"kind\":\"provision\"}\n{\"node\":\"b\",\"created_at\":\"2026-01-01T00:00:02.5\",\"event_type\":\"provision\"}\n",
