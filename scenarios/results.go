@@ -119,11 +119,17 @@ func (r *runner) writeResults(ctx context.Context) error {
 }
 
 // stage runs one stage of the results, saying how long it has taken
-// every progressEvery while it goes (slowProgress).
+// every progressEvery while it goes (timed).
 func (r *runner) stage(what string, f func() error) error {
+	return r.timed("results: "+what, f)
+}
+
+// timed runs f, printing "   <what>  <seconds>" every progressEvery while
+// it goes (slowProgress): nothing when it is done sooner.
+func (r *runner) timed(what string, f func() error) error {
 	start := time.Now()
 	stop := r.slowProgress(func() string {
-		return fmt.Sprintf("   results: %s  %.1fs\n", what, time.Since(start).Seconds())
+		return fmt.Sprintf("   %s  %.1fs\n", what, time.Since(start).Seconds())
 	})
 	defer stop()
 	return f()

@@ -3,10 +3,12 @@ package scenarios
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +172,41 @@ func TestNodeEventsSkipsWhatIsNotAnEvent(t *testing.T) {
 	h := r.nodeEvents(context.Background(), "a")
 	if !h.read || len(h.lines) != 1 || string(h.lines[0].line) != `{"node":"a","event":"deploy","time":"2026-01-01T00:00:01Z"}` {
 		t.Errorf("history of null, \"x\", 7, [] and one event: %+v, want the one event, tagged", h)
+	}
+}
+
+// A stage slower than progressEvery (stopping a 10,000-node lab takes
+// seconds) says what it is doing while it goes and when it is done; a
+// quick one prints nothing.
+func TestTimedSaysWhatTakesLong(t *testing.T) {
+	old := progressEvery
+	progressEvery = 10 * time.Millisecond
+	defer func() { progressEvery = old }()
+	out := new(labtest.SyncBuffer)
+	r := &runner{out: out}
+	if err := r.timed("stopping the lab (3 nodes)", func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "" {
+		t.Errorf("a quick stage printed %q", out.String())
+	}
+	want := errors.New("driver did not stop")
+	err := r.timed("stopping the lab (3 nodes)", func() error { time.Sleep(45 * time.Millisecond); return want })
+	if err != want {
+		t.Errorf("timed returned %v, want the stage's error", err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("a 45 ms stage printed %q, want a line every 10 ms and a last one", out.String())
+	}
+	for _, l := range lines {
+		if !regexp.MustCompile(`^   stopping the lab \(3 nodes\)  \d+\.\ds$`).MatchString(l) {
+			t.Errorf("progress line %q", l)
+		}
+	}
+	var r2 runner
+	r2.opts.DriverURL = "http://127.0.0.1:6385"
+	if got := r2.cleanupWhat(); got != "cleaning up" {
+		t.Errorf("cleanupWhat of a runner with nothing to stop = %q", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -104,7 +105,8 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 		printFailure(r.out, filepath.Join(r.opts.ResultsDir, r.s.Name), r.result)
 		r.outMu.Unlock()
 	}
-	r.cleanup()
+	// At 10,000 nodes stopping the lab and the driver takes seconds.
+	r.timed(r.cleanupWhat(), func() error { r.cleanup(); return nil })
 	return r.result, err
 }
 
@@ -217,6 +219,24 @@ func (r *runner) stateDir() (string, error) {
 
 // cleanup stops the lab first (so no agent calls a stopped driver), then
 // the driver, then removes a temporary state folder.
+// cleanupWhat is what cleanup's progress line says it is doing.
+func (r *runner) cleanupWhat() string {
+	var parts []string
+	if r.opts.DriverURL != "" && r.api != nil {
+		parts = append(parts, "removing the nodes from "+r.opts.DriverURL)
+	}
+	if r.lab != nil {
+		parts = append(parts, fmt.Sprintf("stopping the lab (%d nodes)", len(r.lab.Nodes())))
+	}
+	if r.stopDriver != nil {
+		parts = append(parts, "stopping the driver")
+	}
+	if len(parts) == 0 {
+		return "cleaning up"
+	}
+	return strings.Join(parts, ", ")
+}
+
 func (r *runner) cleanup() {
 	r.removeExternalNodes()
 	if r.lab != nil {
