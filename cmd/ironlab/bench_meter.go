@@ -223,8 +223,9 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 		// (memrelease: within memrelease.Settle), as in ironlab up; the
 		// figure is what stays. The driver keeps each node's last IPMI
 		// session open for native.DefaultSessionLinger after manage's
-		// calls (the BMC keeps its end too): nodes holding sessions are
-		// not idle, and closing them is work. The pause is in no phase.
+		// calls, each BMC's first (the BMC keeps its end too): nodes
+		// holding sessions are not idle, and closing them is work. The
+		// pause is in no phase.
 		settle := memrelease.Settle + 500*time.Millisecond
 		if m.class == "agent_pyghmi" {
 			settle += native.DefaultSessionLinger

@@ -224,6 +224,58 @@ func TestNativeKeepsSessionBetweenCalls(t *testing.T) {
 	}
 }
 
+// TestNativeLingersAsLongAsTheCallsComeApart: a BMC whose calls come
+// further apart than SessionLinger (a node's calls queued behind
+// thousands of others' on a busy conductor) opens one more session, and
+// keeps the next one open twice the gap, so the calls after it share it;
+// a gap longer than MaxSessionLinger (a node left alone) goes back to
+// SessionLinger.
+func TestNativeLingersAsLongAsTheCallsComeApart(t *testing.T) {
+	ctx := context.Background()
+	b := startBMC(t, bmctest.New("node-1"))
+	info := infoFor(b, nil)
+	cfg := fast
+	cfg.SessionLinger, cfg.MaxSessionLinger = 200*time.Millisecond, 1500*time.Millisecond
+	p := New(cfg)
+	defer p.Close()
+	call := func(after time.Duration, sessions uint64, why string) {
+		t.Helper()
+		time.Sleep(after)
+		if _, err := p.GetPowerState(ctx, info); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.Counters().Sessions; got != sessions {
+			t.Errorf("%s: %d sessions in all, want %d", why, got, sessions)
+		}
+	}
+	call(0, 1, "the first call")
+	call(500*time.Millisecond, 2, "500 ms later, past the 200 ms linger")
+	call(500*time.Millisecond, 2, "500 ms later again: the session lingers 1 s")
+	call(500*time.Millisecond, 2, "and again")
+	call(2*time.Second, 3, "2 s later, past the longest linger")
+	call(500*time.Millisecond, 4, "500 ms later: back to 200 ms")
+}
+
+func TestLingerAfter(t *testing.T) {
+	p := New(Config{SessionLinger: 6 * time.Second})
+	for _, c := range []struct{ gap, want time.Duration }{
+		{time.Second, 6 * time.Second},       // a failed call's session closed: no longer than the default
+		{4 * time.Second, 8 * time.Second},   // twice the gap
+		{12 * time.Second, 24 * time.Second}, //
+		{20 * time.Second, 30 * time.Second}, // at most MaxSessionLinger
+		{30 * time.Second, 30 * time.Second}, //
+		{31 * time.Second, 6 * time.Second},  // a node left alone
+		{10 * time.Minute, 6 * time.Second},  //
+	} {
+		if got := p.lingerAfter(c.gap); got != c.want {
+			t.Errorf("lingerAfter(%s) = %s, want %s", c.gap, got, c.want)
+		}
+	}
+	if got := New(Config{SessionLinger: 45 * time.Second}).cfg.MaxSessionLinger; got != 45*time.Second {
+		t.Errorf("MaxSessionLinger below SessionLinger: %s, want SessionLinger's 45s", got)
+	}
+}
+
 // BenchmarkBootCalls is a deploy's run of power calls to one BMC (boot
 // device, power state, power on, power off), with sessions kept between
 // calls (kept) and one session per call (per-call, as before
