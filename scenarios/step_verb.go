@@ -42,7 +42,10 @@ func (r *runner) sendVerbBody(ctx context.Context, n *lab.Node, body map[string]
 	var err error
 	perr := poll(ctx, 100*time.Millisecond, 0, func(ctx context.Context) bool {
 		var node ironic.Node
-		if node, err = r.api.Node(ctx, r.ident(n)); err != nil {
+		// Only the two states Settled reads: the whole node, written and
+		// decoded before each verb of a 10,000-node bench, was 7.4 s of
+		// the driver's CPU and 3.3 s of the lab's.
+		if node, err = r.api.NodeFields(ctx, r.ident(n), "provision_state", "target_provision_state"); err != nil {
 			return true
 		}
 		if !abort && !node.Settled() && time.Now().Before(deadline) {

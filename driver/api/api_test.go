@@ -522,6 +522,41 @@ func TestListNodesFields(t *testing.T) {
 	})
 }
 
+// TestGetNodeFields: GET /v1/nodes/{ident}?fields= (Ironic's, API 1.8)
+// answers exactly the fields asked for, the values of the whole node, and
+// refuses what the list refuses; without it, every field.
+func TestGetNodeFields(t *testing.T) {
+	s := newServer(t, nil)
+	if r := s.do(t, "POST", "/v1/nodes", "latest", `{"name": "node-a", "driver": "fake_agent", "driver_info": {"ipmi_password": "secret"}}`); r.status != 201 {
+		t.Fatalf("create node: %d %s", r.status, r.body)
+	}
+	whole := s.do(t, "GET", "/v1/nodes/node-a", "latest", "")
+	if whole.status != 200 || whole.json["driver"] != "fake_agent" || whole.json["links"] == nil {
+		t.Fatalf("the whole node: %d %s", whole.status, whole.body)
+	}
+	for _, fields := range [][]string{
+		{"provision_state", "target_provision_state"},
+		{"uuid", "driver_info", "maintenance"},
+	} {
+		r := s.do(t, "GET", "/v1/nodes/node-a?fields="+strings.Join(fields, ","), "latest", "")
+		if r.status != 200 || len(r.json) != len(fields) {
+			t.Fatalf("fields %v: %d %s", fields, r.status, r.body)
+		}
+		for _, f := range fields {
+			if got, w := fmt.Sprint(r.json[f]), fmt.Sprint(whole.json[f]); got != w {
+				t.Errorf("fields %v: %s = %s, the whole node says %s", fields, f, got, w)
+			}
+		}
+	}
+	run(t, s, []step{
+		{"states only", "GET", "/v1/nodes/node-a?fields=provision_state,target_provision_state", "latest", "", 200, `{"provision_state":"enroll","target_provision_state":null}`},
+		{"driver_info masked", "GET", "/v1/nodes/node-a?fields=driver_info", "latest", "", 200, `******`},
+		{"unknown field", "GET", "/v1/nodes/node-a?fields=name,colour", "latest", "", 400, `"colour"`},
+		{"no field named", "GET", "/v1/nodes/node-a?fields=,", "latest", "", 400, "fields"},
+		{"no such node", "GET", "/v1/nodes/node-z?fields=name", "latest", "", 404, "node-z"},
+	})
+}
+
 // TestColumnsJSON: the list of column fields written by hand is what
 // encoding/json writes for the same maps, strings that need escapes
 // included, and a field asked for twice is answered once.

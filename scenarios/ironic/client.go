@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -296,6 +297,14 @@ func (c *Client) CreatePort(ctx context.Context, nodeUUID, mac string) error {
 func (c *Client) Node(ctx context.Context, ident string) (Node, error) {
 	var n Node
 	err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+ident, nil, &n)
+	return n, err
+}
+
+// NodeFields reads only fields of one node (GET /v1/nodes/{ident}?fields=,
+// API 1.8): the rest of the Node is left empty.
+func (c *Client) NodeFields(ctx context.Context, ident string, fields ...string) (Node, error) {
+	var n Node
+	err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+ident+"?fields="+url.QueryEscape(strings.Join(fields, ",")), nil, &n)
 	return n, err
 }
 
