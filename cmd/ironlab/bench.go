@@ -95,6 +95,7 @@ func benchCmd(args []string) int {
 	compare := fs.Bool("compare", false, "also play the closed loops against the peers: a real Ironic (scripts/ironic.sh) and pyghmi's BMC")
 	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles (pprof) into this folder: lab.cpu (this process: lab, BMCs, agents, runner) and driver.cpu (the driver process), each of the whole run")
 	ironicScript := fs.String("ironic-script", "scripts/ironic.sh", "scripts/ironic.sh of this repository, which --compare starts Ironic with")
+	scaleFrom := fs.String("scale-from", "", "bench.json of a run of fewer nodes with the same other flags: bench.json and bench.md get each phase's CPU per node at both sizes, and the goal \"every phase linear in N\" is judged")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab bench [flags]
 
@@ -166,6 +167,16 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab bench: find the ironlab binary:", err)
 		return 1
 	}
+	settings := benchSettings{Power: *power, BMC: *bmcKind, ImageSize: *image, Checksum: *checksum,
+		HeartbeatTimeout: hb.String(), HeartbeatWindow: window.String(), LoadWindow: loadWindow.String(),
+		LoadNodes: *loadNodes, LoadClients: *loadClients, IPMIClients: *ipmiClients, Compare: *compare}
+	var scaleBase *benchReport
+	if *scaleFrom != "" {
+		if scaleBase, err = readScaleBase(*scaleFrom, *nodes, class, settings); err != nil {
+			fmt.Fprintln(os.Stderr, "ironlab bench:", err)
+			return 2
+		}
+	}
 	clean := benchCleans(class)
 	steps := benchSteps("bench-os", *checksum, *window, *timeout, clean)
 	var text strings.Builder
@@ -203,6 +214,7 @@ Flags:
 	load := benchLoadOpts{nodes: *loadNodes, clients: min(*loadClients, *loadNodes), ipmiClients: *ipmiClients, window: *loadWindow}
 	m := newBenchMeter(*nodes, class, steps, *timeout, load)
 	m.image = *image + ", " + *checksum
+	m.settings, m.scaleBase, m.scaleFrom = settings, scaleBase, *scaleFrom
 	if *compare {
 		m.compare = &compareOpts{script: *ironicScript, dir: dir}
 	}

@@ -294,7 +294,7 @@ func (r *benchReport) goals() []benchGoal {
 	default:
 		deploy.Status = judge(r.DeployWallS < 15)
 	}
-	g = append(g, deploy)
+	g = append(g, deploy, r.linearGoal())
 	scale := benchGoal{Goal: "10,000 nodes: enroll to active under 3 minutes",
 		Measured: fmt.Sprintf("%.1f s for %d nodes (enroll + manage + provide + deploy)", r.EnrollToActiveS, r.Nodes)}
 	switch {

@@ -36,6 +36,11 @@ type benchMeter struct {
 	// image is the deployed image's size and the checksum every agent
 	// verifies ("1MiB, sha256").
 	image string
+	// settings are the run's flags; scaleBase, when set, the smaller run
+	// (--scale-from scaleFrom) the report scales from.
+	settings  benchSettings
+	scaleBase *benchReport
+	scaleFrom string
 
 	mu      sync.Mutex
 	latency []time.Duration
@@ -588,9 +593,13 @@ type benchReport struct {
 	HeartbeatLoad *HeartbeatLoad `json:"heartbeat_load,omitempty"`
 	IPMILoad      *IPMILoad      `json:"ipmi_load,omitempty"`
 	// Compare is the same loops against the peers (--compare).
-	Compare  *benchCompare `json:"compare,omitempty"`
-	Goals    []benchGoal   `json:"goals"`
-	Warnings []string      `json:"warnings,omitempty"`
+	Compare *benchCompare `json:"compare,omitempty"`
+	// Settings are the flags the figures depend on besides --nodes;
+	// Scaling is each phase beside a smaller run's (--scale-from).
+	Settings *benchSettings `json:"settings,omitempty"`
+	Scaling  *benchScaling  `json:"scaling,omitempty"`
+	Goals    []benchGoal    `json:"goals"`
+	Warnings []string       `json:"warnings,omitempty"`
 }
 
 func (m *benchMeter) report(res *scenarios.Result) *benchReport {
@@ -708,6 +717,10 @@ func (m *benchMeter) report(res *scenarios.Result) *benchReport {
 		r.ConductorCPUS, r.ConductorCPUPD = round3(c.CPUSeconds), round3(c.CPUSecondsPerDeploy)
 	}
 	r.HeartbeatLoad, r.IPMILoad, r.Compare = m.hbLoad, m.ipmiLoad, m.cmp
+	r.Settings = &m.settings
+	if m.scaleBase != nil {
+		r.Scaling = r.scaling(m.scaleBase, m.scaleFrom)
+	}
 	r.Goals = r.goals()
 	return r
 }
@@ -731,6 +744,7 @@ func (r *benchReport) markdown() string {
 	for _, p := range r.Phases {
 		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %.2f | %.2f | %d | %d | %d | %d |\n", p.Name, p.Seconds, p.NodesPerS, p.LabCPUS, p.DriverCPUS, p.IPMIRequests, p.IPMISessions, p.Lookups, p.Heartbeats)
 	}
+	r.markdownScaling(&b)
 	b.WriteString("\n| figure | value |\n|---|---:|\n")
 	row := func(k, f string, v any) { fmt.Fprintf(&b, "| %s | "+f+" |\n", k, v) }
 	row("deploy wall (first deploy request to last active)", "%.2f s", r.DeployWallS)

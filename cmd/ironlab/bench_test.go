@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
@@ -90,8 +92,8 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 	if l := b.IPMILoad; l == nil || l.Sessions == 0 || l.Requests == 0 || l.Errors != 0 {
 		t.Errorf("ipmi_load = %+v, want sessions and requests, no errors", l)
 	}
-	if len(b.Goals) != 5 {
-		t.Errorf("goals = %+v, want 5", b.Goals)
+	if len(b.Goals) != 6 {
+		t.Errorf("goals = %+v, want 6", b.Goals)
 	}
 	for _, g := range b.Goals {
 		if g.Status != "met" && g.Status != "not met" && !strings.HasPrefix(g.Status, "not judged: ") {
@@ -219,6 +221,83 @@ func TestBenchFakePower(t *testing.T) {
 	if err != nil || !strings.Contains(string(md), "Cleaning: none (FakePower") {
 		t.Errorf("bench.md does not say the nodes were not cleaned (%v):\n%s", err, md)
 	}
+
+	// The same bench at 12 nodes, scaled from the 10-node run: each
+	// provisioning phase's CPU per node at both sizes, from the phases of
+	// both bench.json files, and the linearity goal judged from them.
+	from := filepath.Join(res, "bench.json")
+	_, res12, raw12 := runBench(t, "--nodes", "12", "--power", "fake", "--load-window", "0",
+		"--heartbeat-window", "2s", "--timeout", "2m", "--checksum", "sha512", "--scale-from", from)
+	var big benchReport
+	var small benchReport
+	if err := json.Unmarshal(raw12, &big); err != nil {
+		t.Fatalf("bench.json: %v\n%s", err, raw12)
+	}
+	if err := json.Unmarshal(raw, &small); err != nil {
+		t.Fatal(err)
+	}
+	sc := big.Scaling
+	if sc == nil || sc.From != from || sc.FromNodes != 10 || len(sc.Phases) != len(scaledPhases) {
+		t.Fatalf("scaling = %+v, want every phase of %v from %s (10 nodes)", sc, scaledPhases, from)
+	}
+	cpuPerNode := func(r benchReport, phase string) float64 {
+		for _, p := range r.Phases {
+			if p.Name == phase {
+				return (p.LabCPUS + p.DriverCPUS) * 1000 / float64(r.Nodes)
+			}
+		}
+		return -1
+	}
+	linear := true
+	for i, p := range sc.Phases {
+		want, wantFrom := cpuPerNode(big, p.Phase), cpuPerNode(small, p.Phase)
+		if p.Phase != scaledPhases[i] || math.Abs(p.CPUMsPerNode-want) > 0.01 || math.Abs(p.FromCPUMsPerNode-wantFrom) > 0.01 ||
+			math.Abs(p.CPURatio-p.CPUMsPerNode/p.FromCPUMsPerNode) > 0.01 || p.Linear != (p.CPURatio <= 1.2) {
+			t.Errorf("scaling of %s = %+v; the phases say %.3f ms per node at 12 nodes, %.3f at 10", p.Phase, p, want, wantFrom)
+		}
+		linear = linear && p.Linear
+	}
+	if sc.Linear != linear || big.Goals[1].Status != judge(linear) || !strings.HasPrefix(big.Goals[1].Measured, "against 10 nodes: enroll ") {
+		t.Errorf("scaling linear %v, goal %+v; the phases say %v", sc.Linear, big.Goals[1], linear)
+	}
+	md12, err := os.ReadFile(filepath.Join(res12, "bench.md"))
+	if err != nil || !strings.Contains(string(md12), "Scaling from 10 nodes") || !strings.Contains(string(md12), "| CPU ms per node at 10 | at 12 |") {
+		t.Errorf("bench.md has no scaling table (%v):\n%s", err, md12)
+	}
+}
+
+// The linearity of each phase is its CPU per node against the smaller
+// run's: a phase within 1.2x is linear, one above is not, and a phase the
+// smaller run lacks is left out.
+func TestBenchScalingJudgesEachPhase(t *testing.T) {
+	phase := func(name string, s, lab, drv float64) benchPhase {
+		return benchPhase{Name: name, Seconds: s, LabCPUS: lab, DriverCPUS: drv}
+	}
+	base := &benchReport{Nodes: 1000, Passed: true, Phases: []benchPhase{
+		phase("enroll", 1, 0.4, 0.6), phase("manage", 1.5, 0.5, 1.5), phase("deploy", 10, 6, 8), phase("heartbeats", 5, 1, 2)}}
+	r := &benchReport{Nodes: 10000, Passed: true, Phases: []benchPhase{
+		phase("enroll", 10, 4, 7), phase("manage", 15, 8, 22), phase("provide", 70, 40, 80), phase("deploy", 90, 60, 80), phase("heartbeats", 5, 3, 5)}}
+	s := r.scaling(base, "small/bench.json")
+	want := []phaseScaling{
+		{Phase: "enroll", FromCPUMsPerNode: 1, CPUMsPerNode: 1.1, CPURatio: 1.1, WallRatio: 1, Linear: true},
+		{Phase: "manage", FromCPUMsPerNode: 2, CPUMsPerNode: 3, CPURatio: 1.5, WallRatio: 1, Linear: false},
+		{Phase: "deploy", FromCPUMsPerNode: 14, CPUMsPerNode: 14, CPURatio: 1, WallRatio: 0.9, Linear: true},
+	}
+	if diff := cmp.Diff(want, s.Phases); diff != "" || s.Linear || s.FromNodes != 1000 {
+		t.Errorf("scaling (-want +got):\n%s\nlinear %v, from %d nodes", diff, s.Linear, s.FromNodes)
+	}
+	r.Scaling = s
+	if g := r.linearGoal(); g.Status != "not met" || g.Measured != "against 1000 nodes: enroll 1.10x, manage 1.50x, deploy 1.00x" {
+		t.Errorf("goal %+v", g)
+	}
+	r.Phases[1] = phase("manage", 15, 6, 16) // 2.2 ms per node: 1.1x
+	if r.Scaling = r.scaling(base, "small/bench.json"); !r.Scaling.Linear || r.linearGoal().Status != "met" {
+		t.Errorf("every phase within 1.2x: %+v, goal %+v", r.Scaling, r.linearGoal())
+	}
+	r.Scaling = nil
+	if g := r.linearGoal(); !strings.HasPrefix(g.Status, "not judged: needs --scale-from") {
+		t.Errorf("without --scale-from: %+v", g)
+	}
 }
 
 // runBench runs `ironlab bench args...` with its own results folder, fails
@@ -252,6 +331,36 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		out, code := ironlab(t, dir, append([]string{"bench"}, args...)...)
 		if code != 2 || !strings.Contains(out, "ironlab bench:") {
 			t.Errorf("bench %v: exit %d, want 2 with an ironlab bench: error:\n%s", args, code, out)
+		}
+	}
+	// --scale-from is checked before anything starts too: a run it cannot
+	// scale from is refused, saying why.
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	settings := `"settings": {"power": "native", "bmc": "ipmi", "image_size": "1MiB", "checksum": "sha256", "heartbeat_timeout": "4s",
+		"heartbeat_window": "10s", "load_window": "5s", "load_nodes": 100, "load_clients": 16, "ipmi_clients": 8, "compare": false}`
+	good := `{"nodes": 1000, "driver": "agent_pyghmi", "passed": true, "phases": [{"name": "enroll", "seconds": 1}], ` + settings + `}`
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--scale-from", filepath.Join(dir, "none.json")}, "none.json: no such file"},
+		{[]string{"--scale-from", write("bad.json", "{\n  \"nodes\": 1000,\n  \"phases\": [}\n")}, "bad.json:3:"},
+		{[]string{"--scale-from", write("other.json", `{"nodes": 3}`)}, "not an ironlab bench.json"},
+		{[]string{"--scale-from", write("big.json", good), "--nodes", "1000"}, "a run of 1000 nodes; scale from a run of fewer than --nodes 1000"},
+		{[]string{"--scale-from", write("failed.json", strings.Replace(good, `"passed": true`, `"passed": false, "error": "deploy timed out"`, 1)), "--nodes", "2000"}, "a run that failed (deploy timed out)"},
+		{[]string{"--scale-from", write("fake.json", strings.Replace(good, "agent_pyghmi", "fake_agent", 1)), "--nodes", "2000"}, "ran fake_agent nodes, this run agent_pyghmi"},
+		{[]string{"--scale-from", write("old.json", strings.Replace(good, ", "+settings, "", 1)), "--nodes", "2000"}, "does not record its flags"},
+		{[]string{"--scale-from", write("good.json", good), "--nodes", "2000", "--heartbeat-timeout", "20s", "--load-window", "0"}, "--heartbeat-timeout 20s (it had 4s), --load-window 0s (it had 5s)"},
+	} {
+		out, code := ironlab(t, dir, append([]string{"bench"}, c.args...)...)
+		if code != 2 || !strings.Contains(out, "ironlab bench: --scale-from: ") || !strings.Contains(out, c.want) {
+			t.Errorf("bench %v: exit %d, want 2 saying %q:\n%s", c.args, code, c.want, out)
 		}
 	}
 }
