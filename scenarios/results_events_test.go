@@ -191,13 +191,13 @@ func TestTimedSaysWhatTakesLong(t *testing.T) {
 		t.Errorf("a quick stage printed %q", out.String())
 	}
 	want := errors.New("driver did not stop")
-	err := r.timed("stopping the lab (3 nodes)", func() error { time.Sleep(45 * time.Millisecond); return want })
+	err := r.timed("stopping the lab (3 nodes)", func() error { time.Sleep(100 * time.Millisecond); return want })
 	if err != want {
 		t.Errorf("timed returned %v, want the stage's error", err)
 	}
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
 	if len(lines) < 2 {
-		t.Fatalf("a 45 ms stage printed %q, want a line every 10 ms and a last one", out.String())
+		t.Fatalf("a 100 ms stage printed %q, want a line every 10 ms and a last one", out.String())
 	}
 	for _, l := range lines {
 		if !regexp.MustCompile(`^   stopping the lab \(3 nodes\)  \d+\.\ds$`).MatchString(l) {

@@ -248,10 +248,12 @@ func TestNativeLingersAsLongAsTheCallsComeApart(t *testing.T) {
 			t.Errorf("%s: %d sessions in all, want %d", why, got, sessions)
 		}
 	}
+	// The calls that should share a session come well inside the
+	// lingers learned (a loaded machine only makes gaps longer).
 	call(0, 1, "the first call")
-	call(500*time.Millisecond, 2, "500 ms later, past the 200 ms linger")
-	call(500*time.Millisecond, 2, "500 ms later again: the session lingers 1 s")
-	call(500*time.Millisecond, 2, "and again")
+	call(800*time.Millisecond, 2, "800 ms later, past the 200 ms linger")
+	call(300*time.Millisecond, 2, "300 ms later: the session lingers twice 800 ms, at most 1.5 s")
+	call(300*time.Millisecond, 2, "and again")
 	call(2*time.Second, 3, "2 s later, past the longest linger")
 	call(500*time.Millisecond, 4, "500 ms later: back to 200 ms")
 }
