@@ -557,6 +557,24 @@ func TestGetNodeFields(t *testing.T) {
 	})
 }
 
+// TestColumnFieldsAreInEveryNodeDocument: ?fields= takes a column field
+// without building a node's document to check its name, so each must be
+// in the document at every API version that has ?fields=.
+func TestColumnFieldsAreInEveryNodeDocument(t *testing.T) {
+	s := newServer(t, nil)
+	if r := s.do(t, "POST", "/v1/nodes", "latest", `{"name": "node-a", "driver": "fake_agent"}`); r.status != 201 {
+		t.Fatalf("create node: %d %s", r.status, r.body)
+	}
+	for _, version := range []string{"1.8", "1.48", "latest"} {
+		r := s.do(t, "GET", "/v1/nodes/node-a", version, "")
+		for name := range api.ColumnFields {
+			if _, ok := r.json[name]; !ok {
+				t.Errorf("API %s: the node's document has no %q: %s", version, name, r.body)
+			}
+		}
+	}
+}
+
 // TestColumnsJSON: the list of column fields written by hand is what
 // encoding/json writes for the same maps, strings that need escapes
 // included, and a field asked for twice is answered once.
