@@ -19,6 +19,15 @@ import (
 // files the run wrote in dir (events.jsonl, console/<node>.log), so a
 // report can be rendered again from a results folder.
 func ReportData(res *Result, dir string) (*report.Data, error) {
+	evs, err := readEvents(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	return reportData(res, dir, evs), nil
+}
+
+// reportData is ReportData with the events already read.
+func reportData(res *Result, dir string, evs []report.Event) *report.Data {
 	d := &report.Data{
 		Title: res.Scenario, Scenario: res.Scenario, File: res.File, Backend: res.Backend,
 		Passed: res.Passed, Error: res.Error, DurationS: res.DurationS, Skipped: res.Skipped,
@@ -36,10 +45,6 @@ func ReportData(res *Result, dir string) (*report.Data, error) {
 	for i := range d.Checks {
 		d.Checks[i].Nodes = report.FailedNodes(d.Checks[i].Failures, d.Nodes)
 	}
-	evs, err := readEvents(filepath.Join(dir, "events.jsonl"))
-	if err != nil {
-		return nil, err
-	}
 	d.Events = evs
 	d.Figures = report.Figures{ImageBytesServed: res.ImageBytesServed, ConductorImageBytes: res.ConductorImageBytes,
 		Deploy: report.DeployStats(d.Nodes)}
@@ -49,7 +54,7 @@ func ReportData(res *Result, dir string) (*report.Data, error) {
 	if c := res.ConductorCPU; c != nil {
 		d.Figures.CPUSecondsPerDeploy, d.Figures.CPUDeploys = c.CPUSecondsPerDeploy, c.Deploys
 	}
-	return d, nil
+	return d
 }
 
 // parseEventTime reads an event's time: RFC 3339 (the built-in driver's),
@@ -60,6 +65,43 @@ func parseEventTime(ts string) (time.Time, error) {
 		t, err = time.Parse("2006-01-02T15:04:05.999999", strings.TrimSuffix(ts, "Z"))
 	}
 	return t, err
+}
+
+// eventLine is what the report reads of an events.jsonl line: the
+// built-in driver's event, or a real Ironic's node history (created_at,
+// event_type, event), each with "node".
+type eventLine struct {
+	Node      string `json:"node"`
+	Time      string `json:"time"`
+	CreatedAt string `json:"created_at"`
+	Kind      string `json:"kind"`
+	EventType string `json:"event_type"`
+	Event     string `json:"event"`
+	From      string `json:"from_state"`
+	To        string `json:"to_state"`
+	Message   string `json:"message"`
+}
+
+// at is the event's time as written (time, else created_at).
+func (m *eventLine) at() string {
+	if m.Time != "" {
+		return m.Time
+	}
+	return m.CreatedAt
+}
+
+// reportEvent is the line as the report shows it; false when its time
+// does not parse.
+func (m *eventLine) reportEvent() (report.Event, bool) {
+	t, err := parseEventTime(m.at())
+	if err != nil {
+		return report.Event{}, false
+	}
+	kind := m.Kind
+	if kind == "" {
+		kind = m.EventType
+	}
+	return report.Event{Node: m.Node, Time: t, Kind: kind, Event: m.Event, From: m.From, To: m.To, Message: m.Message}, true
 }
 
 // readEvents reads events.jsonl: the built-in driver's events, or a real
@@ -79,33 +121,13 @@ func readEvents(path string) ([]report.Event, error) {
 	line := 0
 	for sc.Scan() {
 		line++
-		var m struct {
-			Node      string `json:"node"`
-			Time      string `json:"time"`
-			CreatedAt string `json:"created_at"`
-			Kind      string `json:"kind"`
-			EventType string `json:"event_type"`
-			Event     string `json:"event"`
-			From      string `json:"from_state"`
-			To        string `json:"to_state"`
-			Message   string `json:"message"`
-		}
+		var m eventLine
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
 		}
-		ts := m.Time
-		if ts == "" {
-			ts = m.CreatedAt
+		if ev, ok := m.reportEvent(); ok {
+			out = append(out, ev)
 		}
-		t, err := parseEventTime(ts)
-		if err != nil {
-			continue
-		}
-		kind := m.Kind
-		if kind == "" {
-			kind = m.EventType
-		}
-		out = append(out, report.Event{Node: m.Node, Time: t, Kind: kind, Event: m.Event, From: m.From, To: m.To, Message: m.Message})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
@@ -113,13 +135,11 @@ func readEvents(path string) ([]report.Event, error) {
 	return out, nil
 }
 
-// writeReport writes dir/report.html for the scenario.
-func writeReport(res *Result, dir string) error {
-	d, err := ReportData(res, dir)
-	if err != nil {
-		return fmt.Errorf("report of %s: %w", res.Scenario, err)
-	}
-	return report.WriteFile(filepath.Join(dir, "report.html"), d)
+// writeReport writes dir/report.html for the scenario, with the events
+// writeEvents has just written to events.jsonl (none when the run built
+// no lab): not read back from the file.
+func writeReport(res *Result, dir string, evs []report.Event) error {
+	return report.WriteFile(filepath.Join(dir, "report.html"), reportData(res, dir, evs))
 }
 
 // WriteRunReport writes <runDir>/report.html: every scenario of the run in

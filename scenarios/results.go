@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ironlab/ironlab/scenarios/ironic"
+	"github.com/ironlab/ironlab/scenarios/report"
 )
 
 // NodeResult is one node's outcome.
@@ -87,6 +88,7 @@ func (r *runner) writeResults(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	var evs []report.Event // the report's, as events.jsonl has them
 	if r.lab != nil && r.api != nil {
 		all, _ := r.api.Nodes(ctx)
 		byName := map[string]ironic.Node{}
@@ -101,7 +103,8 @@ func (r *runner) writeResults(ctx context.Context) error {
 				LastError: an.Error(),
 			})
 		}
-		if err := r.writeEvents(ctx, filepath.Join(dir, "events.jsonl")); err != nil {
+		var err error
+		if evs, err = r.writeEvents(ctx, filepath.Join(dir, "events.jsonl")); err != nil {
 			return err
 		}
 		r.stage("consoles", func() error { return r.lab.SaveConsoleLogs(filepath.Join(dir, "console")) })
@@ -115,7 +118,7 @@ func (r *runner) writeResults(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(dir, "result.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	return r.stage("report.html", func() error { return writeReport(r.result, dir) })
+	return r.stage("report.html", func() error { return writeReport(r.result, dir, evs) })
 }
 
 // stage runs one stage of the results, saying how long it has taken

@@ -11,31 +11,34 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ironlab/ironlab/scenarios/report"
 )
 
-// eventFields are the parts of a driver event that the results read.
+// eventFields are the parts of a driver event that the results and the
+// report read.
 type eventFields struct {
-	Time      string          `json:"time"`
-	CreatedAt string          `json:"created_at"`
-	Event     string          `json:"event"`
-	From      string          `json:"from_state"`
-	To        string          `json:"to_state"`
-	Detail    json.RawMessage `json:"detail"`
+	eventLine
+	Detail json.RawMessage `json:"detail"`
 }
 
-// taggedEvent is one line of events.jsonl and the time it sorts by.
+// taggedEvent is one line of events.jsonl, the time it sorts by, and the
+// event as the report shows it (ok false: its time does not parse, and
+// the report leaves it out).
 type taggedEvent struct {
 	at   time.Time
 	line []byte
+	ev   report.Event
+	ok   bool
 }
 
-// eventTime is an event's time for sorting: its text parsed
-// (parseEventTime), as the text alone misorders (RFC3339Nano drops
-// trailing zeros: "05Z" sorts after "05.5Z"); none, or one unparsed, sorts
-// first.
-func eventTime(s string) time.Time {
-	t, _ := parseEventTime(s)
-	return t
+// tag is the taggedEvent of line, whose fields are m. It sorts by its time
+// parsed (parseEventTime), as the text alone misorders (RFC3339Nano drops
+// trailing zeros: "05Z" sorts after "05.5Z"); none, or one unparsed, is
+// the zero time and sorts first.
+func tag(line []byte, m *eventLine) taggedEvent {
+	ev, ok := m.reportEvent()
+	return taggedEvent{at: ev.Time, line: line, ev: ev, ok: ok}
 }
 
 // resultWorkers is how many nodes' events the results fetch at once.
@@ -47,9 +50,11 @@ var progressEvery = 2 * time.Second
 
 // writeEvents writes every node's events, one JSON object a line, each
 // tagged with the node's name, in time order, and fills in each node's
-// deploy timing from them. The nodes' histories are fetched resultWorkers
-// at a time; a stage longer than progressEvery prints how far it got.
-func (r *runner) writeEvents(ctx context.Context, path string) error {
+// deploy timing from them. It returns the events as the report shows
+// them, in the same order (readEvents of the file). The nodes' histories
+// are fetched resultWorkers at a time; a stage longer than progressEvery
+// prints how far it got.
+func (r *runner) writeEvents(ctx context.Context, path string) ([]report.Event, error) {
 	nodes := r.result.Nodes
 	got := make([]nodeHistory, len(nodes))
 	var next, done atomic.Int64
@@ -83,14 +88,21 @@ func (r *runner) writeEvents(ctx context.Context, path string) error {
 	}
 	for _, m := range r.faults.events() {
 		b, _ := json.Marshal(m)
-		ts, _ := m["time"].(string)
-		all = append(all, taggedEvent{eventTime(ts), b})
+		var f eventLine
+		_ = json.Unmarshal(b, &f)
+		all = append(all, tag(b, &f))
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].at.Before(all[j].at) })
+	evs := make([]report.Event, 0, len(all))
+	for _, l := range all {
+		if l.ok {
+			evs = append(evs, l.ev)
+		}
+	}
 	err := writeLines(path, all)
 	stop()
 	r.result.FastTrack = fastTrackReport(r.result.Nodes)
-	return err
+	return evs, err
 }
 
 // nodeHistory is one node's history as events.jsonl lines and the fields
@@ -120,12 +132,9 @@ func (r *runner) nodeEvents(ctx context.Context, name string) nodeHistory {
 		if obj := bytes.TrimSpace(ev); len(obj) == 0 || obj[0] != '{' || json.Unmarshal(obj, &f) != nil {
 			continue
 		}
-		t := f.Time
-		if t == "" {
-			t = f.CreatedAt
-		}
+		f.Node = name // the line's "node", as withNode writes it
 		h.fields = append(h.fields, f)
-		h.lines = append(h.lines, taggedEvent{eventTime(t), withNode(ev, quoted)})
+		h.lines = append(h.lines, tag(withNode(ev, quoted), &f.eventLine))
 	}
 	return h
 }

@@ -58,12 +58,22 @@ func TestWriteEventsTagsSortsAndReports(t *testing.T) {
 	r.result.Nodes = []NodeResult{{Name: "a", Driver: "pxe_ipmitool"}, {Name: "b", Driver: "fake_agent"}, {Name: "gone", Driver: "fake_agent"}, {Name: "never"}}
 	r.faults.evs = []map[string]any{{"node": "a", "time": "2026-01-01T00:00:04.5Z", "kind": "fault", "event": "fault agent"}}
 	path := filepath.Join(t.TempDir(), "events.jsonl")
-	if err := r.writeEvents(context.Background(), path); err != nil {
+	evs, err := r.writeEvents(context.Background(), path)
+	if err != nil {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The report takes the events from memory: the same as reading the
+	// file back, which a later report of the results folder does.
+	fromFile, err := readEvents(path)
+	if err != nil || len(fromFile) != 8 {
+		t.Fatalf("readEvents: %d events, %v; want the 8 with a time", len(fromFile), err)
+	}
+	if d := cmp.Diff(fromFile, evs); d != "" {
+		t.Errorf("the events writeEvents returns differ from events.jsonl read back, -file +returned:\n%s", d)
 	}
 	var got []string
 	for _, line := range strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n") {
@@ -131,8 +141,8 @@ func TestEventTimeReadsBothFormats(t *testing.T) {
 		{"", time.Time{}},
 		{"yesterday", time.Time{}},
 	} {
-		if got := eventTime(tc.s); !got.Equal(tc.want) {
-			t.Errorf("eventTime(%q) = %s, want %s", tc.s, got, tc.want)
+		if got := tag(nil, &eventLine{Time: tc.s}).at; !got.Equal(tc.want) {
+			t.Errorf("the sort time of %q = %s, want %s", tc.s, got, tc.want)
 		}
 	}
 }
