@@ -26,6 +26,7 @@ import (
 	"github.com/ironlab/ironlab/driver/store"
 	"github.com/ironlab/ironlab/driver/store/postgres"
 	"github.com/ironlab/ironlab/driver/store/sqlite"
+	"github.com/ironlab/ironlab/internal/httpstop"
 )
 
 // DefaultListen is where the API listens unless told otherwise: loopback only.
@@ -266,7 +267,7 @@ func (d *Driver) Check(ctx context.Context) error { return d.cond.Check(ctx, tim
 // Serve serves the API on ln and runs the periodic tasks until ctx is done,
 // then shuts the server down (waiting up to 5 s for requests in flight).
 func (d *Driver) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: d.handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpstop.New(&http.Server{Handler: d.handler, ReadHeaderTimeout: 10 * time.Second})
 	for _, dep := range d.cfg.DeployInterfaces {
 		// The PXE deploy puts the API's URL on the ramdisk's command line.
 		if s, ok := dep.(interface{ SetAPIURL(string) }); ok {

@@ -169,3 +169,40 @@ func TestDefaultsListenOnLoopback(t *testing.T) {
 		t.Errorf("default listen address %q is not loopback", got)
 	}
 }
+
+// A client that connected and sent nothing, such as an HTTP client whose
+// request was cancelled while it dialed and which pooled the connection,
+// holds no request: stopping the driver must not wait on it. (net/http
+// counts such a connection idle only after 5 s, the driver's whole grace.)
+func TestShutdownDoesNotWaitOnSilentConnections(t *testing.T) {
+	d, err := driver.New(t.Context(), config(t, filepath.Join(t.TempDir(), "ironlab.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx, ln) }()
+	if code, _ := call(t, "GET", "http://"+ln.Addr().String()+"/v1/nodes", ""); code != http.StatusOK {
+		t.Fatalf("GET /v1/nodes: %d", code)
+	}
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	time.Sleep(50 * time.Millisecond) // accepted, and still nothing sent
+	cancel()
+	if err := labtest.Recv(t, done, "end of Serve after shutdown"); err != nil {
+		t.Errorf("Serve returned %v after shutdown with a connection that sent nothing", err)
+	}
+	// The server hung up on it.
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Errorf("the silent connection read %d bytes after shutdown, want it closed", n)
+	}
+}

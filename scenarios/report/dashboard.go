@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ironlab/ironlab/internal/httpstop"
 	"github.com/ironlab/ironlab/scenarios/ironic"
 )
 
@@ -141,7 +142,7 @@ func (d *Dashboard) Listen(ctx context.Context, addr string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("dashboard: %w", err)
 	}
-	srv := &http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpstop.New(&http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second})
 	go d.Run(ctx)
 	go func() {
 		<-ctx.Done()
@@ -162,6 +163,9 @@ func (d *Dashboard) Listen(ctx context.Context, addr string) (string, error) {
 func (d *Dashboard) Run(ctx context.Context) {
 	t := time.NewTicker(d.interval)
 	defer t.Stop()
+	// A poll cancelled while it dialed leaves a connection in the pool that
+	// never sent a request: hang up on the driver when done.
+	defer d.client.CloseIdleConnections()
 	for {
 		d.poll(ctx)
 		select {

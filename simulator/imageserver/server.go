@@ -20,6 +20,7 @@ import (
 
 	"github.com/ironlab/ironlab/images"
 	"github.com/ironlab/ironlab/images/qcow2"
+	"github.com/ironlab/ironlab/internal/httpstop"
 )
 
 // Faults change how an image is served.
@@ -45,7 +46,7 @@ type Server struct {
 	files  map[string]file // /files/<name>: boot files such as deploy_kernel
 
 	served atomic.Int64 // body bytes sent, all images
-	srv    *http.Server
+	srv    *httpstop.Server
 	addr   string
 }
 
@@ -249,7 +250,7 @@ func (s *Server) Start(addr string) error {
 		return fmt.Errorf("image server: %w", err)
 	}
 	s.addr = ln.Addr().String()
-	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = httpstop.New(&http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second})
 	go s.srv.Serve(ln)
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/ironlab/ironlab/fakeagent"
 	"github.com/ironlab/ironlab/images"
+	"github.com/ironlab/ironlab/internal/httpstop"
 	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/bmc"
 	"github.com/ironlab/ironlab/simulator/imageserver"
@@ -193,7 +194,7 @@ type Lab struct {
 
 	backend  backend // fake or libvirt, chosen by Spec.Backend
 	mux      *fakeagent.Mux
-	agentSrv *http.Server
+	agentSrv *httpstop.Server
 	// agentServed reports how the agents' API server stopped: a failure
 	// is logged at once and returned by Close.
 	agentServed chan error
@@ -379,7 +380,7 @@ func (l *Lab) Start(ctx context.Context, driverURL string) error {
 		ln.Close()
 		return fmt.Errorf("lab %s: agent listener: %w", l.spec.Name, err)
 	}
-	l.agentSrv = &http.Server{Handler: l.agentHandler(), ReadHeaderTimeout: 10 * time.Second}
+	l.agentSrv = httpstop.New(&http.Server{Handler: l.agentHandler(), ReadHeaderTimeout: 10 * time.Second})
 	l.agentServed = make(chan error, 1)
 	go func() {
 		err := l.agentSrv.Serve(aln)

@@ -32,6 +32,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ironlab/ironlab/internal/httpstop"
 	"github.com/ironlab/ironlab/simulator"
 	"github.com/ironlab/ironlab/simulator/bmc"
 )
@@ -95,7 +96,7 @@ type Service struct {
 	certPEM []byte
 
 	ln   net.Listener
-	srv  *http.Server
+	srv  *httpstop.Server
 	bg   sync.WaitGroup // late power changes, tasks
 	stop context.CancelFunc
 	ctx  context.Context // ends with Close: background work stops
@@ -148,12 +149,12 @@ func (s *Service) Start(addr string) error {
 		return fmt.Errorf("redfish service: listen on %s: %w", addr, err)
 	}
 	s.ln = ln
-	s.srv = &http.Server{
+	s.srv = httpstop.New(&http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	})
 	if s.cert != nil {
 		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*s.cert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, s.srv.TLSConfig)
