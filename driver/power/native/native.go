@@ -45,8 +45,20 @@ type Config struct {
 	// to MaxSessionLinger (see lingerAfter).
 	SessionLinger time.Duration
 	// MaxSessionLinger is the longest a session stays open after a call
-	// (default 30 s: half the IPMI 2.0 spec's inactivity timeout).
+	// (default 30 s: half the IPMI 2.0 spec's inactivity timeout), within
+	// MaxSessionAge.
 	MaxSessionLinger time.Duration
+	// MaxSessionAge is the longest a session is used, counted from its
+	// set-up, however often calls come (default DefaultMaxSessionAge).
+	// go-ipmi's client sends a keep-alive (Get Session Info) in a goroutine
+	// of its own every 30 s after set-up, and its socket write there races
+	// with Close: a Close that lands between the keep-alive's dial check and
+	// its write leaves it writing to a nil socket, a nil dereference that
+	// kills the conductor (udpclient.go:269 in v0.9.1; a 10,000-node bench,
+	// whose sessions then lingered 30 s and so closed as the keep-alive
+	// fired). A session retired before its first keep-alive has no such
+	// goroutine at work.
+	MaxSessionAge time.Duration
 }
 
 // DefaultSessionLinger is Config.SessionLinger's default.
@@ -54,6 +66,11 @@ const DefaultSessionLinger = 6 * time.Second
 
 // DefaultMaxSessionLinger is Config.MaxSessionLinger's default.
 const DefaultMaxSessionLinger = 30 * time.Second
+
+// DefaultMaxSessionAge is Config.MaxSessionAge's default: 5 s before
+// go-ipmi's first keep-alive, room for the call that ends a session and
+// for its Close Session.
+const DefaultMaxSessionAge = time.Duration(client.DefaultKeepAliveIntervalSec)*time.Second - 5*time.Second
 
 // Power is the native IPMI power and management interface.
 type Power struct {
@@ -72,11 +89,13 @@ type bmcSlot struct {
 }
 
 // openSession is a BMC's session kept open between calls: its client, the
-// driver_info it was opened with, the timer that closes it.
+// driver_info it was opened with, when it was set up, the timer that
+// closes it.
 type openSession struct {
-	c     *client.Client
-	info  ipmitool.Info
-	timer *time.Timer
+	c      *client.Client
+	info   ipmitool.Info
+	opened time.Time
+	timer  *time.Timer
 }
 
 // ErrIPMI is wrapped by every failed exchange with a BMC.
@@ -103,6 +122,9 @@ func New(cfg Config) *Power {
 		cfg.MaxSessionLinger = DefaultMaxSessionLinger
 	}
 	cfg.MaxSessionLinger = max(cfg.MaxSessionLinger, cfg.SessionLinger)
+	if cfg.MaxSessionAge <= 0 {
+		cfg.MaxSessionAge = DefaultMaxSessionAge
+	}
 	return &Power{cfg: cfg, slots: map[string]chan *bmcSlot{}}
 }
 
@@ -241,10 +263,10 @@ func (p *Power) session(ctx context.Context, info power.DriverInfo, what string,
 	}
 	if kept != nil {
 		kept.timer.Stop() // its close, if it fires, finds the session taken
-		if kept.info == bi {
+		if kept.info == bi && time.Since(kept.opened) < p.cfg.MaxSessionAge {
 			err := fn(ctx, kept.c)
 			if err == nil {
-				p.keep(ctx, slot, st, kept.c, bi)
+				p.keep(ctx, slot, st, kept)
 				return nil
 			}
 			if !unanswered(err) || ctx.Err() != nil {
@@ -259,6 +281,7 @@ func (p *Power) session(ctx context.Context, info power.DriverInfo, what string,
 			p.closeClient(ctx, kept.c)
 		}
 	}
+	opened := time.Now()
 	c, err := p.open(ctx, bi)
 	if err == nil {
 		if err = fn(ctx, c); err != nil {
@@ -269,7 +292,7 @@ func (p *Power) session(ctx context.Context, info power.DriverInfo, what string,
 		p.release(slot, st)
 		return fail(err)
 	}
-	p.keep(ctx, slot, st, c, bi)
+	p.keep(ctx, slot, st, &openSession{c: c, info: bi, opened: opened})
 	return nil
 }
 
@@ -373,18 +396,19 @@ func retryableSetup(err error) bool {
 }
 
 // keep hands the session back to its BMC's slot, open for the slot's
-// linger (closed now when SessionLinger is negative).
-func (p *Power) keep(ctx context.Context, slot chan *bmcSlot, st *bmcSlot, c *client.Client, bi ipmitool.Info) {
-	if p.cfg.SessionLinger < 0 {
-		p.closeClient(ctx, c)
+// linger, at most until it is MaxSessionAge old (closed now when
+// SessionLinger is negative or the session is that old).
+func (p *Power) keep(ctx context.Context, slot chan *bmcSlot, st *bmcSlot, s *openSession) {
+	linger := min(st.linger, p.cfg.MaxSessionAge-time.Since(s.opened))
+	if p.cfg.SessionLinger < 0 || linger <= 0 {
+		p.closeClient(ctx, s.c)
 		p.release(slot, st)
 		return
 	}
-	s := &openSession{c: c, info: bi}
-	s.timer = time.AfterFunc(st.linger, func() {
+	s.timer = time.AfterFunc(linger, func() {
 		st := <-slot
 		if st.kept == s { // else a call took s meanwhile: not ours to close
-			p.closeClient(context.Background(), c)
+			p.closeClient(context.Background(), s.c)
 			st.kept = nil
 		}
 		slot <- st

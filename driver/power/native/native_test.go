@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bougou/go-ipmi/pkg/client"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ironlab/ironlab/driver/power"
@@ -256,6 +257,37 @@ func TestNativeLingersAsLongAsTheCallsComeApart(t *testing.T) {
 	call(300*time.Millisecond, 2, "and again")
 	call(2*time.Second, 3, "2 s later, past the longest linger")
 	call(500*time.Millisecond, 4, "500 ms later: back to 200 ms")
+}
+
+// A session is used until it is MaxSessionAge old, however often calls
+// come, and then a new one is set up: go-ipmi's keep-alive, 30 s after
+// set-up, must never run beside a Close (Config.MaxSessionAge).
+func TestNativeRetiresSessionsAtMaxSessionAge(t *testing.T) {
+	ctx := context.Background()
+	b := startBMC(t, bmctest.New("node-1"))
+	info := infoFor(b, nil)
+	cfg := fast
+	cfg.SessionLinger, cfg.MaxSessionAge = 5*time.Second, 1500*time.Millisecond
+	p := New(cfg)
+	defer p.Close()
+	call := func(after time.Duration, sessions uint64, why string) {
+		t.Helper()
+		time.Sleep(after)
+		if _, err := p.GetPowerState(ctx, info); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.Counters().Sessions; got != sessions {
+			t.Errorf("%s: %d sessions in all, want %d", why, got, sessions)
+		}
+	}
+	call(0, 1, "the first call")
+	call(200*time.Millisecond, 1, "200 ms later")
+	call(200*time.Millisecond, 1, "and again")
+	call(1500*time.Millisecond, 2, "1.5 s later, inside the 5 s linger but past the session's 1.5 s age")
+	call(200*time.Millisecond, 2, "200 ms later: the new session")
+	if DefaultMaxSessionAge >= time.Duration(client.DefaultKeepAliveIntervalSec)*time.Second {
+		t.Errorf("DefaultMaxSessionAge %s reaches go-ipmi's keep-alive at %d s", DefaultMaxSessionAge, client.DefaultKeepAliveIntervalSec)
+	}
 }
 
 func TestLingerAfter(t *testing.T) {
