@@ -174,7 +174,7 @@ func (cs *conductorSet) join(ctx context.Context, name string) error {
 	}
 	cfg := cs.cfg
 	cfg.Host = name
-	p, err := startDriverProcess(ctx, cs.r.opts.DriverBinary, cfg)
+	p, err := startDriverProcess(ctx, cs.r.opts.DriverBinary, cfg, cs.r.driverDied)
 	if err != nil {
 		return fmt.Errorf("conductor %s: %w", name, err)
 	}

@@ -23,7 +23,7 @@ func (r *runner) startDriver(ctx context.Context, stateDir string) (string, erro
 		if r.opts.DriverBinary == "" {
 			return "", errors.New("this scenario runs the driver as a child process (lab.driver_process or a conductor fault): give the ironlab binary (ironlab run does)")
 		}
-		p, err := startDriverProcess(ctx, r.opts.DriverBinary, cfg)
+		p, err := startDriverProcess(ctx, r.opts.DriverBinary, cfg, r.driverDied)
 		if err != nil {
 			return "", err
 		}

@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -26,9 +28,16 @@ type driverProcess struct {
 	log    string
 	cmd    *exec.Cmd
 	exited chan struct{}
+	// died is told when the process exits on its own, not by kill or stop
+	// (nil: no one is told).
+	died func(error)
+	// ending is set while kill or stop ends the process.
+	ending atomic.Bool
 }
 
-func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*driverProcess, error) {
+// startDriverProcess starts `ironlab driver` for cfg; died, if not nil, is
+// told when it exits on its own (a crash), with what its log says.
+func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig, died func(error)) (*driverProcess, error) {
 	// The port stays the same across restarts: the agents were told the
 	// API's URL at boot, as real agents are.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -45,7 +54,7 @@ func startDriverProcess(ctx context.Context, binary string, cfg DriverConfig) (*
 	if cfg.Host != "" {
 		logName = "driver-" + cfg.Host + ".log"
 	}
-	p := &driverProcess{binary: binary, name: cfg.Host, url: "http://" + addr, log: filepath.Join(cfg.StateDir, logName), args: []string{
+	p := &driverProcess{binary: binary, name: cfg.Host, url: "http://" + addr, log: filepath.Join(cfg.StateDir, logName), died: died, args: []string{
 		"driver", "-v",
 		"--listen", addr,
 		"--db", db,
@@ -91,14 +100,18 @@ func (p *driverProcess) start(ctx context.Context) error {
 	}
 	cmd := exec.Command(p.binary, p.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	p.ending.Store(false)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start %s driver: %w", p.binary, err)
 	}
 	p.cmd, p.exited = cmd, make(chan struct{})
 	go func() {
-		cmd.Wait()
+		werr := cmd.Wait()
 		logf.Close()
+		if p.died != nil && !p.ending.Load() {
+			p.died(p.crash(cmd.Process.Pid, werr))
+		}
 		close(p.exited)
 	}()
 	// Ready when the API answers.
@@ -137,9 +150,48 @@ func (p *driverProcess) kill() error {
 	if p.cmd == nil {
 		return errors.New("driver process not running")
 	}
+	p.ending.Store(true)
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.exited
 	return nil
+}
+
+// crash says how the process ended on its own: its exit, and the line of
+// its log that says why (a Go panic or fatal error), if any.
+func (p *driverProcess) crash(pid int, werr error) error {
+	what := "exit status 0"
+	if werr != nil {
+		what = werr.Error()
+	}
+	name := "the driver"
+	if p.name != "" {
+		name = "conductor " + p.name
+	}
+	err := fmt.Errorf("%s (process %d) ended on its own: %s", name, pid, what)
+	if line, n := crashLine(p.log); line != "" {
+		return fmt.Errorf("%w: %s (%s:%d)", err, line, p.log, n)
+	}
+	return fmt.Errorf("%w (see %s)", err, p.log)
+}
+
+// crashLine finds the last Go panic or fatal error in the log at path and
+// its line number.
+func crashLine(path string) (string, int) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	var last string
+	at := 0
+	for n := 1; sc.Scan(); n++ {
+		if l := sc.Text(); strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") {
+			last, at = l, n
+		}
+	}
+	return last, at
 }
 
 // signal sends sig to the running driver.
@@ -174,6 +226,7 @@ func (p *driverProcess) stop() error {
 	if p.cmd == nil {
 		return nil
 	}
+	p.ending.Store(true)
 	p.cmd.Process.Signal(syscall.SIGCONT)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -189,7 +242,7 @@ func (p *driverProcess) stop() error {
 // (the runner never does: cmd/ironlab wires the in-process one).
 func ProcessDriver(binary string) StartDriver {
 	return func(ctx context.Context, cfg DriverConfig) (string, func() error, error) {
-		p, err := startDriverProcess(ctx, binary, cfg)
+		p, err := startDriverProcess(ctx, binary, cfg, nil)
 		if err != nil {
 			return "", nil, err
 		}

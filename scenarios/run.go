@@ -52,6 +52,9 @@ type runner struct {
 	bgCancel    context.CancelFunc
 	faults      faultLog // injected faults, for events.jsonl and the report
 	writes      *imageWrites
+	// driverDied ends the run's steps when a driver child process dies on
+	// its own (a crash): the steps' context is cancelled with why.
+	driverDied func(error)
 }
 
 // Run plays a scenario against a fresh lab and writes its results under
@@ -83,7 +86,14 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 		uuids: map[string]string{}, skipped: map[string]bool{},
 		result: &Result{Scenario: s.Name, File: s.File, Backend: s.Lab.Backend}}
 	r.bgCtx, r.bgCancel = context.WithCancel(ctx)
-	err = r.run(ctx)
+	// A driver that crashes ends the steps at once, saying why, instead of
+	// leaving every wait to run out its timeout against a closed port.
+	stepsCtx, endSteps := context.WithCancelCause(ctx)
+	r.driverDied = func(err error) {
+		r.printf("   !! %v\n", err)
+		endSteps(err)
+	}
+	err = r.run(stepsCtx)
 	r.bgCancel()
 	r.background.Wait()
 	if err == nil {
@@ -107,6 +117,7 @@ func Run(ctx context.Context, s *Scenario, opts Options) (*Result, error) {
 	}
 	// At 10,000 nodes stopping the lab and the driver takes seconds.
 	r.timed(r.cleanupWhat(), func() error { r.cleanup(); return nil })
+	endSteps(nil)
 	return r.result, err
 }
 
@@ -194,7 +205,12 @@ func (r *runner) run(ctx context.Context) error {
 			r.printf("[%d/%d] skipped: this step is only for %s\n", i+1, len(r.s.Steps), targetWords(enroll.Target(o)))
 			continue
 		}
-		if err := r.step(ctx, i, &r.s.Steps[i]); err != nil {
+		err := r.step(ctx, i, &r.s.Steps[i])
+		if ctx.Err() != nil {
+			// The step's own error is then only "context canceled".
+			err = context.Cause(ctx)
+		}
+		if err != nil {
 			return fmt.Errorf("%s:%d: step %d: %w", r.s.File, r.s.Steps[i].line, i+1, err)
 		}
 	}
