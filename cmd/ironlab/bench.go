@@ -256,12 +256,21 @@ Flags:
 		}
 		for _, c := range res.Checks {
 			if !c.Passed {
-				fmt.Fprintf(os.Stderr, "ironlab bench: %s failed: %s\n", c.Name, strings.Join(c.Failures, "; "))
+				fmt.Fprintf(os.Stderr, "ironlab bench: %s failed: %s\n", c.Name, firstFailures(c.Failures, filepath.Join(dir, s.Name, "result.json")))
 			}
 		}
 		return 1
 	}
 	return 0
+}
+
+// firstFailures is a failed check's first ten failures, and how many more
+// the results hold: at 10,000 nodes the whole list is no message.
+func firstFailures(failures []string, results string) string {
+	if len(failures) <= 10 {
+		return strings.Join(failures, "; ")
+	}
+	return fmt.Sprintf("%s; ... and %d more (all in %s)", strings.Join(failures[:10], "; "), len(failures)-10, results)
 }
 
 // benchClass maps --power and --bmc to the nodes' driver class.

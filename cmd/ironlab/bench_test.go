@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -498,5 +499,24 @@ func TestBenchCompareSaysWhyAPeerIsMissing(t *testing.T) {
 		if !strings.Contains(md, s) {
 			t.Errorf("bench.md lacks %q:\n%s", s, md)
 		}
+	}
+}
+
+// A failed check at 10,000 nodes prints ten failures and a count, not
+// 10,000 of them.
+func TestFirstFailures(t *testing.T) {
+	var many []string
+	for i := range 25 {
+		many = append(many, fmt.Sprintf("n-%d: in \"deploying\", not \"active\"", i))
+	}
+	got := firstFailures(many, "results/r/bench/result.json")
+	if !strings.HasPrefix(got, many[0]+"; "+many[1]+"; ") || !strings.HasSuffix(got, many[9]+"; ... and 15 more (all in results/r/bench/result.json)") {
+		t.Errorf("firstFailures of 25: %s", got)
+	}
+	if strings.Contains(got, many[10]) {
+		t.Errorf("firstFailures of 25 prints the 11th: %s", got)
+	}
+	if got := firstFailures(many[:2], "x"); got != many[0]+"; "+many[1] {
+		t.Errorf("firstFailures of 2: %s", got)
 	}
 }
