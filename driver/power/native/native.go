@@ -45,20 +45,8 @@ type Config struct {
 	// to MaxSessionLinger (see lingerAfter).
 	SessionLinger time.Duration
 	// MaxSessionLinger is the longest a session stays open after a call
-	// (default 30 s: half the IPMI 2.0 spec's inactivity timeout), within
-	// MaxSessionAge.
+	// (default 30 s: half the IPMI 2.0 spec's inactivity timeout).
 	MaxSessionLinger time.Duration
-	// MaxSessionAge is the longest a session is used, counted from its
-	// set-up, however often calls come (default DefaultMaxSessionAge).
-	// go-ipmi's client sends a keep-alive (Get Session Info) in a goroutine
-	// of its own every 30 s after set-up, and its socket write there races
-	// with Close: a Close that lands between the keep-alive's dial check and
-	// its write leaves it writing to a nil socket, a nil dereference that
-	// kills the conductor (udpclient.go:269 in v0.9.1; a 10,000-node bench,
-	// whose sessions then lingered 30 s and so closed as the keep-alive
-	// fired). A session retired before its first keep-alive has no such
-	// goroutine at work.
-	MaxSessionAge time.Duration
 }
 
 // DefaultSessionLinger is Config.SessionLinger's default.
@@ -67,10 +55,30 @@ const DefaultSessionLinger = 6 * time.Second
 // DefaultMaxSessionLinger is Config.MaxSessionLinger's default.
 const DefaultMaxSessionLinger = 30 * time.Second
 
-// DefaultMaxSessionAge is Config.MaxSessionAge's default: 5 s before
-// go-ipmi's first keep-alive, room for the call that ends a session and
-// for its Close Session.
-const DefaultMaxSessionAge = time.Duration(client.DefaultKeepAliveIntervalSec)*time.Second - 5*time.Second
+// keepAliveEvery is how often go-ipmi's client sends a keep-alive (Get
+// Session Info) on a session, from a goroutine of its own, counted from the
+// end of the set-up. That goroutine's socket write races with Close: a
+// Close that lands between its dial check and its write leaves it writing
+// to a nil socket, a nil dereference that kills the conductor
+// (udpclient.go:269 in v0.9.1). A 10,000-node bench died so: its sessions
+// lingered 30 s after a call made just after set-up, so they closed as
+// their first keep-alive fired. No session is closed from closeBefore
+// before a keep-alive to closeAfter after it (clearOfKeepAlive).
+const keepAliveEvery = time.Duration(client.DefaultKeepAliveIntervalSec) * time.Second
+
+const closeBefore, closeAfter = 2 * time.Second, 3 * time.Second
+
+// clearOfKeepAlive is how long a Close of a session set up age ago must
+// wait to land clear of its keep-alives: 0 when it is clear now.
+func clearOfKeepAlive(age time.Duration) time.Duration {
+	if age < keepAliveEvery-closeBefore {
+		return 0
+	}
+	if into := (age + closeBefore) % keepAliveEvery; into < closeBefore+closeAfter {
+		return closeBefore + closeAfter - into
+	}
+	return 0
+}
 
 // Power is the native IPMI power and management interface.
 type Power struct {
@@ -88,14 +96,14 @@ type bmcSlot struct {
 	linger time.Duration
 }
 
-// openSession is a BMC's session kept open between calls: its client, the
-// driver_info it was opened with, when it was set up, the timer that
-// closes it.
+// openSession is a BMC's session: its client, the driver_info it was
+// opened with, when its set-up ended (its keep-alives count from then),
+// and, while it is kept open between calls, the timer that closes it.
 type openSession struct {
-	c      *client.Client
-	info   ipmitool.Info
-	opened time.Time
-	timer  *time.Timer
+	c         *client.Client
+	info      ipmitool.Info
+	connected time.Time
+	timer     *time.Timer
 }
 
 // ErrIPMI is wrapped by every failed exchange with a BMC.
@@ -122,9 +130,6 @@ func New(cfg Config) *Power {
 		cfg.MaxSessionLinger = DefaultMaxSessionLinger
 	}
 	cfg.MaxSessionLinger = max(cfg.MaxSessionLinger, cfg.SessionLinger)
-	if cfg.MaxSessionAge <= 0 {
-		cfg.MaxSessionAge = DefaultMaxSessionAge
-	}
 	return &Power{cfg: cfg, slots: map[string]chan *bmcSlot{}}
 }
 
@@ -263,36 +268,38 @@ func (p *Power) session(ctx context.Context, info power.DriverInfo, what string,
 	}
 	if kept != nil {
 		kept.timer.Stop() // its close, if it fires, finds the session taken
-		if kept.info == bi && time.Since(kept.opened) < p.cfg.MaxSessionAge {
+		if kept.info == bi {
 			err := fn(ctx, kept.c)
 			if err == nil {
 				p.keep(ctx, slot, st, kept)
 				return nil
 			}
 			if !unanswered(err) || ctx.Err() != nil {
-				p.closeClient(ctx, kept.c)
+				p.closeSession(ctx, kept)
 				p.release(slot, st)
 				return fail(err)
 			}
 			// No answer in the kept session: the BMC may have dropped it
 			// (a reset); a new session tells.
+			waitClear(kept)
 			dropClient(ctx, kept.c)
 		} else {
-			p.closeClient(ctx, kept.c)
+			p.closeSession(ctx, kept)
 		}
 	}
-	opened := time.Now()
 	c, err := p.open(ctx, bi)
+	var s *openSession
 	if err == nil {
+		s = &openSession{c: c, info: bi, connected: time.Now()}
 		if err = fn(ctx, c); err != nil {
-			p.closeClient(ctx, c)
+			p.closeSession(ctx, s)
 		}
 	}
 	if err != nil {
 		p.release(slot, st)
 		return fail(err)
 	}
-	p.keep(ctx, slot, st, &openSession{c: c, info: bi, opened: opened})
+	p.keep(ctx, slot, st, s)
 	return nil
 }
 
@@ -396,20 +403,26 @@ func retryableSetup(err error) bool {
 }
 
 // keep hands the session back to its BMC's slot, open for the slot's
-// linger, at most until it is MaxSessionAge old (closed now when
-// SessionLinger is negative or the session is that old).
+// linger, longer if that would close it as a keep-alive fires (closed now
+// when SessionLinger is negative).
 func (p *Power) keep(ctx context.Context, slot chan *bmcSlot, st *bmcSlot, s *openSession) {
-	linger := min(st.linger, p.cfg.MaxSessionAge-time.Since(s.opened))
-	if p.cfg.SessionLinger < 0 || linger <= 0 {
-		p.closeClient(ctx, s.c)
+	if p.cfg.SessionLinger < 0 {
+		p.closeSession(ctx, s)
 		p.release(slot, st)
 		return
 	}
+	linger := st.linger
+	linger += clearOfKeepAlive(time.Since(s.connected) + linger)
 	s.timer = time.AfterFunc(linger, func() {
 		st := <-slot
 		if st.kept == s { // else a call took s meanwhile: not ours to close
-			p.closeClient(context.Background(), s.c)
-			st.kept = nil
+			if d := clearOfKeepAlive(time.Since(s.connected)); d > 0 {
+				// The slot came late, as a keep-alive fires: later.
+				s.timer.Reset(d)
+			} else {
+				p.closeClient(context.Background(), s.c)
+				st.kept = nil
+			}
 		}
 		slot <- st
 	})
@@ -439,7 +452,7 @@ func (p *Power) Close() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.closeClient(context.Background(), s.c)
+			p.closeSession(context.Background(), s)
 			slot <- st
 		}()
 	}
@@ -453,6 +466,19 @@ func dropClient(ctx context.Context, c *client.Client) {
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	_ = c.Close(gone)
+}
+
+// waitClear waits until s can be closed clear of its keep-alives.
+func waitClear(s *openSession) {
+	if d := clearOfKeepAlive(time.Since(s.connected)); d > 0 {
+		time.Sleep(d)
+	}
+}
+
+// closeSession closes s (Close Session) clear of its keep-alives.
+func (p *Power) closeSession(ctx context.Context, s *openSession) {
+	waitClear(s)
+	p.closeClient(ctx, s.c)
 }
 
 // closeClient closes a session (Close Session), bounded by the request timeout.

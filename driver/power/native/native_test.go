@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bougou/go-ipmi/pkg/client"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ironlab/ironlab/driver/power"
@@ -259,34 +258,69 @@ func TestNativeLingersAsLongAsTheCallsComeApart(t *testing.T) {
 	call(500*time.Millisecond, 4, "500 ms later: back to 200 ms")
 }
 
-// A session is used until it is MaxSessionAge old, however often calls
-// come, and then a new one is set up: go-ipmi's keep-alive, 30 s after
-// set-up, must never run beside a Close (Config.MaxSessionAge).
-func TestNativeRetiresSessionsAtMaxSessionAge(t *testing.T) {
+// A kept session whose linger ends as go-ipmi's keep-alive fires (30 s
+// after set-up) stays open until 3 s after it: a Close beside the
+// keep-alive crashes go-ipmi's client.
+func TestNativeClosesClearOfTheKeepAlive(t *testing.T) {
 	ctx := context.Background()
 	b := startBMC(t, bmctest.New("node-1"))
 	info := infoFor(b, nil)
 	cfg := fast
-	cfg.SessionLinger, cfg.MaxSessionAge = 5*time.Second, 1500*time.Millisecond
+	cfg.SessionLinger = 200 * time.Millisecond
 	p := New(cfg)
 	defer p.Close()
-	call := func(after time.Duration, sessions uint64, why string) {
-		t.Helper()
-		time.Sleep(after)
-		if _, err := p.GetPowerState(ctx, info); err != nil {
-			t.Fatal(err)
-		}
-		if got := b.Counters().Sessions; got != sessions {
-			t.Errorf("%s: %d sessions in all, want %d", why, got, sessions)
-		}
+	if _, err := p.GetPowerState(ctx, info); err != nil {
+		t.Fatal(err)
 	}
-	call(0, 1, "the first call")
-	call(200*time.Millisecond, 1, "200 ms later")
-	call(200*time.Millisecond, 1, "and again")
-	call(1500*time.Millisecond, 2, "1.5 s later, inside the 5 s linger but past the session's 1.5 s age")
-	call(200*time.Millisecond, 2, "200 ms later: the new session")
-	if DefaultMaxSessionAge >= time.Duration(client.DefaultKeepAliveIntervalSec)*time.Second {
-		t.Errorf("DefaultMaxSessionAge %s reaches go-ipmi's keep-alive at %d s", DefaultMaxSessionAge, client.DefaultKeepAliveIntervalSec)
+	slot := p.slot(b.Addr().String())
+	kept := func(edit func(*openSession)) bool {
+		st := <-slot
+		defer func() { slot <- st }()
+		if st.kept != nil && edit != nil {
+			edit(st.kept)
+		}
+		return st.kept != nil
+	}
+	// As if the session had been set up 29 s ago: its next linger would end
+	// 0.8 s before the keep-alive.
+	if !kept(func(s *openSession) { s.connected = time.Now().Add(-29 * time.Second) }) {
+		t.Fatal("no session kept after the first call")
+	}
+	if _, err := p.GetPowerState(ctx, info); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Counters().Sessions; got != 1 {
+		t.Fatalf("%d sessions, want the kept one", got)
+	}
+	time.Sleep(time.Second)
+	if !kept(nil) {
+		t.Fatal("the session closed 1 s after the call, 29 s after set-up: beside the keep-alive")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for kept(nil) {
+		if time.Now().After(deadline) {
+			t.Fatal("the session was not closed 3 s after the keep-alive")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestClearOfKeepAlive(t *testing.T) {
+	for _, c := range []struct{ age, want time.Duration }{
+		{0, 0},
+		{6 * time.Second, 0},
+		{27900 * time.Millisecond, 0},       // more than 2 s before the first keep-alive
+		{28 * time.Second, 5 * time.Second}, // 2 s before: wait until 3 s after it
+		{29900 * time.Millisecond, 3100 * time.Millisecond},
+		{32 * time.Second, time.Second},     //
+		{33 * time.Second, 0},               // 3 s after
+		{50 * time.Second, 0},               //
+		{58 * time.Second, 5 * time.Second}, // the second keep-alive
+		{91 * time.Second, 2 * time.Second}, // the third
+	} {
+		if got := clearOfKeepAlive(c.age); got != c.want {
+			t.Errorf("clearOfKeepAlive(%s) = %s, want %s", c.age, got, c.want)
+		}
 	}
 }
 
