@@ -62,20 +62,24 @@ const DefaultMaxSessionLinger = 30 * time.Second
 // to a nil socket, a nil dereference that kills the conductor
 // (udpclient.go:269 in v0.9.1). A 10,000-node bench died so: its sessions
 // lingered 30 s after a call made just after set-up, so they closed as
-// their first keep-alive fired. No session is closed from closeBefore
-// before a keep-alive to closeAfter after it (clearOfKeepAlive).
+// their first keep-alive fired. No session is closed near a keep-alive
+// (clearOfKeepAlive).
 const keepAliveEvery = time.Duration(client.DefaultKeepAliveIntervalSec) * time.Second
 
-const closeBefore, closeAfter = 2 * time.Second, 3 * time.Second
-
 // clearOfKeepAlive is how long a Close of a session set up age ago must
-// wait to land clear of its keep-alives: 0 when it is clear now.
-func clearOfKeepAlive(age time.Duration) time.Duration {
-	if age < keepAliveEvery-closeBefore {
+// wait to land clear of its keep-alives: 0 when it is clear now. A Close
+// may start no later than Timeout + 1 s before a keep-alive (its Close
+// Session is bounded by Timeout, then the socket closes) and no sooner than
+// (1 + Retries) x Timeout + 1 s after it (the keep-alive's own exchange,
+// resent while the BMC does not answer): 3 s and 7 s by default.
+func (p *Power) clearOfKeepAlive(age time.Duration) time.Duration {
+	before := p.cfg.Timeout + time.Second
+	window := before + time.Duration(1+p.cfg.Retries)*p.cfg.Timeout + time.Second
+	if age < keepAliveEvery-before {
 		return 0
 	}
-	if into := (age + closeBefore) % keepAliveEvery; into < closeBefore+closeAfter {
-		return closeBefore + closeAfter - into
+	if into := (age + before) % keepAliveEvery; into < window {
+		return window - into
 	}
 	return 0
 }
@@ -281,7 +285,7 @@ func (p *Power) session(ctx context.Context, info power.DriverInfo, what string,
 			}
 			// No answer in the kept session: the BMC may have dropped it
 			// (a reset); a new session tells.
-			waitClear(kept)
+			p.waitClear(kept)
 			dropClient(ctx, kept.c)
 		} else {
 			p.closeSession(ctx, kept)
@@ -412,11 +416,11 @@ func (p *Power) keep(ctx context.Context, slot chan *bmcSlot, st *bmcSlot, s *op
 		return
 	}
 	linger := st.linger
-	linger += clearOfKeepAlive(time.Since(s.connected) + linger)
+	linger += p.clearOfKeepAlive(time.Since(s.connected) + linger)
 	s.timer = time.AfterFunc(linger, func() {
 		st := <-slot
 		if st.kept == s { // else a call took s meanwhile: not ours to close
-			if d := clearOfKeepAlive(time.Since(s.connected)); d > 0 {
+			if d := p.clearOfKeepAlive(time.Since(s.connected)); d > 0 {
 				// The slot came late, as a keep-alive fires: later.
 				s.timer.Reset(d)
 			} else {
@@ -469,15 +473,15 @@ func dropClient(ctx context.Context, c *client.Client) {
 }
 
 // waitClear waits until s can be closed clear of its keep-alives.
-func waitClear(s *openSession) {
-	if d := clearOfKeepAlive(time.Since(s.connected)); d > 0 {
+func (p *Power) waitClear(s *openSession) {
+	if d := p.clearOfKeepAlive(time.Since(s.connected)); d > 0 {
 		time.Sleep(d)
 	}
 }
 
 // closeSession closes s (Close Session) clear of its keep-alives.
 func (p *Power) closeSession(ctx context.Context, s *openSession) {
-	waitClear(s)
+	p.waitClear(s)
 	p.closeClient(ctx, s.c)
 }
 

@@ -259,8 +259,8 @@ func TestNativeLingersAsLongAsTheCallsComeApart(t *testing.T) {
 }
 
 // A kept session whose linger ends as go-ipmi's keep-alive fires (30 s
-// after set-up) stays open until 3 s after it: a Close beside the
-// keep-alive crashes go-ipmi's client.
+// after set-up) stays open until the keep-alive is done (clearOfKeepAlive):
+// a Close beside the keep-alive crashes go-ipmi's client.
 func TestNativeClosesClearOfTheKeepAlive(t *testing.T) {
 	ctx := context.Background()
 	b := startBMC(t, bmctest.New("node-1"))
@@ -299,28 +299,33 @@ func TestNativeClosesClearOfTheKeepAlive(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for kept(nil) {
 		if time.Now().After(deadline) {
-			t.Fatal("the session was not closed 3 s after the keep-alive")
+			t.Fatal("the session was not closed 15 s after its linger")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
 func TestClearOfKeepAlive(t *testing.T) {
+	p := New(Config{}) // Timeout 2 s, Retries 2: no Close from 3 s before a keep-alive to 7 s after it
 	for _, c := range []struct{ age, want time.Duration }{
 		{0, 0},
 		{6 * time.Second, 0},
-		{27900 * time.Millisecond, 0},       // more than 2 s before the first keep-alive
-		{28 * time.Second, 5 * time.Second}, // 2 s before: wait until 3 s after it
-		{29900 * time.Millisecond, 3100 * time.Millisecond},
-		{32 * time.Second, time.Second},     //
-		{33 * time.Second, 0},               // 3 s after
-		{50 * time.Second, 0},               //
-		{58 * time.Second, 5 * time.Second}, // the second keep-alive
-		{91 * time.Second, 2 * time.Second}, // the third
+		{26900 * time.Millisecond, 0},        // more than 3 s before the first keep-alive
+		{27 * time.Second, 10 * time.Second}, // 3 s before: wait until 7 s after it
+		{29900 * time.Millisecond, 7100 * time.Millisecond},
+		{32 * time.Second, 5 * time.Second},  //
+		{37 * time.Second, 0},                // 7 s after
+		{50 * time.Second, 0},                //
+		{57 * time.Second, 10 * time.Second}, // the second keep-alive
+		{91 * time.Second, 6 * time.Second},  // the third
 	} {
-		if got := clearOfKeepAlive(c.age); got != c.want {
+		if got := p.clearOfKeepAlive(c.age); got != c.want {
 			t.Errorf("clearOfKeepAlive(%s) = %s, want %s", c.age, got, c.want)
 		}
+	}
+	slow := New(Config{Timeout: 5 * time.Second, Retries: 1})
+	if got := slow.clearOfKeepAlive(25 * time.Second); got != 16*time.Second {
+		t.Errorf("Timeout 5 s, Retries 1: clearOfKeepAlive(25s) = %s, want 16s (from 6 s before to 11 s after)", got)
 	}
 }
 
