@@ -7,15 +7,18 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/ironlab/ironlab/internal/httpstop"
 )
 
-// ServeWhile serves srv on ln while run runs, then shuts srv down. A
+// ServeWhile serves hs on ln while run runs, then shuts it down. A
 // server that stops on its own (its listener failed) ends run too, and
 // ServeWhile returns that error with run's: an agent whose API is gone does
 // not keep heartbeating as if it could be reached.
-func ServeWhile(ctx context.Context, srv *http.Server, ln net.Listener, run func(context.Context) error) error {
+func ServeWhile(ctx context.Context, hs *http.Server, ln net.Listener, run func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	srv := httpstop.New(hs) // a silent connection does not hold the stop
 	served := make(chan error, 1)
 	go func() {
 		err := srv.Serve(ln)

@@ -21,6 +21,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/ironlab/ironlab/internal/httpstop"
 )
 
 // Auto-TLS as IPA's tls_utils does it: when the driver API is at least 1.68
@@ -153,8 +155,8 @@ func (a *Agent) AutoTLS(ctx context.Context, ln net.Listener) (net.Listener, err
 
 // Serve serves the agent's API on ln until ctx ends.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: a, ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog: slog.NewLogLogger(a.logger().Handler(), slog.LevelDebug)}
+	srv := httpstop.New(&http.Server{Handler: a, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(a.logger().Handler(), slog.LevelDebug)})
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
