@@ -435,7 +435,9 @@ func (p *Power) keep(ctx context.Context, slot chan *bmcSlot, st *bmcSlot, s *op
 }
 
 // Close closes the sessions kept open (Close Session to each BMC, at once,
-// each bounded by the request timeout); a call after it opens a new one.
+// each bounded by the request timeout); a session beside one of go-ipmi's
+// keep-alives is closed once clear of it, after Close returns. A call
+// after Close opens a new session.
 func (p *Power) Close() error {
 	p.mu.Lock()
 	slots := make([]chan *bmcSlot, 0, len(p.slots))
@@ -453,6 +455,13 @@ func (p *Power) Close() error {
 		}
 		s.timer.Stop()
 		st.kept = nil
+		if p.clearOfKeepAlive(time.Since(s.connected)) > 0 {
+			// Beside a keep-alive: closed once clear, not holding up
+			// Close (a driver stopping) for up to the window.
+			slot <- st
+			go p.closeSession(context.Background(), s)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -305,6 +305,37 @@ func TestNativeClosesClearOfTheKeepAlive(t *testing.T) {
 	}
 }
 
+// Close does not wait for a session beside its keep-alive: that one is
+// closed (Close Session) once clear, after Close has returned.
+func TestCloseLeavesASessionBesideItsKeepAliveForLater(t *testing.T) {
+	ctx := context.Background()
+	b := startBMC(t, bmctest.New("node-1"))
+	info := infoFor(b, nil)
+	p := New(fast)
+	if _, err := p.GetPowerState(ctx, info); err != nil {
+		t.Fatal(err)
+	}
+	slot := p.slot(b.Addr().String())
+	st := <-slot
+	st.kept.connected = time.Now().Add(-29 * time.Second) // its keep-alive is 1 s away
+	slot <- st
+	before := b.Counters().Requests
+	p.Close()
+	if got := b.Counters().Requests; got != before {
+		t.Errorf("Close sent %d requests to a session beside its keep-alive, want none yet", got-before)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for b.Counters().Requests == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the session beside its keep-alive was never closed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := b.Counters().Requests - before; got != 1 {
+		t.Errorf("%d requests after the window, want one Close Session", got)
+	}
+}
+
 func TestClearOfKeepAlive(t *testing.T) {
 	p := New(Config{}) // Timeout 2 s, Retries 2: no Close from 3 s before a keep-alive to 7 s after it
 	for _, c := range []struct{ age, want time.Duration }{
