@@ -24,8 +24,10 @@ func TestDriverThatDiesEndsTheRun(t *testing.T) {
 lab:
   backend: fake
   driver_process: true
+  heartbeat_timeout: 4s
+  automated_clean: false
   groups:
-    - {name: n, count: 2, driver: fake_agent}
+    - {name: n, count: 2, driver: fake_agent, disk_size: 8MiB}
   images:
     - {id: os, size: 1MiB}
 steps:
@@ -68,7 +70,7 @@ steps:
 	if ctx.Err() != nil {
 		t.Fatalf("the run went on for 2 minutes after its driver died:\n%s", out.String())
 	}
-	if err == nil || !strings.Contains(err.Error(), "crash.yaml:16: step 7: the driver (process ") ||
+	if err == nil || !strings.Contains(err.Error(), "crash.yaml:18: step 7: the driver (process ") ||
 		!strings.Contains(err.Error(), "ended on its own: signal: killed (see ") {
 		t.Errorf("run error: %v, want step 7's wait ended by the driver's death\n%s", err, out.String())
 	}
