@@ -52,3 +52,45 @@ func BenchmarkSmallWritesContended(b *testing.B) {
 		b.ReportMetric(float64(h.requests-h0.requests)/float64(h.batches-h0.batches), "heartbeats/tx")
 	}
 }
+
+// BenchmarkSaveContended is tasks saving their nodes (UpdateNode with an
+// event, as task.save does) while 32 goroutines queue for the one writer:
+// a deploy's node, with the agent's fields and a clean plan in
+// driver_internal_info, one node per goroutine.
+func BenchmarkSaveContended(b *testing.B) {
+	ctx := context.Background()
+	s, _ := open(b)
+	const goroutines = 32
+	nodes := make([]*store.Node, goroutines)
+	for i := range nodes {
+		n := deployNode()
+		n.UUID, n.Name = fmt.Sprintf("00000000-0000-4000-8000-%012d", i), fmt.Sprintf("n-%d", i)
+		n.DriverInternalInfo = map[string]any{
+			"agent_url": "http://127.0.0.1:9999", "agent_version": "10.0.0", "agent_secret_token_pregenerated": false,
+			"agent_cached_deploy_steps": map[string]any{"deploy": []any{
+				map[string]any{"step": "write_image", "priority": float64(80), "interface": "deploy", "reboot_requested": false, "abortable": false},
+				map[string]any{"step": "prepare_image", "priority": float64(0), "interface": "deploy", "reboot_requested": false, "abortable": false}}},
+			"agent_last_heartbeat": "2026-12-03T16:00:00Z", "deploy_boot_mode": "bios", "is_whole_disk_image": true,
+		}
+		if err := s.CreateNode(ctx, n); err != nil {
+			b.Fatal(err)
+		}
+		nodes[i] = n
+	}
+	var next atomic.Int64
+	b.SetParallelism(goroutines / 2) // 32 goroutines on 2 CPUs
+	b.ReportAllocs()
+	b.ResetTimer()
+	c0, cpu0 := countsOf(&s.wq), cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		n := nodes[int(next.Add(1)-1)%goroutines]
+		for pb.Next() {
+			if err := s.UpdateNode(ctx, n, &store.Event{NodeUUID: n.UUID, Kind: store.KindPower, Event: "power on", Detail: []byte(`{"interface":"ipmi"}`)}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	reportWrites(b, s, c0, cpu0)
+}

@@ -612,14 +612,16 @@ func (s *SQLite) UpdateNodeHeld(ctx context.Context, n *store.Node, host string,
 func (s *SQLite) updateNode(ctx context.Context, n *store.Node, host string, events []*store.Event) error {
 	n.UpdatedAt = time.Now().UTC()
 	found, heldBy := true, ""
+	// The row's JSON is encoded here, in the caller's goroutine: the
+	// transaction runs on the one writer, which every save queues for.
+	q, args := qUpdateNode, []any{nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
+		encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
+		n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encStep(n.CleanStep),
+		encStep(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), encPlan(n.CleanPlan), n.UUID}
+	if host != "" {
+		q, args = qUpdateNodeHeld, append(args, host)
+	}
 	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		q, args := qUpdateNode, []any{nullable(n.Name), n.Driver, encMap(n.DriverInfo), encMap(n.DriverInternalInfo), encMap(n.InstanceInfo),
-			encMap(n.Properties), encMap(n.Extra), n.ProvisionState, n.TargetProvisionState, n.PowerState,
-			n.TargetPowerState, n.Maintenance, n.MaintenanceReason, n.Fault, n.LastError, encStep(n.CleanStep),
-			encStep(n.DeployStep), ns(n.UpdatedAt), ns(n.ProvisionUpdatedAt), encPlan(n.CleanPlan), n.UUID}
-		if host != "" {
-			q, args = qUpdateNodeHeld, append(args, host)
-		}
 		res, err := s.stmt(ctx, tx, q).ExecContext(ctx, args...)
 		if err != nil {
 			return err
