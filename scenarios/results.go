@@ -43,6 +43,16 @@ type Check struct {
 	DurationS float64  `json:"duration_s"`
 }
 
+// FirstFailures is what a summary prints of a failed check: its first n
+// failures and how many more there are (at 10,000 nodes the whole list is
+// no message).
+func (c *Check) FirstFailures(n int) (shown []string, more int) {
+	if len(c.Failures) <= n {
+		return c.Failures, 0
+	}
+	return c.Failures[:n], len(c.Failures) - n
+}
+
 // Result is a scenario's outcome, written as result.json.
 type Result struct {
 	Scenario  string  `json:"scenario"`

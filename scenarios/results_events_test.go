@@ -220,3 +220,16 @@ func TestTimedSaysWhatTakesLong(t *testing.T) {
 		t.Errorf("cleanupWhat of a runner with nothing to stop = %q", got)
 	}
 }
+
+func TestCheckFirstFailures(t *testing.T) {
+	c := &Check{Failures: []string{"a", "b", "c", "d", "e"}}
+	if shown, more := c.FirstFailures(3); strings.Join(shown, ",") != "a,b,c" || more != 2 {
+		t.Errorf("FirstFailures(3) of 5 = %v, %d more", shown, more)
+	}
+	if shown, more := c.FirstFailures(5); len(shown) != 5 || more != 0 {
+		t.Errorf("FirstFailures(5) of 5 = %v, %d more", shown, more)
+	}
+	if shown, more := (&Check{}).FirstFailures(3); len(shown) != 0 || more != 0 {
+		t.Errorf("FirstFailures of none = %v, %d more", shown, more)
+	}
+}

@@ -148,11 +148,11 @@ func (r *runner) report(label string, c *Check) {
 		return
 	}
 	r.printf("%s   FAIL %s\n", label, c.Name)
-	for i, f := range c.Failures {
-		if i == 10 {
-			r.printf("        ... and %d more\n", len(c.Failures)-10)
-			break
-		}
+	shown, more := c.FirstFailures(10)
+	for _, f := range shown {
 		r.printf("        %s\n", f)
+	}
+	if more > 0 {
+		r.printf("        ... and %d more\n", more)
 	}
 }

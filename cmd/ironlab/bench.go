@@ -256,7 +256,7 @@ Flags:
 		}
 		for _, c := range res.Checks {
 			if !c.Passed {
-				fmt.Fprintf(os.Stderr, "ironlab bench: %s failed: %s\n", c.Name, firstFailures(c.Failures, filepath.Join(dir, s.Name, "result.json")))
+				fmt.Fprintf(os.Stderr, "ironlab bench: %s failed: %s\n", c.Name, firstFailures(&c, filepath.Join(dir, s.Name, "result.json")))
 			}
 		}
 		return 1
@@ -264,13 +264,14 @@ Flags:
 	return 0
 }
 
-// firstFailures is a failed check's first ten failures, and how many more
-// the results hold: at 10,000 nodes the whole list is no message.
-func firstFailures(failures []string, results string) string {
-	if len(failures) <= 10 {
-		return strings.Join(failures, "; ")
+// firstFailures is a failed check's first ten failures on one line, and
+// how many more the results hold.
+func firstFailures(c *scenarios.Check, results string) string {
+	shown, more := c.FirstFailures(10)
+	if more == 0 {
+		return strings.Join(shown, "; ")
 	}
-	return fmt.Sprintf("%s; ... and %d more (all in %s)", strings.Join(failures[:10], "; "), len(failures)-10, results)
+	return fmt.Sprintf("%s; ... and %d more (all in %s)", strings.Join(shown, "; "), more, results)
 }
 
 // benchClass maps --power and --bmc to the nodes' driver class.

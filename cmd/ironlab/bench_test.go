@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ironlab/ironlab/scenarios"
 	"github.com/ironlab/ironlab/scenarios/labtest"
 )
 
@@ -509,14 +510,14 @@ func TestFirstFailures(t *testing.T) {
 	for i := range 25 {
 		many = append(many, fmt.Sprintf("n-%d: in \"deploying\", not \"active\"", i))
 	}
-	got := firstFailures(many, "results/r/bench/result.json")
+	got := firstFailures(&scenarios.Check{Failures: many}, "results/r/bench/result.json")
 	if !strings.HasPrefix(got, many[0]+"; "+many[1]+"; ") || !strings.HasSuffix(got, many[9]+"; ... and 15 more (all in results/r/bench/result.json)") {
 		t.Errorf("firstFailures of 25: %s", got)
 	}
 	if strings.Contains(got, many[10]) {
 		t.Errorf("firstFailures of 25 prints the 11th: %s", got)
 	}
-	if got := firstFailures(many[:2], "x"); got != many[0]+"; "+many[1] {
+	if got := firstFailures(&scenarios.Check{Failures: many[:2]}, "x"); got != many[0]+"; "+many[1] {
 		t.Errorf("firstFailures of 2: %s", got)
 	}
 }

@@ -128,12 +128,12 @@ func printQuiet(w io.Writer, res *scenarios.Result) {
 			continue
 		}
 		fmt.Fprintf(w, "  FAIL %s (line %d)\n", c.Name, c.Line)
-		for i, f := range c.Failures {
-			if i == 3 {
-				fmt.Fprintf(w, "       ... and %d more\n", len(c.Failures)-3)
-				break
-			}
+		shown, more := c.FirstFailures(3)
+		for _, f := range shown {
 			fmt.Fprintf(w, "       %s\n", f)
+		}
+		if more > 0 {
+			fmt.Fprintf(w, "       ... and %d more\n", more)
 		}
 	}
 }
