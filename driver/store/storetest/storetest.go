@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Reservation", reservation},
 		{"Ports", ports},
 		{"StateCommitsWithItsEvent", stateWithEvent},
+		{"SavesChangeEachIndexedColumnAlone", indexedColumns},
 		{"EventFailureRollsBack", eventFailureRollsBack},
 		{"ListNodesFilters", listNodes},
 		{"ListNodesDue", listDue},
@@ -228,6 +229,79 @@ func stateWithEvent(t *testing.T, s store.Store) {
 	}
 	if diff := cmp.Diff([]string{">enroll", "enroll>manageable", "manageable>"}, history(t, s, "n1")); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)
+	}
+}
+
+// indexedColumns saves a node changing its name, provision state and power
+// state one at a time, then none of them: each is read back and found by
+// its index (the SQLite store writes these columns only when one changed).
+func indexedColumns(t *testing.T, s store.Store) {
+	create(t, s, &store.Node{UUID: "n1", Name: "a", Driver: "x", ProvisionState: "enroll", PowerState: "power off"})
+	create(t, s, &store.Node{UUID: "n2", Name: "b", Driver: "x", ProvisionState: "enroll", PowerState: "power off"})
+	type seen struct {
+		Name, State, Power, Step string
+		ByName                   string   // the node GetNodeByName(Name) finds
+		InState                  []string // ListNodes of the node's provision state
+	}
+	look := func() seen {
+		t.Helper()
+		n := get(t, s, "n1")
+		v := seen{Name: n.Name, State: n.ProvisionState, Power: n.PowerState}
+		v.Step, _ = n.DriverInternalInfo["step"].(string)
+		if n.Name != "" {
+			byName, err := s.GetNodeByName(ctx, n.Name)
+			if err != nil {
+				t.Fatalf("GetNodeByName(%q): %v", n.Name, err)
+			}
+			v.ByName = byName.UUID
+		}
+		list, err := s.ListNodes(ctx, store.NodeFilter{ProvisionState: n.ProvisionState})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range list {
+			v.InState = append(v.InState, m.UUID)
+		}
+		return v
+	}
+	steps := []struct {
+		what   string
+		change func(n *store.Node)
+		want   seen
+	}{
+		{"none of them", func(n *store.Node) { n.DriverInternalInfo = map[string]any{"step": "1"} },
+			seen{"a", "enroll", "power off", "1", "n1", []string{"n1", "n2"}}},
+		{"power state", func(n *store.Node) { n.PowerState = "power on" },
+			seen{"a", "enroll", "power on", "1", "n1", []string{"n1", "n2"}}},
+		{"provision state", func(n *store.Node) { n.ProvisionState = "manageable" },
+			seen{"a", "manageable", "power on", "1", "n1", []string{"n1"}}},
+		{"name", func(n *store.Node) { n.Name = "c" },
+			seen{"c", "manageable", "power on", "1", "n1", []string{"n1"}}},
+		{"none of them again", func(n *store.Node) { n.DriverInternalInfo = map[string]any{"step": "2"} },
+			seen{"c", "manageable", "power on", "2", "n1", []string{"n1"}}},
+		{"name dropped", func(n *store.Node) { n.Name = "" },
+			seen{"", "manageable", "power on", "2", "", []string{"n1"}}},
+	}
+	for _, st := range steps {
+		n := get(t, s, "n1")
+		st.change(n)
+		if err := s.UpdateNode(ctx, n); err != nil {
+			t.Fatalf("save changing %s: %v", st.what, err)
+		}
+		if diff := cmp.Diff(st.want, look()); diff != "" {
+			t.Errorf("after a save changing %s (-want +got):\n%s", st.what, diff)
+		}
+	}
+	if _, err := s.GetNodeByName(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetNodeByName of the old name: got %v, want ErrNotFound", err)
+	}
+	n := get(t, s, "n1")
+	n.Name, n.DriverInternalInfo = "b", map[string]any{"step": "3"} // n2's name: nothing of the save lands
+	if err := s.UpdateNode(ctx, n); !errors.Is(err, store.ErrDuplicate) {
+		t.Fatalf("save to a taken name: got %v, want ErrDuplicate", err)
+	}
+	if diff := cmp.Diff(seen{"", "manageable", "power on", "2", "", []string{"n1"}}, look()); diff != "" {
+		t.Errorf("after the failed save (-want +got):\n%s", diff)
 	}
 }
 
