@@ -136,7 +136,7 @@ func TestMigratesAgentFieldsOutOfJSON(t *testing.T) {
 
 // TestWriterCacheIsLarger: the writer connection keeps a 16 MiB page cache
 // (the rows every write reads and rewrites, at 10,000 nodes), the readers
-// SQLite's default.
+// SQLite's default; the writer checkpoints the WAL every 10,000 pages.
 func TestWriterCacheIsLarger(t *testing.T) {
 	ctx := context.Background()
 	s, err := Open(ctx, filepath.Join(t.TempDir(), "ironlab.db"))
@@ -156,5 +156,12 @@ func TestWriterCacheIsLarger(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s connection: cache_size %d, want %d", c.name, got, c.want)
 		}
+	}
+	var pages int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if pages != 10000 {
+		t.Errorf("writer connection: wal_autocheckpoint %d, want 10000", pages)
 	}
 }
