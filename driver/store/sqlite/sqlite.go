@@ -191,9 +191,9 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 	// are allocated as used: a small lab pays only for what it holds.
 	// The writer checkpoints the WAL every 10,000 pages (40 MiB), not
 	// SQLite's 1000: a checkpoint copies each page once however often it
-	// was written since the last, and at 10,000 nodes the pages a deploy
-	// rewrites are more than 1000, so at 1000 nearly every frame was copied
-	// (the checkpoints were 4.3 % of a 10,000-node bench's driver CPU, in
+	// was written since the last, and at 10,000 nodes a deploy rewrites
+	// more than 1000 distinct pages, so a checkpoint every 1000 frames
+	// copied nearly every frame (the checkpoints were 4.3 % of a 10,000-node bench's driver CPU, in
 	// the one writer's commits; BenchmarkSaveContendedFleet: 20.1 -> 16.8
 	// KiB written and 17.8 -> 14.5 read per save).
 	db, err := sql.Open("sqlite", dsn("immediate", "cache_size(-16384)", "wal_autocheckpoint(10000)"))
@@ -609,9 +609,9 @@ const qUpdateNodeHeld = qUpdateNode + ` AND reservation=?`
 // transaction after qUpdateNode, only where one of them differs from the
 // row's. SQLite rewrites an index's entry for every column a statement
 // assigns, changed or not: at 10,000 nodes those entries sit on pages of
-// their own, so a save that kept the node's state and name wrote three
-// more pages to the WAL, and the checkpoint copied them again
-// (BenchmarkSaveContendedFleet: 29.9 -> 20.1 KiB written per save).
+// their own, so a save that kept the node's state and name still wrote
+// those pages to the WAL, and the checkpoint copied them again
+// (BenchmarkSaveContendedFleet: 29.8 -> 20.1 KiB written per save).
 const qUpdateNodeIndexed = `UPDATE nodes SET name=?1, provision_state=?2, power_state=?3
 		WHERE uuid=?4 AND (name IS NOT ?1 OR provision_state IS NOT ?2 OR power_state IS NOT ?3)`
 
