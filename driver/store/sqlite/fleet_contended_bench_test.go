@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,12 +19,12 @@ import (
 // rows as large as the bench's) halfway through a deploy, 50 events each.
 const fleetNodes, fleetEventsPerNode = 10_000, 50
 
-// fleetTemplate is the fleet database, built once per test binary (it
-// takes seconds) and copied for each run of a benchmark.
+// fleetTemplate is the fleet database file's bytes, built once per test
+// binary (it takes seconds) and written out for each run of a benchmark.
 var fleetTemplate struct {
-	once      sync.Once
-	dir, path string
-	err       error
+	once sync.Once
+	db   []byte
+	err  error
 }
 
 // openFleet opens a copy of the fleet database and returns the nodes as
@@ -39,17 +38,16 @@ func openFleet(b *testing.B) (*SQLite, []*store.Node) {
 	}
 	ft := &fleetTemplate
 	ft.once.Do(func() {
-		if ft.dir, ft.err = os.MkdirTemp("", "ironlab-fleet-"); ft.err != nil {
-			return
+		path := filepath.Join(b.TempDir(), "fleet.db")
+		if ft.err = buildFleet(ctx, path, nodes); ft.err == nil {
+			ft.db, ft.err = os.ReadFile(path)
 		}
-		ft.path = filepath.Join(ft.dir, "fleet.db")
-		ft.err = buildFleet(ctx, ft.path, nodes)
 	})
 	if ft.err != nil {
 		b.Fatal(ft.err)
 	}
 	path := filepath.Join(b.TempDir(), "ironlab.db")
-	if err := copyFile(ft.path, path); err != nil {
+	if err := os.WriteFile(path, ft.db, 0o644); err != nil {
 		b.Fatal(err)
 	}
 	s, err := Open(ctx, path)
@@ -76,23 +74,6 @@ func buildFleet(ctx context.Context, path string, nodes []*store.Node) error {
 		SELECT printf('ev-%d', x), printf('00000000-0000-4000-8000-%012d', x % ?), x, 'power', 'power on', '{"interface":"ipmi"}' FROM c`,
 		len(nodes)*fleetEventsPerNode-1, len(nodes))
 	return err
-}
-
-func copyFile(from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // BenchmarkHeartbeatWriteContendedFleet is BenchmarkHeartbeatWriteContended
@@ -222,8 +203,10 @@ func saveContendedFleet(b *testing.B, changePower bool) {
 			k := next.Add(1)
 			n := nodes[(k*7919)%int64(len(nodes))]
 			n.DriverInternalInfo = map[string]any{"step_progress": float64(k)}
-			if changePower {
-				n.PowerState = map[bool]string{true: "power on", false: "power off"}[n.PowerState != "power on"]
+			if changePower && n.PowerState == "power on" {
+				n.PowerState = "power off"
+			} else if changePower {
+				n.PowerState = "power on"
 			}
 			if err := s.UpdateNode(ctx, n, &store.Event{NodeUUID: n.UUID, Kind: store.KindPower, Event: "power on", Detail: []byte(`{"interface":"ipmi"}`)}); err != nil {
 				b.Error(err)
@@ -258,13 +241,4 @@ func readIO(b *testing.B) ioCounts {
 		}
 	}
 	return c
-}
-
-// TestMain removes the fleet database, when a benchmark built it.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if fleetTemplate.dir != "" {
-		os.RemoveAll(fleetTemplate.dir)
-	}
-	os.Exit(code)
 }
