@@ -73,6 +73,10 @@ func buildFleet(ctx context.Context, path string, nodes []*store.Node) error {
 		INSERT INTO events (uuid, node_uuid, time, kind, event, detail)
 		SELECT printf('ev-%d', x), printf('00000000-0000-4000-8000-%012d', x % ?), x, 'power', 'power on', '{"interface":"ipmi"}' FROM c`,
 		len(nodes)*fleetEventsPerNode-1, len(nodes))
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, qLinkEvents) // the insert set no event's prev_id
 	return err
 }
 
@@ -174,9 +178,9 @@ func BenchmarkGetNodeUnderWritesFleet(b *testing.B) {
 
 // BenchmarkSaveContendedFleet is BenchmarkSaveContended in the fleet
 // database: 32 goroutines saving nodes spread over the whole table, each
-// with an event, so that every save's row, its events_node entry and the
-// nodes' index entries sit on pages of their own, as in a 10,000-node
-// bench. "same-state" saves keep the node's state (a step's progress in
+// with an event, so that every save's row and the nodes' index entries
+// sit on pages of their own (and, before migration 7, its events_node
+// entry), as in a 10,000-node bench. "same-state" saves keep the node's state (a step's progress in
 // driver_internal_info), "power-change" saves change its power state (an
 // indexed column) each time. Beside the CPU it reports what the saves
 // wrote and read through the file system (the WAL's frames, the
@@ -241,4 +245,22 @@ func readIO(b *testing.B) ioCounts {
 		}
 	}
 	return c
+}
+
+// BenchmarkListEventsFleet is a node's history read (ListEvents: the API's
+// node history, a scenario's wait_event and its results' events.json) in
+// the fleet database, 50 events a node, the nodes taken across the table.
+func BenchmarkListEventsFleet(b *testing.B) {
+	ctx := context.Background()
+	s, nodes := openFleet(b)
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for k := range b.N {
+		evs, err := s.ListEvents(ctx, nodes[(k*104729)%len(nodes)].UUID)
+		if err != nil || len(evs) != fleetEventsPerNode {
+			b.Fatalf("ListEvents = %d events, %v; want %d", len(evs), err, fleetEventsPerNode)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-us/list")
 }

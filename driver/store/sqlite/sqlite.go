@@ -129,7 +129,47 @@ var migrations = []string{
 	// the heartbeat's write sets neither of these two.
 	`DROP INDEX nodes_provision_state;
 	CREATE INDEX nodes_provision_power ON nodes(provision_state, power_state);`,
+	// 7: a node's history is a chain instead of an index. The index of
+	// (node_uuid, id) put each event's entry on its node's leaf, a page of
+	// its own at 10,000 nodes, which every save's transaction wrote whole
+	// to the WAL (BenchmarkSaveContendedFleet: most of what a save wrote).
+	// Now each event holds its node's previous event (prev_id) and the
+	// node's row, which the save rewrites anyway, its last
+	// (last_event_id); the head of a deleted node's history, or of events
+	// recorded for a UUID no node has, is kept in event_heads, and a node
+	// created again under that UUID takes it back. The triggers keep the
+	// heads: no statement above them writes last_event_id.
+	`ALTER TABLE events ADD COLUMN prev_id INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN last_event_id INTEGER NOT NULL DEFAULT 0;
+	CREATE TABLE event_heads (node_uuid TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
+	` + qLinkEvents + `
+	DROP INDEX events_node;
+	CREATE TRIGGER events_head AFTER INSERT ON events BEGIN
+		UPDATE nodes SET last_event_id = NEW.id WHERE uuid = NEW.node_uuid;
+		INSERT INTO event_heads (node_uuid, last_id) SELECT NEW.node_uuid, NEW.id WHERE changes() = 0
+			ON CONFLICT (node_uuid) DO UPDATE SET last_id = excluded.last_id;
+	END;
+	CREATE TRIGGER nodes_delete_keeps_history AFTER DELETE ON nodes WHEN OLD.last_event_id > 0 BEGIN
+		INSERT INTO event_heads (node_uuid, last_id) VALUES (OLD.uuid, OLD.last_event_id)
+			ON CONFLICT (node_uuid) DO UPDATE SET last_id = excluded.last_id;
+	END;
+	CREATE TRIGGER nodes_create_takes_history AFTER INSERT ON nodes BEGIN
+		UPDATE nodes SET last_event_id = h.last_id FROM event_heads h WHERE nodes.uuid = NEW.uuid AND h.node_uuid = NEW.uuid;
+		DELETE FROM event_heads WHERE node_uuid = NEW.uuid;
+	END;`,
 }
+
+// qLinkEvents links the events table's rows into their nodes' chains
+// (migration 7): each event's prev_id is its node's event before it, each
+// node's last_event_id its last, and the heads of UUIDs without a node go
+// to event_heads. No UUID without a node may have a head in event_heads yet.
+const qLinkEvents = `UPDATE events SET prev_id = p.prev
+		FROM (SELECT id, LAG(id, 1, 0) OVER (PARTITION BY node_uuid ORDER BY id) AS prev FROM events) p
+		WHERE events.id = p.id AND p.prev > 0;
+	UPDATE nodes SET last_event_id = h.last FROM (SELECT node_uuid, MAX(id) AS last FROM events GROUP BY node_uuid) h
+		WHERE nodes.uuid = h.node_uuid;
+	INSERT INTO event_heads (node_uuid, last_id) SELECT node_uuid, MAX(id) FROM events
+		WHERE node_uuid NOT IN (SELECT uuid FROM nodes) GROUP BY node_uuid;`
 
 // SQLite is the default Store: one database file in WAL mode.
 type SQLite struct {
@@ -238,7 +278,7 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 // preparedQueries are prepared at Open (never later: inside a transaction
 // the one connection is taken, and a prepare on the pool would wait for it).
 var preparedQueries = []string{qNodeByUUID, qAgentOf, qNodeByName, qHeartbeatRead, qHeartbeatReadByName, qHeartbeatWrite, qInsertEvent,
-	qUpdateNode, qUpdateNodeHeld, qUpdateNodeIndexed, qReserve, qRelease, qPortsOfNode, qPortsByAddress, qSavepoint, qRollbackTo, qReleaseSP}
+	qUpdateNode, qUpdateNodeHeld, qUpdateNodeIndexed, qReserve, qRelease, qPortsOfNode, qPortsByAddress, qSavepoint, qRollbackTo, qReleaseSP, qListEvents}
 
 // The ListPorts queries of acquire (a node's ports) and lookup (by MAC).
 const (
@@ -250,7 +290,7 @@ const (
 const readConns = 4
 
 // readQueries are the prepared queries that run on the read pool.
-var readQueries = map[string]bool{qNodeByUUID: true, qNodeByName: true, qPortsOfNode: true, qPortsByAddress: true, qAgentOf: true}
+var readQueries = map[string]bool{qNodeByUUID: true, qNodeByName: true, qPortsOfNode: true, qPortsByAddress: true, qAgentOf: true, qListEvents: true}
 
 // stmt is the prepared statement of q (one of preparedQueries), bound to tx
 // when tx is not nil.
@@ -881,8 +921,12 @@ func (s *SQLite) AddEvent(ctx context.Context, e *store.Event) error {
 	return err
 }
 
-const qInsertEvent = `INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event, message, detail)
-		VALUES (?,?,?,?,?,?,?,?,?)`
+// qInsertEvent appends an event to its node's chain (migration 7): its
+// prev_id is the head, the node's last_event_id or, for a UUID without a
+// node, event_heads'; the trigger events_head moves the head to it.
+const qInsertEvent = `INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event, message, detail, prev_id)
+		VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9, COALESCE((SELECT last_event_id FROM nodes WHERE uuid = ?2),
+			(SELECT last_id FROM event_heads WHERE node_uuid = ?2), 0))`
 
 // insertEvent inserts e inside tx, or on its own when tx is nil.
 func (s *SQLite) insertEvent(ctx context.Context, tx *sql.Tx, e *store.Event) error {
@@ -909,10 +953,22 @@ func (s *SQLite) insertEvent(ctx context.Context, tx *sql.Tx, e *store.Event) er
 	return nil
 }
 
+// qListEvents walks the node's chain (migration 7) from its head back;
+// each step is a lookup by id. An event's prev_id is below its id, so the
+// walk ends, whatever the table holds.
+const qListEvents = `WITH RECURSIVE chain AS (
+		SELECT id, uuid, node_uuid, time, kind, from_state, to_state, event, message, detail, prev_id
+			FROM events WHERE id = COALESCE((SELECT last_event_id FROM nodes WHERE uuid = ?1),
+				(SELECT last_id FROM event_heads WHERE node_uuid = ?1), 0)
+		UNION ALL
+		SELECT e.id, e.uuid, e.node_uuid, e.time, e.kind, e.from_state, e.to_state, e.event, e.message, e.detail, e.prev_id
+			FROM chain c JOIN events e ON e.id = c.prev_id AND e.id < c.id
+	)
+	SELECT id, uuid, node_uuid, time, kind, from_state, to_state, event, message, detail FROM chain ORDER BY id`
+
 // ListEvents returns a node's events in the order they were recorded.
 func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]store.Event, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id, uuid, node_uuid, time, kind, from_state, to_state, event, message, detail
-		FROM events WHERE node_uuid = ? ORDER BY id`, nodeUUID)
+	rows, err := s.stmt(ctx, nil, qListEvents).QueryContext(ctx, nodeUUID)
 	if err != nil {
 		return nil, fmt.Errorf("list events of node %s: %w", nodeUUID, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,5 +164,76 @@ func TestWriterCacheIsLarger(t *testing.T) {
 	}
 	if pages != 10000 {
 		t.Errorf("writer connection: wal_autocheckpoint %d, want 10000", pages)
+	}
+}
+
+// TestMigratesEventsIntoChains: a database of schema 6 listed a node's
+// events by the index of (node_uuid, id); opening it links them into
+// chains (migration 7), the histories of live and deleted nodes alike, and
+// new events go on their ends.
+func TestMigratesEventsIntoChains(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+url.Values{"_pragma": {"foreign_keys(1)"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs := []string{`CREATE TABLE schema_version (version INTEGER NOT NULL)`, `INSERT INTO schema_version (version) VALUES (6)`}
+	qs = append(qs, migrations[:6]...)
+	qs = append(qs, `INSERT INTO nodes (uuid, name, driver, provision_state, created_at, updated_at) VALUES
+		('n1', 'node-0', 'fake_agent', 'manageable', 1, 1), ('n2', 'node-1', 'fake_agent', 'enroll', 2, 2)`,
+		// n1 and n2 in turn, and gone, a node deleted before the upgrade.
+		`INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event) VALUES
+		('e1', 'n1', 1, 'provision', '', 'enroll', 'create'), ('e2', 'gone', 2, 'provision', '', 'enroll', 'create'),
+		('e3', 'n2', 3, 'provision', '', 'enroll', 'create'), ('e4', 'n1', 4, 'provision', 'enroll', 'manageable', 'manage'),
+		('e5', 'gone', 5, 'provision', 'enroll', '', 'delete')`)
+	for _, q := range qs {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.AddEvent(ctx, &store.Event{NodeUUID: "n1", Kind: store.KindPower, Event: "power on"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateNode(ctx, &store.Node{UUID: "gone", Driver: "fake_agent", ProvisionState: "enroll"},
+		&store.Event{NodeUUID: "gone", Kind: store.KindProvision, ToState: "enroll", Event: "create"}); err != nil {
+		t.Fatal(err)
+	}
+	events := func(id string) []string {
+		evs, err := s.ListEvents(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			out = append(out, e.UUID+" "+e.Event)
+		}
+		return out
+	}
+	for id, want := range map[string][]string{
+		"n1":   {"e1 create", "e4 manage", "* power on"},
+		"n2":   {"e3 create"},
+		"gone": {"e2 create", "e5 delete", "* create"},
+	} {
+		got := events(id)
+		for i := range got {
+			if i < len(want) && strings.HasPrefix(want[i], "* ") {
+				got[i] = "* " + strings.SplitN(got[i], " ", 2)[1] // a new event's UUID is random
+			}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("history of %s after migration (-want +got):\n%s", id, diff)
+		}
+	}
+	var idx int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_node'`).Scan(&idx); err != nil || idx != 0 {
+		t.Errorf("index events_node after migration: %d, %v; want dropped", idx, err)
 	}
 }

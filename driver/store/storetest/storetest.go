@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Reservation", reservation},
 		{"Ports", ports},
 		{"StateCommitsWithItsEvent", stateWithEvent},
+		{"HistoryOutlivesItsNode", historyOutlivesNode},
 		{"SavesChangeEachIndexedColumnAlone", indexedColumns},
 		{"EventFailureRollsBack", eventFailureRollsBack},
 		{"ListNodesFilters", listNodes},
@@ -229,6 +230,85 @@ func stateWithEvent(t *testing.T, s store.Store) {
 	}
 	if diff := cmp.Diff([]string{">enroll", "enroll>manageable", "manageable>"}, history(t, s, "n1")); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)
+	}
+}
+
+// historyOutlivesNode: a node's history is every event recorded under its
+// UUID, in order, whatever the node's row went through: events of two
+// nodes recorded in turn, events of a UUID before a node has it, events
+// after its node is deleted, and a node created again under a deleted
+// node's UUID (the SQLite store keeps each node's history as a chain whose
+// head moves between the node's row and a table of its own).
+func historyOutlivesNode(t *testing.T, s store.Store) {
+	ev := func(id, from, to string) *store.Event {
+		return &store.Event{NodeUUID: id, Kind: store.KindProvision, FromState: from, ToState: to, Event: from + ">" + to}
+	}
+	add := func(e *store.Event) {
+		t.Helper()
+		if err := s.AddEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if evs, err := s.ListEvents(ctx, "n1"); err != nil || len(evs) != 0 {
+		t.Fatalf("history of a UUID never used = %v, %v; want none", evs, err)
+	}
+	add(ev("n1", "", "before")) // no node n1 yet
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Name: "a", Driver: "x", ProvisionState: "enroll"}, ev("n1", "", "enroll")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n2", Name: "b", Driver: "x", ProvisionState: "enroll"}, ev("n2", "", "enroll")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n2", Name: "c", Driver: "x", ProvisionState: "enroll"}, ev("n2", "", "dup")); !errors.Is(err, store.ErrDuplicate) {
+		t.Fatalf("duplicate create: got %v, want ErrDuplicate", err)
+	}
+	for _, st := range []string{"manageable", "available"} {
+		for _, id := range []string{"n1", "n2"} {
+			n := get(t, s, id)
+			from := n.ProvisionState
+			n.ProvisionState = st
+			if err := s.UpdateNode(ctx, n, ev(id, from, st)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Reserve(ctx, "n2", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, "n2", "c1", ev("n2", "available", "released")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteNode(ctx, "n1", ev("n1", "available", "")); err != nil {
+		t.Fatal(err)
+	}
+	add(ev("n1", "", "after"))
+	want1 := []string{">before", ">enroll", "enroll>manageable", "manageable>available", "available>", ">after"}
+	if diff := cmp.Diff(want1, history(t, s, "n1")); diff != "" {
+		t.Errorf("history of the deleted node (-want +got):\n%s", diff)
+	}
+	if err := s.CreateNode(ctx, &store.Node{UUID: "n1", Name: "a", Driver: "x", ProvisionState: "enroll"}, ev("n1", "", "again")); err != nil {
+		t.Fatal(err)
+	}
+	n := get(t, s, "n1")
+	n.ProvisionState = "manageable"
+	if err := s.UpdateNode(ctx, n, ev("n1", "again", "manageable")); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(append(want1, ">again", "again>manageable"), history(t, s, "n1")); diff != "" {
+		t.Errorf("history of the node created again (-want +got):\n%s", diff)
+	}
+	want2 := []string{">enroll", "enroll>manageable", "manageable>available", "available>released"}
+	if diff := cmp.Diff(want2, history(t, s, "n2")); diff != "" {
+		t.Errorf("history of the other node (-want +got):\n%s", diff)
+	}
+	evs, err := s.ListEvents(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].ID <= evs[i-1].ID {
+			t.Errorf("event ids out of order: %d after %d", evs[i].ID, evs[i-1].ID)
+		}
 	}
 }
 
