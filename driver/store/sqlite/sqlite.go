@@ -315,6 +315,12 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	} else if err != nil {
 		return err
 	}
+	if v > len(migrations) {
+		// A newer ironlab's schema: this one would write it wrong (since
+		// 7, an event written without its prev_id breaks its node's
+		// history).
+		return fmt.Errorf("schema %d is newer than this ironlab's (%d): open it with the ironlab that wrote it", v, len(migrations))
+	}
 	for i := v; i < len(migrations); i++ {
 		tx, err := s.db.BeginTx(ctx, nil)
 		if err != nil {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -235,5 +236,31 @@ func TestMigratesEventsIntoChains(t *testing.T) {
 	var idx int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_node'`).Scan(&idx); err != nil || idx != 0 {
 		t.Errorf("index events_node after migration: %d, %v; want dropped", idx, err)
+	}
+}
+
+// TestRefusesANewerSchema: a database a newer ironlab migrated further is
+// not opened (this one would write it as its own schema), and the error
+// says whose it is; the file is left as it was.
+func TestRefusesANewerSchema(t *testing.T) {
+	ctx := context.Background()
+	s, path := open(t)
+	if _, err := s.db.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(migrations)+1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err := Open(ctx, path)
+	want := fmt.Sprintf("migrate store %s: schema %d is newer than this ironlab's (%d)", path, len(migrations)+1, len(migrations))
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Open of a newer schema: %v; want an error containing %q", err, want)
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v int
+	if err := db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); err != nil || v != len(migrations)+1 {
+		t.Errorf("schema_version after the refused open = %d, %v; want %d", v, err, len(migrations)+1)
 	}
 }
