@@ -81,32 +81,14 @@ func TestReopenKeepsEverything(t *testing.T) {
 // their columns and leaves the other keys.
 func TestMigratesAgentFieldsOutOfJSON(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "old.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+url.Values{"_pragma": {"foreign_keys(1)"}}.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
-		`CREATE TABLE schema_version (version INTEGER NOT NULL)`, `INSERT INTO schema_version (version) VALUES (1)`, migrations[0],
+	s := openSchema(t, 1,
 		`INSERT INTO nodes (uuid, name, driver, driver_info, driver_internal_info, provision_state, created_at, updated_at) VALUES
 		('n1', 'node-0', 'agent_ipmitool', '{"ipmi_address":"127.0.0.1","agent_url":"http://127.0.0.1:9999","agent_last_heartbeat":1700000000}',
 		 '{"agent_url":"http://127.0.0.1:9999","agent_last_heartbeat":1700000000,"agent_version":"10.0.0","agent_dialect":"v1",
 		   "agent_secret_token":"tok","watchdog_reboots":2,"watchdog_last_action":1700000100,"clean_version":{"m":"1"},
 		   "clean_steps":[{"interface":"deploy","step":"erase_devices","priority":10,"abortable":true}],"clean_step_index":0,"keep":"me"}',
 		 'clean wait', 1, 1),
-		('n2', 'node-1', 'fake_agent', '{}', '{}', 'available', 2, 2)`,
-	} {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+		('n2', 'node-1', 'fake_agent', '{}', '{}', 'available', 2, 2)`)
 	n, err := s.GetNode(ctx, "n1")
 	if err != nil {
 		t.Fatal(err)
@@ -174,32 +156,13 @@ func TestWriterCacheIsLarger(t *testing.T) {
 // new events go on their ends.
 func TestMigratesEventsIntoChains(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "old.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+url.Values{"_pragma": {"foreign_keys(1)"}}.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	qs := []string{`CREATE TABLE schema_version (version INTEGER NOT NULL)`, `INSERT INTO schema_version (version) VALUES (6)`}
-	qs = append(qs, migrations[:6]...)
-	qs = append(qs, `INSERT INTO nodes (uuid, name, driver, provision_state, created_at, updated_at) VALUES
+	s := openSchema(t, 6, `INSERT INTO nodes (uuid, name, driver, provision_state, created_at, updated_at) VALUES
 		('n1', 'node-0', 'fake_agent', 'manageable', 1, 1), ('n2', 'node-1', 'fake_agent', 'enroll', 2, 2)`,
 		// n1 and n2 in turn, and gone, a node deleted before the upgrade.
 		`INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event) VALUES
 		('e1', 'n1', 1, 'provision', '', 'enroll', 'create'), ('e2', 'gone', 2, 'provision', '', 'enroll', 'create'),
 		('e3', 'n2', 3, 'provision', '', 'enroll', 'create'), ('e4', 'n1', 4, 'provision', 'enroll', 'manageable', 'manage'),
 		('e5', 'gone', 5, 'provision', 'enroll', '', 'delete')`)
-	for _, q := range qs {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	if err := s.AddEvent(ctx, &store.Event{NodeUUID: "n1", Kind: store.KindPower, Event: "power on"}); err != nil {
 		t.Fatal(err)
 	}
@@ -263,4 +226,30 @@ func TestRefusesANewerSchema(t *testing.T) {
 	if err := db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); err != nil || v != len(migrations)+1 {
 		t.Errorf("schema_version after the refused open = %d, %v; want %d", v, err, len(migrations)+1)
 	}
+}
+
+// openSchema writes a database of the schema version given (its
+// migrations, then rows, the statements that fill it) as an older ironlab
+// left it, and opens it, which migrates it.
+func openSchema(t *testing.T, version int, rows ...string) *SQLite {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+url.Values{"_pragma": {"foreign_keys(1)"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs := []string{`CREATE TABLE schema_version (version INTEGER NOT NULL)`, fmt.Sprintf(`INSERT INTO schema_version (version) VALUES (%d)`, version)}
+	for _, q := range append(append(qs, migrations[:version]...), rows...) {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
