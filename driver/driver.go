@@ -122,6 +122,10 @@ type Config struct {
 	// in front of them all. Empty: this conductor's own.
 	APIURL string
 
+	// Profiler serves the lab extension PUT /v1/lab/profile: the CPU
+	// profile's next piece (api.Server.SetProfiler). Nil: it answers 404.
+	Profiler api.Profiler
+
 	Logger *slog.Logger
 }
 
@@ -224,6 +228,9 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	}
 	d := &Driver{cfg: cfg, store: st, cond: cond, api: api.New(cond, cfg.Logger), log: cfg.Logger}
 	d.handler = d.api
+	if cfg.Profiler != nil {
+		d.api.SetProfiler(cfg.Profiler)
+	}
 	if shared {
 		cl = cluster.New(reg, cluster.Config{Host: cond.Config().Host, Group: cfg.ConductorGroup, Drivers: cond.EnabledDrivers(),
 			HeartbeatInterval: cfg.ConductorHeartbeatInterval, Timeout: cfg.ConductorTimeout,

@@ -93,7 +93,7 @@ func benchCmd(args []string) int {
 	ipmiClients := fs.Int("ipmi-clients", 8, "sessions in flight in the closed IPMI loops against one BMC, each from its own client port")
 	loadWindow := fs.Duration("load-window", 5*time.Second, "how long each closed loop runs (0: no loops)")
 	compare := fs.Bool("compare", false, "also play the closed loops against the peers: a real Ironic (scripts/ironic.sh) and pyghmi's BMC")
-	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles (pprof) into this folder: lab.cpu (this process: lab, BMCs, agents, runner) and driver.cpu (the driver process), each of the whole run")
+	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles (pprof) into folder `DIR`, one piece per phase: lab.<phase>.cpu (this process: lab, BMCs, agents, runner) and driver.<phase>.cpu (the driver process), lab.after-<phase>.cpu and driver.after-<phase>.cpu from a phase's end to the next one's start, lab.cpu and driver.cpu before the first; go tool pprof DIR/lab*.cpu merges them into the whole run")
 	ironicScript := fs.String("ironic-script", "scripts/ironic.sh", "scripts/ironic.sh of this repository, which --compare starts Ironic with")
 	scaleFrom := fs.String("scale-from", "", "bench.json of a run of fewer nodes with the same other flags: bench.json and bench.md get each phase's CPU per node at both sizes, and the goal \"every phase linear in N\" is judged")
 	fs.Usage = func() {
@@ -193,17 +193,18 @@ Flags:
 	if _, err := raiseFDLimit(*nodes); err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab bench: warning:", err)
 	}
+	var labProfile *cpuProfiler
 	if *cpuProfile != "" {
 		if err := os.MkdirAll(*cpuProfile, 0o755); err != nil {
 			fmt.Fprintln(os.Stderr, "ironlab bench: --cpuprofile:", err)
 			return 1
 		}
-		stopProfile, err := startCPUProfile(filepath.Join(*cpuProfile, "lab.cpu"))
-		if err != nil {
+		var err error
+		if labProfile, err = startCPUProfile(filepath.Join(*cpuProfile, "lab.cpu")); err != nil {
 			fmt.Fprintln(os.Stderr, "ironlab bench:", err)
 			return 1
 		}
-		defer stopProfile()
+		defer labProfile.Stop()
 		// The runner starts the driver process with this environment.
 		os.Setenv(driverProfileEnv, filepath.Join(*cpuProfile, "driver.cpu"))
 	}
@@ -214,6 +215,7 @@ Flags:
 	load := benchLoadOpts{nodes: *loadNodes, clients: min(*loadClients, *loadNodes), ipmiClients: *ipmiClients, window: *loadWindow}
 	m := newBenchMeter(*nodes, class, steps, *timeout, load)
 	m.image = *image + ", " + *checksum
+	m.prof = labProfile
 	m.settings, m.scaleBase, m.scaleFrom = settings, scaleBase, *scaleFrom
 	if *compare {
 		m.compare = &compareOpts{script: *ironicScript, dir: dir}
@@ -250,6 +252,10 @@ Flags:
 	fmt.Println()
 	fmt.Print(rep.markdown())
 	fmt.Printf("\n  results: %s (bench.json, bench.md; open %s)\n", dir, filepath.Join(dir, s.Name, "report.html"))
+	if labProfile != nil {
+		fmt.Printf("  CPU profiles: %s, a piece per phase and process (go tool pprof %s; %s for the whole run)\n",
+			*cpuProfile, filepath.Join(*cpuProfile, "driver.deploy.cpu"), filepath.Join(*cpuProfile, "driver*.cpu"))
+	}
 	if err != nil || !res.Passed {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "ironlab bench:", err)

@@ -74,6 +74,11 @@ type benchMeter struct {
 	compare *compareOpts
 	cmp     *benchCompare
 
+	// prof, when set (--cpuprofile), is this process's CPU profile:
+	// each phase is a piece of it and of the driver's (profilePiece).
+	prof       *cpuProfiler
+	profWarned bool
+
 	hbCancel context.CancelFunc
 	hbDone   chan hbCount
 	hb       hbCount
@@ -196,6 +201,11 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	}
 	phase := m.steps[i].phase
 	if end.IsZero() {
+		if _, ok := m.phaseStart[phase]; !ok && m.prof != nil {
+			// The switch takes up to 0.1 s in each process: not the phase's.
+			m.profilePiece(phase)
+			start = time.Now()
+		}
 		m.stepStart[i] = start
 		if _, ok := m.phaseStart[phase]; !ok {
 			m.phaseStart[phase] = start
@@ -212,6 +222,7 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 		m.stopHeartbeats()
 		m.phaseEnd[phase] = time.Now()
 		m.markEnd[phase] = m.mark()
+		m.profilePiece("after-" + phase)
 		m.runLoads()
 		m.stepEnd[i] = time.Now()
 		return
@@ -223,6 +234,9 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	m.stepEnd[i] = now
 	m.phaseEnd[phase] = now
 	m.markEnd[phase] = m.mark()
+	if i+1 == len(m.steps) || m.steps[i+1].phase != phase {
+		m.profilePiece("after-" + phase)
+	}
 	if phase == "manage" && (i+1 == len(m.steps) || m.steps[i+1].phase != phase) {
 		// Both processes give their free heap back once quiet
 		// (memrelease: within memrelease.Settle), as in ironlab up; the
@@ -373,6 +387,7 @@ type compareOpts struct {
 }
 
 func (m *benchMeter) beginPhase(p string) {
+	m.profilePiece(p)
 	fmt.Printf("   bench: phase %s\n", p)
 	m.phaseStart[p] = time.Now()
 	m.markStart[p] = m.mark()
@@ -381,6 +396,29 @@ func (m *benchMeter) beginPhase(p string) {
 func (m *benchMeter) endPhase(p string) {
 	m.phaseEnd[p] = time.Now()
 	m.markEnd[p] = m.mark()
+	m.profilePiece("after-" + p)
+}
+
+// profilePiece begins the CPU profiles' piece name in both processes
+// (--cpuprofile): this one's directly, the driver's with the lab extension
+// PUT /v1/lab/profile. A driver that refuses is warned of once and keeps
+// writing its current piece.
+func (m *benchMeter) profilePiece(name string) {
+	if m.prof == nil {
+		return
+	}
+	if _, err := m.prof.Piece(name); err != nil {
+		m.warn("CPU profile: %v", err)
+	}
+	if m.api == nil || m.profWarned {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := m.api.ProfilePiece(ctx, name); err != nil {
+		m.warn("the driver's CPU profile stays one piece from %q on: PUT /v1/lab/profile: %v", name, err)
+		m.profWarned = true
+	}
 }
 
 // startHeartbeats polls the nodes' agent_last_heartbeat (Unix seconds, as

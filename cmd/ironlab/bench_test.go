@@ -170,8 +170,9 @@ func TestBenchFakePower(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 10-node lab (~15 s)")
 	}
-	_, res, raw := runBench(t, "--nodes", "10", "--power", "fake", "--load-window", "0",
-		"--heartbeat-window", "2s", "--timeout", "2m", "--checksum", "sha512")
+	profiles := t.TempDir()
+	out, res, raw := runBench(t, "--nodes", "10", "--power", "fake", "--load-window", "0",
+		"--heartbeat-window", "2s", "--timeout", "2m", "--checksum", "sha512", "--cpuprofile", profiles)
 	var b struct {
 		Nodes    int    `json:"nodes"`
 		Driver   string `json:"driver"`
@@ -179,9 +180,10 @@ func TestBenchFakePower(t *testing.T) {
 		Passed   bool   `json:"passed"`
 		Cleaning string `json:"cleaning"`
 		Phases   []struct {
-			Name         string `json:"name"`
-			IPMIRequests uint64 `json:"ipmi_requests"`
-			Heartbeats   uint64 `json:"heartbeats"`
+			Name         string  `json:"name"`
+			Seconds      float64 `json:"seconds"`
+			IPMIRequests uint64  `json:"ipmi_requests"`
+			Heartbeats   uint64  `json:"heartbeats"`
 		} `json:"phases"`
 		IPMIRequests uint64                          `json:"ipmi_requests"`
 		DeployWallS  float64                         `json:"deploy_wall_s"`
@@ -220,6 +222,34 @@ func TestBenchFakePower(t *testing.T) {
 			t.Errorf("goal %q: %q, want not judged for fake_agent", g.Goal, g.Status)
 		}
 	}
+	// --cpuprofile: each phase is a piece of both processes' profiles,
+	// lasting the phase (and the switch, up to ~0.1 s in each process).
+	if strings.Contains(out, "CPU profile") && strings.Contains(out, "warning") {
+		t.Errorf("bench warned of its CPU profiles:\n%s", out)
+	}
+	var driverSamples int
+	for _, p := range b.Phases {
+		for _, proc := range []string{"lab", "driver"} {
+			path := filepath.Join(profiles, proc+"."+p.Name+".cpu")
+			prof, _ := readProfile(t, path)
+			if d := time.Duration(prof.DurationNanos).Seconds(); d < p.Seconds-0.05 || d > p.Seconds+1 {
+				t.Errorf("%s lasts %.2f s; phase %s lasted %.2f s", filepath.Base(path), d, p.Name, p.Seconds)
+			}
+			if proc == "driver" {
+				driverSamples += len(prof.Sample)
+			}
+		}
+	}
+	if driverSamples == 0 {
+		t.Error("the driver's phase profiles hold no samples")
+	}
+	last := b.Phases[len(b.Phases)-1].Name
+	for _, f := range []string{"lab.cpu", "driver.cpu", "lab.after-" + last + ".cpu", "driver.after-" + last + ".cpu", "driver.cpu.block", "lab.cpu.mutex"} {
+		if _, err := os.Stat(filepath.Join(profiles, f)); err != nil {
+			t.Errorf("--cpuprofile: %v", err)
+		}
+	}
+
 	md, err := os.ReadFile(filepath.Join(res, "bench.md"))
 	if err != nil || !strings.Contains(string(md), "Cleaning: none (FakePower") {
 		t.Errorf("bench.md does not say the nodes were not cleaned (%v):\n%s", err, md)

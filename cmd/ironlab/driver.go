@@ -124,7 +124,7 @@ func driverCmd(args []string) int {
 	var df driverFlags
 	df.add(fs, ".state/ironlab.db")
 	verbose := fs.Bool("v", false, "debug logs")
-	cpuProfile := fs.String("cpuprofile", os.Getenv(driverProfileEnv), "write a CPU profile (pprof) of the whole run to this file (default: $"+driverProfileEnv+", which `ironlab bench --cpuprofile` sets)")
+	cpuProfile := fs.String("cpuprofile", os.Getenv(driverProfileEnv), "write a CPU profile (pprof) to `FILE`, of the whole run unless PUT /v1/lab/profile {\"name\": N} begins a piece, written beside it with N before its extension (driver.cpu -> driver.N.cpu), as ironlab bench --cpuprofile does for each phase (default: $"+driverProfileEnv+", which bench sets); block and mutex profiles of the whole run go to FILE.block and FILE.mutex")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: ironlab driver [flags]
 
@@ -143,13 +143,14 @@ Flags:
 		fmt.Fprintln(os.Stderr, "ironlab driver:", err)
 		return 2
 	}
+	var prof *cpuProfiler
 	if *cpuProfile != "" {
-		stopProfile, err := startCPUProfile(*cpuProfile)
-		if err != nil {
+		var err error
+		if prof, err = startCPUProfile(*cpuProfile); err != nil {
 			fmt.Fprintln(os.Stderr, "ironlab driver:", err)
 			return 1
 		}
-		defer stopProfile()
+		defer prof.Stop()
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -164,7 +165,11 @@ Flags:
 			return 1
 		}
 	}
-	d, err := driver.New(ctx, df.config(logger))
+	cfg := df.config(logger)
+	if prof != nil {
+		cfg.Profiler = prof.Piece
+	}
+	d, err := driver.New(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ironlab driver:", err)
 		return 1

@@ -58,6 +58,8 @@ type Server struct {
 	owner func(*store.Node) string
 	// refused logs the agents' heartbeats and lookups refused.
 	refused *refusalLog
+	// profiler writes the CPU profile's next piece (nil: none).
+	profiler Profiler
 }
 
 // SetOwner tells the API who services a node (the node's conductor
@@ -140,6 +142,7 @@ func (s *Server) routes() {
 	e.DELETE("/v1/ports/:uuid", s.deletePort)
 
 	e.GET("/v1/lab/process", s.labProcess)
+	e.PUT("/v1/lab/profile", s.labProfile)
 
 	e.GET("/v1/lookup", s.lookup)
 	e.POST("/v1/heartbeat/:ident", s.heartbeat)

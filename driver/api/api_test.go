@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -609,5 +610,48 @@ func TestColumnsJSON(t *testing.T) {
 	}
 	if n := strings.Count(string(api.ColumnsJSON(nodes[:1], fields)), `"name":`); n != 1 {
 		t.Errorf("a field asked for twice is written %d times, want once", n)
+	}
+}
+
+// The lab extension PUT /v1/lab/profile begins the CPU profile's next
+// piece in a driver that writes one, says which file it goes to, and
+// refuses a bad name, a name used before and a bad body with the status
+// and the reason; a driver that writes no profile answers 404.
+func TestLabProfileBeginsAPiece(t *testing.T) {
+	if r := newServer(t, nil).do(t, http.MethodPut, "/v1/lab/profile", "", `{"name": "deploy"}`); r.status != http.StatusNotFound ||
+		!strings.Contains(r.body, "--cpuprofile") {
+		t.Errorf("without a profile: %d %s, want 404 saying how to start one", r.status, r.body)
+	}
+	var pieces []string
+	s := newServer(t, func(c *driver.Config) {
+		c.Profiler = func(name string) (string, error) {
+			switch {
+			case name == "Bad":
+				return "", fmt.Errorf("%w: %q", api.ErrProfileName, name)
+			case slices.Contains(pieces, name):
+				return "", fmt.Errorf("%w: %q", api.ErrProfilePieceExists, name)
+			}
+			pieces = append(pieces, name)
+			return "/p/driver." + name + ".cpu", nil
+		}
+	})
+	for _, c := range []struct {
+		body   string
+		status int
+		want   string
+	}{
+		{`{"name": "deploy"}`, http.StatusOK, `"file":"/p/driver.deploy.cpu"`},
+		{`{"name": "deploy"}`, http.StatusConflict, `written already: \\\"deploy\\\"`},
+		{`{"name": "Bad"}`, http.StatusBadRequest, `invalid CPU profile piece name`},
+		{`{"name": `, http.StatusBadRequest, `Invalid body`},
+		{`{"name": "after-deploy"}`, http.StatusOK, `"file":"/p/driver.after-deploy.cpu"`},
+	} {
+		r := s.do(t, http.MethodPut, "/v1/lab/profile", "", c.body)
+		if r.status != c.status || !strings.Contains(r.body, c.want) {
+			t.Errorf("PUT /v1/lab/profile %s: %d %s, want %d with %s", c.body, r.status, r.body, c.status, c.want)
+		}
+	}
+	if want := []string{"deploy", "after-deploy"}; !cmp.Equal(pieces, want) {
+		t.Errorf("pieces begun %v, want %v", pieces, want)
 	}
 }

@@ -366,6 +366,17 @@ func (c *Client) Events(ctx context.Context, ident string) ([]json.RawMessage, e
 	return out.Events, err
 }
 
+// ProfilePiece ends the driver's CPU profile piece and begins one named
+// name (the lab extension PUT /v1/lab/profile of a driver started with
+// --cpuprofile; others answer 404), returning the file it writes.
+func (c *Client) ProfilePiece(ctx context.Context, name string) (file string, err error) {
+	var out struct {
+		File string `json:"file"`
+	}
+	err = c.Do(ctx, http.MethodPut, "/v1/lab/profile", map[string]string{"name": name}, &out)
+	return out.File, err
+}
+
 // Process is the driver process's pid and CPU seconds (the lab extension
 // GET /v1/lab/process; a real Ironic answers 404).
 func (c *Client) Process(ctx context.Context) (pid int, cpuSeconds float64, err error) {
