@@ -201,13 +201,14 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	}
 	phase := m.steps[i].phase
 	if end.IsZero() {
-		if _, ok := m.phaseStart[phase]; !ok && m.prof != nil {
+		_, begun := m.phaseStart[phase]
+		if !begun && m.prof != nil {
 			// The switch takes up to 0.1 s in each process: not the phase's.
 			m.profilePiece(phase)
 			start = time.Now()
 		}
 		m.stepStart[i] = start
-		if _, ok := m.phaseStart[phase]; !ok {
+		if !begun {
 			m.phaseStart[phase] = start
 			m.markStart[phase] = m.mark()
 			fmt.Printf("   bench: phase %s\n", phase)
@@ -234,10 +235,11 @@ func (m *benchMeter) step(i int, start, end time.Time) {
 	m.stepEnd[i] = now
 	m.phaseEnd[phase] = now
 	m.markEnd[phase] = m.mark()
-	if i+1 == len(m.steps) || m.steps[i+1].phase != phase {
+	lastOfPhase := i+1 == len(m.steps) || m.steps[i+1].phase != phase
+	if lastOfPhase {
 		m.profilePiece("after-" + phase)
 	}
-	if phase == "manage" && (i+1 == len(m.steps) || m.steps[i+1].phase != phase) {
+	if phase == "manage" && lastOfPhase {
 		// Both processes give their free heap back once quiet
 		// (memrelease: within memrelease.Settle), as in ironlab up; the
 		// figure is what stays. The driver keeps each node's last IPMI
