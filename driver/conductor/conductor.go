@@ -491,11 +491,15 @@ func (c *Conductor) Recover(ctx context.Context) error {
 	if _, err := c.store.ReleaseAll(ctx, c.cfg.Host); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	last, err := c.store.LastTransitions(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
 	for _, n := range nodes {
 		if n.Reservation != "" && n.Reservation != c.cfg.Host {
 			continue // another live conductor's node
 		}
-		c.repairHistory(ctx, n)
+		c.repairHistory(ctx, n, last[n.UUID])
 		var ev string
 		switch n.ProvisionState {
 		case states.Deploying, states.Cleaning, states.Verifying, states.Rescuing, states.Unrescuing:
@@ -535,19 +539,9 @@ func (c *Conductor) Recover(ctx context.Context) error {
 // a state and its event were two writes: a transition saved on the node
 // whose event the dead process had not yet written (the state is the
 // truth). States and events now commit together; this repairs databases
-// written by older versions.
-func (c *Conductor) repairHistory(ctx context.Context, n *store.Node) {
-	evs, err := c.store.ListEvents(ctx, n.UUID)
-	if err != nil {
-		c.log.Error("recover: read history", "node", n.UUID, "err", err)
-		return
-	}
-	last := ""
-	for _, e := range evs {
-		if e.Kind == store.KindProvision && e.FromState != e.ToState {
-			last = e.ToState
-		}
-	}
+// written by older versions. last is the state the node's latest recorded
+// transition went to (store.LastTransitions), "" for none.
+func (c *Conductor) repairHistory(ctx context.Context, n *store.Node, last string) {
 	if last == "" || last == n.ProvisionState {
 		return
 	}

@@ -823,6 +823,30 @@ func (s *Postgres) ListEvents(ctx context.Context, nodeUUID string) ([]store.Eve
 	return out, nil
 }
 
+// LastTransitions returns each node's latest provision transition's state:
+// one backward scan of events_node per node, stopping at its first match.
+func (s *Postgres) LastTransitions(ctx context.Context) (map[string]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT n.uuid, t.to_state FROM nodes n CROSS JOIN LATERAL (
+		SELECT to_state FROM events e WHERE e.node_uuid = n.uuid AND e.kind = $1 AND e.from_state <> e.to_state
+		ORDER BY e.id DESC LIMIT 1) t`, store.KindProvision)
+	if err != nil {
+		return nil, fmt.Errorf("last transitions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, to string
+		if err := rows.Scan(&id, &to); err != nil {
+			return nil, fmt.Errorf("last transitions: %w", err)
+		}
+		out[id] = to
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("last transitions: %w", err)
+	}
+	return out, nil
+}
+
 // byIdent matches the node whose UUID is the parameter p or, when none has
 // it, the one named p.
 func byIdent(p string) string {

@@ -264,3 +264,39 @@ func BenchmarkListEventsFleet(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-us/list")
 }
+
+// BenchmarkLastTransitionsFleet is the read a conductor makes at start-up
+// (Recover: each node's latest provision transition) in the fleet
+// database. Before LastTransitions, Recover read each node's history
+// (BenchmarkListEventsFleet, times 10,000). "last" adds one transition
+// after each node's 50 power events, where a node's usually is; "none"
+// has none, so every node's chain is walked whole (the worst case).
+func BenchmarkLastTransitionsFleet(b *testing.B) {
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		add  bool
+	}{{"last", true}, {"none", false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s, _ := openFleet(b)
+			want := 0
+			if bc.add {
+				want = fleetNodes
+				if _, err := s.db.ExecContext(ctx, `INSERT INTO events (uuid, node_uuid, time, kind, from_state, to_state, event, prev_id)
+					SELECT 'tr-' || uuid, uuid, 0, ?, 'deploying', 'active', 'done', last_event_id FROM nodes`, store.KindProvision); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			for range b.N {
+				last, err := s.LastTransitions(ctx)
+				if err != nil || len(last) != want {
+					b.Fatalf("LastTransitions = %d nodes, %v; want %d", len(last), err, want)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+		})
+	}
+}

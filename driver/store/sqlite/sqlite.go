@@ -996,6 +996,39 @@ func (s *SQLite) ListEvents(ctx context.Context, nodeUUID string) ([]store.Event
 	return out, rows.Err()
 }
 
+// qLastTransitions walks each node's chain back from its head only as far
+// as its latest provision transition (most nodes' is among their last few
+// events), rather than reading every history whole.
+const qLastTransitions = `WITH RECURSIVE walk(node_uuid, id, prev_id, hit, to_state) AS (
+		SELECT n.uuid, e.id, e.prev_id, e.kind = ?1 AND e.from_state <> e.to_state, e.to_state
+			FROM nodes n JOIN events e ON e.id = n.last_event_id
+		UNION ALL
+		SELECT w.node_uuid, e.id, e.prev_id, e.kind = ?1 AND e.from_state <> e.to_state, e.to_state
+			FROM walk w JOIN events e ON e.id = w.prev_id AND e.id < w.id WHERE NOT w.hit
+	)
+	SELECT node_uuid, to_state FROM walk WHERE hit`
+
+// LastTransitions returns each node's latest provision transition's state.
+func (s *SQLite) LastTransitions(ctx context.Context) (map[string]string, error) {
+	rows, err := s.rdb.QueryContext(ctx, qLastTransitions, store.KindProvision)
+	if err != nil {
+		return nil, fmt.Errorf("last transitions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, to string
+		if err := rows.Scan(&id, &to); err != nil {
+			return nil, fmt.Errorf("last transitions: %w", err)
+		}
+		out[id] = to
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("last transitions: %w", err)
+	}
+	return out, nil
+}
+
 // agentWrite runs one UPDATE of a node's agent columns; none matched is
 // ErrNotFound.
 func (s *SQLite) agentWrite(ctx context.Context, tx *sql.Tx, what, id, set string, args ...any) (int64, error) {

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ports", ports},
 		{"StateCommitsWithItsEvent", stateWithEvent},
 		{"HistoryOutlivesItsNode", historyOutlivesNode},
+		{"LastTransitions", lastTransitions},
 		{"SavesChangeEachIndexedColumnAlone", indexedColumns},
 		{"EventFailureRollsBack", eventFailureRollsBack},
 		{"ListNodesFilters", listNodes},
@@ -239,6 +240,70 @@ func stateWithEvent(t *testing.T, s store.Store) {
 // after its node is deleted, and a node created again under a deleted
 // node's UUID (the SQLite store keeps each node's history as a chain whose
 // head moves between the node's row and a table of its own).
+// lastTransitions: each node's latest provision event that changed state,
+// past the events after it that did not (power events, a provision event
+// that kept its state), across a history its UUID had before the node was
+// created again; a node without one, and a UUID without a node, have none.
+func lastTransitions(t *testing.T, s store.Store) {
+	ev := func(id, kind, from, to string) *store.Event {
+		return &store.Event{NodeUUID: id, Kind: kind, FromState: from, ToState: to, Event: from + ">" + to}
+	}
+	prov := func(id, from, to string) *store.Event { return ev(id, store.KindProvision, from, to) }
+	add := func(e *store.Event) {
+		t.Helper()
+		if err := s.AddEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.LastTransitions(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("empty store: LastTransitions = %v, %v; want none", got, err)
+	}
+	for _, id := range []string{"walks", "latest", "none", "again"} {
+		if err := s.CreateNode(ctx, &store.Node{UUID: id, Name: id, Driver: "x", ProvisionState: "enroll"}, prov(id, "", "enroll")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// walks: its transition lies behind events that change no state.
+	add(prov("walks", "enroll", "manageable"))
+	add(ev("walks", store.KindPower, "power off", "power on"))
+	add(prov("walks", "manageable", "manageable"))
+	add(ev("walks", store.KindPower, "power on", "power off"))
+	// latest: its last event is the transition, after others.
+	add(prov("latest", "enroll", "manageable"))
+	add(prov("latest", "manageable", "available"))
+	// none: a node whose history has no transition at all (a store written
+	// before nodes recorded their "create"); its create event changed
+	// nothing.
+	if err := s.DeleteNode(ctx, "none"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateNode(ctx, &store.Node{UUID: "none2", Name: "none", Driver: "x", ProvisionState: "enroll"}, prov("none2", "enroll", "enroll")); err != nil {
+		t.Fatal(err)
+	}
+	add(ev("none2", store.KindPower, "", "power off"))
+	// again: deleted after a transition, events recorded while it had no
+	// node, then created again with an event that changed nothing: its
+	// UUID's history goes on.
+	add(prov("again", "enroll", "manageable"))
+	if err := s.DeleteNode(ctx, "again", prov("again", "manageable", "manageable")); err != nil {
+		t.Fatal(err)
+	}
+	add(ev("again", store.KindPower, "", "power off"))
+	if err := s.CreateNode(ctx, &store.Node{UUID: "again", Name: "again", Driver: "x", ProvisionState: "enroll"}, ev("again", store.KindPower, "", "power off")); err != nil {
+		t.Fatal(err)
+	}
+	// orphan: events for a UUID no node has.
+	add(prov("orphan", "enroll", "manageable"))
+	got, err := s.LastTransitions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"walks": "manageable", "latest": "available", "again": "manageable"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("LastTransitions (-want +got):\n%s", diff)
+	}
+}
+
 func historyOutlivesNode(t *testing.T, s store.Store) {
 	ev := func(id, from, to string) *store.Event {
 		return &store.Event{NodeUUID: id, Kind: store.KindProvision, FromState: from, ToState: to, Event: from + ">" + to}
