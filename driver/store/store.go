@@ -470,6 +470,30 @@ type Store interface {
 	Close() error
 }
 
+// Rows is what database/sql's and pgx's query results share.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// ScanTransitions reads LastTransitions' rows (node UUID, state) into its
+// map.
+func ScanTransitions(rows Rows) (map[string]string, error) {
+	out := map[string]string{}
+	for rows.Next() {
+		var id, to string
+		if err := rows.Scan(&id, &to); err != nil {
+			return nil, fmt.Errorf("last transitions: %w", err)
+		}
+		out[id] = to
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("last transitions: %w", err)
+	}
+	return out, nil
+}
+
 // NormalizeMAC returns a MAC in lower-case colon form, or "" if s is not a
 // 6-byte MAC address.
 func NormalizeMAC(s string) string {

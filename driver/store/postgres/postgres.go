@@ -833,18 +833,7 @@ func (s *Postgres) LastTransitions(ctx context.Context) (map[string]string, erro
 		return nil, fmt.Errorf("last transitions: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]string{}
-	for rows.Next() {
-		var id, to string
-		if err := rows.Scan(&id, &to); err != nil {
-			return nil, fmt.Errorf("last transitions: %w", err)
-		}
-		out[id] = to
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("last transitions: %w", err)
-	}
-	return out, nil
+	return store.ScanTransitions(rows)
 }
 
 // byIdent matches the node whose UUID is the parameter p or, when none has

@@ -1015,18 +1015,7 @@ func (s *SQLite) LastTransitions(ctx context.Context) (map[string]string, error)
 		return nil, fmt.Errorf("last transitions: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]string{}
-	for rows.Next() {
-		var id, to string
-		if err := rows.Scan(&id, &to); err != nil {
-			return nil, fmt.Errorf("last transitions: %w", err)
-		}
-		out[id] = to
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("last transitions: %w", err)
-	}
-	return out, nil
+	return store.ScanTransitions(rows)
 }
 
 // agentWrite runs one UPDATE of a node's agent columns; none matched is
