@@ -88,56 +88,74 @@ type phaseScaling struct {
 	Linear    bool    `json:"linear"`
 }
 
+// readBenchJSON reads a bench.json that a scaling judgement can use: an
+// ironlab bench run that passed and records its flags; its errors name
+// the file (and the line of a JSON syntax error).
+func readBenchJSON(path string) (*benchReport, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r benchReport
+	if err := json.Unmarshal(raw, &r); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line := 1 + strings.Count(string(raw[:se.Offset]), "\n")
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	switch {
+	case r.Nodes < 1 || len(r.Phases) == 0:
+		return nil, fmt.Errorf("%s is not an ironlab bench.json (no nodes or phases)", path)
+	case !r.Passed:
+		return nil, fmt.Errorf("%s is a run that failed (%s): its figures are not a baseline", path, r.Error)
+	case r.Settings == nil:
+		return nil, fmt.Errorf("%s does not record its flags (a bench.json from before settings were written): run that bench again", path)
+	}
+	return &r, nil
+}
+
 // readScaleBase reads the bench.json --scale-from names and checks that
 // this run can scale from it: fewer nodes, a run that passed, the same
 // node class and settings.
 func readScaleBase(path string, nodes int, driver string, set benchSettings) (*benchReport, error) {
-	raw, err := os.ReadFile(path)
+	base, err := readBenchJSON(path)
 	if err != nil {
 		return nil, fmt.Errorf("--scale-from: %w", err)
 	}
-	var base benchReport
-	if err := json.Unmarshal(raw, &base); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			line := 1 + strings.Count(string(raw[:se.Offset]), "\n")
-			return nil, fmt.Errorf("--scale-from: %s:%d: %w", path, line, err)
-		}
-		return nil, fmt.Errorf("--scale-from: %s: %w", path, err)
-	}
 	switch {
-	case base.Nodes < 1 || len(base.Phases) == 0:
-		return nil, fmt.Errorf("--scale-from: %s is not an ironlab bench.json (no nodes or phases)", path)
 	case base.Nodes >= nodes:
 		return nil, fmt.Errorf("--scale-from: %s is a run of %d nodes; scale from a run of fewer than --nodes %d", path, base.Nodes, nodes)
-	case !base.Passed:
-		return nil, fmt.Errorf("--scale-from: %s is a run that failed (%s): its figures are not a baseline", path, base.Error)
 	case base.Driver != driver:
 		return nil, fmt.Errorf("--scale-from: %s ran %s nodes, this run %s: give the same --power and --bmc", path, base.Driver, driver)
-	case base.Settings == nil:
-		return nil, fmt.Errorf("--scale-from: %s does not record its flags (a bench.json from before settings were written): run the smaller bench again", path)
 	}
 	if d := set.differences(*base.Settings); len(d) > 0 {
 		return nil, fmt.Errorf("--scale-from: %s ran with other flags; this run has %s", path, strings.Join(d, ", "))
 	}
-	return &base, nil
+	return base, nil
+}
+
+// phasePerNode is a run's phase's CPU milliseconds (lab + driver) and
+// wall seconds per node; ok is false when the run has no such phase or
+// it took no CPU.
+func (r *benchReport) phasePerNode(name string) (cpuMs, wall float64, ok bool) {
+	i := slices.IndexFunc(r.Phases, func(p benchPhase) bool { return p.Name == name })
+	if i < 0 {
+		return 0, 0, false
+	}
+	p := r.Phases[i]
+	cpuMs, wall = (p.LabCPUS+p.DriverCPUS)*1000/float64(r.Nodes), p.Seconds/float64(r.Nodes)
+	return cpuMs, wall, cpuMs > 0 && wall > 0
 }
 
 // scaling compares r's phases with base's.
 func (r *benchReport) scaling(base *benchReport, from string) *benchScaling {
 	s := &benchScaling{From: from, FromNodes: base.Nodes, Tolerance: scaleTolerance, Linear: true}
-	perNode := func(p benchPhase, n int) (cpuMs, wall float64) {
-		return (p.LabCPUS + p.DriverCPUS) * 1000 / float64(n), p.Seconds / float64(n)
-	}
 	for _, name := range scaledPhases {
-		i := slices.IndexFunc(r.Phases, func(p benchPhase) bool { return p.Name == name })
-		j := slices.IndexFunc(base.Phases, func(p benchPhase) bool { return p.Name == name })
-		if i < 0 || j < 0 {
-			continue
-		}
-		cpu, wall := perNode(r.Phases[i], r.Nodes)
-		fromCPU, fromWall := perNode(base.Phases[j], base.Nodes)
-		if fromCPU <= 0 || fromWall <= 0 {
+		cpu, wall, ok := r.phasePerNode(name)
+		fromCPU, fromWall, fromOK := base.phasePerNode(name)
+		if !ok || !fromOK {
 			continue
 		}
 		ps := phaseScaling{Phase: name, FromCPUMsPerNode: round3(fromCPU), CPUMsPerNode: round3(cpu),
