@@ -200,7 +200,7 @@ func (r *benchReport) markdownScaling(b *strings.Builder) {
 	if s == nil {
 		return
 	}
-	fmt.Fprintf(b, "\nScaling from %d nodes (%s): CPU per node, lab + driver; a phase is linear when its ratio is at most %.1f.\n\n", s.FromNodes, s.From, 1+s.Tolerance)
+	fmt.Fprintf(b, "\nScaling from %d nodes (%s): CPU per node, lab + driver; a phase is linear when its ratio is at most %.1f. One pair of runs is as noisy as that: ironlab scaling judges several runs of each size by their medians.\n\n", s.FromNodes, s.From, 1+s.Tolerance)
 	fmt.Fprintf(b, "| phase | CPU ms per node at %d | at %d | ratio | wall per node, ratio | linear |\n|---|---:|---:|---:|---:|---|\n", s.FromNodes, r.Nodes)
 	for _, p := range s.Phases {
 		verdict := "yes"
