@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # vm-deps.sh installs and starts what the VM tier needs: libvirt + QEMU (TCG is
-# enough), the iPXE ROMs, qemu-img, ipmitool, lz4, and genisoimage + isolinux
-# (the agent ISO that virtual media boots). Idempotent: it installs
+# enough), the iPXE ROMs, qemu-img, ipmitool, lz4, genisoimage + isolinux
+# (the agent ISO that virtual media boots), and tini (libvirtd's reaper). Idempotent: it installs
 # only missing packages and starts only daemons that are not running, so CI and
 # developers can call it before every test run.
 set -euo pipefail
 
-pkgs=(libvirt-daemon-system qemu-system-x86 qemu-utils ipxe-qemu ipmitool lz4 genisoimage isolinux syslinux-common)
+pkgs=(libvirt-daemon-system qemu-system-x86 qemu-utils ipxe-qemu ipmitool lz4 genisoimage isolinux syslinux-common tini)
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "vm-deps: must run as root (installs Debian packages, starts libvirtd)" >&2
@@ -46,9 +46,22 @@ if ! running virtlogd; then
 	echo "vm-deps: starting virtlogd"
 	virtlogd -d
 fi
+# Each QEMU is a daemon: when it exits, the kernel hands it to the nearest
+# subreaper, else to PID 1, and libvirtd reports the domain off only once the
+# process is reaped. Where PID 1 is no real init (on this kind of VM it is
+# firecracker's process_api), an exited QEMU stayed a zombie for 1.5-2 s:
+# every power off of a VM, the guest's own or a destroy, took that long,
+# twice per deploy. libvirtd runs in the foreground under tini -s, a
+# subreaper that reaps at once.
 if ! running libvirtd; then
-	echo "vm-deps: starting libvirtd"
-	libvirtd -d
+	echo "vm-deps: starting libvirtd (under tini -s, which reaps its exited QEMUs at once; log: /var/log/ironlab-libvirtd.log)"
+	setsid tini -s -- libvirtd </dev/null >>/var/log/ironlab-libvirtd.log 2>&1 &
+else
+	parent=$(ps -o comm= -p "$(ps -o ppid= -p "$(pgrep -xo libvirtd)" | tr -d ' ')" 2>/dev/null || true)
+	init=$(ps -o comm= -p 1 2>/dev/null || true)
+	if [ "$parent" != tini ] && [ "$init" != systemd ] && [ "$init" != init ]; then
+		echo "vm-deps: note: libvirtd runs without a reaper and PID 1 is $init: each VM power off waits for PID 1 to reap its QEMU (1.5-2 s here); stop libvirtd when no VM runs and run this again to start it under tini"
+	fi
 fi
 
 # Wait for the socket so callers can connect right away.
