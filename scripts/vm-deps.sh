@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # vm-deps.sh installs and starts what the VM tier needs: libvirt + QEMU (TCG is
 # enough), the iPXE ROMs, qemu-img, ipmitool, lz4, genisoimage + isolinux
-# (the agent ISO that virtual media boots), and tini (libvirtd's reaper). Idempotent: it installs
-# only missing packages and starts only daemons that are not running, so CI and
-# developers can call it before every test run.
+# (the agent ISO that virtual media boots) and tini (libvirtd's reaper).
+# Idempotent: it installs only missing packages and starts only daemons that
+# are not running, so CI and developers can call it before every test run.
 set -euo pipefail
 
 pkgs=(libvirt-daemon-system qemu-system-x86 qemu-utils ipxe-qemu ipmitool lz4 genisoimage isolinux syslinux-common tini)
@@ -57,8 +57,9 @@ if ! running libvirtd; then
 	echo "vm-deps: starting libvirtd (under tini -s, which reaps its exited QEMUs at once; log: /var/log/ironlab-libvirtd.log)"
 	setsid tini -s -- libvirtd </dev/null >>/var/log/ironlab-libvirtd.log 2>&1 &
 else
-	parent=$(ps -o comm= -p "$(ps -o ppid= -p "$(pgrep -xo libvirtd)" | tr -d ' ')" 2>/dev/null || true)
-	init=$(ps -o comm= -p 1 2>/dev/null || true)
+	ppid=$(ps -o ppid= -p "$(pgrep -xo libvirtd)" | tr -d ' ' || true)
+	parent=$(ps -o comm= -p "$ppid" || true)
+	init=$(ps -o comm= -p 1 || true)
 	if [ "$parent" != tini ] && [ "$init" != systemd ] && [ "$init" != init ]; then
 		echo "vm-deps: note: libvirtd runs without a reaper and PID 1 is $init: each VM power off waits for PID 1 to reap its QEMU (1.5-2 s here); stop libvirtd when no VM runs and run this again to start it under tini"
 	fi

@@ -21,6 +21,10 @@ import (
 // by about that much (the same binary, the same flags).
 const scaleTolerance = 0.2
 
+// linearRatio says whether a phase whose CPU per node grew by ratio from
+// the smaller N to the larger is linear in N.
+func linearRatio(ratio float64) bool { return ratio <= 1+scaleTolerance }
+
 // scaledPhases are the provisioning phases, each work per node. The
 // heartbeat window and the closed loops last a fixed time at any N, and
 // the verify phases are the bench's own checks.
@@ -160,7 +164,7 @@ func (r *benchReport) scaling(base *benchReport, from string) *benchScaling {
 		}
 		ps := phaseScaling{Phase: name, FromCPUMsPerNode: round3(fromCPU), CPUMsPerNode: round3(cpu),
 			CPURatio: round3(cpu / fromCPU), WallRatio: round3(wall / fromWall)}
-		ps.Linear = cpu/fromCPU <= 1+scaleTolerance
+		ps.Linear = linearRatio(cpu / fromCPU)
 		s.Linear = s.Linear && ps.Linear
 		s.Phases = append(s.Phases, ps)
 	}

@@ -123,20 +123,15 @@ func judgeScaling(paths []string, runs []*benchReport) (*scalingRuns, error) {
 		}
 		sizes[r.Nodes] = true
 	}
-	if len(sizes) != 2 {
-		var ns []string
-		for _, n := range slices.Sorted(maps.Keys(sizes)) {
-			ns = append(ns, fmt.Sprint(n))
+	ns := slices.Sorted(maps.Keys(sizes))
+	if len(ns) != 2 {
+		var counts []string
+		for _, n := range ns {
+			counts = append(counts, fmt.Sprint(n))
 		}
-		return nil, fmt.Errorf("give runs at exactly two node counts; these are at %s", strings.Join(ns, ", "))
+		return nil, fmt.Errorf("give runs at exactly two node counts; these are at %s", strings.Join(counts, ", "))
 	}
-	s := &scalingRuns{Driver: first.Driver, Tolerance: scaleTolerance, Linear: true}
-	for n := range sizes {
-		if s.FromNodes == 0 || n < s.FromNodes {
-			s.FromNodes = n
-		}
-		s.Nodes = max(s.Nodes, n)
-	}
+	s := &scalingRuns{FromNodes: ns[0], Nodes: ns[1], Driver: first.Driver, Tolerance: scaleTolerance, Linear: true}
 	for i, r := range runs {
 		if r.Nodes == s.FromNodes {
 			s.From = append(s.From, paths[i])
@@ -159,11 +154,12 @@ func judgeScaling(paths []string, runs []*benchReport) (*scalingRuns, error) {
 		if len(fromCPU) == 0 || len(cpu) == 0 {
 			continue
 		}
+		from, at := median(fromCPU), median(cpu)
 		p := phaseScalingRuns{Phase: name,
-			FromCPUMsPerNode: round3(median(fromCPU)), FromCPURange: [2]float64{round3(slices.Min(fromCPU)), round3(slices.Max(fromCPU))},
-			CPUMsPerNode: round3(median(cpu)), CPURange: [2]float64{round3(slices.Min(cpu)), round3(slices.Max(cpu))},
-			CPURatio: round3(median(cpu) / median(fromCPU)), WallRatio: round3(median(wall) / median(fromWall))}
-		p.Linear = median(cpu)/median(fromCPU) <= 1+scaleTolerance
+			FromCPUMsPerNode: round3(from), FromCPURange: span(fromCPU),
+			CPUMsPerNode: round3(at), CPURange: span(cpu),
+			CPURatio: round3(at / from), WallRatio: round3(median(wall) / median(fromWall)),
+			Linear: linearRatio(at / from)}
 		s.Linear = s.Linear && p.Linear
 		s.Phases = append(s.Phases, p)
 	}
@@ -171,6 +167,11 @@ func judgeScaling(paths []string, runs []*benchReport) (*scalingRuns, error) {
 		return nil, fmt.Errorf("no provisioning phase (%s) was measured at both sizes", strings.Join(scaledPhases, ", "))
 	}
 	return s, nil
+}
+
+// span is v's lowest and highest (v not empty), rounded as the medians.
+func span(v []float64) [2]float64 {
+	return [2]float64{round3(slices.Min(v)), round3(slices.Max(v))}
 }
 
 // median of v (not empty): the middle value, or the mean of the two.
