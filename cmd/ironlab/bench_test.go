@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -41,6 +42,7 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 			DriverCPUS float64 `json:"driver_cpu_s"`
 			Lookups    uint64  `json:"lookups"`
 			Heartbeats uint64  `json:"heartbeats"`
+			Sessions   uint64  `json:"ipmi_sessions"`
 		} `json:"phases"`
 		DeployWallS      *float64 `json:"deploy_wall_s"`
 		DeployRequestsS  *float64 `json:"deploy_requests_s"`
@@ -127,6 +129,12 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 		if p.Name == "provide" && (p.Lookups < uint64(n) || p.Heartbeats < uint64(n)) {
 			t.Errorf("provide phase: %d lookups, %d heartbeats; want at least one of each per node (%d)", p.Lookups, p.Heartbeats, n)
 		}
+		// power_off begins once the sessions the driver kept from
+		// provide are closed: every node's power off opens its own, at
+		// any N, and the wait is no part of the phase.
+		if p.Name == "power_off" && (p.Sessions < uint64(n) || p.Seconds > 10) {
+			t.Errorf("power_off phase: %d IPMI sessions opened in %.1f s; want one per node (%d), the wait for kept sessions outside it", p.Sessions, p.Seconds, n)
+		}
 		if p.Name == "deploy" && p.Heartbeats < uint64(n) {
 			t.Errorf("deploy phase: %d heartbeats; want at least one per node (%d)", p.Heartbeats, n)
 		}
@@ -154,6 +162,9 @@ func TestBenchWritesMeasuredFigures(t *testing.T) {
 		}
 	}
 	report := filepath.Join(res, "bench", "report.html")
+	if strings.Contains(out, "sessions still open after") {
+		t.Errorf("the driver's kept sessions did not close before power off:\n%s", out)
+	}
 	if !strings.Contains(out, "bench: power off: 20/20 nodes off") {
 		t.Errorf("the power off's wait shows no progress to 20/20 nodes off:\n%s", out)
 	}
@@ -351,6 +362,36 @@ func TestBenchScalingJudgesEachPhase(t *testing.T) {
 // runBench runs `ironlab bench args...` with its own results folder, fails
 // the test unless it exits 0 with one bench.json, and returns its output,
 // the run's results folder and bench.json.
+// With no loops and a short window, provide's IPMI sessions are still
+// kept by the driver when power_off comes: the bench waits for them to
+// close, outside the phase, so that every node's power off opens its own
+// session, as at 10,000 nodes, where none is left by then.
+func TestBenchPowerOffStartsCold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 10-node lab (~20 s)")
+	}
+	const n = 10
+	out, _, raw := runBench(t, "--nodes", "10", "--power", "native", "--load-window", "0",
+		"--heartbeat-window", "1s", "--timeout", "2m")
+	var b benchReport
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatalf("bench.json: %v\n%s", err, raw)
+	}
+	waited := regexp.MustCompile(`bench: before power off: (\d+) BMC sessions still open`).FindStringSubmatch(out)
+	if waited == nil || waited[1] == "0" || !strings.Contains(out, "bench: all BMC sessions closed") {
+		t.Errorf("no wait for the sessions kept from provide before power off:\n%s", out)
+	}
+	i := slices.IndexFunc(b.Phases, func(p benchPhase) bool { return p.Name == "power_off" })
+	if i < 0 {
+		t.Fatalf("no power_off phase in %+v", b.Phases)
+	}
+	// The driver keeps a session at least 6 s after its last call: a phase
+	// that held the wait would last longer than that.
+	if p := b.Phases[i]; p.IPMISessions < n || p.Seconds >= 6 {
+		t.Errorf("power_off: %d sessions opened in %.1f s; want one per node (%d), the wait outside the phase", p.IPMISessions, p.Seconds, n)
+	}
+}
+
 func runBench(t *testing.T, args ...string) (out, res string, raw []byte) {
 	t.Helper()
 	dir := t.TempDir()

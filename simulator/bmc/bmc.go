@@ -418,6 +418,12 @@ func (b *BMC) Counters() Counters {
 	return Counters{Requests: b.conn.requests.Load(), Sessions: b.conn.sessions.Load(), Dropped: b.conn.dropped.Load()}
 }
 
+// OpenSessions is how many sessions the BMC holds now (RMCP+ and IPMI 1.5,
+// those still being set up among them).
+func (b *BMC) OpenSessions() int {
+	return b.core.Sessions.Count() + b.core.V15Sessions.Count()
+}
+
 // opensSession says whether a checked packet activates a session.
 func opensSession(h packetHeader) bool {
 	switch h.Kind {

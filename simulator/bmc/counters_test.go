@@ -55,3 +55,33 @@ func TestCountersCountSessionsAndRequests(t *testing.T) {
 		t.Errorf("after a malformed packet: %+v, want dropped 1 and the rest as %+v", after, got)
 	}
 }
+
+// OpenSessions is what the bench waits on before power_off: a session the
+// client keeps open counts until it is closed, one closed counts no more.
+func TestOpenSessionsCountsKeptSessions(t *testing.T) {
+	b := startBMC(t, bmctest.New("kept"), Options{})
+	if n := b.OpenSessions(); n != 0 {
+		t.Fatalf("a new BMC holds %d sessions, want 0", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, err := benchClient(ctx, b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := benchClient(ctx, b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := b.OpenSessions(); n != 2 {
+		t.Errorf("two clients in sessions: the BMC holds %d, want 2", n)
+	}
+	first.Close(ctx)
+	if n := b.OpenSessions(); n != 1 {
+		t.Errorf("one session closed, one open: the BMC holds %d, want 1", n)
+	}
+	second.Close(ctx)
+	if n := b.OpenSessions(); n != 0 {
+		t.Errorf("both sessions closed: the BMC holds %d, want 0", n)
+	}
+}
