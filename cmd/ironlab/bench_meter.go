@@ -170,7 +170,7 @@ const sessionsClosedWait = native.DefaultMaxSessionLinger + 15*time.Second
 // come further apart), so whether a node's power off finds the session of
 // its provide still open depends on how long the phases before took: at
 // 1000 nodes it did (power_off opened no session), at 10,000 it did not
-// (a session per node), and power_off's CPU per node was 1.26x at 10,000
+// (a session per node: the phase lasts 10 s, and they lapsed in it), and power_off's CPU per node was 1.26x at 10,000
 // for that alone. Once the sessions are closed, power_off at any N is a
 // session per node: a cold power off, as a conductor's first call to a
 // node is. The wait is no phase's; it says how many are open while it

@@ -365,10 +365,10 @@ func TestBenchScalingJudgesEachPhase(t *testing.T) {
 // With no loops and a short window, provide's IPMI sessions are still
 // kept by the driver when power_off comes: the bench waits for them to
 // close, outside the phase, so that every node's power off opens its own
-// session, as at 10,000 nodes, where none is left by then.
+// session, as at 10,000 nodes, where the kept ones lapse in the phase.
 func TestBenchPowerOffStartsCold(t *testing.T) {
 	if testing.Short() {
-		t.Skip("a 10-node lab (~20 s)")
+		t.Skip("a 10-node lab (~35 s)")
 	}
 	const n = 10
 	out, _, raw := runBench(t, "--nodes", "10", "--power", "native", "--load-window", "0",
