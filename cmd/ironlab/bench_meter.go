@@ -168,10 +168,10 @@ const sessionsClosedWait = native.DefaultMaxSessionLinger + 15*time.Second
 // holds a session. The driver keeps a session open for a while after a
 // call (native.Config.SessionLinger: 6 s, longer for a BMC whose calls
 // come further apart), so whether a node's power off finds the session of
-// its provide still open depends on how long the phases before took: at
-// 1000 nodes it did (power_off opened no session), at 10,000 it did not
-// (a session per node: the phase lasts 10 s, and they lapsed in it), and power_off's CPU per node was 1.26x at 10,000
-// for that alone. Once the sessions are closed, power_off at any N is a
+// its provide still open depends on N's timing: at 1000 nodes it did
+// (power_off opened no session), at 10,000 it did not (a session per
+// node: the phase lasts 10 s, and they lapsed in it), and power_off's CPU
+// per node was 1.26x at 10,000 for that alone. Once the sessions are closed, power_off at any N is a
 // session per node: a cold power off, as a conductor's first call to a
 // node is. The wait is no phase's; it says how many are open while it
 // lasts.
@@ -179,18 +179,10 @@ func (m *benchMeter) waitSessionsClosed() {
 	if m.lab == nil {
 		return
 	}
-	open := func() int {
-		n := 0
-		for _, node := range m.lab.Nodes() {
-			if node.BMC != nil {
-				n += node.BMC.OpenSessions()
-			}
-		}
-		return n
-	}
 	start, last, said := time.Now(), -1, time.Time{}
 	for {
-		n := open()
+		n := 0
+		m.eachBMC(func(b *bmc.BMC) { n += b.OpenSessions() })
 		if n == 0 {
 			if last > 0 {
 				fmt.Printf("   bench: all BMC sessions closed  %.1fs\n", time.Since(start).Seconds())
@@ -210,20 +202,27 @@ func (m *benchMeter) waitSessionsClosed() {
 	}
 }
 
-// counters sums the lab's BMC counters.
-func (m *benchMeter) counters() bmc.Counters {
-	var c bmc.Counters
+// eachBMC calls fn with each BMC of the lab's nodes.
+func (m *benchMeter) eachBMC(fn func(*bmc.BMC)) {
 	if m.lab == nil {
-		return c
+		return
 	}
 	for _, n := range m.lab.Nodes() {
 		if n.BMC != nil {
-			bc := n.BMC.Counters()
-			c.Requests += bc.Requests
-			c.Sessions += bc.Sessions
-			c.Dropped += bc.Dropped
+			fn(n.BMC)
 		}
 	}
+}
+
+// counters sums the lab's BMC counters.
+func (m *benchMeter) counters() bmc.Counters {
+	var c bmc.Counters
+	m.eachBMC(func(b *bmc.BMC) {
+		bc := b.Counters()
+		c.Requests += bc.Requests
+		c.Sessions += bc.Sessions
+		c.Dropped += bc.Dropped
+	})
 	return c
 }
 
